@@ -1,0 +1,59 @@
+"""Benchmarks: ``ximgctx bench <name> --out FILE.json``.
+
+Each benchmark measures ratios side by side in one run and writes JSON with the environment (torch
+version, threads, dtype) next to the figures. Speed and memory targets live here, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+#: benchmark name -> module exposing ``add_arguments(parser)`` and ``run(args) -> dict``.
+BENCHMARKS: dict[str, str] = {
+    "synth": "ximgctx.bench.synth",
+    "streaming": "ximgctx.bench.streaming",
+    "inference": "ximgctx.bench.inference",
+    "search": "ximgctx.bench.search",
+}
+
+
+def environment() -> dict[str, Any]:
+    """The facts a reader needs to compare two benchmark files."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": platform.machine(),
+    }
+
+
+def write_result(result: dict[str, Any], out: str | Path | None) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    print(text)
+
+
+def main(argv: list[str] | None = None, command: str = "bench") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        print(f"usage: ximgctx bench {{{','.join(BENCHMARKS)}}} [options] --out FILE.json", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    parser = argparse.ArgumentParser(prog=f"ximgctx bench {argv[0]}", description=module.__doc__)
+    parser.add_argument("--out", default=None, help="write the JSON result here (also printed)")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    result = {"benchmark": argv[0], "environment": environment(), **module.run(args)}
+    write_result(result, args.out)
+    return 0

@@ -1,0 +1,375 @@
+"""The post record: one social-media post with its image, text, replies, labels and metadata.
+
+The canonical on-disk form is JSONL, one post per line::
+
+    {"id": "p17", "image": "images/p17.png", "text": "see you all saturday",
+     "replies": [{"text": "count me in", "author": "u9"}, "lol"],
+     "labels": {"intent": ["protest"], "meaning": "literal"},
+     "meta": {"visibility": "public", "opt_out": false, "author": "u3"}}
+
+Files are read through Hugging Face ``datasets`` (JSONL, Parquet, or a folder written by
+``Dataset.save_to_disk``), streaming when asked. JSONL is read line by line as text and parsed here, so
+that mixed shapes (a reply as a string or an object, a label as a string, a list or a distribution)
+never trip Arrow's schema inference and every error names its file, line and field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+logger = logging.getLogger(__name__)
+
+#: A label value for one task: one label, a set of labels, or a distribution ``{label: probability}``.
+LabelValue = Union[str, list[str], dict[str, float]]
+
+__all__ = [
+    "LabelValue",
+    "LoadReport",
+    "Post",
+    "PostValidationError",
+    "Reply",
+    "load_posts",
+    "post_from_dict",
+    "write_posts",
+]
+
+
+class PostValidationError(ValueError):
+    """A post record is malformed. The message names the file, line and field."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}" if line is not None else str(source)
+        if field is not None:
+            where = f"{where} field {field!r}" if where else f"field {field!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source = source
+        self.line = line
+        self.field = field
+        self.reason = message
+
+
+@dataclass
+class Reply:
+    """A reply under a post."""
+
+    text: str  # the reply's text; may be empty
+    author: str | None = None  # the replying account's id, used by governance (opt-outs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text}
+        if self.author is not None:
+            out["author"] = self.author
+        return out
+
+
+@dataclass
+class Post:
+    """One post: the unit ximgctx reads, trains on and predicts for."""
+
+    id: str  # unique within a dataset
+    image: str | None = None  # path to the image (absolute once loaded from a manifest), or None
+    text: str = ""  # the post's own text (caption, tweet, OCR of a meme)
+    replies: list[Reply] = field(default_factory=list)  # replies in display order
+    labels: dict[str, LabelValue] = field(default_factory=dict)  # per task; a missing task is unlabeled
+    meta: dict[str, Any] = field(default_factory=dict)  # visibility, author, opt_out, lang, originals...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON-able record."""
+        out: dict[str, Any] = {"id": self.id}
+        if self.image is not None:
+            out["image"] = self.image
+        out["text"] = self.text
+        out["replies"] = [r.to_dict() for r in self.replies]
+        out["labels"] = dict(self.labels)
+        out["meta"] = dict(self.meta)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=False)
+
+
+def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelValue:
+    if isinstance(value, str):
+        if not value:
+            raise PostValidationError("empty label string", field=fld, **ctx)
+        return value
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if not isinstance(v, str) or not v:
+                raise PostValidationError(
+                    f"labels in a list must be non-empty strings, got {v!r}", field=f"{fld}[{i}]", **ctx
+                )
+        return list(value)
+    if isinstance(value, dict):
+        out: dict[str, float] = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise PostValidationError(
+                    f"a label distribution maps labels to finite non-negative numbers, got {v!r}",
+                    field=f"{fld}.{k}", **ctx,
+                )
+            out[str(k)] = float(v)
+        if out and sum(out.values()) <= 0:
+            raise PostValidationError("a label distribution must not sum to zero", field=fld, **ctx)
+        return out
+    raise PostValidationError(
+        f"a label is a string, a list of strings or a {{label: probability}} mapping, got "
+        f"{type(value).__name__}", field=fld, **ctx,
+    )
+
+
+def post_from_dict(
+    record: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    line: int | None = None,
+    image_root: str | Path | None = None,
+) -> Post:
+    """Validate one record and build a :class:`Post`.
+
+    Args:
+        record: the decoded JSON object.
+        source: file the record came from, for error messages.
+        line: 1-based line (or row) number in ``source``.
+        image_root: relative image paths are resolved against this folder.
+
+    Raises:
+        PostValidationError: naming ``source``, ``line`` and the offending field.
+    """
+    ctx = {"source": source, "line": line}
+    if not isinstance(record, Mapping):
+        raise PostValidationError(f"a post is a JSON object, got {type(record).__name__}", **ctx)
+    unknown = set(record) - {"id", "image", "text", "replies", "labels", "meta"}
+    if unknown:
+        raise PostValidationError(f"unknown fields {sorted(unknown)}", **ctx)
+
+    pid = record.get("id")
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and not pid.strip()):
+        raise PostValidationError(f"id must be a non-empty string, got {pid!r}", field="id", **ctx)
+    pid = str(pid)
+
+    image = record.get("image")
+    if image is not None:
+        if not isinstance(image, str):
+            raise PostValidationError(
+                f"image must be a path string or absent, got {type(image).__name__}", field="image", **ctx
+            )
+        if not image.strip():
+            image = None
+        elif image_root is not None and not Path(image).is_absolute():
+            image = str(Path(image_root) / image)
+
+    text = record.get("text", "")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise PostValidationError(f"text must be a string, got {type(text).__name__}", field="text", **ctx)
+
+    raw_replies = record.get("replies", []) or []
+    if not isinstance(raw_replies, list):
+        raise PostValidationError(
+            f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
+        )
+    replies: list[Reply] = []
+    for i, r in enumerate(raw_replies):
+        if isinstance(r, str):
+            replies.append(Reply(text=r))
+        elif isinstance(r, Mapping):
+            rt = r.get("text", "")
+            if rt is None:
+                rt = ""
+            if not isinstance(rt, str):
+                raise PostValidationError(
+                    f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
+                )
+            author = r.get("author")
+            if author is not None and not isinstance(author, (str, int)):
+                raise PostValidationError(
+                    f"reply author must be a string, got {type(author).__name__}",
+                    field=f"replies[{i}].author", **ctx,
+                )
+            replies.append(Reply(text=rt, author=None if author is None else str(author)))
+        else:
+            raise PostValidationError(
+                f"a reply is a string or an object with 'text', got {type(r).__name__}",
+                field=f"replies[{i}]", **ctx,
+            )
+
+    raw_labels = record.get("labels", {}) or {}
+    if not isinstance(raw_labels, Mapping):
+        raise PostValidationError(
+            f"labels must be an object {{task: label}}, got {type(raw_labels).__name__}", field="labels", **ctx
+        )
+    labels: dict[str, LabelValue] = {}
+    for task, value in raw_labels.items():
+        if value is None:  # an explicit null means "not labeled for this task"
+            continue
+        labels[str(task)] = _check_label_value(value, ctx=ctx, fld=f"labels.{task}")
+
+    meta = record.get("meta", {}) or {}
+    if not isinstance(meta, Mapping):
+        raise PostValidationError(f"meta must be an object, got {type(meta).__name__}", field="meta", **ctx)
+
+    return Post(id=pid, image=image, text=text, replies=replies, labels=labels, meta=dict(meta))
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_posts` skipped when asked to skip bad records instead of raising."""
+
+    errors: list[PostValidationError] = field(default_factory=list)
+    read: int = 0  # records seen, good and bad
+
+    @property
+    def skipped(self) -> int:
+        return len(self.errors)
+
+    def summary(self) -> str:
+        lines = [f"read {self.read} records, skipped {self.skipped}"]
+        lines += [f"  {e}" for e in self.errors[:20]]
+        if self.skipped > 20:
+            lines.append(f"  ... and {self.skipped - 20} more")
+        return "\n".join(lines)
+
+
+def _parquet_value(value: Any) -> Any:
+    # Parquet columns may hold nested values as JSON strings (a common way to store mixed shapes).
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _resolve_files(path: Path) -> tuple[Literal["jsonl", "parquet", "arrow"], list[str]]:
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            return "arrow", [str(path)]
+        jsonl = sorted(str(p) for p in path.glob("*.jsonl"))
+        parquet = sorted(str(p) for p in path.glob("*.parquet"))
+        if jsonl and parquet:
+            raise ValueError(f"{path} holds both .jsonl and .parquet files; point at one kind")
+        if jsonl:
+            return "jsonl", jsonl
+        if parquet:
+            return "parquet", parquet
+        raise FileNotFoundError(f"{path} holds no .jsonl or .parquet shards and is not a saved datasets folder")
+    if not path.exists():
+        raise FileNotFoundError(f"no such manifest: {path}")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".zst", ".bz2", ".xz"} else path.suffix
+    if suffix.startswith(".parquet"):
+        return "parquet", [str(path)]
+    if suffix.startswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl", [str(path)]
+    raise ValueError(f"{path}: unknown manifest format {suffix!r}; use .jsonl, .parquet or a datasets folder")
+
+
+def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError."""
+    import datasets
+
+    kind, files = _resolve_files(path)
+    if kind == "arrow":
+        ds = datasets.load_from_disk(files[0])
+        for i, row in enumerate(ds):
+            yield files[0], i + 1, {k: _parquet_value(v) for k, v in row.items()}
+        return
+    for f in files:
+        if kind == "jsonl":
+            # The "text" builder keeps every line (blank ones included), so row i is line i + 1.
+            ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming)
+            for i, row in enumerate(ds):
+                raw = row["text"]
+                if not raw.strip():
+                    continue
+                try:
+                    yield f, i + 1, json.loads(raw)
+                except json.JSONDecodeError as e:
+                    yield f, i + 1, PostValidationError(f"malformed JSON ({e.msg} at column {e.colno})",
+                                                        source=f, line=i + 1)
+        else:
+            ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
+            for i, row in enumerate(ds):
+                rec = {k: _parquet_value(v) for k, v in row.items() if v is not None or k == "id"}
+                yield f, i + 1, rec
+
+
+def _iter_posts(path: Path, image_root: Path | None, streaming: bool, on_error: str,
+                report: LoadReport) -> Iterator[Post]:
+    seen: dict[str, tuple[str, int]] = {} if not streaming else {}
+    for source, line, rec in _iter_records(path, streaming):
+        report.read += 1
+        try:
+            if isinstance(rec, PostValidationError):
+                raise rec
+            root = image_root if image_root is not None else Path(source).parent
+            post = post_from_dict(rec, source=source, line=line, image_root=root)
+            if not streaming:
+                if post.id in seen:
+                    s, ln = seen[post.id]
+                    raise PostValidationError(f"duplicate id {post.id!r} (first seen at {s}:{ln})",
+                                              source=source, line=line, field="id")
+                seen[post.id] = (source, line)
+        except PostValidationError as e:
+            if on_error == "raise":
+                raise
+            report.errors.append(e)
+            logger.warning("skipping bad record: %s", e)
+            continue
+        yield post
+
+
+def load_posts(
+    path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    streaming: bool = False,
+    on_error: Literal["raise", "skip"] = "raise",
+    report: LoadReport | None = None,
+) -> list[Post] | Iterator[Post]:
+    """Read posts from a manifest.
+
+    Args:
+        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, or a folder
+            written by ``datasets.Dataset.save_to_disk``.
+        image_root: folder that relative image paths are resolved against; defaults to the folder of
+            the file each record came from.
+        streaming: return a lazy iterator that reads through ``datasets`` streaming, holding one
+            record at a time, for manifests larger than memory. Duplicate ids are not checked.
+        on_error: ``"raise"`` stops at the first bad record with a :class:`PostValidationError`
+            naming file, line and field; ``"skip"`` logs it, records it in ``report`` and goes on.
+        report: filled with what was skipped when ``on_error="skip"``.
+
+    Returns:
+        A list of posts, or an iterator when ``streaming``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    report = report if report is not None else LoadReport()
+    it = _iter_posts(Path(path), None if image_root is None else Path(image_root), streaming, on_error, report)
+    return it if streaming else list(it)
+
+
+def write_posts(posts: Iterable[Post], path: str | Path) -> int:
+    """Write posts as canonical JSONL (atomically: a temporary file renamed into place). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for p in posts:
+            f.write(p.to_json())
+            f.write("\n")
+            n += 1
+    tmp.replace(path)
+    return n
