@@ -1,0 +1,238 @@
+"""ContextModel: encoder -> fusion -> heads, with null embeddings for missing modalities."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from torch import nn
+
+from ximgctx.config import MODALITIES, ModelConfig
+from ximgctx.data.processor import PostBatch, PostProcessor
+from ximgctx.models.encoder import ClipEncoder
+from ximgctx.models.fusion import build_fusion
+from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
+from ximgctx.models.lora import apply_lora
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
+
+
+@dataclass
+class Embeddings:
+    """Unit-norm modality embeddings after null substitution."""
+
+    image: torch.Tensor  # (B, D)
+    text: torch.Tensor  # (B, D)
+    replies: torch.Tensor  # (B, K, D)
+    reply_mask: torch.Tensor  # (B, K) real reply slots (slot 0 holds the null reply when a post has none)
+    present: dict[str, torch.Tensor]  # modality -> (B,) True where the real input was used
+
+
+@dataclass
+class ContextOutput:
+    logits: dict[str, torch.Tensor]  # task -> (B, C) raw logits
+    fused: torch.Tensor  # (B, H) fused post embedding (search, label memory)
+    embeddings: Embeddings
+    reply_weights: torch.Tensor  # (B, K) weight of each real reply; 0 for padding and the null reply
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor  # scalar, weighted sum over tasks
+    per_task: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> scalar (0 when unlabeled)
+    labeled: dict[str, int] = field(default_factory=dict)  # task -> posts labeled in this batch
+
+
+class ContextModel(nn.Module):
+    """The multimodal context model.
+
+    Args:
+        config: what to build. ``config.encoder.pretrained`` decides the encoder's starting weights.
+
+    Example:
+        >>> model = ContextModel(ModelConfig(tasks=[TaskSpec("intent", ["joke", "protest"], "multilabel")]))
+        >>> batch = model.processor(posts)
+        >>> out = model(batch)                       # logits per task, fused embedding, reply weights
+        >>> out = model(batch, drop=("image",))      # the same posts with the image masked out
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ClipEncoder(config.encoder)
+        self.lora_config = None
+        if config.lora is not None:
+            self.lora_config = apply_lora(self.encoder.clip, config.lora)
+        elif config.encoder.freeze:
+            self.encoder.requires_grad_(False)
+        d = self.encoder.embed_dim
+        self.null_image = nn.Parameter(torch.randn(d) * 0.02)  # (D,) stands in for a missing image
+        self.null_text = nn.Parameter(torch.randn(d) * 0.02)  # (D,) for an empty post text
+        self.null_reply = nn.Parameter(torch.randn(d) * 0.02)  # (D,) the single slot of a post with no reply
+        self.fusion = build_fusion(d, config.fusion)
+        self.heads = TaskHeads(config.tasks, fused_dim=config.fusion.hidden_dim, embed_dim=d)
+        self.processor = self.build_processor()
+        self.init_zero_shot_heads()
+
+    # ----------------------------------------------------------------------------------------- data
+    def build_processor(self) -> PostProcessor:
+        """The collate function matching this model's tokenizer and image preprocessing."""
+        tokenizer = open_clip.get_tokenizer(self.config.encoder.arch)
+        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
+        transform = image_transform_v2(cfg, is_train=False)
+        return PostProcessor(tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks)
+
+    @property
+    def device(self) -> torch.device:
+        return self.null_image.device
+
+    @torch.no_grad()
+    def init_zero_shot_heads(self) -> list[str]:
+        """Initialise image-sourced heads that have a prompt from the encoder's text embeddings.
+
+        Returns the names of the heads initialised.
+        """
+        done = []
+        scale = float(self.encoder.logit_scale.exp())
+        for name, head in self.heads.items():
+            spec = head.spec
+            if spec.source != "image" or spec.prompt is None:
+                continue
+            tokens = self.processor.tokenize([spec.prompt.format(label) for label in spec.labels])
+            emb = self.encoder.encode_text(tokens.to(self.device))  # (C, D)
+            head.init_zero_shot(emb, scale)
+            done.append(name)
+        return done
+
+    # -------------------------------------------------------------------------------------- forward
+    def _modality_dropout(self, present: torch.Tensor) -> torch.Tensor:
+        p = self.config.fusion.modality_dropout
+        if not self.training or p <= 0:
+            return present
+        keep = torch.rand(present.shape, device=present.device) >= p
+        return present & keep
+
+    def encode(self, batch: PostBatch, drop: Iterable[str] = ()) -> Embeddings:
+        """Encode each modality, skipping the encoder for masked inputs, and substitute null embeddings."""
+        drop = set(drop)
+        unknown = drop - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"drop must name modalities from {list(MODALITIES)}, got {sorted(unknown)}")
+        b = len(batch)
+        d = self.encoder.embed_dim
+        dev = self.device
+
+        img_present = self._modality_dropout(batch.image_mask.to(dev) & ("image" not in drop))  # (B,)
+        image = self.null_image.expand(b, d)
+        if bool(img_present.any()):
+            enc = F.normalize(self.encoder.encode_image(batch.pixels[img_present]), dim=-1)  # (Ni, D)
+            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((img_present.nonzero()[:, 0],), enc)
+            image = torch.where(img_present[:, None], full, image.to(enc.dtype))
+
+        txt_present = self._modality_dropout(batch.text_mask.to(dev) & ("text" not in drop))  # (B,)
+        text = self.null_text.expand(b, d)
+        if bool(txt_present.any()):
+            enc = F.normalize(self.encoder.encode_text(batch.text_tokens[txt_present]), dim=-1)  # (Nt, D)
+            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((txt_present.nonzero()[:, 0],), enc)
+            text = torch.where(txt_present[:, None], full, text.to(enc.dtype))
+
+        reply_mask = batch.reply_mask.to(dev)  # (B, K)
+        if "replies" in drop:
+            reply_mask = torch.zeros_like(reply_mask)
+        rep_present = self._modality_dropout(reply_mask.any(1))  # (B,)
+        reply_mask = reply_mask & rep_present[:, None]
+        k = reply_mask.shape[1]
+        replies = self.null_reply.expand(b, k, d)
+        if bool(reply_mask.any()):
+            enc = F.normalize(self.encoder.encode_text(batch.reply_tokens), dim=-1)  # (U, D) distinct replies
+            replies = torch.where(reply_mask[..., None], enc[batch.reply_index], replies.to(enc.dtype))  # (B, K, D)
+        # a post without replies reads one null reply in slot 0
+        null_slot = torch.zeros_like(reply_mask)
+        null_slot[:, 0] = ~rep_present
+        return Embeddings(
+            image=image, text=text, replies=replies, reply_mask=reply_mask | null_slot,
+            present={"image": img_present, "text": txt_present, "replies": rep_present},
+        )
+
+    def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
+        """Logits for every task; ``drop`` masks modalities (image, text, replies) as if they were absent."""
+        emb = self.encode(batch, drop)
+        out = self.fusion(emb.image, emb.text, emb.replies, emb.reply_mask)
+        logits = self.heads(out.fused, emb.image)
+        weights = out.reply_weights * emb.present["replies"][:, None].to(out.reply_weights.dtype)
+        return ContextOutput(logits=logits, fused=out.fused, embeddings=emb, reply_weights=weights)
+
+    def loss(self, output: ContextOutput, batch: PostBatch) -> LossOutput:
+        """Weighted sum of the masked task losses."""
+        per_task: dict[str, torch.Tensor] = {}
+        labeled: dict[str, int] = {}
+        total = output.fused.sum() * 0.0
+        for spec in self.config.tasks:
+            mask = batch.label_mask[spec.name].to(self.device)
+            loss = masked_task_loss(output.logits[spec.name], batch.targets[spec.name].to(self.device), mask, spec.kind)
+            per_task[spec.name] = loss
+            labeled[spec.name] = int(mask.sum())
+            total = total + spec.weight * loss
+        return LossOutput(total=total, per_task=per_task, labeled=labeled)
+
+    def scores(self, logits: dict[str, torch.Tensor], calibrated: bool = True) -> dict[str, torch.Tensor]:
+        """Per-task probabilities (softmax or sigmoid), divided by each task's temperature when calibrated."""
+        out = {}
+        for name, z in logits.items():
+            head = self.heads[name]
+            out[name] = probabilities(z, head.spec.kind, head.temperature if calibrated else 1.0)
+        return out
+
+    # ------------------------------------------------------------------------------------ utilities
+    def trainable_parameters(self) -> dict[str, int]:
+        """Counts of trainable and total parameters, and the trainable share."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        lora = sum(p.numel() for n, p in self.named_parameters() if p.requires_grad and "lora_" in n)
+        return {"trainable": trainable, "total": total, "lora": lora, "share": trainable / max(total, 1)}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters split into lora / encoder / fusion / heads, for separate learning rates."""
+        groups: dict[str, list[nn.Parameter]] = {"lora": [], "encoder": [], "fusion": [], "heads": []}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if "lora_" in name:
+                groups["lora"].append(p)
+            elif name.startswith("encoder."):
+                groups["encoder"].append(p)
+            elif name.startswith("heads."):
+                groups["heads"].append(p)
+            else:  # fusion and the null embeddings
+                groups["fusion"].append(p)
+        return groups
+
+    def save_pretrained(self, path: str | Path, *, card: dict[str, Any] | None = None) -> Path:
+        """Write config, safetensors weights, the peft adapter, processor settings, a model card and a
+        SHA-256 manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics,
+        data governance, training data)."""
+        from ximgctx.models._serialization import save_model
+
+        return save_model(self, Path(path), card=card or {})
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        verify: bool = True) -> ContextModel:
+        """Load a folder written by :meth:`save_pretrained`, refusing it if any file fails its checksum."""
+        from ximgctx.models._serialization import load_model
+
+        return load_model(cls, Path(path), device=torch.device(device), verify=verify)
+
+    @classmethod
+    def _skeleton(cls, config: ModelConfig) -> ContextModel:
+        """The architecture of ``config`` with random weights and no download (weights follow)."""
+        return cls(replace(config, encoder=replace(config.encoder, pretrained=None)))

@@ -1,0 +1,217 @@
+"""The CLIP encoder: open_clip image and text towers, with token trimming for short texts.
+
+Weights come from a pretrained tag (downloaded as open_clip does it, or found in the local cache), from a
+local file, or from random initialisation. Offline, a tag that is not cached fails at once with a message
+that names the architecture, the tag and how to pass a local file, instead of open_clip's retry loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ximgctx.config import EncoderConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClipEncoder", "PretrainedWeightsError", "build_clip", "register_model_configs", "trim_tokens"]
+
+#: open_clip architectures shipped inside the package (JSON configs in models/model_configs/).
+SHIPPED_ARCHS = ("ximgctx-tiny", "ximgctx-tiny-rn")
+
+_registered = False
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be had."""
+
+
+def register_model_configs() -> None:
+    """Register the package's tiny architectures with open_clip (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    path = Path(str(resources.files("ximgctx.models") / "model_configs"))
+    open_clip.add_model_config(path)
+    _registered = True
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except Exception:  # pragma: no cover - huggingface_hub is a dependency of open_clip
+        host = "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(arch: str, tag: str, why: str) -> str:
+    return (
+        f"cannot load pretrained weights {tag!r} for open_clip architecture {arch!r}: {why}. "
+        f"Download the checkpoint on a machine with network access (for example "
+        f"open_clip.create_model({arch!r}, pretrained={tag!r}) fills the Hugging Face cache), then either copy "
+        f"the cache here or pass the file itself: EncoderConfig(arch={arch!r}, pretrained='/path/to/weights.safetensors') "
+        f"(or encoder.pretrained=/path/... on the command line)."
+    )
+
+
+def _resolve_pretrained(config: EncoderConfig) -> str | None:
+    """Turn ``config.pretrained`` into something open_clip loads without network surprises."""
+    tag = config.pretrained
+    if tag is None:
+        return None
+    if os.path.sep in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(tag).exists():
+        if not Path(tag).is_file():
+            raise PretrainedWeightsError(f"encoder.pretrained={tag!r} looks like a path but no such file exists")
+        return tag
+    cfg = open_clip.get_pretrained_cfg(config.arch, tag)
+    if not cfg:
+        known = open_clip.list_pretrained_tags_by_model(config.arch)
+        raise PretrainedWeightsError(
+            f"unknown pretrained tag {tag!r} for architecture {config.arch!r}; known tags: {known or 'none'}. "
+            f"A local weights file can be passed as encoder.pretrained instead."
+        )
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        for name in ([filename] if filename else []) + ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+            cached = try_to_load_from_cache(repo, name, cache_dir=config.cache_dir)
+            if isinstance(cached, str):
+                return cached
+    if not _hub_reachable():
+        raise PretrainedWeightsError(_offline_message(config.arch, tag, "it is not in the local cache and the hub is unreachable (offline)"))
+    return tag
+
+
+def build_clip(config: EncoderConfig) -> nn.Module:
+    """Create the open_clip model named by ``config`` with its weights."""
+    register_model_configs()
+    if config.arch not in open_clip.list_models() and not config.arch.startswith(("hf-hub:", "local-dir:")):
+        raise ValueError(
+            f"unknown open_clip architecture {config.arch!r}; shipped tiny ones: {list(SHIPPED_ARCHS)}, "
+            f"built-in ones include ViT-B-32, ViT-B-16, RN50 (see open_clip.list_models())"
+        )
+    pretrained = _resolve_pretrained(config)
+    try:
+        model = open_clip.create_model(config.arch, pretrained=pretrained, cache_dir=config.cache_dir)
+    except Exception as e:
+        if pretrained is not None and not Path(pretrained).is_file():
+            raise PretrainedWeightsError(_offline_message(config.arch, pretrained, f"download failed ({e})")) from e
+        raise
+    return model
+
+
+def trim_tokens(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Cut a padded token batch to its longest real sequence: (N, 77) -> (N, L)."""
+    if tokens.numel() == 0:
+        return tokens[:, :1]
+    lengths = (tokens != pad_id).sum(dim=1)  # (N,)
+    return tokens[:, : max(int(lengths.max().item()), 1)]
+
+
+class ClipEncoder(nn.Module):
+    """open_clip's image and text towers behind a small interface.
+
+    ``encode_text`` runs the text transformer on token batches trimmed to their longest real sequence.
+    Because CLIP's text attention is causal and pools at the end-of-text token, the embeddings equal
+    open_clip's on the full 77-token padding (tested), at a fraction of the cost for short texts.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = build_clip(config)
+        self.embed_dim: int = int(self._infer_embed_dim())
+        if config.grad_checkpointing:
+            self.clip.set_grad_checkpointing(True)
+
+    def _infer_embed_dim(self) -> int:
+        proj = getattr(self.clip, "text_projection", None)
+        if isinstance(proj, nn.Linear):
+            return proj.out_features
+        if isinstance(proj, torch.Tensor):
+            return proj.shape[1]
+        with torch.no_grad():
+            size = self.image_size
+            return self.clip.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+
+    @property
+    def image_size(self) -> int:
+        size = self.clip.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.clip, "context_length", 77))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, D), unnormalised, exactly open_clip's ``encode_image``."""
+        return self.clip.encode_image(pixels)
+
+    def _text_parts(self) -> nn.Module | None:
+        # The built-in CLIP text tower keeps its parts on the model; CustomTextCLIP keeps them on .text.
+        # Both are trimmable when they pool at a token position under a causal mask.
+        owner = self.clip.text if hasattr(self.clip, "text") else self.clip
+        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+        if not all(hasattr(owner, n) for n in needed):
+            return None  # e.g. a Hugging Face text tower: no trimming
+        if getattr(owner, "cls_emb", None) is not None:
+            return None
+        pool = getattr(owner, "text_pool_type", getattr(owner, "pool_type", "argmax"))
+        if pool not in ("argmax", "eos") or getattr(owner, "attn_mask", None) is None:
+            return None
+        return owner
+
+    def encode_text(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
+        """(N, T) token ids -> (N, D), unnormalised; ``trim`` cuts padding beyond the longest sequence."""
+        owner = self._text_parts()
+        if owner is None or not trim:
+            return self.clip.encode_text(tokens)
+        tokens = trim_tokens(tokens)
+        seq_len = tokens.shape[1]
+        cast_dtype = owner.transformer.get_cast_dtype()
+        x = owner.token_embedding(tokens).to(cast_dtype)  # (N, L, W)
+        x = x + owner.positional_embedding[:seq_len].to(cast_dtype)
+        attn_mask = owner.attn_mask[:seq_len, :seq_len]
+        x = owner.transformer(x, attn_mask=attn_mask)
+        x = owner.ln_final(x)
+        pool = getattr(owner, "text_pool_type", getattr(owner, "pool_type", "argmax"))
+        if pool == "argmax":
+            idx = tokens.argmax(dim=-1)
+        else:
+            eos = getattr(owner, "text_eos_id", getattr(owner, "eos_id", None))
+            idx = (tokens == eos).int().argmax(dim=-1)
+        x = x[torch.arange(x.shape[0], device=x.device), idx]  # (N, W)
+        proj = owner.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        return x
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(pixels), self.encode_text(tokens)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
