@@ -15,6 +15,7 @@ never trip Arrow's schema inference and every error names its file, line and fie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import Any, Literal, Union
 logger = logging.getLogger(__name__)
 
 #: A label value for one task: one label, a set of labels, or a distribution ``{label: probability}``.
-LabelValue = Union[str, list[str], dict[str, float]]
+LabelValue = Union[str, list[str], dict[str, float]]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 __all__ = [
     "LabelValue",
@@ -174,7 +175,8 @@ def post_from_dict(
     if not isinstance(text, str):
         raise PostValidationError(f"text must be a string, got {type(text).__name__}", field="text", **ctx)
 
-    raw_replies = record.get("replies", []) or []
+    raw_replies = record.get("replies")
+    raw_replies = [] if raw_replies is None else raw_replies
     if not isinstance(raw_replies, list):
         raise PostValidationError(
             f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
@@ -204,7 +206,8 @@ def post_from_dict(
                 field=f"replies[{i}]", **ctx,
             )
 
-    raw_labels = record.get("labels", {}) or {}
+    raw_labels = record.get("labels")
+    raw_labels = {} if raw_labels is None else raw_labels
     if not isinstance(raw_labels, Mapping):
         raise PostValidationError(
             f"labels must be an object {{task: label}}, got {type(raw_labels).__name__}", field="labels", **ctx
@@ -215,7 +218,8 @@ def post_from_dict(
             continue
         labels[str(task)] = _check_label_value(value, ctx=ctx, fld=f"labels.{task}")
 
-    meta = record.get("meta", {}) or {}
+    meta = record.get("meta")
+    meta = {} if meta is None else meta
     if not isinstance(meta, Mapping):
         raise PostValidationError(f"meta must be an object, got {type(meta).__name__}", field="meta", **ctx)
 
@@ -274,6 +278,20 @@ def _resolve_files(path: Path) -> tuple[Literal["jsonl", "parquet", "arrow"], li
     raise ValueError(f"{path}: unknown manifest format {suffix!r}; use .jsonl, .parquet or a datasets folder")
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide the "Generating train split" bars of ``datasets`` while reading, restoring the caller's setting."""
+    from datasets import utils as ds_tqdm
+
+    was_disabled = ds_tqdm.are_progress_bars_disabled()
+    ds_tqdm.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            ds_tqdm.enable_progress_bars()
+
+
 def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
     """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError."""
     import datasets
@@ -287,7 +305,8 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
     for f in files:
         if kind == "jsonl":
             # The "text" builder keeps every line (blank ones included), so row i is line i + 1.
-            ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming)
+            with _quiet_datasets():
+                ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming)
             for i, row in enumerate(ds):
                 raw = row["text"]
                 if not raw.strip():
@@ -298,7 +317,8 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
                     yield f, i + 1, PostValidationError(f"malformed JSON ({e.msg} at column {e.colno})",
                                                         source=f, line=i + 1)
         else:
-            ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
+            with _quiet_datasets():
+                ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
             for i, row in enumerate(ds):
                 rec = {k: _parquet_value(v) for k, v in row.items() if v is not None or k == "id"}
                 yield f, i + 1, rec
@@ -306,7 +326,7 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
 
 def _iter_posts(path: Path, image_root: Path | None, streaming: bool, on_error: str,
                 report: LoadReport) -> Iterator[Post]:
-    seen: dict[str, tuple[str, int]] = {} if not streaming else {}
+    seen: dict[str, tuple[str, int]] = {}
     for source, line, rec in _iter_records(path, streaming):
         report.read += 1
         try:

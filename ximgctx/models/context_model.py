@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,12 @@ from ximgctx.models.lora import apply_lora
 logger = logging.getLogger(__name__)
 
 __all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(arch: str) -> Any:
+    # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
+    return open_clip.get_tokenizer(arch)
 
 
 @dataclass
@@ -83,10 +90,20 @@ class ContextModel(nn.Module):
         self.processor = self.build_processor()
         self.init_zero_shot_heads()
 
+    def train(self, mode: bool = True) -> ContextModel:
+        """Like ``nn.Module.train``, but a frozen encoder keeps its BatchNorm statistics frozen too
+        (otherwise a ResNet tower's running means would drift during LoRA training)."""
+        super().train(mode)
+        if mode and (self.config.lora is not None or self.config.encoder.freeze):
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
     # ----------------------------------------------------------------------------------------- data
     def build_processor(self) -> PostProcessor:
         """The collate function matching this model's tokenizer and image preprocessing."""
-        tokenizer = open_clip.get_tokenizer(self.config.encoder.arch)
+        tokenizer = _tokenizer(self.config.encoder.arch)
         cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
         transform = image_transform_v2(cfg, is_train=False)
         return PostProcessor(tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks)

@@ -6,13 +6,25 @@ therefore targets the whole MHA module, which peft adapts as one unit (its in-pr
 out-projection both get adapters). ``mlp`` targets the Linear layers inside transformer blocks, ``conv``
 the convolutions of a ResNet image tower. The same reasoning excludes the q/k/v projections of a ResNet
 tower's attention pool, which are also read as raw weights.
+
+peft's own MHA layer runs each forward by adding the adapter delta into the base weights and subtracting it
+again afterwards. In floating point ``(W + d) - d != W``, so the frozen base weights drift a little on every
+step (measured: every adapted in_proj and out_proj weight differs after one training step). ximgctx swaps
+in :class:`ExactLoraMultiheadAttention`, which hands MHA the merged weight as a temporary tensor and puts the
+original Parameter object back untouched, so base weights stay bit-identical (tested). peft 0.21's layer
+also adds the out_proj delta twice (``W + 2 dW``; huggingface/peft#3774); this one applies ``W + dW``, checked
+against a plain ``nn.MultiheadAttention`` holding the merged weights. Adapter files stay in peft's format, but
+until that fix ships, stock peft loads MHA adapters with the doubled out_proj delta.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from torch import nn
 
 from ximgctx.config import LoraSettings
@@ -44,7 +56,8 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
             mha_children.update(f"{name}.{c}" for c, _ in module.named_modules() if c)
     names: set[str] = set()
     for name, module in model.named_modules():
-        if not name or _tower_of(name) not in settings.towers or name in mha_children:
+        if not name or _tower_of(name) not in settings.towers or name in mha_children or ".base_layer" in name \
+                or ".lora_" in name:
             continue
         if name in explicit or any(name.endswith("." + e) for e in explicit):
             names.add(name)
@@ -64,14 +77,42 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
     return sorted(names)
 
 
+class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
+    """peft's LoRA for ``nn.MultiheadAttention`` without mutating the base weights."""
+
+    def forward(self, query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        active = [a for a in self.active_adapters if a in self.lora_A]
+        if self.disable_adapters or self.merged or not active:
+            return super().forward(query, *args, **kwargs)
+        previous_dtype = query.dtype
+        base = self.get_base_layer()
+        out_base = base.out_proj.get_base_layer()
+        w_in = base._parameters["in_proj_weight"]
+        w_out = out_base._parameters["weight"]
+        merged_in = w_in + sum(self.get_delta_weight(a).to(w_in.dtype) for a in active)  # (3E, E)
+        merged_out = w_out + sum(base.out_proj.get_delta_weight(a).to(w_out.dtype) for a in active)  # (E, E)
+        try:
+            # nn.MultiheadAttention reads these attributes inside its forward (F.multi_head_attention_forward);
+            # a plain tensor in their place routes gradients to the adapters and leaves the Parameters alone.
+            base._parameters["in_proj_weight"] = merged_in
+            out_base._parameters["weight"] = merged_out
+            result = base(query, *args, **kwargs)
+        finally:
+            base._parameters["in_proj_weight"] = w_in
+            out_base._parameters["weight"] = w_out
+        return (result[0].to(previous_dtype), result[1].to(previous_dtype) if result[1] is not None else None)
+
+
 def peft_config(settings: LoraSettings, targets: Iterable[str]) -> LoraConfig:
-    return LoraConfig(
+    config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=sorted(targets),
         bias="none",
     )
+    config._register_custom_module({nn.MultiheadAttention: ExactLoraMultiheadAttention})
+    return config
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> LoraConfig:
@@ -86,12 +127,17 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> LoraConfig:
     return config
 
 
+#: ``PeftModel.save_pretrained`` prefixes adapter keys with this; ours match, so peft loads our adapters.
+_PEFT_PREFIX = "base_model.model."
+
+
 def lora_state_dict(model: nn.Module) -> dict:
-    """The adapter weights in peft's key format (as in ``adapter_model.safetensors``)."""
-    return get_peft_model_state_dict(model)
+    """The adapter weights keyed as in peft's ``adapter_model.safetensors``."""
+    return {_PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(model).items()}
 
 
 def load_lora_state_dict(model: nn.Module, state: dict) -> None:
+    state = {k[len(_PEFT_PREFIX):] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

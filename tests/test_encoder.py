@@ -1,0 +1,116 @@
+"""The encoder matches open_clip, trimming and reply dedupe change nothing, offline tags fail fast."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import open_clip
+import pytest
+import torch
+
+from ximgctx import EncoderConfig
+from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, trim_tokens
+
+from .helpers import tiny_model
+
+TEXTS = ["when monday hits", "lol", "a much longer post text that goes on for a while about a protest downtown", ""]
+
+
+@pytest.fixture(scope="module", params=["ximgctx-tiny", "ximgctx-tiny-rn"])
+def encoder(request) -> ClipEncoder:
+    torch.manual_seed(0)
+    return ClipEncoder(EncoderConfig(arch=request.param)).eval()
+
+
+def test_embeddings_equal_open_clip(encoder: ClipEncoder) -> None:
+    tokenizer = open_clip.get_tokenizer(encoder.config.arch)
+    tokens = tokenizer(TEXTS)  # (4, 77), open_clip's fixed padding
+    pixels = torch.randn(3, 3, encoder.image_size, encoder.image_size)
+    with torch.no_grad():
+        ours_img = encoder.encode_image(pixels)
+        ours_txt = encoder.encode_text(tokens)
+        ref_img = encoder.clip.encode_image(pixels)
+        ref_txt = encoder.clip.encode_text(tokens)
+    assert torch.equal(ours_img, ref_img)
+    torch.testing.assert_close(ours_txt, ref_txt, rtol=1e-5, atol=1e-5)
+
+
+def test_trimmed_tokens_equal_untrimmed(encoder: ClipEncoder) -> None:
+    tokens = open_clip.get_tokenizer(encoder.config.arch)(TEXTS)
+    trimmed = trim_tokens(tokens)
+    assert trimmed.shape[1] < 30 < tokens.shape[1]  # the longest text has ~17 tokens, padding was 77
+    with torch.no_grad():
+        full = encoder.encode_text(tokens, trim=False)
+        short = encoder.encode_text(trimmed)
+    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-5)
+
+
+def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
+    model = tiny_model("concat")
+    batch = model.processor(posts)
+    # p0 has "lol" twice, p1 and p4 once more: 4 copies of "lol" encoded once
+    n_slots = int(batch.reply_mask.sum())
+    assert batch.reply_tokens.shape[0] < n_slots
+    with torch.no_grad():
+        emb = model.encode(batch)
+        tokenizer = open_clip.get_tokenizer("ximgctx-tiny")
+        for i, post in enumerate(posts):
+            texts = [r.text for r in post.replies[: model.config.data.max_replies]]
+            for j, text in enumerate(texts):
+                if not text.strip():
+                    assert not batch.reply_mask[i, j]
+                    continue
+                one = torch.nn.functional.normalize(model.encoder.clip.encode_text(tokenizer([text])), dim=-1)[0]
+                torch.testing.assert_close(emb.replies[i, j], one, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_arch_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="ximgctx-tiny"):
+        ClipEncoder(EncoderConfig(arch="no-such-arch"))
+
+
+def test_unknown_tag_lists_known_tags() -> None:
+    with pytest.raises(PretrainedWeightsError, match="laion2b_s34b_b79k"):
+        ClipEncoder(EncoderConfig(arch="ViT-B-32", pretrained="not-a-tag"))
+
+
+def test_missing_local_weights_file() -> None:
+    with pytest.raises(PretrainedWeightsError, match="no such file"):
+        ClipEncoder(EncoderConfig(arch="ximgctx-tiny", pretrained="/nonexistent/weights.safetensors"))
+
+
+def test_pretrained_tag_offline_fails_fast_with_help(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsError) as info:
+        ClipEncoder(EncoderConfig(arch="ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=str(tmp_path)))
+    assert time.perf_counter() - start < 5.0
+    message = str(info.value)
+    assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message and "pretrained='/path/to/" in message
+
+
+def test_pretrained_tag_with_hub_offline_env(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsError, match="offline"):
+        ClipEncoder(EncoderConfig(arch="ViT-B-32", pretrained="openai", cache_dir=str(tmp_path)))
+    assert time.perf_counter() - start < 5.0
+
+
+def test_local_weights_file_loads(tmp_path) -> None:
+    torch.manual_seed(1)
+    src = ClipEncoder(EncoderConfig(arch="ximgctx-tiny"))
+    path = tmp_path / "tiny.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in src.clip.state_dict().items()}, str(path))
+    torch.manual_seed(2)
+    loaded = ClipEncoder(EncoderConfig(arch="ximgctx-tiny", pretrained=str(path)))
+    for (k, a), b in zip(src.clip.state_dict().items(), loaded.clip.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -1,0 +1,98 @@
+"""The post record and its loader: validation names file, line and field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ximgctx import Post, Reply, load_posts, write_posts
+from ximgctx.data.post import LoadReport, PostValidationError, post_from_dict
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_canonical_record_round_trip(tmp_path) -> None:
+    record = {"id": "p17", "image": "images/p17.png", "text": "see you all saturday",
+              "replies": [{"text": "count me in", "author": "u9"}, "lol"],
+              "labels": {"intent": ["protest"], "meaning": "literal", "objects": ["sign", "crowd"]},
+              "meta": {"visibility": "public", "opt_out": False, "author": "u3", "lang": "en"}}
+    path = _write(tmp_path / "posts.jsonl", [json.dumps(record)])
+    (post,) = load_posts(path)
+    assert post.image == str(tmp_path / "images/p17.png")
+    assert post.replies == [Reply("count me in", "u9"), Reply("lol")]
+    assert post.labels["objects"] == ["sign", "crowd"]
+    out = tmp_path / "out.jsonl"
+    assert write_posts([post], out) == 1
+    assert load_posts(out)[0] == post
+
+
+def test_malformed_line_names_its_number(tmp_path) -> None:
+    path = _write(tmp_path / "bad.jsonl", ['{"id": "a"}', "", '{"id": "b", oops}', '{"id": "c"}'])
+    with pytest.raises(PostValidationError, match=r"bad.jsonl:3: malformed JSON"):
+        load_posts(path)
+    report = LoadReport()
+    posts = load_posts(path, on_error="skip", report=report)
+    assert [p.id for p in posts] == ["a", "c"]
+    assert report.skipped == 1 and report.errors[0].line == 3 and report.read == 3
+
+
+@pytest.mark.parametrize(("record", "field", "message"), [
+    ({"text": "no id"}, "id", "id must be a non-empty string"),
+    ({"id": "x", "text": 5}, "text", "text must be a string"),
+    ({"id": "x", "replies": "lol"}, "replies", "replies must be a list"),
+    ({"id": "x", "replies": ["ok", 3]}, "replies[1]", "a reply is a string"),
+    ({"id": "x", "labels": {"intent": 3}}, "labels.intent", "a label is a string"),
+    ({"id": "x", "labels": {"meaning": {"literal": -1}}}, "labels.meaning.literal", "non-negative"),
+    ({"id": "x", "labels": {"intent": ["joke", ""]}}, "labels.intent[1]", "non-empty strings"),
+    ({"id": "x", "image": 7}, "image", "image must be a path"),
+    ({"id": "x", "meta": []}, "meta", "meta must be an object"),
+    ({"id": "x", "txt": "typo"}, None, "unknown fields"),
+])
+def test_validation_names_field(tmp_path, record, field, message) -> None:
+    path = _write(tmp_path / "m.jsonl", ['{"id": "ok"}', json.dumps(record)])
+    with pytest.raises(PostValidationError) as info:
+        load_posts(path)
+    err = info.value
+    assert err.line == 2 and err.field == field and message in str(err)
+    assert str(err).startswith(f"{path}:2")
+
+
+def test_duplicate_ids_refused(tmp_path) -> None:
+    path = _write(tmp_path / "d.jsonl", ['{"id": "a"}', '{"id": "a"}'])
+    with pytest.raises(PostValidationError, match="duplicate id 'a'"):
+        load_posts(path)
+
+
+def test_streaming_and_parquet_and_shards(tmp_path) -> None:
+    posts = [Post(f"p{i}", None, f"text {i}", [Reply("r", "u1")], {"intent": ["joke"]}) for i in range(5)]
+    write_posts(posts[:3], tmp_path / "shards" / "a.jsonl")
+    write_posts(posts[3:], tmp_path / "shards" / "b.jsonl")
+    assert [p.id for p in load_posts(tmp_path / "shards")] == [p.id for p in posts]
+    stream = load_posts(tmp_path / "shards", streaming=True)
+    assert not isinstance(stream, list)
+    assert [p.id for p in stream] == [p.id for p in posts]
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in p.to_dict().items()} for p in posts]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "posts.parquet")
+    loaded = load_posts(tmp_path / "posts.parquet")
+    assert loaded == posts
+
+
+def test_explicit_null_label_means_unlabeled() -> None:
+    post = post_from_dict({"id": 5, "labels": {"intent": None, "meaning": "literal"}, "replies": None})
+    assert post.id == "5" and post.labels == {"meaning": "literal"} and post.replies == []
+
+
+def test_unknown_format(tmp_path) -> None:
+    (tmp_path / "x.csv").write_text("id\n1\n")
+    with pytest.raises(ValueError, match="unknown manifest format"):
+        load_posts(tmp_path / "x.csv")
+    with pytest.raises(FileNotFoundError, match="no such manifest"):
+        load_posts(tmp_path / "missing.jsonl")
