@@ -1,0 +1,184 @@
+"""Sample ContextBench posts and write a dataset folder.
+
+Every post has its own random generator, seeded from ``(seed, split, index)``, so a file depends on
+nothing but those three numbers and the options: the same seed writes byte-identical manifests and images,
+and a post does not change when the split around it grows. Label noise draws from a second generator per
+post, so turning noise on changes labels and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ximgctx.contextbench import _oracle, _render, _text
+from ximgctx.contextbench import _rules as R
+from ximgctx.contextbench._readme import readme
+from ximgctx.data.post import Post, Reply, write_posts
+
+#: Defaults sized for the quickstart (a tiny CLIP trained from scratch on 2 CPU cores in minutes).
+N_TRAIN = 4000
+N_VAL = 500
+N_TEST = 1000
+N_COMPOSITIONAL = 1000
+IMAGE_SIZE = 64
+MAX_REPLIES = 8
+
+_SPLIT_CODES = {split: code for code, split in enumerate(R.SPLITS)}
+_N_USERS = 100_000  # synthetic author ids are drawn from u00000..u99999
+
+
+def _user(rng: np.random.Generator) -> str:
+    return f"u{int(rng.integers(_N_USERS)):05d}"
+
+
+def _noisy(rng: np.random.Generator, task: dict[str, Any], label: Any, eps: float) -> Any:
+    """With probability ``eps``, one of the task's other possible values, uniformly (see _oracle)."""
+    u = rng.random()
+    m = R.n_label_values(task)
+    r = int(rng.integers(m - 1))  # drawn always, so the stream does not depend on u
+    if u >= eps:
+        return label
+    names = task["labels"]
+    if task["kind"] == "multiclass":
+        true = names.index(label)
+        return names[r if r < true else r + 1]
+    true = sum(1 << names.index(x) for x in label)
+    mask = r if r < true else r + 1
+    return [x for b, x in enumerate(names) if mask >> b & 1]
+
+
+def sample_post(
+    seed: int, split: str, index: int, *, image_size: int, label_noise: float, max_replies: int
+) -> tuple[Post, Any]:
+    """One post of ``split`` and its image (not yet written)."""
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
+    pairs = R.pairs_for(split)
+    i, j = pairs[int(rng.integers(len(pairs)))]
+    scene, emblem, fmt = R.IMAGE_KINDS[i]
+    tone, cue = R.TEXT_KINDS[j]
+    k = R.OBJECT_COUNTS[int(rng.integers(len(R.OBJECT_COUNTS)))]
+    sets = R.OBJECT_SETS[(emblem, k)]
+    objects = list(sets[int(rng.integers(len(sets)))])
+    reaction = R.REACTIONS[int(rng.integers(len(R.REACTIONS)))]
+    if rng.random() < R.p_silent(max_replies):
+        n_informative = 0
+    else:
+        n_informative = int(rng.integers(1, min(R.MAX_INFORMATIVE, max_replies) + 1))
+    n_filler = int(rng.integers(0, max_replies - n_informative + 1))
+
+    image = {"scene": scene, "emblem": emblem, "format": fmt, "objects": objects}
+    text = {"tone": tone, "cue": cue}
+    clean = R.labels_of(image, text, reaction)
+    noise_rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, 1])
+    labels = {t["name"]: _noisy(noise_rng, t, clean[t["name"]], label_noise) for t in R.TASKS}
+
+    post = Post(
+        id=f"{split}-{index:06d}",
+        image=f"images/{split}/{index:06d}.png",
+        text=_text.post_text(rng, tone, cue),
+        replies=[
+            Reply(text=t, author=_user(rng))
+            for t in _text.reply_texts(rng, reaction, n_informative, n_filler)
+        ],
+        labels=labels,
+        meta={
+            "visibility": "public",
+            "opt_out": False,
+            "author": _user(rng),
+            "lang": "en",
+            "source": "contextbench",
+            "split": split,
+            "latent": {
+                "image": image,
+                "text": text,
+                "replies": {"reaction": reaction, "informative": n_informative, "filler": n_filler},
+            },
+            "clean_labels": clean,
+        },
+    )
+    picture = _render.render(rng, scene=scene, fmt=fmt, objects=objects, size=image_size)
+    return post, picture
+
+
+def _check(name: str, value: Any, low: float, high: float, kind: type = int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (kind, int)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a {kind.__name__} in [{low}, {high}], got {value!r}")
+
+
+def write_split(
+    out_dir: Path, split: str, n: int, *, seed: int, image_size: int, label_noise: float, max_replies: int
+) -> int:
+    """Render and write one split's images and its ``<split>.jsonl``; returns the count."""
+    folder = out_dir / "images" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    posts = []
+    for index in range(n):
+        post, picture = sample_post(
+            seed, split, index, image_size=image_size, label_noise=label_noise, max_replies=max_replies
+        )
+        picture.save(out_dir / post.image, format="PNG", compress_level=1)
+        posts.append(post)
+    return write_posts(posts, out_dir / f"{split}.jsonl")
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_train: int = N_TRAIN,
+    n_val: int = N_VAL,
+    n_test: int = N_TEST,
+    n_compositional: int = N_COMPOSITIONAL,
+    image_size: int = IMAGE_SIZE,
+    label_noise: float = 0.0,
+    max_replies: int = MAX_REPLIES,
+) -> dict[str, Any]:
+    """Write a ContextBench dataset to ``out_dir`` and return its oracle.
+
+    Writes ``train.jsonl``, ``val.jsonl``, ``test.jsonl``, ``compositional.jsonl`` (canonical post
+    records, image paths relative to ``out_dir``), ``images/<split>/NNNNNN.png``, ``oracle.json`` (exact
+    ceilings per task and kept-modality subset) and a ``README.md`` with the rules.
+
+    Args:
+        out_dir: the dataset folder; created if missing, files of the same name are overwritten.
+        seed: the same seed writes byte-identical files.
+        n_train / n_val / n_test: posts per split; these three share one sampling distribution.
+        n_compositional: posts whose image-text combination never occurs in the other splits.
+        image_size: side of the square images, in pixels.
+        label_noise: probability that a post's label for a task is replaced by another value, uniformly.
+        max_replies: at most this many replies per post.
+    """
+    _check("seed", seed, 0, 2**63 - 1)
+    for name, n in (
+        ("n_train", n_train),
+        ("n_val", n_val),
+        ("n_test", n_test),
+        ("n_compositional", n_compositional),
+    ):
+        _check(name, n, 0, 10**8)
+    _check("image_size", image_size, 16, 1024)
+    _check("max_replies", max_replies, 0, 64)
+    _check("label_noise", label_noise, 0.0, 0.5, float)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": n_train, "val": n_val, "test": n_test, "compositional": n_compositional}
+    for split, n in sizes.items():
+        write_split(
+            out,
+            split,
+            n,
+            seed=seed,
+            image_size=image_size,
+            label_noise=float(label_noise),
+            max_replies=max_replies,
+        )
+    result = _oracle.oracle(seed=seed, label_noise=float(label_noise), max_replies=max_replies)
+    result["image_size"] = image_size
+    result["splits"] = sizes
+    (out / "oracle.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(readme(result), encoding="utf-8")
+    return result
