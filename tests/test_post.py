@@ -96,3 +96,13 @@ def test_unknown_format(tmp_path) -> None:
         load_posts(tmp_path / "x.csv")
     with pytest.raises(FileNotFoundError, match="no such manifest"):
         load_posts(tmp_path / "missing.jsonl")
+
+
+def test_parquet_text_that_looks_like_json_stays_text(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": "a", "text": "[1, 2]", "replies": json.dumps(["{not json"]), "labels": "{}", "meta": "{}"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    (post,) = load_posts(tmp_path / "p.parquet")
+    assert post.text == "[1, 2]" and post.replies == [Reply("{not json")]

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,10 @@ def post_from_dict(
             )
         if not image.strip():
             image = None
-        elif image_root is not None and not Path(image).is_absolute():
-            image = str(Path(image_root) / image)
+        elif image_root is not None and not os.path.isabs(image):
+            # os.path, not pathlib: pathlib interns every path part, which grows without bound when
+            # streaming millions of unique image names
+            image = os.path.join(image_root, image)
 
     text = record.get("text", "")
     if text is None:
@@ -245,9 +248,12 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _parquet_value(value: Any) -> Any:
-    # Parquet columns may hold nested values as JSON strings (a common way to store mixed shapes).
-    if isinstance(value, str) and value[:1] in "[{":
+#: columns that Parquet files may store as JSON strings (a common way to keep mixed shapes in one column)
+_JSON_COLUMNS = frozenset({"replies", "labels", "meta"})
+
+
+def _parquet_value(key: str, value: Any) -> Any:
+    if key in _JSON_COLUMNS and isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
         except json.JSONDecodeError:
@@ -300,7 +306,7 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
     if kind == "arrow":
         ds = datasets.load_from_disk(files[0])
         for i, row in enumerate(ds):
-            yield files[0], i + 1, {k: _parquet_value(v) for k, v in row.items()}
+            yield files[0], i + 1, {k: _parquet_value(k, v) for k, v in row.items()}
         return
     for f in files:
         if kind == "jsonl":
@@ -320,7 +326,7 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
             with _quiet_datasets():
                 ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
             for i, row in enumerate(ds):
-                rec = {k: _parquet_value(v) for k, v in row.items() if v is not None or k == "id"}
+                rec = {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
                 yield f, i + 1, rec
 
 

@@ -1,0 +1,61 @@
+"""``ximgctx convert``: a published dataset layout to a post manifest (JSONL, or Parquet by extension).
+
+ximgctx convert --list
+ximgctx convert --format hateful_memes --src ~/data/hateful_memes --out data/hm.jsonl [--split train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--list", action="store_true", help="list the dataset formats and exit")
+    p.add_argument("--format", choices=sorted(ADAPTERS), help="dataset format (see --list)")
+    p.add_argument("--src", help="the dataset folder, as downloaded")
+    p.add_argument("--out", help="output manifest (.jsonl, or .parquet)")
+    p.add_argument("--split", default=None, help="convert only this split (default: every split present)")
+    p.add_argument(
+        "--keep-missing-images",
+        action="store_true",
+        help="keep rows whose image file is missing, with no image (default: skip them)",
+    )
+    p.add_argument("--max-problems", type=int, default=200, help="print at most this many problems")
+    return p
+
+
+def main(argv: list[str] | None = None, command: str = "convert") -> int:
+    parser = _parser(command)
+    args = parser.parse_args(argv)
+    if args.list:
+        width = max(len(n) for n in ADAPTERS)
+        for name, mod in ADAPTERS.items():
+            print(f"{name:<{width}}  {mod.DESCRIPTION}  [splits: {', '.join(mod.SPLITS)}]")
+        return 0
+    missing = [f"--{a}" for a in ("format", "src", "out") if getattr(args, a) is None]
+    if missing:
+        parser.error(f"{', '.join(missing)} required (or --list)")
+    adapter = get_adapter(args.format)
+    try:
+        result = adapter.convert(
+            args.src, split=args.split, missing_image="keep" if args.keep_missing_images else "skip"
+        )
+    except (AdapterError, ValueError) as e:
+        print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
+    n = write_manifest(result.posts, args.out)
+    lines = result.summary().splitlines()
+    head, problems = lines[0], lines[1:]
+    print(head)
+    for line in problems[: args.max_problems]:
+        print(line)
+    if len(problems) > args.max_problems:
+        print(f"  ... and {len(problems) - args.max_problems} more problems")
+    print(f"wrote {n} posts to {args.out}")
+    return 0

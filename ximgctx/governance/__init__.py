@@ -1,0 +1,49 @@
+"""Data governance: keep only what may be trained on, redact personal data, audit, and mark the result.
+
+from ximgctx.governance import GovernancePolicy, govern, check_governed
+result = govern(posts, GovernancePolicy.from_yaml("configs/governance/default.yaml"))
+check_governed(result.posts, allow_ungoverned=False)   # what training calls
+"""
+
+from __future__ import annotations
+
+from ximgctx.governance.check import (
+    GovernanceStatus,
+    UngovernedDataError,
+    check_governed,
+    governance_summary,
+    is_governed,
+)
+from ximgctx.governance.core import (
+    DROP_REASONS,
+    MARKER_KEY,
+    AuditReport,
+    GovernanceResult,
+    collect_opt_outs,
+    govern,
+    is_direct_message,
+    iter_govern,
+)
+from ximgctx.governance.pii import KINDS, Redactor, find_pii
+from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
+
+__all__ = [
+    "DROP_REASONS",
+    "KINDS",
+    "MARKER_KEY",
+    "AuditReport",
+    "GovernancePolicy",
+    "GovernanceResult",
+    "GovernanceStatus",
+    "Redactor",
+    "UngovernedDataError",
+    "check_governed",
+    "collect_opt_outs",
+    "find_pii",
+    "govern",
+    "governance_summary",
+    "is_direct_message",
+    "is_governed",
+    "iter_govern",
+    "read_opt_out_file",
+]

@@ -1,0 +1,118 @@
+"""The check training runs before it reads a manifest: did these posts pass through ``ximgctx govern``?
+
+The marker lives in each post's ``meta["governance"]`` (``{"version": 1, "policy_sha256": <64 hex>}``),
+so it survives copying, concatenating and re-sharding manifests; a manifest that mixes governed and
+ungoverned posts is refused. The marker records a process, it is not a signature: it stops accidents
+(training on the raw conversion output), not someone who forges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ximgctx.data.post import Post
+from ximgctx.governance.core import MARKER_KEY, MARKER_VERSION
+
+logger = logging.getLogger(__name__)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class UngovernedDataError(RuntimeError):
+    """Training data that has not passed through governance."""
+
+
+def is_governed(post: Post) -> bool:
+    """Whether ``post`` carries a well-formed governance marker."""
+    m = post.meta.get(MARKER_KEY) if isinstance(post.meta, dict) else None
+    return (
+        isinstance(m, dict)
+        and m.get("version") == MARKER_VERSION
+        and isinstance(m.get("policy_sha256"), str)
+        and bool(_HEX64.fullmatch(m["policy_sha256"]))
+    )
+
+
+@dataclass
+class GovernanceStatus:
+    """What a set of posts says about its governance; goes into the model card."""
+
+    total: int = 0
+    governed: int = 0
+    policy_sha256: list[str] = field(default_factory=list)  # distinct policy hashes, most common first
+    allowed_ungoverned: bool = False  # training was told to go on without governance
+
+    @property
+    def ungoverned(self) -> int:
+        return self.total - self.governed
+
+    @property
+    def is_governed(self) -> bool:
+        return self.total > 0 and self.ungoverned == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "governed": self.is_governed,
+            "posts": self.total,
+            "governed_posts": self.governed,
+            "ungoverned_posts": self.ungoverned,
+            "policy_sha256": list(self.policy_sha256),
+            "allowed_ungoverned": self.allowed_ungoverned,
+        }
+
+
+def _status(posts: Iterable[Post]) -> GovernanceStatus:
+    st = GovernanceStatus()
+    hashes: Counter[str] = Counter()
+    for p in posts:
+        st.total += 1
+        if is_governed(p):
+            st.governed += 1
+            hashes[p.meta[MARKER_KEY]["policy_sha256"]] += 1
+    st.policy_sha256 = [h for h, _ in hashes.most_common()]
+    return st
+
+
+def governance_summary(posts: Iterable[Post]) -> dict[str, Any]:
+    """Governed or not, policy hashes and counts, for a model card. Never raises."""
+    return _status(posts).to_dict()
+
+
+def check_governed(
+    posts: Iterable[Post], *, allow_ungoverned: bool = False, source: str | None = None
+) -> GovernanceStatus:
+    """Refuse posts that lack the governance marker unless ``allow_ungoverned``.
+
+    Args:
+        posts: the training posts (read once).
+        allow_ungoverned: go on anyway (``--allow-ungoverned``); the returned status records it.
+        source: the manifest's path, for the message.
+
+    Raises:
+        UngovernedDataError: what is wrong, how many posts lack the marker, and how to fix it.
+    """
+    st = _status(posts)
+    st.allowed_ungoverned = allow_ungoverned and st.ungoverned > 0
+    if st.ungoverned == 0:
+        return st
+    where = f" in {source}" if source else ""
+    if not allow_ungoverned:
+        data = source or "DATA.jsonl"
+        raise UngovernedDataError(
+            f"{st.ungoverned} of {st.total} posts{where} have not passed through data governance (no "
+            f"meta.{MARKER_KEY} marker), so they may include private posts, direct messages, opted-out "
+            f"authors or personal data. Run `ximgctx govern --data {data} --out GOVERNED.jsonl --report "
+            f"AUDIT.json [--policy POLICY.yaml] [--opt-out OPT_OUT.txt]` and train on GOVERNED.jsonl, or "
+            f"pass --allow-ungoverned (allow_ungoverned=True) to train anyway; the model card will say so."
+        )
+    logger.warning(
+        "training on %d ungoverned posts of %d%s because allow_ungoverned=True; the model card records it",
+        st.ungoverned,
+        st.total,
+        where,
+    )
+    return st

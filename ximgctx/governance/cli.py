@@ -1,0 +1,107 @@
+"""``ximgctx govern``: filter and redact a manifest before training, with an audit report.
+
+    ximgctx govern --data posts.jsonl --out governed.jsonl --report audit.json \
+        [--policy configs/governance/default.yaml] [--opt-out opt_out.txt]
+
+The manifest is streamed twice (opt-out flags first, then filtering), so its size is not bounded by
+memory. The report and the log hold counts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ximgctx.data.post import LoadReport, PostValidationError, load_posts
+from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
+from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
+
+logger = logging.getLogger(__name__)
+
+
+class _WhereOnly(logging.Filter):
+    """Rewrites the loader's "skipping bad record" warnings to name only file, line and field: its
+    messages can quote a record's values, which must not reach governance logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(err, PostValidationError):
+            record.msg = "skipping bad record at %s:%s field %r"
+            record.args = (err.source, err.line, err.field)
+        return True
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", required=True, help="input manifest (.jsonl, .parquet or a folder of shards)")
+    p.add_argument("--out", required=True, help="governed manifest to write (.jsonl, or .parquet)")
+    p.add_argument("--report", required=True, help="audit report to write (JSON, counts only)")
+    p.add_argument("--policy", default=None, help="policy YAML (default: the built-in default policy)")
+    p.add_argument("--opt-out", default=None, help="file of opted-out author ids, one per line")
+    p.add_argument(
+        "--skip-bad-records",
+        action="store_true",
+        help="skip malformed records (counted in the report) instead of stopping at the first",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None, command: str = "govern") -> int:
+    args = _parser(command).parse_args(argv)
+    try:
+        policy = GovernancePolicy.from_yaml(args.policy) if args.policy else GovernancePolicy()
+        if args.opt_out:
+            policy = policy.with_opt_outs(read_opt_out_file(args.opt_out))
+    except (OSError, ValueError) as e:
+        print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
+    on_error = "skip" if args.skip_bad_records else "raise"
+    loader_log = logging.getLogger("ximgctx.data.post")
+    where_only = _WhereOnly()
+    loader_log.addFilter(where_only)
+    try:
+        return _run(args, policy, on_error, command)
+    finally:
+        loader_log.removeFilter(where_only)
+
+
+def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, command: str) -> int:
+    from ximgctx.adapters._common import write_manifest
+
+    audit = new_audit(policy)
+    try:
+        opted_out = collect_opt_outs(load_posts(args.data, streaming=True, on_error=on_error), policy)
+        load_report = LoadReport()
+        posts = load_posts(args.data, streaming=True, on_error=on_error, report=load_report)
+        write_manifest(iter_govern(posts, policy, audit, opted_out), args.out)
+    except (OSError, ValueError) as e:
+        # Name where, not what: a validation error's message can quote the record's values.
+        where = f"{e.source}:{e.line} field {e.field!r}" if isinstance(e, PostValidationError) else str(e)
+        if isinstance(e, PostValidationError):
+            where += f": {e.reason.split(',')[0]}"
+        print(
+            f"ximgctx {command}: cannot read {args.data}: {where}; fix the record or pass --skip-bad-records",
+            file=sys.stderr,
+        )
+        return 2
+    audit.skipped_records = load_report.skipped
+    report = audit.to_dict()
+    report["data"] = str(args.data)
+    report["out"] = str(args.out)
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    logger.info("governance: kept %d of %d posts", audit.kept_posts, audit.input_posts)
+    dropped = ", ".join(f"{k} {v}" for k, v in audit.dropped_posts.items() if v) or "none"
+    redacted = ", ".join(f"{k} {v}" for k, v in audit.redactions.items() if v) or "none"
+    print(
+        f"kept {audit.kept_posts} of {audit.input_posts} posts (dropped: {dropped}); removed "
+        f"{sum(audit.removed_replies.values())} replies; redacted: {redacted}; skipped malformed: "
+        f"{audit.skipped_records}"
+    )
+    print(f"wrote {args.out} and {args.report} (policy {audit.policy_sha256[:12]})")
+    return 0
