@@ -248,6 +248,8 @@ class LoadReport:
         return "\n".join(lines)
 
 
+_JSONL_CHUNK_BYTES = 1 << 20
+
 #: columns that Parquet files may store as JSON strings (a common way to keep mixed shapes in one column)
 _JSON_COLUMNS = frozenset({"replies", "labels", "meta"})
 
@@ -312,7 +314,10 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
         if kind == "jsonl":
             # The "text" builder keeps every line (blank ones included), so row i is line i + 1.
             with _quiet_datasets():
-                ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming)
+                # 1 MiB read chunks (datasets' default is 10 MiB): measured flat memory over a 200k-post
+                # stream, where 10 MiB chunks let the allocator's footprint climb by ~100 MiB
+                ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming,
+                                           chunksize=_JSONL_CHUNK_BYTES)
             for i, row in enumerate(ds):
                 raw = row["text"]
                 if not raw.strip():
