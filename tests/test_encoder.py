@@ -114,3 +114,34 @@ def test_local_weights_file_loads(tmp_path) -> None:
     loaded = ClipEncoder(EncoderConfig(arch="ximgctx-tiny", pretrained=str(path)))
     for (k, a), b in zip(src.clip.state_dict().items(), loaded.clip.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_length_groups_cover_every_row_once() -> None:
+    from ximgctx.models.encoder import length_groups
+
+    lengths = [3, 40, 4, 5, 38, 3, 6, 77] + [4] * 50
+    groups = length_groups(lengths, overhead=64)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert len(groups) > 1  # the long rows are split from the short ones
+    assert length_groups([5] * 10, overhead=64) == [list(range(10))]
+    assert length_groups([]) == [[]]
+
+
+def test_grouped_encoding_equals_one_call(encoder: ClipEncoder) -> None:
+    texts = ["lol"] * 30 + ["a much longer reply that keeps going and going for a good many tokens, " * 3, "ok", "same"]
+    tokens = open_clip.get_tokenizer(encoder.config.arch)(texts)
+    from ximgctx.models import encoder as enc
+
+    with torch.no_grad():
+        grouped = encoder.encode_text(tokens)
+        full = encoder.encode_text(tokens, trim=False)
+        old = enc.GROUP_OVERHEAD_TOKENS
+        try:
+            enc.GROUP_OVERHEAD_TOKENS = 10**9  # one group only
+            assert len(enc.length_groups((tokens != 0).sum(1).tolist())) == 1
+            single = encoder.encode_text(tokens)
+        finally:
+            enc.GROUP_OVERHEAD_TOKENS = old
+    assert len(enc.length_groups((tokens != 0).sum(1).tolist())) > 1
+    torch.testing.assert_close(grouped, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(single, full, rtol=1e-5, atol=1e-5)

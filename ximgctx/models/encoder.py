@@ -127,6 +127,38 @@ def trim_tokens(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     return tokens[:, : max(int(lengths.max().item()), 1)]
 
 
+#: cost of one extra text-tower call, in padded tokens; groups are split only when that saves more padding
+GROUP_OVERHEAD_TOKENS = 256
+
+
+def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[int]]:
+    """Split rows into groups of similar token length, minimising total padded tokens plus a per-call cost.
+
+    Rows are sorted by length and cut into consecutive runs by an exact dynamic program over
+    ``sum(overhead + rows_in_group * longest_in_group)``. Returns row indices per group.
+    """
+    overhead = GROUP_OVERHEAD_TOKENS if overhead is None else overhead
+    n = len(lengths)
+    if n <= 1:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    sorted_len = [lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j sorted rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = sorted_len[j - 1]
+        for i in range(j):
+            cost = best[i] + overhead + (j - i) * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class ClipEncoder(nn.Module):
     """open_clip's image and text towers behind a small interface.
 
@@ -185,10 +217,31 @@ class ClipEncoder(nn.Module):
         return owner
 
     def encode_text(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
-        """(N, T) token ids -> (N, D), unnormalised; ``trim`` cuts padding beyond the longest sequence."""
+        """(N, T) token ids -> (N, D), unnormalised.
+
+        With ``trim`` (the default) rows are grouped by their real length and each group runs trimmed to its
+        own longest row, so a batch of short replies with one long one does not pad everything to the long
+        one. The grouping is exact: causal attention and end-of-text pooling make padding invisible.
+        """
         owner = self._text_parts()
         if owner is None or not trim:
             return self.clip.encode_text(tokens)
+        lengths = (tokens != 0).sum(dim=1).clamp(min=1)  # (N,)
+        groups = length_groups(lengths.tolist())
+        if len(groups) == 1:
+            return self._encode_trimmed(owner, tokens)
+        out: torch.Tensor | None = None
+        for rows in groups:
+            index = torch.tensor(rows, device=tokens.device)
+            part = self._encode_trimmed(owner, tokens[index])  # (n_g, D)
+            if out is None:
+                out = part.new_empty(tokens.shape[0], part.shape[1])
+            out = out.index_copy(0, index, part)
+        assert out is not None
+        return out
+
+    def _encode_trimmed(self, owner: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D)."""
         tokens = trim_tokens(tokens)
         seq_len = tokens.shape[1]
         cast_dtype = owner.transformer.get_cast_dtype()

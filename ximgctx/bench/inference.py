@@ -1,0 +1,286 @@
+"""Inference speed: posts per second for bare open_clip, the context model run naively, and as shipped.
+
+The same posts (JPEG files on disk, a post text of 6-24 words, ``--replies`` replies each) go through three
+paths, end to end from the files. Replies follow a realistic mix: 35% stock reactions repeated across posts
+("lol", "this", "same", "😂😂😂"...), 57% fresh short replies of 3-12 words, 8% (``--long-replies``) long ones
+of 15-35 words.
+
+1. ``bare_open_clip``: what a plain open_clip user runs: ``preprocess(Image.open(f).convert("RGB"))``,
+   ``tokenizer(texts)`` at open_clip's fixed 77 tokens, ``encode_image`` + ``encode_text``. No replies.
+2. ``naive_context``: the full context model with the two savings switched off: the post text and every
+   reply copy are tokenized at 77 tokens and encoded untrimmed (``encode_text(trim=False)``), and identical
+   replies are encoded once per copy (no dedupe). Otherwise the real model forward (``model(batch)``).
+3. ``shipped``: :class:`ximgctx.Predictor` ``.predict(posts)``: safe decode, trimmed tokens, deduplicated
+   replies, per-label scores and thresholded labels.
+
+All three use the same weights (random init unless ``--pretrained``; timing does not depend on them) and
+the same autocast dtype. After one warm-up batch per path, each round sends every batch through the three
+paths back to back, in an order rotating with batch and round, so load from other processes on a shared
+machine lands on all paths alike. The headline is the median round; beside it are the "fastest" figures
+(each batch's fastest of the rounds, summed: the least disturbed runs, as ``timeit`` reports) and the
+process CPU seconds per post. The JSON also checks that the naive and shipped paths compute the same scores
+(the savings must not change results), and splits the shipped path into collate and model time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Stock reactions, repeated across posts (the duplicates that deduplication encodes once), most common first.
+_STOCK = (["lol"] * 8 + ["this"] * 4 + ["same"] * 4 + ["😂😂😂"] * 3 + ["fr"] * 2
+          + ["ratio", "real", "mood", "💀", "so true", "facts", "no way", "lmao", "W", "big if true"])
+_VOCABULARY = """monday cat crowd protest sign rain coffee train city night friends game music joke meme photo
+saturday march police storm sun heart star downtown everyone bring water banner tomorrow noon when the weekend
+finally hits after a long week of work i you we they this that is was are not so very really just like love hate
+think know see going to be at on in with for about why how who what where look face alarm boss again never
+always people today yesterday news video post thread account reply read said wait stop please thanks
+honestly literally actually funny sad angry scary safe careful there here now later"""
+_WORDS = tuple(_VOCABULARY.split())
+
+#: Reply mix: a stock reaction with probability ``_P_STOCK``; otherwise a fresh reply of 3-12 words, or of
+#: 15-35 words with probability ``--long-replies`` (default 0.08: every batch then holds a few long replies,
+#: as real threads do, and trimming pads the batch's distinct replies to the longest of them).
+_P_STOCK = 0.35
+
+
+def _reply(rng: np.random.Generator, p_long: float) -> str:
+    u = rng.random()
+    if u < _P_STOCK:
+        return str(rng.choice(_STOCK))
+    n = int(rng.integers(15, 36)) if u > 1 - p_long else int(rng.integers(3, 13))
+    return " ".join(rng.choice(_WORDS, size=n))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture")
+    parser.add_argument("--pretrained", default=None, help="pretrained tag or file (default: random weights)")
+    parser.add_argument("--replies", type=int, default=8, help="replies per post")
+    parser.add_argument("--posts", type=int, default=32, help="posts timed per round and path")
+    parser.add_argument("--batch-size", type=int, default=16, help="posts per forward pass (all paths)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="autocast dtype for all paths; auto is bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--fusion", default="attention", choices=["attention", "concat", "cross"])
+    parser.add_argument("--image-size", type=int, default=640, help="side of the source JPEGs (decoded each run)")
+    parser.add_argument("--long-replies", type=float, default=0.08,
+                        help="share of replies that are long (15-35 words); the rest are stock reactions or 3-12 words")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _make_posts(folder: Path, n: int, replies: int, image_size: int, seed: int, p_long: float = 0.08) -> list[Any]:
+    from PIL import Image, ImageDraw, ImageFilter
+
+    from ximgctx.data.post import Post, Reply
+
+    rng = np.random.default_rng(seed)
+    posts = []
+    for i in range(n):
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # smooth colour field, JPEG-realistic
+        im = Image.fromarray(base).resize((image_size, image_size * 3 // 4), Image.Resampling.BICUBIC)
+        d = ImageDraw.Draw(im)
+        for _ in range(6):
+            x, y = (int(v) for v in rng.integers(0, image_size // 2, 2))
+            d.ellipse([x, y, x + int(rng.integers(20, image_size // 3)), y + int(rng.integers(20, image_size // 3))],
+                      fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        d.text((20, 20), "WHEN MONDAY HITS", fill=(255, 255, 255))
+        im = im.filter(ImageFilter.GaussianBlur(1))
+        path = folder / f"{i:05d}.jpg"
+        im.save(path, quality=88)
+        text = " ".join(rng.choice(_WORDS, size=int(rng.integers(6, 25))))
+        posts.append(Post(id=f"b{i:05d}", image=str(path), text=text, replies=[Reply(_reply(rng, p_long)) for _ in range(replies)]))
+    return posts
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@contextlib.contextmanager
+def _untrimmed(encoder: Any) -> Iterator[None]:
+    """Make ``encoder.encode_text`` run on the full padded length (the naive path), then restore it."""
+    original = encoder.encode_text
+
+    def encode_text(tokens: Any, trim: bool = False) -> Any:
+        return original(tokens, trim=False)
+
+    encoder.encode_text = encode_text  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del encoder.encode_text
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
+    from ximgctx.data.images import cap_text
+    from ximgctx.inference.predictor import Predictor, resolve_device, resolve_dtype
+    from ximgctx.models.context_model import ContextModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    tasks = [
+        TaskSpec("meaning", ["literal", "ironic", "symbolic"], kind="multiclass"),
+        TaskSpec("intent", ["joke", "protest", "threat", "meme"], kind="multilabel"),
+    ]
+    torch.manual_seed(args.seed)
+    config = ModelConfig(tasks=tasks, encoder=EncoderConfig(arch=args.arch, pretrained=args.pretrained),
+                         fusion=FusionConfig(kind=args.fusion))
+    config.data.max_replies = max(config.data.max_replies, args.replies)
+    model = ContextModel(config)
+    predictor = Predictor(model, device=device, dtype=dtype, batch_size=args.batch_size)
+    clip = model.encoder.clip
+    preprocess = model.processor.image_transform  # open_clip's eval transform for this architecture
+    tokenizer = open_clip.get_tokenizer(args.arch)
+
+    def bare(posts: list[Any]) -> None:
+        for chunk in _chunks(posts, args.batch_size):
+            images = []
+            for p in chunk:
+                with Image.open(p.image) as im:
+                    images.append(preprocess(im.convert("RGB")))
+            pixels = torch.stack(images).to(device)  # (B, 3, S, S)
+            tokens = tokenizer([p.text for p in chunk]).to(device)  # (B, 77)
+            with torch.inference_mode(), predictor.autocast():
+                F.normalize(clip.encode_image(pixels), dim=-1)
+                F.normalize(clip.encode_text(tokens), dim=-1)
+
+    def naive_batch(chunk: list[Any]) -> Any:
+        batch = model.processor(chunk)  # images decoded exactly as shipped
+        texts = [cap_text(p.text, config.data.max_text_chars) for p in chunk]
+        copies, index = [], torch.zeros_like(batch.reply_index)
+        for i, p in enumerate(chunk):
+            for j in range(batch.reply_mask.shape[1]):
+                if bool(batch.reply_mask[i, j]):
+                    index[i, j] = len(copies)
+                    copies.append(cap_text(p.replies[j].text, config.data.max_reply_chars))
+        return replace(batch, text_tokens=tokenizer(texts), reply_tokens=tokenizer(copies), reply_index=index)
+
+    naive_scores: list[np.ndarray] = []
+
+    def naive(posts: list[Any], keep: bool = False) -> None:
+        with _untrimmed(model.encoder):
+            for chunk in _chunks(posts, args.batch_size):
+                out = predictor.forward(naive_batch(chunk).to(device))
+                s = predictor.scores(out)
+                if keep:
+                    naive_scores.append(np.concatenate([s[t.name].cpu().numpy() for t in tasks], axis=1))
+
+    def shipped(posts: list[Any]) -> list[Any]:
+        return predictor.predict(posts)
+
+    paths: dict[str, Callable[[list[Any]], Any]] = {"bare_open_clip": bare, "naive_context": naive, "shipped": shipped}
+    with tempfile.TemporaryDirectory(prefix="ximgctx-bench-inference-") as tmp:
+        posts = _make_posts(Path(tmp), args.posts, args.replies, args.image_size, args.seed, args.long_replies)
+        load_before = os.getloadavg()
+
+        def sync() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        for fn in paths.values():  # warm-up: one batch each
+            fn(posts[: args.batch_size])
+        sync()
+        # Interleaved per batch: every batch goes through the three paths back to back, in an order that
+        # rotates with the batch and the round, so a burst of load from other processes lands on all three.
+        names = list(paths)
+        batches = list(_chunks(posts, args.batch_size))
+        wall = {name: np.zeros((args.rounds, len(batches))) for name in names}  # seconds per (round, batch)
+        cpu = {name: np.zeros((args.rounds, len(batches))) for name in names}  # process CPU seconds
+        for r in range(args.rounds):
+            for b, chunk in enumerate(batches):
+                k = (r + b) % len(names)
+                for name in names[k:] + names[:k]:
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    paths[name](chunk)
+                    sync()
+                    wall[name][r, b] = time.perf_counter() - start
+                    cpu[name][r, b] = time.process_time() - start_cpu
+        seconds = {name: wall[name].sum(axis=1).tolist() for name in names}  # per round, all posts
+        cpu_seconds = {name: cpu[name].sum(axis=1).tolist() for name in names}
+        fastest = {name: float(wall[name].min(axis=0).sum()) for name in names}  # each batch's fastest run
+
+        # Same results with and without the savings (checked once, outside the timed runs).
+        naive(posts, keep=True)
+        shipped_scores = np.array([[s for t in tasks for s in p.tasks[t.name].scores.values()]
+                                   for p in predictor.predict(posts)])
+        max_diff = float(np.abs(np.concatenate(naive_scores) - shipped_scores).max())
+
+        # Where the shipped path spends its time: collate (decode, tokenize, dedupe) vs the model.
+        collate_s, model_s = 0.0, 0.0
+        for chunk in _chunks(posts, args.batch_size):
+            start = time.perf_counter()
+            batch = predictor.collate(chunk)
+            collate_s += time.perf_counter() - start
+            start = time.perf_counter()
+            predictor.forward(batch)
+            sync()
+            model_s += time.perf_counter() - start
+
+        # What the savings save: tokens through the text tower per post.
+        text_tokens = tokenizer([p.text for p in posts])
+        post_tokens = int((text_tokens != 0).sum())
+        reply_copies = [r.text for p in posts for r in p.replies if r.text.strip()]
+        batches = [model.processor(chunk) for chunk in _chunks(posts, args.batch_size)]
+        shipped_text = sum(b.text_tokens.numel() + b.reply_tokens.numel() for b in batches)
+        unique = sum(b.reply_tokens.shape[0] for b in batches)
+        load_after = os.getloadavg()
+
+    n = args.posts
+    pps = {name: n / statistics.median(s) for name, s in seconds.items()}
+    best = {name: n / s for name, s in fastest.items()}  # each batch at its least disturbed (as timeit)
+    bare_pps = pps["bare_open_clip"]
+    return {
+        "arch": args.arch,
+        "pretrained": args.pretrained,
+        "fusion": args.fusion,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "posts": n,
+        "replies_per_post": args.replies,
+        "long_reply_share": args.long_replies,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "posts_per_second": {k: round(v, 3) for k, v in pps.items()},
+        "seconds_per_round": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+        "cpu_seconds_per_post_median": {k: round(statistics.median(v) / n, 3) for k, v in cpu_seconds.items()},
+        "ratio_to_bare_cpu_time": {k: round(statistics.median(cpu_seconds["bare_open_clip"]) / statistics.median(v), 3)
+                                   for k, v in cpu_seconds.items()},
+        "ratio_to_bare": {k: round(v / bare_pps, 3) for k, v in pps.items()},
+        "posts_per_second_fastest": {k: round(v, 3) for k, v in best.items()},
+        "ratio_to_bare_fastest": {k: round(v / best["bare_open_clip"], 3) for k, v in best.items()},
+        "shipped_breakdown_seconds": {"collate": round(collate_s, 3), "model": round(model_s, 3)},
+        "text_tower_tokens_per_post": {
+            "bare_open_clip": 77,
+            "naive_context": 77 * (1 + len(reply_copies) / n),
+            "shipped": round(shipped_text / n, 1),
+            "real_post_text_tokens": round(post_tokens / n, 1),
+        },
+        "distinct_replies_per_post_in_batch": round(unique / n, 2),
+        "naive_vs_shipped_max_abs_score_diff": max_diff,
+        "target": "shipped >= 0.75 x bare_open_clip posts/s (ViT-B-32, 8 replies, 2 CPU cores); naive ~0.25",
+        "meets_target": pps["shipped"] >= 0.75 * bare_pps,
+    }

@@ -1,0 +1,308 @@
+"""Batch inference over a manifest, sharded across processes, writing JSONL or Parquet.
+
+Run on one process, or under ``torchrun`` / ``accelerate launch`` with any number of processes::
+
+    ximgctx predict --model runs/quickstart/model --data posts.jsonl --out preds.parquet
+    torchrun --nproc_per_node 4 -m ximgctx.cli predict --model ... --data ... --out preds.jsonl
+
+How sharding works, and why the output is exactly one result per valid input record:
+
+1. Every process streams the whole manifest (parsing JSON is cheap next to the model) and numbers the
+   valid records 0, 1, 2, ... in file order. Invalid records are skipped (or stop the job) the same way on
+   every process, so all processes agree on the numbering.
+2. Process ``r`` of ``W`` runs the model on records ``i`` with ``i % W == r`` (round robin, so shards stay
+   balanced) and writes ``(i, result)`` lines, in increasing ``i``, to ``OUT.parts/rank-r-of-W.jsonl``.
+3. After a barrier, process 0 merges the parts by ``i`` (a streaming k-way merge), checks that the indices
+   are exactly ``0 .. N-1`` (no duplicate, none missing), writes ``OUT`` atomically (a temporary file
+   renamed into place) and removes the parts.
+
+With one process the same path runs with ``W = 1``, so one process and many write the same records.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ximgctx.data.post import LoadReport, Post, load_posts
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Shard", "count_records", "distributed_shard", "output_format", "run_sharded", "write_records"]
+
+#: How many records go into one Parquet row group when writing.
+_ROW_GROUP = 4096
+
+
+@dataclass
+class Shard:
+    """Which slice of the work this process does, and how it meets the others."""
+
+    rank: int = 0  # this process
+    world: int = 1  # number of processes
+    device: str = "cpu"  # the device Accelerate assigned to this process
+    barrier: Callable[[], None] = lambda: None  # waits for every process (no-op with one)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_shard(device: str | None = None, timeout_s: float = 1800.0) -> Shard:
+    """This process's shard from Accelerate's ``PartialState`` (one process when not launched).
+
+    Args:
+        device: ``None``/``"auto"`` lets Accelerate assign one (``cuda:LOCAL_RANK`` on GPUs); ``"cpu"``
+            forces CPU processes (gloo), which Accelerate only sets up when told.
+        timeout_s: how long the final barrier waits for the slowest process. Shards are balanced, so
+            processes finish close together; a process that is gone fails the job instead of hanging it.
+    """
+    import torch
+    from accelerate import PartialState
+
+    cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
+    dev = str(state.device) if device in (None, "auto") else device
+    if cpu:
+        dev = "cpu"
+    return Shard(rank=state.process_index, world=state.num_processes, device=dev, barrier=state.wait_for_everyone)
+
+
+def output_format(path: str | Path) -> str:
+    """``"jsonl"`` or ``"parquet"`` from the output file's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise ValueError(f"{path}: the output must end in .jsonl or .parquet, got {suffix or 'no extension'!r}")
+
+
+def count_records(path: str | Path) -> int | None:
+    """Records in a manifest without parsing them (non-blank JSONL lines, Parquet row counts), or None."""
+    path = Path(path)
+    files: list[Path]
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl")) + sorted(path.glob("*.parquet"))
+    else:
+        files = [path]
+    if not files:
+        return None  # e.g. a saved datasets folder
+    total = 0
+    for f in files:
+        if f.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(f).metadata.num_rows
+        elif f.suffix in (".jsonl", ".json", ".ndjson"):
+            with open(f, "rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+        else:
+            return None
+    return total
+
+
+def _progress(total: int | None, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="post", dynamic_ncols=True, file=sys.stderr)
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _part_path(out: Path, rank: int, world: int) -> Path:
+    return _parts_dir(out) / f"rank-{rank:05d}-of-{world:05d}.jsonl"
+
+
+def _read_part(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            yield rec["i"], rec["r"]
+
+
+def write_records(records: Iterable[dict[str, Any]], out: str | Path, *, schema: Any = None) -> int:
+    """Write dict records to ``out`` (JSONL or Parquet by extension) atomically; returns the count.
+
+    Args:
+        schema: a ``pyarrow.Schema`` for Parquet output (inferred from the records when None).
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    n = 0
+    try:
+        if fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for rec in records:
+                    f.write(json.dumps(rec, ensure_ascii=False))
+                    f.write("\n")
+                    n += 1
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            writer = None
+            chunk: list[dict[str, Any]] = []
+
+            def flush() -> None:
+                nonlocal writer
+                table = pa.Table.from_pylist(chunk, schema=schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                chunk.clear()
+
+            for rec in records:
+                chunk.append(rec)
+                n += 1
+                if len(chunk) >= _ROW_GROUP:
+                    flush()
+            if chunk or writer is None:
+                if not chunk and schema is None:
+                    schema = pa.schema([("id", pa.string())])
+                flush()
+            assert writer is not None
+            writer.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def _merge_parts(out: Path, world: int, expected: int, schema: Any) -> tuple[int, int]:
+    """k-way merge of the part files by record index, verifying exactly ``0 .. expected-1``.
+
+    Returns the records written and how many of them name a problem.
+    """
+    parts = [_part_path(out, r, world) for r in range(world)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"sharded prediction: part files missing after the barrier: {missing}; "
+                           f"every process must write to the same (shared) file system")
+
+    with_problems = 0
+
+    def checked() -> Iterator[dict[str, Any]]:
+        nonlocal with_problems
+        want = 0
+        for i, rec in heapq.merge(*(_read_part(p) for p in parts), key=lambda x: x[0]):
+            if i != want:
+                what = "a duplicate of" if i < want else "missing"
+                raise RuntimeError(f"sharded prediction: record index {want} is {what} "
+                                   f"(got index {i}); the processes did not agree on the input")
+            want += 1
+            with_problems += bool(rec.get("problems"))
+            yield rec
+        if want != expected:
+            raise RuntimeError(f"sharded prediction: merged {want} results but the manifest has "
+                               f"{expected} valid records")
+
+    return write_records(checked(), out, schema=schema), with_problems
+
+
+def run_sharded(
+    *,
+    data: str | Path,
+    out: str | Path,
+    job: Callable[[list[Post]], list[dict[str, Any]]],
+    shard: Shard,
+    batch_size: int,
+    schema: Any = None,
+    image_root: str | Path | None = None,
+    on_error: str = "skip",
+    progress: bool = True,
+    desc: str = "predict",
+) -> dict[str, Any]:
+    """Run ``job`` over this process's shard of ``data`` and (on process 0) write the merged ``out``.
+
+    Args:
+        data: the manifest (JSONL, Parquet, or a folder of shards), read streaming.
+        out: the output file, ``.jsonl`` or ``.parquet``.
+        job: posts -> one JSON-able record per post, in order (a batch of at most ``batch_size``).
+        shard: which process this is (:func:`distributed_shard`).
+        schema: pyarrow schema of the records for Parquet output.
+        on_error: ``"skip"`` bad manifest records (counted and named in the summary) or ``"raise"``.
+
+    Returns:
+        A summary (process 0's is complete: records, skipped, seconds, posts/second, processes).
+    """
+    out = Path(out)
+    output_format(out)  # fail before any work on a bad extension
+    if not shard.is_main:  # every process reads every record: let process 0 alone log the bad ones
+        logging.getLogger("ximgctx.data.post").setLevel(logging.ERROR)
+    report = LoadReport()
+    start = time.perf_counter()
+    total = count_records(data) if shard.is_main and progress else None
+    mine_total = None if total is None else math.ceil(total / shard.world)
+    part = _part_path(out, shard.rank, shard.world)
+    part.parent.mkdir(parents=True, exist_ok=True)
+
+    seen = 0  # valid records in the manifest (every process counts all of them)
+    done = 0  # records this process predicted
+    bar = _progress(mine_total, progress and shard.is_main,
+                    f"{desc} (process 0 of {shard.world})" if shard.world > 1 else desc)
+    posts = load_posts(data, streaming=True, on_error=on_error, image_root=image_root, report=report)
+    try:
+        with open(part, "w", encoding="utf-8") as f:
+            pending: list[tuple[int, Post]] = []
+
+            def flush() -> None:
+                nonlocal done
+                records = job([p for _, p in pending])
+                if len(records) != len(pending):
+                    raise RuntimeError(f"job returned {len(records)} records for {len(pending)} posts")
+                for (i, _), rec in zip(pending, records, strict=True):
+                    f.write(json.dumps({"i": i, "r": rec}, ensure_ascii=False))
+                    f.write("\n")
+                done += len(pending)
+                bar.update(len(pending))
+                pending.clear()
+
+            for post in posts:
+                if seen % shard.world == shard.rank:
+                    pending.append((seen, post))
+                    if len(pending) >= batch_size:
+                        flush()
+                seen += 1
+            if pending:
+                flush()
+    finally:
+        bar.close()
+    shard.barrier()
+    summary: dict[str, Any] = {
+        "processes": shard.world,
+        "rank": shard.rank,
+        "records": seen,
+        "predicted_here": done,
+        "skipped_records": report.skipped,
+    }
+    if shard.is_main:
+        written, with_problems = _merge_parts(out, shard.world, seen, schema)
+        shutil.rmtree(_parts_dir(out), ignore_errors=True)
+        seconds = time.perf_counter() - start
+        summary.update({
+            "out": str(out),
+            "written": written,
+            "seconds": round(seconds, 3),
+            "posts_per_second": round(written / seconds, 2) if seconds > 0 else None,
+            "with_problems": with_problems,
+        })
+        if report.errors:
+            summary["skipped_examples"] = [str(e) for e in report.errors[:10]]
+    return summary

@@ -1,0 +1,264 @@
+"""Moderation decisions with explanations, shaped like an OpenAI moderation result.
+
+For each post the :class:`Moderator` returns::
+
+    {"id": "p17",
+     "flagged": true,                                  # some category decided "block"
+     "categories": {"threat": true},                   # per category: score >= block
+     "category_scores": {"threat": 0.93},              # per category: the policy's reduce over label scores
+     "category_applied_input_types": {"threat": ["image", "text", "replies"]},   # real inputs it read
+     "decision": "block",                              # allow | review | block (most severe category)
+     "category_decisions": {"threat": "block"},
+     "explanation": {
+         "scores_without": {"image": {"threat": 0.41}, "text": {...}, "replies": {...}},
+         "decisions_without": {"image": "allow", "text": "block", "replies": "review"},
+         "top_replies": [{"index": 2, "text": "he means it", "weight": 0.61}, ...],
+         "reply_weights": "attention"},
+     "problems": []}
+
+``flagged`` follows OpenAI's meaning (the content violates the policy): it is True exactly when the
+decision is ``block``. A ``review`` decision is not flagged; route on ``decision``.
+
+``scores_without[m]`` is a real forward pass of the model over the same batch with modality ``m``
+replaced by its learned null embedding (``model(batch, drop=(m,))``), not an estimate: the gap to
+``category_scores`` is how much that modality moved the score. ``top_replies`` are the replies with the
+largest ``reply_weights`` (the attention fusion's last-layer attention from its summary token; with the
+``concat`` and ``cross`` fusions every reply weighs the same, which ``reply_weights: "uniform"`` says).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ximgctx.config import MODALITIES
+from ximgctx.data.post import Post
+from ximgctx.data.processor import PostBatch
+from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_policy_path
+from ximgctx.inference.predictor import BatchResult, Predictor
+from ximgctx.models.context_model import ContextModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXPLAIN_MODES", "Explanation", "ModerationResult", "Moderator", "subset_batch"]
+
+#: Which posts get an explanation: every post, the posts decided review or block, or none.
+EXPLAIN_MODES = ("all", "flagged", "none")
+_REPLY_PREVIEW_CHARS = 280
+
+
+@dataclass
+class Explanation:
+    """Why a post got its scores."""
+
+    scores_without: dict[str, dict[str, float]]  # modality -> category -> score with that modality removed
+    decisions_without: dict[str, str]  # modality -> the post's decision with that modality removed
+    top_replies: list[dict[str, Any]]  # [{"index", "text", "weight"}], heaviest first
+    reply_weights: str  # "attention" (learned weights) or "uniform" (mean-pooling fusions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores_without": {m: dict(s) for m, s in self.scores_without.items()},
+                "decisions_without": dict(self.decisions_without),
+                "top_replies": [dict(r) for r in self.top_replies], "reply_weights": self.reply_weights}
+
+
+@dataclass
+class ModerationResult:
+    """One post's moderation result (see the module docstring for the JSON shape)."""
+
+    id: str
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+    decision: str
+    category_decisions: dict[str, str]
+    explanation: Explanation | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flagged": self.flagged,
+            "categories": dict(self.categories),
+            "category_scores": dict(self.category_scores),
+            "category_applied_input_types": {k: list(v) for k, v in self.category_applied_input_types.items()},
+            "decision": self.decision,
+            "category_decisions": dict(self.category_decisions),
+            "explanation": None if self.explanation is None else self.explanation.to_dict(),
+            "problems": list(self.problems),
+        }
+
+
+def subset_batch(batch: PostBatch, index: list[int]) -> PostBatch:
+    """The posts ``index`` of ``batch`` as a batch of their own, keeping only the replies they use."""
+    idx = torch.tensor(index, dtype=torch.long, device=batch.pixels.device)
+    reply_index = batch.reply_index[idx]  # (n, K)
+    reply_mask = batch.reply_mask[idx]  # (n, K)
+    used = torch.unique(reply_index[reply_mask])  # (U',) sorted rows of reply_tokens still needed
+    remap = torch.zeros(batch.reply_tokens.shape[0], dtype=torch.long, device=idx.device)
+    remap[used] = torch.arange(used.numel(), device=idx.device)
+    return PostBatch(
+        ids=[batch.ids[i] for i in index],
+        pixels=batch.pixels[idx],
+        image_mask=batch.image_mask[idx],
+        text_tokens=batch.text_tokens[idx],
+        text_mask=batch.text_mask[idx],
+        reply_tokens=batch.reply_tokens[used],
+        reply_index=torch.where(reply_mask, remap[reply_index], torch.zeros_like(reply_index)),
+        reply_mask=reply_mask,
+        targets={k: v[idx] for k, v in batch.targets.items()},
+        label_mask={k: v[idx] for k, v in batch.label_mask.items()},
+        problems=[batch.problems[i] for i in index],
+    )
+
+
+class Moderator:
+    """Applies a moderation policy to a model's predictions.
+
+    Args:
+        predictor: the model: a :class:`Predictor`, or a ``ContextModel`` (wrapped in a default one).
+        policy: a :class:`ModerationPolicy`, a path to a policy YAML, or None for the shipped default.
+        explain: ``"flagged"`` (default) explains posts decided review or block, at three extra forward
+            passes over those posts only; ``"all"`` explains every post; ``"none"`` skips explanations.
+    """
+
+    def __init__(self, predictor: Predictor | ContextModel, policy: ModerationPolicy | str | Path | None = None, *,
+                 explain: str = "flagged") -> None:
+        if explain not in EXPLAIN_MODES:
+            raise ValueError(f"explain must be one of {list(EXPLAIN_MODES)}, got {explain!r}")
+        source = "policy"
+        if policy is None:
+            policy = default_policy_path()
+        if isinstance(policy, (str, Path)):
+            source = str(policy)
+            policy = ModerationPolicy.from_yaml(policy)
+        if not isinstance(policy, ModerationPolicy):
+            raise PolicyError(f"policy must be a ModerationPolicy or a path, got {type(policy).__name__}")
+        if isinstance(predictor, ContextModel):
+            predictor = Predictor(predictor)
+        self.predictor = predictor
+        self.policy = policy
+        self.explain = explain
+        model = predictor.model
+        policy.check_tasks(model.config.tasks, source=source)
+        self._specs = {t.name: t for t in model.config.tasks}
+        self._label_index = {
+            name: [self._specs[rule.task].labels.index(x) for x in rule.labels]
+            for name, rule in policy.categories.items()
+        }
+        self._uniform_replies = model.config.fusion.kind in ("concat", "cross")
+
+    # ------------------------------------------------------------------------------------ scoring
+    def category_scores(self, scores: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Per category, a (B,) float64 array from per-task (B, C) probabilities (exact widening)."""
+        out = {}
+        for name, rule in self.policy.categories.items():
+            s = scores[rule.task].detach().float().cpu().numpy().astype(np.float64)[:, self._label_index[name]]
+            out[name] = s.max(axis=1) if rule.reduce == "max" else np.minimum(s.sum(axis=1), 1.0)
+        return out
+
+    def _applied(self, present: dict[str, bool]) -> dict[str, list[str]]:
+        out = {}
+        for name, rule in self.policy.categories.items():
+            reads = ("image",) if self._specs[rule.task].source == "image" else MODALITIES
+            out[name] = [m for m in reads if present[m]]
+        return out
+
+    def _explain(self, result: BatchResult, index: list[int]) -> dict[int, Explanation]:
+        """Explanations for posts ``index`` of the batch: three forward passes with a modality dropped."""
+        if not index:
+            return {}
+        batch = result.batch if len(index) == len(result.posts) else subset_batch(result.batch, index)
+        without: dict[str, dict[str, np.ndarray]] = {}
+        for m in MODALITIES:
+            out = self.predictor.forward(batch, drop=(m,))
+            without[m] = self.category_scores(self.predictor.scores(out))  # category -> (n,)
+        weights = result.output.reply_weights.float().cpu().numpy()  # (B, K)
+        n_top = self.policy.explain_replies
+        explanations = {}
+        for row, i in enumerate(index):
+            post = result.posts[i]
+            w = weights[i]
+            order = [int(j) for j in np.argsort(-w, kind="stable") if w[j] > 0][:n_top]
+            top = [{"index": j, "text": post.replies[j].text[:_REPLY_PREVIEW_CHARS], "weight": float(w[j])}
+                   for j in order]
+            scores_without = {m: {c: float(v[row]) for c, v in without[m].items()} for m in MODALITIES}
+            explanations[i] = Explanation(
+                scores_without=scores_without,
+                decisions_without={m: self.policy.decide(scores_without[m])[0] for m in MODALITIES},
+                top_replies=top,
+                reply_weights="uniform" if self._uniform_replies else "attention",
+            )
+        return explanations
+
+    def results(self, result: BatchResult) -> list[ModerationResult]:
+        """Moderation results for one batch the predictor ran."""
+        cat = self.category_scores(result.scores)
+        present = {m: result.output.embeddings.present[m].cpu().tolist() for m in MODALITIES}
+        rows = []
+        for i in range(len(result.posts)):
+            scores = {name: float(v[i]) for name, v in cat.items()}
+            decision, per = self.policy.decide(scores)
+            rows.append((scores, decision, per))
+        if self.explain == "all":
+            wanted = list(range(len(rows)))
+        elif self.explain == "flagged":
+            wanted = [i for i, (_, decision, _) in enumerate(rows) if decision != "allow"]
+        else:
+            wanted = []
+        explanations = self._explain(result, wanted)
+        out = []
+        for i, (scores, decision, per) in enumerate(rows):
+            out.append(ModerationResult(
+                id=result.posts[i].id,
+                flagged=decision == "block",
+                categories={name: d == "block" for name, d in per.items()},
+                category_scores=scores,
+                category_applied_input_types=self._applied({m: bool(present[m][i]) for m in MODALITIES}),
+                decision=decision,
+                category_decisions=per,
+                explanation=explanations.get(i),
+                problems=result.problems[i],
+            ))
+        return out
+
+    def iter_moderate(self, posts: Iterable[Post], batch_size: int | None = None) -> Iterator[ModerationResult]:
+        """Results one post at a time, in input order."""
+        for result in self.predictor.iter_batches(posts, batch_size):
+            yield from self.results(result)
+
+    def moderate(self, posts: Iterable[Post], batch_size: int | None = None) -> list[ModerationResult]:
+        """One result per post, in input order, whatever is wrong with a post (named in ``problems``)."""
+        return list(self.iter_moderate(posts, batch_size))
+
+    def moderation_schema(self) -> Any:
+        """The pyarrow schema of :meth:`ModerationResult.to_dict` records for this policy (Parquet output)."""
+        import pyarrow as pa
+
+        names = list(self.policy.categories)
+        f64 = pa.struct([(c, pa.float64()) for c in names])
+        explanation = pa.struct([
+            ("scores_without", pa.struct([(m, f64) for m in MODALITIES])),
+            ("decisions_without", pa.struct([(m, pa.string()) for m in MODALITIES])),
+            ("top_replies", pa.list_(pa.struct([("index", pa.int64()), ("text", pa.string()),
+                                                ("weight", pa.float64())]))),
+            ("reply_weights", pa.string()),
+        ])
+        return pa.schema([
+            ("id", pa.string()),
+            ("flagged", pa.bool_()),
+            ("categories", pa.struct([(c, pa.bool_()) for c in names])),
+            ("category_scores", f64),
+            ("category_applied_input_types", pa.struct([(c, pa.list_(pa.string())) for c in names])),
+            ("decision", pa.string()),
+            ("category_decisions", pa.struct([(c, pa.string()) for c in names])),
+            ("explanation", explanation),
+            ("problems", pa.list_(pa.string())),
+        ])

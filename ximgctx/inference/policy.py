@@ -1,0 +1,244 @@
+"""Moderation policies: which task labels make up each category, and the thresholds that decide.
+
+A policy is a YAML file (the shipped one is ``configs/moderation/default.yaml``)::
+
+    name: default
+    explain_replies: 3             # replies named in each explanation (those that weighed most)
+    categories:
+      threat:                      # category name, as in the output's "categories"
+        description: posts that threaten violence
+        task: intent               # the model task the score comes from
+        labels: [threat]           # the labels of that task that make up the category
+        reduce: max                # max over the labels' scores; "sum" only for a multiclass task
+        block: 0.9                 # score >= block            -> block
+        review: 0.5                # review <= score < block   -> review;  score < review -> allow
+
+Decision rule for one category, with the exact boundaries (tested at the boundary values):
+
+* ``block`` is not null and ``score >= block``                      -> ``"block"``
+* otherwise ``review`` is not null and ``score >= review``          -> ``"review"``
+* otherwise                                                         -> ``"allow"``
+
+A null ``block`` never blocks automatically (a review-only category); a null ``review`` has no review
+band. A post's decision is the most severe decision of any category (block > review > allow). Scores are
+the model's calibrated probabilities in float32, widened to float64 without rounding, and compared as
+they are written in the output, so a threshold copied from an output file reproduces its decision.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ximgctx.config import TaskSpec
+
+__all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "default_policy_path", "worst"]
+
+#: Decisions from least to most severe.
+DECISIONS: tuple[str, ...] = ("allow", "review", "block")
+REDUCES = ("max", "sum")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
+_CATEGORY_KEYS = {"description", "task", "labels", "reduce", "block", "review", "calibration"}
+_POLICY_KEYS = {"name", "description", "version", "explain_replies", "categories"}
+
+
+class PolicyError(ValueError):
+    """A policy is invalid; the message names the file, the field and the bad value."""
+
+
+def worst(decisions: list[str]) -> str:
+    """The most severe of ``decisions`` (``"allow"`` for none)."""
+    return max(decisions, key=DECISIONS.index, default="allow")
+
+
+def default_policy_path() -> Path:
+    """``configs/moderation/default.yaml`` of the source tree this package runs from."""
+    path = Path(__file__).resolve().parents[2] / "configs" / "moderation" / "default.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the default moderation policy is not at {path} (it ships in the source tree's configs/); "
+            f"pass a policy file with --policy / ModerationPolicy.from_yaml(path)"
+        )
+    return path
+
+
+def _threshold(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PolicyError(f"{where} must be a number in [0, 1] or null, got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise PolicyError(f"{where} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass
+class CategoryRule:
+    """One moderation category: where its score comes from and what decides."""
+
+    name: str  # category name in the output
+    task: str  # the model task whose scores make up the category
+    labels: list[str]  # labels of ``task`` that belong to the category
+    block: float | None = None  # score >= block -> block; None: never blocks automatically
+    review: float | None = None  # review <= score < block -> review; None: no review band
+    reduce: str = "max"  # how the labels' scores combine: max, or sum (multiclass tasks only)
+    description: str = ""  # for people reading the policy
+    calibration: dict[str, Any] = field(default_factory=dict)  # how the thresholds were chosen (kept as is)
+
+    def __post_init__(self) -> None:
+        where = f"categories.{self.name}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise PolicyError(f"category names are letters, digits and _ . / -, got {self.name!r}")
+        if not isinstance(self.task, str) or not self.task:
+            raise PolicyError(f"{where}.task must be a task name, got {self.task!r}")
+        if (not isinstance(self.labels, list) or not self.labels
+                or not all(isinstance(x, str) and x for x in self.labels)):
+            raise PolicyError(f"{where}.labels must be a non-empty list of label names, got {self.labels!r}")
+        dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if dup:
+            raise PolicyError(f"{where}.labels lists {dup} more than once")
+        if self.reduce not in REDUCES:
+            raise PolicyError(f"{where}.reduce must be one of {list(REDUCES)}, got {self.reduce!r}")
+        self.block = _threshold(self.block, f"{where}.block")
+        self.review = _threshold(self.review, f"{where}.review")
+        if self.block is not None and self.review is not None and self.review > self.block:
+            raise PolicyError(f"{where}: review ({self.review!r}) must be <= block ({self.block!r}); "
+                              f"the review band is [review, block)")
+        if not isinstance(self.description, str):
+            raise PolicyError(f"{where}.description must be a string, got {self.description!r}")
+        if not isinstance(self.calibration, dict):
+            raise PolicyError(f"{where}.calibration must be a mapping, got {self.calibration!r}")
+
+    def decide(self, score: float) -> str:
+        """``"block"``, ``"review"`` or ``"allow"`` for one score (see the module docstring)."""
+        if self.block is not None and score >= self.block:
+            return "block"
+        if self.review is not None and score >= self.review:
+            return "review"
+        return "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.description:
+            out["description"] = self.description
+        out.update({"task": self.task, "labels": list(self.labels), "reduce": self.reduce,
+                    "block": self.block, "review": self.review})
+        if self.calibration:
+            out["calibration"] = dict(self.calibration)
+        return out
+
+
+@dataclass
+class ModerationPolicy:
+    """Categories with thresholds; see the module docstring for the file format and decision rule."""
+
+    categories: dict[str, CategoryRule]  # name -> rule, in file order
+    name: str = ""  # the policy's name, written into every result's metadata
+    description: str = ""
+    explain_replies: int = 3  # replies named in each explanation (those that weighed most)
+    version: int = 1  # file format version
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.categories, dict) or not self.categories:
+            raise PolicyError("a policy needs at least one category under 'categories'")
+        if isinstance(self.explain_replies, bool) or not isinstance(self.explain_replies, int) or self.explain_replies < 0:
+            raise PolicyError(f"explain_replies must be an integer >= 0, got {self.explain_replies!r}")
+        if self.version != 1:
+            raise PolicyError(f"version must be 1 (the only policy format so far), got {self.version!r}")
+
+    # ------------------------------------------------------------------------------------------ I/O
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "policy") -> ModerationPolicy:
+        """Build and validate a policy; errors name ``source`` and the dotted field."""
+        try:
+            if not isinstance(data, dict):
+                raise PolicyError(f"a policy is a mapping, got {type(data).__name__}")
+            unknown = sorted(set(data) - _POLICY_KEYS)
+            if unknown:
+                raise PolicyError(f"unknown keys {unknown}; known: {sorted(_POLICY_KEYS)}")
+            raw = data.get("categories")
+            if not isinstance(raw, dict) or not raw:
+                raise PolicyError(f"'categories' must be a non-empty mapping of category name -> rule, got {raw!r}")
+            categories = {}
+            for name, rule in raw.items():
+                if not isinstance(rule, dict):
+                    raise PolicyError(f"categories.{name} must be a mapping, got {rule!r}")
+                bad = sorted(set(rule) - _CATEGORY_KEYS)
+                if bad:
+                    raise PolicyError(f"categories.{name}: unknown keys {bad}; known: {sorted(_CATEGORY_KEYS)}")
+                missing = [k for k in ("task", "labels") if k not in rule]
+                if missing:
+                    raise PolicyError(f"categories.{name}: missing {missing}")
+                labels = rule["labels"]
+                categories[str(name)] = CategoryRule(
+                    name=str(name), task=rule["task"], labels=[labels] if isinstance(labels, str) else labels,
+                    block=rule.get("block"), review=rule.get("review"), reduce=rule.get("reduce", "max"),
+                    description=rule.get("description", "") or "", calibration=rule.get("calibration") or {},
+                )
+            return cls(categories=categories, name=str(data.get("name", "") or ""),
+                       description=str(data.get("description", "") or ""),
+                       explain_replies=data.get("explain_replies", 3), version=data.get("version", 1))
+        except PolicyError as e:
+            raise PolicyError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ModerationPolicy:
+        """Read and validate a policy file."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PolicyError(f"{path}: no such policy file") from None
+        except yaml.YAMLError as e:
+            raise PolicyError(f"{path}: not valid YAML ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version}
+        if self.name:
+            out["name"] = self.name
+        if self.description:
+            out["description"] = self.description
+        out["explain_replies"] = self.explain_replies
+        out["categories"] = {name: rule.to_dict() for name, rule in self.categories.items()}
+        return out
+
+    def to_yaml(self, path: str | Path, header: str = "") -> Path:
+        """Write the policy (atomically), with ``header`` as leading ``#`` comment lines."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"# {line}".rstrip() for line in header.splitlines()]
+        text = "\n".join(lines) + ("\n" if lines else "")
+        text += yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=110)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    # ----------------------------------------------------------------------------------- checking
+    def check_tasks(self, tasks: list[TaskSpec], source: str = "policy") -> None:
+        """Check every category against a model's tasks; the error names the category and the value."""
+        by_name = {t.name: t for t in tasks}
+        for name, rule in self.categories.items():
+            spec = by_name.get(rule.task)
+            if spec is None:
+                raise PolicyError(f"{source}: categories.{name}.task is {rule.task!r}, which is not a task of "
+                                  f"the model; its tasks are {sorted(by_name)}")
+            unknown = [x for x in rule.labels if x not in spec.labels]
+            if unknown:
+                raise PolicyError(f"{source}: categories.{name}.labels has {unknown}, not labels of task "
+                                  f"{spec.name!r}; its labels are {spec.labels}")
+            if rule.reduce == "sum" and spec.kind != "multiclass":
+                raise PolicyError(f"{source}: categories.{name}.reduce is 'sum' but task {spec.name!r} is "
+                                  f"{spec.kind}; independent sigmoid scores do not add up to a probability, "
+                                  f"use 'max'")
+
+    def decide(self, category_scores: dict[str, float]) -> tuple[str, dict[str, str]]:
+        """The post's decision and each category's decision."""
+        per = {name: self.categories[name].decide(score) for name, score in category_scores.items()}
+        return worst(list(per.values())), per

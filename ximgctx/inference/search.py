@@ -1,0 +1,447 @@
+"""Search over posts: a FAISS index of fused post embeddings and CLIP image embeddings.
+
+Two vector spaces, both searched by cosine similarity (vectors are L2-normalised and compared by inner
+product):
+
+* ``fused``: the context model's fused vector (image + text + replies), one per post. "More like this"
+  (``--post ID``) searches it by default: posts that the model reads the same way.
+* ``image``: the CLIP image embedding, one per post *with a usable image* (posts without one are not in
+  this space). CLIP embeds text into the same space as images.
+
+Which space a query searches by default:
+
+=====================  ============================================================================
+query                  default space, and what ``space="fused"`` / ``"image"`` does instead
+=====================  ============================================================================
+``--text Q``           ``image``: CLIP's text embedding of Q against image embeddings (text-to-image
+                       retrieval, as CLIP was trained). ``fused``: Q as a text-only post through the
+                       model, against fused embeddings ("posts whose text reads like Q").
+``--image PATH``       ``image``: CLIP image embedding against image embeddings (visually similar).
+                       ``fused``: the image as an image-only post through the model.
+``--post ID``          ``fused``: the post's stored fused vector. ``image``: its stored image vector.
+=====================  ============================================================================
+
+``exact`` mode is ``IndexFlatIP`` (brute force, the reference); ``ivf`` is ``IndexIVFFlat`` with
+``nlist`` k-means cells of which ``nprobe`` are visited per query (approximate; ``ximgctx bench search``
+measures its recall@10 against exact). ``where`` filters on the labels the model predicted at indexing
+time (``intent=threat``); the filter runs inside FAISS (an ID selector), so ``k`` hits are the best ``k``
+among the posts that pass, not a post-filtered remainder. In IVF mode a filtered query visits
+``nprobe / share`` cells by default (``share``: the fraction of posts passing), so it meets about as many
+matching candidates as an unfiltered query. Several values for one task match any of them;
+different tasks must all match.
+
+Saved as a folder, no pickle anywhere::
+
+    index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with
+                      (path and the SHA-256 of its manifest), SHA-256 of every other file
+    posts.parquet     one row per post: id, image path, text (first 280 characters), predicted labels
+    fused.faiss       faiss.write_index of the fused space (ids = row numbers in posts.parquet)
+    image.faiss       the image space
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ximgctx.data.post import Post
+from ximgctx.inference.predictor import Predictor
+
+__all__ = ["MODES", "SPACES", "SearchHit", "SearchIndex", "SearchIndexError", "default_nlist", "parse_where"]
+
+SPACES = ("fused", "image")
+MODES = ("exact", "ivf")
+FORMAT = "ximgctx-search-index"
+FORMAT_VERSION = 1
+_TEXT_CHARS = 280
+
+
+class SearchIndexError(RuntimeError):
+    """An index folder is incomplete or altered, or a query does not fit the index."""
+
+
+def default_nlist(n: int) -> int:
+    """IVF cells for ``n`` vectors: about 4 sqrt(n), with at least 39 training points per cell."""
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
+
+
+def parse_where(where: Iterable[str] | dict[str, Iterable[str]] | None,
+                tasks: dict[str, list[str]]) -> dict[str, set[str]]:
+    """``["intent=threat", "intent=protest", "meaning=ironic"]`` -> ``{"intent": {...}, "meaning": {...}}``.
+
+    Raises:
+        ValueError: a clause that is not ``task=label``, or a task or label the index does not know.
+    """
+    if where is None:
+        return {}
+    pairs: list[tuple[str, str]] = []
+    if isinstance(where, dict):
+        pairs = [(t, lab) for t, labels in where.items() for lab in ([labels] if isinstance(labels, str) else labels)]
+    else:
+        for clause in where:
+            task, sep, label = clause.partition("=")
+            if not sep or not task.strip() or not label.strip():
+                raise ValueError(f"a filter is task=label (e.g. intent=threat), got {clause!r}")
+            pairs.append((task.strip(), label.strip()))
+    out: dict[str, set[str]] = {}
+    for task, label in pairs:
+        if task not in tasks:
+            raise ValueError(f"filter {task}={label}: no task {task!r}; the index has {sorted(tasks)}")
+        if label not in tasks[task]:
+            raise ValueError(f"filter {task}={label}: {label!r} is not a label of {task!r}; labels: {tasks[task]}")
+        out.setdefault(task, set()).add(label)
+    return out
+
+
+@dataclass
+class SearchHit:
+    """One result."""
+
+    rank: int  # 1-based
+    id: str
+    score: float  # cosine similarity
+    labels: dict[str, list[str]]  # the labels the model predicted at indexing time
+    text: str  # the first 280 characters of the post text
+    image: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | None) -> Any:
+    import faiss
+
+    n, d = vectors.shape
+    if mode == "exact":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+    else:
+        cells = default_nlist(n) if nlist is None else int(nlist)
+        if not 1 <= cells <= max(n, 1):
+            raise ValueError(f"nlist must be between 1 and the number of vectors ({n}), got {cells}")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
+        if n:
+            index.train(vectors)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct(row) for "more like this"
+    if n:
+        index.add_with_ids(vectors, rows.astype(np.int64))
+    return index
+
+
+class SearchIndex:
+    """Posts searchable by text, image or post, with label filters (see the module docstring).
+
+    Build with :meth:`build` (from posts, through a :class:`Predictor`) or :meth:`from_vectors`; save with
+    :meth:`save`, reopen with :meth:`load`.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], indexes: dict[str, Any], *, mode: str,
+                 tasks: dict[str, list[str]], nprobe: int = 16, model: dict[str, Any] | None = None,
+                 predictor: Predictor | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        unknown = sorted(set(indexes) - set(SPACES))
+        if unknown or not indexes:
+            raise ValueError(f"indexes must be a non-empty mapping over spaces {list(SPACES)}, got {sorted(indexes)}")
+        self.records = records
+        self.indexes = indexes
+        self.mode = mode
+        self.tasks = {t: list(labels) for t, labels in tasks.items()}
+        self.nprobe = int(nprobe)
+        self.model = dict(model or {})
+        self._row_of: dict[str, int] = {}
+        for i, r in enumerate(records):
+            if r["id"] in self._row_of:
+                raise SearchIndexError(f"post ids must be unique in an index; {r['id']!r} appears at rows "
+                                       f"{self._row_of[r['id']]} and {i}")
+            self._row_of[r["id"]] = i
+        # task -> (rows, labels) boolean matrix of predicted labels, for filters
+        self._label_matrix = {
+            task: np.array([[lab in (r["labels"].get(task) or []) for lab in labels] for r in records],
+                           dtype=bool).reshape(len(records), len(labels))
+            for task, labels in self.tasks.items()
+        }
+        self.predictor: Predictor | None = None
+        if predictor is not None:
+            self.attach(predictor)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def spaces(self) -> list[str]:
+        return list(self.indexes)
+
+    # --------------------------------------------------------------------------------- building
+    @classmethod
+    def from_vectors(cls, records: list[dict[str, Any]], vectors: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                     tasks: dict[str, list[str]], mode: str = "exact", nlist: int | None = None,
+                     nprobe: int = 16, model: dict[str, Any] | None = None) -> SearchIndex:
+        """An index over given vectors.
+
+        Args:
+            records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``image``, ``text``).
+            vectors: space -> ``(rows, vectors)``: which records (row numbers) have a vector in that space,
+                and the (n, d) vectors (normalised here).
+            tasks: task -> labels, for filters.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        indexes = {}
+        for space, (rows, x) in vectors.items():
+            rows = np.asarray(rows, dtype=np.int64)
+            if x.ndim != 2 or len(rows) != len(x):
+                raise ValueError(f"space {space!r}: {len(rows)} rows for vectors of shape {x.shape}")
+            indexes[space] = _make_index(_normalize(x), rows, mode, nlist)
+        records = [{"id": str(r["id"]), "image": r.get("image"), "text": (r.get("text") or "")[:_TEXT_CHARS],
+                    "labels": {t: list(v) for t, v in (r.get("labels") or {}).items()}} for r in records]
+        return cls(records, indexes, mode=mode, tasks=tasks, nprobe=nprobe, model=model)
+
+    @classmethod
+    def build(cls, predictor: Predictor, posts: Iterable[Post], *, mode: str = "exact", nlist: int | None = None,
+              nprobe: int = 16, batch_size: int | None = None, progress: bool = False) -> SearchIndex:
+        """Run the model over ``posts`` and index their fused and image embeddings and predicted labels."""
+        from tqdm.auto import tqdm
+
+        records: list[dict[str, Any]] = []
+        fused: list[np.ndarray] = []
+        image: list[np.ndarray] = []
+        image_rows: list[np.ndarray] = []
+        bar = tqdm(disable=not progress, desc="index", unit="post")
+        for result in predictor.iter_batches(posts, batch_size):
+            start = len(records)
+            for post, pred in zip(result.posts, predictor.results(result), strict=True):
+                records.append({"id": post.id, "image": post.image, "text": post.text,
+                                "labels": {t: p.labels for t, p in pred.tasks.items()}})
+            fused.append(result.output.fused.float().cpu().numpy())
+            present = result.output.embeddings.present["image"].cpu().numpy()  # (B,)
+            image.append(result.output.embeddings.image.float().cpu().numpy()[present])
+            image_rows.append(start + np.flatnonzero(present))
+            bar.update(len(result.posts))
+        bar.close()
+        model = predictor.model
+        h, d = model.config.fusion.hidden_dim, model.encoder.embed_dim
+        vectors = {
+            "fused": (np.arange(len(records)), np.concatenate(fused) if fused else np.zeros((0, h), np.float32)),
+            "image": (np.concatenate(image_rows) if image_rows else np.zeros(0, np.int64),
+                      np.concatenate(image) if image else np.zeros((0, d), np.float32)),
+        }
+        tasks = {spec.name: list(spec.labels) for spec in model.config.tasks}
+        meta = {"path": str(predictor.model_dir) if predictor.model_dir else None,
+                "manifest_sha256": predictor.model_digest, "arch": model.config.encoder.arch}
+        index = cls.from_vectors(records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta)
+        index.attach(predictor)
+        return index
+
+    # ---------------------------------------------------------------------------------- querying
+    def attach(self, predictor: Predictor) -> None:
+        """Use ``predictor`` to encode text and image queries; it must be the model the index was built with."""
+        want = self.model.get("manifest_sha256")
+        if want and predictor.model_digest and want != predictor.model_digest:
+            raise SearchIndexError(
+                f"the index was built with model {self.model.get('path')} (manifest SHA-256 {want[:12]}...) but "
+                f"the predictor is {predictor.model_dir} ({predictor.model_digest[:12]}...); embeddings of "
+                f"different models are not comparable. Rebuild the index or load the model it was built with."
+            )
+        dims = {"fused": predictor.model.config.fusion.hidden_dim, "image": predictor.model.encoder.embed_dim}
+        for space, index in self.indexes.items():
+            if index.d != dims[space]:
+                raise SearchIndexError(f"space {space!r} holds {index.d}-d vectors but the predictor's model "
+                                       f"gives {dims[space]}-d ones; it is not the model the index was built with")
+        self.predictor = predictor
+
+    def _need_predictor(self) -> Predictor:
+        if self.predictor is None:
+            raise SearchIndexError("text and image queries need the model: SearchIndex.load(path, predictor=...) "
+                                   "or index.attach(Predictor.from_pretrained(model_dir))")
+        return self.predictor
+
+    def allowed_rows(self, where: Iterable[str] | dict[str, Iterable[str]] | None) -> np.ndarray | None:
+        """Row numbers passing ``where`` (None when there is no filter)."""
+        clauses = parse_where(where, self.tasks)
+        if not clauses:
+            return None
+        keep = np.ones(len(self.records), dtype=bool)
+        for task, labels in clauses.items():
+            cols = [self.tasks[task].index(lab) for lab in sorted(labels)]
+            keep &= self._label_matrix[task][:, cols].any(axis=1)
+        return np.flatnonzero(keep)
+
+    def search_vectors(self, queries: np.ndarray, *, space: str = "fused", k: int = 10,
+                       where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+                       nprobe: int | None = None, exclude: Sequence[int | None] | None = None) -> list[list[SearchHit]]:
+        """Top-``k`` hits for each query vector (normalised here) in ``space``.
+
+        Args:
+            nprobe: IVF cells to visit. By default the index's ``nprobe``, divided by the share of posts a
+                ``where`` filter keeps (a filter keeping 10% visits 10x the cells, up to all of them), so a
+                filtered query meets about as many candidates as an unfiltered one.
+            exclude: per query, a row number to leave out of its hits (the query post itself).
+        """
+        import faiss
+
+        if space not in self.indexes:
+            raise SearchIndexError(f"this index has no {space!r} space; it has {self.spaces}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k!r}")
+        index = self.indexes[space]
+        q = _normalize(np.atleast_2d(queries))
+        if q.shape[1] != index.d:
+            raise SearchIndexError(f"query vectors are {q.shape[1]}-d but space {space!r} holds {index.d}-d vectors")
+        allowed = self.allowed_rows(where)
+        if index.ntotal == 0 or (allowed is not None and allowed.size == 0):
+            return [[] for _ in range(len(q))]
+        sel = None if allowed is None else faiss.IDSelectorBatch(allowed.astype(np.int64))
+        fetch = min(k + (1 if exclude is not None else 0), max(index.ntotal, 1))
+        if self.mode == "ivf":
+            if nprobe is None:
+                nprobe = self.nprobe
+                if allowed is not None:  # visit more cells when few posts pass, to meet as many candidates
+                    share = allowed.size / max(len(self.records), 1)
+                    nprobe = min(int(index.nlist), math.ceil(nprobe / share))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))
+        else:
+            params = faiss.SearchParameters(sel=sel) if sel is not None else None
+        scores, rows = index.search(q, fetch, params=params)
+        hits = []
+        for qi in range(len(q)):
+            skip = None if exclude is None else exclude[qi]
+            out: list[SearchHit] = []
+            for s, r in zip(scores[qi], rows[qi], strict=True):
+                if r < 0 or r == skip:
+                    continue
+                rec = self.records[int(r)]
+                out.append(SearchHit(rank=len(out) + 1, id=rec["id"], score=float(s), labels=rec["labels"],
+                                     text=rec["text"], image=rec["image"]))
+                if len(out) == k:
+                    break
+            hits.append(out)
+        return hits
+
+    def search_text(self, text: str, *, k: int = 10, space: str = "image",
+                    where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+                    nprobe: int | None = None) -> list[SearchHit]:
+        """Posts for a text query: CLIP text-to-image by default, or a text-only post in the fused space."""
+        predictor = self._need_predictor()
+        if space == "image":
+            q = predictor.encode_texts([text])
+        else:
+            q = predictor.embed([Post(id="<query>", text=text)], space="fused")
+        return self.search_vectors(q, space=space, k=k, where=where, nprobe=nprobe)[0]
+
+    def search_image(self, image: str | os.PathLike[str], *, k: int = 10, space: str = "image",
+                     where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+                     nprobe: int | None = None) -> list[SearchHit]:
+        """Posts for an image query (CLIP image space by default, or an image-only post in the fused space)."""
+        predictor = self._need_predictor()
+        result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
+        if not bool(result.output.embeddings.present["image"][0]):
+            raise SearchIndexError(f"query image {os.fspath(image)!r} cannot be used: {'; '.join(result.batch.problems[0])}")
+        x = result.output.embeddings.image if space == "image" else result.output.fused
+        return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]
+
+    def search_post(self, post_id: str, *, k: int = 10, space: str = "fused",
+                    where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+                    nprobe: int | None = None) -> list[SearchHit]:
+        """"More like this": posts nearest to an indexed post's stored vector, the post itself left out."""
+        if post_id not in self._row_of:
+            raise KeyError(f"no post {post_id!r} in the index")
+        if space not in self.indexes:
+            raise SearchIndexError(f"this index has no {space!r} space; it has {self.spaces}")
+        row = self._row_of[post_id]
+        try:
+            vector = self.indexes[space].reconstruct(row)
+        except RuntimeError as e:
+            raise SearchIndexError(f"post {post_id!r} has no vector in the {space!r} space "
+                                   f"(no usable image?); search the 'fused' space instead") from e
+        return self.search_vectors(vector[None], space=space, k=k, where=where, nprobe=nprobe, exclude=[row])[0]
+
+    # ------------------------------------------------------------------------------------ saving
+    def save(self, path: str | Path) -> Path:
+        """Write the index folder atomically (a temporary sibling renamed into place)."""
+        import faiss
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from ximgctx import __version__
+
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            labels_type = pa.struct([(t, pa.list_(pa.string())) for t in self.tasks])
+            schema = pa.schema([("id", pa.string()), ("image", pa.string()), ("text", pa.string()),
+                                ("labels", labels_type)])
+            pq.write_table(pa.Table.from_pylist(self.records, schema=schema), tmp / "posts.parquet")
+            spaces = {}
+            for space, index in self.indexes.items():
+                faiss.write_index(index, str(tmp / f"{space}.faiss"))
+                spaces[space] = {"file": f"{space}.faiss", "dim": int(index.d), "count": int(index.ntotal),
+                                 "nlist": int(index.nlist) if self.mode == "ivf" else None}
+            meta = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "ximgctx_version": __version__,
+                "mode": self.mode, "nprobe": self.nprobe, "posts": len(self.records), "spaces": spaces,
+                "tasks": self.tasks, "model": self.model,
+                "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+            }
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, predictor: Predictor | None = None) -> SearchIndex:
+        """Open an index folder, verifying every file's SHA-256 against ``index.json``."""
+        import faiss
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / "index.json").read_text())
+        except FileNotFoundError:
+            raise SearchIndexError(f"{path}: no index.json; not a folder written by SearchIndex.save") from None
+        if meta.get("format") != FORMAT:
+            raise SearchIndexError(f"{path / 'index.json'}: not an ximgctx search index (format={meta.get('format')!r})")
+        for name, digest in meta["files"].items():
+            f = path / name
+            if not f.is_file():
+                raise SearchIndexError(f"{f}: listed in index.json but missing")
+            if _sha256(f) != digest:
+                raise SearchIndexError(f"{f}: SHA-256 does not match index.json; the file was altered after saving")
+        records = pq.read_table(path / "posts.parquet").to_pylist()
+        for r in records:
+            r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
+        indexes = {space: faiss.read_index(str(path / info["file"])) for space, info in meta["spaces"].items()}
+        return cls(records, indexes, mode=meta["mode"], tasks=meta["tasks"], nprobe=meta["nprobe"],
+                   model=meta.get("model"), predictor=predictor)
