@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,11 @@ def worst(decisions: list[str]) -> str:
 
 
 def default_policy_path() -> Path:
-    """``configs/moderation/default.yaml`` of the source tree this package runs from."""
-    path = Path(__file__).resolve().parents[2] / "configs" / "moderation" / "default.yaml"
-    if not path.is_file():
+    """The shipped default policy, package data (``configs/moderation/default.yaml`` links to it)."""
+    path = Path(str(resources.files("ximgctx") / "resources" / "moderation_default.yaml"))
+    if not path.is_file():  # pragma: no cover - a broken installation
         raise FileNotFoundError(
-            f"the default moderation policy is not at {path} (it ships in the source tree's configs/); "
+            f"the default moderation policy is missing from the installed package ({path}); "
             f"pass a policy file with --policy / ModerationPolicy.from_yaml(path)"
         )
     return path
