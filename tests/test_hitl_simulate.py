@@ -51,6 +51,4 @@ def test_simulated_loop_writes_the_curve(tmp_path: Path) -> None:
     assert set(json.loads((tmp_path / "sim" / "curve.json").read_text())["strategies"]) == {"margin"}
 
 
-@pytest.mark.slow
-
 # notebooks/labeling_loop.ipynb is executed by tests/test_notebooks.py with every other notebook
