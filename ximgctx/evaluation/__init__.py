@@ -1,0 +1,30 @@
+"""Evaluation: per-task metrics, modality ablations, calibration, and reports with plots.
+
+    from ximgctx.evaluation import evaluate, load_oracle
+    report = evaluate(model, "data/test.jsonl", val_posts="data/val.jsonl",
+                      oracle=load_oracle("data/oracle.json", "test"), out_dir="runs/eval")
+    report["tasks"]["intent"]["modalities"]["image+text"]   # {"accuracy": ..., "oracle": ..., ...}
+"""
+
+from ximgctx.evaluation.calibration import expected_calibration_error, fit_temperature, fit_thresholds
+from ximgctx.evaluation.metrics import task_metrics
+from ximgctx.evaluation.predict import ABLATION_KEYS, FULL, PostDataset, Predictions, drop_for, predict
+from ximgctx.evaluation.report import calibrate, evaluate, load_oracle, to_markdown, write_report
+
+__all__ = [
+    "ABLATION_KEYS",
+    "FULL",
+    "PostDataset",
+    "Predictions",
+    "calibrate",
+    "drop_for",
+    "evaluate",
+    "expected_calibration_error",
+    "fit_temperature",
+    "fit_thresholds",
+    "load_oracle",
+    "predict",
+    "task_metrics",
+    "to_markdown",
+    "write_report",
+]

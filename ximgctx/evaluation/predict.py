@@ -1,0 +1,160 @@
+"""Run a model over posts with modalities masked, gathering logits from every process exactly once.
+
+This is the one place where predictions are collected, for validation during training, for ``evaluate``
+and for the quickstart, so they cannot drift apart. Each batch is collated once and run once per
+kept-modality key (``model(batch, drop=...)`` skips the encoder for masked inputs). Under Accelerate,
+``gather_for_metrics`` drops the duplicates that even batches add at the end of the data; each post's
+position in the dataset is gathered along with its logits and checked, so a post counted twice or not at
+all is an error, not a silently wrong metric.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ximgctx.config import MODALITIES
+from ximgctx.data.post import Post
+
+__all__ = [
+    "ABLATION_KEYS",
+    "FULL",
+    "PostDataset",
+    "Predictions",
+    "drop_for",
+    "predict",
+    "problem_kind",
+]
+
+#: every non-empty subset of kept modalities, named as in ContextBench's oracle.json
+ABLATION_KEYS: tuple[str, ...] = ("image", "text", "replies", "image+text", "image+replies", "text+replies",
+                                  "image+text+replies")
+FULL = "image+text+replies"
+
+
+class PostDataset(Dataset):
+    """A list of posts as a map-style dataset (the collate function is the model's processor)."""
+
+    def __init__(self, posts: Sequence[Post]) -> None:
+        self.posts = list(posts)
+
+    def __len__(self) -> int:
+        return len(self.posts)
+
+    def __getitem__(self, i: int) -> Post:
+        return self.posts[i]
+
+
+def drop_for(key: str) -> tuple[str, ...]:
+    """The modalities to mask for a kept-modality key: ``"image+text"`` -> ``("replies",)``."""
+    kept = key.split("+")
+    bad = [m for m in kept if m not in MODALITIES]
+    if bad or not kept:
+        raise ValueError(f"a kept-modality key joins {list(MODALITIES)} with '+', got {key!r}")
+    return tuple(m for m in MODALITIES if m not in kept)
+
+
+def problem_kind(problem: str) -> str:
+    """A processor problem message reduced to its kind: ``"image: corrupt: ..."`` -> ``"image: corrupt"``."""
+    head, _, rest = problem.partition(": ")
+    if head == "image":
+        return f"image: {rest.partition(':')[0].strip()}"
+    if head.startswith("labels."):
+        return f"{head}: invalid label"
+    return f"{head}: capped"
+
+
+@dataclass
+class Predictions:
+    """Logits and labels for every post of a dataset, in dataset order."""
+
+    index: torch.Tensor  # (N,) dataset positions, 0..N-1
+    logits: dict[str, torch.Tensor]  # task -> (N, C) float32
+    targets: dict[str, torch.Tensor]  # task -> (N, C)
+    label_mask: dict[str, torch.Tensor]  # task -> (N,) True where labeled
+    problems: Counter = field(default_factory=Counter)  # problem kind -> posts with it (all processes)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, *, keys: Sequence[str] = (FULL,),
+            accelerator: Any | None = None, n_posts: int | None = None) -> dict[str, Predictions]:
+    """Logits for every post of ``loader`` under each kept-modality key, gathered across processes.
+
+    Args:
+        model: a ``ContextModel`` (or one wrapped by ``accelerator.prepare``).
+        loader: yields ``PostBatch``; its dataset must be a :class:`PostDataset` (positions come from ids).
+            Under Accelerate, pass the prepared loader.
+        keys: kept-modality keys (``ABLATION_KEYS`` for every ablation).
+        accelerator: gathers across processes when given; ``None`` runs in this process only.
+        n_posts: expected number of posts (default: ``len(loader.dataset)``); checked after gathering.
+
+    Returns:
+        ``{key: Predictions}``, rows sorted by dataset position, each post exactly once.
+    """
+    dataset = loader.dataset
+    position = {p.id: i for i, p in enumerate(dataset.posts)}
+    n_expected = len(dataset) if n_posts is None else n_posts
+    gather = accelerator.gather_for_metrics if accelerator is not None else _identity
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    index_parts: list[torch.Tensor] = []
+    problems: dict[int, set[str]] = {}  # dataset position -> problem kinds (this process's posts)
+    drops = {k: drop_for(k) for k in keys}
+    model_device = next(model.parameters()).device
+    try:
+        for batch in loader:
+            if accelerator is None:  # a prepared loader already puts batches on the right device
+                batch = batch.to(model_device)
+            device = batch.pixels.device
+            idx = torch.tensor([position[i] for i in batch.ids], dtype=torch.long, device=device)  # (B,)
+            for pid, plist in zip(batch.ids, batch.problems, strict=True):
+                if plist:
+                    problems[position[pid]] = {problem_kind(p) for p in plist}
+            index_parts.append(gather(idx).cpu())
+            labels = gather({"targets": batch.targets, "mask": batch.label_mask})
+            for key in keys:
+                out = model(batch, drop=drops[key])
+                logits = {t: z.float() for t, z in out.logits.items()}
+                parts[key].append({"logits": {t: z.cpu() for t, z in gather(logits).items()},
+                                   "targets": {t: v.cpu() for t, v in labels["targets"].items()},
+                                   "mask": {t: v.cpu() for t, v in labels["mask"].items()}})
+    finally:
+        model.train(was_training)
+    index = torch.cat(index_parts) if index_parts else torch.zeros(0, dtype=torch.long)
+    counts = torch.bincount(index, minlength=n_expected) if index.numel() else torch.zeros(n_expected, dtype=torch.long)
+    if index.numel() != n_expected or counts.numel() != n_expected or bool((counts != 1).any()):
+        twice = int((counts > 1).sum())
+        missing = int((counts == 0).sum())
+        raise RuntimeError(f"prediction gathered {index.numel()} rows for {n_expected} posts ({twice} posts more than "
+                           f"once, {missing} missing); metrics would be wrong")
+    if accelerator is not None:  # every process's posts; a post padded in twice is still one position
+        from accelerate.utils import gather_object
+
+        merged: dict[int, set[str]] = {}
+        for part in gather_object([problems]):
+            merged.update(part)
+        problems = merged
+    problem_counts = Counter(kind for kinds in problems.values() for kind in kinds)
+    order = torch.argsort(index)
+    out: dict[str, Predictions] = {}
+    for key in keys:
+        chunks = parts[key]
+        tasks = chunks[0]["logits"].keys() if chunks else []
+        out[key] = Predictions(
+            index=index[order],
+            logits={t: torch.cat([c["logits"][t] for c in chunks])[order] for t in tasks},
+            targets={t: torch.cat([c["targets"][t] for c in chunks])[order] for t in tasks},
+            label_mask={t: torch.cat([c["mask"][t] for c in chunks])[order] for t in tasks},
+            problems=problem_counts,
+        )
+    return out

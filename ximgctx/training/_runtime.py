@@ -1,0 +1,143 @@
+"""Steps shared by ``train`` and ``pretrain``: the Accelerator, reading and checking data, the data report.
+
+Kept in one place so the two recipes cannot drift apart (torchtune's lesson).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
+
+from ximgctx.config import TaskSpec
+from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.training.config import DataSources, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DataReport", "cpu_only_distributed", "flat_config", "load_split", "make_accelerator", "mixed_precision"]
+
+
+def mixed_precision(setting: str) -> str:
+    """``auto`` -> bf16 on a CUDA GPU that supports it, else ``no`` (fp32); other values pass through."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def cpu_only_distributed() -> bool:
+    """Launched as several processes (torchrun, accelerate launch) on a machine without a GPU.
+
+    Accelerate only picks its multi-CPU (gloo) mode when told ``cpu=True``; without it, every process of a
+    CPU-only ``torchrun`` would silently train alone on all the data and write to the same files.
+    """
+    world = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    return world > 1 and not torch.cuda.is_available()
+
+
+def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
+    """The Accelerator of a run: same config on 1 CPU process, N CPU processes (gloo) or N GPUs.
+
+    * collectives time out after ``collective_timeout_s``: a dead or stuck rank fails the run instead of
+      hanging it for torch's default 30 minutes;
+    * the sampler is Accelerate's seedable one (order = f(seed, epoch)), so every process agrees on the
+      order and a resumed run sees the same sequence of posts;
+    * the scheduler is stepped by the loop itself, once per optimizer step, whatever the process count.
+    """
+    handlers = [
+        InitProcessGroupKwargs(timeout=timedelta(seconds=config.collective_timeout_s)),
+        DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters),
+    ]
+    return Accelerator(
+        cpu=cpu_only_distributed(),
+        mixed_precision=mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum_steps,
+        log_with="tensorboard" if config.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed, even_batches=True),
+        kwargs_handlers=handlers,
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[Post]:
+    """Read a manifest, skipping (or raising on) malformed records as ``data.on_error`` says."""
+    return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
+
+
+def flat_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as flat ``a.b.c`` scalars (TensorBoard's hparams accept nothing else)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flat_config(v, f"{prefix}{k}."))
+        return out
+    key = prefix[:-1]
+    if isinstance(d, (int, float, str, bool)):
+        out[key] = d
+    elif d is None:
+        out[key] = "null"
+    else:
+        out[key] = str(d)
+    return out
+
+
+@dataclass
+class DataReport:
+    """What the run read, skipped and masked: goes into the result, the logs and the model card."""
+
+    train_posts: int = 0
+    val_posts: int = 0
+    skipped_records: dict[str, int] = field(default_factory=dict)  # split -> malformed records skipped
+    skipped_examples: list[str] = field(default_factory=list)  # the first few skip reasons (file:line field)
+    unlabeled: dict[str, int] = field(default_factory=dict)  # task -> training posts without a label for it
+    problems: dict[str, int] = field(default_factory=dict)  # problem kind -> distinct training posts affected
+
+    def count_unlabeled(self, posts: list[Post], tasks: list[TaskSpec]) -> None:
+        self.unlabeled = {t.name: sum(1 for p in posts if t.name not in p.labels) for t in tasks}
+
+    def add_skipped(self, split: str, report: LoadReport) -> None:
+        self.skipped_records[split] = report.skipped
+        self.skipped_examples += [f"{split}: {e}" for e in report.errors[: max(0, 5 - len(self.skipped_examples))]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train_posts": self.train_posts, "val_posts": self.val_posts,
+                "skipped_records": dict(self.skipped_records), "skipped_examples": list(self.skipped_examples),
+                "unlabeled": dict(self.unlabeled), "problems": dict(sorted(self.problems.items()))}
+
+    def summary(self) -> str:
+        """One readable paragraph for the log."""
+        parts = [f"{self.train_posts} training posts, {self.val_posts} validation posts"]
+        skipped = sum(self.skipped_records.values())
+        parts.append(f"{skipped} malformed records skipped" if skipped else "no malformed record")
+        images = {k.split(": ", 1)[1]: v for k, v in self.problems.items() if k.startswith("image: ")}
+        if images:
+            parts.append("trained without their image (null image embedding): "
+                         + ", ".join(f"{v} {k}" for k, v in sorted(images.items())))
+        labels = {k.split(":")[0][len("labels."):]: v for k, v in self.problems.items() if k.startswith("labels.")}
+        if labels:
+            parts.append("invalid labels ignored (task masked): " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+        capped = {k: v for k, v in self.problems.items() if k.endswith(": capped")}
+        if capped:
+            parts.append("capped: " + ", ".join(f"{k.split(':')[0]} {v}" for k, v in sorted(capped.items())))
+        unl = {k: v for k, v in self.unlabeled.items() if v}
+        if unl:
+            parts.append("unlabeled (loss masked): " + ", ".join(f"{k} {v}" for k, v in unl.items()))
+        return "; ".join(parts)
+
+
+def merge_problems(per_rank: list[dict[str, list[str]]]) -> dict[str, int]:
+    """``{post id: [kinds]}`` from every process -> ``{kind: distinct posts}``."""
+    seen: dict[str, set[str]] = {}
+    for d in per_rank:
+        for pid, kinds in d.items():
+            seen.setdefault(pid, set()).update(kinds)
+    return dict(Counter(k for kinds in seen.values() for k in kinds))
