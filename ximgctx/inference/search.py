@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from ximgctx._fsutil import replace_folder
 from ximgctx.data.post import Post
 from ximgctx.inference.predictor import Predictor
 
@@ -408,13 +409,7 @@ class SearchIndex:
                 "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
             }
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
+            replace_folder(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

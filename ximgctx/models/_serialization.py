@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
+from ximgctx._fsutil import replace_folder
 from ximgctx.config import ModelConfig
 from ximgctx.models.lora import base_name, load_lora_state_dict, lora_state_dict
 
@@ -129,13 +129,7 @@ def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path
             "files": {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

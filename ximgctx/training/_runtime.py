@@ -23,7 +23,8 @@ from ximgctx.training.config import DataSources, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataReport", "cpu_only_distributed", "flat_config", "load_split", "make_accelerator", "mixed_precision"]
+__all__ = ["DataReport", "cpu_only_distributed", "flat_config", "load_split", "load_splits", "make_accelerator",
+           "mixed_precision", "start_run"]
 
 
 def mixed_precision(setting: str) -> str:
@@ -141,3 +142,35 @@ def merge_problems(per_rank: list[dict[str, list[str]]]) -> dict[str, int]:
         for pid, kinds in d.items():
             seen.setdefault(pid, set()).update(kinds)
     return dict(Counter(k for kinds in seen.values() for k in kinds))
+
+
+def start_run(train: TrainConfig, resolved: dict[str, Any]) -> tuple[Accelerator, Path]:
+    """The Accelerator, the seed, and the resolved config written to the output folder (main process)."""
+    import yaml
+    from accelerate.utils import set_seed
+
+    out = Path(train.output_dir)
+    accelerator = make_accelerator(train, out)
+    set_seed(train.seed)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    return accelerator, out
+
+
+def load_splits(data: DataSources, train_posts: Any, val_posts: Any, report: DataReport,
+                train_required: str) -> tuple[list[Post], list[Post] | None]:
+    """Posts given in memory, or read from ``data.train`` / ``data.val``, with what was skipped reported."""
+    from ximgctx.config import ConfigError
+
+    if train_posts is None:
+        if not data.train:
+            raise ConfigError(f"data.train is required: {train_required}")
+        load_report = LoadReport()
+        train_posts = load_split(data.train, data, load_report)
+        report.add_skipped("train", load_report)
+    if val_posts is None and data.val:
+        load_report = LoadReport()
+        val_posts = load_split(data.val, data, load_report)
+        report.add_skipped("val", load_report)
+    return list(train_posts), list(val_posts) if val_posts is not None else None

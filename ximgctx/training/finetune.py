@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from ximgctx.config import ConfigError
-from ximgctx.data.post import LoadReport, Post
+from ximgctx.data.post import Post
 from ximgctx.evaluation.metrics import task_loss, task_metrics
 from ximgctx.evaluation.predict import FULL, PostDataset, predict
 from ximgctx.governance import check_governed
 from ximgctx.models.context_model import ContextModel
-from ximgctx.training._runtime import DataReport, load_split, make_accelerator
+from ximgctx.training._runtime import DataReport, load_splits, start_run
 from ximgctx.training.config import ExperimentConfig, load_experiment
 from ximgctx.training.loop import FitResult, fit
 from ximgctx.training.optim import build_optimizer, split_lora_by_tower
@@ -83,27 +80,13 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
     """
     cfg = load_experiment(config, list(overrides))
     tc = cfg.train
-    out = Path(tc.output_dir)
-    accelerator = make_accelerator(tc, out)
-    set_seed(tc.seed)
     resolved = cfg.to_dict()
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    accelerator, out = start_run(tc, resolved)
 
     # ---- data: read, check governance, count what is unlabeled -------------------------------------
     report = DataReport()
-    if train_posts is None:
-        if not cfg.data.train:
-            raise ConfigError("data.train is required: the manifest of labeled training posts")
-        load_report = LoadReport()
-        train_posts = load_split(cfg.data.train, cfg.data, load_report)
-        report.add_skipped("train", load_report)
-    if val_posts is None and cfg.data.val:
-        load_report = LoadReport()
-        val_posts = load_split(cfg.data.val, cfg.data, load_report)
-        report.add_skipped("val", load_report)
-    train_posts, val_posts = list(train_posts), list(val_posts) if val_posts is not None else None
+    train_posts, val_posts = load_splits(cfg.data, train_posts, val_posts, report,
+                                         "the manifest of labeled training posts")
     governance = check_governed(train_posts, allow_ungoverned=cfg.data.allow_ungoverned,
                                 source=cfg.data.train).to_dict()
     if val_posts is not None:

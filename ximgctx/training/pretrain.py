@@ -23,22 +23,20 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-import yaml
-from accelerate.utils import set_seed
 from open_clip.loss import ClipLoss
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ximgctx.config import ConfigError, DataConfig, config_to_dict
+from ximgctx.config import DataConfig, config_to_dict
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
-from ximgctx.data.post import LoadReport, Post
+from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch, PostProcessor
 from ximgctx.evaluation.predict import PostDataset
 from ximgctx.governance import check_governed
 from ximgctx.models.encoder import ClipEncoder
-from ximgctx.training._runtime import DataReport, load_split, make_accelerator
+from ximgctx.training._runtime import DataReport, load_splits, start_run
 from ximgctx.training.config import PretrainExperiment, load_pretrain_experiment
 from ximgctx.training.loop import FitResult, fit
 from ximgctx.training.optim import build_optimizer
@@ -136,25 +134,12 @@ def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overri
     """
     cfg = load_pretrain_experiment(config, list(overrides))
     tc = cfg.train
-    out = Path(tc.output_dir)
-    accelerator = make_accelerator(tc, out)
-    set_seed(tc.seed)
     resolved = cfg.to_dict()
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    accelerator, out = start_run(tc, resolved)
 
     report = DataReport()
-    if train_posts is None:
-        if not cfg.data.train:
-            raise ConfigError("data.train is required: a manifest of posts with an image and a text")
-        load_report = LoadReport()
-        train_posts = load_split(cfg.data.train, cfg.data, load_report)
-        report.add_skipped("train", load_report)
-    if val_posts is None and cfg.data.val:
-        load_report = LoadReport()
-        val_posts = load_split(cfg.data.val, cfg.data, load_report)
-        report.add_skipped("val", load_report)
+    train_posts, val_posts = load_splits(cfg.data, train_posts, val_posts, report,
+                                         "a manifest of posts with an image and a text")
     governance = check_governed(train_posts, allow_ungoverned=cfg.data.allow_ungoverned,
                                 source=cfg.data.train).to_dict()
     encoder = ClipEncoder(cfg.encoder)
