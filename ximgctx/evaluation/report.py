@@ -58,7 +58,7 @@ def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[list[Post], LoadRepor
 
 
 @torch.no_grad()
-def calibrate(model: Any, val_posts: Sequence[Post], *, threshold_objective: str = "f1", batch_size: int = 64,
+def calibrate(model: Any, val_posts: Sequence[Post], *, threshold_objective: str = "accuracy", batch_size: int = 64,
               num_workers: int = 0, accelerator: Any | None = None) -> dict[str, dict[str, Any]]:
     """Fit each task's temperature (and each multilabel label's threshold) on validation posts.
 
@@ -103,7 +103,7 @@ def _ablation_row(spec: Any, metrics: dict[str, Any], oracle: dict[str, dict[str
 def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Sequence[Post] | str | Path | None = None,
              oracle: dict[str, dict[str, float]] | None = None, out_dir: str | Path | None = None,
              keys: Sequence[str] = ABLATION_KEYS, name: str = "eval", batch_size: int = 64, num_workers: int = 0,
-             threshold_objective: str = "f1", plots: bool = True, accelerator: Any | None = None) -> dict[str, Any]:
+             threshold_objective: str = "accuracy", plots: bool = True, accelerator: Any | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``posts`` with modality ablations and calibration.
 
     Args:

@@ -138,6 +138,10 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
         "best_metric": None, "best_step": None, "nonfinite_run": 0, "skipped_steps": 0, "history": [],
         "problems_first_epoch": {},
     }
+    if accelerator.is_main_process:
+        for leftover in ckpt.clean_partial():  # half-written checkpoints of a killed run: never resumable
+            logger.warning("removed an incomplete checkpoint left by an interrupted run: %s", leftover)
+    accelerator.wait_for_everyone()
     # Trackers start before the RNG states are restored, so nothing they do can shift the random stream.
     if config.tensorboard:
         accelerator.init_trackers(run_name, config=flat_config(resolved))
