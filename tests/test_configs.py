@@ -109,3 +109,23 @@ def test_overrides_and_unknown_keys(tmp_path: Path) -> None:
         load_experiment(CONFIGS / "vit_b32_lora.yaml", ["train.batch_size=0"])
     with pytest.raises(ConfigError, match="metric_for_best"):
         load_experiment(CONFIGS / "vit_b32_lora.yaml", ["train.metric_for_best=accuracy"])
+
+
+def test_exponent_floats_without_a_dot(tmp_path: Path) -> None:
+    """``1e-4`` is a string to PyYAML (YAML 1.1); learning rates are written that way, so ximgctx reads them
+    as floats in files and in overrides alike, and leaves everything else as PyYAML would."""
+    from ximgctx import _yaml
+    from ximgctx.training import load_experiment
+
+    assert _yaml.safe_load("a: 1e-4\nb: 5E+3\nc: .5\nd: 8\ne: 1e-4x\nf: -2.5e-1\ng: 1_000") == \
+        {"a": 1e-4, "b": 5000.0, "c": 0.5, "d": 8, "e": "1e-4x", "f": -0.25, "g": 1000}
+    assert yaml.safe_load("a: 1e-4") == {"a": "1e-4"}  # what plain PyYAML would have given
+    cfg = load_experiment(CONFIGS / "vit_b32_lora.yaml", ["train.optim.lr.lora=5e-4", "train.optim.lr.heads=2E-3"])
+    assert cfg.train.optim.lr.lora == 5e-4 and cfg.train.optim.lr.heads == 2e-3
+    text = (CONFIGS / "vit_b32_lora.yaml").read_text().replace("lr: {lora: ", "lr: {lora_text: 3e-5, lora: ")
+    assert "lora_text: 3e-5" in text
+    (tmp_path / "tasks").mkdir()
+    for f in (CONFIGS / "tasks").iterdir():
+        (tmp_path / "tasks" / f.name).write_text(f.read_text())
+    (tmp_path / "x.yaml").write_text(text)
+    assert load_experiment(tmp_path / "x.yaml").train.optim.lr.lora_text == 3e-5

@@ -16,6 +16,7 @@ from typing import Any
 import phonenumbers
 import yaml
 
+from ximgctx import _yaml
 from ximgctx.governance.pii import DEFAULT_TOKENS, KINDS
 
 #: visibilities that are never trainable, whatever the policy lists
@@ -153,7 +154,7 @@ class GovernancePolicy:
         """Load and validate a policy file; errors name the file and the bad value."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = _yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {e}") from e
         if data is not None and not isinstance(data, dict):

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ximgctx import _yaml
 from ximgctx.config import ModelConfig, TaskSpec
 from ximgctx.data.post import Post
 
@@ -99,7 +98,7 @@ def load_tasks(source: Any) -> list[TaskSpec]:
             path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"{source}: no such task file or model folder")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
+        data = _yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             data = data["model"]
         tasks = data.get("tasks") if isinstance(data, dict) else data

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from ximgctx import _yaml
 from ximgctx.config import TaskSpec
 
 __all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "default_policy_path", "worst"]
@@ -192,7 +193,7 @@ class ModerationPolicy:
         """Read and validate a policy file."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = _yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PolicyError(f"{path}: no such policy file") from None
         except yaml.YAMLError as e:

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from ximgctx import _yaml
 from ximgctx.config import (
     ConfigError,
     EncoderConfig,
@@ -219,7 +220,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping, with errors that name the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: no such config file") from e
     except yaml.YAMLError as e:
@@ -242,7 +243,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         if not parts:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
         node = out
