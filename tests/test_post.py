@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -106,3 +107,30 @@ def test_parquet_text_that_looks_like_json_stays_text(tmp_path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     (post,) = load_posts(tmp_path / "p.parquet")
     assert post.text == "[1, 2]" and post.replies == [Reply("{not json")]
+
+
+def test_image_paths_survive_a_relative_manifest_path_and_a_rewrite(tmp_path, monkeypatch) -> None:
+    """A manifest opened by a relative path, then written into another folder (as governance does), must
+    still point at the same image files, from any working folder; a relative path in memory is written as is."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "a.png").write_bytes(b"x")
+    (tmp_path / "elsewhere.png").write_bytes(b"y")
+    _write(tmp_path / "data" / "train.jsonl", [
+        json.dumps({"id": "a", "image": "images/a.png", "text": "t"}),
+        json.dumps({"id": "b", "image": str(tmp_path / "elsewhere.png"), "text": "t"})])
+    monkeypatch.chdir(tmp_path)
+    posts = load_posts("data/train.jsonl")
+    assert [p.image for p in posts] == [str(tmp_path / "data/images/a.png"), str(tmp_path / "elsewhere.png")]
+    write_posts(posts, "data/governed/train.jsonl")
+    written = [json.loads(line)["image"] for line in (tmp_path / "data/governed/train.jsonl").read_text().splitlines()]
+    assert written == ["../images/a.png", "../../elsewhere.png"]  # relative to the new file: the tree can move
+    write_posts(posts, "data/copy.jsonl", image_paths="absolute")
+    written = [json.loads(line)["image"] for line in (tmp_path / "data/copy.jsonl").read_text().splitlines()]
+    assert written == [str(tmp_path / "data/images/a.png"), str(tmp_path / "elsewhere.png")]
+    monkeypatch.chdir(tmp_path / "data")
+    for manifest in ("governed/train.jsonl", "copy.jsonl"):
+        reread = load_posts(manifest)
+        assert [p.image for p in reread] == [p.image for p in posts]
+        assert all(os.path.isfile(p.image) for p in reread)
+    write_posts([Post(id="c", image="images/a.png")], tmp_path / "data" / "new.jsonl")
+    assert load_posts(tmp_path / "data" / "new.jsonl")[0].image == str(tmp_path / "data/images/a.png")

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -170,7 +170,7 @@ def post_from_dict(
         elif image_root is not None and not os.path.isabs(image):
             # os.path, not pathlib: pathlib interns every path part, which grows without bound when
             # streaming millions of unique image names
-            image = os.path.join(image_root, image)
+            image = os.path.normpath(os.path.join(image_root, image))
 
     text = record.get("text", "")
     if text is None:
@@ -338,12 +338,20 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
 def _iter_posts(path: Path, image_root: Path | None, streaming: bool, on_error: str,
                 report: LoadReport) -> Iterator[Post]:
     seen: dict[str, tuple[str, int]] = {}
+    # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
+    # write_posts puts them next
+    fixed_root = None if image_root is None else Path(os.path.abspath(image_root))
+    roots: dict[str, Path] = {}
     for source, line, rec in _iter_records(path, streaming):
         report.read += 1
         try:
             if isinstance(rec, PostValidationError):
                 raise rec
-            root = image_root if image_root is not None else Path(source).parent
+            root = fixed_root
+            if root is None:
+                root = roots.get(source)
+                if root is None:
+                    root = roots[source] = Path(os.path.abspath(Path(source).parent))
             post = post_from_dict(rec, source=source, line=line, image_root=root)
             if not streaming:
                 if post.id in seen:
@@ -391,14 +399,29 @@ def load_posts(
     return it if streaming else list(it)
 
 
-def write_posts(posts: Iterable[Post], path: str | Path) -> int:
-    """Write posts as canonical JSONL (atomically: a temporary file renamed into place). Returns the count."""
+def write_posts(posts: Iterable[Post], path: str | Path, *, image_paths: Literal["relative", "absolute"] = "relative") -> int:
+    """Write posts as canonical JSONL (atomically: a temporary file renamed into place). Returns the count.
+
+    Absolute image paths (what :func:`load_posts` gives) are written so that the new file finds the same
+    images: ``"relative"`` (default) to the new file's folder (``../images/a.png``: the dataset tree can be
+    moved or copied as a whole), or kept ``"absolute"`` for a manifest that moves without its images. A
+    relative path is written as it is: it already means "relative to the manifest's folder".
+    """
+    if image_paths not in ("relative", "absolute"):
+        raise ValueError(f"image_paths must be 'relative' or 'absolute', got {image_paths!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.path.abspath(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for p in posts:
+            if p.image is not None and os.path.isabs(p.image):
+                image = p.image
+                if image_paths == "relative":
+                    with contextlib.suppress(ValueError):  # another drive (Windows): no relative path exists
+                        image = os.path.relpath(image, folder)
+                p = replace(p, image=image)
             f.write(p.to_json())
             f.write("\n")
             n += 1

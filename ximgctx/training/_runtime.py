@@ -173,4 +173,28 @@ def load_splits(data: DataSources, train_posts: Any, val_posts: Any, report: Dat
         load_report = LoadReport()
         val_posts = load_split(data.val, data, load_report)
         report.add_skipped("val", load_report)
-    return list(train_posts), list(val_posts) if val_posts is not None else None
+    train_posts = list(train_posts)
+    check_image_paths(train_posts, data.train or "the training posts")
+    return train_posts, list(val_posts) if val_posts is not None else None
+
+
+def check_image_paths(posts: list[Post], source: str, sample: int = 256) -> None:
+    """Fail before training when none of the sampled image files exist (a moved dataset, a wrong image root);
+    warn when some are missing. Missing images are otherwise only counted as they come, and a model trained
+    without a single image looks like a model that learned little."""
+    from ximgctx.config import ConfigError
+
+    paths = [p.image for p in posts if p.image is not None]
+    if not paths:
+        return
+    step = max(1, len(paths) // sample)
+    checked = paths[::step][:sample]
+    missing = [p for p in checked if not os.path.isfile(p)]
+    if len(missing) == len(checked):
+        raise ConfigError(
+            f"{source}: none of {len(checked)} sampled image files exist (e.g. {missing[0]!r}). Relative image "
+            f"paths are read relative to the manifest's folder (or data.image_root); check that the images "
+            f"are where the manifest says")
+    if missing:
+        logger.warning("%s: %d of %d sampled image files are missing (e.g. %r); those posts train without "
+                       "their image", source, len(missing), len(checked), missing[0])
