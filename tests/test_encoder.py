@@ -66,8 +66,12 @@ def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
 
 
 def test_unknown_arch_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="ximgctx-tiny"):
+    from ximgctx.models.encoder import SHIPPED_ARCHS
+
+    assert set(SHIPPED_ARCHS) >= {"ximgctx-tiny", "ximgctx-tiny-32", "ximgctx-tiny-rn"}
+    with pytest.raises(ValueError, match="ximgctx-tiny-32") as err:
         ClipEncoder(EncoderConfig(arch="no-such-arch"))
+    assert all(a in str(err.value) for a in SHIPPED_ARCHS)
 
 
 def test_unknown_tag_lists_known_tags() -> None:

@@ -60,7 +60,8 @@ def test_folder_layout_and_no_pickle(saved) -> None:
 
 
 def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
-    # MLP adapters only: stock peft 0.21 doubles the out_proj delta of MHA adapters (see ximgctx.models.lora)
+    # MLP and token-embedding adapters: stock peft 0.21 doubles the out_proj delta of MHA adapters (see
+    # ximgctx.models.lora). The anchored target regex must load as it was saved.
     from peft import PeftModel
 
     from ximgctx.config import EncoderConfig, LoraSettings
@@ -68,11 +69,11 @@ def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
 
     torch.manual_seed(0)
     config = tiny_config("concat")
-    config.lora = LoraSettings(r=4, alpha=8.0, targets=["mlp"])
+    config.lora = LoraSettings(r=4, alpha=8.0, targets=["mlp", "embed"], towers=["text"])
     model = ContextModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "lora_embedding_B" in name:
                 p.add_(torch.randn_like(p) * 0.05)
     path = model.save_pretrained(tmp_path / "m")
     clip = build_clip(EncoderConfig(arch="ximgctx-tiny"))

@@ -29,7 +29,7 @@ __all__ = [
 T = TypeVar("T")
 
 FUSION_KINDS = ("concat", "cross", "attention")
-LORA_PRESETS = ("attn", "mlp", "conv", "all")
+LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
 
 
@@ -66,7 +66,7 @@ class LoraSettings:
     r: int = 8  # rank of each adapter
     alpha: float = 16.0  # scaling numerator: the update is (alpha / r) * B @ A
     dropout: float = 0.0  # dropout on the adapter input
-    targets: list[str] = field(default_factory=lambda: ["attn", "mlp"])  # presets (attn, mlp, conv, all) or module names
+    targets: list[str] = field(default_factory=lambda: ["attn", "mlp"])  # presets (attn, mlp, conv, embed, all) or module names
     towers: list[str] = field(default_factory=lambda: ["image", "text"])  # which towers get adapters
 
     def __post_init__(self) -> None:

@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ClipEncoder", "PretrainedWeightsError", "build_clip", "register_model_configs", "trim_tokens"]
 
-#: open_clip architectures shipped inside the package (JSON configs in models/model_configs/).
-SHIPPED_ARCHS = ("ximgctx-tiny", "ximgctx-tiny-rn")
+_CONFIG_DIR = resources.files("ximgctx.models") / "model_configs"
+#: open_clip architectures shipped inside the package: one JSON config each in models/model_configs/.
+SHIPPED_ARCHS: tuple[str, ...] = tuple(sorted(p.name[: -len(".json")] for p in _CONFIG_DIR.iterdir()
+                                              if p.name.endswith(".json")))
 
 _registered = False
 
@@ -40,8 +42,7 @@ def register_model_configs() -> None:
     global _registered
     if _registered:
         return
-    path = Path(str(resources.files("ximgctx.models") / "model_configs"))
-    open_clip.add_model_config(path)
+    open_clip.add_model_config(Path(str(_CONFIG_DIR)))
     _registered = True
 
 
