@@ -188,14 +188,23 @@ class ContextModel(nn.Module):
         weights = out.reply_weights * emb.present["replies"][:, None].to(out.reply_weights.dtype)
         return ContextOutput(logits=logits, fused=out.fused, embeddings=emb, reply_weights=weights)
 
-    def loss(self, output: ContextOutput, batch: PostBatch) -> LossOutput:
-        """Weighted sum of the masked task losses."""
+    def loss(self, output: ContextOutput, batch: PostBatch,
+             labeled_per_process: dict[str, float] | None = None) -> LossOutput:
+        """Weighted sum of the masked task losses, each the mean over the posts labeled for its task.
+
+        ``labeled_per_process``: in data-parallel training, each task's labeled-post count summed over all
+        processes and divided by their number. Each process then divides its summed loss by that instead of
+        its own count, so the averaged gradient is the gradient of the mean over every labeled post of the
+        global batch, however unevenly the labels fall on the processes (``labeled_counts`` computes it).
+        """
         per_task: dict[str, torch.Tensor] = {}
         labeled: dict[str, int] = {}
         total = output.fused.sum() * 0.0
         for spec in self.config.tasks:
             mask = batch.label_mask[spec.name].to(self.device)
-            loss = masked_task_loss(output.logits[spec.name], batch.targets[spec.name].to(self.device), mask, spec.kind)
+            denominator = None if labeled_per_process is None else labeled_per_process[spec.name]
+            loss = masked_task_loss(output.logits[spec.name], batch.targets[spec.name].to(self.device), mask,
+                                    spec.kind, denominator or None)
             per_task[spec.name] = loss
             labeled[spec.name] = int(mask.sum())
             total = total + spec.weight * loss

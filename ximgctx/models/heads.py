@@ -61,7 +61,8 @@ def probabilities(logits: torch.Tensor, kind: str, temperature: torch.Tensor | f
     return z.softmax(-1) if kind == "multiclass" else z.sigmoid()
 
 
-def masked_task_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+def masked_task_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str,
+                     denominator: float | None = None) -> torch.Tensor:
     """Mean loss over the posts that carry a label for this task.
 
     Args:
@@ -70,6 +71,8 @@ def masked_task_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Ten
             probability per label for multilabel. Rows where ``mask`` is False are ignored whatever they hold.
         mask: (B,) True where the post is labeled for this task.
         kind: "multiclass" or "multilabel".
+        denominator: divide the summed loss by this instead of this batch's labeled count (a distributed run
+            passes the mean count per process, so that averaging gradients gives the global mean's gradient).
 
     Returns:
         A scalar. With no labeled post it is an exact zero that still depends on ``logits``, so every
@@ -84,4 +87,4 @@ def masked_task_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Ten
         per_post = -(t * F.log_softmax(z, dim=-1)).sum(-1)  # (M,)
     else:
         per_post = F.binary_cross_entropy_with_logits(z, t, reduction="none").mean(-1)  # (M,)
-    return per_post.mean()
+    return per_post.mean() if denominator is None else per_post.sum() / denominator

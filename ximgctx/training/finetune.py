@@ -119,9 +119,17 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
                     f"{counts['trainable']:,}", f"{counts['total']:,}", f"{counts['lora']:,}",
                     accelerator.num_processes, tc.batch_size * accelerator.num_processes * tc.grad_accum_steps)
 
+    task_names = [spec.name for spec in core.config.tasks]
+
     def loss_fn(m: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         output = m(batch)
-        losses = core.loss(output, batch)
+        per_process = None
+        if accelerator.num_processes > 1:
+            # labels fall unevenly on the processes: average over the global batch's labeled posts, not per rank
+            counts = torch.tensor([float(batch.label_mask[t].sum()) for t in task_names], device=accelerator.device)
+            counts = accelerator.reduce(counts, reduction="sum") / accelerator.num_processes
+            per_process = dict(zip(task_names, counts.tolist(), strict=True))
+        losses = core.loss(output, batch, labeled_per_process=per_process)
         return losses.total, {f"loss/{k}": v.detach() for k, v in losses.per_task.items()}
 
     card = {
