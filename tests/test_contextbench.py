@@ -314,3 +314,22 @@ def test_label_noise_changes_labels_and_lowers_ceilings_exactly(big: Path, tmp_p
                 got = oracle["ceilings"][split][spec["name"]][subset]
                 assert math.isclose(got, want, abs_tol=1e-9) and got < c
     assert all(c["ok"] for c in oracle["checks"])  # the targets are stated at zero noise
+
+
+def test_sample_ceilings_are_the_bayes_rule_scored_on_the_posts(big: Path) -> None:
+    """Meaning does not depend on the replies, so with replies alone the Bayes rule always answers the most
+    probable meaning, 'literal': its realised ceiling is exactly that label's share of the posts. Every
+    realised ceiling sits within sampling error of the expected one."""
+    oracle = json.loads((big / "oracle.json").read_text())
+    for split in ("test", "compositional"):
+        posts = load_posts(big / f"{split}.jsonl")
+        realised = contextbench.sample_ceilings(posts, split)
+        literal = sum(p.labels["meaning"] == "literal" for p in posts) / len(posts)
+        assert realised["meaning"]["replies"] == pytest.approx(literal, abs=1e-12)
+        for task, by_key in realised.items():
+            for key, value in by_key.items():
+                expected = oracle["ceilings"][split][task][key]
+                se = math.sqrt(max(expected * (1 - expected), 1e-4) / len(posts))
+                assert abs(value - expected) <= 4 * se + 1e-9, (split, task, key, value, expected)
+    unlabeled = [Post(id="x", meta={"latent": None})]
+    assert math.isnan(contextbench.sample_ceilings(unlabeled, "test")["intent"]["image"])

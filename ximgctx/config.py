@@ -87,8 +87,9 @@ class FusionConfig:
     kind: str = "attention"  # one of concat | cross | attention
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
-    cross_dim: int = 64  # cross: size d of the projected image/text features (the interaction is d x d)
-    cross_rank: int | None = None  # cross: low-rank interaction of this rank instead of the full d x d outer product
+    cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
+    cross_rank: int | None = None  # cross, attention's interaction: low-rank interaction of this rank instead of d x d
+    interaction: bool = True  # attention: add a token holding the image x text feature interaction (cross_dim, cross_rank)
     layers: int = 2  # attention: transformer layers over [CLS, image, text, replies]
     heads: int = 4  # attention: attention heads (must divide hidden_dim)
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding

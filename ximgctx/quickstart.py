@@ -84,21 +84,11 @@ class EvalSettings:
 ARCH = "ximgctx-tiny-32"
 
 
-def _tasks() -> list[dict[str, Any]]:
-    """ContextBench's tasks, with the objects loss weighted down: at full weight the image-only objects head
-    pulls the small image tower towards glyph identity and meaning/intent learn markedly slower (measured)."""
-    tasks = resolve_tasks("contextbench")
-    for t in tasks:
-        if t["name"] == "objects":
-            t["weight"] = 0.3
-    return tasks
-
-
 def _default_model() -> ModelConfig:
     return config_from_dict(ModelConfig, {
-        "tasks": _tasks(),
+        "tasks": resolve_tasks("contextbench"),
         "encoder": {"arch": ARCH},
-        "fusion": {"kind": "attention", "hidden_dim": 128, "layers": 2, "heads": 4, "dropout": 0.0},
+        "fusion": {"kind": "attention", "hidden_dim": 128, "layers": 2, "heads": 4, "dropout": 0.0, "interaction": True},
         "lora": {"r": 16, "alpha": 32.0, "targets": ["all"], "towers": ["image", "text"]},
     }, "model")
 
@@ -115,7 +105,7 @@ def _default_pretrain() -> PretrainExperiment:
 def _default_train() -> TrainConfig:
     return TrainConfig(output_dir="train", epochs=8, batch_size=64, eval_batch_size=128, num_workers=1,
                        eval_every=250, keep_last=1, metric_for_best="intent/accuracy",
-                       optim=OptimConfig(lr=LearningRates(lora=1e-4, fusion=2e-3, heads=2e-3), warmup_ratio=0.05))
+                       optim=OptimConfig(lr=LearningRates(lora=1e-3, fusion=2e-3, heads=2e-3), warmup_ratio=0.05))
 
 
 @dataclass
@@ -174,19 +164,26 @@ def check_targets(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         {"target": f"test: best single-modality ablation ({best_single}) at least 15 points below the full model",
          "value": full["accuracy"] - singles[best_single], "ok": full["accuracy"] - singles[best_single] >= 0.15},
     ]
+    # "Its own ceiling": the Bayes-optimal accuracy realised on the evaluated posts when it is known
+    # (oracle_sample); the expected ceiling is reported beside it, with the sampling error that separates them.
     worst = None
     for split, rep in reports.items():
         for task, entry in rep["tasks"].items():
             n = entry["metrics"]["n"]
             for key, row in entry["modalities"].items():
-                if row.get("oracle") is not None and (worst is None or row["gap"] > worst[0]):
-                    worst = (row["gap"], f"{split} {task} {key}", row["oracle"], n)
+                if row.get("oracle") is None:
+                    continue
+                gap = row["gap_sample"] if row.get("gap_sample") is not None else row["gap"]
+                if worst is None or gap > worst[0]:
+                    worst = (gap, f"{split} {task} {key}", row, n)
     if worst is not None:
-        gap, where, ceiling, n = worst
-        # The ceiling is an expectation; a finite test set scatters around it by about this much.
-        se = math.sqrt(max(ceiling * (1.0 - ceiling), 1e-12) / max(n, 1))
-        checks.append({"target": f"no ablation beats its ceiling by more than 2 points (largest: {where})",
-                       "value": gap, "ok": gap <= 0.02, "standard_error": se})
+        gap, where, row, n = worst
+        # The expected ceiling is an expectation; a finite test set scatters around it by about this much.
+        se = math.sqrt(max(row["oracle"] * (1.0 - row["oracle"]), 1e-12) / max(n, 1))
+        on_sample = row.get("gap_sample") is not None
+        checks.append({"target": f"no ablation beats its ceiling{' on these posts' if on_sample else ''} by more "
+                                 f"than 2 points (largest: {where})",
+                       "value": gap, "ok": gap <= 0.02, "vs_expected_ceiling": row["gap"], "standard_error": se})
     return checks
 
 
@@ -230,7 +227,7 @@ def run(config: QuickstartConfig | None = None, *, out: str | Path | None = None
 def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     import torch
 
-    from ximgctx.contextbench import generate
+    from ximgctx.contextbench import generate, sample_ceilings
     from ximgctx.data.post import load_posts, write_posts
     from ximgctx.evaluation.report import evaluate, load_oracle
     from ximgctx.governance import GovernancePolicy, govern
@@ -307,7 +304,9 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     for i, split in enumerate(SPLITS):
         reports[split] = evaluate(
             model, governed[split], val_posts=governed["val"] if i == 0 else None,
-            oracle=load_oracle(oracle_file, split), out_dir=root / "eval" / split, name=split,
+            oracle=load_oracle(oracle_file, split),
+            sample_oracle=sample_ceilings(governed[split], split, max_replies=cfg.bench.max_replies),
+            out_dir=root / "eval" / split, name=split,
             batch_size=cfg.evaluate.batch_size, num_workers=cfg.evaluate.num_workers,
             threshold_objective=cfg.evaluate.threshold_objective, plots=cfg.evaluate.plots)
     timings["evaluate"] = time.time() - t
@@ -340,8 +339,10 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     say("")
     say(table)
     for c in checks:
-        noise = f" ({c['value'] / c['standard_error']:+.1f} standard errors of the test sample)" \
-            if "standard_error" in c else ""
+        noise = ""
+        if "standard_error" in c:
+            noise = (f" (against the expected ceiling: {100 * c['vs_expected_ceiling']:+.1f} points, "
+                     f"{c['vs_expected_ceiling'] / c['standard_error']:+.1f} standard errors of the sample)")
         say(f"  [{'ok' if c['ok'] else 'MISSED'}] {c['target']}: {100 * c['value']:+.1f} points{noise}")
     say(f"\ndone in {timings['total']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items() if k != 'total')}).")
     say(f"reports: {root / 'eval'}; model: {model_dir}")

@@ -16,7 +16,7 @@ from ximgctx.contextbench._generate import (
     generate,
     sample_post,
 )
-from ximgctx.contextbench._oracle import ceilings
+from ximgctx.contextbench._oracle import ceilings, sample_ceilings
 from ximgctx.contextbench._rules import INTENT, MEANING, SPLITS, TASKS
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "TASKS",
     "ceilings",
     "generate",
+    "sample_ceilings",
     "sample_post",
 ]

@@ -151,3 +151,73 @@ def oracle(*, seed: int, label_noise: float, max_replies: int) -> dict[str, Any]
     result["checks"] = checks(clean_test)
     result["tasks"] = {t["name"]: dict(t) for t in R.TASKS}
     return result
+
+
+def bayes_rules(split: str, *, max_replies: int = 8) -> dict[str, dict[str, dict[Any, list[Any]]]]:
+    """The Bayes-optimal answers behind :func:`ceilings`: ``{task: {subset name: {observed key: labels}}}``,
+    every label of maximal probability for that key (more than one where the distribution ties)."""
+    joint: dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]] = {
+        t["name"]: {s: defaultdict(lambda: defaultdict(float)) for s in R.SUBSETS} for t in R.TASKS
+    }
+    for p, image, text, reaction, informative in latent_cells(split, max_replies):
+        labels = R.labels_of(image, text, reaction)
+        for subset in R.SUBSETS:
+            key = observed(subset, image, text, reaction, informative)
+            for task, label in labels.items():
+                joint[task][subset][key][_hashable(label)] += p
+    out: dict[str, dict[str, dict[Any, list[Any]]]] = {}
+    for task, by_subset in joint.items():
+        out[task] = {}
+        for subset, table in by_subset.items():
+            rules = {}
+            for key, dist in table.items():
+                best = max(dist.values())
+                rules[key] = [label for label, q in dist.items() if q >= best - 1e-12]
+            out[task][subset_name(subset)] = rules
+    return out
+
+
+def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str, dict[str, float]]:
+    """The ceilings realised on these very posts: ``{task: {subset name: accuracy}}``.
+
+    :func:`ceilings` gives the Bayes-optimal accuracy in expectation; a finite test set scatters around it
+    (at 1,000 posts and a ceiling near 0.5, by about 1.6 points). Here the Bayes-optimal rule answers each
+    post from the latents its kept modalities reveal (``meta.latent``, written by the generator) and is
+    scored against the post's own label; where several labels tie for a key, the score is their average (a
+    Bayes-optimal rule may pick any of them). A model is compared to this figure to tell real leakage from
+    sampling noise. Posts without latents are left out.
+    """
+    rules = bayes_rules(split, max_replies=max_replies)
+    hits: dict[str, dict[str, list[float]]] = {t: {s: [0.0, 0] for s in rules[t]} for t in rules}
+    # per (task, subset, key): {label: count} of the posts' own labels
+    counts: dict[tuple[str, str, Any], dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+    for post in posts:
+        latent = (post.meta or {}).get("latent")
+        if not latent:
+            continue
+        image, text = latent["image"], latent["text"]
+        reaction = latent["replies"]["reaction"]
+        informative = int(latent["replies"].get("informative", 0)) > 0 and max_replies > 0
+        for subset in R.SUBSETS:
+            key = observed(subset, image, text, reaction, informative)
+            for task in rules:
+                if task not in post.labels or post.labels[task] is None:
+                    continue
+                label = post.labels[task]
+                label = tuple(sorted(label, key=_label_order(task))) if isinstance(label, list) else label
+                counts[(task, subset_name(subset), key)][label] += 1
+    for (task, subset, key), dist in counts.items():
+        tied = [_hashable(x) for x in rules[task][subset].get(key, [])]
+        n = sum(dist.values())
+        hits[task][subset][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(len(tied), 1)
+        hits[task][subset][1] += n
+    return {t: {s: (h / n if n else float("nan")) for s, (h, n) in by.items()} for t, by in hits.items()}
+
+
+def _label_order(task: str) -> Any:
+    order = {v: i for i, v in enumerate(next(t for t in R.TASKS if t["name"] == task)["labels"])}
+    return lambda v: order.get(v, len(order))
+
+
+def _canonical(task: str, label: Any) -> Any:
+    return tuple(sorted(label, key=_label_order(task))) if isinstance(label, (list, tuple)) else label

@@ -89,19 +89,24 @@ def calibrate(model: Any, val_posts: Sequence[Post], *, threshold_objective: str
 
 
 def _ablation_row(spec: Any, metrics: dict[str, Any], oracle: dict[str, dict[str, float]] | None,
-                  key: str) -> dict[str, Any]:
+                  key: str, sample_oracle: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"accuracy": metrics.get("accuracy")}
     second = _SECOND[spec.kind]
     row[second] = metrics.get(second)
     ceiling = (oracle or {}).get(spec.name, {}).get(key)
     row["oracle"] = ceiling
     row["gap"] = None if ceiling is None or row["accuracy"] is None else row["accuracy"] - ceiling
+    if sample_oracle is not None:
+        realised = sample_oracle.get(spec.name, {}).get(key)
+        row["oracle_sample"] = realised
+        row["gap_sample"] = None if realised is None or row["accuracy"] is None else row["accuracy"] - realised
     return row
 
 
 @torch.no_grad()
 def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Sequence[Post] | str | Path | None = None,
-             oracle: dict[str, dict[str, float]] | None = None, out_dir: str | Path | None = None,
+             oracle: dict[str, dict[str, float]] | None = None,
+             sample_oracle: dict[str, dict[str, float]] | None = None, out_dir: str | Path | None = None,
              keys: Sequence[str] = ABLATION_KEYS, name: str = "eval", batch_size: int = 64, num_workers: int = 0,
              threshold_objective: str = "accuracy", plots: bool = True, accelerator: Any | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``posts`` with modality ablations and calibration.
@@ -112,6 +117,8 @@ def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Seque
         posts: labeled posts, or a manifest path (malformed records are skipped and counted).
         val_posts: validation posts for temperature scaling and per-label thresholds.
         oracle: ``{task: {key: ceiling}}`` to report beside the model's accuracy (``load_oracle``).
+        sample_oracle: the same ceilings realised on these very posts (ContextBench's ``sample_ceilings``),
+            reported as ``oracle_sample`` with ``gap_sample``: what a model can be held to on a finite set.
         out_dir: where ``report.json``, ``report.md`` and the PNG plots go (main process only).
         keys: kept-modality keys to evaluate; every combination by default.
         name: a label for the evaluated set (``test``, ``compositional``...).
@@ -154,7 +161,7 @@ def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Seque
             mk = metrics if key == main_key else task_metrics(
                 spec, pk.logits[spec.name], pk.targets[spec.name], pk.label_mask[spec.name], temperature=temp,
                 thresholds=thr)
-            rows[key] = _ablation_row(spec, mk, oracle, key)
+            rows[key] = _ablation_row(spec, mk, oracle, key, sample_oracle)
         tasks[spec.name] = {
             "kind": spec.kind,
             "labels": list(spec.labels),
