@@ -9,10 +9,10 @@ import open_clip
 import pytest
 import torch
 
-from ximgctx import EncoderConfig
-from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, trim_tokens
+from ximgctx import ContextModel, EncoderConfig, LoraSettings, ModelConfig
+from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, _pools_class_token, trim_tokens
 
-from .helpers import tiny_model
+from .helpers import TASKS, tiny_model
 
 TEXTS = ["when monday hits", "lol", "a much longer post text that goes on for a while about a protest downtown", ""]
 
@@ -32,8 +32,26 @@ def test_embeddings_equal_open_clip(encoder: ClipEncoder) -> None:
         ours_txt = encoder.encode_text(tokens)
         ref_img = encoder.clip.encode_image(pixels)
         ref_txt = encoder.clip.encode_text(tokens)
-    assert torch.equal(ours_img, ref_img)
+    # a ViT runs its last block for the class token alone (ResNets go through open_clip unchanged)
+    assert _pools_class_token(encoder.clip.visual) == (not encoder.config.arch.endswith("-rn"))
+    torch.testing.assert_close(ours_img, ref_img, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours_txt, ref_txt, rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_position_shortcut_equals_open_clip_with_adapters() -> None:
+    """The last-block shortcut goes through LoRA-adapted attention and MLPs exactly as open_clip's forward."""
+    torch.manual_seed(0)
+    model = ContextModel(ModelConfig(tasks=TASKS, encoder=EncoderConfig(arch="ximgctx-tiny"),
+                                     lora=LoraSettings(r=2, alpha=4.0, targets=["all"]))).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "lora_embedding_A" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+        tokens = open_clip.get_tokenizer("ximgctx-tiny")(TEXTS)
+        pixels = torch.randn(3, 3, 64, 64)
+        enc = model.encoder
+        torch.testing.assert_close(enc.encode_image(pixels), enc.clip.encode_image(pixels), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(enc.encode_text(tokens), enc.clip.encode_text(tokens), rtol=1e-5, atol=1e-5)
 
 
 def test_trimmed_tokens_equal_untrimmed(encoder: ClipEncoder) -> None:
@@ -63,6 +81,10 @@ def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
                     continue
                 one = torch.nn.functional.normalize(model.encoder.clip.encode_text(tokenizer([text])), dim=-1)[0]
                 torch.testing.assert_close(emb.replies[i, j], one, rtol=1e-5, atol=1e-5)
+            # post texts share the replies' text-tower call (grouped by length together)
+            if post.text.strip():
+                one = torch.nn.functional.normalize(model.encoder.clip.encode_text(tokenizer([post.text])), dim=-1)[0]
+                torch.testing.assert_close(emb.text[i], one, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_arch_names_the_choices() -> None:

@@ -156,21 +156,26 @@ class ContextModel(nn.Module):
             image = torch.where(img_present[:, None], full, image.to(enc.dtype))
 
         txt_present = self._modality_dropout(batch.text_mask.to(dev) & ("text" not in drop))  # (B,)
-        text = self.null_text.expand(b, d)
-        if bool(txt_present.any()):
-            enc = F.normalize(self.encoder.encode_text(batch.text_tokens[txt_present]), dim=-1)  # (Nt, D)
-            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((txt_present.nonzero()[:, 0],), enc)
-            text = torch.where(txt_present[:, None], full, text.to(enc.dtype))
-
         reply_mask = batch.reply_mask.to(dev)  # (B, K)
         if "replies" in drop:
             reply_mask = torch.zeros_like(reply_mask)
         rep_present = self._modality_dropout(reply_mask.any(1))  # (B,)
         reply_mask = reply_mask & rep_present[:, None]
+        # post texts and distinct replies go through the text tower in one call, grouped by length together
+        post_tokens = batch.text_tokens[txt_present] if bool(txt_present.any()) else None  # (Nt, T)
+        reply_tokens = batch.reply_tokens if bool(reply_mask.any()) else None  # (U, T')
+        post_enc, reply_enc = self._encode_texts(post_tokens, reply_tokens)
+
+        text = self.null_text.expand(b, d)
+        if post_enc is not None:
+            enc = F.normalize(post_enc, dim=-1)  # (Nt, D)
+            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((txt_present.nonzero()[:, 0],), enc)
+            text = torch.where(txt_present[:, None], full, text.to(enc.dtype))
+
         k = reply_mask.shape[1]
         replies = self.null_reply.expand(b, k, d)
-        if bool(reply_mask.any()):
-            enc = F.normalize(self.encoder.encode_text(batch.reply_tokens), dim=-1)  # (U, D) distinct replies
+        if reply_enc is not None:
+            enc = F.normalize(reply_enc, dim=-1)  # (U, D) distinct replies
             replies = torch.where(reply_mask[..., None], enc[batch.reply_index], replies.to(enc.dtype))  # (B, K, D)
         # a post without replies reads one null reply in slot 0
         null_slot = torch.zeros_like(reply_mask)
@@ -179,6 +184,19 @@ class ContextModel(nn.Module):
             image=image, text=text, replies=replies, reply_mask=reply_mask | null_slot,
             present={"image": img_present, "text": txt_present, "replies": rep_present},
         )
+
+    def _encode_texts(self, posts: torch.Tensor | None,
+                      replies: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Post-text and reply tokens through one ``encode_text`` call (fewer, fuller length groups)."""
+        mergeable = posts is not None and replies is not None and (
+            posts.shape[1] == replies.shape[1] or self.encoder.pads_with_zero)
+        if not mergeable:
+            return (None if posts is None else self.encoder.encode_text(posts),
+                    None if replies is None else self.encoder.encode_text(replies))
+        width = max(posts.shape[1], replies.shape[1])
+        tokens = torch.cat([F.pad(posts, (0, width - posts.shape[1])), F.pad(replies, (0, width - replies.shape[1]))])
+        enc = self.encoder.encode_text(tokens)  # (Nt + U, D)
+        return enc[: posts.shape[0]], enc[posts.shape[0]:]
 
     def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
         """Logits for every task; ``drop`` masks modalities (image, text, replies) as if they were absent."""
