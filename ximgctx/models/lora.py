@@ -5,9 +5,9 @@ open_clip's attention blocks are ``nn.MultiheadAttention``, which calls its ``ou
 therefore targets the whole MHA module, which peft adapts as one unit (its in-projection and
 out-projection both get adapters). ``mlp`` targets the Linear layers inside transformer blocks, ``conv``
 the convolutions of a ResNet image tower, ``embed`` the text tower's token embedding (peft's embedding LoRA:
-a low-rank update of the whole vocabulary table; it is what lets LoRA teach a text tower new words, and it
-made the quickstart's randomly initialised tower learn several times faster per step, measured). ``all`` is
-all four. The same reasoning as for ``out_proj`` excludes the q/k/v projections of a ResNet tower's attention
+a low-rank update of the whole vocabulary table; it is what lets LoRA teach a text tower new words: on the
+quickstart's randomly initialised tower, validation intent after 400 steps went from 0.69 to 0.80 with it,
+measured at the same learning rate). ``all`` is all four. The same reasoning as for ``out_proj`` excludes the q/k/v projections of a ResNet tower's attention
 pool, which are also read as raw weights.
 
 peft's own MHA layer runs each forward by adding the adapter delta into the base weights and subtracting it
