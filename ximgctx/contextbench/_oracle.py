@@ -71,9 +71,8 @@ def noisy_label_probability(p_label: float, p_key: float, eps: float, n_values: 
     return (1.0 - eps) * p_label + eps / (n_values - 1) * (p_key - p_label)
 
 
-def ceilings(split: str, *, label_noise: float = 0.0, max_replies: int = 8) -> dict[str, dict[str, float]]:
-    """``{task: {subset name: exact ceiling}}`` for one split's sampling distribution."""
-    # joint[task][subset][key][label] = P(key, clean label)
+def _joint(split: str, max_replies: int) -> dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]]:
+    """``joint[task][subset][key][label] = P(key, clean label)`` over the split's sampling distribution."""
     joint: dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]] = {
         t["name"]: {s: defaultdict(lambda: defaultdict(float)) for s in R.SUBSETS} for t in R.TASKS
     }
@@ -83,6 +82,12 @@ def ceilings(split: str, *, label_noise: float = 0.0, max_replies: int = 8) -> d
             key = observed(subset, image, text, reaction, informative)
             for task, label in labels.items():
                 joint[task][subset][key][_hashable(label)] += p
+    return joint
+
+
+def ceilings(split: str, *, label_noise: float = 0.0, max_replies: int = 8) -> dict[str, dict[str, float]]:
+    """``{task: {subset name: exact ceiling}}`` for one split's sampling distribution."""
+    joint = _joint(split, max_replies)
 
     out: dict[str, dict[str, float]] = {}
     for task in R.TASKS:
@@ -156,15 +161,7 @@ def oracle(*, seed: int, label_noise: float, max_replies: int) -> dict[str, Any]
 def bayes_rules(split: str, *, max_replies: int = 8) -> dict[str, dict[str, dict[Any, list[Any]]]]:
     """The Bayes-optimal answers behind :func:`ceilings`: ``{task: {subset name: {observed key: labels}}}``,
     every label of maximal probability for that key (more than one where the distribution ties)."""
-    joint: dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]] = {
-        t["name"]: {s: defaultdict(lambda: defaultdict(float)) for s in R.SUBSETS} for t in R.TASKS
-    }
-    for p, image, text, reaction, informative in latent_cells(split, max_replies):
-        labels = R.labels_of(image, text, reaction)
-        for subset in R.SUBSETS:
-            key = observed(subset, image, text, reaction, informative)
-            for task, label in labels.items():
-                joint[task][subset][key][_hashable(label)] += p
+    joint = _joint(split, max_replies)
     out: dict[str, dict[str, dict[Any, list[Any]]]] = {}
     for task, by_subset in joint.items():
         out[task] = {}
@@ -203,9 +200,7 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
             for task in rules:
                 if task not in post.labels or post.labels[task] is None:
                     continue
-                label = post.labels[task]
-                label = tuple(sorted(label, key=_label_order(task))) if isinstance(label, list) else label
-                counts[(task, subset_name(subset), key)][label] += 1
+                counts[(task, subset_name(subset), key)][_canonical(task, post.labels[task])] += 1
     for (task, subset, key), dist in counts.items():
         tied = [_hashable(x) for x in rules[task][subset].get(key, [])]
         n = sum(dist.values())
@@ -214,10 +209,13 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
     return {t: {s: (h / n if n else float("nan")) for s, (h, n) in by.items()} for t, by in hits.items()}
 
 
-def _label_order(task: str) -> Any:
-    order = {v: i for i, v in enumerate(next(t for t in R.TASKS if t["name"] == task)["labels"])}
-    return lambda v: order.get(v, len(order))
+#: task -> label -> its position in the task's label list (a label set's canonical order)
+_ORDER = {t["name"]: {v: i for i, v in enumerate(t["labels"])} for t in R.TASKS}
 
 
 def _canonical(task: str, label: Any) -> Any:
-    return tuple(sorted(label, key=_label_order(task))) if isinstance(label, (list, tuple)) else label
+    """A label as the rule tables hold it: a multilabel set as a tuple in the task's label order."""
+    if not isinstance(label, (list, tuple)):
+        return label
+    order = _ORDER[task]
+    return tuple(sorted(label, key=lambda v: order.get(v, len(order))))
