@@ -192,6 +192,15 @@ def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(bench: Pat
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["oracle"] is True  # oracle.json beside test.jsonl, split from the file name
     assert report["tasks"]["meaning"]["modalities"]["image+text"]["oracle"] == 1.0
+    # ContextBench posts carry their latents: the ceiling realised on these posts is reported beside it
+    from ximgctx import load_posts
+    from ximgctx.contextbench import sample_ceilings
+
+    realised = sample_ceilings(load_posts(bench / "test.jsonl"), "test")
+    row = report["tasks"]["intent"]["modalities"]["image"]
+    assert row["oracle_sample"] == pytest.approx(realised["intent"]["image"])
+    assert row["gap_sample"] == pytest.approx(row["accuracy"] - realised["intent"]["image"])
+    assert "ceiling on these posts" in (tmp_path / "eval" / "report.md").read_text()
     calibrated = ContextModel.from_pretrained(tmp_path / "calibrated")
     assert float(calibrated.heads["intent"].temperature) == pytest.approx(report["tasks"]["intent"]["calibration"]["temperature"])
     assert "| kept |" in capsys.readouterr().out

@@ -81,7 +81,17 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
         print(f"ximgctx evaluate: cannot load {args.model}: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.model) / f"eval-{split}"
-    report = evaluate(model, data, val_posts=args.val, oracle=oracle, out_dir=out, keys=args.keys, name=split,
+    sample_oracle = None
+    if oracle is not None:  # ContextBench posts carry their latents: the ceilings realised on these very posts
+        from ximgctx.contextbench import sample_ceilings
+        from ximgctx.data.post import load_posts
+
+        posts = load_posts(data, on_error="skip")
+        if any(p.meta.get("latent") for p in posts):
+            max_replies = int(json.loads(oracle_path.read_text(encoding="utf-8")).get("max_replies", 8))
+            sample_oracle = sample_ceilings(posts, split, max_replies=max_replies)
+    report = evaluate(model, data, val_posts=args.val, oracle=oracle, sample_oracle=sample_oracle, out_dir=out,
+                      keys=args.keys, name=split,
                       batch_size=args.batch_size, threshold_objective=args.threshold_objective,
                       plots=not args.no_plots, accelerator=accelerator)
     if rank == 0:

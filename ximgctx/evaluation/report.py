@@ -221,8 +221,11 @@ def to_markdown(report: dict[str, Any]) -> str:
               "Accuracy with only the listed modalities kept (the others masked with the model's null embeddings)"
               + (", beside the oracle ceiling for the same modalities." if report["oracle"] else "."), ""]
     tasks = list(report["tasks"])
-    header = "| kept | " + " | ".join(f"{t} | {t} ceiling" if report["oracle"] else t for t in tasks) + " |"
-    lines += [header, "|---|" + "---|" * (len(tasks) * (2 if report["oracle"] else 1))]
+    sampled = report["oracle"] and any("oracle_sample" in row for e in report["tasks"].values()
+                                       for row in e["modalities"].values())
+    columns = ["", " ceiling", " ceiling on these posts"][: (1 + report["oracle"] + sampled)]
+    header = "| kept | " + " | ".join(f"{t}{c}" for t in tasks for c in columns) + " |"
+    lines += [header, "|---|" + "---|" * (len(tasks) * len(columns))]
     for key in report["keys"]:
         cells = []
         for t in tasks:
@@ -230,7 +233,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells.append(_fmt(row["accuracy"]))
             if report["oracle"]:
                 cells.append(_fmt(row["oracle"]))
+            if sampled:
+                cells.append(_fmt(row.get("oracle_sample")))
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if sampled:
+        lines += ["", "The ceiling is the Bayes-optimal accuracy in expectation; the ceiling on these posts is the same "
+                      "rule scored on this set, which scatters around it by sampling error."]
     return "\n".join(lines) + "\n"
 
 

@@ -213,7 +213,8 @@ class ContextModel(nn.Module):
         ``labeled_per_process``: in data-parallel training, each task's labeled-post count summed over all
         processes and divided by their number. Each process then divides its summed loss by that instead of
         its own count, so the averaged gradient is the gradient of the mean over every labeled post of the
-        global batch, however unevenly the labels fall on the processes (``labeled_counts`` computes it).
+        global batch, however unevenly the labels fall on the processes (``ximgctx.training.finetune`` computes it
+        with one all-reduce per step).
         """
         per_task: dict[str, torch.Tensor] = {}
         labeled: dict[str, int] = {}
