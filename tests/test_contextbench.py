@@ -92,7 +92,7 @@ def test_a_post_does_not_depend_on_split_size(small: Path, tmp_path: Path) -> No
 
 def test_oracle_meets_its_targets_at_zero_noise(small: Path) -> None:
     oracle = json.loads((small / "oracle.json").read_text())
-    assert oracle["version"] == 1 and oracle["seed"] == 3 and oracle["label_noise"] == 0.0
+    assert oracle["version"] == 2 and oracle["seed"] == 3 and oracle["label_noise"] == 0.0
     assert oracle["modalities"] == ["image", "text", "replies"]
     for split in ("test", "compositional"):
         for task in ("objects", "meaning", "intent"):
@@ -333,3 +333,21 @@ def test_sample_ceilings_are_the_bayes_rule_scored_on_the_posts(big: Path) -> No
                 assert abs(value - expected) <= 4 * se + 1e-9, (split, task, key, value, expected)
     unlabeled = [Post(id="x", meta={"latent": None})]
     assert math.isnan(contextbench.sample_ceilings(unlabeled, "test")["intent"]["image"])
+
+
+def test_alt_text_describes_scene_format_and_every_object(big: Path) -> None:
+    """About 70% of images carry alt text naming their scene, format and objects (what contrastive
+    pretraining pairs them with); the rest carry none."""
+    from ximgctx.contextbench._generate import P_ALT_TEXT
+    from ximgctx.contextbench._text import _ALT_FORMAT, _ALT_SCENE
+
+    posts = load_posts(big / "train.jsonl")
+    described = [p for p in posts if "alt_text" in p.meta]
+    share = len(described) / len(posts)
+    assert abs(share - P_ALT_TEXT) <= 4 * math.sqrt(P_ALT_TEXT * (1 - P_ALT_TEXT) / len(posts))
+    for post in described:
+        alt, image = post.meta["alt_text"], post.meta["latent"]["image"]
+        assert any(w in alt for w in _ALT_SCENE[image["scene"]]), alt
+        assert any(w in alt for w in _ALT_FORMAT[image["format"]]), alt
+        named = {g for g in R.GLYPHS if f" {g}" in f" {alt}"}
+        assert named == set(image["objects"]), (alt, image["objects"])

@@ -302,6 +302,22 @@ def test_pretrain_writes_encoder_weights_fine_tuning_can_start_from(bench: Path,
     assert torch.equal(model.encoder.clip.state_dict()[key], pre[key])
 
 
+def test_pretraining_pairs_images_with_their_alt_text(bench: Path) -> None:
+    """contrastive.texts=alt_text pairs each image with meta["alt_text"] and leaves out posts without one."""
+    from ximgctx.config import DataConfig
+    from ximgctx.training.pretrain import usable_pairs
+
+    posts = load_posts(bench / "governed_train.jsonl")
+    with_alt = [p for p in posts if p.meta.get("alt_text")]
+    assert 0 < len(with_alt) < len(posts)  # ContextBench describes most images, not all
+    pairs, dropped = usable_pairs(posts, "alt_text", DataConfig())
+    assert [p.id for p in pairs] == [p.id for p in with_alt]
+    assert [p.text for p in pairs] == [p.meta["alt_text"] for p in with_alt]
+    assert dropped == {"no_image": 0, "no_alt_text": len(posts) - len(with_alt)}
+    pairs, dropped = usable_pairs(posts, "text", DataConfig())
+    assert [p.text for p in pairs] == [p.text for p in posts] and dropped["no_text"] == 0
+
+
 # ---------------------------------------------------------------------------------------- distributed
 
 _DRIVER = textwrap.dedent('''

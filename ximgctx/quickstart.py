@@ -94,17 +94,20 @@ def _default_model() -> ModelConfig:
 
 
 def _default_pretrain() -> PretrainExperiment:
+    # Pairs each image with its alt text: ContextBench's post texts say nothing about the picture by design,
+    # and pretraining on them made the fine-tuned image tower worse (objects exact-match 62-75% against 87%
+    # without pretraining, measured).
     return PretrainExperiment(
         encoder=EncoderConfig(arch=ARCH),
         train=TrainConfig(output_dir="pretrain", epochs=1, batch_size=64, num_workers=1, keep_last=1,
                           optim=OptimConfig(lr=LearningRates(encoder=1e-4), warmup_ratio=0.1)),
-        contrastive=ContrastiveConfig(),
+        contrastive=ContrastiveConfig(texts="alt_text"),
     )
 
 
 def _default_train() -> TrainConfig:
     return TrainConfig(output_dir="train", epochs=8, batch_size=64, eval_batch_size=128, num_workers=1,
-                       eval_every=250, keep_last=1, metric_for_best="intent/accuracy",
+                       eval_every=250, keep_last=1, metric_for_best="loss",
                        optim=OptimConfig(lr=LearningRates(lora=1e-3, fusion=2e-3, heads=2e-3), warmup_ratio=0.05))
 
 
@@ -227,6 +230,7 @@ def run(config: QuickstartConfig | None = None, *, out: str | Path | None = None
 def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     import torch
 
+    from ximgctx.contextbench import VERSION as CONTEXTBENCH_VERSION
     from ximgctx.contextbench import generate, sample_ceilings
     from ximgctx.data.post import load_posts, write_posts
     from ximgctx.evaluation.report import evaluate, load_oracle
@@ -245,12 +249,13 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     data_dir = root / "data"
     bench = config_to_dict(cfg.bench)
     oracle_file = data_dir / "oracle.json"
+    stamp = {**bench, "contextbench_version": CONTEXTBENCH_VERSION}  # data of an older generator is redone
     fresh = oracle_file.is_file() and (data_dir / "quickstart_bench.json").is_file() and \
-        json.loads((data_dir / "quickstart_bench.json").read_text()) == bench
+        json.loads((data_dir / "quickstart_bench.json").read_text()) == stamp
     if not fresh:
         say(f"[1/6] generating ContextBench into {data_dir} ...")
         generate(data_dir, **bench)
-        (data_dir / "quickstart_bench.json").write_text(json.dumps(bench) + "\n")
+        (data_dir / "quickstart_bench.json").write_text(json.dumps(stamp) + "\n")
     else:
         say(f"[1/6] ContextBench already in {data_dir} (same settings): reusing it")
     timings["generate"] = time.time() - t

@@ -16,7 +16,7 @@ from ximgctx.contextbench._generate import (
     generate,
     sample_post,
 )
-from ximgctx.contextbench._oracle import ceilings, sample_ceilings
+from ximgctx.contextbench._oracle import VERSION, ceilings, sample_ceilings
 from ximgctx.contextbench._rules import INTENT, MEANING, SPLITS, TASKS
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "N_TRAIN",
     "N_VAL",
     "SPLITS",
+    "VERSION",
     "TASKS",
     "ceilings",
     "generate",

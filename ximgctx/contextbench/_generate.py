@@ -28,6 +28,9 @@ IMAGE_SIZE = 64
 MAX_REPLIES = 8
 
 _SPLIT_CODES = {split: code for code, split in enumerate(R.SPLITS)}
+#: share of posts whose image carries alt text (``meta["alt_text"]``: scene, format and objects, as a poster
+#: writes it for screen readers); contrastive pretraining pairs images with it (``contrastive.texts: alt_text``)
+P_ALT_TEXT = 0.7
 _N_USERS = 100_000  # synthetic author ids are drawn from u00000..u99999
 
 
@@ -100,6 +103,10 @@ def sample_post(
             "clean_labels": clean,
         },
     )
+    # alt text from its own stream, so that every other draw (and every earlier dataset) is unchanged
+    alt_rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, 2])
+    if alt_rng.random() < P_ALT_TEXT:
+        post.meta["alt_text"] = _text.alt_text(alt_rng, scene, fmt, objects)
     picture = _render.render(rng, scene=scene, fmt=fmt, objects=objects, size=image_size)
     return post, picture
 

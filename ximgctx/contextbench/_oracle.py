@@ -21,6 +21,10 @@ from typing import Any
 from ximgctx.contextbench import _rules as R
 
 
+#: ContextBench's data version, written to oracle.json: 2 added ``meta["alt_text"]``.
+VERSION = 2
+
+
 def subset_name(subset: tuple[str, ...]) -> str:
     return "+".join(subset)
 
@@ -132,7 +136,7 @@ def checks(clean_test: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 def oracle(*, seed: int, label_noise: float, max_replies: int) -> dict[str, Any]:
     """The content of ``oracle.json`` (without split sizes, which the generator adds)."""
     result: dict[str, Any] = {
-        "version": 1,
+        "version": VERSION,
         "seed": seed,
         "label_noise": label_noise,
         "max_replies": max_replies,

@@ -148,6 +148,18 @@ def post_text(rng: np.random.Generator, tone: str, cue: str) -> str:
     return text[0].upper() + text[1:] if rng.random() < 0.3 else text
 
 
+_ALT_SCENE = {"sunny": ("sunny", "bright", "sunlit"), "stormy": ("stormy", "rainy", "dark, rainy")}
+_ALT_FORMAT = {"photo": ("photo", "picture", "image"), "meme": ("meme", "meme image", "captioned meme")}
+
+
+def alt_text(rng: np.random.Generator, scene: str, fmt: str, objects: list[str]) -> str:
+    """The image description a careful poster writes for screen readers: scene, format and the objects."""
+    shapes = [f"a {o}" if o[0] not in "aeiou" else f"an {o}" for o in (objects[int(k)] for k in rng.permutation(len(objects)))]
+    listed = shapes[0] if len(shapes) == 1 else ", ".join(shapes[:-1]) + " and " + shapes[-1]
+    what = f"a {_pick(rng, _ALT_SCENE[scene])} {_pick(rng, _ALT_FORMAT[fmt])}"
+    return _pick(rng, (f"{what} showing {listed}", f"{what} with {listed}", f"{listed} in {what}"))
+
+
 def reply_texts(rng: np.random.Generator, reaction: str, n_informative: int, n_filler: int) -> list[str]:
     """The replies of a post, informative and filler shuffled together."""
     texts = [_pick(rng, REPLY_PHRASES[reaction]) for _ in range(n_informative)]

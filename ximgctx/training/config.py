@@ -187,17 +187,23 @@ class ExperimentConfig:
         return config_to_dict(self)
 
 
+#: what contrastive pretraining can pair with an image (``ContrastiveConfig.texts``)
+CONTRASTIVE_TEXTS = ("text", "text+replies", "alt_text")
+
+
 @dataclass
 class ContrastiveConfig:
     """Contrastive pretraining specifics (open_clip's ``ClipLoss``)."""
 
     local_loss: bool = False  # each process scores its own posts against all gathered ones (less memory)
     gather_with_grad: bool = True  # gradients flow through the features gathered from other processes
-    texts: str = "text"  # what pairs with the image: the post text, or "text+replies" (replies joined on)
+    # what pairs with the image: the post text, "text+replies" (replies joined on), or "alt_text" (the image's
+    # description, meta["alt_text"]; posts without one are left out)
+    texts: str = "text"
 
     def __post_init__(self) -> None:
-        _check(self.texts in ("text", "text+replies"),
-               f"contrastive.texts must be 'text' or 'text+replies', got {self.texts!r}")
+        _check(self.texts in CONTRASTIVE_TEXTS,
+               f"contrastive.texts must be one of {list(CONTRASTIVE_TEXTS)}, got {self.texts!r}")
 
 
 @dataclass

@@ -75,16 +75,20 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
     whole batches, and a missing image would become a false pair.
     """
     limits = ImageLimits(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
-    kept, dropped = [], {"no_image": 0, "no_text": 0}
+    missing_text = "no_alt_text" if texts == "alt_text" else "no_text"
+    kept, dropped = [], {"no_image": 0, missing_text: 0}
     for post in posts:
         text = post.text
         if texts == "text+replies" and post.replies:
             text = " | ".join([post.text, *[r.text for r in post.replies]])
+        elif texts == "alt_text":
+            alt = (post.meta or {}).get("alt_text")
+            text = alt if isinstance(alt, str) else ""
         if post.image is None:
             dropped["no_image"] += 1
             continue
         if not text.strip():
-            dropped["no_text"] += 1
+            dropped[missing_text] += 1
             continue
         try:
             load_image(post.image, limits)
