@@ -20,7 +20,6 @@ from typing import Any
 
 from ximgctx.contextbench import _rules as R
 
-
 #: ContextBench's data version, written to oracle.json: 2 added ``meta["alt_text"]``.
 VERSION = 2
 
