@@ -18,6 +18,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (a busy 2-core machine punishes two); restored after.
+    Test modules that train opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def posts(tmp_path: Path) -> list[Post]:
     """Six varied posts: images, empty text, no replies, duplicate replies, partial labels."""
     return [

@@ -32,13 +32,7 @@ MC = TaskSpec("meaning", ["literal", "ironic", "symbolic"], "multiclass")
 ML = TaskSpec("intent", ["joke", "protest"], "multilabel")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy 2-core machine punishes two); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _logit(p: list[list[float]]) -> torch.Tensor:

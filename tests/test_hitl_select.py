@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from ximgctx import Post, Reply, write_posts
@@ -18,14 +17,7 @@ from ximgctx.inference import Predictor
 
 from .helpers import tiny_model, write_image
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (a busy 2-core machine punishes two); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TEXTS = ["when monday hits", "see you all saturday", "stay safe tonight", "nothing to see here",
