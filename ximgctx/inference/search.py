@@ -41,7 +41,6 @@ Saved as a folder, no pickle anywhere::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -54,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ximgctx._fsutil import replace_folder
+from ximgctx._fsutil import replace_folder, sha256_file
 from ximgctx.data.post import Post
 from ximgctx.inference.predictor import Predictor
 
@@ -117,14 +116,6 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -406,7 +397,7 @@ class SearchIndex:
                 "format": FORMAT, "format_version": FORMAT_VERSION, "ximgctx_version": __version__,
                 "mode": self.mode, "nprobe": self.nprobe, "posts": len(self.records), "spaces": spaces,
                 "tasks": self.tasks, "model": self.model,
-                "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+                "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
             }
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
             replace_folder(tmp, path)
@@ -432,7 +423,7 @@ class SearchIndex:
             f = path / name
             if not f.is_file():
                 raise SearchIndexError(f"{f}: listed in index.json but missing")
-            if _sha256(f) != digest:
+            if sha256_file(f) != digest:
                 raise SearchIndexError(f"{f}: SHA-256 does not match index.json; the file was altered after saving")
         records = pq.read_table(path / "posts.parquet").to_pylist()
         for r in records:

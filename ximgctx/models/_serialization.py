@@ -15,7 +15,6 @@ mismatching, missing or unlisted weights file, naming it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from ximgctx._fsutil import replace_folder
+from ximgctx._fsutil import replace_folder, sha256_file
 from ximgctx.config import ModelConfig
 from ximgctx.models.lora import base_name, load_lora_state_dict, lora_state_dict
 
@@ -40,14 +39,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".pickle", ".
 
 class ModelFolderError(RuntimeError):
     """A saved model folder is incomplete, altered, or not an ximgctx model."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_card(model: ContextModel, card: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ximgctx._fsutil import replace_folder
 from ximgctx.config import DataConfig, config_to_dict
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
 from ximgctx.data.post import Post
@@ -118,14 +119,7 @@ def _export(model: ContrastiveModel, full: dict[str, torch.Tensor] | None, path:
     for title, body in card.items():
         lines += [f"## {title}", "", "```json", json.dumps(body, indent=2, default=str), "```", ""]
     (tmp / "README.md").write_text("\n".join(lines))
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
+    replace_folder(tmp, path)
 
 
 def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overrides: Sequence[str] = (),
