@@ -24,14 +24,61 @@ atexit.register(shutil.rmtree, ROOT, True)
 
 #: The default tasks (as ContextBench defines them), small enough for a 2-core CPU.
 TASKS = [
-    TaskSpec("objects", ["circle", "square", "star"], kind="multilabel", source="image", prompt="a picture of a {}."),
+    TaskSpec(
+        "objects",
+        ["circle", "square", "star"],
+        kind="multilabel",
+        source="image",
+        prompt="a picture of a {}.",
+    ),
     TaskSpec("meaning", ["literal", "ironic", "symbolic"], kind="multiclass"),
     TaskSpec("intent", ["joke", "protest", "threat", "meme"], kind="multilabel"),
 ]
 
-WORDS = ["monday", "cat", "crowd", "protest", "sign", "rain", "coffee", "train", "city", "night", "friends", "game", "music", "joke", "meme", "photo", "saturday", "march", "police", "storm", "sun", "heart", "star", "see", "you", "all", "there", "never", "again"]
-REPLIES = ("lol", "same", "this", "so true", "who else is going saturday?", "not again...", "lol", "ratio",
-           "count me in", "stay safe out there", "this is the funniest thing i have seen all week honestly")
+WORDS = [
+    "monday",
+    "cat",
+    "crowd",
+    "protest",
+    "sign",
+    "rain",
+    "coffee",
+    "train",
+    "city",
+    "night",
+    "friends",
+    "game",
+    "music",
+    "joke",
+    "meme",
+    "photo",
+    "saturday",
+    "march",
+    "police",
+    "storm",
+    "sun",
+    "heart",
+    "star",
+    "see",
+    "you",
+    "all",
+    "there",
+    "never",
+    "again",
+]
+REPLIES = (
+    "lol",
+    "same",
+    "this",
+    "so true",
+    "who else is going saturday?",
+    "not again...",
+    "lol",
+    "ratio",
+    "count me in",
+    "stay safe out there",
+    "this is the funniest thing i have seen all week honestly",
+)
 
 
 def tiny_config(fusion: str = "attention") -> ModelConfig:
@@ -100,11 +147,20 @@ def bad_posts() -> list[Post]:
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"definitely not the rest of a png" * 4)
     good = [_draw(folder / f"good{i}.png", rng) for i in range(3)]
     return [
-        Post(id="good-0", image=good[0], text="see you all saturday", replies=[Reply("count me in"), Reply("lol")]),
+        Post(
+            id="good-0",
+            image=good[0],
+            text="see you all saturday",
+            replies=[Reply("count me in"), Reply("lol")],
+        ),
         Post(id="corrupt-image", image=str(corrupt), text="look at this", replies=[Reply("lol")]),
         Post(id="missing-image", image=str(folder / "nowhere.png"), text="where did it go"),
         Post(id="good-1", image=good[1], text="rain again", replies=[]),
         Post(id="empty-text", image=good[2], text="", replies=[Reply("what?")]),
-        Post(id="thousand-replies", image=None, text="ratio",
-             replies=[Reply(f"reply {i}" if i % 3 else "lol") for i in range(1000)]),
+        Post(
+            id="thousand-replies",
+            image=None,
+            text="ratio",
+            replies=[Reply(f"reply {i}" if i % 3 else "lol") for i in range(1000)],
+        ),
     ]

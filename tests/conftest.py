@@ -31,13 +31,28 @@ def one_thread():
 def posts(tmp_path: Path) -> list[Post]:
     """Six varied posts: images, empty text, no replies, duplicate replies, partial labels."""
     return [
-        Post("p0", write_image(tmp_path / "p0.png", (200, 30, 30)), "when monday hits",
-             [Reply("lol", "u1"), Reply("lol", "u2"), Reply("so true")], {"meaning": "ironic", "intent": ["joke"]}),
-        Post("p1", write_image(tmp_path / "p1.png", (30, 200, 30)), "see you all saturday",
-             [Reply("count me in"), Reply("lol")], {"intent": ["protest"], "objects": ["square"]}),
+        Post(
+            "p0",
+            write_image(tmp_path / "p0.png", (200, 30, 30)),
+            "when monday hits",
+            [Reply("lol", "u1"), Reply("lol", "u2"), Reply("so true")],
+            {"meaning": "ironic", "intent": ["joke"]},
+        ),
+        Post(
+            "p1",
+            write_image(tmp_path / "p1.png", (30, 200, 30)),
+            "see you all saturday",
+            [Reply("count me in"), Reply("lol")],
+            {"intent": ["protest"], "objects": ["square"]},
+        ),
         Post("p2", None, "nothing to see", [], {"meaning": {"literal": 0.7, "ironic": 0.3}}),
         Post("p3", write_image(tmp_path / "p3.png", (30, 30, 200)), "", [Reply("stay safe")], {}),
-        Post("p4", write_image(tmp_path / "p4.jpg", (120, 120, 20)), "a very long post text " * 5,
-             [Reply("what"), Reply("lol"), Reply("")], {"meaning": "symbolic", "intent": ["meme", "joke"]}),
+        Post(
+            "p4",
+            write_image(tmp_path / "p4.jpg", (120, 120, 20)),
+            "a very long post text " * 5,
+            [Reply("what"), Reply("lol"), Reply("")],
+            {"meaning": "symbolic", "intent": ["meme", "joke"]},
+        ),
         Post("p5", None, "", [], {}),
     ]

@@ -35,5 +35,3 @@ def write_image(path: Path, color: tuple[int, int, int], size: int = 48) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return str(path)
-
-

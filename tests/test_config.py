@@ -14,18 +14,24 @@ def test_round_trip() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
-@pytest.mark.parametrize(("patch", "message"), [
-    ({"fusion": {"kind": "gated"}}, "fusion.kind must be one of"),
-    ({"fusion": {"hidden_dim": 30, "heads": 4}}, "fusion.heads must divide fusion.hidden_dim=30"),
-    ({"fusion": {"hiden_dim": 3}}, "fusion.hiden_dim"),
-    ({"lora": {"r": 0}}, "lora.r must be a positive integer, got 0"),
-    ({"lora": {"towers": ["audio"]}}, "lora.towers"),
-    ({"encoder": {"arch": ""}}, "encoder.arch"),
-    ({"data": {"max_replies": -1}}, "data.max_replies must be >= 0, got -1"),
-    ({"tasks": []}, "at least one task"),
-    ({"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]}, "duplicate task names"),
-    ({"fusion": {"layers": "two"}}, "fusion.layers must be int"),
-])
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"fusion": {"kind": "gated"}}, "fusion.kind must be one of"),
+        ({"fusion": {"hidden_dim": 30, "heads": 4}}, "fusion.heads must divide fusion.hidden_dim=30"),
+        ({"fusion": {"hiden_dim": 3}}, "fusion.hiden_dim"),
+        ({"lora": {"r": 0}}, "lora.r must be a positive integer, got 0"),
+        ({"lora": {"towers": ["audio"]}}, "lora.towers"),
+        ({"encoder": {"arch": ""}}, "encoder.arch"),
+        ({"data": {"max_replies": -1}}, "data.max_replies must be >= 0, got -1"),
+        ({"tasks": []}, "at least one task"),
+        (
+            {"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]},
+            "duplicate task names",
+        ),
+        ({"fusion": {"layers": "two"}}, "fusion.layers must be int"),
+    ],
+)
 def test_bad_values_named(patch, message) -> None:
     d = tiny_config().to_dict()
     for key, value in patch.items():
@@ -34,13 +40,16 @@ def test_bad_values_named(patch, message) -> None:
         ModelConfig.from_dict(d)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"labels": ["a"]}, "at least 2 labels"),
-    ({"labels": ["a", "a"]}, "duplicate labels"),
-    ({"labels": ["a", "b"], "kind": "ranking"}, "kind must be"),
-    ({"labels": ["a", "b"], "source": "text"}, "source must be"),
-    ({"labels": ["a", "b"], "prompt": "a photo"}, "must contain"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"labels": ["a"]}, "at least 2 labels"),
+        ({"labels": ["a", "a"]}, "duplicate labels"),
+        ({"labels": ["a", "b"], "kind": "ranking"}, "kind must be"),
+        ({"labels": ["a", "b"], "source": "text"}, "source must be"),
+        ({"labels": ["a", "b"], "prompt": "a photo"}, "must contain"),
+    ],
+)
 def test_task_spec_validation(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         TaskSpec(name="t", **kwargs)

@@ -50,7 +50,9 @@ def test_config_validates(path: Path) -> None:
 
         cfg = load_quickstart_config(path)
         if path.name == "quickstart.yaml":  # the file documents the built-in defaults: they must not drift
-            assert cfg.to_dict() == QuickstartConfig().to_dict(), "configs/quickstart.yaml != QuickstartConfig()"
+            assert cfg.to_dict() == QuickstartConfig().to_dict(), (
+                "configs/quickstart.yaml != QuickstartConfig()"
+            )
     elif kind == "experiment":
         from ximgctx.training import load_experiment
 
@@ -82,8 +84,12 @@ def test_config_validates(path: Path) -> None:
         pytest.fail(f"{path}: no loader recognises its top-level keys {sorted(data)}; add one to this test")
 
 
-RUNNABLE = [p for p in FILES if kind_of(yaml.safe_load(p.read_text())) in
-            ("quickstart", "experiment", "pretrain", "accelerate", "moderation", "governance")]
+RUNNABLE = [
+    p
+    for p in FILES
+    if kind_of(yaml.safe_load(p.read_text()))
+    in ("quickstart", "experiment", "pretrain", "accelerate", "moderation", "governance")
+]
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=[p.relative_to(CONFIGS).as_posix() for p in RUNNABLE])
@@ -92,15 +98,19 @@ def test_first_comment_is_the_command_that_runs_it(path: Path) -> None:
     assert first.startswith("# "), f"{path}: the first line must be a comment with the command"
     command = first[2:]
     assert command.split()[0] in ("ximgctx", "accelerate", "torchrun"), f"{path}: {first!r}"
-    assert f"configs/{path.relative_to(CONFIGS).as_posix()}" in command, f"{path}: the command must name the file"
+    assert f"configs/{path.relative_to(CONFIGS).as_posix()}" in command, (
+        f"{path}: the command must name the file"
+    )
 
 
 def test_overrides_and_unknown_keys(tmp_path: Path) -> None:
     from ximgctx.config import ConfigError
     from ximgctx.training import load_experiment
 
-    cfg = load_experiment(CONFIGS / "vit_b32_lora.yaml", ["train.max_steps=7", "model.fusion.kind=concat",
-                                                           "model.tasks=tasks/hateful_memes.yaml"])
+    cfg = load_experiment(
+        CONFIGS / "vit_b32_lora.yaml",
+        ["train.max_steps=7", "model.fusion.kind=concat", "model.tasks=tasks/hateful_memes.yaml"],
+    )
     assert cfg.train.max_steps == 7 and cfg.model.fusion.kind == "concat"
     assert [t.name for t in cfg.model.tasks] == ["hateful"]  # resolved against the config's folder
     with pytest.raises(ConfigError, match=r"train\.optim\.lr\.lroa"):
@@ -117,10 +127,19 @@ def test_exponent_floats_without_a_dot(tmp_path: Path) -> None:
     from ximgctx import _yaml
     from ximgctx.training import load_experiment
 
-    assert _yaml.safe_load("a: 1e-4\nb: 5E+3\nc: .5\nd: 8\ne: 1e-4x\nf: -2.5e-1\ng: 1_000") == \
-        {"a": 1e-4, "b": 5000.0, "c": 0.5, "d": 8, "e": "1e-4x", "f": -0.25, "g": 1000}
+    assert _yaml.safe_load("a: 1e-4\nb: 5E+3\nc: .5\nd: 8\ne: 1e-4x\nf: -2.5e-1\ng: 1_000") == {
+        "a": 1e-4,
+        "b": 5000.0,
+        "c": 0.5,
+        "d": 8,
+        "e": "1e-4x",
+        "f": -0.25,
+        "g": 1000,
+    }
     assert yaml.safe_load("a: 1e-4") == {"a": "1e-4"}  # what plain PyYAML would have given
-    cfg = load_experiment(CONFIGS / "vit_b32_lora.yaml", ["train.optim.lr.lora=5e-4", "train.optim.lr.heads=2E-3"])
+    cfg = load_experiment(
+        CONFIGS / "vit_b32_lora.yaml", ["train.optim.lr.lora=5e-4", "train.optim.lr.heads=2E-3"]
+    )
     assert cfg.train.optim.lr.lora == 5e-4 and cfg.train.optim.lr.heads == 2e-3
     text = (CONFIGS / "vit_b32_lora.yaml").read_text().replace("lr: {lora: ", "lr: {lora_text: 3e-5, lora: ")
     assert "lora_text: 3e-5" in text

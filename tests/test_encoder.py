@@ -14,7 +14,12 @@ from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, _pools_c
 
 from .helpers import TASKS, tiny_model
 
-TEXTS = ["when monday hits", "lol", "a much longer post text that goes on for a while about a protest downtown", ""]
+TEXTS = [
+    "when monday hits",
+    "lol",
+    "a much longer post text that goes on for a while about a protest downtown",
+    "",
+]
 
 
 @pytest.fixture(scope="module", params=["ximgctx-tiny", "ximgctx-tiny-rn"])
@@ -41,8 +46,13 @@ def test_embeddings_equal_open_clip(encoder: ClipEncoder) -> None:
 def test_pooled_position_shortcut_equals_open_clip_with_adapters() -> None:
     """The last-block shortcut goes through LoRA-adapted attention and MLPs exactly as open_clip's forward."""
     torch.manual_seed(0)
-    model = ContextModel(ModelConfig(tasks=TASKS, encoder=EncoderConfig(arch="ximgctx-tiny"),
-                                     lora=LoraSettings(r=2, alpha=4.0, targets=["all"]))).eval()
+    model = ContextModel(
+        ModelConfig(
+            tasks=TASKS,
+            encoder=EncoderConfig(arch="ximgctx-tiny"),
+            lora=LoraSettings(r=2, alpha=4.0, targets=["all"]),
+        )
+    ).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name or "lora_embedding_A" in name:
@@ -50,8 +60,12 @@ def test_pooled_position_shortcut_equals_open_clip_with_adapters() -> None:
         tokens = open_clip.get_tokenizer("ximgctx-tiny")(TEXTS)
         pixels = torch.randn(3, 3, 64, 64)
         enc = model.encoder
-        torch.testing.assert_close(enc.encode_image(pixels), enc.clip.encode_image(pixels), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(enc.encode_text(tokens), enc.clip.encode_text(tokens), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            enc.encode_image(pixels), enc.clip.encode_image(pixels), rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(
+            enc.encode_text(tokens), enc.clip.encode_text(tokens), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_trimmed_tokens_equal_untrimmed(encoder: ClipEncoder) -> None:
@@ -79,11 +93,15 @@ def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
                 if not text.strip():
                     assert not batch.reply_mask[i, j]
                     continue
-                one = torch.nn.functional.normalize(model.encoder.clip.encode_text(tokenizer([text])), dim=-1)[0]
+                one = torch.nn.functional.normalize(
+                    model.encoder.clip.encode_text(tokenizer([text])), dim=-1
+                )[0]
                 torch.testing.assert_close(emb.replies[i, j], one, rtol=1e-5, atol=1e-5)
             # post texts share the replies' text-tower call (grouped by length together)
             if post.text.strip():
-                one = torch.nn.functional.normalize(model.encoder.clip.encode_text(tokenizer([post.text])), dim=-1)[0]
+                one = torch.nn.functional.normalize(
+                    model.encoder.clip.encode_text(tokenizer([post.text])), dim=-1
+                )[0]
                 torch.testing.assert_close(emb.text[i], one, rtol=1e-5, atol=1e-5)
 
 
@@ -154,7 +172,11 @@ def test_length_groups_cover_every_row_once() -> None:
 
 
 def test_grouped_encoding_equals_one_call(encoder: ClipEncoder) -> None:
-    texts = ["lol"] * 30 + ["a much longer reply that keeps going and going for a good many tokens, " * 3, "ok", "same"]
+    texts = ["lol"] * 30 + [
+        "a much longer reply that keeps going and going for a good many tokens, " * 3,
+        "ok",
+        "same",
+    ]
     tokens = open_clip.get_tokenizer(encoder.config.arch)(texts)
     from ximgctx.models import encoder as enc
 

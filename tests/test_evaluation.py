@@ -41,7 +41,7 @@ def _logit(p: list[list[float]]) -> torch.Tensor:
 
 
 def test_multiclass_metrics_match_hand_computed_values() -> None:
-    logits = torch.tensor([[3., 0, 0], [0, 3, 0], [0, 3, 0], [3, 0, 0], [0, 0, 3], [0, 0, 3]])
+    logits = torch.tensor([[3.0, 0, 0], [0, 3, 0], [0, 3, 0], [3, 0, 0], [0, 0, 3], [0, 0, 3]])
     targets = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
     mask = torch.tensor([True, True, True, True, True, False])  # the last post is unlabeled
     m = task_metrics(MC, logits, targets, mask)
@@ -53,8 +53,8 @@ def test_multiclass_metrics_match_hand_computed_values() -> None:
 
 
 def test_multilabel_metrics_match_hand_computed_values() -> None:
-    logits = _logit([[.9, .2], [.4, .7], [.8, .3], [.1, .6]]).float()
-    targets = torch.tensor([[1., 0], [0, 1], [1, 1], [0, 0]])
+    logits = _logit([[0.9, 0.2], [0.4, 0.7], [0.8, 0.3], [0.1, 0.6]]).float()
+    targets = torch.tensor([[1.0, 0], [0, 1], [1, 1], [0, 0]])
     m = task_metrics(ML, logits, targets, torch.ones(4, dtype=torch.bool))
     assert m["accuracy"] == pytest.approx(0.5)  # exact match: rows 0 and 1
     assert m["micro_f1"] == pytest.approx(0.75)  # tp 3, fp 1, fn 1
@@ -65,7 +65,9 @@ def test_multilabel_metrics_match_hand_computed_values() -> None:
     m2 = task_metrics(ML, logits, targets, torch.ones(4, dtype=torch.bool), thresholds=np.array([0.5, 0.65]))
     assert m2["accuracy"] == pytest.approx(0.75)
     # a label with a single class has no AUROC rather than a made-up one
-    m3 = task_metrics(ML, logits, torch.tensor([[1., 0], [0, 0], [1, 0], [0, 0]]), torch.ones(4, dtype=torch.bool))
+    m3 = task_metrics(
+        ML, logits, torch.tensor([[1.0, 0], [0, 0], [1, 0], [0, 0]]), torch.ones(4, dtype=torch.bool)
+    )
     assert m3["auroc"]["protest"] is None
 
 
@@ -128,16 +130,30 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model() -> ContextModel:
     torch.manual_seed(0)
-    cfg = ModelConfig.from_dict({"tasks": resolve_tasks("contextbench"), "encoder": {"arch": "ximgctx-tiny"},
-                                 "fusion": {"kind": "attention", "hidden_dim": 32, "heads": 2, "layers": 1},
-                                 "lora": {"r": 2, "targets": ["attn"]}})
+    cfg = ModelConfig.from_dict(
+        {
+            "tasks": resolve_tasks("contextbench"),
+            "encoder": {"arch": "ximgctx-tiny"},
+            "fusion": {"kind": "attention", "hidden_dim": 32, "heads": 2, "layers": 1},
+            "lora": {"r": 2, "targets": ["attn"]},
+        }
+    )
     return ContextModel(cfg).eval()
 
 
-def test_evaluate_reports_every_ablation_beside_the_oracle(bench: Path, model: ContextModel, tmp_path: Path) -> None:
+def test_evaluate_reports_every_ablation_beside_the_oracle(
+    bench: Path, model: ContextModel, tmp_path: Path
+) -> None:
     oracle = load_oracle(bench / "oracle.json", "test")
-    report = evaluate(model, bench / "test.jsonl", val_posts=bench / "val.jsonl", oracle=oracle,
-                      out_dir=tmp_path / "eval", name="test", batch_size=8)
+    report = evaluate(
+        model,
+        bench / "test.jsonl",
+        val_posts=bench / "val.jsonl",
+        oracle=oracle,
+        out_dir=tmp_path / "eval",
+        name="test",
+        batch_size=8,
+    )
     assert report["posts"] == 21
     for task, entry in report["tasks"].items():
         assert set(entry["modalities"]) == set(ABLATION_KEYS)
@@ -145,16 +161,32 @@ def test_evaluate_reports_every_ablation_beside_the_oracle(bench: Path, model: C
             assert row["oracle"] == oracle[task][key]
             assert row["gap"] == pytest.approx(row["accuracy"] - row["oracle"])
         cal = entry["calibration"]
-        assert cal["fitted_on"] == "validation" and cal["ece_before"] is not None and cal["ece_after"] is not None
+        assert (
+            cal["fitted_on"] == "validation"
+            and cal["ece_before"] is not None
+            and cal["ece_after"] is not None
+        )
         assert cal["temperature"] == pytest.approx(float(model.heads[task].temperature))
     # the objects head reads only the image: its predictions cannot depend on text or replies
     rows = report["tasks"]["objects"]["modalities"]
-    assert rows["image"]["accuracy"] == rows["image+text"]["accuracy"] == rows["image+text+replies"]["accuracy"]
+    assert (
+        rows["image"]["accuracy"] == rows["image+text"]["accuracy"] == rows["image+text+replies"]["accuracy"]
+    )
     assert rows["text"]["accuracy"] == rows["replies"]["accuracy"] == rows["text+replies"]["accuracy"]
     files = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert {"report.json", "report.md", "ablations.png", "confusion_meaning.png", "reliability_intent.png"} <= files
-    assert json.loads((tmp_path / "eval" / "report.json").read_text())["tasks"]["intent"]["modalities"]["text"][
-        "oracle"] == oracle["intent"]["text"]
+    assert {
+        "report.json",
+        "report.md",
+        "ablations.png",
+        "confusion_meaning.png",
+        "reliability_intent.png",
+    } <= files
+    assert (
+        json.loads((tmp_path / "eval" / "report.json").read_text())["tasks"]["intent"]["modalities"]["text"][
+            "oracle"
+        ]
+        == oracle["intent"]["text"]
+    )
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "| image+text+replies |" in md and "ECE before" in md
 
@@ -170,18 +202,36 @@ def test_masking_a_modality_changes_predictions(bench: Path, model: ContextModel
     full = out["image+text+replies"].logits["intent"]
     assert not torch.allclose(full, out["image+text"].logits["intent"])  # replies mattered
     assert not torch.allclose(full, out["text+replies"].logits["intent"])  # the image mattered
-    assert torch.equal(out["image+text"].logits["objects"], full_obj := out["image+text+replies"].logits["objects"])
+    assert torch.equal(
+        out["image+text"].logits["objects"], full_obj := out["image+text+replies"].logits["objects"]
+    )
     assert full_obj.shape == (21, 7) and math.isfinite(float(full.sum()))
 
 
-def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(bench: Path, model: ContextModel,
-                                                                      tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(
+    bench: Path, model: ContextModel, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from ximgctx.evaluation.cli import main
 
     model.save_pretrained(tmp_path / "model")
-    code = main(["--model", str(tmp_path / "model"), "--data", str(bench / "test.jsonl"), "--val",
-                 str(bench / "val.jsonl"), "--out", str(tmp_path / "eval"), "--no-plots", "--batch-size", "8",
-                 "--save-calibrated", str(tmp_path / "calibrated")], command="evaluate")
+    code = main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(bench / "test.jsonl"),
+            "--val",
+            str(bench / "val.jsonl"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-plots",
+            "--batch-size",
+            "8",
+            "--save-calibrated",
+            str(tmp_path / "calibrated"),
+        ],
+        command="evaluate",
+    )
     assert code == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["oracle"] is True  # oracle.json beside test.jsonl, split from the file name
@@ -196,6 +246,11 @@ def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(bench: Pat
     assert row["gap_sample"] == pytest.approx(row["accuracy"] - realised["intent"]["image"])
     assert "ceiling on these posts" in (tmp_path / "eval" / "report.md").read_text()
     calibrated = ContextModel.from_pretrained(tmp_path / "calibrated")
-    assert float(calibrated.heads["intent"].temperature) == pytest.approx(report["tasks"]["intent"]["calibration"]["temperature"])
+    assert float(calibrated.heads["intent"].temperature) == pytest.approx(
+        report["tasks"]["intent"]["calibration"]["temperature"]
+    )
     assert "| kept |" in capsys.readouterr().out
-    assert main(["--model", str(tmp_path / "nope"), "--data", str(bench / "test.jsonl")], command="evaluate") == 2
+    assert (
+        main(["--model", str(tmp_path / "nope"), "--data", str(bench / "test.jsonl")], command="evaluate")
+        == 2
+    )

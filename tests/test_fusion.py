@@ -17,8 +17,14 @@ KINDS = sorted(FUSIONS)
 @pytest.mark.parametrize("kind", KINDS + ["cross-lowrank"])
 def test_padding_replies_do_not_change_output(kind) -> None:
     torch.manual_seed(0)
-    cfg = FusionConfig(kind=kind.split("-")[0], hidden_dim=32, heads=4, cross_dim=8,
-                       cross_rank=4 if kind.endswith("lowrank") else None, dropout=0.0)
+    cfg = FusionConfig(
+        kind=kind.split("-")[0],
+        hidden_dim=32,
+        heads=4,
+        cross_dim=8,
+        cross_rank=4 if kind.endswith("lowrank") else None,
+        dropout=0.0,
+    )
     fusion = build_fusion(16, cfg).eval()
     b, k, d = 3, 2, 16
     img, txt, rep = torch.randn(b, d), torch.randn(b, d), torch.randn(b, k, d)
@@ -126,7 +132,9 @@ def test_attention_interaction_token_learns_an_image_text_xor_quickly() -> None:
         loss.backward()
         opt.step()
     with torch.no_grad():
-        accuracy = ((head(fusion(img, txt, rep, mask).fused).squeeze(-1) > 0).float() == y).float().mean().item()
+        accuracy = (
+            ((head(fusion(img, txt, rep, mask).fused).squeeze(-1) > 0).float() == y).float().mean().item()
+        )
     assert accuracy >= 0.95
     assert fusion.inter_proj.in_features == 8 * 8 and fusion.type_embed.shape[0] == 4
     low = build_fusion(d, FusionConfig(kind="attention", hidden_dim=32, heads=4, cross_dim=8, cross_rank=3))

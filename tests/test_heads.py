@@ -22,8 +22,10 @@ def test_missing_task_contributes_nothing_to_loss_or_gradient(posts) -> None:
     # p3 and p5 carry no labels; p2 only meaning; p1 no meaning
     assert loss.labeled == {"objects": 1, "meaning": 3, "intent": 3}
     logits = {k: v.detach().requires_grad_(True) for k, v in out.logits.items()}
-    total = sum(masked_task_loss(logits[t.name], batch.targets[t.name], batch.label_mask[t.name], t.kind)
-                for t in model.config.tasks)
+    total = sum(
+        masked_task_loss(logits[t.name], batch.targets[t.name], batch.label_mask[t.name], t.kind)
+        for t in model.config.tasks
+    )
     total.backward()
     for task in model.config.tasks:
         unlabeled = ~batch.label_mask[task.name]
@@ -32,7 +34,9 @@ def test_missing_task_contributes_nothing_to_loss_or_gradient(posts) -> None:
     # changing the (ignored) targets of unlabeled posts changes nothing
     targets = {k: v.clone() for k, v in batch.targets.items()}
     targets["meaning"][~batch.label_mask["meaning"]] = torch.tensor([0.0, 0.0, 1.0])
-    a = masked_task_loss(out.logits["meaning"], batch.targets["meaning"], batch.label_mask["meaning"], "multiclass")
+    a = masked_task_loss(
+        out.logits["meaning"], batch.targets["meaning"], batch.label_mask["meaning"], "multiclass"
+    )
     b = masked_task_loss(out.logits["meaning"], targets["meaning"], batch.label_mask["meaning"], "multiclass")
     assert torch.equal(a, b)
 

@@ -34,7 +34,9 @@ def _crowd(n_posts: int, seed: int, tasks: list[TaskSpec], **pool) -> tuple[dict
 
 def test_dawid_skene_beats_majority_vote_and_ranks_spammers_lowest() -> None:
     # 20 labelers, 70% accurate, 20% of them spammers answering at random; 5 votes per post; fixed seed
-    truth, crowd, votes = _crowd(500, 0, [MEANING], n_labelers=20, accuracy=0.7, spammers=0.2, votes_per_post=5)
+    truth, crowd, votes = _crowd(
+        500, 0, [MEANING], n_labelers=20, accuracy=0.7, spammers=0.2, votes_per_post=5
+    )
     assert len(crowd.spammer_ids) == 4
     acc = {}
     for method in ("majority", "dawid_skene"):
@@ -74,8 +76,11 @@ def test_soft_labels_are_posteriors_the_loss_accepts() -> None:
 
 def test_multilabel_sets_and_unanimous_labels() -> None:
     # every labeler ticks "joke" and never "threat": nothing to estimate for those labels
-    votes = [Vote(f"p{i}", f"w{w}", "intent", ("joke",) + (("meme",) if (i + w) % 3 == 0 else ()))
-             for i in range(6) for w in range(3)]
+    votes = [
+        Vote(f"p{i}", f"w{w}", "intent", ("joke",) + (("meme",) if (i + w) % 3 == 0 else ()))
+        for i in range(6)
+        for w in range(3)
+    ]
     for method in ("majority", "dawid_skene", "soft"):
         result = aggregate_votes(votes, method, tasks=[INTENT])
         assert result.kinds == {"intent": "multilabel"}
@@ -86,8 +91,13 @@ def test_multilabel_sets_and_unanimous_labels() -> None:
             else:
                 assert "joke" in value and "threat" not in value
     # without task specs a task with list votes is multilabel, and agreement is the mean Jaccard index
-    result = aggregate_votes([{"post_id": "a", "labeler": "x", "task": "t", "label": ["u", "v"]},
-                              {"post_id": "a", "labeler": "y", "task": "t", "label": ["u"]}], "majority")
+    result = aggregate_votes(
+        [
+            {"post_id": "a", "labeler": "x", "task": "t", "label": ["u", "v"]},
+            {"post_id": "a", "labeler": "y", "task": "t", "label": ["u"]},
+        ],
+        "majority",
+    )
     assert result.kinds == {"t": "multilabel"}
     assert result["a"].labels["t"] == ["u", "v"]  # "v": one vote of two, a posterior of 0.5, which counts
     assert result["a"].agreement["t"] == pytest.approx((1.0 + 0.5) / 2)  # Jaccard of each vote with the set
@@ -134,36 +144,82 @@ def test_bad_votes_are_reported_with_their_row_and_skipped(tmp_path: Path) -> No
 
     # JSONL rows are numbered by line (blank lines included), Parquet rows from 1
     jsonl = tmp_path / "votes.jsonl"
-    jsonl.write_text('{"post_id": "p0", "labeler": "ann", "task": "meaning", "label": "ironic"}\n\n'
-                     '{"post_id": "p0", "labeler": "", "task": "meaning", "label": "ironic"}\n{"oops"\n')
+    jsonl.write_text(
+        '{"post_id": "p0", "labeler": "ann", "task": "meaning", "label": "ironic"}\n\n'
+        '{"post_id": "p0", "labeler": "", "task": "meaning", "label": "ironic"}\n{"oops"\n'
+    )
     vs = read_votes(jsonl, tasks=[MEANING])
     assert [(p.row, p.field) for p in vs.problems] == [(3, "labeler"), (4, None)] and len(vs.votes) == 1
     parquet = tmp_path / "votes.parquet"
-    pq.write_table(pa.table({"post_id": ["p0", "p9"], "labeler": ["ann", "bob"], "task": ["meaning"] * 2,
-                             "label": ["ironic", "literal"]}), parquet)
+    pq.write_table(
+        pa.table(
+            {
+                "post_id": ["p0", "p9"],
+                "labeler": ["ann", "bob"],
+                "task": ["meaning"] * 2,
+                "label": ["ironic", "literal"],
+            }
+        ),
+        parquet,
+    )
     vs = read_votes(parquet, tasks=[MEANING], post_ids=["p0"])
     assert [(str(p.source), p.row, p.field) for p in vs.problems] == [(str(parquet), 2, "post_id")]
 
 
 def test_cli_aggregate_merges_into_a_manifest_and_reads_meta_votes(tmp_path: Path) -> None:
-    posts = [Post("p0", None, "see you saturday", labels={"objects": ["star"]}),
-             Post("p1", None, "when monday hits", meta={"votes": [
-                 {"labeler": "annotator_0", "task": "meaning", "label": "ironic"},
-                 {"labeler": "annotator_1", "task": "meaning", "label": "ironic"},
-                 {"labeler": "annotator_2", "task": "meaning", "label": "literal"}]}),
-             Post("p2", None, "no votes here")]
+    posts = [
+        Post("p0", None, "see you saturday", labels={"objects": ["star"]}),
+        Post(
+            "p1",
+            None,
+            "when monday hits",
+            meta={
+                "votes": [
+                    {"labeler": "annotator_0", "task": "meaning", "label": "ironic"},
+                    {"labeler": "annotator_1", "task": "meaning", "label": "ironic"},
+                    {"labeler": "annotator_2", "task": "meaning", "label": "literal"},
+                ]
+            },
+        ),
+        Post("p2", None, "no votes here"),
+    ]
     manifest = tmp_path / "posts.jsonl"
     write_posts(posts, manifest)
     tasks = tmp_path / "tasks.yaml"
-    tasks.write_text("tasks:\n- {name: meaning, labels: [literal, ironic, symbolic]}\n"
-                     "- {name: objects, labels: [circle, star], kind: multilabel}\n")
+    tasks.write_text(
+        "tasks:\n- {name: meaning, labels: [literal, ironic, symbolic]}\n"
+        "- {name: objects, labels: [circle, star], kind: multilabel}\n"
+    )
     votes = tmp_path / "votes.csv"
-    _write_csv(votes, [["p0", "a", "meaning", "literal"], ["p0", "b", "meaning", "literal"],
-                       ["p0", "c", "meaning", "ironic"], ["p7", "a", "meaning", "literal"]])
+    _write_csv(
+        votes,
+        [
+            ["p0", "a", "meaning", "literal"],
+            ["p0", "b", "meaning", "literal"],
+            ["p0", "c", "meaning", "ironic"],
+            ["p7", "a", "meaning", "literal"],
+        ],
+    )
     out = tmp_path / "labels.jsonl"
     merged = tmp_path / "merged.jsonl"
-    rc = hitl_main(["--votes", str(votes), "--posts", str(manifest), "--meta-votes", "--tasks", str(tasks),
-                    "--method", "soft", "--out", str(out), "--merge-out", str(merged)], command="aggregate")
+    rc = hitl_main(
+        [
+            "--votes",
+            str(votes),
+            "--posts",
+            str(manifest),
+            "--meta-votes",
+            "--tasks",
+            str(tasks),
+            "--method",
+            "soft",
+            "--out",
+            str(out),
+            "--merge-out",
+            str(merged),
+        ],
+        command="aggregate",
+    )
     assert rc == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["p0", "p1"]
@@ -172,7 +228,14 @@ def test_cli_aggregate_merges_into_a_manifest_and_reads_meta_votes(tmp_path: Pat
     assert records[0]["agreement"]["meaning"] == pytest.approx(2 / 3, abs=1e-6)
     report = json.loads((tmp_path / "labels.labelers.json").read_text())
     assert report["votes_skipped"] == 1 and report["skipped"][0].startswith(f"{votes}:5: post_id")
-    assert {r["labeler"] for r in report["labelers"]} == {"a", "b", "c", "annotator_0", "annotator_1", "annotator_2"}
+    assert {r["labeler"] for r in report["labelers"]} == {
+        "a",
+        "b",
+        "c",
+        "annotator_0",
+        "annotator_1",
+        "annotator_2",
+    }
     back = {p.id: p for p in load_posts(merged)}
     assert back["p0"].labels["objects"] == ["star"]  # other tasks' labels are kept
     assert back["p0"].labels["meaning"] == records[0]["labels"]["meaning"]

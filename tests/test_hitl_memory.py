@@ -22,7 +22,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def _reference(folder: Path, n: int = 32) -> list[Post]:
     """Varied unlabeled posts: the sample of the pool the memory centres its similarities on."""
     rng = np.random.default_rng(0)
-    words = ["monday", "cat", "crowd", "sign", "rain", "coffee", "train", "city", "night", "friends", "game", "music", "storm", "sun", "heart"]
+    words = [
+        "monday",
+        "cat",
+        "crowd",
+        "sign",
+        "rain",
+        "coffee",
+        "train",
+        "city",
+        "night",
+        "friends",
+        "game",
+        "music",
+        "storm",
+        "sun",
+        "heart",
+    ]
     posts = []
     for i in range(n):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -37,14 +53,24 @@ def _reference(folder: Path, n: int = 32) -> list[Post]:
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("memory")
     predictor = Predictor(tiny_model(), device="cpu", batch_size=32)
-    target = Post("p0", write_image(folder / "p0.png", (200, 30, 30)), "when monday hits",
-                  [Reply("lol", "u1"), Reply("lol", "u2"), Reply("so true")])
+    target = Post(
+        "p0",
+        write_image(folder / "p0.png", (200, 30, 30)),
+        "when monday hits",
+        [Reply("lol", "u1"), Reply("lol", "u2"), Reply("so true")],
+    )
     corrected = replace(target, labels={"meaning": "symbolic", "intent": ["threat"]})
     near = replace(target, id="near", text=target.text + "!")  # the same post, one character more
     far = Post("p3", write_image(folder / "p3.png", (30, 30, 200)), "", [Reply("stay safe")])
     reference = _reference(folder)
-    return {"predictor": predictor, "corrected": corrected, "near": near, "far": far, "reference": reference,
-            "center": predictor.embed(reference)}
+    return {
+        "predictor": predictor,
+        "corrected": corrected,
+        "near": near,
+        "far": far,
+        "reference": reference,
+        "center": predictor.embed(reference),
+    }
 
 
 def _memory(world: dict, config: MemoryConfig | None = None) -> LabelMemory:
@@ -95,7 +121,11 @@ def test_memory_saves_without_pickle_and_reloads(world: dict, tmp_path: Path) ->
     memory = _memory(world)
     memory.add(predictor, [world["corrected"]])
     folder = memory.save(tmp_path / "mem")
-    assert sorted(p.name for p in folder.iterdir()) == ["embeddings.safetensors", "memory.json", "posts.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "embeddings.safetensors",
+        "memory.json",
+        "posts.jsonl",
+    ]
     loaded = LabelMemory.load(folder)
     assert loaded.ids == memory.ids and loaded.labels == memory.labels
     np.testing.assert_array_equal(loaded.center, memory.center)
@@ -121,9 +151,13 @@ def test_selection_reads_the_memory(world: dict) -> None:
     predictor, near, far = world["predictor"], world["near"], world["far"]
     memory = _memory(world)
     memory.add(predictor, [world["corrected"]])
-    plain = {s.id: s.per_task["meaning"] for s in select_for_labeling(predictor, [near, far], 2, task="meaning")}
-    with_memory = {s.id: s.per_task["meaning"]
-                   for s in select_for_labeling(MemoryPredictor(predictor, memory), [near, far], 2, task="meaning")}
+    plain = {
+        s.id: s.per_task["meaning"] for s in select_for_labeling(predictor, [near, far], 2, task="meaning")
+    }
+    with_memory = {
+        s.id: s.per_task["meaning"]
+        for s in select_for_labeling(MemoryPredictor(predictor, memory), [near, far], 2, task="meaning")
+    }
     assert with_memory["near"] < plain["near"]  # a corrected neighbour makes the post less uncertain
     assert with_memory[far.id] == plain[far.id]
 
@@ -135,8 +169,20 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
     write_posts([world["corrected"], replace(world["far"], id="unlabeled", labels={})], data)
     reference = tmp_path / "reference.jsonl"
     write_posts(world["reference"], reference)
-    rc = hitl_main(["add", "--model", str(model_dir), "--data", str(data), "--reference", str(reference),
-                    "--device", "cpu"], command="memory")
+    rc = hitl_main(
+        [
+            "add",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--reference",
+            str(reference),
+            "--device",
+            "cpu",
+        ],
+        command="memory",
+    )
     assert rc == 0
     folder = default_memory_dir(model_dir)
     assert folder == tmp_path / "model.memory" and (folder / "memory.json").is_file()
@@ -157,7 +203,9 @@ def test_moderation_reads_the_memory(world: dict) -> None:
     memory = _memory(world)
     memory.add(predictor, [world["corrected"]])  # labeled intent: threat
     plain = {r.id: r for r in Moderator(predictor, explain="all").moderate([near, far])}
-    blended = {r.id: r for r in Moderator(MemoryPredictor(predictor, memory), explain="all").moderate([near, far])}
+    blended = {
+        r.id: r for r in Moderator(MemoryPredictor(predictor, memory), explain="all").moderate([near, far])
+    }
     threat = [c for c, rule in Moderator(predictor).policy.categories.items() if "threat" in rule.labels]
     assert threat
     assert all(blended["near"].category_scores[c] > plain["near"].category_scores[c] for c in threat)

@@ -20,10 +20,26 @@ from .helpers import tiny_model, write_image
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-TEXTS = ["when monday hits", "see you all saturday", "stay safe tonight", "nothing to see here",
-         "this is fine", "who else is going", "never again", "best day ever"]
-COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200),
-          (90, 90, 90), (240, 240, 240)]
+TEXTS = [
+    "when monday hits",
+    "see you all saturday",
+    "stay safe tonight",
+    "nothing to see here",
+    "this is fine",
+    "who else is going",
+    "never again",
+    "best day ever",
+]
+COLORS = [
+    (200, 30, 30),
+    (30, 200, 30),
+    (30, 30, 200),
+    (200, 200, 30),
+    (30, 200, 200),
+    (200, 30, 200),
+    (90, 90, 90),
+    (240, 240, 240),
+]
 
 
 def _pool(folder: Path, copies: int = 4) -> list[Post]:
@@ -43,10 +59,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, list[Pos
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_selection_returns_k_distinct_unlabeled_posts(setup: tuple[Predictor, list[Post]], strategy: str) -> None:
+def test_selection_returns_k_distinct_unlabeled_posts(
+    setup: tuple[Predictor, list[Post]], strategy: str
+) -> None:
     predictor, pool = setup
     labeled = {"b0-c0", "b3-c1", "b5-c2"}
-    chosen = select_for_labeling(predictor, pool + pool[:4], 6, strategy=strategy, labeled_ids=labeled, seed=1)
+    chosen = select_for_labeling(
+        predictor, pool + pool[:4], 6, strategy=strategy, labeled_ids=labeled, seed=1
+    )
     ids = [s.id for s in chosen]
     assert len(ids) == 6 and len(set(ids)) == 6  # the repeated posts in the pool are considered once
     assert not set(ids) & labeled
@@ -60,7 +80,9 @@ def test_selection_returns_k_distinct_unlabeled_posts(setup: tuple[Predictor, li
     assert sorted(s.id for s in everything) == sorted({p.id for p in pool} - labeled)
 
 
-def test_entropy_is_the_top_k_and_diverse_batch_is_more_spread_out(setup: tuple[Predictor, list[Post]]) -> None:
+def test_entropy_is_the_top_k_and_diverse_batch_is_more_spread_out(
+    setup: tuple[Predictor, list[Post]],
+) -> None:
     predictor, pool = setup
     k = 6
     entropy = select_for_labeling(predictor, pool, k, strategy="entropy")
@@ -106,9 +128,27 @@ def test_cli_select(setup: tuple[Predictor, list[Post]], tmp_path: Path) -> None
     labeled = tmp_path / "labels.jsonl"
     labeled.write_text('{"id": "b1-c0", "labels": {"meaning": "ironic"}, "agreement": {"meaning": 1.0}}\n')
     out = tmp_path / "next.jsonl"
-    rc = hitl_main(["--model", str(model_dir), "--pool", str(manifest), "-k", "5", "--out", str(out),
-                    "--strategy", "diverse", "--labeled", str(labeled), "--device", "cpu",
-                    "--posts-out", str(tmp_path / "to_label.jsonl")], command="select")
+    rc = hitl_main(
+        [
+            "--model",
+            str(model_dir),
+            "--pool",
+            str(manifest),
+            "-k",
+            "5",
+            "--out",
+            str(out),
+            "--strategy",
+            "diverse",
+            "--labeled",
+            str(labeled),
+            "--device",
+            "cpu",
+            "--posts-out",
+            str(tmp_path / "to_label.jsonl"),
+        ],
+        command="select",
+    )
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 5 and len({r["id"] for r in rows}) == 5 and "b1-c0" not in {r["id"] for r in rows}

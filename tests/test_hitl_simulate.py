@@ -17,9 +17,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_simulated_loop_writes_the_curve(tmp_path: Path) -> None:
-    config = SimulationConfig(out_dir=str(tmp_path / "sim"), rounds=2, per_round=8, labelers=5, votes_per_post=3,
-                              strategies=["random", "entropy", "diverse"], tasks=["meaning"], n_pool=40, n_test=16, epochs=2,
-                              pretrain_epochs=0, hidden_dim=32, fusion_layers=1, seed=3)
+    config = SimulationConfig(
+        out_dir=str(tmp_path / "sim"),
+        rounds=2,
+        per_round=8,
+        labelers=5,
+        votes_per_post=3,
+        strategies=["random", "entropy", "diverse"],
+        tasks=["meaning"],
+        n_pool=40,
+        n_test=16,
+        epochs=2,
+        pretrain_epochs=0,
+        hidden_dim=32,
+        fusion_layers=1,
+        seed=3,
+    )
     curve = simulate_labeling(config)
     assert set(curve["strategies"]) == {"random", "entropy", "diverse"}
     for points in curve["strategies"].values():
@@ -36,9 +49,33 @@ def test_simulated_loop_writes_the_curve(tmp_path: Path) -> None:
     assert saved["governance"]["pool"]["kept"] == 40
 
     # the CLI reuses the generated data and the cached features
-    rc = hitl_main(["--out", str(tmp_path / "sim"), "--rounds", "1", "--per-round", "4", "--labelers", "4",
-                    "--strategies", "margin", "--n-pool", "40", "--n-test", "16", "--epochs", "1",
-                    "--pretrain-epochs", "0", "--method", "majority", "--seed", "3"], command="simulate-labeling")
+    rc = hitl_main(
+        [
+            "--out",
+            str(tmp_path / "sim"),
+            "--rounds",
+            "1",
+            "--per-round",
+            "4",
+            "--labelers",
+            "4",
+            "--strategies",
+            "margin",
+            "--n-pool",
+            "40",
+            "--n-test",
+            "16",
+            "--epochs",
+            "1",
+            "--pretrain-epochs",
+            "0",
+            "--method",
+            "majority",
+            "--seed",
+            "3",
+        ],
+        command="simulate-labeling",
+    )
     assert rc == 0
     assert set(json.loads((tmp_path / "sim" / "curve.json").read_text())["strategies"]) == {"margin"}
 

@@ -55,9 +55,13 @@ def test_predictor_equals_model_forward(predictor: Predictor, posts: list) -> No
             if spec.kind == "multiclass":
                 assert p.tasks[spec.name].labels == [spec.labels[int(row.argmax())]]
             else:
-                assert p.tasks[spec.name].labels == [lab for lab, s, t in zip(spec.labels, row, thresholds, strict=True) if s >= t]
+                assert p.tasks[spec.name].labels == [
+                    lab for lab, s, t in zip(spec.labels, row, thresholds, strict=True) if s >= t
+                ]
     np.testing.assert_allclose(np.stack([p.embedding for p in preds]), out.fused.numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(predictor.embed(posts, batch_size=len(posts)), out.fused.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        predictor.embed(posts, batch_size=len(posts)), out.fused.numpy(), rtol=0, atol=1e-6
+    )
     # the labels are not all the same: the test would be weak if every post got identical predictions
     assert len({tuple(p.tasks["intent"].labels) for p in preds}) > 1
 
@@ -69,10 +73,16 @@ def test_results_do_not_depend_on_batch_size(predictor: Predictor, posts: list) 
     for bs, preds in runs.items():
         assert [p.id for p in preds] == [p.id for p in posts], bs
         for spec in predictor.model.config.tasks:
-            np.testing.assert_allclose(_scores(preds, spec.name), _scores(ref, spec.name), rtol=0, atol=2e-5,
-                                       err_msg=f"batch size {bs}, task {spec.name}")
-        np.testing.assert_allclose(np.stack([p.embedding for p in preds]), np.stack([p.embedding for p in ref]),
-                                   rtol=0, atol=2e-5)
+            np.testing.assert_allclose(
+                _scores(preds, spec.name),
+                _scores(ref, spec.name),
+                rtol=0,
+                atol=2e-5,
+                err_msg=f"batch size {bs}, task {spec.name}",
+            )
+        np.testing.assert_allclose(
+            np.stack([p.embedding for p in preds]), np.stack([p.embedding for p in ref]), rtol=0, atol=2e-5
+        )
 
 
 def test_prefetch_and_bf16_autocast_paths(predictor: Predictor, posts: list) -> None:
@@ -109,8 +119,12 @@ def test_bad_inputs_each_get_a_result_naming_their_problem(predictor: Predictor)
     # the bad posts do not change a good post's scores (compared with it predicted alone)
     alone = predictor.predict([bad[0]])[0]
     for spec in predictor.model.config.tasks:
-        np.testing.assert_allclose(list(by_id["good-0"].tasks[spec.name].scores.values()),
-                                   list(alone.tasks[spec.name].scores.values()), rtol=0, atol=2e-5)
+        np.testing.assert_allclose(
+            list(by_id["good-0"].tasks[spec.name].scores.values()),
+            list(alone.tasks[spec.name].scores.values()),
+            rtol=0,
+            atol=2e-5,
+        )
 
 
 def _manifest(folder: Path, posts: list, malformed_at: int | None = None) -> Path:
@@ -133,11 +147,45 @@ def _read(path: Path) -> list[dict]:
 def test_predict_cli_writes_jsonl_and_parquet(predictor: Predictor, posts: list, tmp_path: Path) -> None:
     data = _manifest(tmp_path, posts + list(bad_posts()), malformed_at=3)
     with pytest.warns(RuntimeWarning):
-        assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(tmp_path / "p.jsonl"),
-                         "--batch-size", "5", "--device", "cpu", "--no-progress"], command="predict") == 0
-        assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(tmp_path / "p.parquet"),
-                         "--batch-size", "5", "--device", "cpu", "--no-progress", "--embeddings"],
-                        command="predict") == 0
+        assert (
+            cli_main(
+                [
+                    "--model",
+                    str(model_dir()),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(tmp_path / "p.jsonl"),
+                    "--batch-size",
+                    "5",
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                ],
+                command="predict",
+            )
+            == 0
+        )
+        assert (
+            cli_main(
+                [
+                    "--model",
+                    str(model_dir()),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(tmp_path / "p.parquet"),
+                    "--batch-size",
+                    "5",
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--embeddings",
+                ],
+                command="predict",
+            )
+            == 0
+        )
     jsonl, parquet = _read(tmp_path / "p.jsonl"), _read(tmp_path / "p.parquet")
     want_ids = [p.id for p in posts] + [p.id for p in bad_posts()]
     assert [r["id"] for r in jsonl] == want_ids
@@ -162,14 +210,41 @@ def test_two_process_sharded_predict_equals_one_process(posts: list, tmp_path: P
     all_posts = posts + list(bad_posts())
     data = _manifest(tmp_path, all_posts, malformed_at=5)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    args = ["predict", "--model", str(model_dir()), "--data", str(data), "--batch-size", "4", "--device", "cpu",
-            "--no-progress", "--barrier-timeout", "120"]
-    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "ximgctx.cli", *args,
-                          "--out", str(tmp_path / "two.jsonl")], env=env, capture_output=True, text=True, timeout=300)
+    args = [
+        "predict",
+        "--model",
+        str(model_dir()),
+        "--data",
+        str(data),
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--barrier-timeout",
+        "120",
+    ]
+    two = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ximgctx.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two.jsonl"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-4000:]
     with pytest.warns(RuntimeWarning, match="1000 replies"):  # one process, in this one
         assert cli_main([*args[1:], "--out", str(tmp_path / "one.jsonl")], command="predict") == 0
-    summary = json.loads(two.stderr[two.stderr.index("{"):two.stderr.rindex("}") + 1])
+    summary = json.loads(two.stderr[two.stderr.index("{") : two.stderr.rindex("}") + 1])
     assert summary["processes"] == 2 and summary["skipped_records"] == 1
     a, b = _read(tmp_path / "one.jsonl"), _read(tmp_path / "two.jsonl")
     ids = [p.id for p in all_posts]
@@ -178,8 +253,9 @@ def test_two_process_sharded_predict_equals_one_process(posts: list, tmp_path: P
     for ra, rb in zip(a, b, strict=True):
         assert ra["problems"] == rb["problems"] and ra["inputs"] == rb["inputs"]
         for task, t in ra["tasks"].items():
-            np.testing.assert_allclose(list(t["scores"].values()), list(rb["tasks"][task]["scores"].values()),
-                                       rtol=0, atol=2e-5)
+            np.testing.assert_allclose(
+                list(t["scores"].values()), list(rb["tasks"][task]["scores"].values()), rtol=0, atol=2e-5
+            )
             assert t["labels"] == rb["tasks"][task]["labels"]
 
 
@@ -189,8 +265,24 @@ def test_inference_benchmark_paths_agree(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser()
     inference.add_arguments(parser)
-    args = parser.parse_args(["--arch", "ximgctx-tiny", "--posts", "4", "--batch-size", "2", "--rounds", "1",
-                              "--replies", "4", "--image-size", "64", "--device", "cpu"])
+    args = parser.parse_args(
+        [
+            "--arch",
+            "ximgctx-tiny",
+            "--posts",
+            "4",
+            "--batch-size",
+            "2",
+            "--rounds",
+            "1",
+            "--replies",
+            "4",
+            "--image-size",
+            "64",
+            "--device",
+            "cpu",
+        ]
+    )
     result = inference.run(args)
     assert set(result["posts_per_second"]) == {"bare_open_clip", "naive_context", "shipped"}
     assert all(v > 0 for v in result["posts_per_second"].values())

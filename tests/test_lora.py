@@ -15,12 +15,17 @@ from .helpers import TASKS
 
 def _model(arch: str, targets: list[str]) -> ContextModel:
     torch.manual_seed(0)
-    return ContextModel(ModelConfig(tasks=TASKS, encoder=EncoderConfig(arch=arch),
-                                    lora=LoraSettings(r=4, alpha=8.0, targets=targets)))
+    return ContextModel(
+        ModelConfig(
+            tasks=TASKS, encoder=EncoderConfig(arch=arch), lora=LoraSettings(r=4, alpha=8.0, targets=targets)
+        )
+    )
 
 
-@pytest.mark.parametrize(("arch", "targets"), [("ximgctx-tiny", ["attn", "mlp"]), ("ximgctx-tiny-32", ["all"]),
-                                             ("ximgctx-tiny-rn", ["all"])])
+@pytest.mark.parametrize(
+    ("arch", "targets"),
+    [("ximgctx-tiny", ["attn", "mlp"]), ("ximgctx-tiny-32", ["all"]), ("ximgctx-tiny-rn", ["all"])],
+)
 def test_one_step_trains_every_adapter_and_no_base_weight(arch, targets, posts) -> None:
     model = _model(arch, targets).train()
     with torch.no_grad():
@@ -91,7 +96,9 @@ def test_mha_adapter_equals_merged_reference() -> None:
     a = holder.attn
     out_proj = a.base_layer.out_proj
     d_in = a.lora_B["default"].weight @ a.lora_A["default"].weight * a.scaling["default"]
-    d_out = out_proj.lora_B["default"].weight @ out_proj.lora_A["default"].weight * out_proj.scaling["default"]
+    d_out = (
+        out_proj.lora_B["default"].weight @ out_proj.lora_A["default"].weight * out_proj.scaling["default"]
+    )
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         ours = holder.attn(x, x, x, need_weights=False)[0]
@@ -107,13 +114,24 @@ def test_adapters_land_on_the_named_towers_only(towers) -> None:
     """peft matches a list of target names by suffix, and the text tower's module names are suffixes of the
     image tower's (``transformer.resblocks.0.attn`` / ``visual.transformer.resblocks.0.attn``): the adapted
     modules must be exactly the resolved ones."""
-    model = ContextModel(ModelConfig(tasks=TASKS, encoder=EncoderConfig(arch="ximgctx-tiny"),
-                                     lora=LoraSettings(r=2, alpha=4.0, targets=["all"], towers=towers)))
+    model = ContextModel(
+        ModelConfig(
+            tasks=TASKS,
+            encoder=EncoderConfig(arch="ximgctx-tiny"),
+            lora=LoraSettings(r=2, alpha=4.0, targets=["all"], towers=towers),
+        )
+    )
     clip = model.encoder.clip
-    adapted = sorted({n.split(".lora_")[0].replace(".base_layer", "") for n, _ in clip.named_parameters()
-                      if ".lora_" in n and ".out_proj." not in n.split(".lora_")[0] + "."})
-    expected = resolve_lora_targets(build_clip(EncoderConfig(arch="ximgctx-tiny")),
-                                    LoraSettings(targets=["all"], towers=towers))
+    adapted = sorted(
+        {
+            n.split(".lora_")[0].replace(".base_layer", "")
+            for n, _ in clip.named_parameters()
+            if ".lora_" in n and ".out_proj." not in n.split(".lora_")[0] + "."
+        }
+    )
+    expected = resolve_lora_targets(
+        build_clip(EncoderConfig(arch="ximgctx-tiny")), LoraSettings(targets=["all"], towers=towers)
+    )
     assert adapted == expected
     assert any(n.startswith("visual.") for n in adapted) == ("image" in towers)
     assert any(not n.startswith("visual.") for n in adapted) == ("text" in towers)

@@ -34,10 +34,16 @@ def posts() -> list:
     return make_posts(16, seed=2)
 
 
-def _policy(block: float | None, review: float | None, *, labels: tuple[str, ...] = ("threat",)) -> ModerationPolicy:
-    return ModerationPolicy.from_dict({"categories": {
-        "threat": {"task": "intent", "labels": list(labels), "block": block, "review": review},
-    }})
+def _policy(
+    block: float | None, review: float | None, *, labels: tuple[str, ...] = ("threat",)
+) -> ModerationPolicy:
+    return ModerationPolicy.from_dict(
+        {
+            "categories": {
+                "threat": {"task": "intent", "labels": list(labels), "block": block, "review": review},
+            }
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------- policy
@@ -56,26 +62,53 @@ def test_shipped_policy_validates_against_the_default_tasks() -> None:
     assert ModerationPolicy.from_dict(yaml.safe_load(yaml.safe_dump(policy.to_dict()))) == policy
 
 
-@pytest.mark.parametrize(("rule", "message"), [
-    ({"task": "intent", "labels": ["threat"], "block": 1.5}, "categories.threat.block must be in [0, 1], got 1.5"),
-    ({"task": "intent", "labels": ["threat"], "block": "high"}, "categories.threat.block must be a number in [0, 1] or null, got 'high'"),
-    ({"task": "intent", "labels": ["threat"], "block": 0.4, "review": 0.6}, "review (0.6) must be <= block (0.4)"),
-    ({"task": "intent", "labels": []}, "categories.threat.labels must be a non-empty list"),
-    ({"task": "intent", "labels": ["threat"], "reduce": "mean"}, "reduce must be one of ['max', 'sum'], got 'mean'"),
-    ({"task": "intent", "labels": ["threat"], "blok": 0.9}, "categories.threat: unknown keys ['blok']"),
-    ({"labels": ["threat"]}, "categories.threat: missing ['task']"),
-])
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            {"task": "intent", "labels": ["threat"], "block": 1.5},
+            "categories.threat.block must be in [0, 1], got 1.5",
+        ),
+        (
+            {"task": "intent", "labels": ["threat"], "block": "high"},
+            "categories.threat.block must be a number in [0, 1] or null, got 'high'",
+        ),
+        (
+            {"task": "intent", "labels": ["threat"], "block": 0.4, "review": 0.6},
+            "review (0.6) must be <= block (0.4)",
+        ),
+        ({"task": "intent", "labels": []}, "categories.threat.labels must be a non-empty list"),
+        (
+            {"task": "intent", "labels": ["threat"], "reduce": "mean"},
+            "reduce must be one of ['max', 'sum'], got 'mean'",
+        ),
+        ({"task": "intent", "labels": ["threat"], "blok": 0.9}, "categories.threat: unknown keys ['blok']"),
+        ({"labels": ["threat"]}, "categories.threat: missing ['task']"),
+    ],
+)
 def test_policy_errors_name_the_field_and_value(rule: dict, message: str) -> None:
     with pytest.raises(PolicyError) as e:
         ModerationPolicy.from_dict({"categories": {"threat": rule}}, source="my_policy.yaml")
     assert str(e.value).startswith("my_policy.yaml: ") and message in str(e.value)
 
 
-@pytest.mark.parametrize(("rule", "message"), [
-    ({"task": "intnet", "labels": ["threat"]}, "categories.threat.task is 'intnet', which is not a task of the model"),
-    ({"task": "intent", "labels": ["threats"]}, "categories.threat.labels has ['threats'], not labels of task 'intent'"),
-    ({"task": "intent", "labels": ["threat", "joke"], "reduce": "sum"}, "reduce is 'sum' but task 'intent' is multilabel"),
-])
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            {"task": "intnet", "labels": ["threat"]},
+            "categories.threat.task is 'intnet', which is not a task of the model",
+        ),
+        (
+            {"task": "intent", "labels": ["threats"]},
+            "categories.threat.labels has ['threats'], not labels of task 'intent'",
+        ),
+        (
+            {"task": "intent", "labels": ["threat", "joke"], "reduce": "sum"},
+            "reduce is 'sum' but task 'intent' is multilabel",
+        ),
+    ],
+)
 def test_policy_checked_against_the_model(predictor: Predictor, rule: dict, message: str) -> None:
     policy = ModerationPolicy.from_dict({"categories": {"threat": rule}})
     with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -96,7 +129,10 @@ def test_decision_boundaries_are_exact() -> None:
 
 def test_moderator_decisions_at_model_score_boundaries(predictor: Predictor, posts: list) -> None:
     """Thresholds set to a post's real score decide exactly as documented, through the whole pipeline."""
-    scores = [r.category_scores["threat"] for r in Moderator(predictor, _policy(None, None), explain="none").moderate(posts)]
+    scores = [
+        r.category_scores["threat"]
+        for r in Moderator(predictor, _policy(None, None), explain="none").moderate(posts)
+    ]
     i = int(np.argsort(scores)[len(scores) // 2])  # a post with a middling score
     s = scores[i]
     assert 0.0 < s < 1.0
@@ -120,23 +156,35 @@ def test_moderator_decisions_at_model_score_boundaries(predictor: Predictor, pos
 
 def test_category_scores_reduce_over_labels(predictor: Predictor, posts: list) -> None:
     preds = predictor.predict(posts)
-    policy = ModerationPolicy.from_dict({"categories": {
-        "any_intent": {"task": "intent", "labels": ["threat", "protest"], "reduce": "max"},
-        "non_literal": {"task": "meaning", "labels": ["ironic", "symbolic"], "reduce": "sum"},
-    }})
+    policy = ModerationPolicy.from_dict(
+        {
+            "categories": {
+                "any_intent": {"task": "intent", "labels": ["threat", "protest"], "reduce": "max"},
+                "non_literal": {"task": "meaning", "labels": ["ironic", "symbolic"], "reduce": "sum"},
+            }
+        }
+    )
     results = Moderator(predictor, policy, explain="none").moderate(posts)
     for r, p in zip(results, preds, strict=True):
-        assert r.category_scores["any_intent"] == max(p.tasks["intent"].scores["threat"], p.tasks["intent"].scores["protest"])
+        assert r.category_scores["any_intent"] == max(
+            p.tasks["intent"].scores["threat"], p.tasks["intent"].scores["protest"]
+        )
         assert r.category_scores["non_literal"] == pytest.approx(
-            p.tasks["meaning"].scores["ironic"] + p.tasks["meaning"].scores["symbolic"], abs=1e-12)
-        assert r.decision == "allow" and r.category_decisions == {"any_intent": "allow", "non_literal": "allow"}
+            p.tasks["meaning"].scores["ironic"] + p.tasks["meaning"].scores["symbolic"], abs=1e-12
+        )
+        assert r.decision == "allow" and r.category_decisions == {
+            "any_intent": "allow",
+            "non_literal": "allow",
+        }
 
 
 # ------------------------------------------------------------------------------------- explanations
 def test_explanation_scores_are_real_forward_passes(predictor: Predictor, posts: list) -> None:
     all_posts = posts[:6] + list(bad_posts())
     with pytest.warns(RuntimeWarning):
-        results = Moderator(predictor, _policy(0.9, 0.5), explain="all").moderate(all_posts, batch_size=len(all_posts))
+        results = Moderator(predictor, _policy(0.9, 0.5), explain="all").moderate(
+            all_posts, batch_size=len(all_posts)
+        )
     model = predictor.model
     with pytest.warns(RuntimeWarning):
         batch = model.processor(all_posts)
@@ -147,7 +195,9 @@ def test_explanation_scores_are_real_forward_passes(predictor: Predictor, posts:
             want = model.scores(model(batch, drop=(m,)).logits)["intent"][:, threat].numpy()
             got = np.array([r.explanation.scores_without[m]["threat"] for r in results])
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=m)
-            assert np.abs(got - [r.category_scores["threat"] for r in results]).max() > 1e-3  # removal matters
+            assert (
+                np.abs(got - [r.category_scores["threat"] for r in results]).max() > 1e-3
+            )  # removal matters
     weights = full.reply_weights.numpy()
     for i, (r, post) in enumerate(zip(results, all_posts, strict=True)):
         top = r.explanation.top_replies
@@ -159,7 +209,8 @@ def test_explanation_scores_are_real_forward_passes(predictor: Predictor, posts:
         assert r.explanation.reply_weights == "attention"
         assert r.explanation.decisions_without == {
             m: _policy(0.9, 0.5).categories["threat"].decide(r.explanation.scores_without[m]["threat"])
-            for m in ("image", "text", "replies")}
+            for m in ("image", "text", "replies")
+        }
     assert results[-1].problems == ["replies: 1000 replies, kept the first 8"]
     assert results[-1].category_applied_input_types["threat"] == ["text", "replies"]  # no image on that post
 
@@ -179,7 +230,8 @@ def test_flagged_only_explanations_match_the_full_batch(predictor: Predictor, po
         else:
             for m in ("image", "text", "replies"):
                 assert b.explanation.scores_without[m]["threat"] == pytest.approx(
-                    a.explanation.scores_without[m]["threat"], abs=2e-5)
+                    a.explanation.scores_without[m]["threat"], abs=2e-5
+                )
             assert b.explanation.top_replies == a.explanation.top_replies
 
 
@@ -193,7 +245,9 @@ def _brute(scores: np.ndarray, y: np.ndarray, t: float) -> tuple[float, float, f
 def test_threshold_choice_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
     y = rng.random(400) < 0.3
-    scores = np.clip(np.where(y, rng.normal(0.7, 0.15, 400), rng.normal(0.35, 0.15, 400)), 0, 1).round(3)  # ties
+    scores = np.clip(np.where(y, rng.normal(0.7, 0.15, 400), rng.normal(0.35, 0.15, 400)), 0, 1).round(
+        3
+    )  # ties
     candidates = np.unique(scores)
     for p in (0.7, 0.85, 0.95):
         point = choose_block_threshold(scores, y, target_precision=p)
@@ -218,18 +272,45 @@ def test_category_truth() -> None:
     assert category_truth(None, intent, ["threat"]) is None
     assert category_truth(["joke", "threat"], intent, ["threat"]) is True
     assert category_truth("literal", meaning, ["ironic", "symbolic"]) is False
-    assert category_truth({"ironic": 0.3, "symbolic": 0.3, "literal": 0.4}, meaning, ["ironic", "symbolic"]) is True
+    assert (
+        category_truth({"ironic": 0.3, "symbolic": 0.3, "literal": 0.4}, meaning, ["ironic", "symbolic"])
+        is True
+    )
     assert category_truth({"threat": 0.4}, intent, ["threat"]) is False
 
 
-def test_calibrate_cli_writes_a_valid_policy_with_measured_thresholds(predictor: Predictor, tmp_path: Path) -> None:
+def test_calibrate_cli_writes_a_valid_policy_with_measured_thresholds(
+    predictor: Predictor, tmp_path: Path
+) -> None:
     val = make_posts(40, seed=3)
     data = tmp_path / "val.jsonl"
     write_posts(val, data)
     out, report = tmp_path / "policy.yaml", tmp_path / "report.json"
-    assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(out), "--device", "cpu",
-                     "--target-fpr", "0.2", "--review-recall", "0.9", "--report", str(report), "--batch-size", "16",
-                     "--no-progress"], command="calibrate") == 0
+    assert (
+        cli_main(
+            [
+                "--model",
+                str(model_dir()),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--target-fpr",
+                "0.2",
+                "--review-recall",
+                "0.9",
+                "--report",
+                str(report),
+                "--batch-size",
+                "16",
+                "--no-progress",
+            ],
+            command="calibrate",
+        )
+        == 0
+    )
     policy = ModerationPolicy.from_yaml(out)
     policy.check_tasks(TASKS)
     assert out.read_text().startswith("# ximgctx calibrate")
@@ -256,8 +337,27 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
     policy = tmp_path / "p.yaml"
     _policy(0.95, 0.5).to_yaml(policy, header="test policy")
     for out in (tmp_path / "m.jsonl", tmp_path / "m.parquet"):
-        assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(out), "--policy", str(policy),
-                         "--device", "cpu", "--batch-size", "16", "--no-progress"], command="moderate") == 0
+        assert (
+            cli_main(
+                [
+                    "--model",
+                    str(model_dir()),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(out),
+                    "--policy",
+                    str(policy),
+                    "--device",
+                    "cpu",
+                    "--batch-size",
+                    "16",
+                    "--no-progress",
+                ],
+                command="moderate",
+            )
+            == 0
+        )
     import pyarrow.parquet as pq
 
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
@@ -266,9 +366,31 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
     assert [x["id"] for x in lines] == [p.id for p in posts] == [x["id"] for x in table]
     for line, row, r in zip(lines, table, direct, strict=True):
         assert line == r.to_dict()
-        assert set(line) >= {"flagged", "categories", "category_scores", "category_applied_input_types",
-                             "decision", "explanation"}
+        assert set(line) >= {
+            "flagged",
+            "categories",
+            "category_scores",
+            "category_applied_input_types",
+            "decision",
+            "explanation",
+        }
         assert row["decision"] == line["decision"] and row["category_scores"] == line["category_scores"]
-    assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(tmp_path / "x.jsonl"),
-                     "--policy", str(tmp_path / "nope.yaml"), "--device", "cpu", "--no-progress"],
-                    command="moderate") == 2
+    assert (
+        cli_main(
+            [
+                "--model",
+                str(model_dir()),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "x.jsonl"),
+                "--policy",
+                str(tmp_path / "nope.yaml"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ],
+            command="moderate",
+        )
+        == 2
+    )

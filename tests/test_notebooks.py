@@ -39,7 +39,9 @@ def test_notebook_is_committed_clean_and_imports_only_ximgctx(path: Path) -> Non
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name}: outputs committed"
+        assert not cell.get("outputs") and cell.get("execution_count") is None, (
+            f"{path.name}: outputs committed"
+        )
         for line in cell.source.splitlines():
             words = line.split()
             if words[:1] == ["import"] or words[:1] == ["from"]:
@@ -49,12 +51,17 @@ def test_notebook_is_committed_clean_and_imports_only_ximgctx(path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path: Path, quickstart_run: Path, monkeypatch: pytest.MonkeyPatch,
-                           tmp_path: Path) -> None:
+def test_notebook_executes(
+    path: Path, quickstart_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XIMGCTX_QUICKSTART", str(quickstart_run))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(path.parents[1]), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(path.parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")

@@ -17,10 +17,14 @@ def _write(path, lines):
 
 
 def test_canonical_record_round_trip(tmp_path) -> None:
-    record = {"id": "p17", "image": "images/p17.png", "text": "see you all saturday",
-              "replies": [{"text": "count me in", "author": "u9"}, "lol"],
-              "labels": {"intent": ["protest"], "meaning": "literal", "objects": ["sign", "crowd"]},
-              "meta": {"visibility": "public", "opt_out": False, "author": "u3", "lang": "en"}}
+    record = {
+        "id": "p17",
+        "image": "images/p17.png",
+        "text": "see you all saturday",
+        "replies": [{"text": "count me in", "author": "u9"}, "lol"],
+        "labels": {"intent": ["protest"], "meaning": "literal", "objects": ["sign", "crowd"]},
+        "meta": {"visibility": "public", "opt_out": False, "author": "u3", "lang": "en"},
+    }
     path = _write(tmp_path / "posts.jsonl", [json.dumps(record)])
     (post,) = load_posts(path)
     assert post.image == str(tmp_path / "images/p17.png")
@@ -41,18 +45,21 @@ def test_malformed_line_names_its_number(tmp_path) -> None:
     assert report.skipped == 1 and report.errors[0].line == 3 and report.read == 3
 
 
-@pytest.mark.parametrize(("record", "field", "message"), [
-    ({"text": "no id"}, "id", "id must be a non-empty string"),
-    ({"id": "x", "text": 5}, "text", "text must be a string"),
-    ({"id": "x", "replies": "lol"}, "replies", "replies must be a list"),
-    ({"id": "x", "replies": ["ok", 3]}, "replies[1]", "a reply is a string"),
-    ({"id": "x", "labels": {"intent": 3}}, "labels.intent", "a label is a string"),
-    ({"id": "x", "labels": {"meaning": {"literal": -1}}}, "labels.meaning.literal", "non-negative"),
-    ({"id": "x", "labels": {"intent": ["joke", ""]}}, "labels.intent[1]", "non-empty strings"),
-    ({"id": "x", "image": 7}, "image", "image must be a path"),
-    ({"id": "x", "meta": []}, "meta", "meta must be an object"),
-    ({"id": "x", "txt": "typo"}, None, "unknown fields"),
-])
+@pytest.mark.parametrize(
+    ("record", "field", "message"),
+    [
+        ({"text": "no id"}, "id", "id must be a non-empty string"),
+        ({"id": "x", "text": 5}, "text", "text must be a string"),
+        ({"id": "x", "replies": "lol"}, "replies", "replies must be a list"),
+        ({"id": "x", "replies": ["ok", 3]}, "replies[1]", "a reply is a string"),
+        ({"id": "x", "labels": {"intent": 3}}, "labels.intent", "a label is a string"),
+        ({"id": "x", "labels": {"meaning": {"literal": -1}}}, "labels.meaning.literal", "non-negative"),
+        ({"id": "x", "labels": {"intent": ["joke", ""]}}, "labels.intent[1]", "non-empty strings"),
+        ({"id": "x", "image": 7}, "image", "image must be a path"),
+        ({"id": "x", "meta": []}, "meta", "meta must be an object"),
+        ({"id": "x", "txt": "typo"}, None, "unknown fields"),
+    ],
+)
 def test_validation_names_field(tmp_path, record, field, message) -> None:
     path = _write(tmp_path / "m.jsonl", ['{"id": "ok"}', json.dumps(record)])
     with pytest.raises(PostValidationError) as info:
@@ -80,7 +87,10 @@ def test_streaming_and_parquet_and_shards(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in p.to_dict().items()} for p in posts]
+    rows = [
+        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in p.to_dict().items()}
+        for p in posts
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "posts.parquet")
     loaded = load_posts(tmp_path / "posts.parquet")
     assert loaded == posts
@@ -115,15 +125,25 @@ def test_image_paths_survive_a_relative_manifest_path_and_a_rewrite(tmp_path, mo
     (tmp_path / "data" / "images").mkdir(parents=True)
     (tmp_path / "data" / "images" / "a.png").write_bytes(b"x")
     (tmp_path / "elsewhere.png").write_bytes(b"y")
-    _write(tmp_path / "data" / "train.jsonl", [
-        json.dumps({"id": "a", "image": "images/a.png", "text": "t"}),
-        json.dumps({"id": "b", "image": str(tmp_path / "elsewhere.png"), "text": "t"})])
+    _write(
+        tmp_path / "data" / "train.jsonl",
+        [
+            json.dumps({"id": "a", "image": "images/a.png", "text": "t"}),
+            json.dumps({"id": "b", "image": str(tmp_path / "elsewhere.png"), "text": "t"}),
+        ],
+    )
     monkeypatch.chdir(tmp_path)
     posts = load_posts("data/train.jsonl")
     assert [p.image for p in posts] == [str(tmp_path / "data/images/a.png"), str(tmp_path / "elsewhere.png")]
     write_posts(posts, "data/governed/train.jsonl")
-    written = [json.loads(line)["image"] for line in (tmp_path / "data/governed/train.jsonl").read_text().splitlines()]
-    assert written == ["../images/a.png", "../../elsewhere.png"]  # relative to the new file: the tree can move
+    written = [
+        json.loads(line)["image"]
+        for line in (tmp_path / "data/governed/train.jsonl").read_text().splitlines()
+    ]
+    assert written == [
+        "../images/a.png",
+        "../../elsewhere.png",
+    ]  # relative to the new file: the tree can move
     write_posts(posts, "data/copy.jsonl", image_paths="absolute")
     written = [json.loads(line)["image"] for line in (tmp_path / "data/copy.jsonl").read_text().splitlines()]
     assert written == [str(tmp_path / "data/images/a.png"), str(tmp_path / "elsewhere.png")]

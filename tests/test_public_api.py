@@ -9,9 +9,24 @@ import pytest
 
 import ximgctx
 
-NAMES = ["Post", "load_posts", "EncoderConfig", "FusionConfig", "TaskSpec", "ModelConfig", "ContextModel",
-         "Predictor", "Moderator", "SearchIndex", "govern", "aggregate_votes", "select_for_labeling", "train",
-         "evaluate", "pretrain"]
+NAMES = [
+    "Post",
+    "load_posts",
+    "EncoderConfig",
+    "FusionConfig",
+    "TaskSpec",
+    "ModelConfig",
+    "ContextModel",
+    "Predictor",
+    "Moderator",
+    "SearchIndex",
+    "govern",
+    "aggregate_votes",
+    "select_for_labeling",
+    "train",
+    "evaluate",
+    "pretrain",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -30,7 +45,9 @@ def test_unknown_name() -> None:
 
 
 def test_cli_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "ximgctx.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ximgctx.cli", "--help"], capture_output=True, text=True, check=True
+    )
     from ximgctx.cli import COMMANDS
 
     for name in COMMANDS:

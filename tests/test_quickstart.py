@@ -41,7 +41,10 @@ def test_quickstart_writes_model_reports_and_table(run: tuple[Path, str]) -> Non
     assert [c["ok"] in (True, False) for c in summary["targets"]] == [True] * 3
     model = ContextModel.from_pretrained(out / "model")  # checksums verified
     assert float(model.heads["intent"].temperature) == pytest.approx(
-        json.loads((out / "eval" / "test" / "report.json").read_text())["tasks"]["intent"]["calibration"]["temperature"])
+        json.loads((out / "eval" / "test" / "report.json").read_text())["tasks"]["intent"]["calibration"][
+            "temperature"
+        ]
+    )
     card = (out / "model" / "README.md").read_text()
     assert "Data governance" in card and "ContextBench" in card
     assert (out / "data" / "governed" / "audit.json").is_file()
@@ -70,7 +73,9 @@ def test_quickstart_config_defaults_and_validation() -> None:
     assert cfg.model.fusion.kind == "attention" and cfg.model.lora is not None
     assert cfg.pretrain.encoder.arch == cfg.model.encoder.arch
     with pytest.raises(ConfigError, match="pretrain.encoder.arch"):
-        load_quickstart_config(None, ["pretrain.encoder.arch=ximgctx-tiny-rn", "model.encoder.arch=ximgctx-tiny"])
+        load_quickstart_config(
+            None, ["pretrain.encoder.arch=ximgctx-tiny-rn", "model.encoder.arch=ximgctx-tiny"]
+        )
 
 
 def _report(rows: dict[str, dict[str, float]]) -> dict:
@@ -89,7 +94,9 @@ def test_ablation_target_uses_the_ceiling_realised_on_the_posts() -> None:
     reports["test"]["tasks"]["intent"] = reports["test"]["tasks"].pop("meaning")
     checks = check_targets(reports)
     last = checks[-1]
-    assert last["ok"] and last["value"] == pytest.approx(0.006)  # the full model, 0.6 points over; not the 2.8
+    assert last["ok"] and last["value"] == pytest.approx(
+        0.006
+    )  # the full model, 0.6 points over; not the 2.8
     rows["replies"] = {**noise, "oracle_sample": 0.5, "gap_sample": 0.028}
     last = check_targets(reports)[-1]
     assert not last["ok"] and last["value"] == pytest.approx(0.028) and "replies" in last["target"]

@@ -44,8 +44,15 @@ def test_round_trip_gives_identical_outputs(saved, posts) -> None:
 def test_folder_layout_and_no_pickle(saved) -> None:
     _, path = saved
     names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    assert names == ["README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                     "config.json", "manifest.json", "model.safetensors", "processor_config.json"]
+    assert names == [
+        "README.md",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "processor_config.json",
+    ]
     for f in path.rglob("*"):
         if f.is_file():
             head = f.read_bytes()[:2]
@@ -80,7 +87,9 @@ def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "model.safetensors"))
-    clip.load_state_dict({k[len("encoder.clip."):]: v for k, v in weights.items() if k.startswith("encoder.clip.")})
+    clip.load_state_dict(
+        {k[len("encoder.clip.") :]: v for k, v in weights.items() if k.startswith("encoder.clip.")}
+    )
     peft_model = PeftModel.from_pretrained(clip, str(path / "adapter"))
     tokens = model.processor.tokenize(["hello there"])
     with torch.no_grad():

@@ -46,7 +46,10 @@ def test_exact_topk_equals_bruteforce_numpy(predictor: Predictor, posts: list, i
     images = predictor.embed(posts, space="image")  # (n, D), null embedding where no image
     has_image = np.array([p.image is not None for p in posts])
     rng = np.random.default_rng(0)
-    spaces = {"fused": (fused, np.arange(len(posts))), "image": (images[has_image], np.flatnonzero(has_image))}
+    spaces = {
+        "fused": (fused, np.arange(len(posts))),
+        "image": (images[has_image], np.flatnonzero(has_image)),
+    }
     assert index.indexes["image"].ntotal == has_image.sum() < len(posts)  # posts without image are left out
     for space, (corpus, rows) in spaces.items():
         queries = np.concatenate([corpus[:3], rng.standard_normal((3, corpus.shape[1]))]).astype(np.float32)
@@ -58,11 +61,16 @@ def test_exact_topk_equals_bruteforce_numpy(predictor: Predictor, posts: list, i
             assert [h.rank for h in hits] == list(range(1, 8))
 
 
-def test_filtered_search_is_topk_among_matching_posts(predictor: Predictor, posts: list, index: SearchIndex) -> None:
+def test_filtered_search_is_topk_among_matching_posts(
+    predictor: Predictor, posts: list, index: SearchIndex
+) -> None:
     preds = predictor.predict(posts)
     fused = predictor.embed(posts)
     # filters built from what the (random) model predicts, so each keeps some posts and drops others
-    count = {lab: sum(lab in p.tasks["intent"].labels for p in preds) for lab in ("joke", "protest", "threat", "meme")}
+    count = {
+        lab: sum(lab in p.tasks["intent"].labels for p in preds)
+        for lab in ("joke", "protest", "threat", "meme")
+    }
     a, b = sorted((lab for lab, c in count.items() if 0 < c < len(posts)), key=lambda lab: -count[lab])[:2]
     m = preds[0].tasks["meaning"].labels[0]
     dropped = []
@@ -105,7 +113,9 @@ def test_query_kinds(predictor: Predictor, posts: list, index: SearchIndex) -> N
 
     qf = predictor.embed([Post(id="q", text="a red circle")])[0]
     want_rows, _ = _numpy_topk(fused, np.arange(len(posts)), qf, 4)
-    assert [h.id for h in index.search_text("a red circle", k=4, space="fused")] == [posts[r].id for r in want_rows]
+    assert [h.id for h in index.search_text("a red circle", k=4, space="fused")] == [
+        posts[r].id for r in want_rows
+    ]
     # image query: the indexed image finds its own post first
     assert index.search_image(posts[0].image, k=1)[0].id == posts[0].id
     with pytest.raises(SearchIndexError, match="cannot be used: image: missing"):
@@ -116,13 +126,21 @@ def test_query_kinds(predictor: Predictor, posts: list, index: SearchIndex) -> N
         index.search_post("no-such-post")
 
 
-def test_save_and_load_round_trip(predictor: Predictor, posts: list, index: SearchIndex, tmp_path: Path) -> None:
+def test_save_and_load_round_trip(
+    predictor: Predictor, posts: list, index: SearchIndex, tmp_path: Path
+) -> None:
     path = index.save(tmp_path / "idx")
-    assert sorted(p.name for p in path.iterdir()) == ["fused.faiss", "image.faiss", "index.json", "posts.parquet"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "fused.faiss",
+        "image.faiss",
+        "index.json",
+        "posts.parquet",
+    ]
     loaded = SearchIndex.load(path, predictor=predictor)
     for pid in (posts[0].id, posts[7].id):
-        assert [(h.id, h.score, h.labels) for h in loaded.search_post(pid, k=5, where=["intent=joke"])] == \
-               [(h.id, h.score, h.labels) for h in index.search_post(pid, k=5, where=["intent=joke"])]
+        assert [(h.id, h.score, h.labels) for h in loaded.search_post(pid, k=5, where=["intent=joke"])] == [
+            (h.id, h.score, h.labels) for h in index.search_post(pid, k=5, where=["intent=joke"])
+        ]
     assert loaded.search_text("cat", k=3) == index.search_text("cat", k=3)
     meta = json.loads((path / "index.json").read_text())
     assert meta["model"]["manifest_sha256"] == predictor.model_digest and meta["posts"] == len(posts)
@@ -140,7 +158,9 @@ def test_save_and_load_round_trip(predictor: Predictor, posts: list, index: Sear
 def test_ivf_with_all_cells_equals_exact_and_recall_is_measured() -> None:
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((20, 32))
-    x = (centres[rng.integers(0, 20, 2000)] + 0.5 * rng.standard_normal((2000, 32)) / np.sqrt(32)).astype(np.float32)
+    x = (centres[rng.integers(0, 20, 2000)] + 0.5 * rng.standard_normal((2000, 32)) / np.sqrt(32)).astype(
+        np.float32
+    )
     records = [{"id": f"v{i}", "labels": {"tag": ["a"] if i % 3 == 0 else []}} for i in range(len(x))]
     vectors = {"fused": (np.arange(len(x)), x)}
     exact = SearchIndex.from_vectors(records, vectors, tasks={"tag": ["a"]}, mode="exact")
@@ -150,30 +170,64 @@ def test_ivf_with_all_cells_equals_exact_and_recall_is_measured() -> None:
     every_cell = ivf.search_vectors(q, k=10, nprobe=16)
     assert [[h.id for h in hs] for hs in every_cell] == [[h.id for h in hs] for hs in truth]
     some = ivf.search_vectors(q, k=10, nprobe=1)
-    recall = np.mean([len({h.id for h in a} & {h.id for h in b}) / 10 for a, b in zip(some, truth, strict=True)])
+    recall = np.mean(
+        [len({h.id for h in a} & {h.id for h in b}) / 10 for a, b in zip(some, truth, strict=True)]
+    )
     assert 0.3 < recall <= 1.0
     filtered = ivf.search_vectors(q, k=10, nprobe=16, where=["tag=a"])
-    assert [[h.id for h in hs] for hs in filtered] == \
-           [[h.id for h in hs] for hs in exact.search_vectors(q, k=10, where=["tag=a"])]
+    assert [[h.id for h in hs] for hs in filtered] == [
+        [h.id for h in hs] for hs in exact.search_vectors(q, k=10, where=["tag=a"])
+    ]
 
 
 def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "posts.jsonl"
     write_posts(posts, data)
     out = tmp_path / "idx"
-    assert cli_main(["--model", str(model_dir()), "--data", str(data), "--out", str(out), "--device", "cpu",
-                     "--mode", "ivf", "--nlist", "2", "--no-progress"], command="index") == 0
+    assert (
+        cli_main(
+            [
+                "--model",
+                str(model_dir()),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--mode",
+                "ivf",
+                "--nlist",
+                "2",
+                "--no-progress",
+            ],
+            command="index",
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert cli_main(["--index", str(out), "--post", posts[1].id, "-k", "3", "--nprobe", "2"], command="search") == 0
+    assert (
+        cli_main(["--index", str(out), "--post", posts[1].id, "-k", "3", "--nprobe", "2"], command="search")
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["space"] == "fused" and result["mode"] == "ivf" and len(result["hits"]) == 3
     assert posts[1].id not in [h["id"] for h in result["hits"]]
-    assert cli_main(["--index", str(out), "--post", posts[1].id, "-k", "3", "--where", "intent=joke"],
-                    command="search") == 0
+    assert (
+        cli_main(
+            ["--index", str(out), "--post", posts[1].id, "-k", "3", "--where", "intent=joke"],
+            command="search",
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["hits"] and all("joke" in h["labels"]["intent"] for h in result["hits"])
-    assert cli_main(["--index", str(out), "--text", "a blue square", "-k", "2", "--device", "cpu"],
-                    command="search") == 0
+    assert (
+        cli_main(
+            ["--index", str(out), "--text", "a blue square", "-k", "2", "--device", "cpu"], command="search"
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["space"] == "image" and len(result["hits"]) == 2
     assert cli_main(["--index", str(out), "--post", "nope"], command="search") == 2
@@ -185,9 +239,12 @@ def test_search_benchmark_reports_recall() -> None:
 
     parser = argparse.ArgumentParser()
     search.add_arguments(parser)
-    result = search.run(parser.parse_args(["--n", "3000", "--dim", "32", "--clusters", "30", "--queries", "50",
-                                           "--nprobe", "1,1000"]))
+    result = search.run(
+        parser.parse_args(
+            ["--n", "3000", "--dim", "32", "--clusters", "30", "--queries", "50", "--nprobe", "1,1000"]
+        )
+    )
     by_probe = {r["nprobe"]: r for r in result["ivf"]}
-    assert result["nlist"] == max(1, min(int(4 * 3000 ** 0.5), 3000 // 39))
+    assert result["nlist"] == max(1, min(int(4 * 3000**0.5), 3000 // 39))
     assert by_probe[result["nlist"]]["recall@10"] == 1.0  # visiting every cell is exact
     assert 0 < by_probe[1]["recall@10"] <= 1.0 and by_probe[1]["qps"] > 0

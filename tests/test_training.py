@@ -53,15 +53,35 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def experiment(bench: Path, out: Path, **train: object) -> dict:
     """A tiny experiment: dropout on, so that resuming must restore the RNG to be exact."""
     return {
-        "model": {"tasks": "contextbench", "encoder": {"arch": "ximgctx-tiny"},
-                  "fusion": {"kind": "attention", "hidden_dim": 32, "heads": 2, "layers": 1, "dropout": 0.2,
-                             "modality_dropout": 0.2},
-                  "lora": {"r": 2, "alpha": 4.0, "targets": ["attn"]}},
+        "model": {
+            "tasks": "contextbench",
+            "encoder": {"arch": "ximgctx-tiny"},
+            "fusion": {
+                "kind": "attention",
+                "hidden_dim": 32,
+                "heads": 2,
+                "layers": 1,
+                "dropout": 0.2,
+                "modality_dropout": 0.2,
+            },
+            "lora": {"r": 2, "alpha": 4.0, "targets": ["attn"]},
+        },
         "data": {"train": str(bench / "governed_train.jsonl"), "val": str(bench / "governed_val.jsonl")},
-        "train": {"output_dir": str(out), "batch_size": 8, "max_steps": 10, "eval_every": 4, "save_every": 3,
-                  "eval_batch_size": 8, "progress_bar": False, "tensorboard": False, "log_samples": True,
-                  "metric_for_best": "intent/accuracy", "log_every": 2,
-                  "optim": {"lr": {"lora": 3e-3, "fusion": 3e-3, "heads": 3e-3}, "warmup_steps": 2}, **train},
+        "train": {
+            "output_dir": str(out),
+            "batch_size": 8,
+            "max_steps": 10,
+            "eval_every": 4,
+            "save_every": 3,
+            "eval_batch_size": 8,
+            "progress_bar": False,
+            "tensorboard": False,
+            "log_samples": True,
+            "metric_for_best": "intent/accuracy",
+            "log_every": 2,
+            "optim": {"lr": {"lora": 3e-3, "fusion": 3e-3, "heads": 3e-3}, "warmup_steps": 2},
+            **train,
+        },
     }
 
 
@@ -87,7 +107,9 @@ def test_resume_mid_epoch_after_first_epoch_is_bit_identical(bench: Path, tmp_pa
     ckpt = CheckpointManager(tmp_path / "resumed" / "checkpoints")
     assert ckpt.latest().name == "step-00000008"
     state = json.loads((ckpt.latest() / "trainer_state.json").read_text())
-    assert state["epoch"] == 1 and state["samples_in_epoch"] == 2 * 8 * 1  # two accumulated steps into epoch 1
+    assert (
+        state["epoch"] == 1 and state["samples_in_epoch"] == 2 * 8 * 1
+    )  # two accumulated steps into epoch 1
     second = train(experiment(bench, tmp_path / "resumed", **cfg), resume="latest")
     assert straight.steps == second.steps == 10
 
@@ -101,14 +123,22 @@ def test_resume_mid_epoch_after_first_epoch_is_bit_identical(bench: Path, tmp_pa
     assert [h["step"] for h in straight.history] == [h["step"] for h in second.history] == [4, 8, 10]
     assert straight.history[-1]["loss"] == second.history[-1]["loss"]
     # and the resolved config sits beside each checkpoint
-    assert load_experiment(tmp_path / "resumed" / "checkpoints" / "step-00000010" / "config.yaml").train.max_steps == 10
+    assert (
+        load_experiment(
+            tmp_path / "resumed" / "checkpoints" / "step-00000010" / "config.yaml"
+        ).train.max_steps
+        == 10
+    )
 
 
 def test_resume_without_rng_restore_would_differ(bench: Path, tmp_path: Path) -> None:
     """Guard for the test above: with dropout on, a different RNG stream gives different weights."""
     a = train(experiment(bench, tmp_path / "a", max_steps=3, save_every=3, eval_every=3, seed=0))
     b = train(experiment(bench, tmp_path / "b", max_steps=3, save_every=3, eval_every=3, seed=1))
-    wa, wb = weights(a.output_dir / "checkpoints" / "step-00000003"), weights(b.output_dir / "checkpoints" / "step-00000003")
+    wa, wb = (
+        weights(a.output_dir / "checkpoints" / "step-00000003"),
+        weights(b.output_dir / "checkpoints" / "step-00000003"),
+    )
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -129,8 +159,9 @@ def _nan_at(calls: set[int]):
     return loss
 
 
-def test_nan_loss_skips_the_step_and_leaves_weights_unchanged(bench: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_skips_the_step_and_leaves_weights_unchanged(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = {"max_steps": 6, "save_every": 100, "eval_every": 100}
     before = train(experiment(bench, tmp_path / "clean", **cfg), stop_after=2)
     monkeypatch.setattr(ContextModel, "loss", _nan_at({3}))  # the third training batch = step 3
@@ -139,14 +170,20 @@ def test_nan_loss_skips_the_step_and_leaves_weights_unchanged(bench: Path, tmp_p
     w3 = weights(after.output_dir / "checkpoints" / "step-00000003")
     assert all(torch.equal(w2[k], w3[k]) for k in w2), "a NaN step changed the weights"
     assert after.skipped_steps == 1
-    state = json.loads((after.output_dir / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())
+    state = json.loads(
+        (after.output_dir / "checkpoints" / "step-00000003" / "trainer_state.json").read_text()
+    )
     assert state["skipped_steps"] == 1 and state["nonfinite_run"] == 1
 
 
 def test_repeated_nan_losses_abort(bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ContextModel, "loss", _nan_at(set(range(1, 100))))
     with pytest.raises(NonFiniteLossError, match="3 consecutive"):
-        train(experiment(bench, tmp_path / "run", max_steps=6, max_nonfinite_steps=3, save_every=100, eval_every=100))
+        train(
+            experiment(
+                bench, tmp_path / "run", max_steps=6, max_nonfinite_steps=3, save_every=100, eval_every=100
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -202,7 +239,9 @@ def test_resume_latest_without_checkpoint_is_a_clear_error(bench: Path, tmp_path
 # ----------------------------------------------------------------------------------------- messy data
 
 
-def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(bench: Path, tmp_path: Path) -> None:
+def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(
+    bench: Path, tmp_path: Path
+) -> None:
     posts = load_posts(bench / "governed_train.jsonl")[:24]
     corrupt = tmp_path / "truncated.png"
     corrupt.write_bytes(Path(posts[0].image).read_bytes()[:200])  # a PNG cut short
@@ -240,7 +279,9 @@ def test_ungoverned_data_is_refused_unless_allowed(bench: Path, tmp_path: Path) 
     assert '"allowed_ungoverned": true' in (result.model_dir / "README.md").read_text()
 
 
-def test_cli_refuses_ungoverned_data_with_a_reason(bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_ungoverned_data_with_a_reason(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import yaml
 
     from ximgctx.training.cli import main
@@ -261,8 +302,11 @@ def test_cli_refuses_ungoverned_data_with_a_reason(bench: Path, tmp_path: Path, 
 def test_optimizer_groups_and_warmup_cosine_schedule() -> None:
     from ximgctx.training.config import LearningRates
 
-    p_lora, p_fusion, p_bias = (torch.nn.Parameter(torch.zeros(4, 4)), torch.nn.Parameter(torch.zeros(4, 4)),
-                                torch.nn.Parameter(torch.zeros(4)))
+    p_lora, p_fusion, p_bias = (
+        torch.nn.Parameter(torch.zeros(4, 4)),
+        torch.nn.Parameter(torch.zeros(4, 4)),
+        torch.nn.Parameter(torch.zeros(4)),
+    )
     cfg = OptimConfig(lr=LearningRates(lora=1e-3, fusion=5e-4, heads=2e-4), weight_decay=0.1)
     opt = build_optimizer({"lora": [p_lora], "encoder": [], "fusion": [p_fusion, p_bias], "heads": []}, cfg)
     groups = {g["name"]: (g["lr"], g["weight_decay"]) for g in opt.param_groups}
@@ -277,12 +321,22 @@ def test_optimizer_groups_and_warmup_cosine_schedule() -> None:
 
 
 def test_pretrain_writes_encoder_weights_fine_tuning_can_start_from(bench: Path, tmp_path: Path) -> None:
-    res = pretrain({"encoder": {"arch": "ximgctx-tiny"},
-                    "train": {"output_dir": str(tmp_path / "pre"), "batch_size": 8, "max_steps": 3,
-                              "progress_bar": False, "tensorboard": True, "save_every": 3,
-                              "optim": {"lr": {"encoder": 1e-3}}}},
-                   train_posts=load_posts(bench / "governed_train.jsonl"),
-                   val_posts=load_posts(bench / "governed_val.jsonl"))
+    res = pretrain(
+        {
+            "encoder": {"arch": "ximgctx-tiny"},
+            "train": {
+                "output_dir": str(tmp_path / "pre"),
+                "batch_size": 8,
+                "max_steps": 3,
+                "progress_bar": False,
+                "tensorboard": True,
+                "save_every": 3,
+                "optim": {"lr": {"encoder": 1e-3}},
+            },
+        },
+        train_posts=load_posts(bench / "governed_train.jsonl"),
+        val_posts=load_posts(bench / "governed_val.jsonl"),
+    )
     weights_file = res.model_dir / "open_clip_model.safetensors"
     assert weights_file.is_file() and math.isfinite(res.best_metric)
     assert any((tmp_path / "pre" / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
@@ -358,8 +412,9 @@ def test_torchrun_two_cpu_processes_match_one_process(bench: Path, tmp_path: Pat
     results = {}
     for procs, batch in ((1, 8), (2, 4)):
         out = tmp_path / f"p{procs}"
-        cfg = experiment(bench, out / "train", batch_size=batch, max_steps=4, eval_every=4, save_every=4,
-                         log_samples=False)
+        cfg = experiment(
+            bench, out / "train", batch_size=batch, max_steps=4, eval_every=4, save_every=4, log_samples=False
+        )
         cfg["model"]["fusion"].update(dropout=0.0, modality_dropout=0.0)  # no randomness tied to the process
         cfg["data"]["train"] = str(tmp_path / "partial_train.jsonl")
         # Adam divides by sqrt(v) + eps: a parameter whose gradient is zero in exact arithmetic (the key part of
@@ -367,14 +422,38 @@ def test_torchrun_two_cpu_processes_match_one_process(bench: Path, tmp_path: Pat
         # differs between 1 and 2 processes. An eps far above that noise keeps such parameters still.
         cfg["train"]["optim"]["eps"] = 1e-6
         (tmp_path / f"exp{procs}.yaml").write_text(yaml.safe_dump(cfg))
-        pre = {"encoder": {"arch": "ximgctx-tiny"}, "data": {"train": cfg["data"]["train"]},
-               "train": {"output_dir": str(out / "pre"), "batch_size": batch, "max_steps": 2, "save_every": 2,
-                         "progress_bar": False, "tensorboard": False, "optim": {"lr": {"encoder": 1e-3}, "eps": 1e-6}}}
+        pre = {
+            "encoder": {"arch": "ximgctx-tiny"},
+            "data": {"train": cfg["data"]["train"]},
+            "train": {
+                "output_dir": str(out / "pre"),
+                "batch_size": batch,
+                "max_steps": 2,
+                "save_every": 2,
+                "progress_bar": False,
+                "tensorboard": False,
+                "optim": {"lr": {"encoder": 1e-3}, "eps": 1e-6},
+            },
+        }
         (tmp_path / f"pre{procs}.yaml").write_text(yaml.safe_dump(pre))
-        args = [str(driver), str(tmp_path / f"exp{procs}.yaml"), str(tmp_path / f"pre{procs}.yaml"),
-                str(bench / "governed_val.jsonl"), str(tmp_path / f"result{procs}.json")]
-        cmd = [sys.executable, *args] if procs == 1 else \
-            [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2", *args]
+        args = [
+            str(driver),
+            str(tmp_path / f"exp{procs}.yaml"),
+            str(tmp_path / f"pre{procs}.yaml"),
+            str(bench / "governed_val.jsonl"),
+            str(tmp_path / f"result{procs}.json"),
+        ]
+        cmd = (
+            [sys.executable, *args]
+            if procs == 1
+            else [
+                str(Path(sys.executable).with_name("torchrun")),
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                *args,
+            ]
+        )
         proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         ranks = "\n".join(line for line in proc.stderr.splitlines() if line.startswith("[rank"))
         assert proc.returncode == 0, (ranks or proc.stderr)[-4000:]
@@ -387,14 +466,19 @@ def test_torchrun_two_cpu_processes_match_one_process(bench: Path, tmp_path: Pat
     e1 = load_file(str(Path(results[1]["encoder"]) / "open_clip_model.safetensors"))
     e2 = load_file(str(Path(results[2]["encoder"]) / "open_clip_model.safetensors"))
     for k in e1:
-        assert torch.allclose(e1[k], e2[k], rtol=1e-4, atol=1e-5), f"pretrain: {k} differs between 1 and 2 processes"
+        assert torch.allclose(e1[k], e2[k], rtol=1e-4, atol=1e-5), (
+            f"pretrain: {k} differs between 1 and 2 processes"
+        )
 
     # 13 validation posts in batches of 4 over 2 processes: the padding posts must not be counted
     r1, r2 = results[1]["report"], results[2]["report"]
     for task in r1["tasks"]:
         assert r1["tasks"][task]["metrics"]["n"] == r2["tasks"][task]["metrics"]["n"] == 13
         for key in ("image+text+replies", "image"):
-            a, b = r1["tasks"][task]["modalities"][key]["accuracy"], r2["tasks"][task]["modalities"][key]["accuracy"]
+            a, b = (
+                r1["tasks"][task]["modalities"][key]["accuracy"],
+                r2["tasks"][task]["modalities"][key]["accuracy"],
+            )
             assert a == pytest.approx(b, abs=1e-6)
 
 
@@ -407,8 +491,9 @@ def test_predict_refuses_a_gather_that_counts_a_post_twice(bench: Path) -> None:
     from ximgctx.training.config import resolve_tasks
 
     posts = load_posts(bench / "governed_val.jsonl")
-    model = ContextModel(ModelConfig.from_dict({"tasks": resolve_tasks("contextbench"),
-                                                "encoder": {"arch": "ximgctx-tiny"}}))
+    model = ContextModel(
+        ModelConfig.from_dict({"tasks": resolve_tasks("contextbench"), "encoder": {"arch": "ximgctx-tiny"}})
+    )
     loader = DataLoader(PostDataset(posts), batch_size=4, collate_fn=model.processor)
 
     class Gather:
@@ -453,8 +538,20 @@ def test_a_stuck_rank_fails_the_run_after_the_collective_timeout(tmp_path: Path)
     script.write_text(_HANG)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     start = time.time()
-    proc = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
-                           str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.time() - start
     assert proc.returncode != 0
     assert elapsed < 50, f"the run took {elapsed:.0f}s: the stuck rank was waited for, not timed out"

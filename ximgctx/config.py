@@ -47,16 +47,24 @@ class EncoderConfig:
     """Which open_clip model encodes images and texts, and where its weights come from."""
 
     arch: str = "ximgctx-tiny"  # open_clip architecture: a built-in name (ViT-B-32), or a shipped tiny one
-    pretrained: str | None = None  # a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
+    pretrained: str | None = (
+        None  # a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
+    )
     cache_dir: str | None = None  # where downloaded weights are cached (open_clip's default when None)
-    freeze: bool = True  # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
+    freeze: bool = (
+        True  # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
+    )
     grad_checkpointing: bool = False  # trade compute for memory in both towers during training
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.arch, str) and bool(self.arch.strip()),
-               f"encoder.arch must be a non-empty string, got {self.arch!r}")
-        _check(self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained.strip())),
-               f"encoder.pretrained must be a tag, a path or null, got {self.pretrained!r}")
+        _check(
+            isinstance(self.arch, str) and bool(self.arch.strip()),
+            f"encoder.arch must be a non-empty string, got {self.arch!r}",
+        )
+        _check(
+            self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained.strip())),
+            f"encoder.pretrained must be a tag, a path or null, got {self.pretrained!r}",
+        )
 
 
 @dataclass
@@ -66,7 +74,9 @@ class LoraSettings:
     r: int = 8  # rank of each adapter
     alpha: float = 16.0  # scaling numerator: the update is (alpha / r) * B @ A
     dropout: float = 0.0  # dropout on the adapter input
-    targets: list[str] = field(default_factory=lambda: ["attn", "mlp"])  # presets (attn, mlp, conv, embed, all) or module names
+    targets: list[str] = field(
+        default_factory=lambda: ["attn", "mlp"]
+    )  # presets (attn, mlp, conv, embed, all) or module names
     towers: list[str] = field(default_factory=lambda: ["image", "text"])  # which towers get adapters
 
     def __post_init__(self) -> None:
@@ -75,7 +85,10 @@ class LoraSettings:
         _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout!r}")
         _check(bool(self.targets), "lora.targets must name at least one preset or module")
         bad = [t for t in self.towers if t not in ("image", "text")]
-        _check(not bad and bool(self.towers), f"lora.towers must be a non-empty subset of ['image', 'text'], got {self.towers!r}")
+        _check(
+            not bad and bool(self.towers),
+            f"lora.towers must be a non-empty subset of ['image', 'text'], got {self.towers!r}",
+        )
         self.targets = list(self.targets)
         self.towers = list(self.towers)
 
@@ -88,24 +101,36 @@ class FusionConfig:
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
     cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
-    cross_rank: int | None = None  # cross, attention's interaction: low-rank interaction of this rank instead of d x d
-    interaction: bool = True  # attention: add a token holding the image x text feature interaction (cross_dim, cross_rank)
+    cross_rank: int | None = (
+        None  # cross, attention's interaction: low-rank interaction of this rank instead of d x d
+    )
+    interaction: bool = (
+        True  # attention: add a token holding the image x text feature interaction (cross_dim, cross_rank)
+    )
     layers: int = 2  # attention: transformer layers over [CLS, image, text, replies]
     heads: int = 4  # attention: attention heads (must divide hidden_dim)
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding
 
     def __post_init__(self) -> None:
-        _check(self.kind in FUSION_KINDS, f"fusion.kind must be one of {list(FUSION_KINDS)}, got {self.kind!r}")
+        _check(
+            self.kind in FUSION_KINDS, f"fusion.kind must be one of {list(FUSION_KINDS)}, got {self.kind!r}"
+        )
         _check(self.hidden_dim > 0, f"fusion.hidden_dim must be positive, got {self.hidden_dim!r}")
         _check(0.0 <= self.dropout < 1.0, f"fusion.dropout must be in [0, 1), got {self.dropout!r}")
         _check(self.cross_dim > 0, f"fusion.cross_dim must be positive, got {self.cross_dim!r}")
-        _check(self.cross_rank is None or self.cross_rank > 0,
-               f"fusion.cross_rank must be positive or null, got {self.cross_rank!r}")
+        _check(
+            self.cross_rank is None or self.cross_rank > 0,
+            f"fusion.cross_rank must be positive or null, got {self.cross_rank!r}",
+        )
         _check(self.layers > 0, f"fusion.layers must be positive, got {self.layers!r}")
-        _check(self.heads > 0 and self.hidden_dim % self.heads == 0,
-               f"fusion.heads must divide fusion.hidden_dim={self.hidden_dim}, got {self.heads!r}")
-        _check(0.0 <= self.modality_dropout < 1.0,
-               f"fusion.modality_dropout must be in [0, 1), got {self.modality_dropout!r}")
+        _check(
+            self.heads > 0 and self.hidden_dim % self.heads == 0,
+            f"fusion.heads must divide fusion.hidden_dim={self.hidden_dim}, got {self.heads!r}",
+        )
+        _check(
+            0.0 <= self.modality_dropout < 1.0,
+            f"fusion.modality_dropout must be in [0, 1), got {self.modality_dropout!r}",
+        )
 
 
 @dataclass
@@ -115,26 +140,40 @@ class TaskSpec:
     name: str  # task name, the key under a post's "labels"
     labels: list[str]  # the label vocabulary, in output order
     kind: Literal["multiclass", "multilabel"] = "multiclass"  # softmax over labels, or independent sigmoids
-    source: Literal["fused", "image"] = "fused"  # the head reads the fused vector, or the image embedding alone
+    source: Literal["fused", "image"] = (
+        "fused"  # the head reads the fused vector, or the image embedding alone
+    )
     prompt: str | None = None  # image heads: a template like "a photo of a {}." for zero-shot initialisation
     weight: float = 1.0  # weight of this task's loss in the total
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and self.name.isidentifier(),
-               f"task name must be an identifier-like string, got {self.name!r}")
+        _check(
+            isinstance(self.name, str) and self.name.isidentifier(),
+            f"task name must be an identifier-like string, got {self.name!r}",
+        )
         self.labels = list(self.labels)
-        _check(len(self.labels) >= 1 and all(isinstance(x, str) and x for x in self.labels),
-               f"task {self.name!r}: labels must be non-empty strings, got {self.labels!r}")
+        _check(
+            len(self.labels) >= 1 and all(isinstance(x, str) and x for x in self.labels),
+            f"task {self.name!r}: labels must be non-empty strings, got {self.labels!r}",
+        )
         dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
         _check(not dup, f"task {self.name!r}: duplicate labels {dup}")
-        _check(self.kind in ("multiclass", "multilabel"),
-               f"task {self.name!r}: kind must be 'multiclass' or 'multilabel', got {self.kind!r}")
-        _check(self.kind != "multiclass" or len(self.labels) >= 2,
-               f"task {self.name!r}: a multiclass task needs at least 2 labels, got {self.labels!r}")
-        _check(self.source in ("fused", "image"),
-               f"task {self.name!r}: source must be 'fused' or 'image', got {self.source!r}")
-        _check(self.prompt is None or "{}" in self.prompt,
-               f"task {self.name!r}: prompt must contain '{{}}' where the label goes, got {self.prompt!r}")
+        _check(
+            self.kind in ("multiclass", "multilabel"),
+            f"task {self.name!r}: kind must be 'multiclass' or 'multilabel', got {self.kind!r}",
+        )
+        _check(
+            self.kind != "multiclass" or len(self.labels) >= 2,
+            f"task {self.name!r}: a multiclass task needs at least 2 labels, got {self.labels!r}",
+        )
+        _check(
+            self.source in ("fused", "image"),
+            f"task {self.name!r}: source must be 'fused' or 'image', got {self.source!r}",
+        )
+        _check(
+            self.prompt is None or "{}" in self.prompt,
+            f"task {self.name!r}: prompt must contain '{{}}' where the label goes, got {self.prompt!r}",
+        )
         _check(self.weight >= 0, f"task {self.name!r}: weight must be non-negative, got {self.weight!r}")
 
     @property
@@ -146,7 +185,9 @@ class TaskSpec:
 class DataConfig:
     """How posts become tensors: caps that keep adversarial inputs cheap."""
 
-    max_replies: int = 8  # replies kept per post (the first ones in display order); more are dropped with a warning
+    max_replies: int = (
+        8  # replies kept per post (the first ones in display order); more are dropped with a warning
+    )
     max_text_chars: int = 2000  # post text is capped to this many characters before tokenizing
     max_reply_chars: int = 500  # each reply is capped to this many characters before tokenizing
     image_max_pixels: int = 40_000_000  # images whose header claims more pixels are refused before decoding
@@ -155,9 +196,16 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.max_replies >= 0, f"data.max_replies must be >= 0, got {self.max_replies!r}")
         _check(self.max_text_chars > 0, f"data.max_text_chars must be positive, got {self.max_text_chars!r}")
-        _check(self.max_reply_chars > 0, f"data.max_reply_chars must be positive, got {self.max_reply_chars!r}")
-        _check(self.image_max_pixels > 0, f"data.image_max_pixels must be positive, got {self.image_max_pixels!r}")
-        _check(self.image_max_bytes > 0, f"data.image_max_bytes must be positive, got {self.image_max_bytes!r}")
+        _check(
+            self.max_reply_chars > 0, f"data.max_reply_chars must be positive, got {self.max_reply_chars!r}"
+        )
+        _check(
+            self.image_max_pixels > 0,
+            f"data.image_max_pixels must be positive, got {self.image_max_pixels!r}",
+        )
+        _check(
+            self.image_max_bytes > 0, f"data.image_max_bytes must be positive, got {self.image_max_bytes!r}"
+        )
 
 
 @dataclass
@@ -171,7 +219,9 @@ class ModelConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
-        self.tasks = [t if isinstance(t, TaskSpec) else config_from_dict(TaskSpec, t, "tasks") for t in self.tasks]
+        self.tasks = [
+            t if isinstance(t, TaskSpec) else config_from_dict(TaskSpec, t, "tasks") for t in self.tasks
+        ]
         _check(len(self.tasks) > 0, "model config needs at least one task")
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})

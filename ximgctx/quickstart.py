@@ -39,17 +39,40 @@ from ximgctx.training.config import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SMOKE_OVERRIDES", "BenchSettings", "EvalSettings", "QuickstartConfig", "check_targets", "format_table", "main", "run"]
+__all__ = [
+    "SMOKE_OVERRIDES",
+    "BenchSettings",
+    "EvalSettings",
+    "QuickstartConfig",
+    "check_targets",
+    "format_table",
+    "main",
+    "run",
+]
 
 SPLITS = ("test", "compositional")
 
 #: ``--smoke``: tiny sizes that run the whole pipeline in well under a minute (checks wiring, not accuracy)
 SMOKE_OVERRIDES: tuple[str, ...] = (
-    "bench.n_train=64", "bench.n_val=16", "bench.n_test=16", "bench.n_compositional=16", "bench.image_size=32",
-    "pretrain.train.max_steps=2", "pretrain.train.batch_size=16",
-    "model.fusion.hidden_dim=32", "model.fusion.heads=2", "model.fusion.layers=1", "model.lora.r=4",
-    "train.max_steps=4", "train.batch_size=16", "train.eval_batch_size=32", "evaluate.batch_size=32",
-    "train.num_workers=0", "pretrain.train.num_workers=0", "evaluate.num_workers=0", "threads=1",
+    "bench.n_train=64",
+    "bench.n_val=16",
+    "bench.n_test=16",
+    "bench.n_compositional=16",
+    "bench.image_size=32",
+    "pretrain.train.max_steps=2",
+    "pretrain.train.batch_size=16",
+    "model.fusion.hidden_dim=32",
+    "model.fusion.heads=2",
+    "model.fusion.layers=1",
+    "model.lora.r=4",
+    "train.max_steps=4",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "evaluate.batch_size=32",
+    "train.num_workers=0",
+    "pretrain.train.num_workers=0",
+    "evaluate.num_workers=0",
+    "threads=1",
 )
 
 
@@ -85,12 +108,23 @@ ARCH = "ximgctx-tiny-32"
 
 
 def _default_model() -> ModelConfig:
-    return config_from_dict(ModelConfig, {
-        "tasks": resolve_tasks("contextbench"),
-        "encoder": {"arch": ARCH},
-        "fusion": {"kind": "attention", "hidden_dim": 128, "layers": 2, "heads": 4, "dropout": 0.0, "interaction": True},
-        "lora": {"r": 16, "alpha": 32.0, "targets": ["all"], "towers": ["image", "text"]},
-    }, "model")
+    return config_from_dict(
+        ModelConfig,
+        {
+            "tasks": resolve_tasks("contextbench"),
+            "encoder": {"arch": ARCH},
+            "fusion": {
+                "kind": "attention",
+                "hidden_dim": 128,
+                "layers": 2,
+                "heads": 4,
+                "dropout": 0.0,
+                "interaction": True,
+            },
+            "lora": {"r": 16, "alpha": 32.0, "targets": ["all"], "towers": ["image", "text"]},
+        },
+        "model",
+    )
 
 
 def _default_pretrain() -> PretrainExperiment:
@@ -99,16 +133,30 @@ def _default_pretrain() -> PretrainExperiment:
     # without pretraining, measured).
     return PretrainExperiment(
         encoder=EncoderConfig(arch=ARCH),
-        train=TrainConfig(output_dir="pretrain", epochs=1, batch_size=64, num_workers=1, keep_last=1,
-                          optim=OptimConfig(lr=LearningRates(encoder=1e-4), warmup_ratio=0.1)),
+        train=TrainConfig(
+            output_dir="pretrain",
+            epochs=1,
+            batch_size=64,
+            num_workers=1,
+            keep_last=1,
+            optim=OptimConfig(lr=LearningRates(encoder=1e-4), warmup_ratio=0.1),
+        ),
         contrastive=ContrastiveConfig(texts="alt_text"),
     )
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(output_dir="train", epochs=8, batch_size=64, eval_batch_size=128, num_workers=1,
-                       eval_every=250, keep_last=1, metric_for_best="loss",
-                       optim=OptimConfig(lr=LearningRates(lora=1e-3, fusion=2e-3, heads=2e-3), warmup_ratio=0.05))
+    return TrainConfig(
+        output_dir="train",
+        epochs=8,
+        batch_size=64,
+        eval_batch_size=128,
+        num_workers=1,
+        eval_every=250,
+        keep_last=1,
+        metric_for_best="loss",
+        optim=OptimConfig(lr=LearningRates(lora=1e-3, fusion=2e-3, heads=2e-3), warmup_ratio=0.05),
+    )
 
 
 @dataclass
@@ -120,16 +168,22 @@ class QuickstartConfig:
     governance: str | None = None  # governance policy YAML; null: the default policy (GovernancePolicy())
     pretrain: PretrainExperiment = field(default_factory=_default_pretrain)  # encoder arch must match model's
     skip_pretrain: bool = False  # fine-tune from the random-init encoder instead (for comparison)
-    model: ModelConfig = field(default_factory=_default_model)  # encoder.pretrained is set to the pretrained weights
+    model: ModelConfig = field(
+        default_factory=_default_model
+    )  # encoder.pretrained is set to the pretrained weights
     train: TrainConfig = field(default_factory=_default_train)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
-    threads: int | None = 1  # torch intra-op threads (null: torch's default). One compute thread plus one data
+    threads: int | None = (
+        1  # torch intra-op threads (null: torch's default). One compute thread plus one data
+    )
     # worker uses 2 cores without the barrier stalls that two intra-op threads suffer on a busy machine
 
     def __post_init__(self) -> None:
         if self.pretrain.encoder.arch != self.model.encoder.arch:
-            raise ConfigError(f"pretrain.encoder.arch ({self.pretrain.encoder.arch!r}) must equal model.encoder.arch "
-                              f"({self.model.encoder.arch!r}): fine-tuning starts from the pretrained weights")
+            raise ConfigError(
+                f"pretrain.encoder.arch ({self.pretrain.encoder.arch!r}) must equal model.encoder.arch "
+                f"({self.model.encoder.arch!r}): fine-tuning starts from the pretrained weights"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 or null, got {self.threads!r}")
 
@@ -137,8 +191,9 @@ class QuickstartConfig:
         return config_to_dict(self)
 
 
-def load_quickstart_config(source: str | Path | dict[str, Any] | None = None,
-                           overrides: list[str] | tuple[str, ...] = ()) -> QuickstartConfig:
+def load_quickstart_config(
+    source: str | Path | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> QuickstartConfig:
     """The defaults, or a YAML file / dict, with ``key=value`` overrides applied."""
     if source is None:
         data = QuickstartConfig().to_dict()
@@ -162,10 +217,16 @@ def check_targets(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     singles = {k: test[k]["accuracy"] for k in ("image", "text", "replies")}
     best_single = max(singles, key=lambda k: singles[k])
     checks = [
-        {"target": "test: intent accuracy within 5 points of the image+text+replies ceiling",
-         "value": full["accuracy"] - full["oracle"], "ok": full["accuracy"] >= full["oracle"] - 0.05},
-        {"target": f"test: best single-modality ablation ({best_single}) at least 15 points below the full model",
-         "value": full["accuracy"] - singles[best_single], "ok": full["accuracy"] - singles[best_single] >= 0.15},
+        {
+            "target": "test: intent accuracy within 5 points of the image+text+replies ceiling",
+            "value": full["accuracy"] - full["oracle"],
+            "ok": full["accuracy"] >= full["oracle"] - 0.05,
+        },
+        {
+            "target": f"test: best single-modality ablation ({best_single}) at least 15 points below the full model",
+            "value": full["accuracy"] - singles[best_single],
+            "ok": full["accuracy"] - singles[best_single] >= 0.15,
+        },
     ]
     # "Its own ceiling": the Bayes-optimal accuracy realised on the evaluated posts when it is known
     # (oracle_sample); the expected ceiling is reported beside it, with the sampling error that separates them.
@@ -184,18 +245,29 @@ def check_targets(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         # The expected ceiling is an expectation; a finite test set scatters around it by about this much.
         se = math.sqrt(max(row["oracle"] * (1.0 - row["oracle"]), 1e-12) / max(n, 1))
         on_sample = row.get("gap_sample") is not None
-        checks.append({"target": f"no ablation beats its ceiling{' on these posts' if on_sample else ''} by more "
-                                 f"than 2 points (largest: {where})",
-                       "value": gap, "ok": gap <= 0.02, "vs_expected_ceiling": row["gap"], "standard_error": se})
+        checks.append(
+            {
+                "target": f"no ablation beats its ceiling{' on these posts' if on_sample else ''} by more "
+                f"than 2 points (largest: {where})",
+                "value": gap,
+                "ok": gap <= 0.02,
+                "vs_expected_ceiling": row["gap"],
+                "standard_error": se,
+            }
+        )
     return checks
 
 
-def format_table(reports: dict[str, dict[str, Any]], tasks: tuple[str, ...] = ("intent", "meaning", "objects")) -> str:
+def format_table(
+    reports: dict[str, dict[str, Any]], tasks: tuple[str, ...] = ("intent", "meaning", "objects")
+) -> str:
     """Accuracy per kept-modality key beside the oracle ceiling, per split and task, as aligned text."""
     lines = []
     for split, rep in reports.items():
         present = [t for t in tasks if t in rep["tasks"]]
-        lines.append(f"{split} ({rep['posts']} posts): accuracy % (oracle ceiling %), exact match for multilabel")
+        lines.append(
+            f"{split} ({rep['posts']} posts): accuracy % (oracle ceiling %), exact match for multilabel"
+        )
         header = f"  {'kept modalities':<20}" + "".join(f"{t:>18}" for t in present)
         lines += [header, "  " + "-" * (len(header) - 2)]
         for key in rep["keys"]:
@@ -213,7 +285,9 @@ def format_table(reports: dict[str, dict[str, Any]], tasks: tuple[str, ...] = ("
 # -------------------------------------------------------------------------------------------------- run
 
 
-def run(config: QuickstartConfig | None = None, *, out: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+def run(
+    config: QuickstartConfig | None = None, *, out: str | Path | None = None, quiet: bool = False
+) -> dict[str, Any]:
     """Run the quickstart; returns the summary (also written to ``<out>/summary.json``)."""
     import torch
 
@@ -250,8 +324,11 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     bench = config_to_dict(cfg.bench)
     oracle_file = data_dir / "oracle.json"
     stamp = {**bench, "contextbench_version": CONTEXTBENCH_VERSION}  # data of an older generator is redone
-    fresh = oracle_file.is_file() and (data_dir / "quickstart_bench.json").is_file() and \
-        json.loads((data_dir / "quickstart_bench.json").read_text()) == stamp
+    fresh = (
+        oracle_file.is_file()
+        and (data_dir / "quickstart_bench.json").is_file()
+        and json.loads((data_dir / "quickstart_bench.json").read_text()) == stamp
+    )
     if not fresh:
         say(f"[1/6] generating ContextBench into {data_dir} ...")
         generate(data_dir, **bench)
@@ -271,18 +348,28 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
         audits[split] = result.audit.to_dict()
         write_posts(result.posts, data_dir / "governed" / f"{split}.jsonl")
     (data_dir / "governed" / "audit.json").write_text(json.dumps(audits, indent=2) + "\n")
-    say(f"[2/6] governance: kept {sum(a['posts']['kept'] for a in audits.values())} of "
-        f"{sum(a['posts']['input'] for a in audits.values())} posts (policy {policy.sha256()[:12]})")
+    say(
+        f"[2/6] governance: kept {sum(a['posts']['kept'] for a in audits.values())} of "
+        f"{sum(a['posts']['input'] for a in audits.values())} posts (policy {policy.sha256()[:12]})"
+    )
     timings["govern"] = time.time() - t
 
     # 3. contrastive pretraining ------------------------------------------------------------------------------
     t = time.time()
     encoder_weights = None
     if not cfg.skip_pretrain:
-        pre_cfg = replace(cfg.pretrain, data=DataSources(train=str(data_dir / "governed" / "train.jsonl")),
-                          train=replace(cfg.pretrain.train, output_dir=str(root / cfg.pretrain.train.output_dir),
-                                        progress_bar=not quiet))
-        say(f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(governed['train'])} image+text pairs ...")
+        pre_cfg = replace(
+            cfg.pretrain,
+            data=DataSources(train=str(data_dir / "governed" / "train.jsonl")),
+            train=replace(
+                cfg.pretrain.train,
+                output_dir=str(root / cfg.pretrain.train.output_dir),
+                progress_bar=not quiet,
+            ),
+        )
+        say(
+            f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(governed['train'])} image+text pairs ..."
+        )
         pre = pretrain(pre_cfg, train_posts=governed["train"])
         encoder_weights = str(pre.model_dir / ENCODER_WEIGHTS)
     else:
@@ -292,38 +379,64 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     # 4. fine-tuning ----------------------------------------------------------------------------------------
     t = time.time()
     model_cfg = replace(cfg.model, encoder=replace(cfg.model.encoder, pretrained=encoder_weights))
-    experiment = {"model": model_cfg.to_dict(),
-                  "data": config_to_dict(DataSources(train=str(data_dir / "governed" / "train.jsonl"),
-                                                     val=str(data_dir / "governed" / "val.jsonl"))),
-                  "train": config_to_dict(replace(cfg.train, output_dir=str(root / cfg.train.output_dir),
-                                                  progress_bar=not quiet))}
-    say(f"[4/6] fine-tuning: LoRA r={model_cfg.lora.r if model_cfg.lora else '-'} + {model_cfg.fusion.kind} fusion ...")
+    experiment = {
+        "model": model_cfg.to_dict(),
+        "data": config_to_dict(
+            DataSources(
+                train=str(data_dir / "governed" / "train.jsonl"), val=str(data_dir / "governed" / "val.jsonl")
+            )
+        ),
+        "train": config_to_dict(
+            replace(cfg.train, output_dir=str(root / cfg.train.output_dir), progress_bar=not quiet)
+        ),
+    }
+    say(
+        f"[4/6] fine-tuning: LoRA r={model_cfg.lora.r if model_cfg.lora else '-'} + {model_cfg.fusion.kind} fusion ..."
+    )
     fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"])
     timings["train"] = time.time() - t
 
     # 5. calibration and evaluation --------------------------------------------------------------------------
     t = time.time()
-    say(f"[5/6] evaluating the best checkpoint (step {fit.best_step}) on {', '.join(SPLITS)} with every ablation ...")
+    say(
+        f"[5/6] evaluating the best checkpoint (step {fit.best_step}) on {', '.join(SPLITS)} with every ablation ..."
+    )
     model = ContextModel.from_pretrained(fit.model_dir)
     reports: dict[str, dict[str, Any]] = {}
     for i, split in enumerate(SPLITS):
         reports[split] = evaluate(
-            model, governed[split], val_posts=governed["val"] if i == 0 else None,
+            model,
+            governed[split],
+            val_posts=governed["val"] if i == 0 else None,
             oracle=load_oracle(oracle_file, split),
             sample_oracle=sample_ceilings(governed[split], split, max_replies=cfg.bench.max_replies),
-            out_dir=root / "eval" / split, name=split,
-            batch_size=cfg.evaluate.batch_size, num_workers=cfg.evaluate.num_workers,
-            threshold_objective=cfg.evaluate.threshold_objective, plots=cfg.evaluate.plots)
+            out_dir=root / "eval" / split,
+            name=split,
+            batch_size=cfg.evaluate.batch_size,
+            num_workers=cfg.evaluate.num_workers,
+            threshold_objective=cfg.evaluate.threshold_objective,
+            plots=cfg.evaluate.plots,
+        )
     timings["evaluate"] = time.time() - t
 
     # 6. save -------------------------------------------------------------------------------------------------
     checks = check_targets(reports)
-    metrics = {split: {task: {key: {"accuracy": row["accuracy"], "oracle": row["oracle"]}
-                              for key, row in entry["modalities"].items()}
-                       for task, entry in rep["tasks"].items()} for split, rep in reports.items()}
+    metrics = {
+        split: {
+            task: {
+                key: {"accuracy": row["accuracy"], "oracle": row["oracle"]}
+                for key, row in entry["modalities"].items()
+            }
+            for task, entry in rep["tasks"].items()
+        }
+        for split, rep in reports.items()
+    }
     card = {
-        "Metrics": {"ContextBench": metrics, "targets": checks,
-                    "calibration": {t: e["calibration"]["temperature"] for t, e in reports["test"]["tasks"].items()}},
+        "Metrics": {
+            "ContextBench": metrics,
+            "targets": checks,
+            "calibration": {t: e["calibration"]["temperature"] for t, e in reports["test"]["tasks"].items()},
+        },
         "Data governance": {"audit": audits["train"], "training": fit.to_dict().get("data")},
         "Training data": f"ContextBench (synthetic), seed {cfg.bench.seed}, {len(governed['train'])} training posts",
         "Training": {"quickstart": cfg.to_dict(), "steps": fit.steps, "best_step": fit.best_step},
@@ -331,11 +444,19 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     model_dir = model.save_pretrained(root / "model", card=card)
     timings["total"] = time.time() - t_all
     summary = {
-        "out": str(root), "model": str(model_dir), "wall_s": timings, "threads": torch.get_num_threads(),
-        "train": {"steps": fit.steps, "best_step": fit.best_step, "best_metric": fit.best_metric,
-                  "history": fit.history},
+        "out": str(root),
+        "model": str(model_dir),
+        "wall_s": timings,
+        "threads": torch.get_num_threads(),
+        "train": {
+            "steps": fit.steps,
+            "best_step": fit.best_step,
+            "best_metric": fit.best_metric,
+            "history": fit.history,
+        },
         "reports": {split: str(root / "eval" / split / "report.json") for split in SPLITS},
-        "ablations": metrics, "targets": checks,
+        "ablations": metrics,
+        "targets": checks,
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = format_table(reports)
@@ -346,10 +467,14 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     for c in checks:
         noise = ""
         if "standard_error" in c:
-            noise = (f" (against the expected ceiling: {100 * c['vs_expected_ceiling']:+.1f} points, "
-                     f"{c['vs_expected_ceiling'] / c['standard_error']:+.1f} standard errors of the sample)")
+            noise = (
+                f" (against the expected ceiling: {100 * c['vs_expected_ceiling']:+.1f} points, "
+                f"{c['vs_expected_ceiling'] / c['standard_error']:+.1f} standard errors of the sample)"
+            )
         say(f"  [{'ok' if c['ok'] else 'MISSED'}] {c['target']}: {100 * c['value']:+.1f} points{noise}")
-    say(f"\ndone in {timings['total']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items() if k != 'total')}).")
+    say(
+        f"\ndone in {timings['total']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items() if k != 'total')})."
+    )
     say(f"reports: {root / 'eval'}; model: {model_dir}")
     return summary
 
@@ -357,11 +482,16 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None, command: str = "quickstart") -> int:
     p = argparse.ArgumentParser(prog="ximgctx quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="output folder (default: runs/quickstart)")
-    p.add_argument("--config", help="a quickstart YAML (default: the built-in settings, as in configs/quickstart.yaml)")
+    p.add_argument(
+        "--config", help="a quickstart YAML (default: the built-in settings, as in configs/quickstart.yaml)"
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=3 bench.n_train=2000")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes: the whole pipeline in under a minute (checks the wiring, not the accuracy)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes: the whole pipeline in under a minute (checks the wiring, not the accuracy)",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # open_clip warns on every random initialisation; here that is the plan (the encoder is trained from

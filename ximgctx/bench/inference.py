@@ -38,8 +38,14 @@ from typing import Any
 import numpy as np
 
 #: Stock reactions, repeated across posts (the duplicates that deduplication encodes once), most common first.
-_STOCK = (["lol"] * 8 + ["this"] * 4 + ["same"] * 4 + ["😂😂😂"] * 3 + ["fr"] * 2
-          + ["ratio", "real", "mood", "💀", "so true", "facts", "no way", "lmao", "W", "big if true"])
+_STOCK = (
+    ["lol"] * 8
+    + ["this"] * 4
+    + ["same"] * 4
+    + ["😂😂😂"] * 3
+    + ["fr"] * 2
+    + ["ratio", "real", "mood", "💀", "so true", "facts", "no way", "lmao", "W", "big if true"]
+)
 _VOCABULARY = """monday cat crowd protest sign rain coffee train city night friends game music joke meme photo
 saturday march police storm sun heart star downtown everyone bring water banner tomorrow noon when the weekend
 finally hits after a long week of work i you we they this that is was are not so very really just like love hate
@@ -70,17 +76,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="posts per forward pass (all paths)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="autocast dtype for all paths; auto is bf16 on GPU, fp32 on CPU")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype for all paths; auto is bf16 on GPU, fp32 on CPU",
+    )
     parser.add_argument("--fusion", default="attention", choices=["attention", "concat", "cross"])
-    parser.add_argument("--image-size", type=int, default=640, help="side of the source JPEGs (decoded each run)")
-    parser.add_argument("--long-replies", type=float, default=0.08,
-                        help="share of replies that are long (15-35 words); the rest are stock reactions or 3-12 words")
+    parser.add_argument(
+        "--image-size", type=int, default=640, help="side of the source JPEGs (decoded each run)"
+    )
+    parser.add_argument(
+        "--long-replies",
+        type=float,
+        default=0.08,
+        help="share of replies that are long (15-35 words); the rest are stock reactions or 3-12 words",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _make_posts(folder: Path, n: int, replies: int, image_size: int, seed: int, p_long: float = 0.08) -> list[Any]:
+def _make_posts(
+    folder: Path, n: int, replies: int, image_size: int, seed: int, p_long: float = 0.08
+) -> list[Any]:
     from PIL import Image, ImageDraw, ImageFilter
 
     from ximgctx.data.post import Post, Reply
@@ -93,20 +111,34 @@ def _make_posts(folder: Path, n: int, replies: int, image_size: int, seed: int, 
         d = ImageDraw.Draw(im)
         for _ in range(6):
             x, y = (int(v) for v in rng.integers(0, image_size // 2, 2))
-            d.ellipse([x, y, x + int(rng.integers(20, image_size // 3)), y + int(rng.integers(20, image_size // 3))],
-                      fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+            d.ellipse(
+                [
+                    x,
+                    y,
+                    x + int(rng.integers(20, image_size // 3)),
+                    y + int(rng.integers(20, image_size // 3)),
+                ],
+                fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+            )
         d.text((20, 20), "WHEN MONDAY HITS", fill=(255, 255, 255))
         im = im.filter(ImageFilter.GaussianBlur(1))
         path = folder / f"{i:05d}.jpg"
         im.save(path, quality=88)
         text = " ".join(rng.choice(_WORDS, size=int(rng.integers(6, 25))))
-        posts.append(Post(id=f"b{i:05d}", image=str(path), text=text, replies=[Reply(_reply(rng, p_long)) for _ in range(replies)]))
+        posts.append(
+            Post(
+                id=f"b{i:05d}",
+                image=str(path),
+                text=text,
+                replies=[Reply(_reply(rng, p_long)) for _ in range(replies)],
+            )
+        )
     return posts
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 @contextlib.contextmanager
@@ -144,8 +176,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         TaskSpec("intent", ["joke", "protest", "threat", "meme"], kind="multilabel"),
     ]
     torch.manual_seed(args.seed)
-    config = ModelConfig(tasks=tasks, encoder=EncoderConfig(arch=args.arch, pretrained=args.pretrained),
-                         fusion=FusionConfig(kind=args.fusion))
+    config = ModelConfig(
+        tasks=tasks,
+        encoder=EncoderConfig(arch=args.arch, pretrained=args.pretrained),
+        fusion=FusionConfig(kind=args.fusion),
+    )
     config.data.max_replies = max(config.data.max_replies, args.replies)
     model = ContextModel(config)
     predictor = Predictor(model, device=device, dtype=dtype, batch_size=args.batch_size)
@@ -189,9 +224,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def shipped(posts: list[Any]) -> list[Any]:
         return predictor.predict(posts)
 
-    paths: dict[str, Callable[[list[Any]], Any]] = {"bare_open_clip": bare, "naive_context": naive, "shipped": shipped}
+    paths: dict[str, Callable[[list[Any]], Any]] = {
+        "bare_open_clip": bare,
+        "naive_context": naive,
+        "shipped": shipped,
+    }
     with tempfile.TemporaryDirectory(prefix="ximgctx-bench-inference-") as tmp:
-        posts = _make_posts(Path(tmp), args.posts, args.replies, args.image_size, args.seed, args.long_replies)
+        posts = _make_posts(
+            Path(tmp), args.posts, args.replies, args.image_size, args.seed, args.long_replies
+        )
         load_before = os.getloadavg()
 
         def sync() -> None:
@@ -222,8 +263,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # Same results with and without the savings (checked once, outside the timed runs).
         naive(posts, keep=True)
-        shipped_scores = np.array([[s for t in tasks for s in p.tasks[t.name].scores.values()]
-                                   for p in predictor.predict(posts)])
+        shipped_scores = np.array(
+            [[s for t in tasks for s in p.tasks[t.name].scores.values()] for p in predictor.predict(posts)]
+        )
         max_diff = float(np.abs(np.concatenate(naive_scores) - shipped_scores).max())
 
         # Where the shipped path spends its time: collate (decode, tokenize, dedupe) vs the model.
@@ -266,9 +308,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "posts_per_second": {k: round(v, 3) for k, v in pps.items()},
         "seconds_per_round": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
-        "cpu_seconds_per_post_median": {k: round(statistics.median(v) / n, 3) for k, v in cpu_seconds.items()},
-        "ratio_to_bare_cpu_time": {k: round(statistics.median(cpu_seconds["bare_open_clip"]) / statistics.median(v), 3)
-                                   for k, v in cpu_seconds.items()},
+        "cpu_seconds_per_post_median": {
+            k: round(statistics.median(v) / n, 3) for k, v in cpu_seconds.items()
+        },
+        "ratio_to_bare_cpu_time": {
+            k: round(statistics.median(cpu_seconds["bare_open_clip"]) / statistics.median(v), 3)
+            for k, v in cpu_seconds.items()
+        },
         "ratio_to_bare": {k: round(v / bare_pps, 3) for k, v in pps.items()},
         "posts_per_second_fastest": {k: round(v, 3) for k, v in best.items()},
         "ratio_to_bare_fastest": {k: round(v / best["bare_open_clip"], 3) for k, v in best.items()},

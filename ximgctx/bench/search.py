@@ -25,10 +25,16 @@ import numpy as np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=50_000, help="indexed vectors (synthetic)")
-    parser.add_argument("--dim", type=int, default=256, help="vector width (synthetic; 256 = default fused width)")
+    parser.add_argument(
+        "--dim", type=int, default=256, help="vector width (synthetic; 256 = default fused width)"
+    )
     parser.add_argument("--clusters", type=int, default=500, help="mixture components (synthetic)")
-    parser.add_argument("--spread", type=float, default=1.0,
-                        help="within-cluster noise norm relative to the centre's (1.0: about 0.5 cosine within a cluster)")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=1.0,
+        help="within-cluster noise norm relative to the centre's (1.0: about 0.5 cosine within a cluster)",
+    )
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default: about 4 sqrt(n))")
@@ -83,8 +89,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         source = {"synthetic": True, "clusters": args.clusters, "spread": args.spread}
     n, dim = x.shape
     # a filter label on ~10% of the posts, independent of the clusters
-    records = [{"id": f"v{i}", "labels": {"tag": ["rare"] if r < 0.1 else []}}
-               for i, r in enumerate(rng.random(n))]
+    records = [
+        {"id": f"v{i}", "labels": {"tag": ["rare"] if r < 0.1 else []}} for i, r in enumerate(rng.random(n))
+    ]
     tasks = {"tag": ["rare"]}
     rows = np.arange(n)
 
@@ -114,17 +121,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nprobe = min(nprobe, nlist)
         hits, qps = timed(ivf, nprobe=nprobe)
         hits_f, qps_f = timed(ivf, nprobe=nprobe, where=["tag=rare"])
-        results.append({
-            "nprobe": nprobe,
-            f"recall@{args.k}": round(_recall(truth, hits, args.k), 4),
-            "qps": round(qps, 1),
-            f"filtered_recall@{args.k}": round(_recall(truth_f, hits_f, args.k), 4),
-            "filtered_qps": round(qps_f, 1),
-        })
+        results.append(
+            {
+                "nprobe": nprobe,
+                f"recall@{args.k}": round(_recall(truth, hits, args.k), 4),
+                "qps": round(qps, 1),
+                f"filtered_recall@{args.k}": round(_recall(truth_f, hits_f, args.k), 4),
+                "filtered_qps": round(qps_f, 1),
+            }
+        )
     # the default path: the index's nprobe, scaled up for the filter's selectivity
     hits_d, qps_d = timed(ivf, where=["tag=rare"])
-    default_filtered = {"nprobe": ivf.nprobe, f"filtered_recall@{args.k}": round(_recall(truth_f, hits_d, args.k), 4),
-                        "filtered_qps": round(qps_d, 1)}
+    default_filtered = {
+        "nprobe": ivf.nprobe,
+        f"filtered_recall@{args.k}": round(_recall(truth_f, hits_d, args.k), 4),
+        "filtered_qps": round(qps_d, 1),
+    }
     import faiss
 
     return {

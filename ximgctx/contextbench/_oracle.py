@@ -207,7 +207,9 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
     for (task, subset, key), dist in counts.items():
         tied = [_hashable(x) for x in rules[task][subset].get(key, [])]
         n = sum(dist.values())
-        hits[task][subset][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(len(tied), 1)
+        hits[task][subset][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(
+            len(tied), 1
+        )
         hits[task][subset][1] += n
     return {t: {s: (h / n if n else float("nan")) for s, (h, n) in by.items()} for t, by in hits.items()}
 

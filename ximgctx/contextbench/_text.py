@@ -154,7 +154,10 @@ _ALT_FORMAT = {"photo": ("photo", "picture", "image"), "meme": ("meme", "meme im
 
 def alt_text(rng: np.random.Generator, scene: str, fmt: str, objects: list[str]) -> str:
     """The image description a careful poster writes for screen readers: scene, format and the objects."""
-    shapes = [f"a {o}" if o[0] not in "aeiou" else f"an {o}" for o in (objects[int(k)] for k in rng.permutation(len(objects)))]
+    shapes = [
+        f"a {o}" if o[0] not in "aeiou" else f"an {o}"
+        for o in (objects[int(k)] for k in rng.permutation(len(objects)))
+    ]
     listed = shapes[0] if len(shapes) == 1 else ", ".join(shapes[:-1]) + " and " + shapes[-1]
     what = f"a {_pick(rng, _ALT_SCENE[scene])} {_pick(rng, _ALT_FORMAT[fmt])}"
     return _pick(rng, (f"{what} showing {listed}", f"{what} with {listed}", f"{listed} in {what}"))

@@ -45,8 +45,9 @@ __all__ = [
 class PostValidationError(ValueError):
     """A post record is malformed. The message names the file, line and field."""
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         where = ""
         if source is not None:
             where = f"{source}:{line}" if line is not None else str(source)
@@ -117,7 +118,8 @@ def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelVal
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise PostValidationError(
                     f"a label distribution maps labels to finite non-negative numbers, got {v!r}",
-                    field=f"{fld}.{k}", **ctx,
+                    field=f"{fld}.{k}",
+                    **ctx,
                 )
             out[str(k)] = float(v)
         if out and sum(out.values()) <= 0:
@@ -125,7 +127,9 @@ def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelVal
         return out
     raise PostValidationError(
         f"a label is a string, a list of strings or a {{label: probability}} mapping, got "
-        f"{type(value).__name__}", field=fld, **ctx,
+        f"{type(value).__name__}",
+        field=fld,
+        **ctx,
     )
 
 
@@ -200,20 +204,24 @@ def post_from_dict(
             if author is not None and not isinstance(author, (str, int)):
                 raise PostValidationError(
                     f"reply author must be a string, got {type(author).__name__}",
-                    field=f"replies[{i}].author", **ctx,
+                    field=f"replies[{i}].author",
+                    **ctx,
                 )
             replies.append(Reply(text=rt, author=None if author is None else str(author)))
         else:
             raise PostValidationError(
                 f"a reply is a string or an object with 'text', got {type(r).__name__}",
-                field=f"replies[{i}]", **ctx,
+                field=f"replies[{i}]",
+                **ctx,
             )
 
     raw_labels = record.get("labels")
     raw_labels = {} if raw_labels is None else raw_labels
     if not isinstance(raw_labels, Mapping):
         raise PostValidationError(
-            f"labels must be an object {{task: label}}, got {type(raw_labels).__name__}", field="labels", **ctx
+            f"labels must be an object {{task: label}}, got {type(raw_labels).__name__}",
+            field="labels",
+            **ctx,
         )
     labels: dict[str, LabelValue] = {}
     for task, value in raw_labels.items():
@@ -275,7 +283,9 @@ def _resolve_files(path: Path) -> tuple[Literal["jsonl", "parquet", "arrow"], li
             return "jsonl", jsonl
         if parquet:
             return "parquet", parquet
-        raise FileNotFoundError(f"{path} holds no .jsonl or .parquet shards and is not a saved datasets folder")
+        raise FileNotFoundError(
+            f"{path} holds no .jsonl or .parquet shards and is not a saved datasets folder"
+        )
     if not path.exists():
         raise FileNotFoundError(f"no such manifest: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".zst", ".bz2", ".xz"} else path.suffix
@@ -316,8 +326,9 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
             with _quiet_datasets():
                 # 1 MiB read chunks (datasets' default is 10 MiB): measured flat memory over a 200k-post
                 # stream, where 10 MiB chunks let the allocator's footprint climb by ~100 MiB
-                ds = datasets.load_dataset("text", data_files=f, split="train", streaming=streaming,
-                                           chunksize=_JSONL_CHUNK_BYTES)
+                ds = datasets.load_dataset(
+                    "text", data_files=f, split="train", streaming=streaming, chunksize=_JSONL_CHUNK_BYTES
+                )
             for i, row in enumerate(ds):
                 raw = row["text"]
                 if not raw.strip():
@@ -325,8 +336,13 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
                 try:
                     yield f, i + 1, json.loads(raw)
                 except json.JSONDecodeError as e:
-                    yield f, i + 1, PostValidationError(f"malformed JSON ({e.msg} at column {e.colno})",
-                                                        source=f, line=i + 1)
+                    yield (
+                        f,
+                        i + 1,
+                        PostValidationError(
+                            f"malformed JSON ({e.msg} at column {e.colno})", source=f, line=i + 1
+                        ),
+                    )
         else:
             with _quiet_datasets():
                 ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
@@ -335,8 +351,9 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
                 yield f, i + 1, rec
 
 
-def _iter_posts(path: Path, image_root: Path | None, streaming: bool, on_error: str,
-                report: LoadReport) -> Iterator[Post]:
+def _iter_posts(
+    path: Path, image_root: Path | None, streaming: bool, on_error: str, report: LoadReport
+) -> Iterator[Post]:
     seen: dict[str, tuple[str, int]] = {}
     # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
     # write_posts puts them next
@@ -356,8 +373,12 @@ def _iter_posts(path: Path, image_root: Path | None, streaming: bool, on_error: 
             if not streaming:
                 if post.id in seen:
                     s, ln = seen[post.id]
-                    raise PostValidationError(f"duplicate id {post.id!r} (first seen at {s}:{ln})",
-                                              source=source, line=line, field="id")
+                    raise PostValidationError(
+                        f"duplicate id {post.id!r} (first seen at {s}:{ln})",
+                        source=source,
+                        line=line,
+                        field="id",
+                    )
                 seen[post.id] = (source, line)
         except PostValidationError as e:
             if on_error == "raise":
@@ -395,11 +416,15 @@ def load_posts(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     report = report if report is not None else LoadReport()
-    it = _iter_posts(Path(path), None if image_root is None else Path(image_root), streaming, on_error, report)
+    it = _iter_posts(
+        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report
+    )
     return it if streaming else list(it)
 
 
-def write_posts(posts: Iterable[Post], path: str | Path, *, image_paths: Literal["relative", "absolute"] = "relative") -> int:
+def write_posts(
+    posts: Iterable[Post], path: str | Path, *, image_paths: Literal["relative", "absolute"] = "relative"
+) -> int:
     """Write posts as canonical JSONL (atomically: a temporary file renamed into place). Returns the count.
 
     Absolute image paths (what :func:`load_posts` gives) are written so that the new file finds the same

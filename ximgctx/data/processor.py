@@ -79,8 +79,10 @@ def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
         target[idx(value)] = 1.0
     elif isinstance(value, list):
         if spec.kind == "multiclass" and len(set(value)) != 1:
-            raise LabelError(f"task {spec.name!r} is multiclass but the post has labels {value!r}; "
-                             f"give one label or a {{label: probability}} distribution")
+            raise LabelError(
+                f"task {spec.name!r} is multiclass but the post has labels {value!r}; "
+                f"give one label or a {{label: probability}} distribution"
+            )
         for label in value:
             target[idx(label)] = 1.0
     elif isinstance(value, dict):
@@ -89,7 +91,9 @@ def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
         if spec.kind == "multiclass":
             target = target / target.sum().clamp(min=1e-12)
         elif float(target.max()) > 1.0:
-            raise LabelError(f"task {spec.name!r} is multilabel: per-label probabilities must be <= 1, got {value!r}")
+            raise LabelError(
+                f"task {spec.name!r} is multilabel: per-label probabilities must be <= 1, got {value!r}"
+            )
     else:  # pragma: no cover - post validation rejects other types
         raise LabelError(f"task {spec.name!r}: unsupported label value {value!r}")
     return target
@@ -106,9 +110,14 @@ class PostProcessor:
         tasks: the tasks whose labels become targets.
     """
 
-    def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor],
-                 image_transform: Callable[[Any], torch.Tensor], image_size: int, data: DataConfig,
-                 tasks: Sequence[TaskSpec]) -> None:
+    def __init__(
+        self,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        image_transform: Callable[[Any], torch.Tensor],
+        image_size: int,
+        data: DataConfig,
+        tasks: Sequence[TaskSpec],
+    ) -> None:
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.image_size = image_size

@@ -1,9 +1,9 @@
 """Evaluation: per-task metrics, modality ablations, calibration, and reports with plots.
 
-    from ximgctx.evaluation import evaluate, load_oracle
-    report = evaluate(model, "data/test.jsonl", val_posts="data/val.jsonl",
-                      oracle=load_oracle("data/oracle.json", "test"), out_dir="runs/eval")
-    report["tasks"]["intent"]["modalities"]["image+text"]   # {"accuracy": ..., "oracle": ..., ...}
+from ximgctx.evaluation import evaluate, load_oracle
+report = evaluate(model, "data/test.jsonl", val_posts="data/val.jsonl",
+                  oracle=load_oracle("data/oracle.json", "test"), out_dir="runs/eval")
+report["tasks"]["intent"]["modalities"]["image+text"]   # {"accuracy": ..., "oracle": ..., ...}
 """
 
 from ximgctx.evaluation.calibration import expected_calibration_error, fit_temperature, fit_thresholds

@@ -28,8 +28,9 @@ THRESHOLD_OBJECTIVES = ("f1", "accuracy")
 _T_MIN, _T_MAX = 0.05, 20.0
 
 
-def fit_temperature(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                    iterations: int = 80) -> float:
+def fit_temperature(
+    spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, iterations: int = 80
+) -> float:
     """The temperature minimising the task's loss on these (validation) posts; 1.0 with no labeled post."""
     m = mask.bool()
     if not bool(m.any()):
@@ -57,8 +58,9 @@ def fit_temperature(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor,
     return float(math.exp(best)) if loss(best) <= loss(0.0) else 1.0
 
 
-def expected_calibration_error(spec: TaskSpec, probs: np.ndarray, truth: np.ndarray,
-                               n_bins: int = 15) -> tuple[float | None, list[dict[str, Any]]]:
+def expected_calibration_error(
+    spec: TaskSpec, probs: np.ndarray, truth: np.ndarray, n_bins: int = 15
+) -> tuple[float | None, list[dict[str, Any]]]:
     """ECE and the reliability-diagram bins ``[{lo, hi, count, confidence, accuracy}]``.
 
     Args:
@@ -80,19 +82,30 @@ def expected_calibration_error(spec: TaskSpec, probs: np.ndarray, truth: np.ndar
         sel = which == k
         count = int(sel.sum())
         if count == 0:
-            bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": 0, "confidence": None,
-                         "accuracy": None})
+            bins.append(
+                {
+                    "lo": float(edges[k]),
+                    "hi": float(edges[k + 1]),
+                    "count": 0,
+                    "confidence": None,
+                    "accuracy": None,
+                }
+            )
             continue
         c, a = float(conf[sel].mean()), float(hit[sel].mean())
         ece += count / len(conf) * abs(c - a)
-        bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": count, "confidence": c, "accuracy": a})
+        bins.append(
+            {"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": count, "confidence": c, "accuracy": a}
+        )
     return float(ece), bins
 
 
 def fit_thresholds(probs: np.ndarray, truth: np.ndarray, objective: str = "f1") -> np.ndarray:
     """Per-label thresholds (C,) for a multilabel task from validation probabilities (M, C) and 0/1 truth."""
     if objective not in THRESHOLD_OBJECTIVES:
-        raise ValueError(f"threshold objective must be one of {list(THRESHOLD_OBJECTIVES)}, got {objective!r}")
+        raise ValueError(
+            f"threshold objective must be one of {list(THRESHOLD_OBJECTIVES)}, got {objective!r}"
+        )
     n, c = probs.shape
     out = np.full(c, 0.5)
     for j in range(c):
@@ -109,7 +122,9 @@ def fit_thresholds(probs: np.ndarray, truth: np.ndarray, objective: str = "f1") 
                 score = 2 * tp / max(float(pred.sum() + y.sum()), 1.0)
             else:
                 score = float((pred == y).mean())
-            if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and abs(thr - 0.5) < abs(best - 0.5)):
+            if score > best_score + 1e-12 or (
+                abs(score - best_score) <= 1e-12 and abs(thr - 0.5) < abs(best - 0.5)
+            ):
                 best, best_score = float(thr), score
         out[j] = best
     return out

@@ -24,20 +24,41 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ximgctx evaluate", description="Metrics, modality ablations and calibration.")
-    p.add_argument("--model", required=True, help="a folder written by save_pretrained (e.g. runs/quickstart/model)")
-    p.add_argument("--data", required=True, help="labeled posts to evaluate (.jsonl, .parquet or a datasets folder)")
-    p.add_argument("--val", help="labeled validation posts: fit temperature scaling and per-label thresholds on them")
-    p.add_argument("--out", help="folder for report.json, report.md and plots (default: <model>/eval-<data name>)")
+    p = argparse.ArgumentParser(
+        prog="ximgctx evaluate", description="Metrics, modality ablations and calibration."
+    )
+    p.add_argument(
+        "--model", required=True, help="a folder written by save_pretrained (e.g. runs/quickstart/model)"
+    )
+    p.add_argument(
+        "--data", required=True, help="labeled posts to evaluate (.jsonl, .parquet or a datasets folder)"
+    )
+    p.add_argument(
+        "--val", help="labeled validation posts: fit temperature scaling and per-label thresholds on them"
+    )
+    p.add_argument(
+        "--out", help="folder for report.json, report.md and plots (default: <model>/eval-<data name>)"
+    )
     p.add_argument("--oracle", help="ContextBench oracle.json (default: the one beside --data, if any)")
     p.add_argument("--split", help="the oracle split to compare with (default: the --data file's name)")
-    p.add_argument("--keys", nargs="+", default=list(ABLATION_KEYS), choices=list(ABLATION_KEYS),
-                   help="kept-modality combinations to evaluate (default: all seven)")
+    p.add_argument(
+        "--keys",
+        nargs="+",
+        default=list(ABLATION_KEYS),
+        choices=list(ABLATION_KEYS),
+        help="kept-modality combinations to evaluate (default: all seven)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threshold-objective", choices=list(THRESHOLD_OBJECTIVES), default="accuracy",
-                   help="per-label thresholds maximise accuracy (consistent with the exact-match accuracy reported) or F1")
+    p.add_argument(
+        "--threshold-objective",
+        choices=list(THRESHOLD_OBJECTIVES),
+        default="accuracy",
+        help="per-label thresholds maximise accuracy (consistent with the exact-match accuracy reported) or F1",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--save-calibrated", metavar="DIR", help="save the model with the fitted temperatures/thresholds")
+    p.add_argument(
+        "--save-calibrated", metavar="DIR", help="save the model with the fitted temperatures/thresholds"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
@@ -45,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     import torch
 
     from ximgctx.evaluation.report import evaluate, load_oracle, to_markdown
@@ -70,8 +93,10 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
 
         from ximgctx.training._runtime import cpu_only_distributed
 
-        accelerator = Accelerator(cpu=cpu_only_distributed(),
-                                  kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=180))])
+        accelerator = Accelerator(
+            cpu=cpu_only_distributed(),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=180))],
+        )
         device = accelerator.device
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -82,7 +107,9 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
         return 2
     out = Path(args.out) if args.out else Path(args.model) / f"eval-{split}"
     sample_oracle = None
-    if oracle is not None:  # ContextBench posts carry their latents: the ceilings realised on these very posts
+    if (
+        oracle is not None
+    ):  # ContextBench posts carry their latents: the ceilings realised on these very posts
         from ximgctx.contextbench import sample_ceilings
         from ximgctx.data.post import load_posts
 
@@ -90,14 +117,28 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
         if any(p.meta.get("latent") for p in posts):
             max_replies = int(json.loads(oracle_path.read_text(encoding="utf-8")).get("max_replies", 8))
             sample_oracle = sample_ceilings(posts, split, max_replies=max_replies)
-    report = evaluate(model, data, val_posts=args.val, oracle=oracle, sample_oracle=sample_oracle, out_dir=out,
-                      keys=args.keys, name=split,
-                      batch_size=args.batch_size, threshold_objective=args.threshold_objective,
-                      plots=not args.no_plots, accelerator=accelerator)
+    report = evaluate(
+        model,
+        data,
+        val_posts=args.val,
+        oracle=oracle,
+        sample_oracle=sample_oracle,
+        out_dir=out,
+        keys=args.keys,
+        name=split,
+        batch_size=args.batch_size,
+        threshold_objective=args.threshold_objective,
+        plots=not args.no_plots,
+        accelerator=accelerator,
+    )
     if rank == 0:
         if args.save_calibrated:
-            model.save_pretrained(args.save_calibrated, card={"Metrics": {split: {
-                t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}}})
+            model.save_pretrained(
+                args.save_calibrated,
+                card={
+                    "Metrics": {split: {t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}}
+                },
+            )
         print(to_markdown(report))
         print(f"wrote {out / 'report.json'}")
         summary = {t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}

@@ -21,8 +21,9 @@ from ximgctx.models.heads import masked_task_loss, probabilities
 __all__ = ["decide", "label_arrays", "task_loss", "task_metrics"]
 
 
-def label_arrays(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                 temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def label_arrays(
+    spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (M, C) and true labels of the M labeled posts: class ids (M,) or a 0/1 matrix (M, C)."""
     m = mask.bool()
     probs = probabilities(logits[m].float(), spec.kind, temperature).numpy()
@@ -52,8 +53,15 @@ def task_loss(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask:
     return float(masked_task_loss(logits.float(), targets.float(), mask.bool(), spec.kind))
 
 
-def task_metrics(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
-                 temperature: float = 1.0, thresholds: np.ndarray | None = None) -> dict[str, Any]:
+def task_metrics(
+    spec: TaskSpec,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Every metric of one task. ``accuracy`` is exact-match accuracy for a multilabel task."""
     probs, truth = label_arrays(spec, logits, targets, mask, temperature)
     n = int(len(truth))
@@ -65,13 +73,16 @@ def task_metrics(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, ma
     if spec.kind == "multiclass":
         onehot = np.eye(len(labels), dtype=np.int64)[truth]  # (M, C)
         out["accuracy"] = float((pred == truth).mean())
-        out["macro_f1"] = float(f1_score(truth, pred, labels=list(range(len(labels))), average="macro",
-                                         zero_division=0))
+        out["macro_f1"] = float(
+            f1_score(truth, pred, labels=list(range(len(labels))), average="macro", zero_division=0)
+        )
         out["auroc"] = _per_label(roc_auc_score, onehot, probs, labels)
         out["confusion"] = confusion_matrix(truth, pred, labels=list(range(len(labels)))).tolist()
     else:
         out["accuracy"] = float((pred == truth).all(axis=1).mean())
-        out["label_accuracy"] = dict(zip(labels, (pred == truth).mean(axis=0).astype(float).tolist(), strict=True))
+        out["label_accuracy"] = dict(
+            zip(labels, (pred == truth).mean(axis=0).astype(float).tolist(), strict=True)
+        )
         out["micro_f1"] = float(f1_score(truth, pred, average="micro", zero_division=0))
         out["macro_f1"] = float(f1_score(truth, pred, average="macro", zero_division=0))
         ap = _per_label(average_precision_score, truth, probs, labels)
@@ -80,7 +91,8 @@ def task_metrics(spec: TaskSpec, logits: torch.Tensor, targets: torch.Tensor, ma
         out["ap"] = ap
         out["auroc"] = _per_label(roc_auc_score, truth, probs, labels)
         out["label_confusion"] = {
-            name: confusion_matrix(truth[:, c], pred[:, c], labels=[0, 1]).tolist() for c, name in enumerate(labels)
+            name: confusion_matrix(truth[:, c], pred[:, c], labels=[0, 1]).tolist()
+            for c, name in enumerate(labels)
         }  # [[true negatives, false positives], [false negatives, true positives]] per label
         out["support"] = dict(zip(labels, truth.sum(axis=0).astype(int).tolist(), strict=True))
     return out

@@ -33,8 +33,15 @@ def _matrix(ax: Any, cm: np.ndarray, labels: list[str], title: str) -> None:
     top = cm.max() if cm.size else 0
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if cm[i, j] > top / 2 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > top / 2 else "black",
+                fontsize=8,
+            )
 
 
 def plot_confusion(task: str, entry: dict[str, Any], path: Path) -> Path:
@@ -42,7 +49,9 @@ def plot_confusion(task: str, entry: dict[str, Any], path: Path) -> Path:
     metrics = entry["metrics"]
     if entry["kind"] == "multiclass":
         fig = Figure(figsize=(4.2, 3.8))
-        _matrix(fig.add_subplot(1, 1, 1), np.asarray(metrics["confusion"]), entry["labels"], f"{task}: confusion")
+        _matrix(
+            fig.add_subplot(1, 1, 1), np.asarray(metrics["confusion"]), entry["labels"], f"{task}: confusion"
+        )
         return _save(fig, path)
     per_label = metrics["label_confusion"]
     labels = entry["labels"]
@@ -64,7 +73,13 @@ def plot_reliability(task: str, calibration: dict[str, Any], path: Path) -> Path
             continue
         ece = calibration.get(f"ece_{which}")
         label = f"{which} (ECE {ece:.3f})" if ece is not None else which
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=colour, label=label)
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            color=colour,
+            label=label,
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
@@ -86,10 +101,20 @@ def plot_ablations(report: dict[str, Any], path: Path) -> Path:
         acc = [rows[key]["accuracy"] or 0.0 for key in keys]
         ax.bar(x - 0.2, acc, width=0.4, label="model")
         if any(rows[key].get("oracle") is not None for key in keys):
-            ax.bar(x + 0.2, [rows[key].get("oracle") or 0.0 for key in keys], width=0.4, label="oracle ceiling",
-                   color="lightgrey", edgecolor="grey")
-        ax.set_xticks(x, [key.replace("image", "img").replace("replies", "rep").replace("text", "txt") for key in keys],
-                      rotation=45, ha="right")
+            ax.bar(
+                x + 0.2,
+                [rows[key].get("oracle") or 0.0 for key in keys],
+                width=0.4,
+                label="oracle ceiling",
+                color="lightgrey",
+                edgecolor="grey",
+            )
+        ax.set_xticks(
+            x,
+            [key.replace("image", "img").replace("replies", "rep").replace("text", "txt") for key in keys],
+            rotation=45,
+            ha="right",
+        )
         ax.set_ylim(0, 1.05)
         ax.set_title(task)
         ax.set_ylabel("accuracy")

@@ -32,8 +32,15 @@ __all__ = [
 ]
 
 #: every non-empty subset of kept modalities, named as in ContextBench's oracle.json
-ABLATION_KEYS: tuple[str, ...] = ("image", "text", "replies", "image+text", "image+replies", "text+replies",
-                                  "image+text+replies")
+ABLATION_KEYS: tuple[str, ...] = (
+    "image",
+    "text",
+    "replies",
+    "image+text",
+    "image+replies",
+    "text+replies",
+    "image+text+replies",
+)
 FULL = "image+text+replies"
 
 
@@ -85,8 +92,14 @@ def _identity(x: Any) -> Any:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, *, keys: Sequence[str] = (FULL,),
-            accelerator: Any | None = None, n_posts: int | None = None) -> dict[str, Predictions]:
+def predict(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    *,
+    keys: Sequence[str] = (FULL,),
+    accelerator: Any | None = None,
+    n_posts: int | None = None,
+) -> dict[str, Predictions]:
     """Logits for every post of ``loader`` under each kept-modality key, gathered across processes.
 
     Args:
@@ -125,18 +138,28 @@ def predict(model: torch.nn.Module, loader: DataLoader, *, keys: Sequence[str] =
             for key in keys:
                 out = model(batch, drop=drops[key])
                 logits = {t: z.float() for t, z in out.logits.items()}
-                parts[key].append({"logits": {t: z.cpu() for t, z in gather(logits).items()},
-                                   "targets": {t: v.cpu() for t, v in labels["targets"].items()},
-                                   "mask": {t: v.cpu() for t, v in labels["mask"].items()}})
+                parts[key].append(
+                    {
+                        "logits": {t: z.cpu() for t, z in gather(logits).items()},
+                        "targets": {t: v.cpu() for t, v in labels["targets"].items()},
+                        "mask": {t: v.cpu() for t, v in labels["mask"].items()},
+                    }
+                )
     finally:
         model.train(was_training)
     index = torch.cat(index_parts) if index_parts else torch.zeros(0, dtype=torch.long)
-    counts = torch.bincount(index, minlength=n_expected) if index.numel() else torch.zeros(n_expected, dtype=torch.long)
+    counts = (
+        torch.bincount(index, minlength=n_expected)
+        if index.numel()
+        else torch.zeros(n_expected, dtype=torch.long)
+    )
     if index.numel() != n_expected or counts.numel() != n_expected or bool((counts != 1).any()):
         twice = int((counts > 1).sum())
         missing = int((counts == 0).sum())
-        raise RuntimeError(f"prediction gathered {index.numel()} rows for {n_expected} posts ({twice} posts more than "
-                           f"once, {missing} missing); metrics would be wrong")
+        raise RuntimeError(
+            f"prediction gathered {index.numel()} rows for {n_expected} posts ({twice} posts more than "
+            f"once, {missing} missing); metrics would be wrong"
+        )
     if accelerator is not None:  # every process's posts; a post padded in twice is still one position
         from accelerate.utils import gather_object
 

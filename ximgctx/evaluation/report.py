@@ -43,10 +43,16 @@ def load_oracle(path: str | Path, split: str) -> dict[str, dict[str, float]]:
     return ceilings[split]
 
 
-def _loader(model: Any, posts: Sequence[Post], batch_size: int, num_workers: int,
-            accelerator: Any | None) -> DataLoader:
-    loader = DataLoader(PostDataset(posts), batch_size=batch_size, shuffle=False, collate_fn=model.processor,
-                        num_workers=num_workers)
+def _loader(
+    model: Any, posts: Sequence[Post], batch_size: int, num_workers: int, accelerator: Any | None
+) -> DataLoader:
+    loader = DataLoader(
+        PostDataset(posts),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=model.processor,
+        num_workers=num_workers,
+    )
     return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
 
 
@@ -58,8 +64,15 @@ def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[list[Post], LoadRepor
 
 
 @torch.no_grad()
-def calibrate(model: Any, val_posts: Sequence[Post], *, threshold_objective: str = "accuracy", batch_size: int = 64,
-              num_workers: int = 0, accelerator: Any | None = None) -> dict[str, dict[str, Any]]:
+def calibrate(
+    model: Any,
+    val_posts: Sequence[Post],
+    *,
+    threshold_objective: str = "accuracy",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    accelerator: Any | None = None,
+) -> dict[str, dict[str, Any]]:
     """Fit each task's temperature (and each multilabel label's threshold) on validation posts.
 
     Sets ``model.heads[task].temperature`` and ``.thresholds`` in place, so they are saved with the model.
@@ -88,8 +101,13 @@ def calibrate(model: Any, val_posts: Sequence[Post], *, threshold_objective: str
     return out
 
 
-def _ablation_row(spec: Any, metrics: dict[str, Any], oracle: dict[str, dict[str, float]] | None,
-                  key: str, sample_oracle: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+def _ablation_row(
+    spec: Any,
+    metrics: dict[str, Any],
+    oracle: dict[str, dict[str, float]] | None,
+    key: str,
+    sample_oracle: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
     row: dict[str, Any] = {"accuracy": metrics.get("accuracy")}
     second = _SECOND[spec.kind]
     row[second] = metrics.get(second)
@@ -99,16 +117,29 @@ def _ablation_row(spec: Any, metrics: dict[str, Any], oracle: dict[str, dict[str
     if sample_oracle is not None:
         realised = sample_oracle.get(spec.name, {}).get(key)
         row["oracle_sample"] = realised
-        row["gap_sample"] = None if realised is None or row["accuracy"] is None else row["accuracy"] - realised
+        row["gap_sample"] = (
+            None if realised is None or row["accuracy"] is None else row["accuracy"] - realised
+        )
     return row
 
 
 @torch.no_grad()
-def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Sequence[Post] | str | Path | None = None,
-             oracle: dict[str, dict[str, float]] | None = None,
-             sample_oracle: dict[str, dict[str, float]] | None = None, out_dir: str | Path | None = None,
-             keys: Sequence[str] = ABLATION_KEYS, name: str = "eval", batch_size: int = 64, num_workers: int = 0,
-             threshold_objective: str = "accuracy", plots: bool = True, accelerator: Any | None = None) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    posts: Sequence[Post] | str | Path,
+    *,
+    val_posts: Sequence[Post] | str | Path | None = None,
+    oracle: dict[str, dict[str, float]] | None = None,
+    sample_oracle: dict[str, dict[str, float]] | None = None,
+    out_dir: str | Path | None = None,
+    keys: Sequence[str] = ABLATION_KEYS,
+    name: str = "eval",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    threshold_objective: str = "accuracy",
+    plots: bool = True,
+    accelerator: Any | None = None,
+) -> dict[str, Any]:
     """Evaluate ``model`` on ``posts`` with modality ablations and calibration.
 
     Args:
@@ -135,12 +166,19 @@ def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Seque
     calibration_fit = None
     if val_posts is not None:
         val, _ = _as_posts(val_posts)
-        calibration_fit = calibrate(model, val, threshold_objective=threshold_objective, batch_size=batch_size,
-                                    num_workers=num_workers, accelerator=accelerator)
+        calibration_fit = calibrate(
+            model,
+            val,
+            threshold_objective=threshold_objective,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            accelerator=accelerator,
+        )
     keys = list(keys)
     main_key = FULL if FULL in keys else keys[-1]
-    preds = predict(model, _loader(model, posts, batch_size, num_workers, accelerator), keys=keys,
-                    accelerator=accelerator)
+    preds = predict(
+        model, _loader(model, posts, batch_size, num_workers, accelerator), keys=keys, accelerator=accelerator
+    )
     model.train(was_training)
 
     tasks: dict[str, Any] = {}
@@ -158,9 +196,18 @@ def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Seque
         rows = {}
         for key in keys:
             pk = preds[key]
-            mk = metrics if key == main_key else task_metrics(
-                spec, pk.logits[spec.name], pk.targets[spec.name], pk.label_mask[spec.name], temperature=temp,
-                thresholds=thr)
+            mk = (
+                metrics
+                if key == main_key
+                else task_metrics(
+                    spec,
+                    pk.logits[spec.name],
+                    pk.targets[spec.name],
+                    pk.label_mask[spec.name],
+                    temperature=temp,
+                    thresholds=thr,
+                )
+            )
             rows[key] = _ablation_row(spec, mk, oracle, key, sample_oracle)
         tasks[spec.name] = {
             "kind": spec.kind,
@@ -171,7 +218,10 @@ def evaluate(model: Any, posts: Sequence[Post] | str | Path, *, val_posts: Seque
                 "temperature": temp,
                 "fitted_on": "validation" if calibration_fit else "as saved in the model",
                 "validation": (calibration_fit or {}).get(spec.name),
-                "ece_before": ece_b, "ece_after": ece_a, "bins_before": bins_b, "bins_after": bins_a,
+                "ece_before": ece_b,
+                "ece_after": ece_a,
+                "bins_before": bins_b,
+                "bins_after": bins_a,
             },
             "thresholds": None if thr is None else dict(zip(spec.labels, thr.tolist(), strict=True)),
             "modalities": rows,
@@ -199,30 +249,54 @@ def _fmt(x: Any, pct: bool = True) -> str:
 
 def to_markdown(report: dict[str, Any]) -> str:
     """A readable summary: per-task metrics, calibration, and the ablation table beside the ceilings."""
-    lines = [f"# Evaluation: {report['name']}", "",
-             f"{report['posts']} posts; skipped records: {report['skipped_records']}; "
-             f"problems: {report['problems'] or 'none'}.", "", "## Metrics (all modalities)", "",
-             "| task | n | accuracy | macro-F1 | micro-F1 | mAP | loss |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation: {report['name']}",
+        "",
+        f"{report['posts']} posts; skipped records: {report['skipped_records']}; "
+        f"problems: {report['problems'] or 'none'}.",
+        "",
+        "## Metrics (all modalities)",
+        "",
+        "| task | n | accuracy | macro-F1 | micro-F1 | mAP | loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task, e in report["tasks"].items():
         m = e["metrics"]
-        lines.append(f"| {task} | {m['n']} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('macro_f1'))} | "
-                     f"{_fmt(m.get('micro_f1'))} | {_fmt(m.get('map'))} | {_fmt(e['loss'], pct=False)} |")
-    lines += ["", "Accuracy is exact-match (every label right) for multilabel tasks. Percentages.", "",
-              "## Calibration", "", "| task | temperature | fitted on | ECE before | ECE after |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {task} | {m['n']} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('macro_f1'))} | "
+            f"{_fmt(m.get('micro_f1'))} | {_fmt(m.get('map'))} | {_fmt(e['loss'], pct=False)} |"
+        )
+    lines += [
+        "",
+        "Accuracy is exact-match (every label right) for multilabel tasks. Percentages.",
+        "",
+        "## Calibration",
+        "",
+        "| task | temperature | fitted on | ECE before | ECE after |",
+        "|---|---|---|---|---|",
+    ]
     for task, e in report["tasks"].items():
         c = e["calibration"]
-        lines.append(f"| {task} | {c['temperature']:.3f} | {c['fitted_on']} | {_fmt(c['ece_before'], False)} | "
-                     f"{_fmt(c['ece_after'], False)} |")
+        lines.append(
+            f"| {task} | {c['temperature']:.3f} | {c['fitted_on']} | {_fmt(c['ece_before'], False)} | "
+            f"{_fmt(c['ece_after'], False)} |"
+        )
     lines += ["", "## AUROC per label", ""]
     for task, e in report["tasks"].items():
         auroc = e["metrics"].get("auroc") or {}
         lines.append(f"- **{task}**: " + ", ".join(f"{k} {_fmt(v, False)}" for k, v in auroc.items()))
-    lines += ["", "## Modality ablations", "",
-              "Accuracy with only the listed modalities kept (the others masked with the model's null embeddings)"
-              + (", beside the oracle ceiling for the same modalities." if report["oracle"] else "."), ""]
+    lines += [
+        "",
+        "## Modality ablations",
+        "",
+        "Accuracy with only the listed modalities kept (the others masked with the model's null embeddings)"
+        + (", beside the oracle ceiling for the same modalities." if report["oracle"] else "."),
+        "",
+    ]
     tasks = list(report["tasks"])
-    sampled = report["oracle"] and any("oracle_sample" in row for e in report["tasks"].values()
-                                       for row in e["modalities"].values())
+    sampled = report["oracle"] and any(
+        "oracle_sample" in row for e in report["tasks"].values() for row in e["modalities"].values()
+    )
     columns = ["", " ceiling", " ceiling on these posts"][: (1 + report["oracle"] + sampled)]
     header = "| kept | " + " | ".join(f"{t}{c}" for t in tasks for c in columns) + " |"
     lines += [header, "|---|" + "---|" * (len(tasks) * len(columns))]
@@ -237,8 +311,11 @@ def to_markdown(report: dict[str, Any]) -> str:
                 cells.append(_fmt(row.get("oracle_sample")))
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     if sampled:
-        lines += ["", "The ceiling is the Bayes-optimal accuracy in expectation; the ceiling on these posts is the same "
-                      "rule scored on this set, which scatters around it by sampling error."]
+        lines += [
+            "",
+            "The ceiling is the Bayes-optimal accuracy in expectation; the ceiling on these posts is the same "
+            "rule scored on this set, which scatters around it by sampling error.",
+        ]
     return "\n".join(lines) + "\n"
 
 

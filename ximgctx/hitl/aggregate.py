@@ -78,9 +78,13 @@ class LabelerReport:
     per_task: dict[str, float] = field(default_factory=dict)  # task -> reliability on that task
 
     def to_dict(self) -> dict[str, Any]:
-        return {"labeler": self.labeler, "reliability": round(self.reliability, _DIGITS),
-                "agreement": round(self.agreement, _DIGITS), "votes": self.votes,
-                "per_task": {k: round(v, _DIGITS) for k, v in self.per_task.items()}}
+        return {
+            "labeler": self.labeler,
+            "reliability": round(self.reliability, _DIGITS),
+            "agreement": round(self.agreement, _DIGITS),
+            "votes": self.votes,
+            "per_task": {k: round(v, _DIGITS) for k, v in self.per_task.items()},
+        }
 
 
 @dataclass
@@ -147,8 +151,10 @@ class AggregationResult:
                 if keep_existing:
                     out.append(post)
                 continue
-            meta = {**post.meta, "aggregation": {"method": self.method, "agreement": agg.agreement,
-                                                 "votes": agg.votes}}
+            meta = {
+                **post.meta,
+                "aggregation": {"method": self.method, "agreement": agg.agreement, "votes": agg.votes},
+            }
             out.append(replace(post, labels={**post.labels, **agg.labels}, meta=meta))
         return out
 
@@ -164,8 +170,9 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _fit(df: pd.DataFrame, method: str, ds_model: str, n_iter: int,
-         tol: float) -> tuple[pd.DataFrame, dict[str, float]]:
+def _fit(
+    df: pd.DataFrame, method: str, ds_model: str, n_iter: int, tol: float
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """Posteriors (post x label) and reliability per labeler for one single-choice task.
 
     ``df`` has columns task (post id), worker, label.
@@ -189,7 +196,9 @@ def _fit(df: pd.DataFrame, method: str, ds_model: str, n_iter: int,
     reliability = {}
     for worker, block in errors.groupby(level="worker", sort=False):
         block = block.droplevel("worker")
-        reliability[str(worker)] = float(sum(priors[c] * block.at[c, c] for c in priors.index if c in block.index))
+        reliability[str(worker)] = float(
+            sum(priors[c] * block.at[c, c] for c in priors.index if c in block.index)
+        )
     return agg.probas_, reliability
 
 
@@ -198,13 +207,19 @@ def _jaccard(a: Iterable[str], b: Iterable[str]) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
-def _aggregate_task(votes: list[Vote], kind: str, vocab: list[str], method: str, ds_model: str,
-                    n_iter: int, tol: float) -> tuple[dict[str, LabelValue], dict[str, float], dict[str, float], dict[str, float]]:
+def _aggregate_task(
+    votes: list[Vote], kind: str, vocab: list[str], method: str, ds_model: str, n_iter: int, tol: float
+) -> tuple[dict[str, LabelValue], dict[str, float], dict[str, float], dict[str, float]]:
     """One task: per post the label and agreement, per labeler reliability and agreement."""
     posts = list(dict.fromkeys(v.post_id for v in votes))
     if kind == "multiclass":
-        df = pd.DataFrame({"task": [v.post_id for v in votes], "worker": [v.labeler for v in votes],
-                           "label": [v.label for v in votes]})
+        df = pd.DataFrame(
+            {
+                "task": [v.post_id for v in votes],
+                "worker": [v.labeler for v in votes],
+                "label": [v.label for v in votes],
+            }
+        )
         probas, reliability = _fit(df, method, ds_model, n_iter, tol)
         probas = probas.reindex(index=posts, columns=vocab, fill_value=0.0).fillna(0.0)  # (P, C)
         hard = {pid: vocab[int(np.argmax(row))] for pid, row in zip(posts, probas.to_numpy(), strict=True)}
@@ -220,15 +235,27 @@ def _aggregate_task(votes: list[Vote], kind: str, vocab: list[str], method: str,
         present = np.zeros((len(posts), len(vocab)))  # (P, C) P(label present)
         per_label: list[dict[str, float]] = []
         for j, lab in enumerate(vocab):
-            df = pd.DataFrame({"task": [v.post_id for v in votes], "worker": [v.labeler for v in votes],
-                               "label": [int(lab in v.label) for v in votes]})
+            df = pd.DataFrame(
+                {
+                    "task": [v.post_id for v in votes],
+                    "worker": [v.labeler for v in votes],
+                    "label": [int(lab in v.label) for v in votes],
+                }
+            )
             probas, rel = _fit(df, method, ds_model, n_iter, tol)
-            present[:, j] = probas.reindex(index=posts, columns=[1], fill_value=0.0).fillna(0.0).to_numpy()[:, 0]
+            present[:, j] = (
+                probas.reindex(index=posts, columns=[1], fill_value=0.0).fillna(0.0).to_numpy()[:, 0]
+            )
             per_label.append(rel)
-        sets = {pid: [lab for lab, p in zip(vocab, row, strict=True) if p >= 0.5] for pid, row in zip(posts, present, strict=True)}
+        sets = {
+            pid: [lab for lab, p in zip(vocab, row, strict=True) if p >= 0.5]
+            for pid, row in zip(posts, present, strict=True)
+        }
         if method == "soft":
-            labels = {pid: {lab: round(float(p), _DIGITS) for lab, p in zip(vocab, row, strict=True)}
-                      for pid, row in zip(posts, present, strict=True)}
+            labels = {
+                pid: {lab: round(float(p), _DIGITS) for lab, p in zip(vocab, row, strict=True)}
+                for pid, row in zip(posts, present, strict=True)
+            }
         else:
             labels = dict(sets)
         workers = {v.labeler for v in votes}
@@ -240,8 +267,12 @@ def _aggregate_task(votes: list[Vote], kind: str, vocab: list[str], method: str,
     for v, a in zip(votes, vote_agrees, strict=True):
         agreement.setdefault(v.post_id, []).append(a)
         by_labeler.setdefault(v.labeler, []).append(a)
-    return (labels, {k: float(np.mean(x)) for k, x in agreement.items()}, reliability,
-            {k: float(np.mean(x)) for k, x in by_labeler.items()})
+    return (
+        labels,
+        {k: float(np.mean(x)) for k, x in agreement.items()},
+        reliability,
+        {k: float(np.mean(x)) for k, x in by_labeler.items()},
+    )
 
 
 def aggregate_votes(
@@ -302,7 +333,9 @@ def aggregate_votes(
         else:
             seen = (x for v in tvotes for x in ([v.label] if isinstance(v.label, str) else v.label))
             vocab = sorted(set(seen))
-        t_labels, t_agreement, t_rel, t_agree = _aggregate_task(tvotes, kind, vocab, method, ds_model, n_iter, tol)
+        t_labels, t_agreement, t_rel, t_agree = _aggregate_task(
+            tvotes, kind, vocab, method, ds_model, n_iter, tol
+        )
         n_task: dict[str, int] = {}
         for v in tvotes:
             counts.setdefault(v.post_id, {})[task] = counts.get(v.post_id, {}).get(task, 0) + 1
@@ -316,7 +349,9 @@ def aggregate_votes(
             n_votes.setdefault(w, {})[task] = n_task[w]
 
     order = ids if ids is not None else list(dict.fromkeys(v.post_id for v in votes.votes))
-    out_posts = [AggregatedPost(pid, labels[pid], agreement[pid], counts[pid]) for pid in order if pid in labels]
+    out_posts = [
+        AggregatedPost(pid, labels[pid], agreement[pid], counts[pid]) for pid in order if pid in labels
+    ]
     reports = []
     for w, per_task in rel.items():
         tasks_w = list(per_task)
@@ -326,9 +361,14 @@ def aggregate_votes(
         reports.append(LabelerReport(w, r, a, sum(weights), dict(per_task)))
     reports.sort(key=lambda r: (-r.reliability, r.labeler))
     return AggregationResult(
-        method=method, ds_model=None if method == "majority" else ds_model, posts=out_posts, labelers=reports,
-        problems=list(votes.problems), kinds={t: votes.kinds[t] for t in by_task} if by_task else dict(votes.kinds),
-        votes_read=votes.read, votes_used=len(votes.votes),
+        method=method,
+        ds_model=None if method == "majority" else ds_model,
+        posts=out_posts,
+        labelers=reports,
+        problems=list(votes.problems),
+        kinds={t: votes.kinds[t] for t in by_task} if by_task else dict(votes.kinds),
+        votes_read=votes.read,
+        votes_used=len(votes.votes),
     )
 
 
@@ -340,4 +380,3 @@ def soft_to_hard(value: LabelValue, kind: str) -> str | list[str]:
     if kind == "multiclass":
         return max(value, key=lambda k: value[k])
     return [k for k, p in value.items() if p >= 0.5]
-

@@ -31,24 +31,50 @@ def _emit(summary: dict[str, Any]) -> None:
 def _aggregate_parser(p: argparse.ArgumentParser) -> None:
     from ximgctx.hitl.aggregate import DS_MODELS, METHODS
 
-    p.add_argument("--votes", default=None,
-                   help="votes: .jsonl, .csv, .tsv or .parquet rows with post_id, labeler, task, label")
-    p.add_argument("--out", required=True, help="aggregated labels, JSONL: {id, labels, agreement, votes} per post")
-    p.add_argument("--method", default="dawid_skene", choices=METHODS,
-                   help="majority vote, Dawid-Skene hard labels, or Dawid-Skene posteriors as soft labels")
-    p.add_argument("--ds-model", default="one_coin", choices=DS_MODELS,
-                   help="one_coin: one accuracy per labeler (robust with few votes each); full: a confusion matrix each")
-    p.add_argument("--tasks", default=None,
-                   help="task specs (a configs/tasks YAML, an experiment YAML, a model folder, or 'contextbench'); "
-                        "unknown tasks and labels are then skipped and reported")
-    p.add_argument("--posts", default=None,
-                   help="the posts' manifest; votes on other posts are skipped and reported")
-    p.add_argument("--meta-votes", action="store_true",
-                   help="also read votes kept in the manifest's meta.votes (as the MMHS150K adapter writes them)")
-    p.add_argument("--merge-out", default=None,
-                   help="with --posts: write the manifest with the aggregated labels merged in")
-    p.add_argument("--labelers", default=None,
-                   help="labelers report, JSON (default: next to --out, <name>.labelers.json)")
+    p.add_argument(
+        "--votes",
+        default=None,
+        help="votes: .jsonl, .csv, .tsv or .parquet rows with post_id, labeler, task, label",
+    )
+    p.add_argument(
+        "--out", required=True, help="aggregated labels, JSONL: {id, labels, agreement, votes} per post"
+    )
+    p.add_argument(
+        "--method",
+        default="dawid_skene",
+        choices=METHODS,
+        help="majority vote, Dawid-Skene hard labels, or Dawid-Skene posteriors as soft labels",
+    )
+    p.add_argument(
+        "--ds-model",
+        default="one_coin",
+        choices=DS_MODELS,
+        help="one_coin: one accuracy per labeler (robust with few votes each); full: a confusion matrix each",
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="task specs (a configs/tasks YAML, an experiment YAML, a model folder, or 'contextbench'); "
+        "unknown tasks and labels are then skipped and reported",
+    )
+    p.add_argument(
+        "--posts", default=None, help="the posts' manifest; votes on other posts are skipped and reported"
+    )
+    p.add_argument(
+        "--meta-votes",
+        action="store_true",
+        help="also read votes kept in the manifest's meta.votes (as the MMHS150K adapter writes them)",
+    )
+    p.add_argument(
+        "--merge-out",
+        default=None,
+        help="with --posts: write the manifest with the aggregated labels merged in",
+    )
+    p.add_argument(
+        "--labelers",
+        default=None,
+        help="labelers report, JSON (default: next to --out, <name>.labelers.json)",
+    )
 
 
 def _aggregate(args: argparse.Namespace) -> int:
@@ -78,10 +104,16 @@ def _aggregate(args: argparse.Namespace) -> int:
     out = result.write(args.out)
     labelers = Path(args.labelers) if args.labelers else out.with_name(out.stem + ".labelers.json")
     labelers.write_text(json.dumps(result.report(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    summary: dict[str, Any] = {"out": str(out), "labelers": str(labelers), "method": result.method,
-                               "posts": len(result.posts), "votes_read": result.votes_read,
-                               "votes_used": result.votes_used, "votes_skipped": len(result.problems),
-                               "skipped": [str(p) for p in result.problems[:20]]}
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "labelers": str(labelers),
+        "method": result.method,
+        "posts": len(result.posts),
+        "votes_read": result.votes_read,
+        "votes_used": result.votes_used,
+        "votes_skipped": len(result.problems),
+        "skipped": [str(p) for p in result.problems[:20]],
+    }
     if args.merge_out:
         summary["merged"] = write_posts(result.merge(posts), args.merge_out)
         summary["merge_out"] = args.merge_out
@@ -98,21 +130,35 @@ def _select_parser(p: argparse.ArgumentParser) -> None:
     from ximgctx.hitl.select import STRATEGIES
 
     p.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
-    p.add_argument("--pool", required=True, help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards")
+    p.add_argument(
+        "--pool", required=True, help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards"
+    )
     p.add_argument("-k", type=int, required=True, help="how many posts to choose")
     p.add_argument("--out", required=True, help="chosen posts, JSONL: {id, rank, score, per_task} per post")
-    p.add_argument("--strategy", default="diverse", choices=STRATEGIES,
-                   help="entropy / margin: the k most uncertain; mc_dropout: BALD over dropout passes; "
-                        "diverse: an uncertainty-weighted diverse batch (greedy k-means++ weights)")
-    p.add_argument("--labeled", action="append", default=[],
-                   help="posts already labeled (a manifest or an aggregate output); never chosen again. Repeatable")
-    p.add_argument("--task", default=None, help="score uncertainty on this task only (default: mean over tasks)")
+    p.add_argument(
+        "--strategy",
+        default="diverse",
+        choices=STRATEGIES,
+        help="entropy / margin: the k most uncertain; mc_dropout: BALD over dropout passes; "
+        "diverse: an uncertainty-weighted diverse batch (greedy k-means++ weights)",
+    )
+    p.add_argument(
+        "--labeled",
+        action="append",
+        default=[],
+        help="posts already labeled (a manifest or an aggregate output); never chosen again. Repeatable",
+    )
+    p.add_argument(
+        "--task", default=None, help="score uncertainty on this task only (default: mean over tasks)"
+    )
     p.add_argument("--memory", default=None, help="a label memory folder to apply before scoring")
     p.add_argument("--mc-samples", type=int, default=8, help="mc_dropout: stochastic forward passes")
     p.add_argument("--seed", type=int, default=0, help="seeds the random baseline and the dropout masks")
     p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--posts-out", default=None, help="also write the chosen posts' records (a manifest to label)")
+    p.add_argument(
+        "--posts-out", default=None, help="also write the chosen posts' records (a manifest to label)"
+    )
 
 
 def _ids_in(path: str) -> list[str]:
@@ -143,9 +189,17 @@ def _select(args: argparse.Namespace) -> int:
         predictor = MemoryPredictor.load(predictor, args.memory)
     pool = load_posts(args.pool)
     labeled = [i for path in args.labeled for i in _ids_in(path)]
-    chosen = select_for_labeling(predictor, pool, args.k, strategy=args.strategy, labeled_ids=labeled,
-                                 task=args.task, seed=args.seed, mc_samples=args.mc_samples,
-                                 batch_size=args.batch_size)
+    chosen = select_for_labeling(
+        predictor,
+        pool,
+        args.k,
+        strategy=args.strategy,
+        labeled_ids=labeled,
+        task=args.task,
+        seed=args.seed,
+        mc_samples=args.mc_samples,
+        batch_size=args.batch_size,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
@@ -154,8 +208,16 @@ def _select(args: argparse.Namespace) -> int:
     if args.posts_out:
         by_id = {p.id: p for p in pool}
         write_posts([by_id[s.id] for s in chosen], args.posts_out)
-    _emit({"out": str(out), "strategy": args.strategy, "chosen": len(chosen), "pool": len(pool),
-           "already_labeled": len(set(labeled)), "mean_score": sum(s.score for s in chosen) / max(len(chosen), 1)})
+    _emit(
+        {
+            "out": str(out),
+            "strategy": args.strategy,
+            "chosen": len(chosen),
+            "pool": len(pool),
+            "already_labeled": len(set(labeled)),
+            "mean_score": sum(s.score for s in chosen) / max(len(chosen), 1),
+        }
+    )
     return 0
 
 
@@ -164,20 +226,38 @@ def _select(args: argparse.Namespace) -> int:
 
 def _memory_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", help="add labeled posts to a model's label memory",
-                         description="Embed labeled posts with the model and add them to its label memory, so "
-                                     "predictions for similar posts shift at once, before any retraining.")
+    add = sub.add_parser(
+        "add",
+        help="add labeled posts to a model's label memory",
+        description="Embed labeled posts with the model and add them to its label memory, so "
+        "predictions for similar posts shift at once, before any retraining.",
+    )
     add.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
     add.add_argument("--data", required=True, help="labeled posts (a manifest; labels may be soft)")
-    add.add_argument("--memory", default=None, help="memory folder (default: beside the model, <model>.memory)")
-    add.add_argument("--reference", default=None,
-                     help="posts like those the memory will be asked about (a sample of the pool), to centre "
-                          "similarities on a new memory (default: the --data posts)")
-    add.add_argument("--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)")
-    add.add_argument("--threshold", type=float, default=None,
-                     help="cosine similarity below which an example has no effect (new memory: 0.9)")
-    add.add_argument("--temperature", type=float, default=None,
-                     help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)")
+    add.add_argument(
+        "--memory", default=None, help="memory folder (default: beside the model, <model>.memory)"
+    )
+    add.add_argument(
+        "--reference",
+        default=None,
+        help="posts like those the memory will be asked about (a sample of the pool), to centre "
+        "similarities on a new memory (default: the --data posts)",
+    )
+    add.add_argument(
+        "--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)"
+    )
+    add.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine similarity below which an example has no effect (new memory: 0.9)",
+    )
+    add.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
+    )
     add.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     add.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
@@ -191,8 +271,14 @@ def _memory(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
     folder = Path(args.memory) if args.memory else default_memory_dir(args.model)
-    memory = LabelMemory.load(folder) if (folder / "memory.json").is_file() else LabelMemory.for_predictor(predictor)
-    overrides = {k: getattr(args, k) for k in ("weight", "threshold", "temperature") if getattr(args, k) is not None}
+    memory = (
+        LabelMemory.load(folder)
+        if (folder / "memory.json").is_file()
+        else LabelMemory.for_predictor(predictor)
+    )
+    overrides = {
+        k: getattr(args, k) for k in ("weight", "threshold", "temperature") if getattr(args, k) is not None
+    }
     if overrides:
         memory.config = replace(memory.config, **overrides)
     report = LoadReport()
@@ -200,8 +286,16 @@ def _memory(args: argparse.Namespace) -> int:
     reference = load_posts(args.reference, on_error="skip") if args.reference else None
     added = memory.add(predictor, posts, reference=reference)
     memory.save(folder)
-    _emit({"memory": str(folder), "added": added, "entries": len(memory), "skipped_records": report.skipped,
-           "unlabeled_posts": len(posts) - added, "config": memory.config.to_dict()})
+    _emit(
+        {
+            "memory": str(folder),
+            "added": added,
+            "entries": len(memory),
+            "skipped_records": report.skipped,
+            "unlabeled_posts": len(posts) - added,
+            "config": memory.config.to_dict(),
+        }
+    )
     return 0
 
 
@@ -213,45 +307,85 @@ def _simulate_parser(p: argparse.ArgumentParser) -> None:
 
     d = SimulationConfig(out_dir="")
     p.add_argument("--out", required=True, help="folder for curve.json, curve.png and the generated data")
-    p.add_argument("--rounds", type=int, default=d.rounds, help="labeling rounds (the first is random for all)")
+    p.add_argument(
+        "--rounds", type=int, default=d.rounds, help="labeling rounds (the first is random for all)"
+    )
     p.add_argument("--per-round", type=int, default=d.per_round, help="posts sent to labelers per round")
     p.add_argument("--labelers", type=int, default=d.labelers, help="simulated people in the crowd")
     p.add_argument("--votes-per-post", type=int, default=d.votes_per_post, help="labelers asked per post")
-    p.add_argument("--accuracy", type=float, default=d.accuracy, help="an honest labeler's chance of being right")
+    p.add_argument(
+        "--accuracy", type=float, default=d.accuracy, help="an honest labeler's chance of being right"
+    )
     p.add_argument("--spammers", type=float, default=d.spammers, help="share of labelers answering at random")
-    p.add_argument("--strategies", default=",".join(d.strategies), help="comma-separated: random,entropy,margin,"
-                                                                       "mc_dropout,diverse")
+    p.add_argument(
+        "--strategies",
+        default=",".join(d.strategies),
+        help="comma-separated: random,entropy,margin,mc_dropout,diverse",
+    )
     p.add_argument("--method", default=d.method, help="vote aggregation: majority, dawid_skene or soft")
     p.add_argument("--tasks", default=",".join(d.tasks), help="ContextBench tasks the labelers answer")
     p.add_argument("--n-pool", type=int, default=d.n_pool, help="unlabeled ContextBench posts to choose from")
     p.add_argument("--n-test", type=int, default=d.n_test, help="ContextBench test posts")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs over the labeled set per round")
-    p.add_argument("--encoder", default=None,
-                   help="pretrained encoder weights for the frozen encoder, e.g. a quickstart run's "
-                        "pretrain/final/open_clip_model.safetensors (default: random init)")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
-                   help="without --encoder: epochs of contrastive pretraining on the pool's image+text pairs, as "
-                        "the quickstart does (0: a random frozen encoder)")
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help="fine-tuning epochs over the labeled set per round"
+    )
+    p.add_argument(
+        "--encoder",
+        default=None,
+        help="pretrained encoder weights for the frozen encoder, e.g. a quickstart run's "
+        "pretrain/final/open_clip_model.safetensors (default: random init)",
+    )
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=d.pretrain_epochs,
+        help="without --encoder: epochs of contrastive pretraining on the pool's image+text pairs, as "
+        "the quickstart does (0: a random frozen encoder)",
+    )
     p.add_argument("--mc-samples", type=int, default=d.mc_samples, help="mc_dropout: stochastic passes")
-    p.add_argument("--data", default=None, help="an existing ContextBench folder (default: generate under --out)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seeds the data, the crowd, the model and selection")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a busy machine)")
+    p.add_argument(
+        "--data", default=None, help="an existing ContextBench folder (default: generate under --out)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seeds the data, the crowd, the model and selection"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a busy machine)"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from ximgctx.hitl.simulate import SimulationConfig, simulate_labeling
 
     config = SimulationConfig(
-        out_dir=args.out, rounds=args.rounds, per_round=args.per_round, labelers=args.labelers,
-        votes_per_post=args.votes_per_post, accuracy=args.accuracy, spammers=args.spammers,
-        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()], method=args.method,
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], n_pool=args.n_pool, n_test=args.n_test,
-        epochs=args.epochs, encoder=args.encoder, pretrain_epochs=args.pretrain_epochs, mc_samples=args.mc_samples,
-        data_dir=args.data, seed=args.seed, threads=args.threads,
+        out_dir=args.out,
+        rounds=args.rounds,
+        per_round=args.per_round,
+        labelers=args.labelers,
+        votes_per_post=args.votes_per_post,
+        accuracy=args.accuracy,
+        spammers=args.spammers,
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        method=args.method,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        n_pool=args.n_pool,
+        n_test=args.n_test,
+        epochs=args.epochs,
+        encoder=args.encoder,
+        pretrain_epochs=args.pretrain_epochs,
+        mc_samples=args.mc_samples,
+        data_dir=args.data,
+        seed=args.seed,
+        threads=args.threads,
     )
     curve = simulate_labeling(config, progress=True)
-    _emit({"curve": str(Path(args.out) / "curve.json"), "plot": str(Path(args.out) / "curve.png"),
-           "final": {s: pts[-1] for s, pts in curve["strategies"].items()}})
+    _emit(
+        {
+            "curve": str(Path(args.out) / "curve.json"),
+            "plot": str(Path(args.out) / "curve.png"),
+            "final": {s: pts[-1] for s, pts in curve["strategies"].items()},
+        }
+    )
     return 0
 
 
@@ -270,8 +404,9 @@ def main(argv: list[str] | None = None, command: str = "aggregate") -> int:
     if command not in _COMMANDS:
         raise ValueError(f"command must be one of {sorted(_COMMANDS)}, got {command!r}")
     build, run = _COMMANDS[command]
-    p = argparse.ArgumentParser(prog=f"ximgctx {command}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     build(p)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:

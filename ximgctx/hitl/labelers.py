@@ -41,7 +41,9 @@ class LabelerPool:
     """
 
     n_labelers: int = 10  # people in the crowd
-    accuracy: float = 0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    accuracy: float = (
+        0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    )
     spammers: float = 0.2  # share of the crowd answering at random
     votes_per_post: int = 3  # labelers asked per post
     seed: int = 0  # seeds who is a spammer and every answer
@@ -52,7 +54,9 @@ class LabelerPool:
         _check("accuracy", self.accuracy, 0.0, 1.0)
         _check("spammers", self.spammers, 0.0, 1.0)
         if not 1 <= self.votes_per_post <= self.n_labelers:
-            raise ValueError(f"votes_per_post must be in [1, n_labelers={self.n_labelers}], got {self.votes_per_post!r}")
+            raise ValueError(
+                f"votes_per_post must be in [1, n_labelers={self.n_labelers}], got {self.votes_per_post!r}"
+            )
         self.rng = np.random.default_rng(self.seed)
         n_spam = int(round(self.spammers * self.n_labelers))
         self.ids = [f"labeler_{i:03d}" for i in range(self.n_labelers)]
@@ -98,6 +102,14 @@ class LabelerPool:
                     continue
                 for w in who:
                     labeler = self.ids[int(w)]
-                    out.append(Vote(pid, labeler, spec.name, self._answer(labeler, labels[spec.name], spec),
-                                    source="<simulated>", row=len(out) + 1))
+                    out.append(
+                        Vote(
+                            pid,
+                            labeler,
+                            spec.name,
+                            self._answer(labeler, labels[spec.name], spec),
+                            source="<simulated>",
+                            row=len(out) + 1,
+                        )
+                    )
         return out

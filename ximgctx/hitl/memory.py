@@ -100,8 +100,13 @@ class LabelMemory:
         model_digest: SHA-256 of the model folder's manifest the embeddings came from, when known.
     """
 
-    def __init__(self, tasks: Sequence[TaskSpec], dim: int, config: MemoryConfig | None = None,
-                 model_digest: str | None = None) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        dim: int,
+        config: MemoryConfig | None = None,
+        model_digest: str | None = None,
+    ) -> None:
         self.tasks = {t.name: t for t in tasks}
         self.dim = int(dim)
         self.config = config or MemoryConfig()
@@ -111,21 +116,32 @@ class LabelMemory:
         self.posts: list[dict[str, Any] | None] = []  # the post records, for refresh()
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)  # (N, H) raw fused embeddings
         self.center: np.ndarray | None = None  # (H,) subtracted before normalising; None: raw cosine
-        self._index: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}  # task -> (faiss index, rows, targets)
+        self._index: dict[
+            str, tuple[Any, np.ndarray, np.ndarray]
+        ] = {}  # task -> (faiss index, rows, targets)
 
     @classmethod
     def for_predictor(cls, predictor: Any, config: MemoryConfig | None = None) -> LabelMemory:
         """An empty memory matching a predictor's model."""
         base = getattr(predictor, "predictor", predictor)
-        return cls(base.model.config.tasks, base.model.config.fusion.hidden_dim, config,
-                   getattr(base, "model_digest", None))
+        return cls(
+            base.model.config.tasks,
+            base.model.config.fusion.hidden_dim,
+            config,
+            getattr(base, "model_digest", None),
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
 
     # ------------------------------------------------------------------------------------- adding
-    def add_embeddings(self, ids: Sequence[str], embeddings: np.ndarray, labels: Sequence[dict[str, LabelValue]],
-                       posts: Sequence[dict[str, Any] | None] | None = None) -> int:
+    def add_embeddings(
+        self,
+        ids: Sequence[str],
+        embeddings: np.ndarray,
+        labels: Sequence[dict[str, LabelValue]],
+        posts: Sequence[dict[str, Any] | None] | None = None,
+    ) -> int:
         """Add (or replace, by id: the latest label wins) entries from precomputed fused embeddings (N, H).
 
         Labels for tasks the memory does not know, or that do not fit their task, are dropped with a warning;
@@ -133,7 +149,9 @@ class LabelMemory:
         """
         embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(ids), -1)
         if embeddings.shape[1] != self.dim:
-            raise ValueError(f"embeddings have {embeddings.shape[1]} dimensions; this memory holds {self.dim}")
+            raise ValueError(
+                f"embeddings have {embeddings.shape[1]} dimensions; this memory holds {self.dim}"
+            )
         position = {pid: i for i, pid in enumerate(self.ids)}
         rows, added = [], 0
         for j, pid in enumerate(ids):
@@ -174,15 +192,27 @@ class LabelMemory:
         """Centre similarities on the mean of these fused embeddings (N, H) of reference posts."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim or len(embeddings) == 0:
-            raise ValueError(f"set_center needs (N, {self.dim}) embeddings with N >= 1, got {embeddings.shape}")
+            raise ValueError(
+                f"set_center needs (N, {self.dim}) embeddings with N >= 1, got {embeddings.shape}"
+            )
         if len(embeddings) < _MIN_REFERENCE:
-            logger.warning("label memory: centring on only %d posts; give %d or more reference posts (a sample "
-                           "of the pool) for similarities that mean something", len(embeddings), _MIN_REFERENCE)
+            logger.warning(
+                "label memory: centring on only %d posts; give %d or more reference posts (a sample "
+                "of the pool) for similarities that mean something",
+                len(embeddings),
+                _MIN_REFERENCE,
+            )
         self.center = embeddings.mean(0)
         self._index.clear()
 
-    def add(self, predictor: Any, posts: Iterable[Post], batch_size: int | None = None, *,
-            reference: Iterable[Post] | None = None) -> int:
+    def add(
+        self,
+        predictor: Any,
+        posts: Iterable[Post],
+        batch_size: int | None = None,
+        *,
+        reference: Iterable[Post] | None = None,
+    ) -> int:
         """Embed labeled ``posts`` with ``predictor`` and add them. Posts without labels are skipped.
 
         The first time (no centre yet) the centre is set from ``reference`` posts (a sample of the posts the
@@ -192,7 +222,9 @@ class LabelMemory:
         labeled = [p for p in posts if any(t in self.tasks for t in p.labels)]
         base = getattr(predictor, "predictor", predictor)
         self._check_model(base)
-        emb = base.embed(labeled, batch_size) if labeled else np.zeros((0, self.dim), dtype=np.float32)  # (N, H)
+        emb = (
+            base.embed(labeled, batch_size) if labeled else np.zeros((0, self.dim), dtype=np.float32)
+        )  # (N, H)
         if self.center is None:
             if reference is not None:
                 self.set_center(base.embed(list(reference), batch_size))
@@ -202,8 +234,9 @@ class LabelMemory:
             return 0
         if self.model_digest is None:
             self.model_digest = getattr(base, "model_digest", None)
-        return self.add_embeddings([p.id for p in labeled], emb, [p.labels for p in labeled],
-                                   [p.to_dict() for p in labeled])
+        return self.add_embeddings(
+            [p.id for p in labeled], emb, [p.labels for p in labeled], [p.to_dict() for p in labeled]
+        )
 
     def remove(self, ids: Iterable[str]) -> int:
         """Forget entries by post id; returns how many were removed."""
@@ -217,16 +250,22 @@ class LabelMemory:
         self._index.clear()
         return removed
 
-    def refresh(self, predictor: Any, batch_size: int | None = None, *,
-                reference: Iterable[Post] | None = None) -> int:
+    def refresh(
+        self, predictor: Any, batch_size: int | None = None, *, reference: Iterable[Post] | None = None
+    ) -> int:
         """Re-embed every stored post with ``predictor`` (after retraining) and recompute the centre from
         ``reference`` posts (or the stored ones); entries stored without their post are dropped. Returns how
         many entries remain."""
         base = getattr(predictor, "predictor", predictor)
-        kept = [(pid, lab, rec) for pid, lab, rec in zip(self.ids, self.labels, self.posts, strict=True)
-                if rec is not None]
+        kept = [
+            (pid, lab, rec)
+            for pid, lab, rec in zip(self.ids, self.labels, self.posts, strict=True)
+            if rec is not None
+        ]
         if len(kept) < len(self.ids):
-            logger.warning("label memory: %d entries have no stored post and were dropped", len(self.ids) - len(kept))
+            logger.warning(
+                "label memory: %d entries have no stored post and were dropped", len(self.ids) - len(kept)
+            )
         posts = [post_from_dict(rec) for _, _, rec in kept]
         emb = base.embed(posts, batch_size) if posts else np.zeros((0, self.dim), dtype=np.float32)
         self.ids, self.labels, self.posts = [], [], []
@@ -266,7 +305,9 @@ class LabelMemory:
         sims, idx = index.search(q, min(self.config.k, len(rows)))
         return sims, np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
 
-    def blend(self, scores: dict[str, torch.Tensor], fused: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+    def blend(
+        self, scores: dict[str, torch.Tensor], fused: torch.Tensor | np.ndarray
+    ) -> dict[str, torch.Tensor]:
         """Heads' calibrated scores (task -> (B, C)) moved toward the labels of each post's labeled neighbours;
         ``fused`` are the posts' fused embeddings (B, H). Rows with no neighbour above the threshold are
         returned unchanged (the same values, bit for bit)."""
@@ -288,7 +329,9 @@ class LabelMemory:
             if len(moved) == 0:
                 continue
             kern = kernel[moved]  # (M, k)
-            mem = (kern[..., None] * targets[np.maximum(idx[moved], 0)]).sum(1) / kern.sum(1, keepdims=True)  # (M, C)
+            mem = (kern[..., None] * targets[np.maximum(idx[moved], 0)]).sum(1) / kern.sum(
+                1, keepdims=True
+            )  # (M, C)
             new = p.clone()
             a = torch.as_tensor(alpha[moved], dtype=p.dtype, device=p.device)[:, None]  # (M, 1)
             rows = torch.as_tensor(moved, device=p.device)
@@ -310,12 +353,15 @@ class LabelMemory:
     def _check_model(self, predictor: Any) -> None:
         dim = predictor.model.config.fusion.hidden_dim
         if dim != self.dim:
-            raise ValueError(f"this label memory holds {self.dim}-d embeddings; the model's fused embedding is {dim}-d")
+            raise ValueError(
+                f"this label memory holds {self.dim}-d embeddings; the model's fused embedding is {dim}-d"
+            )
         digest = getattr(predictor, "model_digest", None)
         if self.model_digest and digest and digest != self.model_digest and len(self):
             raise ValueError(
                 f"this label memory was built with model {self.model_digest[:12]}..., not {digest[:12]}... "
-                f"(its embeddings mean nothing to another model); call memory.refresh(predictor) to re-embed")
+                f"(its embeddings mean nothing to another model); call memory.refresh(predictor) to re-embed"
+            )
 
     def save(self, folder: str | Path) -> Path:
         """Write ``memory.json``, ``embeddings.safetensors`` and ``posts.jsonl`` (atomically)."""
@@ -326,11 +372,17 @@ class LabelMemory:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         meta = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(), "dim": self.dim,
-            "model_digest": self.model_digest, "tasks": [asdict(t) for t in self.tasks.values()],
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "dim": self.dim,
+            "model_digest": self.model_digest,
+            "tasks": [asdict(t) for t in self.tasks.values()],
             "entries": [{"id": pid, "labels": lab} for pid, lab in zip(self.ids, self.labels, strict=True)],
         }
-        (tmp / "memory.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "memory.json").write_text(
+            json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         tensors = {"embeddings": np.ascontiguousarray(self.embeddings)}
         if self.center is not None:
             tensors["center"] = np.ascontiguousarray(self.center, dtype=np.float32)
@@ -352,19 +404,27 @@ class LabelMemory:
         folder = Path(folder)
         path = folder / "memory.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: not a label memory (no memory.json); create one with "
-                                    f"'ximgctx memory add --model DIR --data FILE'")
+            raise FileNotFoundError(
+                f"{folder}: not a label memory (no memory.json); create one with "
+                f"'ximgctx memory add --model DIR --data FILE'"
+            )
         meta = json.loads(path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} file")
-        memory = cls([TaskSpec(**t) for t in meta["tasks"]], meta["dim"], MemoryConfig(**meta["config"]),
-                     meta.get("model_digest"))
+        memory = cls(
+            [TaskSpec(**t) for t in meta["tasks"]],
+            meta["dim"],
+            MemoryConfig(**meta["config"]),
+            meta.get("model_digest"),
+        )
         tensors = load_file(str(folder / "embeddings.safetensors"))
         emb = tensors["embeddings"]
         memory.center = tensors.get("center")
         entries = meta["entries"]
         if emb.shape != (len(entries), memory.dim):
-            raise ValueError(f"{folder}: embeddings.safetensors is {emb.shape}, expected ({len(entries)}, {memory.dim})")
+            raise ValueError(
+                f"{folder}: embeddings.safetensors is {emb.shape}, expected ({len(entries)}, {memory.dim})"
+            )
         records: list[dict[str, Any] | None] = [None] * len(entries)
         posts_path = folder / "posts.jsonl"
         if posts_path.is_file() and posts_path.stat().st_size > 0:
@@ -399,8 +459,9 @@ class MemoryPredictor:
         return cls(predictor, LabelMemory.load(folder))
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, memory_dir: str | Path | None = None,
-                        **predictor_options: Any) -> MemoryPredictor:
+    def from_pretrained(
+        cls, model_dir: str | Path, memory_dir: str | Path | None = None, **predictor_options: Any
+    ) -> MemoryPredictor:
         """Load a model folder and its memory (``memory_dir``, else ``<model_dir>.memory`` when it exists,
         else an empty memory). ``predictor_options`` go to ``Predictor.from_pretrained`` (device, dtype...)."""
         from ximgctx.inference.predictor import Predictor
@@ -464,16 +525,18 @@ class MemoryPredictor:
         for result in self.predictor.iter_batches(posts, batch_size):
             yield replace(result, scores=self.memory.blend(result.scores, result.output.fused))
 
-    def iter_predict(self, posts: Iterable[Post], batch_size: int | None = None, *,
-                     embeddings: bool = False) -> Iterator[Any]:
+    def iter_predict(
+        self, posts: Iterable[Post], batch_size: int | None = None, *, embeddings: bool = False
+    ) -> Iterator[Any]:
         for result in self.iter_batches(posts, batch_size):
             yield from self.predictor.results(result, embeddings=embeddings)
 
-    def predict(self, posts: Iterable[Post], batch_size: int | None = None, *, embeddings: bool = False) -> list[Any]:
+    def predict(
+        self, posts: Iterable[Post], batch_size: int | None = None, *, embeddings: bool = False
+    ) -> list[Any]:
         """Like ``Predictor.predict``, with the memory's labeled neighbours blended into the scores."""
         return list(self.iter_predict(posts, batch_size, embeddings=embeddings))
 
     def embed(self, posts: Iterable[Post], batch_size: int | None = None, **options: Any) -> np.ndarray:
         """The wrapped predictor's embeddings (the memory does not change them)."""
         return self.predictor.embed(posts, batch_size, **options)
-

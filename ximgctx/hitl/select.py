@@ -40,8 +40,15 @@ from torch import nn
 
 from ximgctx.data.post import Post, load_posts
 
-__all__ = ["STRATEGIES", "Selection", "choose", "dropout_on", "pairwise_distance", "select_for_labeling",
-           "uncertainty"]
+__all__ = [
+    "STRATEGIES",
+    "Selection",
+    "choose",
+    "dropout_on",
+    "pairwise_distance",
+    "select_for_labeling",
+    "uncertainty",
+]
 
 STRATEGIES = ("entropy", "margin", "mc_dropout", "diverse", "random")
 _EPS = 1e-12
@@ -57,8 +64,12 @@ class Selection:
     per_task: dict[str, float] = field(default_factory=dict)  # task -> the same score on that task alone
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "rank": self.rank, "score": round(self.score, 6),
-                "per_task": {k: round(v, 6) for k, v in self.per_task.items()}}
+        return {
+            "id": self.id,
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "per_task": {k: round(v, 6) for k, v in self.per_task.items()},
+        }
 
 
 # ------------------------------------------------------------------------------------------- scores
@@ -81,7 +92,9 @@ def _margin(p: np.ndarray, kind: str) -> np.ndarray:
     return 1.0 - np.abs(2.0 * p - 1.0).mean(-1)
 
 
-def uncertainty(scores: dict[str, np.ndarray], kinds: dict[str, str], strategy: str = "entropy") -> dict[str, np.ndarray]:
+def uncertainty(
+    scores: dict[str, np.ndarray], kinds: dict[str, str], strategy: str = "entropy"
+) -> dict[str, np.ndarray]:
     """Per task, the uncertainty of each post from its (N, C) calibrated scores."""
     fn = _margin if strategy == "margin" else _entropy
     return {t: fn(p, kinds[t]) for t, p in scores.items()}
@@ -112,8 +125,9 @@ def _unwrap(predictor: Any) -> tuple[Any, Any]:
     return base, memory
 
 
-def _scores_and_embeddings(predictor: Any, posts: Sequence[Post],
-                           batch_size: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _scores_and_embeddings(
+    predictor: Any, posts: Sequence[Post], batch_size: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Calibrated scores (memory-blended when there is a memory) and unit-norm fused embeddings."""
     base, memory = _unwrap(predictor)
     scores: dict[str, list[np.ndarray]] = {t: [] for t in base.task_names}
@@ -127,8 +141,10 @@ def _scores_and_embeddings(predictor: Any, posts: Sequence[Post],
             scores[t].append(batch_scores[t].float().cpu().numpy())
         emb.append(fused.cpu().numpy())
     dim = base.model.config.fusion.hidden_dim
-    return ({t: np.concatenate(v) if v else np.zeros((0, 1)) for t, v in scores.items()},
-            np.concatenate(emb) if emb else np.zeros((0, dim), dtype=np.float32))
+    return (
+        {t: np.concatenate(v) if v else np.zeros((0, 1)) for t, v in scores.items()},
+        np.concatenate(emb) if emb else np.zeros((0, dim), dtype=np.float32),
+    )
 
 
 @contextlib.contextmanager
@@ -154,19 +170,22 @@ def dropout_on(model: nn.Module, p: float | None = None) -> Iterator[int]:
             m.train(training)
 
 
-def _mc_samples(predictor: Any, posts: Sequence[Post], samples: int, p: float, seed: int,
-                batch_size: int | None) -> list[dict[str, np.ndarray]]:
+def _mc_samples(
+    predictor: Any, posts: Sequence[Post], samples: int, p: float, seed: int, batch_size: int | None
+) -> list[dict[str, np.ndarray]]:
     base, memory = _unwrap(predictor)
     out: list[dict[str, list[np.ndarray]]] = [{t: [] for t in base.task_names} for _ in range(samples)]
     size = batch_size or base.batch_size
     with torch.random.fork_rng(devices=[]), dropout_on(base.model, p) as n_active:
         if n_active == 0:
-            raise ValueError("mc_dropout: the model's fusion module has no dropout layers to sample from; "
-                             "use another strategy")
+            raise ValueError(
+                "mc_dropout: the model's fusion module has no dropout layers to sample from; "
+                "use another strategy"
+            )
         torch.manual_seed(seed)
         model = base.model
         for start in range(0, len(posts), size):
-            batch = base.collate(posts[start:start + size])
+            batch = base.collate(posts[start : start + size])
             with torch.inference_mode(), base.autocast():
                 # ContextModel.forward split in two: the encoder has no sampled dropout, so it runs once
                 # and only fusion + heads run `samples` times
@@ -276,8 +295,10 @@ def select_for_labeling(
     else:
         scores, emb = _scores_and_embeddings(predictor, candidates, batch_size)
         order, total, per_task = choose(strategy, k, kinds=kinds, scores=scores, embeddings=emb)
-    return [Selection(candidates[i].id, r, float(total[i]), {t: float(per_task[t][i]) for t in kinds})
-            for r, i in enumerate(order)]
+    return [
+        Selection(candidates[i].id, r, float(total[i]), {t: float(per_task[t][i]) for t in kinds})
+        for r, i in enumerate(order)
+    ]
 
 
 def choose(
@@ -320,7 +341,9 @@ def choose(
     else:
         if scores is None:
             raise ValueError(f"choose({strategy!r}) needs the scores")
-        per_task = uncertainty({t: scores[t] for t in kinds}, kinds, "margin" if strategy == "margin" else "entropy")
+        per_task = uncertainty(
+            {t: scores[t] for t in kinds}, kinds, "margin" if strategy == "margin" else "entropy"
+        )
     total = np.mean([per_task[t] for t in kinds], axis=0)  # (N,)
     k = min(k, len(total))
     if k == 0:
@@ -328,7 +351,9 @@ def choose(
     if strategy == "diverse":
         if embeddings is None:
             raise ValueError("choose('diverse') needs the fused embeddings")
-        order = _weighted_farthest(np.asarray(embeddings, dtype=np.float64), total.astype(np.float64) + _EPS, k)
+        order = _weighted_farthest(
+            np.asarray(embeddings, dtype=np.float64), total.astype(np.float64) + _EPS, k
+        )
     else:
         order = [int(i) for i in np.argsort(-total, kind="stable")[:k]]
     return order, total, per_task

@@ -71,17 +71,23 @@ class SimulationConfig:
     per_round: int = 100  # posts sent to labelers per round
     labelers: int = 20  # simulated people
     votes_per_post: int = 3  # labelers asked per post
-    accuracy: float = 0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    accuracy: float = (
+        0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    )
     spammers: float = 0.2  # share of labelers answering at random
     strategies: list[str] = field(default_factory=lambda: ["random", "entropy", "diverse"])  # compared
-    method: str = "soft"  # vote aggregation: majority | dawid_skene | soft (Dawid-Skene posteriors as targets)
+    method: str = (
+        "soft"  # vote aggregation: majority | dawid_skene | soft (Dawid-Skene posteriors as targets)
+    )
     tasks: list[str] = field(default_factory=lambda: ["intent"])  # ContextBench tasks the labelers answer
     n_pool: int = 4000  # unlabeled posts to choose from (the quickstart's n_train)
     n_test: int = 1000  # test posts (the quickstart's n_test)
     image_size: int = 64  # ContextBench image side (the quickstart's)
     arch: str = "ximgctx-tiny-rn"  # the encoder (the quickstart's)
     encoder: str | None = None  # pretrained encoder weights (a pretrain run's open_clip_model.safetensors)
-    pretrain_epochs: int = 0  # without `encoder`: epochs of contrastive pretraining on the pool (0: random init)
+    pretrain_epochs: int = (
+        0  # without `encoder`: epochs of contrastive pretraining on the pool (0: random init)
+    )
     hidden_dim: int = 128  # fusion width (the quickstart's)
     fusion_layers: int = 2  # attention fusion layers (the quickstart's)
     dropout: float = 0.1  # fusion dropout (training and mc_dropout's samples)
@@ -91,12 +97,16 @@ class SimulationConfig:
     mc_samples: int = 8  # mc_dropout passes
     data_dir: str | None = None  # an existing ContextBench folder with train.jsonl and test.jsonl
     seed: int = 0  # seeds the data, the crowd, the model and every choice
-    threads: int | None = None  # torch intra-op threads; None: torch's default (1 is faster on a busy machine)
+    threads: int | None = (
+        None  # torch intra-op threads; None: torch's default (1 is faster on a busy machine)
+    )
 
     def __post_init__(self) -> None:
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
-            raise ValueError(f"strategies must be a non-empty subset of {list(STRATEGIES)}, got {self.strategies!r}")
+            raise ValueError(
+                f"strategies must be a non-empty subset of {list(STRATEGIES)}, got {self.strategies!r}"
+            )
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.pretrain_epochs < 0:
@@ -105,7 +115,9 @@ class SimulationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.rounds * self.per_round > self.n_pool:
-            raise ValueError(f"rounds x per_round = {self.rounds * self.per_round} posts, more than n_pool={self.n_pool}")
+            raise ValueError(
+                f"rounds x per_round = {self.rounds * self.per_round} posts, more than n_pool={self.n_pool}"
+            )
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -131,7 +143,7 @@ def _encode(model: ContextModel, posts: list[Post], batch_size: int = 64) -> _Fe
     parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "replies": [], "reply_mask": []}
     model.eval()
     for start in range(0, len(posts), batch_size):
-        batch = model.processor(posts[start:start + batch_size])
+        batch = model.processor(posts[start : start + batch_size])
         emb = model.encode(batch)
         b, kb, d = emb.replies.shape
         replies = torch.zeros(b, k, d)
@@ -152,7 +164,11 @@ def _features(model: ContextModel, posts: list[Post], cache: Path) -> _Features:
 
     ids = [p.id for p in posts]
     meta = cache.with_suffix(".json")
-    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == {"ids": ids, **_encoder_key(model)}:
+    if (
+        cache.is_file()
+        and meta.is_file()
+        and json.loads(meta.read_text()) == {"ids": ids, **_encoder_key(model)}
+    ):
         return _Features(**load_file(str(cache)))
     feats = _encode(model, posts)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +182,11 @@ def _encoder_key(model: ContextModel) -> dict[str, Any]:
     digest = hashlib.sha256()
     for p in list(model.encoder.parameters())[:4]:
         digest.update(p.detach().float().cpu().numpy().tobytes())
-    return {"arch": model.config.encoder.arch, "pretrained": model.config.encoder.pretrained,
-            "weights": digest.hexdigest()[:16]}
+    return {
+        "arch": model.config.encoder.arch,
+        "pretrained": model.config.encoder.pretrained,
+        "weights": digest.hexdigest()[:16],
+    }
 
 
 def _forward(model: ContextModel, feats: _Features, idx: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -178,13 +197,14 @@ def _forward(model: ContextModel, feats: _Features, idx: Any) -> tuple[dict[str,
 
 
 @torch.no_grad()
-def _predict(model: ContextModel, feats: _Features, idx: np.ndarray,
-             batch_size: int = 512) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _predict(
+    model: ContextModel, feats: _Features, idx: np.ndarray, batch_size: int = 512
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Calibrated scores per task (N, C) and unit-norm fused embeddings (N, H), dropout as currently set."""
     scores: dict[str, list[np.ndarray]] = {}
     fused_all = []
     for start in range(0, len(idx), batch_size):
-        logits, fused = _forward(model, feats, idx[start:start + batch_size])
+        logits, fused = _forward(model, feats, idx[start : start + batch_size])
         for t, p in model.scores(logits).items():
             scores.setdefault(t, []).append(p.float().numpy())
         fused_all.append(torch.nn.functional.normalize(fused.float(), dim=-1).numpy())
@@ -194,25 +214,40 @@ def _predict(model: ContextModel, feats: _Features, idx: np.ndarray,
 # ------------------------------------------------------------------------------------------ a round
 
 
-def _finetune(model: ContextModel, feats: _Features, idx: np.ndarray, targets: dict[str, torch.Tensor],
-              config: SimulationConfig, generator: torch.Generator) -> float:
+def _finetune(
+    model: ContextModel,
+    feats: _Features,
+    idx: np.ndarray,
+    targets: dict[str, torch.Tensor],
+    config: SimulationConfig,
+    generator: torch.Generator,
+) -> float:
     """``config.epochs`` passes over the labeled rows ``idx``; returns the last epoch's mean loss."""
     from ximgctx.training.config import LearningRates, OptimConfig
     from ximgctx.training.optim import build_optimizer
 
     groups = model.parameter_groups()
-    optim = build_optimizer({k: v for k, v in groups.items() if k in ("fusion", "heads")},
-                            OptimConfig(lr=LearningRates(fusion=config.lr, heads=config.lr)))
+    optim = build_optimizer(
+        {k: v for k, v in groups.items() if k in ("fusion", "heads")},
+        OptimConfig(lr=LearningRates(fusion=config.lr, heads=config.lr)),
+    )
     model.train()
     last = 0.0
     for _ in range(config.epochs):
         order = torch.randperm(len(idx), generator=generator).numpy()
         losses = []
         for start in range(0, len(idx), config.batch_size):
-            rows = order[start:start + config.batch_size]
+            rows = order[start : start + config.batch_size]
             logits, _ = _forward(model, feats, idx[rows])
-            loss = sum(masked_task_loss(logits[t], targets[t][rows], torch.ones(len(rows), dtype=torch.bool),
-                                        model.heads[t].spec.kind) for t in targets)
+            loss = sum(
+                masked_task_loss(
+                    logits[t],
+                    targets[t][rows],
+                    torch.ones(len(rows), dtype=torch.bool),
+                    model.heads[t].spec.kind,
+                )
+                for t in targets
+            )
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0)
@@ -230,7 +265,7 @@ def _evaluate(model: ContextModel, feats: _Features, truth: list[dict[str, Any]]
     with torch.no_grad():
         idx = np.arange(len(truth))
         for start in range(0, len(idx), 512):
-            logits, _ = _forward(model, feats, idx[start:start + 512])
+            logits, _ = _forward(model, feats, idx[start : start + 512])
             for t, z in logits.items():
                 scores_logits.setdefault(t, []).append(z)
     out = {}
@@ -243,8 +278,9 @@ def _evaluate(model: ContextModel, feats: _Features, truth: list[dict[str, Any]]
     return out
 
 
-def _label_accuracy(labels: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]],
-                    specs: dict[str, TaskSpec]) -> float:
+def _label_accuracy(
+    labels: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]], specs: dict[str, TaskSpec]
+) -> float:
     """Share of (post, task) aggregated labels equal to the truth (soft labels read by argmax / p >= 0.5)."""
     from ximgctx.hitl.aggregate import soft_to_hard
 
@@ -265,8 +301,13 @@ def _build_model(config: SimulationConfig, specs: list[TaskSpec]) -> ContextMode
     model_config = ModelConfig(
         tasks=specs,
         encoder=EncoderConfig(arch=config.arch, pretrained=config.encoder, freeze=True),
-        fusion=FusionConfig(kind="attention", hidden_dim=config.hidden_dim, layers=config.fusion_layers,
-                            heads=4, dropout=config.dropout),
+        fusion=FusionConfig(
+            kind="attention",
+            hidden_dim=config.hidden_dim,
+            layers=config.fusion_layers,
+            heads=4,
+            dropout=config.dropout,
+        ),
         lora=None,
     )
     return ContextModel(model_config).eval()
@@ -278,11 +319,23 @@ def _data(config: SimulationConfig, out: Path) -> tuple[list[Post], list[Post], 
     from ximgctx.governance import GovernancePolicy, govern
 
     data = Path(config.data_dir) if config.data_dir else out / "data"
-    stamp = {"seed": config.seed, "n_train": config.n_pool, "n_test": config.n_test, "image_size": config.image_size}
+    stamp = {
+        "seed": config.seed,
+        "n_train": config.n_pool,
+        "n_test": config.n_test,
+        "image_size": config.image_size,
+    }
     stamp_file = data / "simulate_bench.json"
     if config.data_dir is None and not (stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp):
-        generate(data, seed=config.seed, n_train=config.n_pool, n_val=0, n_test=config.n_test, n_compositional=0,
-                 image_size=config.image_size)
+        generate(
+            data,
+            seed=config.seed,
+            n_train=config.n_pool,
+            n_val=0,
+            n_test=config.n_test,
+            n_compositional=0,
+            image_size=config.image_size,
+        )
         stamp_file.write_text(json.dumps(stamp))
     policy = GovernancePolicy()
     pool_result = govern(load_posts(data / "train.jsonl")[: config.n_pool], policy)
@@ -298,17 +351,31 @@ def _pretrain(config: SimulationConfig, pool: list[Post], out: Path, progress: b
     from ximgctx.training.config import LearningRates, OptimConfig, TrainConfig
 
     folder = out / "pretrain"
-    stamp = {"arch": config.arch, "epochs": config.pretrain_epochs, "seed": config.seed, "ids": len(pool),
-             "first": pool[0].id, "last": pool[-1].id}
+    stamp = {
+        "arch": config.arch,
+        "epochs": config.pretrain_epochs,
+        "seed": config.seed,
+        "ids": len(pool),
+        "first": pool[0].id,
+        "last": pool[-1].id,
+    }
     weights = folder / "final" / ENCODER_WEIGHTS
     stamp_file = folder / "simulate_pretrain.json"
     if weights.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         return str(weights)
     experiment = PretrainExperiment(
         encoder=EncoderConfig(arch=config.arch),
-        train=TrainConfig(output_dir=str(folder), seed=config.seed, epochs=config.pretrain_epochs, batch_size=64,
-                          optim=OptimConfig(lr=LearningRates(encoder=2e-3), warmup_ratio=0.1), eval_every=None,
-                          keep_last=1, tensorboard=False, progress_bar=progress),
+        train=TrainConfig(
+            output_dir=str(folder),
+            seed=config.seed,
+            epochs=config.pretrain_epochs,
+            batch_size=64,
+            optim=OptimConfig(lr=LearningRates(encoder=2e-3), warmup_ratio=0.1),
+            eval_every=None,
+            keep_last=1,
+            tensorboard=False,
+            progress_bar=progress,
+        ),
     )
     fit = pretrain(experiment, train_posts=pool)
     stamp_file.write_text(json.dumps(stamp))
@@ -339,7 +406,9 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
 
     t = time.time()
     if config.encoder is None and config.pretrain_epochs > 0:
-        say(f"contrastive pretraining of {config.arch} on the pool's {len(pool)} image+text pairs (no labels) ...")
+        say(
+            f"contrastive pretraining of {config.arch} on the pool's {len(pool)} image+text pairs (no labels) ..."
+        )
         config = replace(config, encoder=_pretrain(config, pool, out, progress))
     timings["pretrain"] = time.time() - t
 
@@ -360,8 +429,13 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
         t = time.time()
         model.load_state_dict(initial)
         torch.manual_seed(config.seed)  # the same dropout stream for every strategy
-        crowd = LabelerPool(n_labelers=config.labelers, accuracy=config.accuracy, spammers=config.spammers,
-                            votes_per_post=config.votes_per_post, seed=config.seed)
+        crowd = LabelerPool(
+            n_labelers=config.labelers,
+            accuracy=config.accuracy,
+            spammers=config.spammers,
+            votes_per_post=config.votes_per_post,
+            seed=config.seed,
+        )
         generator = torch.Generator().manual_seed(config.seed)
         rng = np.random.default_rng(config.seed + 1)
         labeled: list[int] = []
@@ -382,34 +456,61 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
             agg = result.labels()
             clock["finetune"] = time.time()
             idx = np.array(labeled)
-            targets = {s.name: torch.stack([encode_label(agg[pool[i].id][s.name], s) for i in labeled]) for s in specs}
+            targets = {
+                s.name: torch.stack([encode_label(agg[pool[i].id][s.name], s) for i in labeled])
+                for s in specs
+            }
             loss = _finetune(model, pool_feats, idx, targets, config, generator)
             clock["evaluate"] = time.time()
             acc = _evaluate(model, test_feats, test_truth)
             clock["end"] = time.time()
             phases = list(clock)
-            point = {"round": r, "labels": len(votes), "posts": len(set(labeled)), "accuracy": acc["mean"],
-                     "per_task": {k: v for k, v in acc.items() if k != "mean"},
-                     "label_accuracy": _label_accuracy(agg, truth, spec_by), "train_loss": loss,
-                     "seconds": {a: round(clock[b] - clock[a], 2) for a, b in zip(phases, phases[1:], strict=False)}}
+            point = {
+                "round": r,
+                "labels": len(votes),
+                "posts": len(set(labeled)),
+                "accuracy": acc["mean"],
+                "per_task": {k: v for k, v in acc.items() if k != "mean"},
+                "label_accuracy": _label_accuracy(agg, truth, spec_by),
+                "train_loss": loss,
+                "seconds": {
+                    a: round(clock[b] - clock[a], 2) for a, b in zip(phases, phases[1:], strict=False)
+                },
+            }
             points.append(point)
-            say(f"  {strategy:>10} round {r}: {len(votes)} labels ({len(labeled)} posts) -> test accuracy "
-                f"{100 * acc['mean']:.1f}% (aggregated labels {100 * point['label_accuracy']:.1f}% right)")
+            say(
+                f"  {strategy:>10} round {r}: {len(votes)} labels ({len(labeled)} posts) -> test accuracy "
+                f"{100 * acc['mean']:.1f}% (aggregated labels {100 * point['label_accuracy']:.1f}% right)"
+            )
         curves[strategy] = points
         timings[strategy] = time.time() - t
 
     timings["total"] = time.time() - t0
-    timings["cpu_total"] = time.process_time() - cpu0  # this process's CPU seconds (wall time includes waiting)
+    timings["cpu_total"] = (
+        time.process_time() - cpu0
+    )  # this process's CPU seconds (wall time includes waiting)
     timings["threads"] = torch.get_num_threads()
-    curve = {"config": asdict(config), "strategies": curves, "timings": timings, "governance": audit,
-             "metric": "test accuracy, mean over tasks (exact match for multilabel tasks)"}
+    curve = {
+        "config": asdict(config),
+        "strategies": curves,
+        "timings": timings,
+        "governance": audit,
+        "metric": "test accuracy, mean over tasks (exact match for multilabel tasks)",
+    }
     (out / "curve.json").write_text(json.dumps(curve, indent=2) + "\n")
     _plot(curve, out / "curve.png")
     return curve
 
 
-def _choose(model: ContextModel, feats: _Features, rest: np.ndarray, strategy: str, config: SimulationConfig,
-            kinds: dict[str, str], rng: np.random.Generator) -> list[int]:
+def _choose(
+    model: ContextModel,
+    feats: _Features,
+    rest: np.ndarray,
+    strategy: str,
+    config: SimulationConfig,
+    kinds: dict[str, str],
+    rng: np.random.Generator,
+) -> list[int]:
     """Pool rows to label next, among the unlabeled ``rest``, with the same selection code as
     :func:`~ximgctx.hitl.select_for_labeling`."""
     k = config.per_round
@@ -440,9 +541,11 @@ def _plot(curve: dict[str, Any], path: Path) -> None:
     cfg = curve["config"]
     ax.set_xlabel("labels spent (votes)")
     ax.set_ylabel("test accuracy (%, exact match for multilabel)")
-    ax.set_title(f"ContextBench {'+'.join(cfg['tasks'])}: {cfg['labelers']} labelers, "
-                 f"{math.floor(100 * cfg['accuracy'])}% accurate, {math.floor(100 * cfg['spammers'])}% spammers",
-                 fontsize=9)
+    ax.set_title(
+        f"ContextBench {'+'.join(cfg['tasks'])}: {cfg['labelers']} labelers, "
+        f"{math.floor(100 * cfg['accuracy'])}% accurate, {math.floor(100 * cfg['spammers'])}% spammers",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

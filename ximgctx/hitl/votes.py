@@ -26,8 +26,17 @@ from ximgctx.data.post import Post
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FIELDS", "BadVote", "Vote", "VoteSet", "check_votes", "iter_vote_rows", "load_tasks", "read_votes",
-           "votes_from_posts"]
+__all__ = [
+    "FIELDS",
+    "BadVote",
+    "Vote",
+    "VoteSet",
+    "check_votes",
+    "iter_vote_rows",
+    "load_tasks",
+    "read_votes",
+    "votes_from_posts",
+]
 
 #: The columns of a vote row.
 FIELDS = ("post_id", "labeler", "task", "label")
@@ -143,7 +152,9 @@ def iter_vote_rows(path: Path) -> Iterator[tuple[int, Any]]:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(f"{path}: the header must name the columns {list(FIELDS)}; missing {missing}")
+                raise ValueError(
+                    f"{path}: the header must name the columns {list(FIELDS)}; missing {missing}"
+                )
             for rec in reader:
                 yield reader.line_num, {k: _parse_cell(v) for k, v in rec.items() if k is not None}
     elif suffix == ".parquet":
@@ -152,7 +163,9 @@ def iter_vote_rows(path: Path) -> Iterator[tuple[int, Any]]:
         table = pq.read_table(path)
         missing = [c for c in FIELDS if c not in table.column_names]
         if missing:
-            raise ValueError(f"{path}: the Parquet file must have the columns {list(FIELDS)}; missing {missing}")
+            raise ValueError(
+                f"{path}: the Parquet file must have the columns {list(FIELDS)}; missing {missing}"
+            )
         for i, rec in enumerate(table.to_pylist(), start=1):
             yield i, {k: _parse_cell(v) for k, v in rec.items()}
     else:
@@ -165,7 +178,9 @@ def _raw(value: Any) -> str | list[str] | None:
         return None
     if isinstance(value, (int, str)):
         return str(value)
-    if isinstance(value, (list, tuple)) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in value):
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(x, (str, int)) and not isinstance(x, bool) for x in value
+    ):
         return [str(x) for x in value]
     return None
 
@@ -200,8 +215,11 @@ def check_votes(
         if not isinstance(rec, Mapping):
             bad(None, f"a vote is an object with {list(FIELDS)}, got {type(rec).__name__}")
             continue
-        missing = [f for f in FIELDS if rec.get(f) is None or (isinstance(rec.get(f), str) and not rec[f].strip()
-                                                              and f != "labeler")]
+        missing = [
+            f
+            for f in FIELDS
+            if rec.get(f) is None or (isinstance(rec.get(f), str) and not rec[f].strip() and f != "labeler")
+        ]
         if missing:
             bad(missing[0], f"missing {', '.join(missing)}")
             continue
@@ -224,9 +242,14 @@ def check_votes(
             bad("label", f"a label is a string or a list of strings, got {rec['label']!r}")
             continue
         if specs is not None:
-            unknown = [x for x in ([label] if isinstance(label, str) else label) if x not in specs[task].labels]
+            unknown = [
+                x for x in ([label] if isinstance(label, str) else label) if x not in specs[task].labels
+            ]
             if unknown:
-                bad("label", f"unknown label {unknown[0]!r} for task {task!r}; labels are {specs[task].labels}")
+                bad(
+                    "label",
+                    f"unknown label {unknown[0]!r} for task {task!r}; labels are {specs[task].labels}",
+                )
                 continue
         parsed.append((source, row, pid, labeler, task, label))
 
@@ -243,14 +266,27 @@ def check_votes(
         if out.kinds[task] == "multiclass":
             if isinstance(label, list):
                 if len(set(label)) != 1:
-                    out.problems.append(BadVote(source, row, "label", f"task {task!r} is multiclass; one label "
-                                                f"per vote, got {label!r}"))
+                    out.problems.append(
+                        BadVote(
+                            source,
+                            row,
+                            "label",
+                            f"task {task!r} is multiclass; one label per vote, got {label!r}",
+                        )
+                    )
                     continue
                 label = label[0]
             if key in first:
                 prev = out.votes[first[key]]
-                out.problems.append(BadVote(source, row, None, f"labeler {labeler!r} already voted on post {pid!r} "
-                                            f"task {task!r} at {prev.source}:{prev.row}; keeping that vote"))
+                out.problems.append(
+                    BadVote(
+                        source,
+                        row,
+                        None,
+                        f"labeler {labeler!r} already voted on post {pid!r} "
+                        f"task {task!r} at {prev.source}:{prev.row}; keeping that vote",
+                    )
+                )
                 continue
             first[key] = len(out.votes)
             out.votes.append(Vote(pid, labeler, task, label, source, row))
@@ -259,7 +295,9 @@ def check_votes(
             if key in first:  # several rows by one labeler: the set they ticked
                 i = first[key]
                 prev = out.votes[i]
-                out.votes[i] = Vote(pid, labeler, task, tuple(sorted(set(prev.label) | chosen)), prev.source, prev.row)
+                out.votes[i] = Vote(
+                    pid, labeler, task, tuple(sorted(set(prev.label) | chosen)), prev.source, prev.row
+                )
                 continue
             first[key] = len(out.votes)
             out.votes.append(Vote(pid, labeler, task, tuple(sorted(chosen)), source, row))
@@ -273,7 +311,11 @@ def _vote_rows(votes: Iterable[Vote | Mapping[str, Any]], source: str) -> Iterat
     for i, v in enumerate(votes, start=1):
         if isinstance(v, Vote):
             label = list(v.label) if isinstance(v.label, tuple) else v.label
-            yield v.source, v.row or i, {"post_id": v.post_id, "labeler": v.labeler, "task": v.task, "label": label}
+            yield (
+                v.source,
+                v.row or i,
+                {"post_id": v.post_id, "labeler": v.labeler, "task": v.task, "label": label},
+            )
         else:
             yield source, i, v
 

@@ -76,7 +76,9 @@ def distributed_shard(device: str | None = None, timeout_s: float = 1800.0) -> S
     dev = str(state.device) if device in (None, "auto") else device
     if cpu:
         dev = "cpu"
-    return Shard(rank=state.process_index, world=state.num_processes, device=dev, barrier=state.wait_for_everyone)
+    return Shard(
+        rank=state.process_index, world=state.num_processes, device=dev, barrier=state.wait_for_everyone
+    )
 
 
 def output_format(path: str | Path) -> str:
@@ -193,8 +195,10 @@ def _merge_parts(out: Path, world: int, expected: int, schema: Any) -> tuple[int
     parts = [_part_path(out, r, world) for r in range(world)]
     missing = [str(p) for p in parts if not p.is_file()]
     if missing:
-        raise RuntimeError(f"sharded prediction: part files missing after the barrier: {missing}; "
-                           f"every process must write to the same (shared) file system")
+        raise RuntimeError(
+            f"sharded prediction: part files missing after the barrier: {missing}; "
+            f"every process must write to the same (shared) file system"
+        )
 
     with_problems = 0
 
@@ -204,14 +208,17 @@ def _merge_parts(out: Path, world: int, expected: int, schema: Any) -> tuple[int
         for i, rec in heapq.merge(*(_read_part(p) for p in parts), key=lambda x: x[0]):
             if i != want:
                 what = "a duplicate of" if i < want else "missing"
-                raise RuntimeError(f"sharded prediction: record index {want} is {what} "
-                                   f"(got index {i}); the processes did not agree on the input")
+                raise RuntimeError(
+                    f"sharded prediction: record index {want} is {what} "
+                    f"(got index {i}); the processes did not agree on the input"
+                )
             want += 1
             with_problems += bool(rec.get("problems"))
             yield rec
         if want != expected:
-            raise RuntimeError(f"sharded prediction: merged {want} results but the manifest has "
-                               f"{expected} valid records")
+            raise RuntimeError(
+                f"sharded prediction: merged {want} results but the manifest has {expected} valid records"
+            )
 
     return write_records(checked(), out, schema=schema), with_problems
 
@@ -255,8 +262,11 @@ def run_sharded(
 
     seen = 0  # valid records in the manifest (every process counts all of them)
     done = 0  # records this process predicted
-    bar = _progress(mine_total, progress and shard.is_main,
-                    f"{desc} (process 0 of {shard.world})" if shard.world > 1 else desc)
+    bar = _progress(
+        mine_total,
+        progress and shard.is_main,
+        f"{desc} (process 0 of {shard.world})" if shard.world > 1 else desc,
+    )
     posts = load_posts(data, streaming=True, on_error=on_error, image_root=image_root, report=report)
     try:
         with open(part, "w", encoding="utf-8") as f:
@@ -296,13 +306,15 @@ def run_sharded(
         written, with_problems = _merge_parts(out, shard.world, seen, schema)
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
         seconds = time.perf_counter() - start
-        summary.update({
-            "out": str(out),
-            "written": written,
-            "seconds": round(seconds, 3),
-            "posts_per_second": round(written / seconds, 2) if seconds > 0 else None,
-            "with_problems": with_problems,
-        })
+        summary.update(
+            {
+                "out": str(out),
+                "written": written,
+                "seconds": round(seconds, 3),
+                "posts_per_second": round(written / seconds, 2) if seconds > 0 else None,
+                "with_problems": with_problems,
+            }
+        )
         if report.errors:
             summary["skipped_examples"] = [str(e) for e in report.errors[:10]]
     return summary

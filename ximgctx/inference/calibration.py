@@ -34,8 +34,14 @@ from ximgctx.inference.policy import CategoryRule, ModerationPolicy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OperatingPoint", "calibrate_policy", "category_truth", "choose_block_threshold",
-           "choose_review_threshold", "operating_point"]
+__all__ = [
+    "OperatingPoint",
+    "calibrate_policy",
+    "category_truth",
+    "choose_block_threshold",
+    "choose_review_threshold",
+    "operating_point",
+]
 
 #: Below this many positives (or negatives) a chosen threshold is reported as unreliable.
 MIN_SUPPORT = 20
@@ -58,8 +64,10 @@ class OperatingPoint:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) and k != "threshold" else v)
-                for k, v in self.__dict__.items()}
+        return {
+            k: (round(v, 6) if isinstance(v, float) and k != "threshold" else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 def _curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -74,8 +82,14 @@ def _curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, ...]:
     return s[last], tp[last], fp[last]
 
 
-def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float | None,
-                    target: str = "", met: bool = True, note: str = "") -> OperatingPoint:
+def operating_point(
+    scores: np.ndarray,
+    positives: np.ndarray,
+    threshold: float | None,
+    target: str = "",
+    met: bool = True,
+    note: str = "",
+) -> OperatingPoint:
     """Precision, recall and FPR of ``score >= threshold`` (nothing flagged when threshold is None)."""
     scores = np.asarray(scores, dtype=np.float64)
     positives = np.asarray(positives, dtype=bool)
@@ -83,14 +97,27 @@ def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float 
     flagged = np.zeros_like(positives) if threshold is None else scores >= threshold
     tp, fp = int((flagged & positives).sum()), int((flagged & ~positives).sum())
     return OperatingPoint(
-        threshold=threshold, target=target, met=met, flagged=tp + fp, true_positives=tp, positives=p, negatives=n,
-        precision=tp / (tp + fp) if tp + fp else None, recall=tp / p if p else None,
-        fpr=fp / n if n else None, note=note,
+        threshold=threshold,
+        target=target,
+        met=met,
+        flagged=tp + fp,
+        true_positives=tp,
+        positives=p,
+        negatives=n,
+        precision=tp / (tp + fp) if tp + fp else None,
+        recall=tp / p if p else None,
+        fpr=fp / n if n else None,
+        note=note,
     )
 
 
-def choose_block_threshold(scores: np.ndarray, positives: np.ndarray, *, target_precision: float | None = None,
-                           target_fpr: float | None = None) -> OperatingPoint:
+def choose_block_threshold(
+    scores: np.ndarray,
+    positives: np.ndarray,
+    *,
+    target_precision: float | None = None,
+    target_fpr: float | None = None,
+) -> OperatingPoint:
     """The lowest observed score meeting a precision or false-positive-rate target (see module docstring)."""
     if (target_precision is None) == (target_fpr is None):
         raise ValueError("give exactly one of target_precision and target_fpr")
@@ -110,14 +137,22 @@ def choose_block_threshold(scores: np.ndarray, positives: np.ndarray, *, target_
             return operating_point(scores, positives, None, target, False, "no negatives in the set")
         ok = fp / n <= target_fpr
     if not ok.any():
-        return operating_point(scores, positives, None, target, False,
-                               "no threshold meets the target; block disabled (review only)")
+        return operating_point(
+            scores,
+            positives,
+            None,
+            target,
+            False,
+            "no threshold meets the target; block disabled (review only)",
+        )
     i = int(np.flatnonzero(ok)[-1])  # lowest threshold (thresholds descend)
     note = f"fewer than {MIN_SUPPORT} positives or negatives: unreliable" if min(p, n) < MIN_SUPPORT else ""
     return operating_point(scores, positives, float(t[i]), target, True, note)
 
 
-def choose_review_threshold(scores: np.ndarray, positives: np.ndarray, *, target_recall: float) -> OperatingPoint:
+def choose_review_threshold(
+    scores: np.ndarray, positives: np.ndarray, *, target_recall: float
+) -> OperatingPoint:
     """The highest observed score whose ``score >= threshold`` keeps at least ``target_recall`` of positives."""
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
@@ -168,7 +203,9 @@ def calibrate_policy(
     """
     policy = moderator.policy
     if categories is None:  # score-only categories (no thresholds at all) stay score-only
-        categories = [c for c, rule in policy.categories.items() if rule.block is not None or rule.review is not None]
+        categories = [
+            c for c, rule in policy.categories.items() if rule.block is not None or rule.review is not None
+        ]
     names = list(categories)
     unknown = [c for c in names if c not in policy.categories]
     if unknown:
@@ -203,21 +240,34 @@ def calibrate_policy(
             point = choose_review_threshold(s, y, target_recall=review_recall)
             review = point.threshold
             if review is not None and block is not None and review > block:
-                point = operating_point(s, y, block, point.target, True,
-                                        "the recall target is met above the block threshold: empty review band")
+                point = operating_point(
+                    s,
+                    y,
+                    block,
+                    point.target,
+                    True,
+                    "the recall target is met above the block threshold: empty review band",
+                )
                 review = block
             entry["review"] = point.to_dict()
         elif review is not None and block is not None and review > block:
             review = block  # keep the policy valid when a new block threshold falls under the old band
             entry["review_note"] = "review threshold lowered to the new block threshold"
         final = operating_point(s, y, block)
-        entry["final"] = {"block": block, "review": review, "block_precision": final.precision,
-                          "block_recall": final.recall, "block_fpr": final.fpr}
+        entry["final"] = {
+            "block": block,
+            "review": review,
+            "block_precision": final.precision,
+            "block_recall": final.recall,
+            "block_fpr": final.fpr,
+        }
         calibration = {k: v for k, v in entry.items() if k in ("block", "review")}
         calibration["labeled_posts"] = int(len(s))
         new_categories[c] = replace(rule, block=block, review=review, calibration=calibration)
         report["categories"][c] = entry
         for part in ("block", "review"):
             if part in entry and (not entry[part]["met"] or entry[part]["note"]):
-                logger.warning("category %r, %s threshold: %s", c, part, entry[part]["note"] or "target not met")
+                logger.warning(
+                    "category %r, %s threshold: %s", c, part, entry[part]["note"] or "target not met"
+                )
     return replace(policy, categories=new_categories), report

@@ -26,25 +26,42 @@ def _common(p: argparse.ArgumentParser, *, out_help: str, data: bool = True) -> 
     p.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
     if data:
         p.add_argument("--data", required=True, help="posts: .jsonl, .parquet, or a folder of shards")
-        p.add_argument("--image-root", default=None, help="resolve relative image paths here (default: the manifest's folder)")
+        p.add_argument(
+            "--image-root",
+            default=None,
+            help="resolve relative image paths here (default: the manifest's folder)",
+        )
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast dtype; auto is bf16 on GPU and fp32 on CPU")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype; auto is bf16 on GPU and fp32 on CPU",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _sharded(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--on-error", default="skip", choices=["skip", "raise"],
-                   help="a malformed manifest record is skipped and reported (default) or stops the job")
-    p.add_argument("--barrier-timeout", type=float, default=1800.0,
-                   help="seconds process 0 waits for the others to finish their shards before merging")
+    p.add_argument(
+        "--on-error",
+        default="skip",
+        choices=["skip", "raise"],
+        help="a malformed manifest record is skipped and reported (default) or stops the job",
+    )
+    p.add_argument(
+        "--barrier-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds process 0 waits for the others to finish their shards before merging",
+    )
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"ximgctx {command}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     if command == "predict":
         _common(p, out_help="predictions, .jsonl or .parquet")
         _sharded(p)
@@ -52,26 +69,50 @@ def _parser(command: str) -> argparse.ArgumentParser:
     elif command == "moderate":
         _common(p, out_help="moderation results, .jsonl or .parquet")
         _sharded(p)
-        p.add_argument("--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)")
-        p.add_argument("--explain", default="flagged", choices=["flagged", "all", "none"],
-                       help="which posts get explanations (each costs three extra forward passes)")
+        p.add_argument(
+            "--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)"
+        )
+        p.add_argument(
+            "--explain",
+            default="flagged",
+            choices=["flagged", "all", "none"],
+            help="which posts get explanations (each costs three extra forward passes)",
+        )
     elif command == "calibrate":
         _common(p, out_help="the updated policy YAML")
         p.add_argument("--policy", default=None, help="policy to start from (default: the shipped default)")
         target = p.add_mutually_exclusive_group()
-        target.add_argument("--target-precision", type=float, default=None,
-                            help="block threshold: the lowest with at least this precision")
-        target.add_argument("--target-fpr", type=float, default=None,
-                            help="block threshold: the lowest with at most this false-positive rate")
-        p.add_argument("--review-recall", type=float, default=None,
-                       help="review threshold: the highest that sends at least this share of positives to review")
-        p.add_argument("--category", action="append", default=None, help="calibrate only this category (repeatable)")
+        target.add_argument(
+            "--target-precision",
+            type=float,
+            default=None,
+            help="block threshold: the lowest with at least this precision",
+        )
+        target.add_argument(
+            "--target-fpr",
+            type=float,
+            default=None,
+            help="block threshold: the lowest with at most this false-positive rate",
+        )
+        p.add_argument(
+            "--review-recall",
+            type=float,
+            default=None,
+            help="review threshold: the highest that sends at least this share of positives to review",
+        )
+        p.add_argument(
+            "--category", action="append", default=None, help="calibrate only this category (repeatable)"
+        )
         p.add_argument("--report", default=None, help="also write the operating points as JSON here")
     elif command == "index":
         _common(p, out_help="index folder to write")
-        p.add_argument("--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)")
+        p.add_argument(
+            "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
+        )
         p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
-        p.add_argument("--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)")
+        p.add_argument(
+            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
+        )
     elif command == "search":
         p.add_argument("--index", required=True, help="index folder written by ximgctx index")
         q = p.add_mutually_exclusive_group(required=True)
@@ -79,12 +120,25 @@ def _parser(command: str) -> argparse.ArgumentParser:
         q.add_argument("--image", help="image file query")
         q.add_argument("--post", help="post id in the index: more like this")
         p.add_argument("-k", type=int, default=10, help="hits to return")
-        p.add_argument("--where", action="append", default=None, metavar="TASK=LABEL",
-                       help="keep posts predicted with this label (repeatable: same task = any, tasks = all)")
-        p.add_argument("--space", choices=["fused", "image"], default=None,
-                       help="vector space (default: image for --text/--image, fused for --post)")
+        p.add_argument(
+            "--where",
+            action="append",
+            default=None,
+            metavar="TASK=LABEL",
+            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
+        )
+        p.add_argument(
+            "--space",
+            choices=["fused", "image"],
+            default=None,
+            help="vector space (default: image for --text/--image, fused for --post)",
+        )
         p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
-        p.add_argument("--model", default=None, help="model for text/image queries (default: the one recorded in the index)")
+        p.add_argument(
+            "--model",
+            default=None,
+            help="model for text/image queries (default: the one recorded in the index)",
+        )
         p.add_argument("--device", default="auto")
     else:  # pragma: no cover - the dispatcher only routes the commands above
         raise ValueError(f"unknown command {command!r}")
@@ -100,8 +154,9 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
     from ximgctx.inference.predictor import Predictor, prediction_schema
 
     shard = distributed_shard(None if args.device == "auto" else args.device, timeout_s=args.barrier_timeout)
-    predictor = Predictor.from_pretrained(args.model, device=shard.device, dtype=args.dtype,
-                                          batch_size=args.batch_size)
+    predictor = Predictor.from_pretrained(
+        args.model, device=shard.device, dtype=args.dtype, batch_size=args.batch_size
+    )
     if command == "predict":
         schema = prediction_schema(predictor, embeddings=args.embeddings)
 
@@ -116,9 +171,18 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
         def job(posts: list[Any]) -> list[dict[str, Any]]:
             return [r.to_dict() for r in moderator.moderate(posts)]
 
-    summary = run_sharded(data=args.data, out=args.out, job=job, shard=shard, batch_size=args.batch_size,
-                          schema=schema, image_root=args.image_root, on_error=args.on_error,
-                          progress=not args.no_progress, desc=command)
+    summary = run_sharded(
+        data=args.data,
+        out=args.out,
+        job=job,
+        shard=shard,
+        batch_size=args.batch_size,
+        schema=schema,
+        image_root=args.image_root,
+        on_error=args.on_error,
+        progress=not args.no_progress,
+        desc=command,
+    )
     if shard.is_main:
         _stderr_json({"command": command, **summary})
     return 0
@@ -132,22 +196,40 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ximgctx.inference.predictor import Predictor
 
     if args.target_precision is None and args.target_fpr is None and args.review_recall is None:
-        print("ximgctx calibrate: give --target-precision or --target-fpr (block) and/or --review-recall",
-              file=sys.stderr)
+        print(
+            "ximgctx calibrate: give --target-precision or --target-fpr (block) and/or --review-recall",
+            file=sys.stderr,
+        )
         return 2
-    predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
     policy_path = args.policy or default_policy_path()
     moderator = Moderator(predictor, policy_path, explain="none")
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
-    policy, report = calibrate_policy(moderator, posts, target_precision=args.target_precision,
-                                      target_fpr=args.target_fpr, review_recall=args.review_recall,
-                                      categories=args.category, batch_size=args.batch_size)
-    targets = ", ".join(f"{k}={v}" for k, v in (("target-precision", args.target_precision),
-                                               ("target-fpr", args.target_fpr),
-                                               ("review-recall", args.review_recall)) if v is not None)
-    header = (f"ximgctx calibrate --model {args.model} --data {args.data} --policy {policy_path} --out {args.out}\n"
-              f"Thresholds chosen on {report['posts']} validation posts ({targets}); each category's\n"
-              f"'calibration' field records the operating point reached on that set.")
+    policy, report = calibrate_policy(
+        moderator,
+        posts,
+        target_precision=args.target_precision,
+        target_fpr=args.target_fpr,
+        review_recall=args.review_recall,
+        categories=args.category,
+        batch_size=args.batch_size,
+    )
+    targets = ", ".join(
+        f"{k}={v}"
+        for k, v in (
+            ("target-precision", args.target_precision),
+            ("target-fpr", args.target_fpr),
+            ("review-recall", args.review_recall),
+        )
+        if v is not None
+    )
+    header = (
+        f"ximgctx calibrate --model {args.model} --data {args.data} --policy {policy_path} --out {args.out}\n"
+        f"Thresholds chosen on {report['posts']} validation posts ({targets}); each category's\n"
+        f"'calibration' field records the operating point reached on that set."
+    )
     policy.to_yaml(args.out, header=header)
     report.update({"policy_in": str(policy_path), "policy_out": str(args.out), "data": str(args.data)})
     if args.report:
@@ -164,13 +246,23 @@ def _index(args: argparse.Namespace) -> int:
     from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
-    index = SearchIndex.build(predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe,
-                              progress=not args.no_progress)
+    index = SearchIndex.build(
+        predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
+    )
     path = index.save(args.out)
-    _stderr_json({"command": "index", "out": str(path), "posts": len(index), "mode": index.mode,
-                  "spaces": {s: int(i.ntotal) for s, i in index.indexes.items()}})
+    _stderr_json(
+        {
+            "command": "index",
+            "out": str(path),
+            "posts": len(index),
+            "mode": index.mode,
+            "spaces": {s: int(i.ntotal) for s, i in index.indexes.items()},
+        }
+    )
     return 0
 
 
@@ -197,8 +289,19 @@ def _search(args: argparse.Namespace) -> int:
         space = args.space or "fused"
         hits = index.search_post(args.post, k=args.k, space=space, where=args.where, nprobe=args.nprobe)
         query = {"post": args.post}
-    print(json.dumps({"query": query, "space": space, "where": args.where or [], "mode": index.mode,
-                      "hits": [h.to_dict() for h in hits]}, indent=2, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "query": query,
+                "space": space,
+                "where": args.where or [],
+                "mode": index.mode,
+                "hits": [h.to_dict() for h in hits],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     return 0
 
 
@@ -219,8 +322,16 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
         if command == "index":
             return _index(args)
         return _search(args)
-    except (PolicyError, SearchIndexError, ModelFolderError, PostValidationError, ImageDecodeError,
-            FileNotFoundError, KeyError, ValueError) as e:
+    except (
+        PolicyError,
+        SearchIndexError,
+        ModelFolderError,
+        PostValidationError,
+        ImageDecodeError,
+        FileNotFoundError,
+        KeyError,
+        ValueError,
+    ) as e:
         # errors about the user's inputs: one line naming what and where, not a traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)

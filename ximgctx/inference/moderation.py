@@ -63,9 +63,12 @@ class Explanation:
     reply_weights: str  # "attention" (learned weights) or "uniform" (mean-pooling fusions)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores_without": {m: dict(s) for m, s in self.scores_without.items()},
-                "decisions_without": dict(self.decisions_without),
-                "top_replies": [dict(r) for r in self.top_replies], "reply_weights": self.reply_weights}
+        return {
+            "scores_without": {m: dict(s) for m, s in self.scores_without.items()},
+            "decisions_without": dict(self.decisions_without),
+            "top_replies": [dict(r) for r in self.top_replies],
+            "reply_weights": self.reply_weights,
+        }
 
 
 @dataclass
@@ -88,7 +91,9 @@ class ModerationResult:
             "flagged": self.flagged,
             "categories": dict(self.categories),
             "category_scores": dict(self.category_scores),
-            "category_applied_input_types": {k: list(v) for k, v in self.category_applied_input_types.items()},
+            "category_applied_input_types": {
+                k: list(v) for k, v in self.category_applied_input_types.items()
+            },
             "decision": self.decision,
             "category_decisions": dict(self.category_decisions),
             "explanation": None if self.explanation is None else self.explanation.to_dict(),
@@ -129,8 +134,13 @@ class Moderator:
             passes over those posts only; ``"all"`` explains every post; ``"none"`` skips explanations.
     """
 
-    def __init__(self, predictor: Predictor | ContextModel, policy: ModerationPolicy | str | Path | None = None, *,
-                 explain: str = "flagged") -> None:
+    def __init__(
+        self,
+        predictor: Predictor | ContextModel,
+        policy: ModerationPolicy | str | Path | None = None,
+        *,
+        explain: str = "flagged",
+    ) -> None:
         if explain not in EXPLAIN_MODES:
             raise ValueError(f"explain must be one of {list(EXPLAIN_MODES)}, got {explain!r}")
         source = "policy"
@@ -160,7 +170,14 @@ class Moderator:
         """Per category, a (B,) float64 array from per-task (B, C) probabilities (exact widening)."""
         out = {}
         for name, rule in self.policy.categories.items():
-            s = scores[rule.task].detach().float().cpu().numpy().astype(np.float64)[:, self._label_index[name]]
+            s = (
+                scores[rule.task]
+                .detach()
+                .float()
+                .cpu()
+                .numpy()
+                .astype(np.float64)[:, self._label_index[name]]
+            )
             out[name] = s.max(axis=1) if rule.reduce == "max" else np.minimum(s.sum(axis=1), 1.0)
         return out
 
@@ -187,8 +204,10 @@ class Moderator:
             post = result.posts[i]
             w = weights[i]
             order = [int(j) for j in np.argsort(-w, kind="stable") if w[j] > 0][:n_top]
-            top = [{"index": j, "text": post.replies[j].text[:_REPLY_PREVIEW_CHARS], "weight": float(w[j])}
-                   for j in order]
+            top = [
+                {"index": j, "text": post.replies[j].text[:_REPLY_PREVIEW_CHARS], "weight": float(w[j])}
+                for j in order
+            ]
             scores_without = {m: {c: float(v[row]) for c, v in without[m].items()} for m in MODALITIES}
             explanations[i] = Explanation(
                 scores_without=scores_without,
@@ -216,20 +235,24 @@ class Moderator:
         explanations = self._explain(result, wanted)
         out = []
         for i, (scores, decision, per) in enumerate(rows):
-            out.append(ModerationResult(
-                id=result.posts[i].id,
-                flagged=decision == "block",
-                categories={name: d == "block" for name, d in per.items()},
-                category_scores=scores,
-                category_applied_input_types=self._applied({m: bool(present[m][i]) for m in MODALITIES}),
-                decision=decision,
-                category_decisions=per,
-                explanation=explanations.get(i),
-                problems=result.problems[i],
-            ))
+            out.append(
+                ModerationResult(
+                    id=result.posts[i].id,
+                    flagged=decision == "block",
+                    categories={name: d == "block" for name, d in per.items()},
+                    category_scores=scores,
+                    category_applied_input_types=self._applied({m: bool(present[m][i]) for m in MODALITIES}),
+                    decision=decision,
+                    category_decisions=per,
+                    explanation=explanations.get(i),
+                    problems=result.problems[i],
+                )
+            )
         return out
 
-    def iter_moderate(self, posts: Iterable[Post], batch_size: int | None = None) -> Iterator[ModerationResult]:
+    def iter_moderate(
+        self, posts: Iterable[Post], batch_size: int | None = None
+    ) -> Iterator[ModerationResult]:
         """Results one post at a time, in input order."""
         for result in self.predictor.iter_batches(posts, batch_size):
             yield from self.results(result)
@@ -244,21 +267,29 @@ class Moderator:
 
         names = list(self.policy.categories)
         f64 = pa.struct([(c, pa.float64()) for c in names])
-        explanation = pa.struct([
-            ("scores_without", pa.struct([(m, f64) for m in MODALITIES])),
-            ("decisions_without", pa.struct([(m, pa.string()) for m in MODALITIES])),
-            ("top_replies", pa.list_(pa.struct([("index", pa.int64()), ("text", pa.string()),
-                                                ("weight", pa.float64())]))),
-            ("reply_weights", pa.string()),
-        ])
-        return pa.schema([
-            ("id", pa.string()),
-            ("flagged", pa.bool_()),
-            ("categories", pa.struct([(c, pa.bool_()) for c in names])),
-            ("category_scores", f64),
-            ("category_applied_input_types", pa.struct([(c, pa.list_(pa.string())) for c in names])),
-            ("decision", pa.string()),
-            ("category_decisions", pa.struct([(c, pa.string()) for c in names])),
-            ("explanation", explanation),
-            ("problems", pa.list_(pa.string())),
-        ])
+        explanation = pa.struct(
+            [
+                ("scores_without", pa.struct([(m, f64) for m in MODALITIES])),
+                ("decisions_without", pa.struct([(m, pa.string()) for m in MODALITIES])),
+                (
+                    "top_replies",
+                    pa.list_(
+                        pa.struct([("index", pa.int64()), ("text", pa.string()), ("weight", pa.float64())])
+                    ),
+                ),
+                ("reply_weights", pa.string()),
+            ]
+        )
+        return pa.schema(
+            [
+                ("id", pa.string()),
+                ("flagged", pa.bool_()),
+                ("categories", pa.struct([(c, pa.bool_()) for c in names])),
+                ("category_scores", f64),
+                ("category_applied_input_types", pa.struct([(c, pa.list_(pa.string())) for c in names])),
+                ("decision", pa.string()),
+                ("category_decisions", pa.struct([(c, pa.string()) for c in names])),
+                ("explanation", explanation),
+                ("problems", pa.list_(pa.string())),
+            ]
+        )

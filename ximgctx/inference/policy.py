@@ -98,8 +98,11 @@ class CategoryRule:
             raise PolicyError(f"category names are letters, digits and _ . / -, got {self.name!r}")
         if not isinstance(self.task, str) or not self.task:
             raise PolicyError(f"{where}.task must be a task name, got {self.task!r}")
-        if (not isinstance(self.labels, list) or not self.labels
-                or not all(isinstance(x, str) and x for x in self.labels)):
+        if (
+            not isinstance(self.labels, list)
+            or not self.labels
+            or not all(isinstance(x, str) and x for x in self.labels)
+        ):
             raise PolicyError(f"{where}.labels must be a non-empty list of label names, got {self.labels!r}")
         dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
         if dup:
@@ -109,8 +112,10 @@ class CategoryRule:
         self.block = _threshold(self.block, f"{where}.block")
         self.review = _threshold(self.review, f"{where}.review")
         if self.block is not None and self.review is not None and self.review > self.block:
-            raise PolicyError(f"{where}: review ({self.review!r}) must be <= block ({self.block!r}); "
-                              f"the review band is [review, block)")
+            raise PolicyError(
+                f"{where}: review ({self.review!r}) must be <= block ({self.block!r}); "
+                f"the review band is [review, block)"
+            )
         if not isinstance(self.description, str):
             raise PolicyError(f"{where}.description must be a string, got {self.description!r}")
         if not isinstance(self.calibration, dict):
@@ -128,8 +133,15 @@ class CategoryRule:
         out: dict[str, Any] = {}
         if self.description:
             out["description"] = self.description
-        out.update({"task": self.task, "labels": list(self.labels), "reduce": self.reduce,
-                    "block": self.block, "review": self.review})
+        out.update(
+            {
+                "task": self.task,
+                "labels": list(self.labels),
+                "reduce": self.reduce,
+                "block": self.block,
+                "review": self.review,
+            }
+        )
         if self.calibration:
             out["calibration"] = dict(self.calibration)
         return out
@@ -148,7 +160,11 @@ class ModerationPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.categories, dict) or not self.categories:
             raise PolicyError("a policy needs at least one category under 'categories'")
-        if isinstance(self.explain_replies, bool) or not isinstance(self.explain_replies, int) or self.explain_replies < 0:
+        if (
+            isinstance(self.explain_replies, bool)
+            or not isinstance(self.explain_replies, int)
+            or self.explain_replies < 0
+        ):
             raise PolicyError(f"explain_replies must be an integer >= 0, got {self.explain_replies!r}")
         if self.version != 1:
             raise PolicyError(f"version must be 1 (the only policy format so far), got {self.version!r}")
@@ -165,26 +181,39 @@ class ModerationPolicy:
                 raise PolicyError(f"unknown keys {unknown}; known: {sorted(_POLICY_KEYS)}")
             raw = data.get("categories")
             if not isinstance(raw, dict) or not raw:
-                raise PolicyError(f"'categories' must be a non-empty mapping of category name -> rule, got {raw!r}")
+                raise PolicyError(
+                    f"'categories' must be a non-empty mapping of category name -> rule, got {raw!r}"
+                )
             categories = {}
             for name, rule in raw.items():
                 if not isinstance(rule, dict):
                     raise PolicyError(f"categories.{name} must be a mapping, got {rule!r}")
                 bad = sorted(set(rule) - _CATEGORY_KEYS)
                 if bad:
-                    raise PolicyError(f"categories.{name}: unknown keys {bad}; known: {sorted(_CATEGORY_KEYS)}")
+                    raise PolicyError(
+                        f"categories.{name}: unknown keys {bad}; known: {sorted(_CATEGORY_KEYS)}"
+                    )
                 missing = [k for k in ("task", "labels") if k not in rule]
                 if missing:
                     raise PolicyError(f"categories.{name}: missing {missing}")
                 labels = rule["labels"]
                 categories[str(name)] = CategoryRule(
-                    name=str(name), task=rule["task"], labels=[labels] if isinstance(labels, str) else labels,
-                    block=rule.get("block"), review=rule.get("review"), reduce=rule.get("reduce", "max"),
-                    description=rule.get("description", "") or "", calibration=rule.get("calibration") or {},
+                    name=str(name),
+                    task=rule["task"],
+                    labels=[labels] if isinstance(labels, str) else labels,
+                    block=rule.get("block"),
+                    review=rule.get("review"),
+                    reduce=rule.get("reduce", "max"),
+                    description=rule.get("description", "") or "",
+                    calibration=rule.get("calibration") or {},
                 )
-            return cls(categories=categories, name=str(data.get("name", "") or ""),
-                       description=str(data.get("description", "") or ""),
-                       explain_replies=data.get("explain_replies", 3), version=data.get("version", 1))
+            return cls(
+                categories=categories,
+                name=str(data.get("name", "") or ""),
+                description=str(data.get("description", "") or ""),
+                explain_replies=data.get("explain_replies", 3),
+                version=data.get("version", 1),
+            )
         except PolicyError as e:
             raise PolicyError(f"{source}: {e}") from None
 
@@ -229,16 +258,22 @@ class ModerationPolicy:
         for name, rule in self.categories.items():
             spec = by_name.get(rule.task)
             if spec is None:
-                raise PolicyError(f"{source}: categories.{name}.task is {rule.task!r}, which is not a task of "
-                                  f"the model; its tasks are {sorted(by_name)}")
+                raise PolicyError(
+                    f"{source}: categories.{name}.task is {rule.task!r}, which is not a task of "
+                    f"the model; its tasks are {sorted(by_name)}"
+                )
             unknown = [x for x in rule.labels if x not in spec.labels]
             if unknown:
-                raise PolicyError(f"{source}: categories.{name}.labels has {unknown}, not labels of task "
-                                  f"{spec.name!r}; its labels are {spec.labels}")
+                raise PolicyError(
+                    f"{source}: categories.{name}.labels has {unknown}, not labels of task "
+                    f"{spec.name!r}; its labels are {spec.labels}"
+                )
             if rule.reduce == "sum" and spec.kind != "multiclass":
-                raise PolicyError(f"{source}: categories.{name}.reduce is 'sum' but task {spec.name!r} is "
-                                  f"{spec.kind}; independent sigmoid scores do not add up to a probability, "
-                                  f"use 'max'")
+                raise PolicyError(
+                    f"{source}: categories.{name}.reduce is 'sum' but task {spec.name!r} is "
+                    f"{spec.kind}; independent sigmoid scores do not add up to a probability, "
+                    f"use 'max'"
+                )
 
     def decide(self, category_scores: dict[str, float]) -> tuple[str, dict[str, str]]:
         """The post's decision and each category's decision."""

@@ -31,8 +31,15 @@ from ximgctx.models.context_model import ContextModel, ContextOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchResult", "PostPrediction", "Predictor", "TaskPrediction", "prediction_schema", "resolve_device",
-           "resolve_dtype"]
+__all__ = [
+    "BatchResult",
+    "PostPrediction",
+    "Predictor",
+    "TaskPrediction",
+    "prediction_schema",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 #: ``--dtype`` names -> torch dtypes.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -137,9 +144,15 @@ class Predictor:
         >>> [p.tasks["intent"].labels for p in predictor.predict(posts)]
     """
 
-    def __init__(self, model: ContextModel, *, device: str | torch.device | None = "auto",
-                 dtype: str | torch.dtype | None = "auto", batch_size: int = 32,
-                 prefetch: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: ContextModel,
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        batch_size: int = 32,
+        prefetch: bool | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
@@ -152,9 +165,16 @@ class Predictor:
         self.task_names = [spec.name for spec in model.config.tasks]
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = "auto",
-                        dtype: str | torch.dtype | None = "auto", batch_size: int = 32,
-                        prefetch: bool | None = None, verify: bool = True) -> Predictor:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        batch_size: int = 32,
+        prefetch: bool | None = None,
+        verify: bool = True,
+    ) -> Predictor:
         """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified)."""
         dev = resolve_device(device)
         model = ContextModel.from_pretrained(path, device=dev, verify=verify)
@@ -195,10 +215,13 @@ class Predictor:
         for i, has_text in enumerate(text_mask):
             if not has_text:
                 problems[i].append(EMPTY_TEXT)
-        return BatchResult(posts=posts, batch=batch, output=output, scores=self.scores(output), problems=problems)
+        return BatchResult(
+            posts=posts, batch=batch, output=output, scores=self.scores(output), problems=problems
+        )
 
-    def iter_batches(self, posts: Iterable[Post], batch_size: int | None = None, *,
-                     progress: bool = False) -> Iterator[BatchResult]:
+    def iter_batches(
+        self, posts: Iterable[Post], batch_size: int | None = None, *, progress: bool = False
+    ) -> Iterator[BatchResult]:
         """Yield one :class:`BatchResult` per batch, in input order (collating ahead when prefetching)."""
         size = batch_size or self.batch_size
         if size < 1:
@@ -230,7 +253,9 @@ class Predictor:
     def results(self, result: BatchResult, *, embeddings: bool = False) -> list[PostPrediction]:
         """Turn one batch's scores into per-post :class:`PostPrediction` objects."""
         per_task = {name: result.scores[name].cpu().numpy() for name in self.task_names}  # task -> (B, C)
-        thresholds = {name: self.model.heads[name].thresholds.float().cpu().numpy() for name in self.task_names}
+        thresholds = {
+            name: self.model.heads[name].thresholds.float().cpu().numpy() for name in self.task_names
+        }
         present = {m: result.output.embeddings.present[m].cpu().tolist() for m in MODALITIES}
         fused = result.output.fused.float().cpu().numpy() if embeddings else None  # (B, H)
         out = []
@@ -242,22 +267,43 @@ class Predictor:
                 if spec.kind == "multiclass":
                     chosen = [spec.labels[int(row.argmax())]]
                 else:
-                    chosen = [lab for lab, s, t in zip(spec.labels, row, thresholds[name], strict=True) if s >= t]
-                tasks[name] = TaskPrediction(scores=dict(zip(spec.labels, row.tolist(), strict=True)), labels=chosen)
-            out.append(PostPrediction(
-                id=post.id, tasks=tasks, inputs={m: bool(present[m][i]) for m in MODALITIES},
-                problems=result.problems[i], embedding=None if fused is None else fused[i].copy(),
-            ))
+                    chosen = [
+                        lab for lab, s, t in zip(spec.labels, row, thresholds[name], strict=True) if s >= t
+                    ]
+                tasks[name] = TaskPrediction(
+                    scores=dict(zip(spec.labels, row.tolist(), strict=True)), labels=chosen
+                )
+            out.append(
+                PostPrediction(
+                    id=post.id,
+                    tasks=tasks,
+                    inputs={m: bool(present[m][i]) for m in MODALITIES},
+                    problems=result.problems[i],
+                    embedding=None if fused is None else fused[i].copy(),
+                )
+            )
         return out
 
-    def iter_predict(self, posts: Iterable[Post], batch_size: int | None = None, *,
-                     embeddings: bool = False, progress: bool = False) -> Iterator[PostPrediction]:
+    def iter_predict(
+        self,
+        posts: Iterable[Post],
+        batch_size: int | None = None,
+        *,
+        embeddings: bool = False,
+        progress: bool = False,
+    ) -> Iterator[PostPrediction]:
         """Predictions one post at a time, in input order, holding one batch in memory."""
         for result in self.iter_batches(posts, batch_size, progress=progress):
             yield from self.results(result, embeddings=embeddings)
 
-    def predict(self, posts: Iterable[Post], batch_size: int | None = None, *,
-                embeddings: bool = False, progress: bool = False) -> list[PostPrediction]:
+    def predict(
+        self,
+        posts: Iterable[Post],
+        batch_size: int | None = None,
+        *,
+        embeddings: bool = False,
+        progress: bool = False,
+    ) -> list[PostPrediction]:
         """Per post, per task: label scores and the labels above threshold.
 
         Args:
@@ -269,8 +315,14 @@ class Predictor:
         """
         return list(self.iter_predict(posts, batch_size, embeddings=embeddings, progress=progress))
 
-    def embed(self, posts: Iterable[Post], batch_size: int | None = None, *, space: str = "fused",
-              normalize: bool = False) -> np.ndarray:
+    def embed(
+        self,
+        posts: Iterable[Post],
+        batch_size: int | None = None,
+        *,
+        space: str = "fused",
+        normalize: bool = False,
+    ) -> np.ndarray:
         """Embeddings of ``posts`` as a float32 (N, dim) array.
 
         Args:
@@ -302,11 +354,20 @@ def prediction_schema(predictor: Predictor, *, embeddings: bool = False) -> Any:
     """The pyarrow schema of :meth:`PostPrediction.to_dict` records (Parquet output of ``ximgctx predict``)."""
     import pyarrow as pa
 
-    tasks = pa.struct([
-        (spec.name, pa.struct([("scores", pa.struct([(lab, pa.float64()) for lab in spec.labels])),
-                               ("labels", pa.list_(pa.string()))]))
-        for spec in predictor.model.config.tasks
-    ])
+    tasks = pa.struct(
+        [
+            (
+                spec.name,
+                pa.struct(
+                    [
+                        ("scores", pa.struct([(lab, pa.float64()) for lab in spec.labels])),
+                        ("labels", pa.list_(pa.string())),
+                    ]
+                ),
+            )
+            for spec in predictor.model.config.tasks
+        ]
+    )
     fields = [
         ("id", pa.string()),
         ("tasks", tasks),

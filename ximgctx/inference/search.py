@@ -75,8 +75,9 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
 
 
-def parse_where(where: Iterable[str] | dict[str, Iterable[str]] | None,
-                tasks: dict[str, list[str]]) -> dict[str, set[str]]:
+def parse_where(
+    where: Iterable[str] | dict[str, Iterable[str]] | None, tasks: dict[str, list[str]]
+) -> dict[str, set[str]]:
     """``["intent=threat", "intent=protest", "meaning=ironic"]`` -> ``{"intent": {...}, "meaning": {...}}``.
 
     Raises:
@@ -86,7 +87,11 @@ def parse_where(where: Iterable[str] | dict[str, Iterable[str]] | None,
         return {}
     pairs: list[tuple[str, str]] = []
     if isinstance(where, dict):
-        pairs = [(t, lab) for t, labels in where.items() for lab in ([labels] if isinstance(labels, str) else labels)]
+        pairs = [
+            (t, lab)
+            for t, labels in where.items()
+            for lab in ([labels] if isinstance(labels, str) else labels)
+        ]
     else:
         for clause in where:
             task, sep, label = clause.partition("=")
@@ -98,7 +103,9 @@ def parse_where(where: Iterable[str] | dict[str, Iterable[str]] | None,
         if task not in tasks:
             raise ValueError(f"filter {task}={label}: no task {task!r}; the index has {sorted(tasks)}")
         if label not in tasks[task]:
-            raise ValueError(f"filter {task}={label}: {label!r} is not a label of {task!r}; labels: {tasks[task]}")
+            raise ValueError(
+                f"filter {task}={label}: {label!r} is not a label of {task!r}; labels: {tasks[task]}"
+            )
         out.setdefault(task, set()).add(label)
     return out
 
@@ -150,14 +157,24 @@ class SearchIndex:
     :meth:`save`, reopen with :meth:`load`.
     """
 
-    def __init__(self, records: list[dict[str, Any]], indexes: dict[str, Any], *, mode: str,
-                 tasks: dict[str, list[str]], nprobe: int = 16, model: dict[str, Any] | None = None,
-                 predictor: Predictor | None = None) -> None:
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        indexes: dict[str, Any],
+        *,
+        mode: str,
+        tasks: dict[str, list[str]],
+        nprobe: int = 16,
+        model: dict[str, Any] | None = None,
+        predictor: Predictor | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         unknown = sorted(set(indexes) - set(SPACES))
         if unknown or not indexes:
-            raise ValueError(f"indexes must be a non-empty mapping over spaces {list(SPACES)}, got {sorted(indexes)}")
+            raise ValueError(
+                f"indexes must be a non-empty mapping over spaces {list(SPACES)}, got {sorted(indexes)}"
+            )
         self.records = records
         self.indexes = indexes
         self.mode = mode
@@ -167,13 +184,16 @@ class SearchIndex:
         self._row_of: dict[str, int] = {}
         for i, r in enumerate(records):
             if r["id"] in self._row_of:
-                raise SearchIndexError(f"post ids must be unique in an index; {r['id']!r} appears at rows "
-                                       f"{self._row_of[r['id']]} and {i}")
+                raise SearchIndexError(
+                    f"post ids must be unique in an index; {r['id']!r} appears at rows "
+                    f"{self._row_of[r['id']]} and {i}"
+                )
             self._row_of[r["id"]] = i
         # task -> (rows, labels) boolean matrix of predicted labels, for filters
         self._label_matrix = {
-            task: np.array([[lab in (r["labels"].get(task) or []) for lab in labels] for r in records],
-                           dtype=bool).reshape(len(records), len(labels))
+            task: np.array(
+                [[lab in (r["labels"].get(task) or []) for lab in labels] for r in records], dtype=bool
+            ).reshape(len(records), len(labels))
             for task, labels in self.tasks.items()
         }
         self.predictor: Predictor | None = None
@@ -189,9 +209,17 @@ class SearchIndex:
 
     # --------------------------------------------------------------------------------- building
     @classmethod
-    def from_vectors(cls, records: list[dict[str, Any]], vectors: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                     tasks: dict[str, list[str]], mode: str = "exact", nlist: int | None = None,
-                     nprobe: int = 16, model: dict[str, Any] | None = None) -> SearchIndex:
+    def from_vectors(
+        cls,
+        records: list[dict[str, Any]],
+        vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+        *,
+        tasks: dict[str, list[str]],
+        mode: str = "exact",
+        nlist: int | None = None,
+        nprobe: int = 16,
+        model: dict[str, Any] | None = None,
+    ) -> SearchIndex:
         """An index over given vectors.
 
         Args:
@@ -208,13 +236,29 @@ class SearchIndex:
             if x.ndim != 2 or len(rows) != len(x):
                 raise ValueError(f"space {space!r}: {len(rows)} rows for vectors of shape {x.shape}")
             indexes[space] = _make_index(_normalize(x), rows, mode, nlist)
-        records = [{"id": str(r["id"]), "image": r.get("image"), "text": (r.get("text") or "")[:_TEXT_CHARS],
-                    "labels": {t: list(v) for t, v in (r.get("labels") or {}).items()}} for r in records]
+        records = [
+            {
+                "id": str(r["id"]),
+                "image": r.get("image"),
+                "text": (r.get("text") or "")[:_TEXT_CHARS],
+                "labels": {t: list(v) for t, v in (r.get("labels") or {}).items()},
+            }
+            for r in records
+        ]
         return cls(records, indexes, mode=mode, tasks=tasks, nprobe=nprobe, model=model)
 
     @classmethod
-    def build(cls, predictor: Predictor, posts: Iterable[Post], *, mode: str = "exact", nlist: int | None = None,
-              nprobe: int = 16, batch_size: int | None = None, progress: bool = False) -> SearchIndex:
+    def build(
+        cls,
+        predictor: Predictor,
+        posts: Iterable[Post],
+        *,
+        mode: str = "exact",
+        nlist: int | None = None,
+        nprobe: int = 16,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> SearchIndex:
         """Run the model over ``posts`` and index their fused and image embeddings and predicted labels."""
         from tqdm.auto import tqdm
 
@@ -226,8 +270,14 @@ class SearchIndex:
         for result in predictor.iter_batches(posts, batch_size):
             start = len(records)
             for post, pred in zip(result.posts, predictor.results(result), strict=True):
-                records.append({"id": post.id, "image": post.image, "text": post.text,
-                                "labels": {t: p.labels for t, p in pred.tasks.items()}})
+                records.append(
+                    {
+                        "id": post.id,
+                        "image": post.image,
+                        "text": post.text,
+                        "labels": {t: p.labels for t, p in pred.tasks.items()},
+                    }
+                )
             fused.append(result.output.fused.float().cpu().numpy())
             present = result.output.embeddings.present["image"].cpu().numpy()  # (B,)
             image.append(result.output.embeddings.image.float().cpu().numpy()[present])
@@ -237,14 +287,24 @@ class SearchIndex:
         model = predictor.model
         h, d = model.config.fusion.hidden_dim, model.encoder.embed_dim
         vectors = {
-            "fused": (np.arange(len(records)), np.concatenate(fused) if fused else np.zeros((0, h), np.float32)),
-            "image": (np.concatenate(image_rows) if image_rows else np.zeros(0, np.int64),
-                      np.concatenate(image) if image else np.zeros((0, d), np.float32)),
+            "fused": (
+                np.arange(len(records)),
+                np.concatenate(fused) if fused else np.zeros((0, h), np.float32),
+            ),
+            "image": (
+                np.concatenate(image_rows) if image_rows else np.zeros(0, np.int64),
+                np.concatenate(image) if image else np.zeros((0, d), np.float32),
+            ),
         }
         tasks = {spec.name: list(spec.labels) for spec in model.config.tasks}
-        meta = {"path": str(predictor.model_dir) if predictor.model_dir else None,
-                "manifest_sha256": predictor.model_digest, "arch": model.config.encoder.arch}
-        index = cls.from_vectors(records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta)
+        meta = {
+            "path": str(predictor.model_dir) if predictor.model_dir else None,
+            "manifest_sha256": predictor.model_digest,
+            "arch": model.config.encoder.arch,
+        }
+        index = cls.from_vectors(
+            records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta
+        )
         index.attach(predictor)
         return index
 
@@ -261,14 +321,18 @@ class SearchIndex:
         dims = {"fused": predictor.model.config.fusion.hidden_dim, "image": predictor.model.encoder.embed_dim}
         for space, index in self.indexes.items():
             if index.d != dims[space]:
-                raise SearchIndexError(f"space {space!r} holds {index.d}-d vectors but the predictor's model "
-                                       f"gives {dims[space]}-d ones; it is not the model the index was built with")
+                raise SearchIndexError(
+                    f"space {space!r} holds {index.d}-d vectors but the predictor's model "
+                    f"gives {dims[space]}-d ones; it is not the model the index was built with"
+                )
         self.predictor = predictor
 
     def _need_predictor(self) -> Predictor:
         if self.predictor is None:
-            raise SearchIndexError("text and image queries need the model: SearchIndex.load(path, predictor=...) "
-                                   "or index.attach(Predictor.from_pretrained(model_dir))")
+            raise SearchIndexError(
+                "text and image queries need the model: SearchIndex.load(path, predictor=...) "
+                "or index.attach(Predictor.from_pretrained(model_dir))"
+            )
         return self.predictor
 
     def allowed_rows(self, where: Iterable[str] | dict[str, Iterable[str]] | None) -> np.ndarray | None:
@@ -282,9 +346,16 @@ class SearchIndex:
             keep &= self._label_matrix[task][:, cols].any(axis=1)
         return np.flatnonzero(keep)
 
-    def search_vectors(self, queries: np.ndarray, *, space: str = "fused", k: int = 10,
-                       where: Iterable[str] | dict[str, Iterable[str]] | None = None,
-                       nprobe: int | None = None, exclude: Sequence[int | None] | None = None) -> list[list[SearchHit]]:
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        *,
+        space: str = "fused",
+        k: int = 10,
+        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        nprobe: int | None = None,
+        exclude: Sequence[int | None] | None = None,
+    ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each query vector (normalised here) in ``space``.
 
         Args:
@@ -302,7 +373,9 @@ class SearchIndex:
         index = self.indexes[space]
         q = _normalize(np.atleast_2d(queries))
         if q.shape[1] != index.d:
-            raise SearchIndexError(f"query vectors are {q.shape[1]}-d but space {space!r} holds {index.d}-d vectors")
+            raise SearchIndexError(
+                f"query vectors are {q.shape[1]}-d but space {space!r} holds {index.d}-d vectors"
+            )
         allowed = self.allowed_rows(where)
         if index.ntotal == 0 or (allowed is not None and allowed.size == 0):
             return [[] for _ in range(len(q))]
@@ -326,16 +399,30 @@ class SearchIndex:
                 if r < 0 or r == skip:
                     continue
                 rec = self.records[int(r)]
-                out.append(SearchHit(rank=len(out) + 1, id=rec["id"], score=float(s), labels=rec["labels"],
-                                     text=rec["text"], image=rec["image"]))
+                out.append(
+                    SearchHit(
+                        rank=len(out) + 1,
+                        id=rec["id"],
+                        score=float(s),
+                        labels=rec["labels"],
+                        text=rec["text"],
+                        image=rec["image"],
+                    )
+                )
                 if len(out) == k:
                     break
             hits.append(out)
         return hits
 
-    def search_text(self, text: str, *, k: int = 10, space: str = "image",
-                    where: Iterable[str] | dict[str, Iterable[str]] | None = None,
-                    nprobe: int | None = None) -> list[SearchHit]:
+    def search_text(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        space: str = "image",
+        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
         """Posts for a text query: CLIP text-to-image by default, or a text-only post in the fused space."""
         predictor = self._need_predictor()
         if space == "image":
@@ -344,21 +431,35 @@ class SearchIndex:
             q = predictor.embed([Post(id="<query>", text=text)], space="fused")
         return self.search_vectors(q, space=space, k=k, where=where, nprobe=nprobe)[0]
 
-    def search_image(self, image: str | os.PathLike[str], *, k: int = 10, space: str = "image",
-                     where: Iterable[str] | dict[str, Iterable[str]] | None = None,
-                     nprobe: int | None = None) -> list[SearchHit]:
+    def search_image(
+        self,
+        image: str | os.PathLike[str],
+        *,
+        k: int = 10,
+        space: str = "image",
+        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
         """Posts for an image query (CLIP image space by default, or an image-only post in the fused space)."""
         predictor = self._need_predictor()
         result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
         if not bool(result.output.embeddings.present["image"][0]):
-            raise SearchIndexError(f"query image {os.fspath(image)!r} cannot be used: {'; '.join(result.batch.problems[0])}")
+            raise SearchIndexError(
+                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(result.batch.problems[0])}"
+            )
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]
 
-    def search_post(self, post_id: str, *, k: int = 10, space: str = "fused",
-                    where: Iterable[str] | dict[str, Iterable[str]] | None = None,
-                    nprobe: int | None = None) -> list[SearchHit]:
-        """"More like this": posts nearest to an indexed post's stored vector, the post itself left out."""
+    def search_post(
+        self,
+        post_id: str,
+        *,
+        k: int = 10,
+        space: str = "fused",
+        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        nprobe: int | None = None,
+    ) -> list[SearchHit]:
+        """ "More like this": posts nearest to an indexed post's stored vector, the post itself left out."""
         if post_id not in self._row_of:
             raise KeyError(f"no post {post_id!r} in the index")
         if space not in self.indexes:
@@ -367,9 +468,13 @@ class SearchIndex:
         try:
             vector = self.indexes[space].reconstruct(row)
         except RuntimeError as e:
-            raise SearchIndexError(f"post {post_id!r} has no vector in the {space!r} space "
-                                   f"(no usable image?); search the 'fused' space instead") from e
-        return self.search_vectors(vector[None], space=space, k=k, where=where, nprobe=nprobe, exclude=[row])[0]
+            raise SearchIndexError(
+                f"post {post_id!r} has no vector in the {space!r} space "
+                f"(no usable image?); search the 'fused' space instead"
+            ) from e
+        return self.search_vectors(vector[None], space=space, k=k, where=where, nprobe=nprobe, exclude=[row])[
+            0
+        ]
 
     # ------------------------------------------------------------------------------------ saving
     def save(self, path: str | Path) -> Path:
@@ -385,18 +490,29 @@ class SearchIndex:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
             labels_type = pa.struct([(t, pa.list_(pa.string())) for t in self.tasks])
-            schema = pa.schema([("id", pa.string()), ("image", pa.string()), ("text", pa.string()),
-                                ("labels", labels_type)])
+            schema = pa.schema(
+                [("id", pa.string()), ("image", pa.string()), ("text", pa.string()), ("labels", labels_type)]
+            )
             pq.write_table(pa.Table.from_pylist(self.records, schema=schema), tmp / "posts.parquet")
             spaces = {}
             for space, index in self.indexes.items():
                 faiss.write_index(index, str(tmp / f"{space}.faiss"))
-                spaces[space] = {"file": f"{space}.faiss", "dim": int(index.d), "count": int(index.ntotal),
-                                 "nlist": int(index.nlist) if self.mode == "ivf" else None}
+                spaces[space] = {
+                    "file": f"{space}.faiss",
+                    "dim": int(index.d),
+                    "count": int(index.ntotal),
+                    "nlist": int(index.nlist) if self.mode == "ivf" else None,
+                }
             meta = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "ximgctx_version": __version__,
-                "mode": self.mode, "nprobe": self.nprobe, "posts": len(self.records), "spaces": spaces,
-                "tasks": self.tasks, "model": self.model,
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "ximgctx_version": __version__,
+                "mode": self.mode,
+                "nprobe": self.nprobe,
+                "posts": len(self.records),
+                "spaces": spaces,
+                "tasks": self.tasks,
+                "model": self.model,
                 "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
             }
             (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -416,18 +532,33 @@ class SearchIndex:
         try:
             meta = json.loads((path / "index.json").read_text())
         except FileNotFoundError:
-            raise SearchIndexError(f"{path}: no index.json; not a folder written by SearchIndex.save") from None
+            raise SearchIndexError(
+                f"{path}: no index.json; not a folder written by SearchIndex.save"
+            ) from None
         if meta.get("format") != FORMAT:
-            raise SearchIndexError(f"{path / 'index.json'}: not an ximgctx search index (format={meta.get('format')!r})")
+            raise SearchIndexError(
+                f"{path / 'index.json'}: not an ximgctx search index (format={meta.get('format')!r})"
+            )
         for name, digest in meta["files"].items():
             f = path / name
             if not f.is_file():
                 raise SearchIndexError(f"{f}: listed in index.json but missing")
             if sha256_file(f) != digest:
-                raise SearchIndexError(f"{f}: SHA-256 does not match index.json; the file was altered after saving")
+                raise SearchIndexError(
+                    f"{f}: SHA-256 does not match index.json; the file was altered after saving"
+                )
         records = pq.read_table(path / "posts.parquet").to_pylist()
         for r in records:
             r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
-        indexes = {space: faiss.read_index(str(path / info["file"])) for space, info in meta["spaces"].items()}
-        return cls(records, indexes, mode=meta["mode"], tasks=meta["tasks"], nprobe=meta["nprobe"],
-                   model=meta.get("model"), predictor=predictor)
+        indexes = {
+            space: faiss.read_index(str(path / info["file"])) for space, info in meta["spaces"].items()
+        }
+        return cls(
+            records,
+            indexes,
+            mode=meta["mode"],
+            tasks=meta["tasks"],
+            nprobe=meta["nprobe"],
+            model=meta.get("model"),
+            predictor=predictor,
+        )

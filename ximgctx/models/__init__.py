@@ -4,5 +4,12 @@ from ximgctx.models.context_model import ContextModel, ContextOutput, Embeddings
 from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError
 from ximgctx.models.fusion import FUSIONS
 
-__all__ = ["FUSIONS", "ClipEncoder", "ContextModel", "ContextOutput", "Embeddings", "LossOutput",
-           "PretrainedWeightsError"]
+__all__ = [
+    "FUSIONS",
+    "ClipEncoder",
+    "ContextModel",
+    "ContextOutput",
+    "Embeddings",
+    "LossOutput",
+    "PretrainedWeightsError",
+]

@@ -71,7 +71,12 @@ def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
         else:
             lines += ["```json", json.dumps(body, indent=2, sort_keys=True, default=str), "```"]
     if "Data governance" not in card:
-        lines += ["", "## Data governance", "", "Not recorded: the training data's governance was not passed to save_pretrained."]
+        lines += [
+            "",
+            "## Data governance",
+            "",
+            "Not recorded: the training data's governance was not passed to save_pretrained.",
+        ]
     lines += [
         "",
         "## Intended use",
@@ -93,22 +98,33 @@ def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         state = model.state_dict()
-        weights = {base_name(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if "lora_" not in k}
+        weights = {
+            base_name(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if "lora_" not in k
+        }
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         if model.lora_config is not None:
             (tmp / "adapter").mkdir()
             model.lora_config.save_pretrained(str(tmp / "adapter"))
-            adapter = {k: v.detach().cpu().contiguous().clone() for k, v in lora_state_dict(model.encoder.clip).items()}
+            adapter = {
+                k: v.detach().cpu().contiguous().clone()
+                for k, v in lora_state_dict(model.encoder.clip).items()
+            }
             save_file(adapter, str(tmp / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "ximgctx_version": __version__,
-                  "model": model.config.to_dict()}
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "ximgctx_version": __version__,
+            "model": model.config.to_dict(),
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         processor = {
             "tokenizer": model.config.encoder.arch,
             "context_length": model.encoder.context_length,
             "image_size": model.encoder.image_size,
-            "preprocess": {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in open_clip.get_model_preprocess_cfg(model.encoder.clip).items()},
+            "preprocess": {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in open_clip.get_model_preprocess_cfg(model.encoder.clip).items()
+            },
             "data": model.config.to_dict()["data"],
         }
         (tmp / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
@@ -117,7 +133,10 @@ def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "files": {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
+            "files": {
+                p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                for p in files
+            },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         replace_folder(tmp, path)
@@ -133,8 +152,10 @@ def verify_folder(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise ModelFolderError(f"{path}: no such model folder")
     if not manifest_path.is_file():
-        raise ModelFolderError(f"{path}: no manifest.json, so the files cannot be verified; "
-                               f"this is not a folder written by ContextModel.save_pretrained")
+        raise ModelFolderError(
+            f"{path}: no manifest.json, so the files cannot be verified; "
+            f"this is not a folder written by ContextModel.save_pretrained"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
         listed = manifest["files"]
@@ -153,7 +174,9 @@ def verify_folder(path: Path) -> dict[str, Any]:
     for f in path.rglob("*"):
         rel = f.relative_to(path).as_posix()
         if f.is_file() and rel != "manifest.json" and rel not in listed and f.suffix in _WEIGHT_SUFFIXES:
-            raise ModelFolderError(f"{f}: a weights file not listed in manifest.json; refusing to load the folder")
+            raise ModelFolderError(
+                f"{f}: a weights file not listed in manifest.json; refusing to load the folder"
+            )
     return manifest
 
 
@@ -165,7 +188,9 @@ def load_model(cls: type[ContextModel], path: Path, *, device: torch.device, ver
     except FileNotFoundError as e:
         raise ModelFolderError(f"{path / 'config.json'}: missing") from e
     if raw.get("format") != FORMAT:
-        raise ModelFolderError(f"{path / 'config.json'}: not an ximgctx model config (format={raw.get('format')!r})")
+        raise ModelFolderError(
+            f"{path / 'config.json'}: not an ximgctx model config (format={raw.get('format')!r})"
+        )
     config = ModelConfig.from_dict(raw["model"])
     model = cls._skeleton(config)
     weights = load_file(str(path / "model.safetensors"))
@@ -181,7 +206,9 @@ def load_model(cls: type[ContextModel], path: Path, *, device: torch.device, ver
             continue
         new_state[key] = weights[src]
     if missing:
-        raise ModelFolderError(f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} more)")
+        raise ModelFolderError(
+            f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} more)"
+        )
     model.load_state_dict(new_state, strict=False)
     if config.lora is not None:
         adapter_file = path / "adapter" / "adapter_model.safetensors"

@@ -106,7 +106,9 @@ class ContextModel(nn.Module):
         tokenizer = _tokenizer(self.config.encoder.arch)
         cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
         transform = image_transform_v2(cfg, is_train=False)
-        return PostProcessor(tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks)
+        return PostProcessor(
+            tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks
+        )
 
     @property
     def device(self) -> torch.device:
@@ -152,7 +154,9 @@ class ContextModel(nn.Module):
         image = self.null_image.expand(b, d)
         if bool(img_present.any()):
             enc = F.normalize(self.encoder.encode_image(batch.pixels[img_present]), dim=-1)  # (Ni, D)
-            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((img_present.nonzero()[:, 0],), enc)
+            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put(
+                (img_present.nonzero()[:, 0],), enc
+            )
             image = torch.where(img_present[:, None], full, image.to(enc.dtype))
 
         txt_present = self._modality_dropout(batch.text_mask.to(dev) & ("text" not in drop))  # (B,)
@@ -169,34 +173,49 @@ class ContextModel(nn.Module):
         text = self.null_text.expand(b, d)
         if post_enc is not None:
             enc = F.normalize(post_enc, dim=-1)  # (Nt, D)
-            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put((txt_present.nonzero()[:, 0],), enc)
+            full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put(
+                (txt_present.nonzero()[:, 0],), enc
+            )
             text = torch.where(txt_present[:, None], full, text.to(enc.dtype))
 
         k = reply_mask.shape[1]
         replies = self.null_reply.expand(b, k, d)
         if reply_enc is not None:
             enc = F.normalize(reply_enc, dim=-1)  # (U, D) distinct replies
-            replies = torch.where(reply_mask[..., None], enc[batch.reply_index], replies.to(enc.dtype))  # (B, K, D)
+            replies = torch.where(
+                reply_mask[..., None], enc[batch.reply_index], replies.to(enc.dtype)
+            )  # (B, K, D)
         # a post without replies reads one null reply in slot 0
         null_slot = torch.zeros_like(reply_mask)
         null_slot[:, 0] = ~rep_present
         return Embeddings(
-            image=image, text=text, replies=replies, reply_mask=reply_mask | null_slot,
+            image=image,
+            text=text,
+            replies=replies,
+            reply_mask=reply_mask | null_slot,
             present={"image": img_present, "text": txt_present, "replies": rep_present},
         )
 
-    def _encode_texts(self, posts: torch.Tensor | None,
-                      replies: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _encode_texts(
+        self, posts: torch.Tensor | None, replies: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Post-text and reply tokens through one ``encode_text`` call (fewer, fuller length groups)."""
-        mergeable = posts is not None and replies is not None and (
-            posts.shape[1] == replies.shape[1] or self.encoder.pads_with_zero)
+        mergeable = (
+            posts is not None
+            and replies is not None
+            and (posts.shape[1] == replies.shape[1] or self.encoder.pads_with_zero)
+        )
         if not mergeable:
-            return (None if posts is None else self.encoder.encode_text(posts),
-                    None if replies is None else self.encoder.encode_text(replies))
+            return (
+                None if posts is None else self.encoder.encode_text(posts),
+                None if replies is None else self.encoder.encode_text(replies),
+            )
         width = max(posts.shape[1], replies.shape[1])
-        tokens = torch.cat([F.pad(posts, (0, width - posts.shape[1])), F.pad(replies, (0, width - replies.shape[1]))])
+        tokens = torch.cat(
+            [F.pad(posts, (0, width - posts.shape[1])), F.pad(replies, (0, width - replies.shape[1]))]
+        )
         enc = self.encoder.encode_text(tokens)  # (Nt + U, D)
-        return enc[: posts.shape[0]], enc[posts.shape[0]:]
+        return enc[: posts.shape[0]], enc[posts.shape[0] :]
 
     def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
         """Logits for every task; ``drop`` masks modalities (image, text, replies) as if they were absent."""
@@ -206,8 +225,9 @@ class ContextModel(nn.Module):
         weights = out.reply_weights * emb.present["replies"][:, None].to(out.reply_weights.dtype)
         return ContextOutput(logits=logits, fused=out.fused, embeddings=emb, reply_weights=weights)
 
-    def loss(self, output: ContextOutput, batch: PostBatch,
-             labeled_per_process: dict[str, float] | None = None) -> LossOutput:
+    def loss(
+        self, output: ContextOutput, batch: PostBatch, labeled_per_process: dict[str, float] | None = None
+    ) -> LossOutput:
         """Weighted sum of the masked task losses, each the mean over the posts labeled for its task.
 
         ``labeled_per_process``: in data-parallel training, each task's labeled-post count summed over all
@@ -222,8 +242,13 @@ class ContextModel(nn.Module):
         for spec in self.config.tasks:
             mask = batch.label_mask[spec.name].to(self.device)
             denominator = None if labeled_per_process is None else labeled_per_process[spec.name]
-            loss = masked_task_loss(output.logits[spec.name], batch.targets[spec.name].to(self.device), mask,
-                                    spec.kind, denominator or None)
+            loss = masked_task_loss(
+                output.logits[spec.name],
+                batch.targets[spec.name].to(self.device),
+                mask,
+                spec.kind,
+                denominator or None,
+            )
             per_task[spec.name] = loss
             labeled[spec.name] = int(mask.sum())
             total = total + spec.weight * loss
@@ -270,8 +295,9 @@ class ContextModel(nn.Module):
         return save_model(self, Path(path), card=card or {})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        verify: bool = True) -> ContextModel:
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True
+    ) -> ContextModel:
         """Load a folder written by :meth:`save_pretrained`, refusing it if any file fails its checksum."""
         from ximgctx.models._serialization import load_model
 

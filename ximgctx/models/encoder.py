@@ -28,8 +28,9 @@ __all__ = ["ClipEncoder", "PretrainedWeightsError", "build_clip", "register_mode
 
 _CONFIG_DIR = resources.files("ximgctx.models") / "model_configs"
 #: open_clip architectures shipped inside the package: one JSON config each in models/model_configs/.
-SHIPPED_ARCHS: tuple[str, ...] = tuple(sorted(p.name[: -len(".json")] for p in _CONFIG_DIR.iterdir()
-                                              if p.name.endswith(".json")))
+SHIPPED_ARCHS: tuple[str, ...] = tuple(
+    sorted(p.name[: -len(".json")] for p in _CONFIG_DIR.iterdir() if p.name.endswith(".json"))
+)
 
 _registered = False
 
@@ -80,7 +81,9 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
         return None
     if os.path.sep in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(tag).exists():
         if not Path(tag).is_file():
-            raise PretrainedWeightsError(f"encoder.pretrained={tag!r} looks like a path but no such file exists")
+            raise PretrainedWeightsError(
+                f"encoder.pretrained={tag!r} looks like a path but no such file exists"
+            )
         return tag
     cfg = open_clip.get_pretrained_cfg(config.arch, tag)
     if not cfg:
@@ -94,12 +97,19 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        for name in ([filename] if filename else []) + ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+        for name in ([filename] if filename else []) + [
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+        ]:
             cached = try_to_load_from_cache(repo, name, cache_dir=config.cache_dir)
             if isinstance(cached, str):
                 return cached
     if not _hub_reachable():
-        raise PretrainedWeightsError(_offline_message(config.arch, tag, "it is not in the local cache and the hub is unreachable (offline)"))
+        raise PretrainedWeightsError(
+            _offline_message(
+                config.arch, tag, "it is not in the local cache and the hub is unreachable (offline)"
+            )
+        )
     return tag
 
 
@@ -116,7 +126,9 @@ def build_clip(config: EncoderConfig) -> nn.Module:
         model = open_clip.create_model(config.arch, pretrained=pretrained, cache_dir=config.cache_dir)
     except Exception as e:
         if pretrained is not None and not Path(pretrained).is_file():
-            raise PretrainedWeightsError(_offline_message(config.arch, pretrained, f"download failed ({e})")) from e
+            raise PretrainedWeightsError(
+                _offline_message(config.arch, pretrained, f"download failed ({e})")
+            ) from e
         raise
     return model
 
@@ -125,19 +137,30 @@ def _plain_blocks(transformer: nn.Module) -> bool:
     """open_clip residual blocks that :func:`_block_at` may run at one position (no cross-attention, batch-first,
     no gradient checkpointing, whose recomputation goes through the transformer's own loop)."""
     blocks = getattr(transformer, "resblocks", None)
-    return (blocks is not None and len(blocks) > 0 and getattr(transformer, "batch_first", True)
-            and not getattr(transformer, "grad_checkpointing", False)
-            and all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") for b in blocks))
+    return (
+        blocks is not None
+        and len(blocks) > 0
+        and getattr(transformer, "batch_first", True)
+        and not getattr(transformer, "grad_checkpointing", False)
+        and all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") for b in blocks)
+    )
 
 
 def _pools_class_token(visual: nn.Module) -> bool:
-    return (isinstance(visual, VisionTransformer) and hasattr(visual, "_embeds") and visual.attn_pool is None
-            and getattr(visual, "pool_type", None) == "tok"
-            and not visual.output_tokens and not visual.final_ln_after_pool and _plain_blocks(visual.transformer))
+    return (
+        isinstance(visual, VisionTransformer)
+        and hasattr(visual, "_embeds")
+        and visual.attn_pool is None
+        and getattr(visual, "pool_type", None) == "tok"
+        and not visual.output_tokens
+        and not visual.final_ln_after_pool
+        and _plain_blocks(visual.transformer)
+    )
 
 
-def _block_at(block: nn.Module, x: torch.Tensor, index: torch.Tensor,
-              key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def _block_at(
+    block: nn.Module, x: torch.Tensor, index: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """An open_clip ``ResidualAttentionBlock``'s output at one position per row: (N, L, W) -> (N, W).
 
     The query is that position alone; keys and values are every position not in ``key_padding_mask``
@@ -187,7 +210,7 @@ def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[
     groups: list[list[int]] = []
     j = n
     while j > 0:
-        groups.append(order[cut[j]:j])
+        groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
 

@@ -19,8 +19,15 @@ from torch import nn
 
 from ximgctx.config import FusionConfig
 
-__all__ = ["FUSIONS", "AttentionFusion", "ConcatFusion", "CrossFusion", "FeatureInteraction", "FusionOutput",
-           "build_fusion"]
+__all__ = [
+    "FUSIONS",
+    "AttentionFusion",
+    "ConcatFusion",
+    "CrossFusion",
+    "FeatureInteraction",
+    "FusionOutput",
+    "build_fusion",
+]
 
 
 @dataclass
@@ -38,7 +45,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LayerNorm(hidden)
+        nn.Linear(in_dim, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.LayerNorm(hidden),
     )
 
 
@@ -49,8 +60,9 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.mlp = _mlp(4 * embed_dim, config.hidden_dim, config.dropout)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor,
-                reply_mask: torch.Tensor) -> FusionOutput:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor, reply_mask: torch.Tensor
+    ) -> FusionOutput:
         rep = masked_mean(replies, reply_mask)  # (B, D)
         h = self.mlp(torch.cat([image, text, rep, image * text], dim=-1))  # (B, H)
         w = reply_mask.to(h.dtype)
@@ -96,8 +108,9 @@ class CrossFusion(nn.Module):
         self.rep_proj = nn.Linear(embed_dim, d)
         self.mlp = _mlp(self.interaction.out_dim + d, config.hidden_dim, config.dropout)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor,
-                reply_mask: torch.Tensor) -> FusionOutput:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor, reply_mask: torch.Tensor
+    ) -> FusionOutput:
         fim = self.interaction(image, text)  # (B, d*d) or (B, r)
         rep = masked_mean(self.rep_proj(replies), reply_mask)  # (B, d)
         h = self.mlp(torch.cat([fim, rep], dim=-1))  # (B, H)
@@ -113,9 +126,13 @@ class _Block(nn.Module):
         self.ln1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * width, width)
+        )
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         y = self.ln1(x)
         y, w = self.attn(y, y, y, key_padding_mask=pad, need_weights=need_weights, average_attn_weights=True)
         x = x + y
@@ -140,18 +157,22 @@ class AttentionFusion(nn.Module):
         super().__init__()
         width = config.hidden_dim
         self.in_proj = nn.ModuleList([nn.Linear(embed_dim, width) for _ in range(3)])  # image, text, reply
-        self.interaction = FeatureInteraction(embed_dim, config.cross_dim, config.cross_rank) \
-            if config.interaction else None
+        self.interaction = (
+            FeatureInteraction(embed_dim, config.cross_dim, config.cross_rank) if config.interaction else None
+        )
         self.inter_proj = nn.Linear(self.interaction.out_dim, width) if self.interaction is not None else None
         self.type_embed = nn.Parameter(torch.zeros(4 if self.interaction is not None else 3, width))
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         nn.init.normal_(self.type_embed, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
-        self.blocks = nn.ModuleList([_Block(width, config.heads, config.dropout) for _ in range(config.layers)])
+        self.blocks = nn.ModuleList(
+            [_Block(width, config.heads, config.dropout) for _ in range(config.layers)]
+        )
         self.ln = nn.LayerNorm(width)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor,
-                reply_mask: torch.Tensor) -> FusionOutput:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, replies: torch.Tensor, reply_mask: torch.Tensor
+    ) -> FusionOutput:
         b, k, _ = replies.shape
         img = self.in_proj[self.IMAGE](image) + self.type_embed[self.IMAGE]  # (B, W)
         txt = self.in_proj[self.TEXT](text) + self.type_embed[self.TEXT]  # (B, W)
@@ -159,7 +180,9 @@ class AttentionFusion(nn.Module):
         rep = torch.where(reply_mask.unsqueeze(-1), rep, torch.zeros((), dtype=rep.dtype, device=rep.device))
         post = [self.cls.expand(b, -1, -1), img.unsqueeze(1), txt.unsqueeze(1)]
         if self.interaction is not None:
-            inter = self.inter_proj(self.interaction(image, text)) + self.type_embed[self.INTERACTION]  # (B, W)
+            inter = (
+                self.inter_proj(self.interaction(image, text)) + self.type_embed[self.INTERACTION]
+            )  # (B, W)
             post.append(inter.unsqueeze(1))
         n_post = len(post)
         x = torch.cat([*post, rep], dim=1)  # (B, n_post + K, W)

@@ -61,8 +61,13 @@ def probabilities(logits: torch.Tensor, kind: str, temperature: torch.Tensor | f
     return z.softmax(-1) if kind == "multiclass" else z.sigmoid()
 
 
-def masked_task_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str,
-                     denominator: float | None = None) -> torch.Tensor:
+def masked_task_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str,
+    denominator: float | None = None,
+) -> torch.Tensor:
     """Mean loss over the posts that carry a label for this task.
 
     Args:

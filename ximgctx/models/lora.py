@@ -60,8 +60,13 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
             mha_children.update(f"{name}.{c}" for c, _ in module.named_modules() if c)
     names: set[str] = set()
     for name, module in model.named_modules():
-        if not name or _tower_of(name) not in settings.towers or name in mha_children or ".base_layer" in name \
-                or ".lora_" in name:
+        if (
+            not name
+            or _tower_of(name) not in settings.towers
+            or name in mha_children
+            or ".base_layer" in name
+            or ".lora_" in name
+        ):
             continue
         if name in explicit or any(name.endswith("." + e) for e in explicit):
             names.add(name)
@@ -69,8 +74,12 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
             names.add(name)
         elif "mlp" in wanted and isinstance(module, nn.Linear) and _inside_block(name) and ".mlp." in name:
             names.add(name)
-        elif "conv" in wanted and isinstance(module, nn.Conv2d) and name.startswith("visual.") and \
-                ".attnpool." not in name:
+        elif (
+            "conv" in wanted
+            and isinstance(module, nn.Conv2d)
+            and name.startswith("visual.")
+            and ".attnpool." not in name
+        ):
             names.add(name)
         elif "embed" in wanted and isinstance(module, nn.Embedding):
             names.add(name)
@@ -149,7 +158,7 @@ def lora_state_dict(model: nn.Module) -> dict:
 
 
 def load_lora_state_dict(model: nn.Module, state: dict) -> None:
-    state = {k[len(_PEFT_PREFIX):] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
+    state = {k[len(_PEFT_PREFIX) :] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

@@ -23,8 +23,16 @@ from ximgctx.training.config import DataSources, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataReport", "cpu_only_distributed", "flat_config", "load_split", "load_splits", "make_accelerator",
-           "mixed_precision", "start_run"]
+__all__ = [
+    "DataReport",
+    "cpu_only_distributed",
+    "flat_config",
+    "load_split",
+    "load_splits",
+    "make_accelerator",
+    "mixed_precision",
+    "start_run",
+]
 
 
 def mixed_precision(setting: str) -> str:
@@ -62,8 +70,12 @@ def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
         mixed_precision=mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum_steps,
         log_with="tensorboard" if config.tensorboard else None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed, even_batches=True),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, data_seed=config.seed, even_batches=True
+        ),
         kwargs_handlers=handlers,
         step_scheduler_with_optimizer=False,
     )
@@ -107,12 +119,19 @@ class DataReport:
 
     def add_skipped(self, split: str, report: LoadReport) -> None:
         self.skipped_records[split] = report.skipped
-        self.skipped_examples += [f"{split}: {e}" for e in report.errors[: max(0, 5 - len(self.skipped_examples))]]
+        self.skipped_examples += [
+            f"{split}: {e}" for e in report.errors[: max(0, 5 - len(self.skipped_examples))]
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"train_posts": self.train_posts, "val_posts": self.val_posts,
-                "skipped_records": dict(self.skipped_records), "skipped_examples": list(self.skipped_examples),
-                "unlabeled": dict(self.unlabeled), "problems": dict(sorted(self.problems.items()))}
+        return {
+            "train_posts": self.train_posts,
+            "val_posts": self.val_posts,
+            "skipped_records": dict(self.skipped_records),
+            "skipped_examples": list(self.skipped_examples),
+            "unlabeled": dict(self.unlabeled),
+            "problems": dict(sorted(self.problems.items())),
+        }
 
     def summary(self) -> str:
         """One readable paragraph for the log."""
@@ -121,11 +140,18 @@ class DataReport:
         parts.append(f"{skipped} malformed records skipped" if skipped else "no malformed record")
         images = {k.split(": ", 1)[1]: v for k, v in self.problems.items() if k.startswith("image: ")}
         if images:
-            parts.append("trained without their image (null image embedding): "
-                         + ", ".join(f"{v} {k}" for k, v in sorted(images.items())))
-        labels = {k.split(":")[0][len("labels."):]: v for k, v in self.problems.items() if k.startswith("labels.")}
+            parts.append(
+                "trained without their image (null image embedding): "
+                + ", ".join(f"{v} {k}" for k, v in sorted(images.items()))
+            )
+        labels = {
+            k.split(":")[0][len("labels.") :]: v for k, v in self.problems.items() if k.startswith("labels.")
+        }
         if labels:
-            parts.append("invalid labels ignored (task masked): " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+            parts.append(
+                "invalid labels ignored (task masked): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
+            )
         capped = {k: v for k, v in self.problems.items() if k.endswith(": capped")}
         if capped:
             parts.append("capped: " + ", ".join(f"{k.split(':')[0]} {v}" for k, v in sorted(capped.items())))
@@ -158,8 +184,9 @@ def start_run(train: TrainConfig, resolved: dict[str, Any]) -> tuple[Accelerator
     return accelerator, out
 
 
-def load_splits(data: DataSources, train_posts: Any, val_posts: Any, report: DataReport,
-                train_required: str) -> tuple[list[Post], list[Post] | None]:
+def load_splits(
+    data: DataSources, train_posts: Any, val_posts: Any, report: DataReport, train_required: str
+) -> tuple[list[Post], list[Post] | None]:
     """Posts given in memory, or read from ``data.train`` / ``data.val``, with what was skipped reported."""
     from ximgctx.config import ConfigError
 
@@ -194,7 +221,13 @@ def check_image_paths(posts: list[Post], source: str, sample: int = 256) -> None
         raise ConfigError(
             f"{source}: none of {len(checked)} sampled image files exist (e.g. {missing[0]!r}). Relative image "
             f"paths are read relative to the manifest's folder (or data.image_root); check that the images "
-            f"are where the manifest says")
+            f"are where the manifest says"
+        )
     if missing:
-        logger.warning("%s: %d of %d sampled image files are missing (e.g. %r); those posts train without "
-                       "their image", source, len(missing), len(checked), missing[0])
+        logger.warning(
+            "%s: %d of %d sampled image files are missing (e.g. %r); those posts train without their image",
+            source,
+            len(missing),
+            len(checked),
+            missing[0],
+        )

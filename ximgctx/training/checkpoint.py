@@ -46,7 +46,9 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise CheckpointError(f"{path}: no {TRAINER_STATE}; not a checkpoint written by ximgctx training") from e
+        raise CheckpointError(
+            f"{path}: no {TRAINER_STATE}; not a checkpoint written by ximgctx training"
+        ) from e
 
 
 class CheckpointManager:
@@ -91,8 +93,10 @@ class CheckpointManager:
         if not path.is_dir():
             raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
         if not (path / COMPLETE_MARKER).is_file():
-            raise CheckpointError(f"--resume {resume}: the checkpoint is incomplete (no {COMPLETE_MARKER} marker; "
-                                  f"it was interrupted while being written). Use --resume latest.")
+            raise CheckpointError(
+                f"--resume {resume}: the checkpoint is incomplete (no {COMPLETE_MARKER} marker; "
+                f"it was interrupted while being written). Use --resume latest."
+            )
         return path
 
     def clean_partial(self) -> list[Path]:
@@ -105,8 +109,9 @@ class CheckpointManager:
                     removed.append(p)
         return removed
 
-    def save(self, accelerator: Any, step: int, *, trainer_state: dict[str, Any],
-             config: dict[str, Any]) -> Path:
+    def save(
+        self, accelerator: Any, step: int, *, trainer_state: dict[str, Any], config: dict[str, Any]
+    ) -> Path:
         """Write checkpoint ``step`` collectively; every process must call this."""
         final = self.root / self.name(step)
         tmp = self.root / f".tmp-{self.name(step)}"

@@ -24,22 +24,38 @@ _DESCRIPTIONS = {
 def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"ximgctx {command}", description=_DESCRIPTIONS[command])
     p.add_argument("--config", required=True, help="experiment YAML (see configs/)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides with dotted keys, e.g. train.max_steps=100 data.train=posts.jsonl")
-    p.add_argument("--resume", metavar="latest|PATH",
-                   help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint folder")
-    p.add_argument("--allow-ungoverned", action="store_true",
-                   help="train on posts that did not pass `ximgctx govern` (private posts, DMs, opted-out authors "
-                        "or personal data may be in them); the model card records that you did")
-    p.add_argument("--stop-after", type=int, metavar="STEP",
-                   help="stop after this optimizer step with a checkpoint (time-boxed jobs); resume later")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides with dotted keys, e.g. train.max_steps=100 data.train=posts.jsonl",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="latest|PATH",
+        help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint folder",
+    )
+    p.add_argument(
+        "--allow-ungoverned",
+        action="store_true",
+        help="train on posts that did not pass `ximgctx govern` (private posts, DMs, opted-out authors "
+        "or personal data may be in them); the model card records that you did",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="STEP",
+        help="stop after this optimizer step with a checkpoint (time-boxed jobs); resume later",
+    )
     return p
 
 
 def _setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
@@ -63,7 +79,9 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
         else:
             from ximgctx.training.pretrain import pretrain
 
-            result = pretrain(args.config, overrides=overrides, resume=args.resume, stop_after=args.stop_after)
+            result = pretrain(
+                args.config, overrides=overrides, resume=args.resume, stop_after=args.stop_after
+            )
     except (ConfigError, UngovernedDataError, CheckpointError, FileNotFoundError) as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
@@ -72,8 +90,10 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         where = result.model_dir if result.model_dir else "(stopped early; resume with --resume latest)"
-        print(f"{command}: {result.steps} steps in {result.wall_s:.0f}s; model: {where}; "
-              f"best {result.best_metric} at step {result.best_step}; skipped steps: {result.skipped_steps}")
+        print(
+            f"{command}: {result.steps} steps in {result.wall_s:.0f}s; model: {where}; "
+            f"best {result.best_metric} at step {result.best_step}; skipped steps: {result.skipped_steps}"
+        )
         print(f"data: {result.data}")
     return 0
 

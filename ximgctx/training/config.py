@@ -63,8 +63,12 @@ class LearningRates:
     encoder: float = 1e-5  # encoder weights, when encoder.freeze is false (pretraining trains these)
     fusion: float = 1e-3  # fusion module and the null modality embeddings
     heads: float = 1e-3  # task heads
-    lora_image: float | None = None  # LoRA adapters of the image tower, when they need their own rate (else lora)
-    lora_text: float | None = None  # LoRA adapters of the text tower, when they need their own rate (else lora)
+    lora_image: float | None = (
+        None  # LoRA adapters of the image tower, when they need their own rate (else lora)
+    )
+    lora_text: float | None = (
+        None  # LoRA adapters of the text tower, when they need their own rate (else lora)
+    )
 
     def rate(self, group: str) -> float:
         """The learning rate of a parameter group (lora_image / lora_text fall back to lora)."""
@@ -76,8 +80,10 @@ class LearningRates:
             v = getattr(self, name)
             if v is None and name.startswith("lora_"):
                 continue
-            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0.0,
-                   f"train.optim.lr.{name} must be a number >= 0, got {v!r}")
+            _check(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0.0,
+                f"train.optim.lr.{name} must be a number >= 0, got {v!r}",
+            )
             setattr(self, name, float(v))
 
 
@@ -96,16 +102,28 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _check(self.weight_decay >= 0, f"train.optim.weight_decay must be >= 0, got {self.weight_decay!r}")
-        _check(isinstance(self.betas, list) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-               f"train.optim.betas must be two numbers in [0, 1), got {self.betas!r}")
+        _check(
+            isinstance(self.betas, list) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"train.optim.betas must be two numbers in [0, 1), got {self.betas!r}",
+        )
         self.betas = [float(b) for b in self.betas]
         _check(self.eps > 0, f"train.optim.eps must be positive, got {self.eps!r}")
-        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
-               f"train.optim.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        _check(0.0 <= self.warmup_ratio < 1.0, f"train.optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        _check(0.0 <= self.min_lr_ratio <= 1.0, f"train.optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        _check(self.max_grad_norm is None or self.max_grad_norm > 0,
-               f"train.optim.max_grad_norm must be positive or null, got {self.max_grad_norm!r}")
+        _check(
+            isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+            f"train.optim.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}",
+        )
+        _check(
+            0.0 <= self.warmup_ratio < 1.0,
+            f"train.optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}",
+        )
+        _check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            f"train.optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}",
+        )
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            f"train.optim.max_grad_norm must be positive or null, got {self.max_grad_norm!r}",
+        )
 
 
 @dataclass
@@ -116,7 +134,9 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order (per epoch) and dropout; the same seed gives the same run
     epochs: int = 3  # passes over the training set (ignored when max_steps is set)
     max_steps: int | None = None  # optimizer steps to run; overrides epochs
-    batch_size: int = 32  # posts per process per micro-batch (global batch = this x processes x grad_accum_steps)
+    batch_size: int = (
+        32  # posts per process per micro-batch (global batch = this x processes x grad_accum_steps)
+    )
     grad_accum_steps: int = 1  # micro-batches accumulated into one optimizer step
     optim: OptimConfig = field(default_factory=OptimConfig)
     mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else fp32) | no | bf16 | fp16
@@ -127,52 +147,93 @@ class TrainConfig:
     keep_last: int = 2  # complete checkpoints kept; older ones are removed after a newer one is complete
     metric_for_best: str = "loss"  # validation metric that picks best/: "loss" or "<task>/<metric>"
     log_every: int = 10  # optimizer steps between logged training losses (TensorBoard and progress bar)
-    max_nonfinite_steps: int = 5  # abort after this many consecutive steps skipped for a NaN/inf loss or gradient
+    max_nonfinite_steps: int = (
+        5  # abort after this many consecutive steps skipped for a NaN/inf loss or gradient
+    )
     collective_timeout_s: float = 180.0  # a collective waiting longer than this fails the run (a dead rank)
     find_unused_parameters: bool = True  # DDP: allow batches that leave a tower unused (all images corrupt)
     tensorboard: bool = True  # log through Accelerate's TensorBoard tracker into output_dir/logs
     progress_bar: bool = True  # tqdm on the main process
-    log_samples: bool = False  # write the post ids of every micro-batch to samples-rank<R>.jsonl (audits, tests)
+    log_samples: bool = (
+        False  # write the post ids of every micro-batch to samples-rank<R>.jsonl (audits, tests)
+    )
 
     def __post_init__(self) -> None:
         _check(bool(str(self.output_dir).strip()), "train.output_dir must not be empty")
-        _check(isinstance(self.seed, int) and self.seed >= 0, f"train.seed must be an integer >= 0, got {self.seed!r}")
-        _check(isinstance(self.epochs, int) and self.epochs > 0, f"train.epochs must be a positive integer, got {self.epochs!r}")
-        _check(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps > 0),
-               f"train.max_steps must be a positive integer or null, got {self.max_steps!r}")
-        _check(isinstance(self.batch_size, int) and self.batch_size > 0,
-               f"train.batch_size must be a positive integer, got {self.batch_size!r}")
-        _check(isinstance(self.grad_accum_steps, int) and self.grad_accum_steps > 0,
-               f"train.grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}")
-        _check(self.mixed_precision in MIXED_PRECISION,
-               f"train.mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        _check(
+            isinstance(self.seed, int) and self.seed >= 0,
+            f"train.seed must be an integer >= 0, got {self.seed!r}",
+        )
+        _check(
+            isinstance(self.epochs, int) and self.epochs > 0,
+            f"train.epochs must be a positive integer, got {self.epochs!r}",
+        )
+        _check(
+            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps > 0),
+            f"train.max_steps must be a positive integer or null, got {self.max_steps!r}",
+        )
+        _check(
+            isinstance(self.batch_size, int) and self.batch_size > 0,
+            f"train.batch_size must be a positive integer, got {self.batch_size!r}",
+        )
+        _check(
+            isinstance(self.grad_accum_steps, int) and self.grad_accum_steps > 0,
+            f"train.grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}",
+        )
+        _check(
+            self.mixed_precision in MIXED_PRECISION,
+            f"train.mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}",
+        )
         _check(self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers!r}")
         for name in ("eval_every", "save_every"):
             v = getattr(self, name)
-            _check(v is None or (isinstance(v, int) and v > 0), f"train.{name} must be a positive integer or null, got {v!r}")
-        _check(self.eval_batch_size > 0, f"train.eval_batch_size must be positive, got {self.eval_batch_size!r}")
-        _check(isinstance(self.keep_last, int) and self.keep_last >= 1,
-               f"train.keep_last must be an integer >= 1, got {self.keep_last!r}")
-        _check(self.metric_for_best == "loss" or self.metric_for_best.count("/") == 1,
-               f"train.metric_for_best must be 'loss' or '<task>/<metric>' (intent/accuracy), got {self.metric_for_best!r}")
+            _check(
+                v is None or (isinstance(v, int) and v > 0),
+                f"train.{name} must be a positive integer or null, got {v!r}",
+            )
+        _check(
+            self.eval_batch_size > 0, f"train.eval_batch_size must be positive, got {self.eval_batch_size!r}"
+        )
+        _check(
+            isinstance(self.keep_last, int) and self.keep_last >= 1,
+            f"train.keep_last must be an integer >= 1, got {self.keep_last!r}",
+        )
+        _check(
+            self.metric_for_best == "loss" or self.metric_for_best.count("/") == 1,
+            f"train.metric_for_best must be 'loss' or '<task>/<metric>' (intent/accuracy), got {self.metric_for_best!r}",
+        )
         _check(self.log_every > 0, f"train.log_every must be positive, got {self.log_every!r}")
-        _check(self.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps!r}")
-        _check(self.collective_timeout_s > 0,
-               f"train.collective_timeout_s must be positive, got {self.collective_timeout_s!r}")
+        _check(
+            self.max_nonfinite_steps >= 1,
+            f"train.max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps!r}",
+        )
+        _check(
+            self.collective_timeout_s > 0,
+            f"train.collective_timeout_s must be positive, got {self.collective_timeout_s!r}",
+        )
 
 
 @dataclass
 class DataSources:
     """Where the posts come from."""
 
-    train: str | None = None  # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet or a datasets folder
+    train: str | None = (
+        None  # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet or a datasets folder
+    )
     val: str | None = None  # held-out labeled posts: validation, best checkpoint, calibration; null: none
-    image_root: str | None = None  # relative image paths resolve against this (default: each manifest's folder)
+    image_root: str | None = (
+        None  # relative image paths resolve against this (default: each manifest's folder)
+    )
     on_error: str = "skip"  # malformed records: skip them (counted in the run's data report) or raise
-    allow_ungoverned: bool = False  # train on posts that did not pass `ximgctx govern` (the model card says so)
+    allow_ungoverned: bool = (
+        False  # train on posts that did not pass `ximgctx govern` (the model card says so)
+    )
 
     def __post_init__(self) -> None:
-        _check(self.on_error in ("skip", "raise"), f"data.on_error must be 'skip' or 'raise', got {self.on_error!r}")
+        _check(
+            self.on_error in ("skip", "raise"),
+            f"data.on_error must be 'skip' or 'raise', got {self.on_error!r}",
+        )
 
 
 @dataclass
@@ -202,8 +263,10 @@ class ContrastiveConfig:
     texts: str = "text"
 
     def __post_init__(self) -> None:
-        _check(self.texts in CONTRASTIVE_TEXTS,
-               f"contrastive.texts must be one of {list(CONTRASTIVE_TEXTS)}, got {self.texts!r}")
+        _check(
+            self.texts in CONTRASTIVE_TEXTS,
+            f"contrastive.texts must be one of {list(CONTRASTIVE_TEXTS)}, got {self.texts!r}",
+        )
 
 
 @dataclass
@@ -211,8 +274,12 @@ class PretrainExperiment:
     """Contrastive domain adaptation of the encoder on unlabeled image+text posts."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the CLIP to adapt (every weight trains)
-    data: DataSources = field(default_factory=DataSources)  # train: posts with an image and a text; val: optional
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/pretrain"))  # lr.encoder is used
+    data: DataSources = field(
+        default_factory=DataSources
+    )  # train: posts with an image and a text; val: optional
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(output_dir="runs/pretrain")
+    )  # lr.encoder is used
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +301,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file holds a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a config file holds a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -243,7 +312,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.max_steps=100)")
+            raise ConfigError(
+                f"override {item!r} must look like section.key=value (e.g. train.max_steps=100)"
+            )
         key, raw = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
@@ -269,21 +340,28 @@ def resolve_tasks(tasks: Any, base: Path | None = None) -> list[dict[str, Any]]:
     if isinstance(tasks, list):
         return tasks
     if not isinstance(tasks, str):
-        raise ConfigError(f"model.tasks must be a list of tasks, 'contextbench', or a task file path, got {tasks!r}")
+        raise ConfigError(
+            f"model.tasks must be a list of tasks, 'contextbench', or a task file path, got {tasks!r}"
+        )
     if tasks == "contextbench":
         from ximgctx.contextbench import TASKS
 
         return [dict(t) for t in TASKS]
-    candidates = [Path(tasks)] if Path(tasks).is_absolute() else [p for p in ((base / tasks) if base else None,
-                                                                              Path(tasks)) if p is not None]
+    candidates = (
+        [Path(tasks)]
+        if Path(tasks).is_absolute()
+        else [p for p in ((base / tasks) if base else None, Path(tasks)) if p is not None]
+    )
     for p in candidates:
         if p.is_file():
             data = read_yaml(p)
             if not isinstance(data.get("tasks"), list):
                 raise ConfigError(f"{p}: a task file needs a top-level 'tasks:' list")
             return data["tasks"]
-    raise ConfigError(f"model.tasks={tasks!r}: no such task file (looked in {[str(c) for c in candidates]}); "
-                      f"give a list of tasks, 'contextbench', or a path like configs/tasks/hateful_memes.yaml")
+    raise ConfigError(
+        f"model.tasks={tasks!r}: no such task file (looked in {[str(c) for c in candidates]}); "
+        f"give a list of tasks, 'contextbench', or a path like configs/tasks/hateful_memes.yaml"
+    )
 
 
 def _with_tasks(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
@@ -295,8 +373,9 @@ def _with_tasks(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
     return data
 
 
-def load_experiment(source: str | Path | dict[str, Any] | ExperimentConfig,
-                    overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_experiment(
+    source: str | Path | dict[str, Any] | ExperimentConfig, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
     """An :class:`ExperimentConfig` from a YAML file, a dict or an instance, with overrides applied."""
     if isinstance(source, ExperimentConfig):
         if not overrides:
@@ -318,8 +397,9 @@ def load_experiment(source: str | Path | dict[str, Any] | ExperimentConfig,
         raise ConfigError(f"{where}: {e}") from e
 
 
-def load_pretrain_experiment(source: str | Path | dict[str, Any] | PretrainExperiment,
-                             overrides: list[str] | tuple[str, ...] = ()) -> PretrainExperiment:
+def load_pretrain_experiment(
+    source: str | Path | dict[str, Any] | PretrainExperiment, overrides: list[str] | tuple[str, ...] = ()
+) -> PretrainExperiment:
     """A :class:`PretrainExperiment` from a YAML file, a dict or an instance, with overrides applied."""
     if isinstance(source, PretrainExperiment):
         if not overrides:

@@ -44,23 +44,37 @@ def validation_metrics(model: torch.nn.Module, loader: DataLoader, accelerator: 
         total += spec.weight * loss
         out[f"{spec.name}/loss"] = loss
         head = core.heads[spec.name]
-        metrics = task_metrics(spec, z, t, m, temperature=float(head.temperature),
-                               thresholds=head.thresholds.cpu().numpy() if spec.kind == "multilabel" else None)
+        metrics = task_metrics(
+            spec,
+            z,
+            t,
+            m,
+            temperature=float(head.temperature),
+            thresholds=head.thresholds.cpu().numpy() if spec.kind == "multilabel" else None,
+        )
         out.update({f"{spec.name}/{k}": float(metrics[k]) for k in _LOGGED if metrics.get(k) is not None})
     out["loss"] = total
     return out
 
 
-def _export(model: ContextModel, state: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]) -> None:
+def _export(
+    model: ContextModel, state: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+) -> None:
     if state is not None:  # sharded live model (FSDP): save a full copy rebuilt from the gathered state
         model = ContextModel._skeleton(model.config)
         model.load_state_dict(state)
     model.save_pretrained(path, card=card)
 
 
-def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: Sequence[str] = (),
-          resume: str | Path | None = None, train_posts: Sequence[Post] | None = None,
-          val_posts: Sequence[Post] | None = None, stop_after: int | None = None) -> FitResult:
+def train(
+    config: ExperimentConfig | dict[str, Any] | str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    resume: str | Path | None = None,
+    train_posts: Sequence[Post] | None = None,
+    val_posts: Sequence[Post] | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
     """Fine-tune a context model.
 
     Args:
@@ -85,13 +99,16 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
 
     # ---- data: read, check governance, count what is unlabeled -------------------------------------
     report = DataReport()
-    train_posts, val_posts = load_splits(cfg.data, train_posts, val_posts, report,
-                                         "the manifest of labeled training posts")
-    governance = check_governed(train_posts, allow_ungoverned=cfg.data.allow_ungoverned,
-                                source=cfg.data.train).to_dict()
+    train_posts, val_posts = load_splits(
+        cfg.data, train_posts, val_posts, report, "the manifest of labeled training posts"
+    )
+    governance = check_governed(
+        train_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
+    ).to_dict()
     if val_posts is not None:
-        governance["validation"] = check_governed(val_posts, allow_ungoverned=cfg.data.allow_ungoverned,
-                                                  source=cfg.data.val).to_dict()
+        governance["validation"] = check_governed(
+            val_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.val
+        ).to_dict()
     report.train_posts, report.val_posts = len(train_posts), len(val_posts or [])
     report.count_unlabeled(train_posts, cfg.model.tasks)
 
@@ -102,22 +119,39 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
         groups = split_lora_by_tower(groups, model.encoder.clip.visual)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
-    train_loader = DataLoader(PostDataset(train_posts), batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                              collate_fn=processor, num_workers=tc.num_workers,
-                              generator=torch.Generator().manual_seed(tc.seed))
+    train_loader = DataLoader(
+        PostDataset(train_posts),
+        batch_size=tc.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=processor,
+        num_workers=tc.num_workers,
+        generator=torch.Generator().manual_seed(tc.seed),
+    )
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     val_loader = None
     if val_posts:
-        val_loader = accelerator.prepare_data_loader(DataLoader(
-            PostDataset(val_posts), batch_size=tc.eval_batch_size, shuffle=False, collate_fn=processor,
-            num_workers=tc.num_workers,
-            generator=torch.Generator().manual_seed(tc.seed)))
+        val_loader = accelerator.prepare_data_loader(
+            DataLoader(
+                PostDataset(val_posts),
+                batch_size=tc.eval_batch_size,
+                shuffle=False,
+                collate_fn=processor,
+                num_workers=tc.num_workers,
+                generator=torch.Generator().manual_seed(tc.seed),
+            )
+        )
     core = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         counts = core.trainable_parameters()
-        logger.info("model: %s trainable of %s parameters (LoRA %s); %d process(es), global batch %d",
-                    f"{counts['trainable']:,}", f"{counts['total']:,}", f"{counts['lora']:,}",
-                    accelerator.num_processes, tc.batch_size * accelerator.num_processes * tc.grad_accum_steps)
+        logger.info(
+            "model: %s trainable of %s parameters (LoRA %s); %d process(es), global batch %d",
+            f"{counts['trainable']:,}",
+            f"{counts['total']:,}",
+            f"{counts['lora']:,}",
+            accelerator.num_processes,
+            tc.batch_size * accelerator.num_processes * tc.grad_accum_steps,
+        )
 
     task_names = [spec.name for spec in core.config.tasks]
 
@@ -126,7 +160,9 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
         per_process = None
         if accelerator.num_processes > 1:
             # labels fall unevenly on the processes: average over the global batch's labeled posts, not per rank
-            counts = torch.tensor([float(batch.label_mask[t].sum()) for t in task_names], device=accelerator.device)
+            counts = torch.tensor(
+                [float(batch.label_mask[t].sum()) for t in task_names], device=accelerator.device
+            )
             counts = accelerator.reduce(counts, reduction="sum") / accelerator.num_processes
             per_process = dict(zip(task_names, counts.tolist(), strict=True))
         losses = core.loss(output, batch, labeled_per_process=per_process)
@@ -137,11 +173,28 @@ def train(config: ExperimentConfig | dict[str, Any] | str | Path, *, overrides: 
         "Training": {"config": resolved, "processes": accelerator.num_processes},
     }
     result = fit(
-        accelerator=accelerator, model=model, optimizer=optimizer, train_loader=train_loader, val_loader=val_loader,
-        config=tc, loss_fn=loss_fn, validate_fn=lambda m, loader: validation_metrics(m, loader, accelerator),
-        export_fn=_export, resolved=resolved, card=card, data_report=report, resume=resume,
-        stop_after=stop_after, run_name="train",
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        config=tc,
+        loss_fn=loss_fn,
+        validate_fn=lambda m, loader: validation_metrics(m, loader, accelerator),
+        export_fn=_export,
+        resolved=resolved,
+        card=card,
+        data_report=report,
+        resume=resume,
+        stop_after=stop_after,
+        run_name="train",
     )
-    logger.info("training done: %d steps, best %s=%s at step %s; data: %s", result.steps, tc.metric_for_best,
-                result.best_metric, result.best_step, report.summary())
+    logger.info(
+        "training done: %d steps, best %s=%s at step %s; data: %s",
+        result.steps,
+        tc.metric_for_best,
+        result.best_metric,
+        result.best_step,
+        report.summary(),
+    )
     return result

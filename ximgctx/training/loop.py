@@ -69,10 +69,19 @@ class FitResult:
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output_dir": str(self.output_dir), "model_dir": str(self.model_dir) if self.model_dir else None,
-                "steps": self.steps, "best_metric": self.best_metric, "best_step": self.best_step,
-                "metrics": self.metrics, "history": self.history, "skipped_steps": self.skipped_steps,
-                "data": self.data, "stopped_early": self.stopped_early, "wall_s": self.wall_s}
+        return {
+            "output_dir": str(self.output_dir),
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "steps": self.steps,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "metrics": self.metrics,
+            "history": self.history,
+            "skipped_steps": self.skipped_steps,
+            "data": self.data,
+            "stopped_early": self.stopped_early,
+            "wall_s": self.wall_s,
+        }
 
 
 def _better(value: float, best: float | None, metric: str) -> bool:
@@ -97,15 +106,30 @@ def _finish_trackers(accelerator: Accelerator) -> None:
 
 def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
     """True on every process when the loss is NaN/inf on any of them (so all skip the same step)."""
-    flag = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=accelerator.device)
+    flag = torch.tensor(
+        [0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=accelerator.device
+    )
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-        train_loader: DataLoader, val_loader: DataLoader | None, config: TrainConfig, loss_fn: LossFn,
-        validate_fn: ValidateFn | None, export_fn: ExportFn, resolved: dict[str, Any], card: dict[str, Any],
-        data_report: DataReport, resume: str | Path | None = None, stop_after: int | None = None,
-        run_name: str = "train") -> FitResult:
+def fit(
+    *,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    config: TrainConfig,
+    loss_fn: LossFn,
+    validate_fn: ValidateFn | None,
+    export_fn: ExportFn,
+    resolved: dict[str, Any],
+    card: dict[str, Any],
+    data_report: DataReport,
+    resume: str | Path | None = None,
+    stop_after: int | None = None,
+    run_name: str = "train",
+) -> FitResult:
     """Run the optimisation. ``model``, ``optimizer`` and both loaders must come from ``accelerator.prepare``.
 
     Args:
@@ -122,8 +146,10 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
     global_batch = config.batch_size * world * config.grad_accum_steps
     batches_per_epoch = len(train_loader)  # micro-batches per process
     if batches_per_epoch == 0:
-        raise ValueError(f"the training set has {data_report.train_posts} posts, fewer than one batch of "
-                         f"{config.batch_size * world} (train.batch_size x processes); lower train.batch_size")
+        raise ValueError(
+            f"the training set has {data_report.train_posts} posts, fewer than one batch of "
+            f"{config.batch_size * world} (train.batch_size x processes); lower train.batch_size"
+        )
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum_steps)
     max_steps = config.max_steps or config.epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
@@ -134,8 +160,16 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
     core = accelerator.unwrap_model(model)
 
     state: dict[str, Any] = {
-        "step": 0, "epoch": 0, "samples_in_epoch": 0, "global_batch": global_batch, "max_steps": max_steps,
-        "best_metric": None, "best_step": None, "nonfinite_run": 0, "skipped_steps": 0, "history": [],
+        "step": 0,
+        "epoch": 0,
+        "samples_in_epoch": 0,
+        "global_batch": global_batch,
+        "max_steps": max_steps,
+        "best_metric": None,
+        "best_step": None,
+        "nonfinite_run": 0,
+        "skipped_steps": 0,
+        "history": [],
         "problems_first_epoch": {},
     }
     if accelerator.is_main_process:
@@ -150,19 +184,31 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
         accelerator.load_state(str(path))  # weights, optimizer, scheduler, every process's RNG states
         saved = read_trainer_state(path)
         if saved["samples_in_epoch"] % (config.batch_size * world):
-            raise ValueError(f"cannot resume {path}: it stopped {saved['samples_in_epoch']} samples into an epoch, "
-                             f"which is not a whole number of batches of {config.batch_size * world} "
-                             f"(batch_size x processes); resume with the global batch it was written with "
-                             f"({saved['global_batch']})")
+            raise ValueError(
+                f"cannot resume {path}: it stopped {saved['samples_in_epoch']} samples into an epoch, "
+                f"which is not a whole number of batches of {config.batch_size * world} "
+                f"(batch_size x processes); resume with the global batch it was written with "
+                f"({saved['global_batch']})"
+            )
         state.update(saved)
         state["max_steps"] = max_steps
-        logger.info("resumed from %s at step %d (epoch %d, %d samples in)", path, state["step"], state["epoch"],
-                    state["samples_in_epoch"])
+        logger.info(
+            "resumed from %s at step %d (epoch %d, %d samples in)",
+            path,
+            state["step"],
+            state["epoch"],
+            state["samples_in_epoch"],
+        )
     problem_base = dict(state["problems_first_epoch"])  # counted before this process started
     problems_local: dict[str, int] = {}
 
-    progress = tqdm(total=max_steps, initial=state["step"], desc=run_name, dynamic_ncols=True,
-                    disable=not (config.progress_bar and accelerator.is_local_main_process))
+    progress = tqdm(
+        total=max_steps,
+        initial=state["step"],
+        desc=run_name,
+        dynamic_ncols=True,
+        disable=not (config.progress_bar and accelerator.is_local_main_process),
+    )
     samples_path = out / f"samples-rank{accelerator.process_index}.jsonl"
 
     def gathered_problems() -> dict[str, int]:  # collective: every process calls it
@@ -184,19 +230,31 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
         accelerator.log({f"val/{k}": v for k, v in metrics.items() if v is not None}, step=state["step"])
         value = metrics.get(config.metric_for_best)
         if value is None:
-            raise KeyError(f"train.metric_for_best={config.metric_for_best!r} is not a validation metric; "
-                           f"available: {sorted(metrics)}")
+            raise KeyError(
+                f"train.metric_for_best={config.metric_for_best!r} is not a validation metric; "
+                f"available: {sorted(metrics)}"
+            )
         if _better(value, state["best_metric"], config.metric_for_best):
             state["best_metric"], state["best_step"] = float(value), state["step"]
             data_report.problems = gathered_problems()
             full = _full_state(accelerator, model)
             if accelerator.is_main_process:
-                export_fn(core, full, out / "best", {**card, "Training data": data_report.to_dict(),
-                                               "Metrics": {"validation": metrics, "step": state["step"]}})
+                export_fn(
+                    core,
+                    full,
+                    out / "best",
+                    {
+                        **card,
+                        "Training data": data_report.to_dict(),
+                        "Metrics": {"validation": metrics, "step": state["step"]},
+                    },
+                )
         accelerator.wait_for_everyone()
         shown = {k: round(v, 4) for k, v in metrics.items() if k == config.metric_for_best or k == "loss"}
         if accelerator.is_local_main_process:
-            (progress.write if not progress.disable else logger.info)(f"step {state['step']}: validation {shown}")
+            (progress.write if not progress.disable else logger.info)(
+                f"step {state['step']}: validation {shown}"
+            )
 
     running: dict[str, float] = {}
     window_bad = False
@@ -221,7 +279,9 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm or float("inf"))
-                    grad_bad = not math.isfinite(float(norm)) and accelerator.scaler is None  # fp16: the scaler skips
+                    grad_bad = (
+                        not math.isfinite(float(norm)) and accelerator.scaler is None
+                    )  # fp16: the scaler skips
                     step_skipped = window_bad or grad_bad
                     if not step_skipped:
                         optimizer.step()
@@ -251,15 +311,20 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
             if step_skipped:
                 state["skipped_steps"] += 1
                 state["nonfinite_run"] += 1
-                logger.warning("step %d skipped: non-finite %s (%d in a row)", state["step"],
-                               "loss" if window_bad else "gradient norm", state["nonfinite_run"])
+                logger.warning(
+                    "step %d skipped: non-finite %s (%d in a row)",
+                    state["step"],
+                    "loss" if window_bad else "gradient norm",
+                    state["nonfinite_run"],
+                )
                 if state["nonfinite_run"] >= config.max_nonfinite_steps:
                     progress.close()
                     _finish_trackers(accelerator)
                     raise NonFiniteLossError(
                         f"{state['nonfinite_run']} consecutive optimizer steps had a NaN/inf loss or gradient "
                         f"(last at step {state['step']}); stopping. Lower the learning rates, check the data, or "
-                        f"raise train.max_nonfinite_steps (now {config.max_nonfinite_steps}).")
+                        f"raise train.max_nonfinite_steps (now {config.max_nonfinite_steps})."
+                    )
             else:
                 state["nonfinite_run"] = 0
             window_bad = False
@@ -270,10 +335,17 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
                 totals = dict(zip(sorted(running), sums.tolist(), strict=True))
                 n = max(totals.pop("_n", 0.0), 1.0)
                 logs = {f"train/{k}": v / n for k, v in totals.items()}
-                logs.update({f"lr/{g['name']}": g["lr"] for g in raw_optimizer.param_groups
-                             if not g["name"].endswith("/no_decay")})
+                logs.update(
+                    {
+                        f"lr/{g['name']}": g["lr"]
+                        for g in raw_optimizer.param_groups
+                        if not g["name"].endswith("/no_decay")
+                    }
+                )
                 logs["train/grad_norm"] = float(norm)
-                logs["train/samples_per_s"] = config.log_every * global_batch / max(time.time() - last_log, 1e-9)
+                logs["train/samples_per_s"] = (
+                    config.log_every * global_batch / max(time.time() - last_log, 1e-9)
+                )
                 logs["train/skipped_steps"] = state["skipped_steps"]
                 accelerator.log(logs, step=state["step"])
                 progress.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
@@ -282,17 +354,29 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
             end_of_epoch = state["samples_in_epoch"] >= batches_per_epoch * config.batch_size * world
             at_end = state["step"] >= max_steps
             stopped = stop_after is not None and state["step"] >= stop_after and not at_end
-            if val_loader is not None and validate_fn is not None and (
-                    at_end or (config.eval_every and state["step"] % config.eval_every == 0)
-                    or (config.eval_every is None and end_of_epoch)):
+            if (
+                val_loader is not None
+                and validate_fn is not None
+                and (
+                    at_end
+                    or (config.eval_every and state["step"] % config.eval_every == 0)
+                    or (config.eval_every is None and end_of_epoch)
+                )
+            ):
                 run_validation()
             if end_of_epoch:
                 state["epoch"], state["samples_in_epoch"] = epoch + 1, 0
-            if at_end or stopped or (config.save_every and state["step"] % config.save_every == 0) or (
-                    config.save_every is None and end_of_epoch):
+            if (
+                at_end
+                or stopped
+                or (config.save_every and state["step"] % config.save_every == 0)
+                or (config.save_every is None and end_of_epoch)
+            ):
                 save_checkpoint()
             if at_end or stopped:
-                getattr(batches, "end", lambda: None)()  # leaving mid-epoch: unregister the loader from Accelerate
+                getattr(
+                    batches, "end", lambda: None
+                )()  # leaving mid-epoch: unregister the loader from Accelerate
                 break
         else:
             state["epoch"], state["samples_in_epoch"] = epoch + 1, 0
@@ -301,8 +385,14 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
     data_report.problems = gathered_problems()
     model_dir = out / "best" if state["best_step"] is not None else None
     if not stopped:
-        card_final = {**card, "Training data": data_report.to_dict(), "Metrics": {"validation": state["history"][-1] if state["history"] else None,
-                                          "step": state["step"]}}
+        card_final = {
+            **card,
+            "Training data": data_report.to_dict(),
+            "Metrics": {
+                "validation": state["history"][-1] if state["history"] else None,
+                "step": state["step"],
+            },
+        }
         full = _full_state(accelerator, model)
         if accelerator.is_main_process:
             export_fn(core, full, out / "final", card_final)
@@ -311,11 +401,20 @@ def fit(*, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.op
     _finish_trackers(accelerator)
     logger.info("data: %s", data_report.summary())
     result = FitResult(
-        output_dir=out, model_dir=model_dir, steps=state["step"], best_metric=state["best_metric"],
-        best_step=state["best_step"], metrics=state["history"][-1] if state["history"] else {},
-        history=state["history"], skipped_steps=state["skipped_steps"], data=data_report.to_dict(),
-        stopped_early=stopped, wall_s=time.time() - t_start,
+        output_dir=out,
+        model_dir=model_dir,
+        steps=state["step"],
+        best_metric=state["best_metric"],
+        best_step=state["best_step"],
+        metrics=state["history"][-1] if state["history"] else {},
+        history=state["history"],
+        skipped_steps=state["skipped_steps"],
+        data=data_report.to_dict(),
+        stopped_early=stopped,
+        wall_s=time.time() - t_start,
     )
     if accelerator.is_main_process:
-        (out / f"{run_name}_result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        (out / f"{run_name}_result.json").write_text(
+            json.dumps(result.to_dict(), indent=2, default=str) + "\n"
+        )
     return result

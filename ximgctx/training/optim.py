@@ -27,16 +27,24 @@ def build_optimizer(groups: dict[str, list[nn.Parameter]], config: OptimConfig) 
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         if decay:
-            param_groups.append({"params": decay, "lr": lr, "weight_decay": config.weight_decay, "name": name})
+            param_groups.append(
+                {"params": decay, "lr": lr, "weight_decay": config.weight_decay, "name": name}
+            )
         if no_decay:
-            param_groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}/no_decay"})
+            param_groups.append(
+                {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}/no_decay"}
+            )
     if not param_groups:
-        raise ValueError("nothing to train: the model has no trainable parameter (encoder frozen, no LoRA, "
-                         "and no fusion or heads?)")
+        raise ValueError(
+            "nothing to train: the model has no trainable parameter (encoder frozen, no LoRA, "
+            "and no fusion or heads?)"
+        )
     return torch.optim.AdamW(param_groups, betas=tuple(config.betas), eps=config.eps)
 
 
-def split_lora_by_tower(groups: dict[str, list[nn.Parameter]], image_tower: nn.Module) -> dict[str, list[nn.Parameter]]:
+def split_lora_by_tower(
+    groups: dict[str, list[nn.Parameter]], image_tower: nn.Module
+) -> dict[str, list[nn.Parameter]]:
     """Replace the ``lora`` group by ``lora_image`` (adapters inside ``image_tower``) and ``lora_text``.
 
     The two towers learn at different speeds: a text tower trained from scratch needs a larger rate to learn
@@ -76,4 +84,6 @@ class WarmupCosine:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> LambdaLR:
     """Warmup + cosine over ``total_steps`` optimizer steps. Step it once per optimizer step."""
-    return LambdaLR(optimizer, WarmupCosine(warmup_steps(config, total_steps), total_steps, config.min_lr_ratio))
+    return LambdaLR(
+        optimizer, WarmupCosine(warmup_steps(config, total_steps), total_steps, config.min_lr_ratio)
+    )

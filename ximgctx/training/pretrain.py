@@ -57,7 +57,9 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pixels: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = F.normalize(self.encoder.encode_image(pixels), dim=-1)  # (B, D)
         text = F.normalize(self.encoder.encode_text(tokens), dim=-1)  # (B, D)
         return image, text, self.encoder.logit_scale.exp()
@@ -65,7 +67,9 @@ class ContrastiveModel(nn.Module):
 
 def _processor(encoder: ClipEncoder, data: DataConfig) -> PostProcessor:
     tokenizer = open_clip.get_tokenizer(encoder.config.arch)
-    transform = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(encoder.clip)), is_train=False)
+    transform = image_transform_v2(
+        PreprocessCfg(**open_clip.get_model_preprocess_cfg(encoder.clip)), is_train=False
+    )
     return PostProcessor(tokenizer, transform, encoder.image_size, data, tasks=[])
 
 
@@ -97,34 +101,48 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
             key = f"image_{e.reason}"
             dropped[key] = dropped.get(key, 0) + 1
             continue
-        kept.append(post if text == post.text else Post(id=post.id, image=post.image, text=text, meta=post.meta))
+        kept.append(
+            post if text == post.text else Post(id=post.id, image=post.image, text=text, meta=post.meta)
+        )
     return kept, dropped
 
 
-def _export(model: ContrastiveModel, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]) -> None:
+def _export(
+    model: ContrastiveModel, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+) -> None:
     """``open_clip_model.safetensors`` + ``encoder.json`` + a short README, written atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if full is not None:  # sharded live model (FSDP): the gathered full state, under "encoder.clip." names
-        clip_state = {k[len("encoder.clip."):]: v for k, v in full.items() if k.startswith("encoder.clip.")}
+        clip_state = {k[len("encoder.clip.") :]: v for k, v in full.items() if k.startswith("encoder.clip.")}
     else:
         clip_state = model.encoder.clip.state_dict()
     state = {k: v.detach().cpu().contiguous().clone() for k, v in clip_state.items()}
     save_file(state, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
     (tmp / "encoder.json").write_text(json.dumps(config_to_dict(model.encoder.config), indent=2) + "\n")
-    lines = ["# ximgctx contrastive encoder", "",
-             f"open_clip `{model.encoder.config.arch}` adapted with a CLIP loss. Fine-tune from it with "
-             f"`model.encoder.pretrained={path / ENCODER_WEIGHTS}`.", ""]
+    lines = [
+        "# ximgctx contrastive encoder",
+        "",
+        f"open_clip `{model.encoder.config.arch}` adapted with a CLIP loss. Fine-tune from it with "
+        f"`model.encoder.pretrained={path / ENCODER_WEIGHTS}`.",
+        "",
+    ]
     for title, body in card.items():
         lines += [f"## {title}", "", "```json", json.dumps(body, indent=2, default=str), "```", ""]
     (tmp / "README.md").write_text("\n".join(lines))
     replace_folder(tmp, path)
 
 
-def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overrides: Sequence[str] = (),
-             resume: str | Path | None = None, train_posts: Sequence[Post] | None = None,
-             val_posts: Sequence[Post] | None = None, stop_after: int | None = None) -> FitResult:
+def pretrain(
+    config: PretrainExperiment | dict[str, Any] | str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    resume: str | Path | None = None,
+    train_posts: Sequence[Post] | None = None,
+    val_posts: Sequence[Post] | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
     """Contrastively adapt an encoder to unlabeled posts; returns where the weights are (``model_dir``).
 
     The exported folder holds ``open_clip_model.safetensors``; pass that file as
@@ -136,10 +154,12 @@ def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overri
     accelerator, out = start_run(tc, resolved)
 
     report = DataReport()
-    train_posts, val_posts = load_splits(cfg.data, train_posts, val_posts, report,
-                                         "a manifest of posts with an image and a text")
-    governance = check_governed(train_posts, allow_ungoverned=cfg.data.allow_ungoverned,
-                                source=cfg.data.train).to_dict()
+    train_posts, val_posts = load_splits(
+        cfg.data, train_posts, val_posts, report, "a manifest of posts with an image and a text"
+    )
+    governance = check_governed(
+        train_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
+    ).to_dict()
     encoder = ClipEncoder(cfg.encoder)
     encoder.requires_grad_(True)  # contrastive adaptation trains every encoder weight
     data_cfg = DataConfig()
@@ -153,17 +173,36 @@ def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overri
     model = ContrastiveModel(encoder)
     optimizer = build_optimizer({"encoder": [p for p in model.parameters() if p.requires_grad]}, tc.optim)
     processor = _processor(encoder, data_cfg)
-    train_loader = DataLoader(PostDataset(train_pairs), batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                              collate_fn=processor, num_workers=tc.num_workers,
-                              generator=torch.Generator().manual_seed(tc.seed))
+    train_loader = DataLoader(
+        PostDataset(train_pairs),
+        batch_size=tc.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=processor,
+        num_workers=tc.num_workers,
+        generator=torch.Generator().manual_seed(tc.seed),
+    )
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     val_loader = None
     if val_pairs:
-        val_loader = accelerator.prepare_data_loader(DataLoader(
-            PostDataset(val_pairs), batch_size=tc.batch_size, shuffle=False, drop_last=True, collate_fn=processor,
-            num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed)))
-    clip_loss = ClipLoss(local_loss=cfg.contrastive.local_loss, gather_with_grad=cfg.contrastive.gather_with_grad,
-                         cache_labels=True, rank=accelerator.process_index, world_size=accelerator.num_processes)
+        val_loader = accelerator.prepare_data_loader(
+            DataLoader(
+                PostDataset(val_pairs),
+                batch_size=tc.batch_size,
+                shuffle=False,
+                drop_last=True,
+                collate_fn=processor,
+                num_workers=tc.num_workers,
+                generator=torch.Generator().manual_seed(tc.seed),
+            )
+        )
+    clip_loss = ClipLoss(
+        local_loss=cfg.contrastive.local_loss,
+        gather_with_grad=cfg.contrastive.gather_with_grad,
+        cache_labels=True,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
 
     def loss_fn(m: nn.Module, batch: PostBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image, text, scale = m(batch.pixels, batch.text_tokens)
@@ -179,14 +218,38 @@ def pretrain(config: PretrainExperiment | dict[str, Any] | str | Path, *, overri
             image, text, scale = m(batch.pixels, batch.text_tokens)
             n = image.shape[0]
             hits = (image @ text.T).argmax(-1) == torch.arange(n, device=image.device)
-            sums += torch.stack([local(image, text, scale) * n, hits.sum().float(), torch.tensor(float(n), device=sums.device)])
+            sums += torch.stack(
+                [
+                    local(image, text, scale) * n,
+                    hits.sum().float(),
+                    torch.tensor(float(n), device=sums.device),
+                ]
+            )
         m.train()
         sums = accelerator.reduce(sums, reduction="sum")
-        return {"loss": float(sums[0] / sums[2].clamp(min=1)), "i2t_top1": float(sums[1] / sums[2].clamp(min=1))}
+        return {
+            "loss": float(sums[0] / sums[2].clamp(min=1)),
+            "i2t_top1": float(sums[1] / sums[2].clamp(min=1)),
+        }
 
-    card = {"Data governance": governance,
-            "Pretraining": {"config": resolved, "processes": accelerator.num_processes}}
-    return fit(accelerator=accelerator, model=model, optimizer=optimizer, train_loader=train_loader,
-               val_loader=val_loader, config=tc, loss_fn=loss_fn, validate_fn=validate_fn if val_loader else None,
-               export_fn=_export, resolved=resolved, card=card, data_report=report, resume=resume,
-               stop_after=stop_after, run_name="pretrain")
+    card = {
+        "Data governance": governance,
+        "Pretraining": {"config": resolved, "processes": accelerator.num_processes},
+    }
+    return fit(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        config=tc,
+        loss_fn=loss_fn,
+        validate_fn=validate_fn if val_loader else None,
+        export_fn=_export,
+        resolved=resolved,
+        card=card,
+        data_report=report,
+        resume=resume,
+        stop_after=stop_after,
+        run_name="pretrain",
+    )
