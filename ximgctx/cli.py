@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("ximgctx.inference.cli", "choose moderation thresholds on a labeled set"),
     "index": ("ximgctx.inference.cli", "build a search index over posts"),
     "search": ("ximgctx.inference.cli", "query a search index by text, image or post"),
+    "serve": ("ximgctx.serve.cli", "the moderation and search service (OpenAI-compatible /v1/moderations)"),
     "aggregate": ("ximgctx.hitl.cli", "aggregate labelers' votes into training labels"),
     "select": ("ximgctx.hitl.cli", "choose the next posts to label"),
     "memory": ("ximgctx.hitl.cli", "add labeled examples to a model's label memory"),
