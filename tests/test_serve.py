@@ -150,3 +150,25 @@ def test_refuses_to_start_without_keys_off_loopback():
         create_app(model_dir(), config=ServeConfig(host="10.1.2.3"))
     ServeConfig(host="127.0.0.1", no_auth=True).check_auth()
     ServeConfig(host="0.0.0.0", api_keys=[API_KEY]).check_auth()
+
+
+def test_policy_init_writes_a_review_only_policy_the_model_accepts(tmp_path):
+    from ximgctx.cli import main
+    from ximgctx.inference import Moderator, Predictor
+    from ximgctx.inference.policy import ModerationPolicy
+
+    out = tmp_path / "starter.yaml"
+    assert main(["policy", "init", "--model", str(model_dir()), "--out", str(out)]) == 0
+    policy = ModerationPolicy.from_yaml(out)
+    assert sorted(policy.categories) == [
+        "intent.joke", "intent.meme", "intent.protest", "intent.threat",
+        "meaning.ironic", "meaning.literal", "meaning.symbolic",
+    ]  # fmt: skip
+    assert all(r.block is None and r.review == 0.5 for r in policy.categories.values())
+    assert policy.categories["intent.threat"].openai == ["violence", "harassment/threatening"]
+    assert policy.categories["intent.joke"].openai == []
+    results = Moderator(Predictor.from_pretrained(model_dir()), out).moderate([])
+    assert results == []
+    assert (
+        main(["policy", "init", "--model", str(model_dir()), "--out", str(out)]) == 0
+    )  # replaced atomically

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ximgctx.inference.cli", "batch predictions over a manifest"),
     "moderate": ("ximgctx.inference.cli", "allow/review/block decisions with explanations"),
     "calibrate": ("ximgctx.inference.cli", "choose moderation thresholds on a labeled set"),
+    "policy": ("ximgctx.inference.policy_cli", "write a starter moderation policy from a model's tasks"),
     "index": ("ximgctx.inference.cli", "build a search index over posts"),
     "search": ("ximgctx.inference.cli", "query a search index by text, image or post"),
     "serve": ("ximgctx.serve.cli", "the moderation and search service (OpenAI-compatible /v1/moderations)"),
