@@ -129,6 +129,9 @@ class EnqueueResult:
         }
 
 
+_BUSY = "busy"  # _lease_one: free items exist, all locked by concurrent leases
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -347,20 +350,26 @@ class QueueStore:
                 return Lease(held.item_id, s.get(Item, held.item_id).post_id, held.expires_at)
         self._reclaim(now)
         want_gold = self._rng.random() < self.config.gold_rate
-        for gold_first in (want_gold, not want_gold):
-            lease = self._lease_one(labeler_id, now, gold=gold_first)
-            if lease is not None:
-                return lease
+        for attempt in range(200):
+            busy = False
+            for gold_first in (want_gold, not want_gold):
+                lease = self._lease_one(labeler_id, now, gold=gold_first)
+                if isinstance(lease, Lease):
+                    return lease
+                busy |= lease == _BUSY
+            if not busy:
+                return None
+            time.sleep(0.005 * min(attempt + 1, 10))  # every free item was locked by a concurrent lease
         return None
 
-    def _lease_one(self, labeler_id: int, now: float, *, gold: bool) -> Lease | None:
+    def _lease_one(self, labeler_id: int, now: float, *, gold: bool) -> Lease | str | None:
+        """A new lease, None when no item is free for the labeler, or ``_BUSY`` when free items exist but
+        concurrent leases hold every one of them locked (PostgreSQL's SKIP LOCKED skipped them all)."""
         seen = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
-        query = (
-            select(Item)
-            .where(~seen, Item.taken < Item.overlap, Item.gold.is_not(None) if gold else Item.gold.is_(None))
-            .order_by(Item.priority.desc(), Item.id)
-            .limit(1)
+        free = select(Item).where(
+            ~seen, Item.taken < Item.overlap, Item.gold.is_not(None) if gold else Item.gold.is_(None)
         )
+        query = free.order_by(Item.priority.desc(), Item.id).limit(1)
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Item)
         try:
@@ -370,6 +379,8 @@ class QueueStore:
                     raise LoginError("unknown or revoked labeler")
                 item = s.scalar(query)
                 if item is None:
+                    if self.dialect == "postgresql" and s.scalar(select(exists(free.subquery()))):
+                        return _BUSY
                     return None
                 expires = now + self.config.lease_s
                 s.add(
