@@ -149,3 +149,67 @@ def _png(path: Path, i: int) -> str:
     d.rectangle([180, 120, 300, 220], fill=(30, 30, 30))
     im.save(path)
     return str(path)
+
+
+def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(browser, tmp_path):
+    memory_module = pytest.importorskip(
+        "ximgctx.inference.memory", reason="the label memory inside Predictor lands with the inference branch"
+    )
+    assert memory_module.LabelMemory
+    import base64
+
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    store = make_store(str(tmp_path / "q.sqlite"), overlap=1, gold_rate=0.0)
+    (post,) = public_posts(1, "near")
+    post.image = _png(tmp_path / "near.png", 3)
+    post.text = "everyone meet at the square at noon, bring signs"
+    store.enqueue([post], source="review")
+    token = store.add_labeler("memory-person")
+    # the operator's memory, centred on a sample of the pool (one post alone cannot centre it)
+    from ximgctx import Predictor
+
+    from ._inference_fixtures import make_posts
+
+    predictor = Predictor.from_pretrained(model_dir())
+    memory = memory_module.LabelMemory.for_predictor(predictor)
+    memory.set_center(predictor.embed(make_posts(48, seed=7, folder="centre")))
+    memory.save(tmp_path / "memory")
+    app = create_app(
+        predictor, config=ServeConfig(api_keys=[API_KEY]), queue=store, memory=tmp_path / "memory"
+    )
+
+    def moderate(url: str, text: str, image: Path) -> dict:
+        data = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+        body = {
+            "input": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": data}}],
+            "ximgctx": {"replies": [r.text for r in post.replies]},  # the same replies as the queued post
+        }
+        r = httpx.post(
+            f"{url}/v1/moderations", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["results"][0]["category_scores"]
+
+    far_image = Path(_png(tmp_path / "far.png", 9))
+    with running(app) as url:
+        near_text = post.text + "!"  # a near-duplicate: same image, one character more
+        before = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
+        wait = WebDriverWait(browser, 60)
+        browser.get(f"{url}/queue")
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "login-button").click()
+        form = wait.until(ec.presence_of_element_located((By.ID, "vote")))
+        for x in _inputs(browser, "meaning", ["literal"]) + _inputs(browser, "intent", ["threat"]):
+            x.click()
+        browser.find_element(By.ID, "note").send_keys("a call to gather with a threat in the replies")
+        browser.find_element(By.ID, "submit").click()
+        wait.until(ec.staleness_of(form))
+        after = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
+    assert len(store.vote_rows()) == 3
+    assert len(memory_module.LabelMemory.load(tmp_path / "memory")) == 1  # the vote is in the saved memory
+    assert after[0] != before[0]  # the near-duplicate moved at once
+    assert after[1] == before[1]  # the far post did not
