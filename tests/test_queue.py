@@ -215,7 +215,7 @@ def test_http_auth_privacy_and_errors(served):
     t1, t2 = store.add_labeler("priv1"), store.add_labeler("priv2")
     h1, h2 = {"Authorization": f"Bearer {t1}"}, {"Authorization": f"Bearer {t2}"}
     item = httpx.post(f"{url}/v1/queue/lease", headers=h1).json()["item"]
-    assert set(item["post"]) == {"id", "text", "replies", "labels"} and "meta" not in item["post"]
+    assert set(item["post"]) == {"id", "text", "replies"}  # no meta (author), no labels
     other = httpx.get(f"{url}/v1/queue/items/{item['item_id']}", headers=h2)
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_assigned"
     assert httpx.get(f"{url}/queue/items/{item['item_id']}/image", headers=h2).status_code == 404

@@ -91,62 +91,63 @@ def _task_view(tasks: list[Any], scores: dict[str, dict[str, float]] | None) -> 
     return out
 
 
-def queue_router(service: Any, store: QueueStore) -> APIRouter:
-    """The page and routes over ``store``, inside the service ``service`` (its auth, errors and model)."""
-    from ximgctx.serve.app import ServiceError, _authorized
+class _Routes:
+    """The handlers, over one store inside one service (its auth check, error type and model)."""
 
-    router = APIRouter()
-    page = _templates()
+    def __init__(self, service: Any, store: QueueStore) -> None:
+        from ximgctx.serve.app import ServiceError, _authorized
 
-    def fail(e: QueueError) -> ServiceError:
-        return ServiceError(e.status, str(e), "invalid_request_error", e.code)
+        self.service, self.store, self.page = service, store, _templates()
+        self.ServiceError, self._authorized = ServiceError, _authorized
 
-    def labeler(request: Request) -> int:
+    # ------------------------------------------------------------------------------------ helpers
+    def fail(self, e: QueueError) -> Exception:
+        return self.ServiceError(e.status, str(e), "invalid_request_error", e.code)
+
+    def labeler(self, request: Request) -> int:
+        """The labeler of a request: ``Bearer`` labeler token, or the page's session cookie."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         try:
             if scheme.lower() == "bearer" and token.strip():
-                return store.labeler_for_token(token.strip())
+                return self.store.labeler_for_token(token.strip())
             session = request.cookies.get(COOKIE)
             if session:
-                return store.labeler_for_session(session)
+                return self.store.labeler_for_session(session)
         except LoginError as e:
-            raise fail(e) from None
-        raise ServiceError(
-            401,
-            "log in with your labeler token (Bearer TOKEN, or the /queue page)",
-            "invalid_request_error",
-            "invalid_token",
-        )
+            raise self.fail(e) from None
+        message = "log in with your labeler token (Bearer TOKEN, or the /queue page)"
+        raise self.ServiceError(401, message, "invalid_request_error", "invalid_token")
 
-    def operator(request: Request) -> None:
-        if not _authorized(service, request):
-            raise ServiceError(
-                401, "this route needs an API key (Bearer KEY)", "invalid_request_error", "invalid_api_key"
-            )
+    def operator(self, request: Request) -> None:
+        if not self._authorized(self.service, request):
+            message = "this route needs an API key (Bearer KEY)"
+            raise self.ServiceError(401, message, "invalid_request_error", "invalid_api_key")
 
-    async def db(fn: Any, *args: Any) -> Any:
+    async def db(self, fn: Any, *args: Any) -> Any:
         """A store call off the event loop, its refusals as OpenAI-style errors."""
         try:
             return await asyncio.to_thread(fn, *args)
         except QueueError as e:
-            raise fail(e) from None
+            raise self.fail(e) from None
 
-    async def current_scores(post: Post) -> dict[str, dict[str, float]] | None:
+    async def current_scores(self, post: Post) -> dict[str, dict[str, float]] | None:
         """The model's scores now (label memory included), or None when it cannot score the post."""
         try:
-            (pred,) = await service.predictions.submit([post])
+            (pred,) = await self.service.predictions.submit([post])
         except Exception:  # noqa: BLE001 - the page still works without scores
             logger.warning("queue: no model scores for an item", exc_info=True)
             return None
         return {name: dict(t.scores) for name, t in pred.tasks.items()}
 
-    async def view(labeler_id: int, item_id: int) -> dict[str, Any]:
-        item = await db(store.item_for, labeler_id, item_id)
-        scores = await current_scores(item.post) or item.scores
-        post = item.post.to_dict()
-        post.pop("image", None)
-        post["replies"] = [{"text": r["text"]} for r in post["replies"]]  # labelers don't see who replied
-        post.pop("meta", None)
+    async def view(self, labeler_id: int, item_id: int) -> dict[str, Any]:
+        """What the labeler sees: text, replies (without their authors), scores; never meta or labels."""
+        item = await self.db(self.store.item_for, labeler_id, item_id)
+        scores = await self.current_scores(item.post) or item.scores
+        post = {
+            "id": item.post.id,
+            "text": item.post.text,
+            "replies": [{"text": r.text} for r in item.post.replies],
+        }
         return {
             "item_id": item.item_id,
             "post": post,
@@ -156,31 +157,32 @@ def queue_router(service: Any, store: QueueStore) -> APIRouter:
             "expires_at": item.expires_at,
         }
 
-    @router.get("/queue", response_class=HTMLResponse)
-    async def queue_page(request: Request) -> Response:
-        try:
-            who = labeler(request)
-        except ServiceError:
-            return HTMLResponse(page.render(logged_in=False, item=None, tasks=[], error=None))
-        lease = await db(store.lease, who)
-        item = await view(who, lease.item_id) if lease is not None else None
-        tasks = _task_view(store.tasks, item["scores"] if item else None)
-        return HTMLResponse(page.render(logged_in=True, item=item, tasks=tasks, error=None))
+    def render(self, *, item: dict | None = None, logged_in: bool = True, error: str | None = None) -> str:
+        tasks = _task_view(self.store.tasks, item["scores"] if item else None) if logged_in else []
+        return self.page.render(logged_in=logged_in, item=item, tasks=tasks, error=error)
 
-    @router.post("/queue/login")
-    async def login(request: Request) -> Response:
+    # --------------------------------------------------------------------------------------- page
+    async def queue_page(self, request: Request) -> Response:
+        try:
+            who = self.labeler(request)
+        except self.ServiceError:
+            return HTMLResponse(self.render(logged_in=False))
+        lease = await self.db(self.store.lease, who)
+        item = await self.view(who, lease.item_id) if lease is not None else None
+        return HTMLResponse(self.render(item=item), headers={"Cache-Control": "no-store"})
+
+    async def login(self, request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         try:
-            session = await db(store.login, token)
-        except ServiceError as e:
-            html = page.render(logged_in=False, item=None, tasks=[], error=e.message)
-            return HTMLResponse(html, status_code=401)
+            session = await self.db(self.store.login, token)
+        except self.ServiceError as e:
+            return HTMLResponse(self.render(logged_in=False, error=e.message), status_code=401)
         resp = RedirectResponse("/queue", status_code=303)
         resp.set_cookie(
             COOKIE,
             session,
-            max_age=int(store.config.session_s),
+            max_age=int(self.store.config.session_s),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -188,46 +190,38 @@ def queue_router(service: Any, store: QueueStore) -> APIRouter:
         )
         return resp
 
-    @router.post("/queue/logout")
-    async def logout() -> Response:
+    async def logout(self) -> Response:
         resp = RedirectResponse("/queue", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
 
-    @router.get("/queue/items/{item_id}/image")
-    async def image(item_id: int, request: Request) -> Response:
-        item = await db(store.item_for, labeler(request), item_id)
+    async def image(self, item_id: int, request: Request) -> Response:
+        item = await self.db(self.store.item_for, self.labeler(request), item_id)
         if item.image is None:
-            raise ServiceError(404, f"item {item_id} has no image", "invalid_request_error", "not_found")
+            raise self.ServiceError(404, f"item {item_id} has no image", "invalid_request_error", "not_found")
         headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
         return Response(item.image, media_type="image/jpeg", headers=headers)
 
-    @router.post("/v1/queue/lease")
-    async def lease(request: Request) -> dict[str, Any]:
-        who = labeler(request)
-        got = await db(store.lease, who)
+    # ------------------------------------------------------------------------------------- labeler
+    async def lease(self, request: Request) -> dict[str, Any]:
+        who = self.labeler(request)
+        got = await self.db(self.store.lease, who)
         if got is None:
             return {"item": None}
-        return {
-            "item": await view(who, got.item_id),
-            "tasks": _task_view(store.tasks, None),
-        }
+        return {"item": await self.view(who, got.item_id), "tasks": _task_view(self.store.tasks, None)}
 
-    @router.get("/v1/queue/items/{item_id}")
-    async def read_item(item_id: int, request: Request) -> dict[str, Any]:
-        return {"item": await view(labeler(request), item_id)}
+    async def read_item(self, item_id: int, request: Request) -> dict[str, Any]:
+        return {"item": await self.view(self.labeler(request), item_id)}
 
-    @router.post("/v1/queue/items/{item_id}/release")
-    async def release(item_id: int, request: Request) -> dict[str, Any]:
-        return {"released": await db(store.release, labeler(request), item_id)}
+    async def release(self, item_id: int, request: Request) -> dict[str, Any]:
+        return {"released": await self.db(self.store.release, self.labeler(request), item_id)}
 
-    @router.post("/v1/queue/items/{item_id}/vote")
-    async def vote(item_id: int, body: VoteIn, request: Request) -> dict[str, Any]:
-        who = labeler(request)
-        result = await db(store.vote, who, item_id, body.labels, body.note)
+    async def vote(self, item_id: int, body: VoteIn, request: Request) -> dict[str, Any]:
+        who = self.labeler(request)
+        result = await self.db(self.store.vote, who, item_id, body.labels, body.note)
         memory = None
-        if not result.duplicate and not result.gold and service.memory_dir is not None:
-            memory = await remember(who, item_id, result.labels, body.note)
+        if not result.duplicate and not result.gold and self.service.memory_dir is not None:
+            memory = await self.remember(who, item_id, result.labels, body.note)
         return {
             "item_id": result.item_id,
             "stored": result.votes,
@@ -235,33 +229,50 @@ def queue_router(service: Any, store: QueueStore) -> APIRouter:
             "memory": memory,
         }
 
-    async def remember(who: int, item_id: int, labels: dict[str, Any], note: str) -> dict[str, Any]:
-        """The vote into the label memory, through the service's feedback path (governed, saved at once)."""
-        item = await db(store.item_for, who, item_id)
+    async def remember(self, who: int, item_id: int, labels: dict[str, Any], note: str) -> dict[str, Any]:
+        """The vote into the label memory through the service's feedback path (governed, saved at once)."""
+        item = await self.db(self.store.item_for, who, item_id)
         post = item.post
         post.labels = dict(labels)
-        reviewer = "queue:" + (await db(store.labeler_digest, who))[:16]
+        reviewer = "queue:" + (await self.db(self.store.labeler_digest, who))[:16]
         try:
-            return await service.run(service._add_feedback, post, reviewer, note)
-        except (ServiceError, QueueError, ValueError) as e:  # the vote stays stored; the memory skipped it
+            return await self.service.run(self.service._add_feedback, post, reviewer, note)
+        except (
+            self.ServiceError,
+            QueueError,
+            ValueError,
+        ) as e:  # the vote stays stored; the memory skipped it
+            logger.warning("queue: the vote on item %d did not reach the label memory: %s", item_id, e)
             return {"error": getattr(e, "message", str(e))}
 
-    @router.post("/v1/queue/items")
-    async def add_items(body: ItemsIn, request: Request) -> dict[str, Any]:
-        operator(request)
+    # ------------------------------------------------------------------------------------ operator
+    async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:
+        self.operator(request)
         from ximgctx.hitl.queue.ingest import posts_from_records
 
-        posts = posts_from_records(body.posts, service.config)
-        result = await db(
-            lambda: store.enqueue(posts, source=body.source, gold=body.gold or None, priority=body.priority)
-        )
+        posts = posts_from_records(body.posts, self.service.config)
+        gold, source, priority = body.gold or None, body.source, body.priority
+        result = await self.db(lambda: self.store.enqueue(posts, source=source, gold=gold, priority=priority))
         return result.to_dict()
 
-    @router.get("/v1/queue/stats")
-    async def stats(request: Request) -> dict[str, Any]:
-        operator(request)
+    async def stats(self, request: Request) -> dict[str, Any]:
+        self.operator(request)
         from ximgctx.hitl.queue.report import queue_stats
 
-        return await db(queue_stats, store)
+        return await self.db(queue_stats, self.store)
 
+
+def queue_router(service: Any, store: QueueStore) -> APIRouter:
+    """The page and routes over ``store``, inside the service ``service`` (its auth, errors and model)."""
+    r, router = _Routes(service, store), APIRouter()
+    router.add_api_route("/queue", r.queue_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/queue/login", r.login, methods=["POST"])
+    router.add_api_route("/queue/logout", r.logout, methods=["POST"])
+    router.add_api_route("/queue/items/{item_id}/image", r.image, methods=["GET"])
+    router.add_api_route("/v1/queue/lease", r.lease, methods=["POST"])
+    router.add_api_route("/v1/queue/items/{item_id}", r.read_item, methods=["GET"])
+    router.add_api_route("/v1/queue/items/{item_id}/release", r.release, methods=["POST"])
+    router.add_api_route("/v1/queue/items/{item_id}/vote", r.vote, methods=["POST"])
+    router.add_api_route("/v1/queue/items", r.add_items, methods=["POST"])
+    router.add_api_route("/v1/queue/stats", r.stats, methods=["GET"])
     return router
