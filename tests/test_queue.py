@@ -226,3 +226,22 @@ def test_http_auth_privacy_and_errors(served):
     assert wrong.status_code == 400 and "not a task" in wrong.json()["error"]["message"]
     stats = httpx.get(f"{url}/v1/queue/stats", headers={"Authorization": f"Bearer {API_KEY}"})
     assert stats.status_code == 200 and stats.json()["counts"]["items"] >= 1
+
+
+def test_review_decisions_are_queued_once_per_post(store):
+    from types import SimpleNamespace
+
+    from ximgctx.hitl.queue.router import queue_reviews
+
+    a, b = public_posts(2)
+    a.id = b.id = "input-0"  # what the service names posts sent without an id, request after request
+    review, allow = SimpleNamespace(decision="review"), SimpleNamespace(decision="allow")
+    assert queue_reviews(store, [a], [review]) == 1
+    assert queue_reviews(store, [b], [review]) == 1  # another post with the same request id: queued too
+    assert queue_reviews(store, [a], [review]) == 0  # the same post again: already waiting
+    assert queue_reviews(store, [a, b], [allow, allow]) == 0
+    assert store.count()["items"] == 2
+    who = store.labeler_for_token(store.add_labeler("rev"))
+    lease = store.lease(who)
+    assert lease.post_id.startswith("review-")
+    assert store.item_for(who, lease.item_id).post.meta["request_post_id"] == "input-0"

@@ -71,11 +71,24 @@ def _templates() -> Any:
 
 
 def queue_reviews(store: QueueStore, posts: list[Post], results: list[Any]) -> int:
-    """Queue the posts a moderation decision sent to ``review`` (governed on the way in)."""
-    review = [p for p, r in zip(posts, results, strict=True) if getattr(r, "decision", None) == "review"]
-    if not review:
-        return 0
-    return store.enqueue(review, source="review").added
+    """Queue the posts a moderation decision sent to ``review`` (governed on the way in).
+
+    A request's post id is the client's (or ``input-N``), so the item is keyed by the post's content
+    instead: the same post moderated twice waits once, two posts sent as ``input-0`` wait as two."""
+    import dataclasses
+    import hashlib
+
+    review = []
+    for post, result in zip(posts, results, strict=True):
+        if getattr(result, "decision", None) != "review":
+            continue
+        h = hashlib.sha256()
+        for part in (post.id, post.text, *(r.text for r in post.replies)):
+            h.update(part.encode("utf-8") + b"\0")
+        h.update(post.image if isinstance(post.image, bytes) else b"")
+        meta = {**post.meta, "request_post_id": post.id}
+        review.append(dataclasses.replace(post, id=f"review-{h.hexdigest()[:24]}", meta=meta))
+    return store.enqueue(review, source="review").added if review else 0
 
 
 def _task_view(tasks: list[Any], scores: dict[str, dict[str, float]] | None) -> list[dict[str, Any]]:
