@@ -245,3 +245,42 @@ def test_review_decisions_are_queued_once_per_post(store):
     lease = store.lease(who)
     assert lease.post_id.startswith("review-")
     assert store.item_for(who, lease.item_id).post.meta["request_post_id"] == "input-0"
+
+
+def test_cli_labeler_add_export_stats(tmp_path, capsys):
+    from ximgctx import write_posts
+    from ximgctx.cli import main
+
+    from ._queue_fixtures import KEY
+
+    key = tmp_path / "queue.key"
+    key.write_bytes(KEY)
+    db = str(tmp_path / "cli.sqlite")
+    common = ["--db", db, "--key-file", str(key), "--overlap", "1"]
+    write_posts(public_posts(4, "cli"), tmp_path / "posts.jsonl")
+    assert (
+        main(["queue", "add", "--data", str(tmp_path / "posts.jsonl"), "--model", str(model_dir()), *common])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["added"] == 4
+    assert main(["queue", "labeler", "add", "Cli.Person", *common]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("xq_")
+    store = make_store(db, overlap=1)
+    who = store.labeler_for_token(token)
+    view = store.item_for(who, store.lease(who).item_id)
+    assert set(view.scores) == {"objects", "meaning", "intent"}  # the model's scores, stored on the way in
+    for i in range(4):
+        store.vote(who, store.lease(who).item_id if i else view.item_id, answer(i))
+    assert (
+        main(["queue", "export", "--out", str(tmp_path / "out.jsonl"), "--method", "majority", *common]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["posts"] == 4
+    assert main(["queue", "stats", "--out", str(tmp_path / "stats.json"), *common]) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["counts"]["votes"] == 12 and stats["throughput"]["answers"] == 4
+    assert main(["queue", "labeler", "revoke", "cli.person", *common]) == 0
+    with pytest.raises(QueueError, match="revoked"):
+        store.labeler_for_token(token)
+    assert main(["queue", "stats", "--db", db]) == 2  # no key: one clear line, not a traceback
+    assert "no queue key" in capsys.readouterr().err
