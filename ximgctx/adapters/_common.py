@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ximgctx.data.post import Post
+from ximgctx.errors import InputError
 
 MissingImage = Literal["skip", "keep"]
 
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-class AdapterError(ValueError):
+class AdapterError(InputError):
     """A dataset folder lacks a required file or column. The message names it and the folder."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from ximgctx.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 #: A label value for one task: one label, a set of labels, or a distribution ``{label: probability}``.
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class PostValidationError(ValueError):
+class PostValidationError(InputError):
     """A post record is malformed. The message names the file, line and field."""
 
     def __init__(

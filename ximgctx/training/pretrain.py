@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader
 
 from ximgctx._fsutil import replace_folder
 from ximgctx.config import DataConfig, config_to_dict
+from ximgctx.data.dataset import PostDataset
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
 from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.evaluation.predict import PostDataset
 from ximgctx.governance import check_governed
 from ximgctx.models.encoder import ClipEncoder
 from ximgctx.training._runtime import DataReport, load_splits, start_run
