@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ximgctx.data.post import Post
+from ximgctx.data.post import Post, WriteReport
 from ximgctx.errors import InputError
 
 MissingImage = Literal["skip", "keep"]
@@ -338,47 +338,56 @@ def add_post(
     )
 
 
-def write_manifest(posts: Iterable[Post], path: str | Path) -> int:
+def write_manifest(
+    posts: Iterable[Post],
+    path: str | Path,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    report: WriteReport | None = None,
+) -> int:
     """Write posts as JSONL (any extension but ``.parquet``) or Parquet, atomically. Returns the count.
 
-    Parquet stores ``replies``, ``labels`` and ``meta`` as JSON strings (their shapes vary from post to
-    post), which :func:`ximgctx.data.post.load_posts` decodes. Caveat of that loader: it decodes *every*
+    Both are standard JSON where JSON is written (NaN/infinity become null, counted in ``report``), both go
+    through a unique temporary file renamed into place, and an output equal to one of ``inputs`` is
+    refused. Parquet stores ``replies``, ``labels`` and ``meta`` as JSON strings (their shapes vary from post
+    to post), which :func:`ximgctx.data.post.load_posts` decodes. Caveat of that loader: it decodes *every*
     string column that parses as a JSON array/object, so a post whose whole text is e.g. ``"[1, 2]"``
     does not read back from Parquet; JSONL has no such limit.
     """
-    from ximgctx.data.post import write_posts
+    from ximgctx._artifacts import atomic_output, output_errors
+    from ximgctx.data.post import standard_record, write_posts
 
     path = Path(path)
     if path.suffix != ".parquet":
-        return write_posts(posts, path)
+        return write_posts(posts, path, inputs=inputs, report=report)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("image", pa.string()),
-            ("text", pa.string()),
-            ("replies", pa.string()),
-            ("labels", pa.string()),
-            ("meta", pa.string()),
-        ]
-    )
+    report = report if report is not None else WriteReport()
+    schema = pa.schema([(k, pa.string()) for k in ("id", "image", "text", "replies", "labels", "meta")])
     n = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for batch in _batched((p.to_dict() for p in posts), 4096):
-            cols: dict[str, list[Any]] = {k: [] for k in schema.names}
-            for d in batch:
-                cols["id"].append(d["id"])
-                cols["image"].append(d.get("image"))
-                cols["text"].append(d["text"])
-                for k in ("replies", "labels", "meta"):
-                    cols[k].append(json.dumps(d[k], ensure_ascii=False))
-            writer.write_table(pa.table(cols, schema=schema))
-            n += len(batch)
-    tmp.replace(path)
+    with atomic_output(path, inputs=inputs) as tmp:
+        with output_errors(path):
+            writer = pq.ParquetWriter(tmp, schema)
+        try:
+            for batch in _batched(posts, 4096):
+                cols: dict[str, list[Any]] = {k: [] for k in schema.names}
+                for post in batch:
+                    d, changed = standard_record(post)
+                    if changed:
+                        report.problems.setdefault(post.id, []).extend(changed)
+                    cols["id"].append(d["id"])
+                    cols["image"].append(d.get("image"))
+                    cols["text"].append(d["text"])
+                    for k in ("replies", "labels", "meta"):
+                        cols[k].append(json.dumps(d[k], ensure_ascii=False, allow_nan=False))
+                with output_errors(path):
+                    writer.write_table(pa.table(cols, schema=schema))
+                n += len(batch)
+        finally:
+            with output_errors(path):
+                writer.close()
+    report.written += n
     return n
 
 
