@@ -103,6 +103,7 @@ class ConversionResult:
     files: list[str] = field(default_factory=list)  # the annotation files read, in order
     rows: int = 0  # data rows seen in those files
     duplicates: int = 0  # rows identical to a post already converted (same id, same content), merged
+    counts: dict[str, int] = field(default_factory=dict)  # reason -> records skipped/altered in bulk
 
     @property
     def skipped(self) -> int:
@@ -120,11 +121,17 @@ class ConversionResult:
             f" ({per_split}); {self.skipped} rows skipped, {len(self.problems)} problems,"
             f" {self.duplicates} duplicate rows merged",
         ]
+        if self.counts:
+            lines.append("  also: " + ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())))
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
+
+    def count(self, reason: str) -> None:
+        """Count a record skipped or altered for a reason too common for a line each (deleted comments)."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
 def find_file(src: Path, names: Sequence[str], *, subdirs: Sequence[str] = ("",)) -> Path | None:
