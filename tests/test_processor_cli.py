@@ -52,3 +52,26 @@ def test_predict_confine_images_refuses_reads_outside_the_root(tmp_path, confine
             assert str(tmp_path) not in rows[pid]["problems"][0]
     else:  # without the switch the files outside are read, as before
         assert all(rows[pid]["inputs"]["image"] for pid in outside)
+
+
+def test_predict_with_hostile_strips_gives_every_post_a_result(tmp_path):
+    from tests.test_processor import _strip_png
+
+    (tmp_path / "wide.png").write_bytes(_strip_png(1_000_000, 1))
+    (tmp_path / "tall.png").write_bytes(_strip_png(1, 10_000_000))
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(tmp_path / "good.png")
+    posts = [
+        Post("good-0", "good.png", "a"),
+        Post("wide", "wide.png", "b"),
+        Post("tall", "tall.png", "c"),
+        Post("good-1", "good.png", "d"),
+    ]
+    write_posts(posts, tmp_path / "posts.jsonl")
+    out = tmp_path / "o.jsonl"
+    args = ["--model", str(model_dir()), "--data", str(tmp_path / "posts.jsonl"), "--out", str(out)]
+    assert cli_main([*args, "--no-progress", "--device", "cpu"], command="predict") == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["good-0", "wide", "tall", "good-1"]
+    assert [r["inputs"]["image"] for r in rows] == [True, False, False, True]
+    assert [r["problems"][0].split(":")[:2] for r in rows[1:3]] == [["image", " too_elongated"]] * 2
+    assert all(set(r["tasks"]) for r in rows)  # scored on what is left

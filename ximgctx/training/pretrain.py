@@ -79,7 +79,7 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
     Every image is decoded once here, so that no training batch holds a post without one: ClipLoss scores
     whole batches, and a missing image would become a false pair.
     """
-    limits = ImageLimits(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
+    limits = ImageLimits().tightened(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
     missing_text = "no_alt_text" if texts == "alt_text" else "no_text"
     kept, dropped = [], {"no_image": 0, missing_text: 0}
     for post in posts:
