@@ -269,3 +269,10 @@ def test_lone_surrogates_are_written_as_escapes(tmp_path):
     raw = (tmp_path / "o.jsonl").read_bytes()
     raw.decode("utf-8")  # valid UTF-8
     assert load_posts(tmp_path / "o.jsonl")[0].text == "bad \ud800 text"
+
+
+def test_write_posts_output_has_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    os.umask(old)
+    write_posts([Post("a", text="x")], tmp_path / "o.jsonl")
+    assert (tmp_path / "o.jsonl").stat().st_mode & 0o777 == 0o666 & ~old  # not mkstemp's 0600
