@@ -172,6 +172,41 @@ def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelVal
     )
 
 
+def _check_replies(raw_replies: Any, ctx: dict[str, Any]) -> list[Reply]:
+    raw_replies = [] if raw_replies is None else raw_replies
+    if not isinstance(raw_replies, list):
+        raise PostValidationError(
+            f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
+        )
+    replies: list[Reply] = []
+    for i, r in enumerate(raw_replies):
+        if isinstance(r, str):
+            replies.append(Reply(text=r))
+        elif isinstance(r, Mapping):
+            rt = r.get("text", "")
+            if rt is None:
+                rt = ""
+            if not isinstance(rt, str):
+                raise PostValidationError(
+                    f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
+                )
+            author = r.get("author")
+            if author is not None and not isinstance(author, (str, int)):
+                raise PostValidationError(
+                    f"reply author must be a string, got {type(author).__name__}",
+                    field=f"replies[{i}].author",
+                    **ctx,
+                )
+            replies.append(Reply(text=rt, author=None if author is None else str(author)))
+        else:
+            raise PostValidationError(
+                f"a reply is a string or an object with 'text', got {type(r).__name__}",
+                field=f"replies[{i}]",
+                **ctx,
+            )
+    return replies
+
+
 def post_from_dict(
     record: Mapping[str, Any],
     *,
@@ -221,38 +256,7 @@ def post_from_dict(
     if not isinstance(text, str):
         raise PostValidationError(f"text must be a string, got {type(text).__name__}", field="text", **ctx)
 
-    raw_replies = record.get("replies")
-    raw_replies = [] if raw_replies is None else raw_replies
-    if not isinstance(raw_replies, list):
-        raise PostValidationError(
-            f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
-        )
-    replies: list[Reply] = []
-    for i, r in enumerate(raw_replies):
-        if isinstance(r, str):
-            replies.append(Reply(text=r))
-        elif isinstance(r, Mapping):
-            rt = r.get("text", "")
-            if rt is None:
-                rt = ""
-            if not isinstance(rt, str):
-                raise PostValidationError(
-                    f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
-                )
-            author = r.get("author")
-            if author is not None and not isinstance(author, (str, int)):
-                raise PostValidationError(
-                    f"reply author must be a string, got {type(author).__name__}",
-                    field=f"replies[{i}].author",
-                    **ctx,
-                )
-            replies.append(Reply(text=rt, author=None if author is None else str(author)))
-        else:
-            raise PostValidationError(
-                f"a reply is a string or an object with 'text', got {type(r).__name__}",
-                field=f"replies[{i}]",
-                **ctx,
-            )
+    replies = _check_replies(record.get("replies"), ctx)
 
     raw_labels = record.get("labels")
     raw_labels = {} if raw_labels is None else raw_labels
