@@ -61,6 +61,8 @@ __all__ = [
 MANIFEST = "manifest.json"
 FORMAT = "ximgctx-artifact"
 _MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files; 16 MiB holds ~100k entries
+_UMASK = os.umask(0o022)  # read once at import (umask has no getter); restored on the next line
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,7 @@ def atomic_output(
             fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
             os.close(fd)
             tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the output gets open()'s usual mode
         yield tmp
         with output_errors(out):
             os.replace(tmp, out)

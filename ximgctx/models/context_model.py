@@ -16,6 +16,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
 from ximgctx.config import MODALITIES, ModelConfig
+from ximgctx.data.images import ImageLimits, ImageRoot
 from ximgctx.data.processor import PostBatch, PostProcessor
 from ximgctx.models.encoder import ClipEncoder, make_tokenizer
 from ximgctx.models.fusion import build_fusion
@@ -104,13 +105,25 @@ class ContextModel(nn.Module):
         return self
 
     # ----------------------------------------------------------------------------------------- data
-    def build_processor(self) -> PostProcessor:
-        """The collate function matching this model's tokenizer and image preprocessing."""
+    def build_processor(
+        self, limits: ImageLimits | None = None, image_root: ImageRoot | None = None
+    ) -> PostProcessor:
+        """The collate function matching this model's tokenizer and image preprocessing.
+
+        ``limits`` are the process's image decode limits (default ``ImageLimits()``); this model's
+        ``config.data`` can only lower them. ``image_root`` resolves, and may confine, image reads.
+        """
         tokenizer = _tokenizer(self.config.encoder.arch)
         cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
         transform = image_transform_v2(cfg, is_train=False)
         return PostProcessor(
-            tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks
+            tokenizer,
+            transform,
+            self.encoder.image_size,
+            self.config.data,
+            self.config.tasks,
+            limits=limits,
+            image_root=image_root,
         )
 
     @property

@@ -25,6 +25,7 @@ from torch import nn
 
 from ximgctx._fsutil import sha256_file
 from ximgctx.config import EncoderConfig
+from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError, XimgctxError
 
 logger = logging.getLogger(__name__)
@@ -300,14 +301,6 @@ def _block_at(
     h = x[rows, index].unsqueeze(1) + block.ls_1(attended)
     h = h + block.ls_2(block.mlp(block.ln_2(h)))
     return h[:, 0]
-
-
-def trim_tokens(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Cut a padded token batch to its longest real sequence: (N, 77) -> (N, L)."""
-    if tokens.numel() == 0:
-        return tokens[:, :1]
-    lengths = (tokens != pad_id).sum(dim=1)  # (N,)
-    return tokens[:, : max(int(lengths.max().item()), 1)]
 
 
 #: cost of one extra text-tower call, in padded tokens; groups are split only when that saves more padding
