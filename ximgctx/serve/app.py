@@ -343,15 +343,16 @@ def _version() -> str:
 
 
 def _limit_decoding(predictor: Any, config: ServeConfig) -> None:
-    """The server's decode limits, tightened by (never loosened by) the model's own."""
-    from dataclasses import replace
+    """The server's decode limits (a model folder may only lower them) and confined reads: requests carry
+    image bytes only, and any path reaching the processor is refused (the root is an empty private folder)."""
+    import tempfile
 
-    proc = predictor.model.processor
-    limits = proc.limits
-    proc.limits = replace(
-        limits,
-        max_pixels=min(limits.max_pixels, config.max_image_pixels),
-        max_bytes=min(limits.max_bytes, config.max_image_bytes),
+    from ximgctx.data.images import ImageLimits, ImageRoot
+
+    limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
+    empty = tempfile.mkdtemp(prefix="ximgctx-serve-noimages-")
+    predictor.model.processor = predictor.model.build_processor(
+        limits=limits, image_root=ImageRoot(empty, confine=True)
     )
 
 
