@@ -221,3 +221,12 @@ def test_every_problem_is_counted_once_over_the_whole_run_and_across_a_resume(
         (tmp_path / "resumed" / "checkpoints" / "step-00000004" / "trainer_state.json").read_text()
     )
     assert sorted(saved["problem_posts"]) == sorted(seen)
+
+
+def test_overwrite_never_deletes_the_checkpoint_it_is_asked_to_resume(bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_quick(bench, out, max_steps=4), stop_after=2)
+    for resume in ("latest", out / "checkpoints" / "step-00000002"):
+        with pytest.raises(OutputError, match="--overwrite would delete the checkpoint"):
+            train(_quick(bench, out, max_steps=4), resume=resume, overwrite=True)
+    assert CheckpointManager(out / "checkpoints").latest().name == "step-00000002"

@@ -166,9 +166,19 @@ def _any_failed(accelerator: Accelerator, failed: bool) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Iterable[str | None] = ()) -> None:
+def prepare_output(
+    out: Path, *, resume: str | Path | None, overwrite: bool, inputs: Iterable[str | None] = ()
+) -> None:
     """Refuse a fresh run into a used ``output_dir`` (its old checkpoints would be resumed later as if they
-    were this run's); with ``overwrite``, empty it first. A folder that holds an input is never emptied."""
+    were this run's); with ``overwrite``, empty it first. A folder that holds an input, or the checkpoint to
+    resume from, is never emptied."""
+    if overwrite and resume is not None:
+        inside = str(resume) == "latest" or Path(resume).resolve().is_relative_to(out.resolve())
+        if inside:
+            raise OutputError(
+                f"{out}: --overwrite would delete the checkpoint --resume {resume} continues from; "
+                f"use one of the two"
+            )
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not out.is_dir():
@@ -181,7 +191,7 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Iterable
             for entry in sorted(out.iterdir()):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return
-    if resume:
+    if resume is not None:
         return
     entries = sorted(p.name for p in out.iterdir())
     raise OutputError(
@@ -192,7 +202,7 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Iterable
 
 @contextlib.contextmanager
 def start_run(
-    train: TrainConfig, *, resume: bool, overwrite: bool, inputs: Iterable[str | None] = ()
+    train: TrainConfig, *, resume: str | Path | None, overwrite: bool, inputs: Iterable[str | None] = ()
 ) -> Iterator[tuple[Accelerator, Path]]:
     """The Accelerator and the seed of a run, with its output folder checked and locked (main process) for the
     whole run: a second run on the same folder fails at once, naming the first one's pid."""

@@ -139,7 +139,7 @@ def train(
     """
     cfg = load_experiment(config, list(overrides))
     inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
-    with start_run(cfg.train, resume=resume is not None, overwrite=overwrite, inputs=inputs) as (
+    with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
         accelerator,
         _,
     ):

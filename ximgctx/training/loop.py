@@ -28,6 +28,7 @@ from accelerate.utils import DistributedType, gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx.config import ConfigError
 from ximgctx.data.processor import PostBatch
 from ximgctx.errors import XimgctxError
@@ -253,7 +254,7 @@ class _Loop:
                 self.run.optimizer.zero_grad(set_to_none=True)
         state.samples_in_epoch += self.batch
         if cfg.log_samples:
-            with open(self.samples_path, "a", encoding="utf-8") as f:
+            with output_errors(self.samples_path), open(self.samples_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"epoch": epoch, "step": state.step, "ids": batch.ids}) + "\n")
         note_problems(self.problems, batch.ids, batch.problems)
         if not nonfinite:
@@ -447,7 +448,6 @@ class _Loop:
             wall_s=time.time() - t_start,
         )
         if self.acc.is_main_process:
-            (self.out / f"{self.recipe.name}_result.json").write_text(
-                json.dumps(result.to_dict(), indent=2, default=str) + "\n"
-            )
+            with atomic_output(self.out / f"{self.recipe.name}_result.json") as tmp:
+                tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
         return result

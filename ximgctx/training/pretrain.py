@@ -244,7 +244,7 @@ def pretrain(
     """
     cfg = load_pretrain_experiment(config, list(overrides))
     inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
-    with start_run(cfg.train, resume=resume is not None, overwrite=overwrite, inputs=inputs) as (
+    with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
         accelerator,
         _,
     ):
