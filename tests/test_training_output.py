@@ -87,8 +87,10 @@ def test_resume_refuses_another_config_naming_each_key(bench: Path, tmp_path: Pa
     changed = _quick(bench, out, max_steps=6, log_every=1)  # may differ: how long, how often
     changed["model"]["fusion"]["hidden_dim"] = 16
     changed["train"]["optim"]["lr"]["heads"] = 1e-2
+    saved_config = (out / "config.yaml").read_text()
     with pytest.raises(CheckpointError) as info:
         train(changed, resume="latest")
+    assert (out / "config.yaml").read_text() == saved_config  # the refused config is not written
     message = str(info.value)
     assert "model.fusion.hidden_dim (checkpoint: 32, now: 16)" in message
     assert "train.optim.lr.heads (checkpoint: 0.003, now: 0.01)" in message

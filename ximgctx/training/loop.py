@@ -183,13 +183,14 @@ class _Loop:
         if acc.is_main_process:
             for leftover in self.ckpt.clean_partial():  # half-written checkpoints of a killed run
                 logger.warning("removed an incomplete checkpoint left by an interrupted run: %s", leftover)
-            write_run_config(self.out, self.run.resolved)
         acc.wait_for_everyone()
         # Trackers start before the RNG states are restored, so nothing they do can shift the random stream.
         if cfg.tensorboard:
             acc.init_trackers(self.recipe.name, config=flat_config(self.run.resolved))
         if resume is not None:
-            self._resume(resume)
+            self._resume(resume)  # refused before anything is written when its config differs
+        if acc.is_main_process:
+            write_run_config(self.out, self.run.resolved)
         state = self.state
         self.progress = tqdm(
             total=state.max_steps,
