@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "any_process",
     "cpu_only_distributed",
     "launched_world_size",
     "make_accelerator",
@@ -110,3 +111,12 @@ def partial_state(*, cpu: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
+
+
+def any_process(accelerator: Any, flag: bool) -> bool:
+    """Collective (every process must call it): True on every process when ``flag`` is True on any of them,
+    so that all of them skip the same step or raise the same error together."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)

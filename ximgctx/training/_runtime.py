@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 
 from ximgctx import _distributed
@@ -158,14 +157,6 @@ def count_problems(per_rank: Iterable[dict[str, Iterable[str]]]) -> dict[str, in
     return dict(Counter(k for kinds in seen.values() for k in kinds))
 
 
-def _any_failed(accelerator: Accelerator, failed: bool) -> bool:
-    """Collective: True on every process when ``failed`` is True on any of them."""
-    if accelerator.num_processes == 1:
-        return failed
-    flag = torch.tensor([1.0 if failed else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
 def prepare_output(
     out: Path, *, resume: str | Path | None, overwrite: bool, inputs: Iterable[str | None] = ()
 ) -> None:
@@ -189,7 +180,10 @@ def prepare_output(
         check_output_folder(out, "training-run", overwrite=True, inputs=inputs)
         with output_errors(out):
             for entry in sorted(out.iterdir()):
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         return
     if resume is not None:
         return
@@ -221,7 +215,7 @@ def start_run(
                     out.mkdir(parents=True, exist_ok=True)
             except OutputError as e:
                 error = e
-        if _any_failed(accelerator, error is not None):
+        if _distributed.any_process(accelerator, error is not None):
             raise error or OutputError(f"{out}: the main process could not take this output folder")
         yield accelerator, out
 

@@ -42,6 +42,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from ximgctx._artifacts import output_errors, seal_folder, verify_artifact
+from ximgctx._distributed import any_process
 from ximgctx.errors import ArtifactError, OutputError
 from ximgctx.training.state import TRAINER_STATE, TrainState
 
@@ -345,10 +346,7 @@ class CheckpointManager:
                     work()
             except OutputError as e:
                 error = e
-        flag = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
-        if float(flag.sum()) > 0:
+        if any_process(accelerator, error is not None):
             if accelerator.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise error or OutputError(f"{self.root}: another process could not write the checkpoint")

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ximgctx._artifacts import atomic_output, output_errors
+from ximgctx._distributed import any_process
 from ximgctx.config import ConfigError
 from ximgctx.data.processor import PostBatch
 from ximgctx.errors import XimgctxError
@@ -135,14 +136,6 @@ def _better(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric == "loss" or metric.endswith("/loss") else value > best
 
 
-def _any_nonfinite(accelerator: Accelerator, loss: torch.Tensor) -> bool:
-    """True on every process when the loss is NaN/inf on any of them (so all skip the same step)."""
-    flag = torch.tensor(
-        [0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=accelerator.device
-    )
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
 class _Loop:
     """One run's loop state; :meth:`train` is the loop."""
 
@@ -234,7 +227,9 @@ class _Loop:
         acc, cfg, state = self.acc, self.cfg, self.state
         with acc.accumulate(self.run.model):
             loss, parts = self.recipe.loss(self.run.model, batch)
-            nonfinite = _any_nonfinite(acc, loss)
+            nonfinite = any_process(
+                acc, not bool(torch.isfinite(loss.detach()).all())
+            )  # all skip it together
             self.window_bad = self.window_bad or nonfinite
             # Backward runs even for a bad loss (its gradients are thrown away below), so every process takes
             # part in the same gradient all-reduce and DDP's bookkeeping stays consistent.
