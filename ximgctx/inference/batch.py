@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +67,10 @@ def distributed_shard(device: str | None = None, timeout_s: float = 1800.0) -> S
         timeout_s: how long the final barrier waits for the slowest process. Shards are balanced, so
             processes finish close together; a process that is gone fails the job instead of hanging it.
     """
-    import torch
-    from accelerate import PartialState
+    from ximgctx._distributed import partial_state, wants_cpu
 
-    cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
-    state = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
+    cpu = wants_cpu(device)
+    state = partial_state(cpu=cpu, timeout_s=timeout_s)
     dev = str(state.device) if device in (None, "auto") else device
     if cpu:
         dev = "cpu"

@@ -186,9 +186,8 @@ class Service:
         return await self.run(self._add_feedback, post, req.reviewer, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
-        from ximgctx.inference.memory import LabelMemory
-
         from ximgctx.governance import govern
+        from ximgctx.inference.memory import LabelMemory
 
         governed = govern([post], self.governance)
         if not governed.posts:
