@@ -218,7 +218,7 @@ def test_every_problem_is_counted_once_over_the_whole_run_and_across_a_resume(
     seen = {pid for ids in sample_ids(tmp_path / "straight") for pid in ids}
     assert len(seen) > 16  # the second epoch reached posts the first one left out
     for name in ("straight", "resumed"):
-        assert results[name].data["problems"] == {"labels.meaning: invalid label": len(seen)}, name
+        assert results[name].data["problems"] == {"labels.meaning: invalid_label": len(seen)}, name
     saved = json.loads(
         (tmp_path / "resumed" / "checkpoints" / "step-00000004" / "trainer_state.json").read_text()
     )
