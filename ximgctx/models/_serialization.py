@@ -6,6 +6,8 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
     model.safetensors        every non-adapter weight, under plain open_clip names (no ".base_layer")
     adapter/adapter_config.json, adapter/adapter_model.safetensors   the LoRA adapter in peft's format
     processor_config.json    tokenizer and image preprocessing settings
+    hf/                      transformers backend only: the checkpoint's config.json, tokenizer files and
+                             preprocessor_config.json, so loading needs no hub (the weights are in model.safetensors)
     card.json                the model card's extra sections (metrics, governance, training data), so that
                              re-saving a loaded model keeps them
     README.md                model card
@@ -22,7 +24,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import open_clip
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 KIND = "model"
 FORMAT = "ximgctx-model"
 FORMAT_VERSION = 2
-_MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
+_MAX_JSON_BYTES = 16 << 20
+HF_DIR = "hf"  # transformers backend: the checkpoint's config, tokenizer and image processor (no weights)  # config.json / card.json larger than this are refused before parsing
 
 
 class ModelFolderError(ArtifactError):
@@ -67,7 +69,7 @@ def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
         "`ximgctx.Predictor.from_pretrained(path)`.",
         "",
         "## Architecture",
-        f"- encoder: open_clip `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
+        f"- encoder: {cfg.encoder.backend} `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
         f"- LoRA: {'none' if cfg.lora is None else f'r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets={cfg.lora.targets}, towers={cfg.lora.towers}'}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
@@ -141,12 +143,11 @@ def save_model(
             "tokenizer": model.config.encoder.arch,
             "context_length": model.encoder.context_length,
             "image_size": model.encoder.image_size,
-            "preprocess": {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in open_clip.get_model_preprocess_cfg(model.encoder.clip).items()
-            },
+            "preprocess": model.encoder.preprocess,
             "data": model.config.to_dict()["data"],
         }
+        if model.config.encoder.backend == "transformers":
+            model.encoder.save_files(tmp / HF_DIR)
         _write_json(tmp / "processor_config.json", processor)
         _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
         (tmp / "README.md").write_text(_model_card(model, sections))
@@ -201,6 +202,22 @@ def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, raw
 
 
+def _is_hf(config: ModelConfig) -> bool:
+    return config.encoder.backend == "transformers"
+
+
+def _saved_hf_encoder(path: Path, config: ModelConfig):
+    """The transformers encoder's architecture, tokenizer and image processor from the folder's own copy."""
+    from ximgctx.models.hf_encoder import HFEncoder
+
+    if not (path / HF_DIR).is_dir():
+        raise ModelFolderError(f"{path / HF_DIR}: missing, but the config's encoder is a transformers model")
+    try:
+        return HFEncoder(config.encoder, folder=path / HF_DIR, load_weights=False)
+    except (OSError, ValueError) as e:
+        raise ModelFolderError(f"{path / HF_DIR}: not a usable transformers checkpoint ({e})") from None
+
+
 def load_model(
     cls: type[ContextModel],
     path: Path,
@@ -214,7 +231,9 @@ def load_model(
         verify_folder(path, expected_sha256=expected_sha256)
     config, raw = read_config(path)
     with trust_remote_arch(trust_remote_arch_), quiet_random_init():
-        model = cls._skeleton(config)
+        model = (
+            cls(config, encoder=_saved_hf_encoder(path, config)) if _is_hf(config) else cls._skeleton(config)
+        )
     model.config = config  # the skeleton was built without downloading; keep the real starting weights
     prov = raw.get("provenance")
     if isinstance(prov, dict):

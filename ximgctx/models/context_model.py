@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
-from ximgctx.config import MODALITIES, ModelConfig
+from ximgctx.config import MODALITIES, EncoderConfig, ModelConfig
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.models.encoder import ClipEncoder, make_tokenizer
+from ximgctx.models.encoder import ClipEncoder
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
@@ -27,10 +24,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer(arch: str) -> Any:
-    # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
-    return make_tokenizer(arch)
+def build_encoder(config: EncoderConfig) -> nn.Module:
+    """The encoder ``config.backend`` names: open_clip's towers or a transformers CLIP/SigLIP model."""
+    if config.backend == "transformers":
+        from ximgctx.models.hf_encoder import HFEncoder
+
+        return HFEncoder(config)
+    return ClipEncoder(config)
 
 
 @dataclass
@@ -63,7 +63,8 @@ class ContextModel(nn.Module):
     """The multimodal context model.
 
     Args:
-        config: what to build. ``config.encoder.pretrained`` decides the encoder's starting weights.
+        config: what to build. ``config.encoder`` decides the encoder and its starting weights.
+        encoder: an encoder already built for ``config.encoder`` (loading a saved model passes its own copy).
 
     Example:
         >>> model = ContextModel(ModelConfig(tasks=[TaskSpec("intent", ["joke", "protest"], "multilabel")]))
@@ -72,13 +73,13 @@ class ContextModel(nn.Module):
         >>> out = model(batch, drop=("image",))      # the same posts with the image masked out
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         self.card: dict[
             str, Any
         ] = {}  # model-card sections kept across save/load (metrics, governance, data)
-        self.encoder = ClipEncoder(config.encoder)
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder)
         self.lora_config = None
         if config.lora is not None:
             self.lora_config = apply_lora(self.encoder.clip, config.lora)
@@ -106,11 +107,12 @@ class ContextModel(nn.Module):
     # ----------------------------------------------------------------------------------------- data
     def build_processor(self) -> PostProcessor:
         """The collate function matching this model's tokenizer and image preprocessing."""
-        tokenizer = _tokenizer(self.config.encoder.arch)
-        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
-        transform = image_transform_v2(cfg, is_train=False)
         return PostProcessor(
-            tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks
+            self.encoder.tokenizer,
+            self.encoder.image_transform(),
+            self.encoder.image_size,
+            self.config.data,
+            self.config.tasks,
         )
 
     @property

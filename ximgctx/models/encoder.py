@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
 import socket
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -342,6 +344,12 @@ def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[
     return groups[::-1]
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_tokenizer(arch: str) -> Any:
+    # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
+    return make_tokenizer(arch)
+
+
 class ClipEncoder(nn.Module):
     """open_clip's image and text towers behind a small interface.
 
@@ -382,6 +390,30 @@ class ClipEncoder(nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale
+
+    @property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer for this architecture: ``texts -> (N, context_length)`` ids, 0 = padding."""
+        return _shared_tokenizer(self.config.arch)
+
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.clip.visual
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """open_clip's preprocessing settings (size, mean/std, interpolation, resize mode)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in open_clip.get_model_preprocess_cfg(self.clip).items()
+        }
+
+    def image_transform(self) -> Any:
+        """PIL image -> (3, S, S) tensor: open_clip's evaluation preprocessing."""
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.clip))
+        return image_transform_v2(cfg, is_train=False)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) -> (N, D), unnormalised: open_clip's ``encode_image``.
