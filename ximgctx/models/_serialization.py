@@ -4,7 +4,9 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
 
     config.json              ModelConfig (resolved), the starting weights' provenance, library version
     model.safetensors        every non-adapter weight, under plain open_clip names (no ".base_layer")
-    adapter/adapter_config.json, adapter/adapter_model.safetensors   the LoRA adapter in peft's format
+    adapter/adapter_model.safetensors + adapter_config.json   the LoRA adapter in peft's format, where stock
+                             peft reproduces it exactly; else + ximgctx_adapter.json and a README
+                             (open_clip MHA adapters, see :mod:`ximgctx.models.export`)
     processor_config.json    tokenizer and image preprocessing settings
     hf/                      transformers backend only: the checkpoint's config.json, tokenizer files and
                              preprocessor_config.json, so loading needs no hub (the weights are in model.safetensors)
@@ -32,7 +34,8 @@ from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError
 from ximgctx.models.encoder import quiet_random_init, trust_remote_arch
-from ximgctx.models.lora import base_name, load_lora_state_dict, lora_state_dict
+from ximgctx.models.export import save_adapter
+from ximgctx.models.lora import base_name, load_lora_state_dict
 
 if TYPE_CHECKING:
     from ximgctx.models.context_model import ContextModel
@@ -124,13 +127,7 @@ def save_model(
         }
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         if model.lora_config is not None:
-            (tmp / "adapter").mkdir()
-            model.lora_config.save_pretrained(str(tmp / "adapter"))
-            adapter = {
-                k: v.detach().cpu().contiguous().clone()
-                for k, v in lora_state_dict(model.encoder.clip).items()
-            }
-            save_file(adapter, str(tmp / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
+            save_adapter(model, tmp / "adapter")
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

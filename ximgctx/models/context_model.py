@@ -308,6 +308,14 @@ class ContextModel(nn.Module):
 
         return save_model(self, Path(path), card=card or {}, overwrite=overwrite)
 
+    def export_encoder(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Merge the LoRA adapters into the encoder and write a plain checkpoint that needs no ximgctx:
+        open_clip (``open_clip.create_model("local-dir:" + path)``) or transformers
+        (``CLIPModel.from_pretrained(path)`` / ``SiglipModel``), by the encoder's backend."""
+        from ximgctx.models.export import export_encoder
+
+        return export_encoder(self, path, overwrite=overwrite)
+
     @classmethod
     def from_pretrained(
         cls,
