@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import open_clip
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -60,12 +61,48 @@ def _weights_line(model: ContextModel) -> str:
     return f"`{name}`" + (f" (SHA-256 `{digest}`)" if digest else "")
 
 
-def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
+def _base_model(model: ContextModel) -> str | None:
+    """The hub repo of the starting weights, when there is one (the card's ``base_model``)."""
+    from ximgctx.models.hub import looks_like_repo_id
+
+    enc = model.config.encoder
+    if enc.backend == "transformers":
+        return enc.arch if looks_like_repo_id(enc.arch) else None
+    if enc.pretrained is None or Path(enc.pretrained).exists():
+        return None
+    hub = (open_clip.get_pretrained_cfg(enc.arch, enc.pretrained) or {}).get("hf_hub", "")
+    return "/".join(hub.strip("/").split("/")[:2]) or None
+
+
+def card_metadata(model: ContextModel, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Hugging Face model-card metadata: ximgctx's defaults, then the model's own, then ``metadata``."""
+    tasks = [t.name for t in model.config.tasks]
+    meta: dict[str, Any] = {
+        "library_name": "ximgctx",
+        "tags": ["ximgctx", "multimodal", "content-moderation", model.config.encoder.backend, *tasks],
+        "license": "other",  # not known to ximgctx: set metadata={"license": ...} when saving
+        "base_model": _base_model(model),
+        "datasets": [],
+        "pipeline_tag": "image-classification",  # a post (image + text + replies) in, label scores out
+    }
+    meta.update(getattr(model, "card_metadata", {}) or {})
+    meta.update(metadata)
+    return json.loads(json.dumps({k: v for k, v in meta.items() if v is not None}, default=str))
+
+
+def _yaml_header(meta: dict[str, Any]) -> list[str]:
+    from huggingface_hub import ModelCardData
+
+    return ["---", ModelCardData(**meta).to_yaml().rstrip("\n"), "---", ""]
+
+
+def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any]) -> str:
     from ximgctx import __version__
 
     cfg = model.config
     counts = model.trainable_parameters()
     lines = [
+        *_yaml_header(meta),
         "# ximgctx context model",
         "",
         f"Written by ximgctx {__version__}. Load with `ximgctx.ContextModel.from_pretrained(path)` or "
@@ -115,11 +152,14 @@ def save_model(
     card: dict[str, Any],
     overwrite: bool = False,
     inputs: tuple[str | Path, ...] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has."""
+    """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has,
+    ``metadata`` to its Hugging Face card metadata."""
     from ximgctx import __version__
 
     sections = {**getattr(model, "card", {}), **card}
+    meta = card_metadata(model, metadata or {})
     with write_artifact(path, KIND, overwrite=overwrite, inputs=inputs) as tmp:
         state = model.state_dict()
         weights = {
@@ -134,6 +174,7 @@ def save_model(
             "ximgctx_version": __version__,
             "model": model.config.to_dict(),
             "provenance": dict(model.encoder.provenance),
+            "card_metadata": meta,
         }
         _write_json(tmp / "config.json", config)
         processor = {
@@ -147,7 +188,7 @@ def save_model(
             model.encoder.save_files(tmp / HF_DIR)
         _write_json(tmp / "processor_config.json", processor)
         _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
-        (tmp / "README.md").write_text(_model_card(model, sections))
+        (tmp / "README.md").write_text(_model_card(model, sections, meta))
     return Path(path).resolve()
 
 
@@ -235,6 +276,8 @@ def load_model(
     prov = raw.get("provenance")
     if isinstance(prov, dict):
         model.encoder.provenance = {k: (str(v) if v is not None else None) for k, v in prov.items()}
+    meta = raw.get("card_metadata")
+    model.card_metadata = meta if isinstance(meta, dict) else {}
     card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
     model.card = card if isinstance(card, dict) else {}
     try:

@@ -79,6 +79,7 @@ class ContextModel(nn.Module):
         self.card: dict[
             str, Any
         ] = {}  # model-card sections kept across save/load (metrics, governance, data)
+        self.card_metadata: dict[str, Any] = {}  # Hugging Face model-card metadata set by the caller
         self.encoder = encoder if encoder is not None else build_encoder(config.encoder)
         self.lora_config = None
         if config.lora is not None:
@@ -297,16 +298,18 @@ class ContextModel(nn.Module):
         *,
         card: dict[str, Any] | None = None,
         overwrite: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> Path:
         """Write config, safetensors weights, the peft adapter, processor settings, a model card and a
         verified manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics, data
         governance, training data) on top of those the model already carries.
 
         ``path`` may be new, empty, or a model folder (replaced); a folder holding anything else is refused
-        unless ``overwrite=True``."""
+        unless ``overwrite=True``. ``metadata`` sets Hugging Face model-card metadata (``license``, ``datasets``,
+        ``base_model``, ``tags``, ``pipeline_tag``...) on top of the defaults and the model's own (kept across save/load)."""
         from ximgctx.models._serialization import save_model
 
-        return save_model(self, Path(path), card=card or {}, overwrite=overwrite)
+        return save_model(self, Path(path), card=card or {}, overwrite=overwrite, metadata=metadata or {})
 
     def export_encoder(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Merge the LoRA adapters into the encoder and write a plain checkpoint that needs no ximgctx:
@@ -315,6 +318,39 @@ class ContextModel(nn.Module):
         from ximgctx.models.export import export_encoder
 
         return export_encoder(self, path, overwrite=overwrite)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload ximgctx model",
+        create_pr: bool = False,
+        card: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        api: Any = None,
+    ) -> Any:
+        """Save to a temporary folder, verify it, and upload exactly its files to hub repo ``repo_id`` in one
+        commit (created private unless ``private=False``; files an earlier version left there are deleted).
+        ``api`` is a ``huggingface_hub.HfApi`` (one is made with ``token`` when None). Returns the commit info."""
+        import tempfile
+
+        from ximgctx.models.hub import push_folder
+
+        with tempfile.TemporaryDirectory(prefix="ximgctx-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model", card=card, metadata=metadata)
+            return push_folder(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+                api=api,
+            )
 
     @classmethod
     def from_pretrained(
@@ -325,19 +361,31 @@ class ContextModel(nn.Module):
         verify: bool = True,
         expected_sha256: str | None = None,
         trust_remote_arch: bool = False,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> ContextModel:
-        """Load a folder written by :meth:`save_pretrained`.
+        """Load a folder written by :meth:`save_pretrained`, or a hub repo id (``"org/name"``) holding one.
 
         Every file is checked against the folder's manifest first (``verify=False`` skips the checksums, for
         a folder you wrote yourself); ``expected_sha256`` pins the exact artifact (its manifest's SHA-256,
         ``ximgctx._artifacts.artifact_digest``). An architecture from outside the registered list
-        (``hf-hub:``/``local-dir:``) loads only with ``trust_remote_arch=True``.
+        (``hf-hub:``/``local-dir:``) loads only with ``trust_remote_arch=True``. A repo id is fetched with
+        ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``; cache only when ``HF_HUB_OFFLINE``
+        is set) and always verified.
         """
         from ximgctx.models._serialization import load_model
+        from ximgctx.models.hub import download_model, looks_like_repo_id
 
+        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
+            folder = download_model(
+                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+            )
+            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
+        else:
+            folder = Path(path)
         return load_model(
             cls,
-            Path(path),
+            folder,
             device=torch.device(device),
             verify=verify,
             expected_sha256=expected_sha256,
