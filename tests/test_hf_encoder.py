@@ -140,6 +140,11 @@ def test_refuses_other_model_types_and_pretrained(hf_dirs, tmp_path) -> None:
     (other / "config.json").write_text(json.dumps({"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}}))
     with pytest.raises(ConfigError, match="model_type 'bert'"):
         HFEncoder(EncoderConfig(backend="transformers", arch=str(other)))
+    pickled = tmp_path / "pickled"
+    shutil.copytree(hf_dirs["clip"], pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(PretrainedWeightsError, match="never unpickles"):
+        HFEncoder(EncoderConfig(backend="transformers", arch=str(pickled)))
     with pytest.raises(ConfigError, match="pretrained must be null with backend=transformers"):
         EncoderConfig(backend="transformers", arch=str(hf_dirs["clip"]), pretrained="openai")
     with pytest.raises(ConfigError, match="encoder.backend must be one of"):
@@ -154,3 +159,32 @@ def test_uncached_hub_id_offline_fails_at_once_naming_it(tmp_path, monkeypatch) 
     assert time.monotonic() - start < 5
     message = str(err.value)
     assert "'org/tiny-clip'" in message and "arch='/path/to/folder'" in message and "offline" in message
+
+
+def test_a_saved_hf_folder_cannot_run_code(hf_dirs, tmp_path, monkeypatch) -> None:
+    """A model folder is untrusted even when its manifest lists every planted file: its tokenizer config may not
+    name a custom class (auto_map), its HF config may not name another model type; nothing runs."""
+    from ximgctx._artifacts import seal_folder
+    from ximgctx.models._serialization import ModelFolderError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = ContextModel(_hf_config(hf_dirs["clip"], lora=False)).save_pretrained(tmp_path / "m")
+    marker = tmp_path / "payload-ran"
+    (path / "hf" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nclass Evil:\n    pass\n")
+
+    originals = {n: (path / "hf" / n).read_text() for n in ("tokenizer_config.json", "config.json")}
+
+    def plant(name: str, **changes) -> None:
+        for other, text in originals.items():
+            (path / "hf" / other).write_text(text)
+        (path / "hf" / name).write_text(json.dumps({**json.loads(originals[name]), **changes}))
+        (path / "manifest.json").unlink()
+        seal_folder(path, "model")
+
+    plant("tokenizer_config.json", tokenizer_class="Evil", auto_map={"AutoTokenizer": ["evil.Evil", None]})
+    with pytest.raises(ModelFolderError, match="auto_map"):
+        ContextModel.from_pretrained(path)
+    plant("config.json", model_type="evil", auto_map={"AutoModel": "evil.Evil", "AutoConfig": "evil.Evil"})
+    with pytest.raises(ModelFolderError, match="model_type 'evil'"):
+        ContextModel.from_pretrained(path)
+    assert not marker.exists()

@@ -160,6 +160,11 @@ class HFEncoder(nn.Module):
         model_name, processor_name = HF_MODEL_TYPES[self.model_type]
         model_cls = getattr(transformers, model_name)
         if load_weights:
+            if not any(folder.glob("*.safetensors")):
+                raise PretrainedWeightsError(
+                    f"{folder}: no .safetensors weights; ximgctx never unpickles .bin checkpoints. Convert them "
+                    f"where you trust the file: {model_name}.from_pretrained(DIR).save_pretrained(DIR)"
+                )
             self.clip = model_cls.from_pretrained(str(folder), use_safetensors=True)
         else:
             self.clip = model_cls(model_cls.config_class.from_pretrained(str(folder)))
