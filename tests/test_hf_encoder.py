@@ -188,3 +188,12 @@ def test_a_saved_hf_folder_cannot_run_code(hf_dirs, tmp_path, monkeypatch) -> No
     with pytest.raises(ModelFolderError, match="model_type 'evil'"):
         ContextModel.from_pretrained(path)
     assert not marker.exists()
+
+
+def test_features_of_both_transformers_output_shapes() -> None:
+    """transformers < 5 returns the projected tensor from get_*_features, 5 a model output holding it."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    x = torch.randn(2, 8)
+    assert HFEncoder._features(x) is x
+    assert HFEncoder._features(BaseModelOutputWithPooling(pooler_output=x)) is x
