@@ -69,6 +69,23 @@ def test_embeddings_equal_the_checkpoints_own_features(hf_dirs, kind) -> None:
     assert ours_txt.shape == (len(TEXTS), enc.embed_dim)
 
 
+def test_clip_length_groups_equal_the_full_padding(hf_dirs) -> None:
+    """Twenty short replies and one long post: two length groups, each trimmed, same embeddings."""
+    from ximgctx.models.encoder import length_groups
+
+    enc = HFEncoder(EncoderConfig(backend="transformers", arch=str(hf_dirs["clip"]))).eval()
+    texts = [f"lol same {i}" for i in range(20)] + ["see you all saturday " * 12]
+    tokens = enc.tokenizer(texts)
+    assert len(length_groups((tokens != 0).sum(1).tolist())) == 2
+    ref = enc.hf_tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = enc.encode_text(tokens)
+        full = enc.encode_text(tokens, trim=False)
+        reference = enc.clip.get_text_features(input_ids=ref["input_ids"]).pooler_output
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full, reference, rtol=0, atol=1e-5)
+
+
 def test_clip_texts_are_trimmed_and_siglip_texts_are_not(hf_dirs) -> None:
     clip = HFEncoder(EncoderConfig(backend="transformers", arch=str(hf_dirs["clip"]))).eval()
     siglip = HFEncoder(EncoderConfig(backend="transformers", arch=str(hf_dirs["siglip"]))).eval()

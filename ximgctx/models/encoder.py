@@ -344,6 +344,24 @@ def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[
     return groups[::-1]
 
 
+def encode_by_length(tokens: torch.Tensor, encode: Any) -> torch.Tensor:
+    """``encode`` run on groups of rows of similar real length (:func:`length_groups`), each trimmed by
+    ``encode`` to its own longest row; rows come back in their order. (N, T) ids, 0 = padding -> (N, D)."""
+    lengths = (tokens != 0).sum(dim=1).clamp(min=1)  # (N,)
+    groups = length_groups(lengths.tolist())
+    if len(groups) == 1:
+        return encode(tokens)
+    out: torch.Tensor | None = None
+    for rows in groups:
+        index = torch.tensor(rows, device=tokens.device)
+        part = encode(tokens[index])  # (n_g, D)
+        if out is None:
+            out = part.new_empty(tokens.shape[0], part.shape[1])
+        out = out.index_copy(0, index, part)
+    assert out is not None
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _shared_tokenizer(arch: str) -> Any:
     # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
@@ -462,19 +480,7 @@ class ClipEncoder(nn.Module):
         owner = self._text_parts()
         if owner is None or not trim:
             return self.clip.encode_text(tokens)
-        lengths = (tokens != 0).sum(dim=1).clamp(min=1)  # (N,)
-        groups = length_groups(lengths.tolist())
-        if len(groups) == 1:
-            return self._encode_trimmed(owner, tokens)
-        out: torch.Tensor | None = None
-        for rows in groups:
-            index = torch.tensor(rows, device=tokens.device)
-            part = self._encode_trimmed(owner, tokens[index])  # (n_g, D)
-            if out is None:
-                out = part.new_empty(tokens.shape[0], part.shape[1])
-            out = out.index_copy(0, index, part)
-        assert out is not None
-        return out
+        return encode_by_length(tokens, lambda rows: self._encode_trimmed(owner, rows))
 
     def _encode_trimmed(self, owner: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D)."""

@@ -24,7 +24,7 @@ from torch import nn
 from ximgctx._fsutil import sha256_file
 from ximgctx.config import EncoderConfig
 from ximgctx.errors import ConfigError
-from ximgctx.models.encoder import PretrainedWeightsError, _hub_reachable, trim_tokens
+from ximgctx.models.encoder import PretrainedWeightsError, _hub_reachable, encode_by_length, trim_tokens
 
 __all__ = ["HF_MODEL_TYPES", "HFEncoder", "resolve_checkpoint"]
 
@@ -234,16 +234,21 @@ class HFEncoder(nn.Module):
     def encode_text(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
         """(N, T) ids + 1 (0 = padding) -> (N, D), unnormalised: the model's ``get_text_features``.
 
-        CLIP rows are cut to the longest real sequence (``trim``) and masked; SigLIP rows arrive full length.
+        With ``trim``, CLIP rows are grouped by real length and each group cut to its longest row (as
+        ClipEncoder does); SigLIP rows arrive at their fixed length, every position a real id.
         """
-        if self.pads_with_zero and trim:
-            tokens = trim_tokens(tokens)
-        real = tokens > 0  # (N, T)
-        ids = torch.where(real, tokens - 1, torch.full_like(tokens, self.pad_id))
         if not self.pads_with_zero:
+            ids = torch.where(tokens > 0, tokens - 1, torch.full_like(tokens, self.pad_id))
             return self._features(self.clip.get_text_features(input_ids=ids))
-        out = self.clip.get_text_features(input_ids=ids, attention_mask=real.long())
-        return self._features(out)
+        if not trim:
+            return self._clip_text(tokens)
+        return encode_by_length(tokens, lambda rows: self._clip_text(trim_tokens(rows)))
+
+    def _clip_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's text features of (N, L) ids + 1 with 0 = padding (masked, pad id restored) -> (N, D)."""
+        real = tokens > 0  # (N, L)
+        ids = torch.where(real, tokens - 1, torch.full_like(tokens, self.pad_id))
+        return self._features(self.clip.get_text_features(input_ids=ids, attention_mask=real.long()))
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(pixels), self.encode_text(tokens)
