@@ -93,7 +93,7 @@ def artifact_kind(path: str | os.PathLike[str]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- verify
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, link_root: Path | None = None) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such folder")
@@ -103,6 +103,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: no {MANIFEST}, so its files cannot be verified; it was not written by ximgctx"
         ) from None
+    if stat.S_ISLNK(st.st_mode) and link_root is not None and mpath.resolve().is_relative_to(link_root):
+        st = os.stat(mpath)  # a Hugging Face cache: the snapshot's manifest links to a blob inside the repo
     if not stat.S_ISREG(st.st_mode):
         raise ArtifactError(f"{mpath}: not a regular file")
     if st.st_size > _MAX_MANIFEST_BYTES:
@@ -173,7 +175,7 @@ def verify_artifact(
         ArtifactError: naming the file that is missing, unlisted, altered, outside the folder or a link.
     """
     root = Path(path).absolute()
-    raw = _read_manifest(root)
+    raw = _read_manifest(root, Path(link_root).resolve() if link_root is not None else None)
     mpath = root / MANIFEST
     got_kind, version, files = raw.get("kind"), raw.get("version"), raw.get("files")
     kinds = (kind,) if isinstance(kind, str) else (tuple(kind) if kind is not None else None)

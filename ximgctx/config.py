@@ -30,6 +30,7 @@ __all__ = [
 
 T = TypeVar("T")
 
+ENCODER_BACKENDS = ("open_clip", "transformers")
 FUSION_KINDS = ("concat", "cross", "attention")
 LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
@@ -42,17 +43,25 @@ def _check(cond: bool, message: str) -> None:
 
 @dataclass
 class EncoderConfig:
-    """Which open_clip model encodes images and texts, and where its weights come from."""
+    """Which CLIP-family model encodes images and texts, and where its weights come from.
 
-    arch: str = "ximgctx-tiny"  # open_clip architecture: a built-in name (ViT-B-32), or a shipped tiny one
+    ``backend="open_clip"``: ``arch`` is an open_clip architecture, ``pretrained`` a tag, a weights file or
+    None (random). ``backend="transformers"``: ``arch`` is a Hugging Face ``CLIPModel`` / ``SiglipModel``
+    checkpoint (a hub repo id or a local folder) whose own weights, tokenizer and image processor are used;
+    ``pretrained`` must stay None there.
+    """
+
+    arch: str = "ximgctx-tiny"  # open_clip architecture, or (transformers) a hub repo id / checkpoint folder
     pretrained: str | None = (
-        None  # a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
+        None  # open_clip: a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
     )
-    cache_dir: str | None = None  # where downloaded weights are cached (open_clip's default when None)
+    cache_dir: str | None = None  # where downloaded weights are cached (the library's default when None)
     freeze: bool = (
         True  # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
     )
     grad_checkpointing: bool = False  # trade compute for memory in both towers during training
+    backend: str = "open_clip"  # which library builds the towers: open_clip | transformers
+    revision: str | None = None  # transformers: hub revision (branch, tag or commit) of arch; None = main
 
     def __post_init__(self) -> None:
         _check(
@@ -62,6 +71,19 @@ class EncoderConfig:
         _check(
             self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained.strip())),
             f"encoder.pretrained must be a tag, a path or null, got {self.pretrained!r}",
+        )
+        _check(
+            self.backend in ENCODER_BACKENDS,
+            f"encoder.backend must be one of {list(ENCODER_BACKENDS)}, got {self.backend!r}",
+        )
+        _check(
+            self.backend == "transformers" or self.revision is None,
+            f"encoder.revision is for the transformers backend only, got {self.revision!r}",
+        )
+        _check(
+            self.backend == "open_clip" or self.pretrained is None,
+            f"encoder.pretrained must be null with backend=transformers (weights come from encoder.arch="
+            f"{self.arch!r}, a hub repo id or checkpoint folder), got {self.pretrained!r}",
         )
 
 

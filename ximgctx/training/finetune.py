@@ -183,7 +183,7 @@ def _prepare(
     model = ContextModel(cfg.model)
     groups = model.parameter_groups()
     if tc.optim.lr.lora_image is not None or tc.optim.lr.lora_text is not None:
-        groups = split_lora_by_tower(groups, model.encoder.clip.visual)
+        groups = split_lora_by_tower(groups, model.encoder.image_tower)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
     train_loader = _loader(train_posts, processor, tc.batch_size, tc, train=True)
