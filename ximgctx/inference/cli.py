@@ -105,7 +105,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
         p.add_argument("--report", default=None, help="also write the operating points as JSON here")
     elif command == "index":
-        _common(p, out_help="index folder to write")
+        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace --out even when it holds files that are not a search index",
+        )
         p.add_argument(
             "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
         )
@@ -253,7 +258,7 @@ def _index(args: argparse.Namespace) -> int:
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
     )
-    path = index.save(args.out)
+    path = index.save(args.out, overwrite=args.overwrite, inputs=[args.data, args.model, args.image_root])
     _stderr_json(
         {
             "command": "index",
@@ -305,14 +310,21 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, command: str = "predict") -> int:
-    """Entry point for the inference commands (``command`` is the subcommand name)."""
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports as one line (exit 2): ximgctx's own error classes, plus the user-error classes
+    of modules that do not derive from ``XimgctxError`` yet, named one by one (never ValueError as a whole:
+    a real bug keeps its traceback)."""
     from ximgctx.data.images import ImageDecodeError
     from ximgctx.data.post import PostValidationError
-    from ximgctx.inference.policy import PolicyError
-    from ximgctx.inference.search import SearchIndexError
+    from ximgctx.errors import XimgctxError
     from ximgctx.models._serialization import ModelFolderError
+    from ximgctx.models.encoder import PretrainedWeightsError
 
+    return (XimgctxError, ModelFolderError, PretrainedWeightsError, PostValidationError, ImageDecodeError)
+
+
+def main(argv: list[str] | None = None, command: str = "predict") -> int:
+    """Entry point for the inference commands (``command`` is the subcommand name)."""
     args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if command in ("predict", "moderate"):
@@ -322,16 +334,7 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
         if command == "index":
             return _index(args)
         return _search(args)
-    except (
-        PolicyError,
-        SearchIndexError,
-        ModelFolderError,
-        PostValidationError,
-        ImageDecodeError,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    ) as e:
+    except _user_errors() as e:
         # errors about the user's inputs: one line naming what and where, not a traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)
