@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from ximgctx.evaluation import metrics
+from ximgctx.evaluation import drop_for, metrics
 from ximgctx.inference import ModerationPolicy, Moderator, Predictor
 from ximgctx.models import decision
 from ximgctx.models.fusion import FUSIONS
+from ximgctx.models.modalities import ALL, Modalities
 
 from ._inference_fixtures import bad_posts, make_posts, tiny_model
 
@@ -128,3 +129,19 @@ def test_post_batch_select_keeps_rows_and_only_their_replies(eager: Predictor) -
                 )
     used = {int(x) for x in batch.reply_index[[4, 0]][batch.reply_mask[[4, 0]]]}
     assert sub.reply_tokens.shape[0] == len(used) < batch.reply_tokens.shape[0]
+
+
+def test_one_modality_set_type(eager: Predictor) -> None:
+    assert Modalities.parse("text+image") == Modalities.without("replies") == Modalities(("image", "text"))
+    assert Modalities.parse("text+image").key == "image+text"
+    assert Modalities.without("replies").dropped == ("replies",) and ALL.dropped == ()
+    assert drop_for("image") == Modalities.parse("image").dropped == ("text", "replies")
+    for bad in ("audio", "", "image+audio"):
+        with pytest.raises(ValueError, match="kept-modality key"):
+            Modalities.parse(bad)
+    batch = eager.collate(make_posts(3, seed=5))
+    a = eager.forward(batch, "image+text").fused
+    with torch.inference_mode():
+        b = eager.model(batch, drop=("replies",)).fused
+    assert torch.equal(a, b)
+    assert not torch.equal(a, eager.forward(batch).fused)  # replies do matter: the test can fail

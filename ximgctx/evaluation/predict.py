@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ximgctx.config import MODALITIES
 from ximgctx.data.post import Post
+from ximgctx.models.modalities import Modalities
 
 __all__ = [
     "ABLATION_KEYS",
@@ -59,11 +59,7 @@ class PostDataset(Dataset):
 
 def drop_for(key: str) -> tuple[str, ...]:
     """The modalities to mask for a kept-modality key: ``"image+text"`` -> ``("replies",)``."""
-    kept = key.split("+")
-    bad = [m for m in kept if m not in MODALITIES]
-    if bad or not kept:
-        raise ValueError(f"a kept-modality key joins {list(MODALITIES)} with '+', got {key!r}")
-    return tuple(m for m in MODALITIES if m not in kept)
+    return Modalities.parse(key).dropped
 
 
 def problem_kind(problem: str) -> str:

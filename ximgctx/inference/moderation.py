@@ -51,6 +51,7 @@ from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_poli
 from ximgctx.inference.predictor import BatchResult, Predictor
 from ximgctx.models.context_model import ContextModel
 from ximgctx.models.fusion import FUSIONS
+from ximgctx.models.modalities import Modalities
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class Moderator:
         has_image = batch.image_mask.cpu().tolist()  # (n,)
         without: dict[str, dict[str, np.ndarray]] = {}
         for m in MODALITIES:
-            out = self.predictor.forward(batch, drop=(m,))
+            out = self.predictor.forward(batch, Modalities.without(m))
             without[m] = self.category_scores(self.predictor.scores(out))  # category -> (n,)
         weights = result.output.reply_weights.float().cpu().numpy()  # (B, K)
         n_top = self.policy.explain_replies

@@ -30,6 +30,7 @@ from ximgctx.data.processor import PostBatch
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
 from ximgctx.models.decision import decided_labels
+from ximgctx.models.modalities import ALL, Modalities
 
 if TYPE_CHECKING:
     from ximgctx.inference.memory import LabelMemory
@@ -252,10 +253,13 @@ class Predictor:
         """The model's processor over ``posts``, moved to the device."""
         return self.model.processor(list(posts)).to(self.device, non_blocking=True)
 
-    def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
-        """One forward pass under ``inference_mode`` and autocast; ``drop`` masks modalities."""
+    def forward(self, batch: PostBatch, modalities: Modalities | str | Iterable[str] = ALL) -> ContextOutput:
+        """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept
+        ones: a :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``);
+        the others are replaced by their learned null embeddings."""
+        keep = Modalities.parse(modalities)
         with torch.inference_mode(), self.autocast():
-            return self.model(batch, drop=tuple(drop))
+            return self.model(batch, drop=keep.dropped)
 
     def scores(self, output: ContextOutput) -> dict[str, torch.Tensor]:
         """Calibrated per-task probabilities as float32 (B, C) tensors, blended with the label memory when
