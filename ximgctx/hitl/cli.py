@@ -284,7 +284,7 @@ def _memory(args: argparse.Namespace) -> int:
     posts = load_posts(args.data, on_error="skip", report=report)
     reference = load_posts(args.reference, on_error="skip") if args.reference else None
     added = memory.add(predictor, posts, reference=reference)
-    memory.save(folder)
+    memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(
         {
             "memory": str(folder),

@@ -269,6 +269,51 @@ def _merge_parts(
     return write_records(checked(), out, schema=schema, inputs=inputs), with_problems
 
 
+def _write_part(
+    posts: Iterable[Post],
+    job: Callable[[list[Post]], list[dict[str, Any]]],
+    shard: Shard,
+    batch_size: int,
+    out: Path,
+    bar: Any,
+) -> tuple[int, int]:
+    """Run ``job`` on this process's records (``i % world == rank``) and write ``(i, result)`` lines to its
+    part file; returns (valid records in the manifest, records this process predicted)."""
+    part = _part_path(out, shard.rank, shard.world)
+    with output_errors(out):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        f = open(part, "w", encoding="utf-8")  # noqa: SIM115 - closed by the with block below
+    seen = 0  # valid records in the manifest (every process counts all of them)
+    done = 0  # records this process predicted
+    with f:
+        pending: list[tuple[int, Post]] = []
+
+        def flush() -> None:
+            nonlocal done
+            records = job([p for _, p in pending])
+            if len(records) != len(pending):
+                raise RuntimeError(f"job returned {len(records)} records for {len(pending)} posts")
+            lines = [
+                json.dumps({"i": i, "r": finite_record(rec)}, ensure_ascii=False, allow_nan=False) + "\n"
+                for (i, _), rec in zip(pending, records, strict=True)
+            ]
+            with output_errors(out):
+                f.writelines(lines)
+            done += len(pending)
+            bar.update(len(pending))
+            pending.clear()
+
+        for post in posts:
+            if seen % shard.world == shard.rank:
+                pending.append((seen, post))
+                if len(pending) >= batch_size:
+                    flush()
+            seen += 1
+        if pending:
+            flush()
+    return seen, done
+
+
 def run_sharded(
     *,
     data: str | Path,
@@ -305,12 +350,6 @@ def run_sharded(
     start = time.perf_counter()
     total = count_records(data) if shard.is_main and progress else None
     mine_total = None if total is None else math.ceil(total / shard.world)
-    part = _part_path(out, shard.rank, shard.world)
-    with output_errors(out):
-        part.parent.mkdir(parents=True, exist_ok=True)
-
-    seen = 0  # valid records in the manifest (every process counts all of them)
-    done = 0  # records this process predicted
     bar = _progress(
         mine_total,
         progress and shard.is_main,
@@ -320,34 +359,7 @@ def run_sharded(
         data, streaming=True, on_error=on_error, image_root=image_root, report=report, labels="ignore"
     )
     try:
-        with output_errors(out):
-            f = open(part, "w", encoding="utf-8")  # noqa: SIM115 - closed by the with block below
-        with f:
-            pending: list[tuple[int, Post]] = []
-
-            def flush() -> None:
-                nonlocal done
-                records = job([p for _, p in pending])
-                if len(records) != len(pending):
-                    raise RuntimeError(f"job returned {len(records)} records for {len(pending)} posts")
-                lines = [
-                    json.dumps({"i": i, "r": finite_record(rec)}, ensure_ascii=False, allow_nan=False) + "\n"
-                    for (i, _), rec in zip(pending, records, strict=True)
-                ]
-                with output_errors(out):
-                    f.writelines(lines)
-                done += len(pending)
-                bar.update(len(pending))
-                pending.clear()
-
-            for post in posts:
-                if seen % shard.world == shard.rank:
-                    pending.append((seen, post))
-                    if len(pending) >= batch_size:
-                        flush()
-                seen += 1
-            if pending:
-                flush()
+        seen, done = _write_part(posts, job, shard, batch_size, out, bar)
     finally:
         bar.close()
     shard.barrier()

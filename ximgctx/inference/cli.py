@@ -58,6 +58,51 @@ def _sharded(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _search_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The arguments of ``index`` and ``search``."""
+    if command == "index":
+        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace --out even when it holds files that are not a search index",
+        )
+        p.add_argument(
+            "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
+        )
+        p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
+        p.add_argument(
+            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
+        )
+    elif command == "search":
+        p.add_argument("--index", required=True, help="index folder written by ximgctx index")
+        q = p.add_mutually_exclusive_group(required=True)
+        q.add_argument("--text", help="text query")
+        q.add_argument("--image", help="image file query")
+        q.add_argument("--post", help="post id in the index: more like this")
+        p.add_argument("-k", type=int, default=10, help="hits to return")
+        p.add_argument(
+            "--where",
+            action="append",
+            default=None,
+            metavar="TASK=LABEL",
+            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
+        )
+        p.add_argument(
+            "--space",
+            choices=["fused", "image"],
+            default=None,
+            help="vector space (default: image for --text/--image, fused for --post)",
+        )
+        p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
+        p.add_argument(
+            "--model",
+            default=None,
+            help="model for text/image queries (default: the one recorded in the index)",
+        )
+        p.add_argument("--device", default="auto")
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,47 +149,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
             "--category", action="append", default=None, help="calibrate only this category (repeatable)"
         )
         p.add_argument("--report", default=None, help="also write the operating points as JSON here")
-    elif command == "index":
-        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="replace --out even when it holds files that are not a search index",
-        )
-        p.add_argument(
-            "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
-        )
-        p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
-        p.add_argument(
-            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
-        )
-    elif command == "search":
-        p.add_argument("--index", required=True, help="index folder written by ximgctx index")
-        q = p.add_mutually_exclusive_group(required=True)
-        q.add_argument("--text", help="text query")
-        q.add_argument("--image", help="image file query")
-        q.add_argument("--post", help="post id in the index: more like this")
-        p.add_argument("-k", type=int, default=10, help="hits to return")
-        p.add_argument(
-            "--where",
-            action="append",
-            default=None,
-            metavar="TASK=LABEL",
-            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
-        )
-        p.add_argument(
-            "--space",
-            choices=["fused", "image"],
-            default=None,
-            help="vector space (default: image for --text/--image, fused for --post)",
-        )
-        p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
-        p.add_argument(
-            "--model",
-            default=None,
-            help="model for text/image queries (default: the one recorded in the index)",
-        )
-        p.add_argument("--device", default="auto")
+    elif command in ("index", "search"):
+        _search_args(p, command)
     else:  # pragma: no cover - the dispatcher only routes the commands above
         raise ValueError(f"unknown command {command!r}")
     return p

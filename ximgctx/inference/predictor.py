@@ -127,7 +127,7 @@ class PostPrediction:
             "id": self.id,
             "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
             "inputs": dict(self.inputs),
-            "problems": list(self.problems),
+            "problems": [str(p) for p in self.problems],
         }
         if self.embedding is not None:
             out["embedding"] = [float(x) for x in self.embedding]
