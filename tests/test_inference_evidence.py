@@ -145,3 +145,20 @@ def test_one_modality_set_type(eager: Predictor) -> None:
         b = eager.model(batch, drop=("replies",)).fused
     assert torch.equal(a, b)
     assert not torch.equal(a, eager.forward(batch).fused)  # replies do matter: the test can fail
+
+
+def test_calibration_skips_posts_an_image_task_abstains_on(eager: Predictor) -> None:
+    from dataclasses import replace
+
+    from ximgctx.inference import calibrate_policy
+
+    posts = [replace(p, labels={"objects": ["circle"], "intent": ["threat"]}) for p in bad_posts()]
+    _, report = calibrate_policy(Moderator(eager, _allow_all(), explain="none"), posts, target_precision=0.5)
+    assert report["categories"]["shapes"]["labeled_posts"] == 3  # the three posts with a usable image
+    assert report["posts"] == 6
+
+
+def test_shipped_default_policy_reviews_an_unreadable_image(eager: Predictor) -> None:
+    results = {r.id: r for r in Moderator(eager, explain="none").moderate(bad_posts())}
+    for pid in ("corrupt-image", "missing-image"):
+        assert results[pid].decision in ("review", "block") and results[pid].unusable_inputs == ["image"]
