@@ -261,7 +261,7 @@ def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(
     assert data["skipped_records"]["train"] == 1 and data["train_posts"] == 24
     assert data["unlabeled"]["intent"] == 6
     assert data["problems"]["image: truncated"] == 1 and data["problems"]["image: missing"] == 1
-    assert data["problems"]["labels.meaning: invalid label"] == 1
+    assert data["problems"]["labels.meaning: invalid_label"] == 1
     card = (result.model_dir / "README.md").read_text()
     assert "image: truncated" in card and '"unlabeled"' in card
 
@@ -487,7 +487,8 @@ def test_predict_refuses_a_gather_that_counts_a_post_twice(bench: Path) -> None:
     from torch.utils.data import DataLoader
 
     from ximgctx import ModelConfig
-    from ximgctx.evaluation.predict import PostDataset, predict
+    from ximgctx.data.dataset import PostDataset
+    from ximgctx.evaluation.predict import predict
     from ximgctx.training.config import resolve_tasks
 
     posts = load_posts(bench / "governed_val.jsonl")

@@ -31,6 +31,12 @@ def _common(p: argparse.ArgumentParser, *, out_help: str, data: bool = True) -> 
             default=None,
             help="resolve relative image paths here (default: the manifest's folder)",
         )
+        p.add_argument(
+            "--confine-images",
+            action="store_true",
+            help="read images only from inside --image-root (or the manifest's folder): no absolute paths "
+            "elsewhere, no '..' out, no symlinks out; problems never name a server path",
+        )
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
@@ -156,6 +162,19 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return p
 
 
+def _confine_images(args: argparse.Namespace, predictor: Any) -> None:
+    """``--confine-images``: the model's processor reads images from inside the image root only."""
+    if not getattr(args, "confine_images", False):
+        return
+    import os
+
+    from ximgctx.data.images import ImageRoot
+
+    data = os.path.abspath(args.data)
+    root = args.image_root or (data if os.path.isdir(data) else os.path.dirname(data))
+    predictor.model.processor = predictor.model.build_processor(image_root=ImageRoot(root, confine=True))
+
+
 def _stderr_json(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, indent=2, default=str), file=sys.stderr)
 
@@ -168,6 +187,7 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=shard.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     if command == "predict":
         schema = prediction_schema(predictor, embeddings=args.embeddings)
 
@@ -215,6 +235,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     policy_path = args.policy or default_policy_path()
     moderator = Moderator(predictor, policy_path, explain="none")
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
@@ -260,6 +281,7 @@ def _index(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress

@@ -263,7 +263,7 @@ class Moderator:
                     decision=decision,
                     category_decisions=per,
                     explanation=explanations.get(i),
-                    problems=result.problems[i],
+                    problems=[str(p) for p in result.problems[i]],
                     unusable_inputs=unusable,
                 )
             )

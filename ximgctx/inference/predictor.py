@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from ximgctx.config import MODALITIES
-from ximgctx.data.images import cap_text
 from ximgctx.data.post import Post
+from ximgctx.data.problems import Problem
 from ximgctx.data.processor import PostBatch
+from ximgctx.data.text import cap_text
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
 from ximgctx.models.decision import decided_labels
@@ -52,7 +53,7 @@ __all__ = [
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: The problem recorded for a post whose text is empty (the processor masks it without a message).
-EMPTY_TEXT = "text: empty; the learned null text embedding stands in for it"
+EMPTY_TEXT = Problem("text", "empty", "the learned null text embedding stands in for it")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -118,7 +119,7 @@ class PostPrediction:
     id: str
     tasks: dict[str, TaskPrediction]  # task name -> prediction, in the model's task order
     inputs: dict[str, bool]  # modality -> True where the real input was used (False: null embedding)
-    problems: list[str] = field(default_factory=list)  # what was wrong with the post; empty when nothing
+    problems: list[str] = field(default_factory=list)  # str(Problem) for each thing wrong with the post
     embedding: np.ndarray | None = None  # (H,) fused embedding, when asked for
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +143,7 @@ class BatchResult:
     batch: PostBatch  # on the model's device
     output: ContextOutput
     scores: dict[str, torch.Tensor]  # task -> (B, C) float32 calibrated probabilities
-    problems: list[list[str]]  # per post: the processor's problems plus the predictor's (empty text)
+    problems: list[list[Problem]]  # per post: the processor's problems plus the predictor's (empty text)
 
 
 def model_digest(path: str | Path) -> str | None:
@@ -218,16 +219,25 @@ class Predictor:
         batch_size: int = 32,
         prefetch: bool | None = None,
         verify: bool = True,
+        expected_sha256: str | None = None,
+        trust_remote_arch: bool = False,
         memory: LabelMemory | str | Path | bool | None = None,
     ) -> Predictor:
-        """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified).
+        """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified; see
+        :meth:`ContextModel.from_pretrained` for ``expected_sha256`` and ``trust_remote_arch``).
 
         Args:
             memory: a label memory, or a memory folder to load (verified), or True for the model's own
                 (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
         """
         dev = resolve_device(device)
-        model = ContextModel.from_pretrained(path, device=dev, verify=verify)
+        model = ContextModel.from_pretrained(
+            path,
+            device=dev,
+            verify=verify,
+            expected_sha256=expected_sha256,
+            trust_remote_arch=trust_remote_arch,
+        )
         predictor = cls(model, device=dev, dtype=dtype, batch_size=batch_size, prefetch=prefetch)
         predictor.model_dir = Path(path).resolve()
         predictor.model_digest = model_digest(path)
@@ -348,7 +358,7 @@ class Predictor:
                     id=post.id,
                     tasks=tasks,
                     inputs={m: bool(present[m][i]) for m in MODALITIES},
-                    problems=result.problems[i],
+                    problems=[str(p) for p in result.problems[i]],
                     embedding=None if fused is None else fused[i].copy(),
                 )
             )

@@ -498,7 +498,7 @@ class SearchIndex:
         result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
         if not bool(result.output.embeddings.present["image"][0]):
             raise SearchIndexError(
-                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(str(x) for x in result.batch.problems[0])}"
+                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(map(str, result.batch.problems[0]))}"
             )
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]

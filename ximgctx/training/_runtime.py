@@ -19,6 +19,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from ximgctx.config import TaskSpec
 from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.data.problems import split_key
 from ximgctx.training.config import DataSources, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -138,23 +139,29 @@ class DataReport:
         parts = [f"{self.train_posts} training posts, {self.val_posts} validation posts"]
         skipped = sum(self.skipped_records.values())
         parts.append(f"{skipped} malformed records skipped" if skipped else "no malformed record")
-        images = {k.split(": ", 1)[1]: v for k, v in self.problems.items() if k.startswith("image: ")}
+        by_field: dict[str, dict[str, int]] = {}  # field -> kind -> posts, from the Problem.key counts
+        for key, n in self.problems.items():
+            fld, kind = split_key(key)
+            by_field.setdefault(fld, {})[kind] = n
+        images = by_field.get("image", {})
         if images:
             parts.append(
                 "trained without their image (null image embedding): "
                 + ", ".join(f"{v} {k}" for k, v in sorted(images.items()))
             )
         labels = {
-            k.split(":")[0][len("labels.") :]: v for k, v in self.problems.items() if k.startswith("labels.")
+            f[len("labels.") :]: sum(kinds.values())
+            for f, kinds in by_field.items()
+            if f.startswith("labels.")
         }
         if labels:
             parts.append(
                 "invalid labels ignored (task masked): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
             )
-        capped = {k: v for k, v in self.problems.items() if k.endswith(": capped")}
+        capped = {f: kinds["capped"] for f, kinds in by_field.items() if "capped" in kinds}
         if capped:
-            parts.append("capped: " + ", ".join(f"{k.split(':')[0]} {v}" for k, v in sorted(capped.items())))
+            parts.append("capped: " + ", ".join(f"{k} {v}" for k, v in sorted(capped.items())))
         unl = {k: v for k, v in self.unlabeled.items() if v}
         if unl:
             parts.append("unlabeled (loss masked): " + ", ".join(f"{k} {v}" for k, v in unl.items()))

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ximgctx.data.dataset import PostDataset
 from ximgctx.data.post import Post
 from ximgctx.evaluation.metrics import task_loss, task_metrics
-from ximgctx.evaluation.predict import FULL, PostDataset, predict
+from ximgctx.evaluation.predict import FULL, predict
 from ximgctx.governance import check_governed
 from ximgctx.models.context_model import ContextModel
 from ximgctx.training._runtime import DataReport, load_splits, start_run

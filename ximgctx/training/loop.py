@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ximgctx.data.processor import PostBatch
-from ximgctx.evaluation.predict import problem_kind
 from ximgctx.training._runtime import DataReport, flat_config
 from ximgctx.training.checkpoint import CheckpointManager, read_trainer_state
 from ximgctx.training.config import TrainConfig
@@ -297,7 +296,7 @@ def fit(
                     f.write(json.dumps({"epoch": epoch, "step": state["step"], "ids": batch.ids}) + "\n")
             if epoch == 0:
                 for plist in batch.problems:
-                    for kind in {problem_kind(p) for p in plist}:
+                    for kind in {p.key for p in plist}:
                         problems_local[kind] = problems_local.get(kind, 0) + 1
             if not nonfinite:
                 for k, v in {"loss": loss.detach(), **parts}.items():

@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader
 
 from ximgctx._fsutil import replace_folder
 from ximgctx.config import DataConfig, config_to_dict
+from ximgctx.data.dataset import PostDataset
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
 from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.evaluation.predict import PostDataset
 from ximgctx.governance import check_governed
 from ximgctx.models.encoder import ClipEncoder
 from ximgctx.training._runtime import DataReport, load_splits, start_run
@@ -79,7 +79,7 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
     Every image is decoded once here, so that no training batch holds a post without one: ClipLoss scores
     whole batches, and a missing image would become a false pair.
     """
-    limits = ImageLimits(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
+    limits = ImageLimits().tightened(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
     missing_text = "no_alt_text" if texts == "alt_text" else "no_text"
     kept, dropped = [], {"no_image": 0, missing_text: 0}
     for post in posts:
