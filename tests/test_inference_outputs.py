@@ -73,3 +73,33 @@ def test_outputs_are_standard_json(tmp_path: Path) -> None:
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert finite_record({"id": "b", "s": 0.5}) == {"id": "b", "s": 0.5}  # nothing to fix: unchanged
+
+
+def test_cli_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "--model",
+        str(model_dir()),
+        "--data",
+        str(tmp_path / "nope.jsonl"),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+    ]
+    assert cli_main([*args, "--device", "cpu"], command="predict") == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and "nope.jsonl: no such file or folder" in err and "Traceback" not in err
+    assert cli_main(["--index", str(tmp_path / "no-index"), "--post", "p"], command="search") == 2
+    assert "--index" in capsys.readouterr().err
+
+
+def test_cli_lets_real_bugs_show_their_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ximgctx.inference import cli
+
+    def broken(args: object) -> int:
+        raise ValueError("a bug, not a user mistake")
+
+    monkeypatch.setattr(cli, "_index", broken)
+    data = _manifest(tmp_path)
+    with pytest.raises(ValueError, match="a bug"):
+        cli_main(
+            ["--model", str(model_dir()), "--data", str(data), "--out", str(tmp_path / "i")], command="index"
+        )

@@ -338,23 +338,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """What a command reports as one line (exit 2): ximgctx's own error classes, plus the user-error classes
-    of modules that do not derive from ``XimgctxError`` yet, named one by one (never ValueError as a whole:
-    a real bug keeps its traceback)."""
-    from ximgctx.data.images import ImageDecodeError
-    from ximgctx.data.post import PostValidationError
-    from ximgctx.errors import XimgctxError
-    from ximgctx.models._serialization import ModelFolderError
-    from ximgctx.models.encoder import PretrainedWeightsError
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Missing input paths are the user's to fix: one InputError naming the flag and the path."""
+    from pathlib import Path
 
-    return (XimgctxError, ModelFolderError, PretrainedWeightsError, PostValidationError, ImageDecodeError)
+    from ximgctx.errors import InputError
+
+    for flag in ("data", "index", "image_root"):
+        value = getattr(args, flag, None)
+        if value is not None and not Path(value).exists():
+            raise InputError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
 
 
 def main(argv: list[str] | None = None, command: str = "predict") -> int:
     """Entry point for the inference commands (``command`` is the subcommand name)."""
+    from ximgctx.errors import XimgctxError
+
     args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        _check_inputs(args)
         if command in ("predict", "moderate"):
             return _run_batch_job(args, command)
         if command == "calibrate":
@@ -362,8 +364,8 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
         if command == "index":
             return _index(args)
         return _search(args)
-    except _user_errors() as e:
-        # errors about the user's inputs: one line naming what and where, not a traceback
+    except XimgctxError as e:
+        # errors a user can fix: one line naming what and where; anything else is a bug and keeps its traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)
         return 2
