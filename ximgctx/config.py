@@ -31,7 +31,6 @@ __all__ = [
 T = TypeVar("T")
 
 ENCODER_BACKENDS = ("open_clip", "transformers")
-FUSION_KINDS = ("concat", "cross", "attention")
 LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
 
@@ -117,7 +116,7 @@ class LoraSettings:
 class FusionConfig:
     """How the image, post text and reply embeddings are fused into one vector."""
 
-    kind: str = "attention"  # one of concat | cross | attention
+    kind: str = "attention"  # a key of ximgctx.models.fusion.FUSIONS: concat | cross | attention
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
     cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
@@ -132,9 +131,9 @@ class FusionConfig:
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding
 
     def __post_init__(self) -> None:
-        _check(
-            self.kind in FUSION_KINDS, f"fusion.kind must be one of {list(FUSION_KINDS)}, got {self.kind!r}"
-        )
+        from ximgctx.models.fusion import FUSIONS  # the one registry (imported here: fusion imports config)
+
+        _check(self.kind in FUSIONS, f"fusion.kind must be one of {sorted(FUSIONS)}, got {self.kind!r}")
         _check(self.hidden_dim > 0, f"fusion.hidden_dim must be positive, got {self.hidden_dim!r}")
         _check(0.0 <= self.dropout < 1.0, f"fusion.dropout must be in [0, 1), got {self.dropout!r}")
         _check(self.cross_dim > 0, f"fusion.cross_dim must be positive, got {self.cross_dim!r}")

@@ -395,7 +395,12 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
 
 
 def _iter_posts(
-    path: Path, image_root: Path | None, streaming: bool, on_error: str, report: LoadReport
+    path: Path,
+    image_root: Path | None,
+    streaming: bool,
+    on_error: str,
+    report: LoadReport,
+    labels: str = "check",
 ) -> Iterator[Post]:
     seen: dict[str, tuple[str, int]] = {}
     # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
@@ -407,6 +412,8 @@ def _iter_posts(
         try:
             if isinstance(rec, PostValidationError):
                 raise rec
+            if labels == "ignore" and isinstance(rec, Mapping):  # inference: labels are not read
+                rec = {k: v for k, v in rec.items() if k != "labels"}
             root = fixed_root
             if root is None:
                 root = roots.get(source)
@@ -439,6 +446,7 @@ def load_posts(
     streaming: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
     report: LoadReport | None = None,
+    labels: Literal["check", "ignore"] = "check",
 ) -> list[Post] | Iterator[Post]:
     """Read posts from a manifest.
 
@@ -452,6 +460,8 @@ def load_posts(
         on_error: ``"raise"`` stops at the first bad record with a :class:`PostValidationError`
             naming file, line and field; ``"skip"`` logs it, records it in ``report`` and goes on.
         report: filled with what was skipped when ``on_error="skip"``.
+        labels: ``"ignore"`` drops every record's labels unread (inference does not use them, so a post whose
+            only fault is a label value is kept); ``"check"`` validates them.
 
     Returns:
         A list of posts, or an iterator when ``streaming``.
@@ -459,8 +469,10 @@ def load_posts(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     report = report if report is not None else LoadReport()
+    if labels not in ("check", "ignore"):
+        raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
     it = _iter_posts(
-        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report
+        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
     )
     return it if streaming else list(it)
 

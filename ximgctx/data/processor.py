@@ -67,6 +67,30 @@ class PostBatch:
 
         return PostBatch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
+    def select(self, index: Sequence[int]) -> PostBatch:
+        """The posts ``index`` (positions, in that order) as a batch of their own, keeping only the replies
+        they use (``reply_tokens`` rows are renumbered)."""
+        index = list(index)
+        idx = torch.tensor(index, dtype=torch.long, device=self.pixels.device)
+        reply_index = self.reply_index[idx]  # (n, K)
+        reply_mask = self.reply_mask[idx]  # (n, K)
+        used = torch.unique(reply_index[reply_mask])  # (U',) sorted rows of reply_tokens still needed
+        remap = torch.zeros(self.reply_tokens.shape[0], dtype=torch.long, device=idx.device)
+        remap[used] = torch.arange(used.numel(), device=idx.device)
+        return PostBatch(
+            ids=[self.ids[i] for i in index],
+            pixels=self.pixels[idx],
+            image_mask=self.image_mask[idx],
+            text_tokens=self.text_tokens[idx],
+            text_mask=self.text_mask[idx],
+            reply_tokens=self.reply_tokens[used],
+            reply_index=torch.where(reply_mask, remap[reply_index], torch.zeros_like(reply_index)),
+            reply_mask=reply_mask,
+            targets={k: v[idx] for k, v in self.targets.items()},
+            label_mask={k: v[idx] for k, v in self.label_mask.items()},
+            problems=[self.problems[i] for i in index],
+        )
+
 
 def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
     """One post's label for ``spec`` as a (C,) target: one-hot, multi-hot, or a distribution.

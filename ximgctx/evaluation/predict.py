@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ximgctx.config import MODALITIES
 from ximgctx.data.dataset import PostDataset  # re-exported: its home moved to ximgctx.data
+from ximgctx.models.modalities import Modalities
 
 __all__ = [
     "ABLATION_KEYS",
@@ -45,11 +45,7 @@ FULL = "image+text+replies"
 
 def drop_for(key: str) -> tuple[str, ...]:
     """The modalities to mask for a kept-modality key: ``"image+text"`` -> ``("replies",)``."""
-    kept = key.split("+")
-    bad = [m for m in kept if m not in MODALITIES]
-    if bad or not kept:
-        raise ValueError(f"a kept-modality key joins {list(MODALITIES)} with '+', got {key!r}")
-    return tuple(m for m in MODALITIES if m not in kept)
+    return Modalities.parse(key).dropped
 
 
 @dataclass

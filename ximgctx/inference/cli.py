@@ -64,6 +64,51 @@ def _sharded(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _search_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The arguments of ``index`` and ``search``."""
+    if command == "index":
+        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace --out even when it holds files that are not a search index",
+        )
+        p.add_argument(
+            "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
+        )
+        p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
+        p.add_argument(
+            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
+        )
+    elif command == "search":
+        p.add_argument("--index", required=True, help="index folder written by ximgctx index")
+        q = p.add_mutually_exclusive_group(required=True)
+        q.add_argument("--text", help="text query")
+        q.add_argument("--image", help="image file query")
+        q.add_argument("--post", help="post id in the index: more like this")
+        p.add_argument("-k", type=int, default=10, help="hits to return")
+        p.add_argument(
+            "--where",
+            action="append",
+            default=None,
+            metavar="TASK=LABEL",
+            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
+        )
+        p.add_argument(
+            "--space",
+            choices=["fused", "image"],
+            default=None,
+            help="vector space (default: image for --text/--image, fused for --post)",
+        )
+        p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
+        p.add_argument(
+            "--model",
+            default=None,
+            help="model for text/image queries (default: the one recorded in the index)",
+        )
+        p.add_argument("--device", default="auto")
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,42 +155,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
             "--category", action="append", default=None, help="calibrate only this category (repeatable)"
         )
         p.add_argument("--report", default=None, help="also write the operating points as JSON here")
-    elif command == "index":
-        _common(p, out_help="index folder to write")
-        p.add_argument(
-            "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
-        )
-        p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
-        p.add_argument(
-            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
-        )
-    elif command == "search":
-        p.add_argument("--index", required=True, help="index folder written by ximgctx index")
-        q = p.add_mutually_exclusive_group(required=True)
-        q.add_argument("--text", help="text query")
-        q.add_argument("--image", help="image file query")
-        q.add_argument("--post", help="post id in the index: more like this")
-        p.add_argument("-k", type=int, default=10, help="hits to return")
-        p.add_argument(
-            "--where",
-            action="append",
-            default=None,
-            metavar="TASK=LABEL",
-            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
-        )
-        p.add_argument(
-            "--space",
-            choices=["fused", "image"],
-            default=None,
-            help="vector space (default: image for --text/--image, fused for --post)",
-        )
-        p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
-        p.add_argument(
-            "--model",
-            default=None,
-            help="model for text/image queries (default: the one recorded in the index)",
-        )
-        p.add_argument("--device", default="auto")
+    elif command in ("index", "search"):
+        _search_args(p, command)
     else:  # pragma: no cover - the dispatcher only routes the commands above
         raise ValueError(f"unknown command {command!r}")
     return p
@@ -275,7 +286,7 @@ def _index(args: argparse.Namespace) -> int:
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
     )
-    path = index.save(args.out)
+    path = index.save(args.out, overwrite=args.overwrite, inputs=[args.data, args.model, args.image_root])
     _stderr_json(
         {
             "command": "index",
@@ -327,16 +338,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Missing input paths are the user's to fix: one InputError naming the flag and the path."""
+    from pathlib import Path
+
+    from ximgctx.errors import InputError
+
+    for flag in ("data", "index", "image_root"):
+        value = getattr(args, flag, None)
+        if value is not None and not Path(value).exists():
+            raise InputError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
+
+
 def main(argv: list[str] | None = None, command: str = "predict") -> int:
     """Entry point for the inference commands (``command`` is the subcommand name)."""
-    from ximgctx.data.images import ImageDecodeError
-    from ximgctx.data.post import PostValidationError
-    from ximgctx.inference.policy import PolicyError
-    from ximgctx.inference.search import SearchIndexError
-    from ximgctx.models._serialization import ModelFolderError
+    from ximgctx.errors import XimgctxError
 
     args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        _check_inputs(args)
         if command in ("predict", "moderate"):
             return _run_batch_job(args, command)
         if command == "calibrate":
@@ -344,17 +364,8 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
         if command == "index":
             return _index(args)
         return _search(args)
-    except (
-        PolicyError,
-        SearchIndexError,
-        ModelFolderError,
-        PostValidationError,
-        ImageDecodeError,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    ) as e:
-        # errors about the user's inputs: one line naming what and where, not a traceback
+    except XimgctxError as e:
+        # errors a user can fix: one line naming what and where; anything else is a bug and keeps its traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)
         return 2
