@@ -44,6 +44,7 @@ loading a memory with another model is refused until it is refreshed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -448,7 +449,7 @@ class LabelMemory:
             with open(tmp / "posts.jsonl", "w", encoding="utf-8") as f:
                 for rec in self.posts:
                     if rec is not None:
-                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        f.write(json.dumps(_with_image_file(rec, tmp), ensure_ascii=False) + "\n")
         return Path(folder)
 
     @classmethod
@@ -493,7 +494,35 @@ class LabelMemory:
         memory.posts = [None] * len(entries)
         posts_path = folder / "posts.jsonl"
         if posts_path.is_file() and posts_path.stat().st_size > 0:
-            by_id = {p.id: p.to_dict() for p in load_posts(posts_path, on_error="skip")}
+            by_id = {
+                p.id: _with_image_bytes(p.to_dict(), folder) for p in load_posts(posts_path, on_error="skip")
+            }
             memory.posts = [by_id.get(pid) for pid in memory.ids]
         memory.embeddings = emb.astype(np.float32)
         return memory
+
+
+_IMAGES = "images"  # inside a memory folder: images that came as bytes (the service's feedback), by digest
+
+
+def _with_image_file(rec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A stored post whose image is bytes, with the bytes written into the memory folder and the image field
+    naming that file (relative to posts.jsonl)."""
+    image = rec.get("image")
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        return rec
+    data = bytes(image)
+    name = f"{_IMAGES}/{hashlib.sha256(data).hexdigest()[:32]}.img"
+    (folder / _IMAGES).mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    return {**rec, "image": name}
+
+
+def _with_image_bytes(rec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The inverse on load: an image stored in the (verified) memory folder comes back as bytes, so the
+    memory owns its images and a re-save writes them again."""
+    image = rec.get("image")
+    root = (folder / _IMAGES).resolve()
+    if isinstance(image, str) and Path(image).resolve().parent == root and Path(image).is_file():
+        return {**rec, "image": Path(image).read_bytes()}
+    return rec

@@ -20,6 +20,7 @@ server path; a post whose image cannot be decoded gets a result naming the probl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import logging
@@ -98,9 +99,19 @@ class Service:
             "on_batch": self.metrics.observe_batch,
             "on_depth": self.metrics.set_depth,
         }
-        self.moderations = Batcher("moderations", self.moderator.moderate, self.executor, **common)
-        self.predictions = Batcher("predict", self.predictor.predict, self.executor, **common)
+        # recent request posts (kept in memory only): the reference a new label memory centres on
+        self._recent: collections.deque[Post] = collections.deque(maxlen=256)
+        self.moderations = Batcher("moderations", self._moderate, self.executor, **common)
+        self.predictions = Batcher("predict", self._predict, self.executor, **common)
         self.ready = False
+
+    def _moderate(self, posts: list[Post]) -> list[Any]:
+        self._recent.extend(posts)
+        return self.moderator.moderate(posts)
+
+    def _predict(self, posts: list[Post]) -> list[Any]:
+        self._recent.extend(posts)
+        return self.predictor.predict(posts)
 
     # ------------------------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -205,9 +216,11 @@ class Service:
             **({"note": note} if note else {}),
         }
         memory = self.predictor.memory
-        if memory is None:
+        reference = None
+        if memory is None:  # a new memory centres its similarities on the posts this server has been asked about
             memory = LabelMemory.for_predictor(self.predictor)
-        added = memory.add(self.predictor, [kept])
+            reference = list(self._recent) + [kept]
+        added = memory.add(self.predictor, [kept], reference=reference)
         if added == 0:
             raise InputError("labels: none of the labels names a task of the model")
         memory.save(self.memory_dir)
