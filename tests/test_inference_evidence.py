@@ -162,3 +162,26 @@ def test_shipped_default_policy_reviews_an_unreadable_image(eager: Predictor) ->
     results = {r.id: r for r in Moderator(eager, explain="none").moderate(bad_posts())}
     for pid in ("corrupt-image", "missing-image"):
         assert results[pid].decision in ("review", "block") and results[pid].unusable_inputs == ["image"]
+
+
+def test_calibration_keeps_a_review_only_category_review_only(eager: Predictor) -> None:
+    from dataclasses import replace
+
+    from ximgctx.inference import calibrate_policy
+    from ximgctx.inference.policy import CategoryRule, ModerationPolicy
+
+    policy = ModerationPolicy(
+        categories={
+            "threat": CategoryRule("threat", "intent", ["threat"], block=0.9, review=0.5),
+            "context": CategoryRule("context", "meaning", ["ironic"], block=None, review=0.5),
+        }
+    )
+    rng = np.random.default_rng(0)
+    posts = [
+        replace(p, labels={"intent": ["threat"] if rng.random() < 0.5 else [], "meaning": "ironic"})
+        for p in make_posts(24, seed=11)
+    ]
+    new, report = calibrate_policy(Moderator(eager, policy, explain="none"), posts, target_precision=0.5)
+    assert new.categories["context"].block is None  # review-only stays review-only
+    assert "review-only" in report["categories"]["context"]["block_note"]
+    assert new.categories["threat"].block is not None or report["categories"]["threat"]["block"]["threshold"] is None

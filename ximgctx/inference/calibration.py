@@ -222,7 +222,10 @@ def _calibrate_rule(
     """One category's new thresholds on scores ``s`` and truths ``y``, and its report entry."""
     entry: dict[str, Any] = {"labeled_posts": int(len(s))}
     block, review = rule.block, rule.review
-    if target_precision is not None or target_fpr is not None:
+    if rule.block is None and (target_precision is not None or target_fpr is not None):
+        # a review-only category (block: null) stays review-only: a block target never adds blocking
+        entry["block_note"] = "review-only category: block stays null"
+    elif target_precision is not None or target_fpr is not None:
         point = choose_block_threshold(s, y, target_precision=target_precision, target_fpr=target_fpr)
         block = point.threshold
         entry["block"] = point.to_dict()
