@@ -263,3 +263,36 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     assert stored.posts[0]["image"] == base64.b64decode(image.split(",", 1)[1])  # the memory owns the image
     stored.save(tmp_path / "again")
     assert LabelMemory.load(tmp_path / "again").posts[0]["image"] == stored.posts[0]["image"]
+
+
+def test_moderate_format_openai_validates_against_the_sdk(tmp_path):
+    import json
+
+    from ximgctx import write_posts
+    from ximgctx.cli import main
+
+    from ._inference_fixtures import bad_posts, make_posts
+
+    data = tmp_path / "posts.jsonl"
+    write_posts(make_posts(12, seed=3) + bad_posts(), data)
+    out = tmp_path / "openai.jsonl"
+    argv = [
+        "moderate",
+        "--model",
+        str(model_dir()),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--format",
+        "openai",
+    ]
+    assert main([*argv, "--no-progress"]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 12 + len(bad_posts())
+    for line in lines:
+        record = json.loads(line)
+        moderation = Moderation.model_validate(record)  # strict pydantic validation, not lenient construct
+        _check_every_category(moderation)
+        assert record["id"] and record["ximgctx"]["id"] == record["id"]
+    assert main([*argv[:-2], "--format", "openai", "--out", str(tmp_path / "x.parquet")]) == 2

@@ -129,6 +129,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
             choices=["flagged", "all", "none"],
             help="which posts get explanations (each costs three extra forward passes)",
         )
+        p.add_argument(
+            "--format",
+            default="native",
+            choices=["native", "openai"],
+            help="native: ximgctx's result records; openai: one OpenAI Moderation object per line (JSONL), "
+            "with the policy's categories mapped onto OpenAI's 13",
+        )
     elif command == "calibrate":
         _common(p, out_help="the updated policy YAML")
         p.add_argument("--policy", default=None, help="policy to start from (default: the shipped default)")
@@ -198,9 +205,21 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
 
         moderator = Moderator(predictor, args.policy, explain=args.explain)
         schema = moderator.moderation_schema()
+        if args.format == "openai":
+            from ximgctx.inference.openai_format import openai_mapping, openai_result
 
-        def job(posts: list[Any]) -> list[dict[str, Any]]:
-            return [r.to_dict() for r in moderator.moderate(posts)]
+            if str(args.out).endswith(".parquet"):
+                from ximgctx.errors import InputError
+
+                raise InputError("--format openai writes JSONL; give --out FILE.jsonl")
+            mapping, schema = openai_mapping(moderator.policy), None
+
+            def job(posts: list[Any]) -> list[dict[str, Any]]:
+                return [{"id": r.id, **openai_result(r, mapping)} for r in moderator.moderate(posts)]
+        else:
+
+            def job(posts: list[Any]) -> list[dict[str, Any]]:
+                return [r.to_dict() for r in moderator.moderate(posts)]
 
     summary = run_sharded(
         data=args.data,
