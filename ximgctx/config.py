@@ -21,6 +21,7 @@ __all__ = [
     "DataConfig",
     "EncoderConfig",
     "FusionConfig",
+    "LoraConfig",
     "LoraSettings",
     "ModelConfig",
     "TaskSpec",
@@ -87,7 +88,7 @@ class EncoderConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
     """Low-rank adapters on the encoder, injected with peft."""
 
     r: int = 8  # rank of each adapter
@@ -110,6 +111,10 @@ class LoraSettings:
         )
         self.targets = list(self.targets)
         self.towers = list(self.towers)
+
+
+#: The earlier name of :class:`LoraConfig` (kept so existing code keeps working).
+LoraSettings = LoraConfig
 
 
 @dataclass
@@ -234,7 +239,7 @@ class ModelConfig:
     tasks: list[TaskSpec]  # the heads
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    lora: LoraSettings | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
+    lora: LoraConfig | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:

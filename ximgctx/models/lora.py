@@ -27,11 +27,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from torch import nn
 
-from ximgctx.config import LORA_PRESETS, LoraSettings
+from ximgctx.config import LORA_PRESETS, LoraConfig
 
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
@@ -69,7 +70,7 @@ def _inside_block(name: str) -> bool:
     return ".resblocks." in name
 
 
-def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
+def resolve_lora_targets(model: nn.Module, settings: LoraConfig) -> list[str]:
     """Full module names of ``model`` (an open_clip or transformers CLIP/SigLIP model) the presets select.
 
     transformers models: ``attn`` = ``q_proj``/``k_proj``/``v_proj``/``out_proj``, ``mlp`` = ``fc1``/``fc2``,
@@ -148,14 +149,14 @@ class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
         return (result[0].to(previous_dtype), result[1].to(previous_dtype) if result[1] is not None else None)
 
 
-def peft_config(settings: LoraSettings, targets: Iterable[str]) -> LoraConfig:
+def peft_config(settings: LoraConfig, targets: Iterable[str]) -> PeftLoraConfig:
     """peft's config for exactly ``targets`` (full module names).
 
     A *list* of names would make peft match by suffix: the text tower's ``transformer.resblocks.0.attn`` also
     matches the image tower's ``visual.transformer.resblocks.0.attn``, so ``towers: [text]`` would adapt both.
     One anchored regex (peft full-matches a string) selects the named modules and nothing else.
     """
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -166,7 +167,7 @@ def peft_config(settings: LoraSettings, targets: Iterable[str]) -> LoraConfig:
     return config
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings) -> LoraConfig:
+def apply_lora(model: nn.Module, settings: LoraConfig) -> PeftLoraConfig:
     """Inject adapters into ``model`` in place and return the peft config used.
 
     Only the adapters are left trainable inside ``model``; every other encoder weight is frozen.

@@ -217,7 +217,9 @@ class Service:
         }
         memory = self.predictor.memory
         reference = None
-        if memory is None:  # a new memory centres its similarities on the posts this server has been asked about
+        if (
+            memory is None
+        ):  # a new memory centres its similarities on the posts this server has been asked about
             memory = LabelMemory.for_predictor(self.predictor)
             reference = list(self._recent) + [kept]
         added = memory.add(self.predictor, [kept], reference=reference)
