@@ -255,6 +255,7 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     assert near_after > near_before + 0.05  # the label took effect at once, for the near-duplicate
     assert far_after == far_before  # and not for a far post
     assert private.status_code == 422 and private.json()["error"]["code"] == "not_governed"
+    assert "non_public" in private.json()["error"]["message"]
     from ximgctx.inference.memory import LabelMemory
 
     stored = LabelMemory.load(memory)  # persisted atomically, as a verified artifact

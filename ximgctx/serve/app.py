@@ -202,7 +202,7 @@ class Service:
 
         governed = govern([post], self.governance)
         if not governed.posts:
-            reasons = sorted(k for k, v in governed.audit.to_dict().get("dropped", {}).items() if v)
+            reasons = sorted(k for k, v in governed.audit.to_dict()["posts"]["dropped"].items() if v)
             raise ServiceError(
                 422,
                 f"the post may not be used (governance: {', '.join(reasons) or 'dropped'}); nothing was stored",
