@@ -180,6 +180,7 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
             str(reference),
             "--device",
             "cpu",
+            "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is in test_governance_gates
         ],
         command="memory",
     )

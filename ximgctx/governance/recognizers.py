@@ -44,6 +44,9 @@ NOT_DETECTED = (
 )
 
 
+_FLAGS = re.DOTALL | re.MULTILINE  # Presidio's default adds IGNORECASE, which street names must not have
+
+
 @lru_cache(maxsize=1)
 def _suffixes() -> tldextract.TLDExtract:
     # The public-suffix snapshot bundled with tldextract; no network, no cache folder.
@@ -64,12 +67,16 @@ class _SpelledEmail(PatternRecognizer):
     """``jane dot doe at example dot com``, ``jane (at) example (dot) com`` after defanging."""
 
     _SEP = r"\s+(?:dot|punkt|point)\s+"
+    _TLD = r"(?:com|org|net|edu|gov|io|co|uk|us|ca|au|de|fr|es|it|nl|se|no|ch|at|be|in|jp|br|ru|me|info|biz)"
     PATTERN = (
         r"(?i)(?<![\w@.])[\w+-]+(?:(?:\.|"
         + _SEP
         + r")[\w+-]+)*\s+(?:at|@)\s+[\w-]+(?:"
         + _SEP
-        + r"[\w-]+)+\b"
+        + r"[\w-]+)*"
+        + _SEP
+        + _TLD
+        + r"\b"
     )
 
     def __init__(self) -> None:
@@ -103,7 +110,7 @@ class _Url(PatternRecognizer):
     ]
 
     def __init__(self) -> None:
-        super().__init__("URL", patterns=self.PATTERNS, name="url")
+        super().__init__("URL", patterns=self.PATTERNS, name="url", global_regex_flags=_FLAGS)
 
     def validate_result(self, pattern_text: str) -> bool:
         if re.match(r"(?i)" + _SCHEME + r"|www\d{0,3}\.", pattern_text):
@@ -127,7 +134,7 @@ class _Handle(PatternRecognizer):
     ]  # fmt: skip
 
     def __init__(self) -> None:
-        super().__init__("HANDLE", patterns=self.PATTERNS, name="handle")
+        super().__init__("HANDLE", patterns=self.PATTERNS, name="handle", global_regex_flags=_FLAGS)
 
 
 _SUFFIX = (
@@ -145,12 +152,13 @@ class _Address(PatternRecognizer):
             r"(?:,?\s+(?i:apt|apartment|suite|ste|unit|flat|#)\.?\s*#?\w+)?",
             0.6,
         ),
+        Pattern("german words", r"\b[A-ZÄÖÜ][\wäöüß-]+\s+(?i:straße|strasse|str\.|weg|platz|allee|gasse|ring)\s+\d{1,4}[a-z]?\b", 0.6),
         Pattern("german", r"\b[A-ZÄÖÜ][\wäöüß-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b", 0.6),
         Pattern("french", r"(?i)\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai)\s+(?:de\s+la\s+|de\s+l'|du\s+|des\s+|de\s+)?[\w'’-]+", 0.6),
     ]  # fmt: skip
 
     def __init__(self) -> None:
-        super().__init__("STREET_ADDRESS", patterns=self.PATTERNS, name="address")
+        super().__init__("STREET_ADDRESS", patterns=self.PATTERNS, name="address", global_regex_flags=_FLAGS)
 
 
 class _Card(CreditCardRecognizer):
@@ -233,6 +241,10 @@ class _Phone(PhoneRecognizer):
                     and not re.search(r"\d[ .-]?$", text[: m.start])
                     and not re.match(r"[ .-]?\d", text[m.end :])
                 )
+                if (m.start > 0 and text[m.start - 1].isalnum()) or (
+                    m.end < len(text) and text[m.end].isalnum()
+                ):
+                    continue  # inside a UUID, a tracking or serial number
                 if _DATE.fullmatch(raw) or (raw.isdigit() and region != self.supported_regions[0]):
                     continue  # 2023-05-01, 12/25/1990; bare digit runs only in the primary region's plan
                 if formatted or (digits >= 7 and phonenumbers.is_valid_number(m.number)):

@@ -113,6 +113,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
         )
+        p.add_argument(
+            "--allow-ungoverned", action="store_true", help="index posts that did not pass ximgctx govern"
+        )
     elif command == "search":
         p.add_argument("--index", required=True, help="index folder written by ximgctx index")
         q = p.add_mutually_exclusive_group(required=True)
@@ -243,6 +246,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _index(args: argparse.Namespace) -> int:
     from ximgctx.data.post import load_posts
+    from ximgctx.governance import require_governed
     from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
@@ -250,6 +254,7 @@ def _index(args: argparse.Namespace) -> int:
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
+    posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
     )
