@@ -121,7 +121,7 @@ def items(seed: int = 1) -> list[tuple[str, str, str]]:
     cycle = itertools.cycle(TEMPLATES)
     return [
         (k, v, t.replace("{}", "SSN {}") if k == "ssn" and v.isdigit() else t)
-        for (k, v), t in zip(out, cycle)
+        for (k, v), t in zip(out, cycle, strict=False)
     ]
 
 

@@ -36,7 +36,7 @@ def items(seed: int = 7) -> list[tuple[str, str, str]]:
     rng = random.Random(seed)
     names = ["kofi", "ingrid", "tomasz", "aiko", "rahul", "fatima", "noah", "léa", "björn", "mei"]
     out: list[tuple[str, str]] = []
-    for i in range(35):
+    for i in range(40):
         n = rng.choice(names)
         out.append(("email", [
             f"{n}.{i}@outlook.com", f"{n}-work@company.org", f"{n}@sub.mail.university.ac.uk",
@@ -48,7 +48,7 @@ def items(seed: int = 7) -> list[tuple[str, str, str]]:
         out.append(("phone", [
             f"(646) 555-{x}", f"+1-202-555-{x}", f"202 555 {x}", f"+44 7700 900{x % 1000:03d}",
             f"07700 900{x % 1000:03d}", f"+49 151 2345{x}", f"0151 2345{x}", f"+33 1 44 55 {x // 100:02d} {x % 100:02d}",
-            f"+91 99{x} 5{x % 10000:04d}"[:17], f"00 49 89 {x}{x % 1000:03d}",
+            f"+91 99{x % 1000:03d} 5{x % 10000:04d}", f"00 49 89 {x}{x % 1000:03d}",
         ][i % 10]))  # fmt: skip
     for i in range(35):
         n = rng.choice(names) + str(rng.randrange(10, 999))

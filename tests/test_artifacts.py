@@ -140,7 +140,10 @@ def test_read_only_output_is_one_clear_error(tmp_path):
         ro.mkdir()
         # root ignores permission bits; a missing parent that is a file stands for an unwritable place
         (tmp_path / "file").write_text("x")
-        with pytest.raises(OutputError, match="cannot write the output"), atomic_output(tmp_path / "file" / "o"):
+        with (
+            pytest.raises(OutputError, match="cannot write the output"),
+            atomic_output(tmp_path / "file" / "o"),
+        ):
             pass
     else:
         ro = tmp_path / "ro"

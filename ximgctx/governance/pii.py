@@ -130,8 +130,19 @@ def _trim(text: str, s: int, e: int, kind: str) -> tuple[int, int]:
     if kind == "ssn":
         while s < e and not text[s].isdigit():
             s += 1
-    if kind == "phone" and text[s] == "(" and text.count("(", s, e) > text.count(")", s, e):
-        s += 1
+    if kind == "phone":
+        while (
+            s < e
+            and text[s] in "(["
+            and text.count(text[s], s, e) > text.count(")]"["([".index(text[s])], s, e)
+        ):
+            s += 1
+        while (
+            e > s
+            and text[e - 1] in ")]"
+            and text.count(text[e - 1], s, e) > text.count("(["[")]".index(text[e - 1])], s, e)
+        ):
+            e -= 1
     return s, e
 
 

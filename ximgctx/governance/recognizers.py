@@ -66,7 +66,7 @@ class _Email(EmailRecognizer):
 class _SpelledEmail(PatternRecognizer):
     """``jane dot doe at example dot com``, ``jane (at) example (dot) com`` after defanging."""
 
-    _SEP = r"\s+(?:dot|punkt|point)\s+"
+    _SEP = r"(?:\s+(?:dot|punkt|point)\s+|\s+\.\s*|\s*\.\s+)"
     _TLD = r"(?:com|org|net|edu|gov|io|co|uk|us|ca|au|de|fr|es|it|nl|se|no|ch|at|be|in|jp|br|ru|me|info|biz)"
     PATTERN = (
         r"(?i)(?<![\w@.])[\w+-]+(?:(?:\.|"
@@ -165,10 +165,11 @@ class _Card(CreditCardRecognizer):
     """Presidio's card recognizer, also reading dot-separated groups."""
 
     DOTTED = Pattern("dotted card", r"\b\d{4}\.\d{4}\.\d{4}\.\d{1,7}\b", 0.4)
+    SERIES_2 = Pattern("mastercard 2-series", r"\b2[2-7]\d{2}[- .]?\d{4}[- .]?\d{4}[- .]?\d{4}\b", 0.4)
 
     def __init__(self) -> None:
         super().__init__(
-            patterns=[*CreditCardRecognizer.PATTERNS, self.DOTTED],
+            patterns=[*CreditCardRecognizer.PATTERNS, self.DOTTED, self.SERIES_2],
             replacement_pairs=[("-", ""), (" ", ""), (".", "")],
         )
 
@@ -197,9 +198,11 @@ class _Ip(IpRecognizer):
 
     def invalidate_result(self, pattern_text: str) -> bool:
         try:
-            ipaddress.ip_address(pattern_text.split("/")[0].split("%")[0])
+            ip = ipaddress.ip_address(pattern_text.split("/")[0].split("%")[0])
         except ValueError:
             return True
+        if ip.is_unspecified or ip.is_loopback:
+            return True  # 0.0.0.0, ::, 127.0.0.1 name no one
         return pattern_text.count(":") == 1 or super().invalidate_result(pattern_text)
 
 
@@ -213,7 +216,10 @@ class _Crypto(CryptoRecognizer):
         return pattern_text.startswith("0x") or bool(super().validate_result(pattern_text))
 
 
-_FORMATTED_PHONE = re.compile(r"\+?\(?\d{1,4}\)?(?:[ .-]{1,2}\(?\d{2,5}\)?){1,4}")
+_FORMATTED_PHONE = re.compile(r"\+?\(?\d{1,4}\)?(?:[ .-]{1,2}\(?\d{2,6}\)?){1,4}")
+_NOT_PHONE_BEFORE = re.compile(
+    r"(?i)(?:tracking|track|part|invoice|order|serial|doi|arxiv|isbn|issn|ticket|sku)\W{0,6}(?:no\.?|number|#)?\W{0,3}$"
+)
 
 
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
