@@ -7,8 +7,8 @@ replaced and the rest of the text stays byte for byte as it was. The recognizers
 with a no-op NLP engine (no model is loaded) and the pattern recognizers of
 :mod:`ximgctx.governance.recognizers`; kinds are listed in :data:`KINDS`.
 
-Overlaps are resolved by :data:`KINDS` order (earlier kinds win, so ``jane@example.com`` is one email,
-not a handle plus a domain), then by length. Strings that cannot hold any kind (no digit, no ``@``, no
+Overlapping matches: the longest wins (an IBAN over the card-like digits inside it, ``@name@host`` over
+its email part), equal lengths by :data:`KINDS` order. Strings that cannot hold any kind (no digit, no ``@``, no
 dot, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from a cache: that
 is what keeps ``govern`` on ContextBench within a few seconds. Nothing here logs the text it sees.
 """
@@ -169,10 +169,9 @@ def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[
         if e <= s or (kind == "ip" and _version_before(view, s)):
             continue
         found.append(Span(starts[s], ends[e - 1], kind))
-    # a fediverse handle (@name@host) is one handle, not "@" and an email
-    found.sort(
-        key=lambda sp: (-1 if text.count("@", sp.start, sp.end) > 1 else order[sp.kind], sp.start - sp.end)
-    )
+    # the longest match wins (an IBAN over the card-like run inside it, @name@host over its email part),
+    # equal lengths by KINDS order
+    found.sort(key=lambda sp: (sp.start - sp.end, order[sp.kind]))
     chosen: list[Span] = []
     for sp in found:
         if all(sp.end <= c.start or sp.start >= c.end for c in chosen):

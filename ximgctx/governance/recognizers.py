@@ -227,8 +227,10 @@ _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,
 
 class _Phone(PhoneRecognizer):
     """Presidio's phone recognizer, accepting a number that is valid for its region's number plan, or a
-    possible one written like a phone number (10+ digits in 2-5 digit groups, not part of a longer digit
-    run): that keeps ISBNs, coordinates, order and tracking numbers out and unassigned area codes in."""
+    possible one written like a phone number (10+ digits in groups of 2-6, not part of a longer digit run).
+    A number inside a word (UUIDs, ``INV-2024-000123``, ``arXiv:2106.09685``), followed by ``/`` (DOIs),
+    shaped like a date, or right after tracking/part/invoice/order/serial/DOI/ISBN is not a phone; bare
+    digit runs count only in the primary region's plan."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
         import phonenumbers
@@ -237,26 +239,28 @@ class _Phone(PhoneRecognizer):
         seen: set[tuple[int, int]] = set()
         for region in self.supported_regions:
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-                if (m.start, m.end) in seen:
-                    continue
                 raw = m.raw_string
-                digits = sum(c.isdigit() for c in raw)
-                formatted = (
-                    digits >= 10
-                    and _FORMATTED_PHONE.fullmatch(raw)
-                    and not re.search(r"\d[ .-]?$", text[: m.start])
-                    and not re.match(r"[ .-]?\d", text[m.end :])
-                )
-                if (m.start > 0 and text[m.start - 1].isalnum()) or (
-                    m.end < len(text) and text[m.end].isalnum()
-                ):
-                    continue  # inside a UUID, a tracking or serial number
+                if (m.start, m.end) in seen or not _phone_context_ok(text, m.start, m.end):
+                    continue
                 if _DATE.fullmatch(raw) or (raw.isdigit() and region != self.supported_regions[0]):
-                    continue  # 2023-05-01, 12/25/1990; bare digit runs only in the primary region's plan
+                    continue
+                digits = sum(c.isdigit() for c in raw)
+                formatted = digits >= 10 and bool(_FORMATTED_PHONE.fullmatch(raw))
                 if formatted or (digits >= 7 and phonenumbers.is_valid_number(m.number)):
                     seen.add((m.start, m.end))
                     results.append(RecognizerResult("PHONE_NUMBER", m.start, m.end, 0.6))
         return results
+
+
+def _phone_context_ok(text: str, start: int, end: int) -> bool:
+    before, after = text[max(0, start - 2) : start], text[end : end + 2]
+    if before[-1:].isalnum() or after[:1].isalnum() or after[:1] == "/":
+        return False
+    if len(before) == 2 and before[1] in "-_:/." and before[0].isalnum():
+        return False  # INV-2024-000123, arXiv:2106.09685
+    if re.search(r"\d[ .-]$", before) or re.match(r"[ .-]\d", after):
+        return False  # part of a longer digit run (tracking numbers, IBAN groups)
+    return not _NOT_PHONE_BEFORE.search(text[max(0, start - 24) : start])
 
 
 def build_recognizers(regions: tuple[str, ...]) -> list[PatternRecognizer]:
