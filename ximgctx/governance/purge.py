@@ -59,16 +59,39 @@ def purge_manifest(path: str | Path, authors: set[str]) -> dict[str, int]:
     return counts
 
 
+def _verified_files(folder: Path) -> set[str]:
+    """The files of a model folder, after every one is checked against its manifest (the artifact
+    module's, or the model saver's own ``ximgctx-model`` manifest of folders saved before it)."""
+    from ximgctx._artifacts import verify_artifact
+    from ximgctx.errors import ArtifactError
+
+    try:
+        return set(verify_artifact(folder, "model").files)
+    except ArtifactError:
+        from ximgctx.models._serialization import FORMAT, ModelFolderError, verify_folder
+
+        try:
+            legacy = (
+                json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("format") == FORMAT
+            )
+        except (OSError, ValueError, AttributeError):
+            legacy = False
+        if not legacy:
+            raise
+        try:
+            return set(verify_folder(folder)["files"])
+        except ModelFolderError as e:
+            raise ArtifactError(str(e)) from e
+
+
 def model_report(folder: str | Path, authors: set[str], key: bytes, key_held: bool) -> dict[str, Any]:
     """How many of ``authors`` trained the model in ``folder`` (its manifest is verified first)."""
-    from ximgctx._artifacts import verify_artifact
     from ximgctx.errors import ArtifactError
     from ximgctx.governance.authors import MODEL_AUTHORS_FILE, read_author_digests, trained_on_counts
     from ximgctx.governance.keys import key_id
 
     folder = Path(folder)
-    manifest = verify_artifact(folder, "model")
-    if MODEL_AUTHORS_FILE not in manifest.files:
+    if MODEL_AUTHORS_FILE not in _verified_files(folder):
         raise ArtifactError(
             f"{folder}: has no {MODEL_AUTHORS_FILE} in its manifest, so which authors trained it is unknown; "
             "treat it as trained on them and retrain from governed data"
