@@ -48,6 +48,7 @@ def test_folder_layout_and_no_pickle(saved) -> None:
         "README.md",
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
+        "card.json",
         "config.json",
         "manifest.json",
         "model.safetensors",

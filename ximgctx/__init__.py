@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 from ximgctx.config import DataConfig, EncoderConfig, FusionConfig, LoraSettings, ModelConfig, TaskSpec
 from ximgctx.data.post import Post, Reply, load_posts, write_posts
+from ximgctx.errors import ArtifactError, ConfigError, InputError, OutputError, XimgctxError
 
 #: public name -> module that defines it, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
@@ -33,17 +34,23 @@ _LAZY: dict[str, str] = {
     "pretrain": "ximgctx.training",
     "evaluate": "ximgctx.evaluation",
     "contextbench": "ximgctx.contextbench",
+    "trust_remote_arch": "ximgctx.models.encoder",
 }
 
 __all__ = [
+    "ArtifactError",
+    "ConfigError",
     "DataConfig",
     "EncoderConfig",
     "FusionConfig",
+    "InputError",
     "LoraSettings",
     "ModelConfig",
+    "OutputError",
     "Post",
     "Reply",
     "TaskSpec",
+    "XimgctxError",
     "__version__",
     "load_posts",
     "write_posts",

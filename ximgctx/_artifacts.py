@@ -413,25 +413,40 @@ def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     """An advisory, non-blocking lock on an output (file ``.NAME.lock`` beside it, holding the holder's pid).
 
     A second process locking the same output fails at once with an OutputError naming the first one's pid.
-    The lock is released when the block ends or the process dies; the small lock file stays (removing it
-    would let two processes hold locks on different files of one name).
+    The lock is released, and its file removed, when the block ends; a crashed holder's lock is released by
+    the kernel. After locking, the file is checked to still be the one at the path (a holder removing it as a
+    newcomer opened it would otherwise leave two holders).
     """
     out = Path(path).absolute()
     lock = out.parent / f".{out.name}.lock"
     with output_errors(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    for _ in range(20):
+        with output_errors(out):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise OutputError(
                 f"{out}: in use by another ximgctx process (pid {holder}); wait for it to finish or choose "
                 f"another output"
             ) from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed this file as we opened it: take the new one
+    else:  # pragma: no cover - twenty lost races in a row
+        raise OutputError(f"{out}: could not take its lock ({lock})")
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield lock
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
         os.close(fd)  # closing the descriptor releases the lock

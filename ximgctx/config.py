@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from ximgctx.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -31,10 +33,6 @@ T = TypeVar("T")
 FUSION_KINDS = ("concat", "cross", "attention")
 LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the value."""
 
 
 def _check(cond: bool, message: str) -> None:

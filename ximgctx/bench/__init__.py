@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "streaming": "ximgctx.bench.streaming",
     "inference": "ximgctx.bench.inference",
     "search": "ximgctx.bench.search",
+    "serve": "ximgctx.bench.serve",
 }
 
 

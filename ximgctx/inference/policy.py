@@ -45,7 +45,7 @@ __all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "defa
 DECISIONS: tuple[str, ...] = ("allow", "review", "block")
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
-_CATEGORY_KEYS = {"description", "task", "labels", "reduce", "block", "review", "calibration"}
+_CATEGORY_KEYS = {"description", "task", "labels", "reduce", "block", "review", "calibration", "openai"}
 _POLICY_KEYS = {"name", "description", "version", "explain_replies", "categories"}
 
 
@@ -91,6 +91,7 @@ class CategoryRule:
     reduce: str = "max"  # how the labels' scores combine: max, or sum (multiclass tasks only)
     description: str = ""  # for people reading the policy
     calibration: dict[str, Any] = field(default_factory=dict)  # how the thresholds were chosen (kept as is)
+    openai: list[str] = field(default_factory=list)  # OpenAI moderation categories this one answers
 
     def __post_init__(self) -> None:
         where = f"categories.{self.name}"
@@ -120,6 +121,14 @@ class CategoryRule:
             raise PolicyError(f"{where}.description must be a string, got {self.description!r}")
         if not isinstance(self.calibration, dict):
             raise PolicyError(f"{where}.calibration must be a mapping, got {self.calibration!r}")
+        from ximgctx.inference.openai_format import OPENAI_CATEGORIES
+
+        self.openai = [self.openai] if isinstance(self.openai, str) else self.openai
+        if not isinstance(self.openai, list) or [c for c in self.openai if c not in OPENAI_CATEGORIES]:
+            raise PolicyError(
+                f"{where}.openai must list OpenAI moderation category names {list(OPENAI_CATEGORIES)}, "
+                f"got {self.openai!r}"
+            )
 
     def decide(self, score: float) -> str:
         """``"block"``, ``"review"`` or ``"allow"`` for one score (see the module docstring)."""
@@ -142,6 +151,8 @@ class CategoryRule:
                 "review": self.review,
             }
         )
+        if self.openai:
+            out["openai"] = list(self.openai)
         if self.calibration:
             out["calibration"] = dict(self.calibration)
         return out
@@ -206,6 +217,7 @@ class ModerationPolicy:
                     reduce=rule.get("reduce", "max"),
                     description=rule.get("description", "") or "",
                     calibration=rule.get("calibration") or {},
+                    openai=rule.get("openai") or [],
                 )
             return cls(
                 categories=categories,

@@ -174,10 +174,19 @@ class Predictor:
         batch_size: int = 32,
         prefetch: bool | None = None,
         verify: bool = True,
+        expected_sha256: str | None = None,
+        trust_remote_arch: bool = False,
     ) -> Predictor:
-        """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified)."""
+        """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified; see
+        :meth:`ContextModel.from_pretrained` for ``expected_sha256`` and ``trust_remote_arch``)."""
         dev = resolve_device(device)
-        model = ContextModel.from_pretrained(path, device=dev, verify=verify)
+        model = ContextModel.from_pretrained(
+            path,
+            device=dev,
+            verify=verify,
+            expected_sha256=expected_sha256,
+            trust_remote_arch=trust_remote_arch,
+        )
         predictor = cls(model, device=dev, dtype=dtype, batch_size=batch_size, prefetch=prefetch)
         predictor.model_dir = Path(path).resolve()
         predictor.model_digest = model_digest(path)

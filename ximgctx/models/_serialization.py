@@ -1,44 +1,58 @@
-"""Saving and loading context models: safetensors only, a peft adapter, and a SHA-256 manifest.
+"""Saving and loading context models: safetensors only, a peft adapter, and a verified artifact manifest.
 
-Layout of a saved model folder::
+Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgctx._artifacts`)::
 
-    config.json              ModelConfig (resolved), plus format and library version
+    config.json              ModelConfig (resolved), the starting weights' provenance, library version
     model.safetensors        every non-adapter weight, under plain open_clip names (no ".base_layer")
     adapter/adapter_config.json, adapter/adapter_model.safetensors   the LoRA adapter in peft's format
     processor_config.json    tokenizer and image preprocessing settings
+    card.json                the model card's extra sections (metrics, governance, training data), so that
+                             re-saving a loaded model keeps them
     README.md                model card
-    manifest.json            SHA-256 and size of every other file
+    manifest.json            SHA-256 and size of every other file (written by the artifact module)
 
-Nothing is pickled. Loading verifies every file against the manifest first and refuses a folder with a
-mismatching, missing or unlisted weights file, naming it.
+Nothing is pickled. Loading verifies the whole folder first (every file listed, no link, no path outside,
+no unlisted file) and refuses a mismatch naming the file. A model folder cannot make the loading process run
+code: its architecture must be a registered one unless the caller opts in (``trust_remote_arch=True``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ximgctx._fsutil import replace_folder, sha256_file
+from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
+from ximgctx.errors import ArtifactError
+from ximgctx.models.encoder import quiet_random_init, trust_remote_arch
 from ximgctx.models.lora import base_name, load_lora_state_dict, lora_state_dict
 
 if TYPE_CHECKING:
     from ximgctx.models.context_model import ContextModel
 
+KIND = "model"
 FORMAT = "ximgctx-model"
-FORMAT_VERSION = 1
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz")
+FORMAT_VERSION = 2
+_MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
 
 
-class ModelFolderError(RuntimeError):
+class ModelFolderError(ArtifactError):
     """A saved model folder is incomplete, altered, or not an ximgctx model."""
+
+
+def _weights_line(model: ContextModel) -> str:
+    prov = getattr(model.encoder, "provenance", None) or {}
+    name = prov.get("pretrained")
+    if name is None:
+        return "random init (no pretrained weights)"
+    digest = prov.get("sha256")
+    return f"`{name}`" + (f" (SHA-256 `{digest}`)" if digest else "")
 
 
 def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
@@ -53,7 +67,7 @@ def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
         "`ximgctx.Predictor.from_pretrained(path)`.",
         "",
         "## Architecture",
-        f"- encoder: open_clip `{cfg.encoder.arch}`, starting weights `{cfg.encoder.pretrained or 'random init'}`",
+        f"- encoder: open_clip `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
         f"- LoRA: {'none' if cfg.lora is None else f'r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets={cfg.lora.targets}, towers={cfg.lora.towers}'}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
@@ -89,14 +103,19 @@ def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path:
-    """Write ``model`` to ``path`` atomically (a temporary sibling folder renamed into place)."""
+def save_model(
+    model: ContextModel,
+    path: Path,
+    *,
+    card: dict[str, Any],
+    overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
+) -> Path:
+    """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has."""
     from ximgctx import __version__
 
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    sections = {**getattr(model, "card", {}), **card}
+    with write_artifact(path, KIND, overwrite=overwrite, inputs=inputs) as tmp:
         state = model.state_dict()
         weights = {
             base_name(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if "lora_" not in k
@@ -115,8 +134,9 @@ def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path
             "format_version": FORMAT_VERSION,
             "ximgctx_version": __version__,
             "model": model.config.to_dict(),
+            "provenance": dict(model.encoder.provenance),
         }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        _write_json(tmp / "config.json", config)
         processor = {
             "tokenizer": model.config.encoder.arch,
             "context_length": model.encoder.context_length,
@@ -127,73 +147,84 @@ def save_model(model: ContextModel, path: Path, *, card: dict[str, Any]) -> Path
             },
             "data": model.config.to_dict()["data"],
         }
-        (tmp / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-        (tmp / "README.md").write_text(_model_card(model, card))
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "files": {
-                p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                for p in files
-            },
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        replace_folder(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        _write_json(tmp / "processor_config.json", processor)
+        _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
+        (tmp / "README.md").write_text(_model_card(model, sections))
+    return Path(path).resolve()
 
 
-def verify_folder(path: Path) -> dict[str, Any]:
-    """Check every file against ``manifest.json``; return the manifest or raise ModelFolderError."""
-    manifest_path = path / "manifest.json"
-    if not path.is_dir():
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path}: missing") from None
+    if size > _MAX_JSON_BYTES:
+        raise ModelFolderError(
+            f"{path}: {size} bytes, over the {_MAX_JSON_BYTES} a model's JSON file may have"
+        )
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+
+
+def verify_folder(path: Path, *, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Check the whole folder against its manifest; return the manifest's file list or raise."""
+    if not Path(path).is_dir():
         raise ModelFolderError(f"{path}: no such model folder")
-    if not manifest_path.is_file():
-        raise ModelFolderError(
-            f"{path}: no manifest.json, so the files cannot be verified; "
-            f"this is not a folder written by ContextModel.save_pretrained"
-        )
     try:
-        manifest = json.loads(manifest_path.read_text())
-        listed = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ModelFolderError(f"{manifest_path}: unreadable manifest ({e})") from e
-    for rel, info in listed.items():
-        f = path / rel
-        if not f.is_file():
-            raise ModelFolderError(f"{f}: listed in manifest.json but missing")
-        digest = sha256_file(f)
-        if digest != info.get("sha256"):
-            raise ModelFolderError(
-                f"{f}: SHA-256 {digest[:16]}... does not match manifest.json ({str(info.get('sha256'))[:16]}...); "
-                f"the file was altered or corrupted after saving. Refusing to load it."
-            )
-    for f in path.rglob("*"):
-        rel = f.relative_to(path).as_posix()
-        if f.is_file() and rel != "manifest.json" and rel not in listed and f.suffix in _WEIGHT_SUFFIXES:
-            raise ModelFolderError(
-                f"{f}: a weights file not listed in manifest.json; refusing to load the folder"
-            )
-    return manifest
+        manifest = verify_artifact(path, KIND, max_version=1, expected_sha256=expected_sha256)
+    except ArtifactError as e:
+        raise ModelFolderError(str(e)) from None
+    return {"files": manifest.files, "digest": manifest.digest}
 
 
-def load_model(cls: type[ContextModel], path: Path, *, device: torch.device, verify: bool) -> ContextModel:
-    if verify:
-        verify_folder(path)
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except FileNotFoundError as e:
-        raise ModelFolderError(f"{path / 'config.json'}: missing") from e
-    if raw.get("format") != FORMAT:
+def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The ModelConfig and raw config.json of a (verified) model folder."""
+    raw = _read_json(path / "config.json")
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        raise ModelFolderError(f"{path / 'config.json'}: not an ximgctx model config (format={fmt!r})")
+    if raw.get("format_version") != FORMAT_VERSION:
         raise ModelFolderError(
-            f"{path / 'config.json'}: not an ximgctx model config (format={raw.get('format')!r})"
+            f"{path / 'config.json'}: model format version {raw.get('format_version')!r}; this ximgctx reads "
+            f"version {FORMAT_VERSION}"
         )
-    config = ModelConfig.from_dict(raw["model"])
-    model = cls._skeleton(config)
-    weights = load_file(str(path / "model.safetensors"))
+    try:
+        config = ModelConfig.from_dict(raw.get("model"))
+    except (TypeError, ValueError) as e:
+        raise ModelFolderError(f"{path / 'config.json'}: {e}") from None
+    return config, raw
+
+
+def load_model(
+    cls: type[ContextModel],
+    path: Path,
+    *,
+    device: torch.device,
+    verify: bool,
+    expected_sha256: str | None = None,
+    trust_remote_arch_: bool = False,
+) -> ContextModel:
+    if verify or expected_sha256 is not None:
+        verify_folder(path, expected_sha256=expected_sha256)
+    config, raw = read_config(path)
+    with trust_remote_arch(trust_remote_arch_), quiet_random_init():
+        model = cls._skeleton(config)
+    model.config = config  # the skeleton was built without downloading; keep the real starting weights
+    prov = raw.get("provenance")
+    if isinstance(prov, dict):
+        model.encoder.provenance = {k: (str(v) if v is not None else None) for k, v in prov.items()}
+    card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
+    model.card = card if isinstance(card, dict) else {}
+    try:
+        weights = load_file(str(path / "model.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise ModelFolderError(f"{path / 'model.safetensors'}: unreadable ({e})") from None
     current = model.state_dict()
     new_state = {}
     missing = []
@@ -204,6 +235,11 @@ def load_model(cls: type[ContextModel], path: Path, *, device: torch.device, ver
         if src not in weights:
             missing.append(src)
             continue
+        if weights[src].shape != current[key].shape:
+            raise ModelFolderError(
+                f"{path / 'model.safetensors'}: {src} has shape {tuple(weights[src].shape)}, the config's "
+                f"architecture needs {tuple(current[key].shape)}"
+            )
         new_state[key] = weights[src]
     if missing:
         raise ModelFolderError(
@@ -214,5 +250,8 @@ def load_model(cls: type[ContextModel], path: Path, *, device: torch.device, ver
         adapter_file = path / "adapter" / "adapter_model.safetensors"
         if not adapter_file.is_file():
             raise ModelFolderError(f"{adapter_file}: missing, but the config has LoRA")
-        load_lora_state_dict(model.encoder.clip, load_file(str(adapter_file)))
+        try:
+            load_lora_state_dict(model.encoder.clip, load_file(str(adapter_file)))
+        except (SafetensorError, RuntimeError, KeyError) as e:
+            raise ModelFolderError(f"{adapter_file}: does not fit the config's LoRA ({e})") from None
     return model.to(device).eval()

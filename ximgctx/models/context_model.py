@@ -17,7 +17,7 @@ from torch import nn
 
 from ximgctx.config import MODALITIES, ModelConfig
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.models.encoder import ClipEncoder
+from ximgctx.models.encoder import ClipEncoder, make_tokenizer
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
@@ -30,7 +30,7 @@ __all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
 @functools.lru_cache(maxsize=8)
 def _tokenizer(arch: str) -> Any:
     # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
-    return open_clip.get_tokenizer(arch)
+    return make_tokenizer(arch)
 
 
 @dataclass
@@ -75,6 +75,9 @@ class ContextModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.card: dict[
+            str, Any
+        ] = {}  # model-card sections kept across save/load (metrics, governance, data)
         self.encoder = ClipEncoder(config.encoder)
         self.lora_config = None
         if config.lora is not None:
@@ -286,22 +289,50 @@ class ContextModel(nn.Module):
                 groups["fusion"].append(p)
         return groups
 
-    def save_pretrained(self, path: str | Path, *, card: dict[str, Any] | None = None) -> Path:
+    def save_pretrained(
+        self,
+        path: str | Path,
+        *,
+        card: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
         """Write config, safetensors weights, the peft adapter, processor settings, a model card and a
-        SHA-256 manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics,
-        data governance, training data)."""
+        verified manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics, data
+        governance, training data) on top of those the model already carries.
+
+        ``path`` may be new, empty, or a model folder (replaced); a folder holding anything else is refused
+        unless ``overwrite=True``."""
         from ximgctx.models._serialization import save_model
 
-        return save_model(self, Path(path), card=card or {})
+        return save_model(self, Path(path), card=card or {}, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        verify: bool = True,
+        expected_sha256: str | None = None,
+        trust_remote_arch: bool = False,
     ) -> ContextModel:
-        """Load a folder written by :meth:`save_pretrained`, refusing it if any file fails its checksum."""
+        """Load a folder written by :meth:`save_pretrained`.
+
+        Every file is checked against the folder's manifest first (``verify=False`` skips the checksums, for
+        a folder you wrote yourself); ``expected_sha256`` pins the exact artifact (its manifest's SHA-256,
+        ``ximgctx._artifacts.artifact_digest``). An architecture from outside the registered list
+        (``hf-hub:``/``local-dir:``) loads only with ``trust_remote_arch=True``.
+        """
         from ximgctx.models._serialization import load_model
 
-        return load_model(cls, Path(path), device=torch.device(device), verify=verify)
+        return load_model(
+            cls,
+            Path(path),
+            device=torch.device(device),
+            verify=verify,
+            expected_sha256=expected_sha256,
+            trust_remote_arch_=trust_remote_arch,
+        )
 
     @classmethod
     def _skeleton(cls, config: ModelConfig) -> ContextModel:

@@ -7,6 +7,9 @@ that names the architecture, the tag and how to pass a local file, instead of op
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import os
 import socket
@@ -20,11 +23,22 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from ximgctx._fsutil import sha256_file
 from ximgctx.config import EncoderConfig
+from ximgctx.errors import ConfigError, XimgctxError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClipEncoder", "PretrainedWeightsError", "build_clip", "register_model_configs", "trim_tokens"]
+__all__ = [
+    "REMOTE_ARCH_PREFIXES",
+    "ClipEncoder",
+    "PretrainedWeightsError",
+    "build_clip",
+    "make_tokenizer",
+    "register_model_configs",
+    "trim_tokens",
+    "trust_remote_arch",
+]
 
 _CONFIG_DIR = resources.files("ximgctx.models") / "model_configs"
 #: open_clip architectures shipped inside the package: one JSON config each in models/model_configs/.
@@ -35,8 +49,116 @@ SHIPPED_ARCHS: tuple[str, ...] = tuple(
 _registered = False
 
 
-class PretrainedWeightsError(RuntimeError):
+#: Architecture names that make open_clip read a config (and possibly a tokenizer) from outside ximgctx's
+#: registered list: a hub repo or a folder. They can reach transformers' remote code, so they load only
+#: inside :func:`trust_remote_arch` (a caller's explicit opt-in, never a value read from a file).
+REMOTE_ARCH_PREFIXES = ("hf-hub:", "local-dir:")
+#: The only tokenizer settings taken from a remote architecture's config; anything else (such as
+#: ``trust_remote_code``) is dropped.
+_SAFE_TOKENIZER_KWARGS = ("clean", "strip_sep_token", "language")
+_TRUST_REMOTE_ARCH: contextvars.ContextVar[bool] = contextvars.ContextVar("trust_remote_arch", default=False)
+
+
+class PretrainedWeightsError(XimgctxError, RuntimeError):
     """Pretrained weights were asked for but cannot be had."""
+
+
+@contextlib.contextmanager
+def trust_remote_arch(enabled: bool = True):
+    """Allow ``hf-hub:`` / ``local-dir:`` architectures inside this block (the caller's opt-in).
+
+    Such an architecture is code and configuration from outside the package; a model folder naming one is
+    refused unless the code loading it says so: ``ContextModel.from_pretrained(path, trust_remote_arch=True)``
+    or ``with ximgctx.trust_remote_arch(): ContextModel(config)``; on the command line ``--trust-remote-arch``.
+    """
+    token = _TRUST_REMOTE_ARCH.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TRUST_REMOTE_ARCH.reset(token)
+
+
+def check_arch(arch: str) -> None:
+    """Refuse an architecture that is neither registered (shipped or open_clip built-in) nor opted in."""
+    register_model_configs()
+    if arch.startswith(REMOTE_ARCH_PREFIXES):
+        if not _TRUST_REMOTE_ARCH.get():
+            raise ConfigError(
+                f"encoder.arch={arch!r} loads an architecture from outside ximgctx's registered list, which can "
+                f"run code shipped with it; refusing it. Only when you trust its source, opt in from your own "
+                f"code: ContextModel.from_pretrained(path, trust_remote_arch=True) or "
+                f"`with ximgctx.trust_remote_arch(): ...` (command line: --trust-remote-arch)"
+            )
+        return
+    if arch not in open_clip.list_models():
+        raise ConfigError(
+            f"unknown open_clip architecture {arch!r}; shipped tiny ones: {list(SHIPPED_ARCHS)}, "
+            f"built-in ones include ViT-B-32, ViT-B-16, RN50 (see open_clip.list_models())"
+        )
+
+
+def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict:
+    from open_clip.factory import _get_hf_config
+
+    schema, _, ident = arch.partition(":")
+    if schema == "local-dir":
+        raw = json.loads((Path(ident) / "open_clip_config.json").read_text(encoding="utf-8"))
+    else:
+        raw = _get_hf_config(ident, cache_dir=cache_dir)
+    model_cfg = raw.get("model_cfg") if isinstance(raw, dict) else None
+    text_cfg = model_cfg.get("text_cfg") if isinstance(model_cfg, dict) else None
+    return text_cfg if isinstance(text_cfg, dict) else {}
+
+
+def make_tokenizer(arch: str, cache_dir: str | None = None):
+    """open_clip's tokenizer for ``arch``. For a registered architecture it is open_clip's own; for an
+    opted-in remote one it is built here from the remote config's tokenizer name and the few settings in
+    ``_SAFE_TOKENIZER_KWARGS`` only, with ``trust_remote_code=False``."""
+    check_arch(arch)
+    if not arch.startswith(REMOTE_ARCH_PREFIXES):
+        return open_clip.get_tokenizer(arch)
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer, SimpleTokenizer
+
+    text_cfg = _remote_text_cfg(arch, cache_dir)
+    context_length = int(text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH))
+    name = text_cfg.get("hf_tokenizer_name")
+    if not name:
+        return SimpleTokenizer(context_length=context_length)
+    raw_kwargs = (
+        text_cfg.get("tokenizer_kwargs") if isinstance(text_cfg.get("tokenizer_kwargs"), dict) else {}
+    )
+    kwargs = {k: raw_kwargs[k] for k in _SAFE_TOKENIZER_KWARGS if k in raw_kwargs}
+    dropped = sorted(set(raw_kwargs) - set(kwargs))
+    if dropped:
+        logger.warning("%s: tokenizer settings %s from its config are not used", arch, dropped)
+    source = arch.partition(":")[2] if arch.startswith("local-dir:") else str(name)
+    return HFTokenizer(
+        source,
+        context_length=context_length,
+        cache_dir=cache_dir,
+        tokenizer_mode=text_cfg.get("tokenizer_mode"),
+        trust_remote_code=False,
+        **kwargs,
+    )
+
+
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns "initialized randomly" for a skeleton whose weights are loaded right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_random_init():
+    """Silence open_clip's random-initialisation warning while a model's saved weights are about to load."""
+    filt = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(filt)
+    try:
+        yield
+    finally:
+        root.removeFilter(filt)
 
 
 def register_model_configs() -> None:
@@ -115,12 +237,7 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
 
 def build_clip(config: EncoderConfig) -> nn.Module:
     """Create the open_clip model named by ``config`` with its weights."""
-    register_model_configs()
-    if config.arch not in open_clip.list_models() and not config.arch.startswith(("hf-hub:", "local-dir:")):
-        raise ValueError(
-            f"unknown open_clip architecture {config.arch!r}; shipped tiny ones: {list(SHIPPED_ARCHS)}, "
-            f"built-in ones include ViT-B-32, ViT-B-16, RN50 (see open_clip.list_models())"
-        )
+    check_arch(config.arch)
     pretrained = _resolve_pretrained(config)
     try:
         model = open_clip.create_model(config.arch, pretrained=pretrained, cache_dir=config.cache_dir)
@@ -131,6 +248,16 @@ def build_clip(config: EncoderConfig) -> nn.Module:
             ) from e
         raise
     return model
+
+
+def _provenance(config: EncoderConfig) -> dict[str, str | None]:
+    tag = config.pretrained
+    if tag is None:
+        return {"pretrained": None, "sha256": None}
+    path = Path(tag)
+    if path.is_file():
+        return {"pretrained": path.name, "sha256": sha256_file(path)}
+    return {"pretrained": tag, "sha256": None}
 
 
 def _plain_blocks(transformer: nn.Module) -> bool:
@@ -227,6 +354,8 @@ class ClipEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.clip = build_clip(config)
+        #: where the starting weights came from: the tag or file, and the file's SHA-256 (model cards)
+        self.provenance: dict[str, str | None] = _provenance(config)
         self.embed_dim: int = int(self._infer_embed_dim())
         if config.grad_checkpointing:
             self.clip.set_grad_checkpointing(True)

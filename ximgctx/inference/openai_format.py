@@ -1,0 +1,103 @@
+"""The OpenAI moderation wire format: ximgctx's moderation results as ``ModerationCreateResponse``.
+
+OpenAI's response has exactly 13 categories. A policy category says which of them it answers
+(``openai: [violence, harassment/threatening]`` in the policy YAML); for each OpenAI category:
+
+* ``category_scores[c]``: the highest score of the policy categories that answer it, or ``0.0`` when none
+  does;
+* ``categories[c]``: whether any of them decided ``block`` (the post is flagged for it);
+* ``category_applied_input_types[c]``: the inputs the score read, among those OpenAI allows for that
+  category (``"text"`` for harassment, hate, illicit and sexual/minors; ``"text"`` and ``"image"`` for the
+  others). Replies are text. An unscored category has ``[]``.
+
+``flagged`` is the policy's ``block`` decision, so a client that reads only ``flagged`` acts as the policy
+says, including categories of the policy's own that OpenAI has no name for. Categories no policy category
+answers are reported false / 0.0 and listed in ``ximgctx.unscored``: never
+invented. The result also carries ximgctx's ``decision`` (allow / review / block) and ``explanation`` as
+extra fields, which the official SDK keeps (``result.decision``, ``result.model_extra``), and an ``ximgctx``
+object with the policy's own categories, per-category decisions, the unscored OpenAI categories and the
+post's problems.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["OPENAI_CATEGORIES", "openai_mapping", "openai_response", "openai_result"]
+
+_TEXT = ("text",)
+_BOTH = ("text", "image")
+#: OpenAI's moderation categories and the input types each may report (the SDK's own types say so).
+OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "harassment": _TEXT,
+    "harassment/threatening": _TEXT,
+    "hate": _TEXT,
+    "hate/threatening": _TEXT,
+    "illicit": _TEXT,
+    "illicit/violent": _TEXT,
+    "self-harm": _BOTH,
+    "self-harm/instructions": _BOTH,
+    "self-harm/intent": _BOTH,
+    "sexual": _BOTH,
+    "sexual/minors": _TEXT,
+    "violence": _BOTH,
+    "violence/graphic": _BOTH,
+}
+
+
+def openai_mapping(policy: Any) -> dict[str, list[str]]:
+    """OpenAI category -> the policy categories that answer it (in policy order)."""
+    out: dict[str, list[str]] = {c: [] for c in OPENAI_CATEGORIES}
+    for name, rule in policy.categories.items():
+        for c in getattr(rule, "openai", ()) or ():
+            out[c].append(name)
+    return out
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def openai_result(result: Any, mapping: dict[str, list[str]]) -> dict[str, Any]:
+    """One ``Moderation`` object (a dict) for one ``ModerationResult``."""
+    categories: dict[str, bool] = {}
+    scores: dict[str, float] = {}
+    applied: dict[str, list[str]] = {}
+    for c, allowed in OPENAI_CATEGORIES.items():
+        own = mapping.get(c, [])
+        categories[c] = any(result.categories.get(n, False) for n in own)
+        scores[c] = max((_finite(result.category_scores[n]) for n in own), default=0.0)
+        read: set[str] = set()
+        for n in own:
+            for m in result.category_applied_input_types.get(n, ()):
+                read.add("text" if m in ("text", "replies") else m)
+        applied[c] = [t for t in allowed if t in read]
+    explanation = None if result.explanation is None else result.explanation.to_dict()
+    return {
+        "flagged": bool(result.flagged),  # the policy's block decision (any mapped category blocking is one)
+        "categories": categories,
+        "category_scores": scores,
+        "category_applied_input_types": applied,
+        "decision": result.decision,
+        "explanation": explanation,
+        "ximgctx": {
+            "id": result.id,
+            "categories": dict(result.categories),
+            "category_scores": {k: _finite(v) for k, v in result.category_scores.items()},
+            "category_decisions": dict(result.category_decisions),
+            "unscored": [c for c in OPENAI_CATEGORIES if not mapping.get(c)],
+            "problems": [str(p) for p in result.problems],
+        },
+    }
+
+
+def openai_response(results: Iterable[Any], mapping: dict[str, list[str]], model: str) -> dict[str, Any]:
+    """The ``ModerationCreateResponse`` envelope: ``id``, ``model``, ``results``."""
+    return {
+        "id": f"modr-{uuid.uuid4().hex}",
+        "model": model,
+        "results": [openai_result(r, mapping) for r in results],
+    }

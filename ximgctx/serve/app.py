@@ -1,0 +1,475 @@
+"""The moderation and search service: ``create_app(...)`` builds the FastAPI app ``ximgctx serve`` runs.
+
+Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY`` unless the server runs
+``--no-auth`` on loopback):
+
+* ``POST /v1/moderations``: OpenAI's request and ``ModerationCreateResponse`` (see
+  :mod:`ximgctx.inference.openai_format`), plus ``decision`` and ``explanation`` per result;
+* ``POST /v1/predict``: every task's scores and labels for the same inputs;
+* ``POST /v1/search``: posts of the index by text, image (a data URL) or post id, with label filters;
+* ``POST /v1/feedback``: a reviewer's labels for a post, governed, added to the label memory (effective on the
+  next request) and saved atomically;
+* ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
+
+Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed),
+401 (no or wrong key), 413 (body too large), 422 (a request the server understood but refuses, such as
+ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No error carries a traceback or a
+server path; a post whose image cannot be decoded gets a result naming the problem, not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from ximgctx.data.post import Post
+from ximgctx.errors import InputError, XimgctxError
+from ximgctx.inference.openai_format import openai_mapping, openai_response
+from ximgctx.serve.batching import Batcher, QueueFull
+from ximgctx.serve.config import ServeConfig
+from ximgctx.serve.inputs import (
+    FeedbackRequest,
+    ModerationRequest,
+    SearchRequest,
+    feedback_post,
+    fetch_image,
+    posts_from_request,
+)
+from ximgctx.serve.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Service", "create_app"]
+
+
+class ServiceError(Exception):
+    """An error answered as OpenAI-style JSON."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+
+
+def _error(status: int, message: str, type_: str, code: str, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Service:
+    """What one server process holds: the model, its policy, index and memory, and the batchers."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        config: ServeConfig,
+        *,
+        policy: Any = None,
+        index: Any = None,
+        memory_dir: str | Path | None = None,
+        governance: Any = None,
+    ) -> None:
+        from ximgctx.inference.moderation import Moderator
+
+        self.config = config
+        self.predictor = predictor
+        self.moderator = Moderator(predictor, policy, explain=config.explain)
+        self.mapping = openai_mapping(self.moderator.policy)
+        self.index = index
+        self.memory_dir = Path(memory_dir) if memory_dir is not None else None
+        self.governance = governance
+        self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
+        self.metrics = ServiceMetrics()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
+        common = {
+            "max_batch_size": config.max_batch_size,
+            "max_wait_ms": config.max_wait_ms,
+            "max_queue": config.max_queue,
+            "on_batch": self.metrics.observe_batch,
+            "on_depth": self.metrics.set_depth,
+        }
+        self.moderations = Batcher("moderations", self.moderator.moderate, self.executor, **common)
+        self.predictions = Batcher("predict", self.predictor.predict, self.executor, **common)
+        self.ready = False
+
+    # ------------------------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        self.moderations.start()
+        self.predictions.start()
+        loop = asyncio.get_running_loop()
+        warm = Post(id="warm-up", text="warm up", replies=[])
+        await loop.run_in_executor(self.executor, self.moderator.moderate, [warm])
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.moderations.stop()
+        await self.predictions.stop()
+        self.executor.shutdown(wait=True)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` on the model's thread (after the batches queued before it)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # --------------------------------------------------------------------------------------- routes
+    async def moderate(self, req: ModerationRequest) -> dict[str, Any]:
+        posts = posts_from_request(req, self.config)
+        results = await self._submit(self.moderations, posts)
+        return openai_response(results, self.mapping, self.model_name)
+
+    async def predict(self, req: ModerationRequest) -> dict[str, Any]:
+        posts = posts_from_request(req, self.config)
+        results = await self._submit(self.predictions, posts)
+        return {
+            "id": f"pred-{time.time_ns():x}",
+            "model": self.model_name,
+            "results": [_standard(r.to_dict()) for r in results],
+        }
+
+    async def search(self, req: SearchRequest) -> dict[str, Any]:
+        if self.index is None:
+            raise ServiceError(
+                404,
+                "this server has no search index (start it with --index DIR)",
+                "invalid_request_error",
+                "no_index",
+            )
+        given = [x for x in (req.text, req.image, req.post_id) if x is not None]
+        if len(given) != 1:
+            raise InputError("give exactly one of text, image or post_id")
+        where = {k: [v] if isinstance(v, str) else list(v) for k, v in req.where.items()}
+        index = self.index
+        if req.text is not None:
+            hits = await self.run(
+                lambda: index.search_text(req.text, k=req.k, space=req.space or "image", where=where)
+            )
+        elif req.post_id is not None:
+            if req.post_id not in getattr(index, "_row_of", {}):
+                raise ServiceError(
+                    404, f"no post {req.post_id!r} in the index", "invalid_request_error", "not_found"
+                )
+            hits = await self.run(
+                lambda: index.search_post(req.post_id, k=req.k, space=req.space or "fused", where=where)
+            )
+        else:
+            data = fetch_image(req.image, self.config, "image")
+            hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
+        return {"object": "list", "model": self.model_name, "data": [_standard(h.to_dict()) for h in hits]}
+
+    def _search_image(self, data: bytes, k: int, space: str, where: dict) -> list[Any]:
+        result = self.predictor.run_batch([Post(id="query", image=data)])
+        if not bool(result.output.embeddings.present["image"][0]):
+            problems = "; ".join(str(p) for p in result.batch.problems[0]) or "unreadable"
+            raise InputError(f"image: cannot be used as a query ({problems})")
+        x = result.output.embeddings.image if space == "image" else result.output.fused
+        return self.index.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where)[0]
+
+    async def feedback(self, req: FeedbackRequest) -> dict[str, Any]:
+        if self.memory_dir is None:
+            raise ServiceError(
+                404,
+                "this server has no label memory (start it with --memory DIR)",
+                "invalid_request_error",
+                "no_memory",
+            )
+        post = feedback_post(req, self.config)
+        return await self.run(self._add_feedback, post, req.reviewer, req.note)
+
+    def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
+        from ximgctx.inference.memory import LabelMemory
+
+        from ximgctx.governance import govern
+
+        governed = govern([post], self.governance)
+        if not governed.posts:
+            reasons = sorted(k for k, v in governed.audit.to_dict().get("dropped", {}).items() if v)
+            raise ServiceError(
+                422,
+                f"the post may not be used (governance: {', '.join(reasons) or 'dropped'}); nothing was stored",
+                "invalid_request_error",
+                "not_governed",
+            )
+        kept = governed.posts[0]
+        kept.meta["feedback"] = {
+            "reviewer": reviewer,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"note": note} if note else {}),
+        }
+        memory = self.predictor.memory
+        if memory is None:
+            memory = LabelMemory.for_predictor(self.predictor)
+        added = memory.add(self.predictor, [kept])
+        if added == 0:
+            raise InputError("labels: none of the labels names a task of the model")
+        memory.save(self.memory_dir)
+        self.predictor.memory = memory
+        return {"id": kept.id, "added": added, "memory_size": len(memory)}
+
+    async def _submit(self, batcher: Batcher, posts: list[Post]) -> list[Any]:
+        try:
+            return await batcher.submit(posts)
+        except QueueFull as e:
+            self.metrics.error("queue_full")
+            raise ServiceError(
+                503,
+                f"the server is busy ({e}); retry later",
+                "server_error",
+                "queue_full",
+                headers={"Retry-After": str(self.config.retry_after_s)},
+            ) from None
+
+
+def _standard(obj: Any) -> Any:
+    """JSON-safe: NaN/Infinity become null (standard JSON)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _standard(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_standard(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ app
+def _authorized(service: Service, request: Request) -> bool:
+    if service.config.no_auth:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    token_b = token.strip().encode()
+    ok = False
+    for key in service.config.api_keys:  # every key compared, in constant time
+        ok |= hmac.compare_digest(token_b, key.encode())
+    return ok
+
+
+def _install_handlers(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
+        return _error(e.status, e.message, e.type, e.code, e.headers)
+
+    @app.exception_handler(XimgctxError)
+    async def _input_error(request: Request, e: XimgctxError) -> JSONResponse:
+        service.metrics.error("invalid_input")
+        return _error(400, str(e), "invalid_request_error", "invalid_input")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        service.metrics.error("malformed_request")
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return _error(
+            400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error", "invalid_request"
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, e: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        service.metrics.error("internal")
+        return _error(500, "internal server error", "server_error", "internal_error")
+
+
+def create_app(
+    model: str | Path | Any,
+    *,
+    config: ServeConfig | None = None,
+    policy: Any = None,
+    index: str | Path | Any = None,
+    memory: str | Path | None = None,
+    governance: Any = None,
+    device: str = "auto",
+    expected_sha256: str | None = None,
+) -> FastAPI:
+    """The service as a FastAPI app (for ``uvicorn``, embedding and tests).
+
+    Args:
+        model: a model folder, or a :class:`~ximgctx.Predictor`.
+        config: limits, batching and keys (:class:`ServeConfig`); ``check_auth`` is enforced.
+        policy: a moderation policy or its YAML path (the shipped default when None).
+        index: a search index folder or :class:`~ximgctx.SearchIndex`, for ``/v1/search``.
+        memory: the label memory folder ``/v1/feedback`` adds to (created on the first label); an existing one
+            is loaded and blended into every prediction.
+        governance: the governance policy feedback must pass (the default policy when None).
+        expected_sha256: pin the model folder's artifact digest.
+    """
+    from ximgctx.inference.predictor import Predictor
+
+    config = config or ServeConfig()
+    config.check_auth()
+    predictor = model
+    if not isinstance(model, Predictor):
+        predictor = Predictor.from_pretrained(model, device=device, expected_sha256=expected_sha256)
+    _limit_decoding(predictor, config)
+    if memory is not None and Path(memory).exists():
+        from ximgctx.inference.memory import LabelMemory
+
+        predictor.memory = LabelMemory.load(memory)
+    if index is not None and not hasattr(index, "search_vectors"):
+        from ximgctx.inference.search import SearchIndex
+
+        index = SearchIndex.load(index, predictor=predictor)
+    service = Service(predictor, config, policy=policy, index=index, memory_dir=memory, governance=governance)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        yield
+        await service.stop()
+
+    app = FastAPI(title="ximgctx", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    _install_handlers(app, service)
+    app.add_middleware(_Guard, service=service)
+    _install_routes(app, service)
+    return app
+
+
+def _version() -> str:
+    from ximgctx import __version__
+
+    return __version__
+
+
+def _limit_decoding(predictor: Any, config: ServeConfig) -> None:
+    """The server's decode limits, tightened by (never loosened by) the model's own."""
+    from dataclasses import replace
+
+    proc = predictor.model.processor
+    limits = proc.limits
+    proc.limits = replace(
+        limits,
+        max_pixels=min(limits.max_pixels, config.max_image_pixels),
+        max_bytes=min(limits.max_bytes, config.max_image_bytes),
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Guard:
+    """Pure ASGI middleware: body limit (declared and streamed), auth, readiness, request metrics."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        service, limit = self.service, self.service.config.max_body_bytes
+        start = time.perf_counter()
+        path = scope.get("path", "")
+        route = path if path in _ROUTES else "other"
+        status = {"code": 500}
+
+        async def send_counted(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        async def answer(resp: Response) -> None:
+            await resp(scope, receive, send_counted)
+
+        request = Request(scope)
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = limit + 1
+        try:
+            if declared > limit:
+                service.metrics.error("body_too_large")
+                await answer(_too_large(limit))
+            elif (path.startswith("/v1/") or path == "/metrics") and not _authorized(service, request):
+                service.metrics.error("unauthorized")
+                await answer(
+                    _error(
+                        401,
+                        "missing or invalid API key (Authorization: Bearer KEY)",
+                        "invalid_request_error",
+                        "invalid_api_key",
+                    )
+                )
+            elif path.startswith("/v1/") and not service.ready:
+                await answer(
+                    _error(
+                        503,
+                        "the model is warming up; retry shortly",
+                        "server_error",
+                        "not_ready",
+                        {"Retry-After": "1"},
+                    )
+                )
+            else:
+                received = 0
+
+                async def limited() -> dict:
+                    nonlocal received
+                    message = await receive()
+                    if message["type"] == "http.request":
+                        received += len(message.get("body", b""))
+                        if received > limit:
+                            raise _TooLarge
+                    return message
+
+                try:
+                    await self.app(scope, limited, send_counted)
+                except _TooLarge:
+                    service.metrics.error("body_too_large")
+                    await answer(_too_large(limit))
+        finally:
+            service.metrics.observe_request(route, status["code"], time.perf_counter() - start)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(
+        413, f"request body over the server's {limit} byte limit", "invalid_request_error", "body_too_large"
+    )
+
+
+_ROUTES = ("/v1/moderations", "/v1/predict", "/v1/search", "/v1/feedback", "/healthz", "/readyz", "/metrics")
+
+
+def _install_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/v1/moderations")
+    async def moderations(req: ModerationRequest) -> dict[str, Any]:
+        return await service.moderate(req)
+
+    @app.post("/v1/predict")
+    async def predict(req: ModerationRequest) -> dict[str, Any]:
+        return await service.predict(req)
+
+    @app.post("/v1/search")
+    async def search(req: SearchRequest) -> dict[str, Any]:
+        return await service.search(req)
+
+    @app.post("/v1/feedback")
+    async def feedback(req: FeedbackRequest) -> dict[str, Any]:
+        return await service.feedback(req)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not service.ready:
+            return _error(503, "not ready", "server_error", "not_ready", {"Retry-After": "1"})
+        return JSONResponse({"status": "ready", "model": service.model_name})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)

@@ -1,0 +1,89 @@
+"""What the server allows: every limit on a request is the server's, never the request's or the model's."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ximgctx.errors import ConfigError
+
+__all__ = ["ServeConfig", "is_loopback", "read_api_keys"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_api_keys(path: str | os.PathLike[str] | None = None, env: str = "XIMGCTX_API_KEYS") -> list[str]:
+    """API keys from a file (one per line, ``#`` comments) and/or a comma-separated environment variable."""
+    keys: list[str] = []
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the API key file ({e.strerror or e})") from None
+        keys += [
+            line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+    keys += [k.strip() for k in os.environ.get(env, "").split(",") if k.strip()]
+    short = [k for k in keys if len(k) < 16]
+    if short:
+        raise ConfigError(f"API keys must be at least 16 characters; {len(short)} key(s) are shorter")
+    return keys
+
+
+@dataclass
+class ServeConfig:
+    """The service's settings and limits (``ximgctx serve --help`` lists the matching flags)."""
+
+    host: str = "127.0.0.1"  # address to bind; anything but loopback requires API keys
+    port: int = 8000  # TCP port
+    api_keys: list[str] = field(default_factory=list, repr=False)  # Bearer keys accepted (never logged)
+    no_auth: bool = False  # serve without keys: allowed on a loopback host only
+    max_batch_size: int = 16  # posts coalesced into one model batch
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others to join it
+    max_queue: int = 256  # posts waiting for the model; beyond it requests get 503 + Retry-After
+    max_body_bytes: int = 8 << 20  # request body limit (413 beyond it)
+    max_inputs: int = 32  # inputs (posts) per request
+    max_text_chars: int = 32_000  # characters of one text field (the model caps further before BPE)
+    max_replies: int = 1_000  # replies per post accepted (the model reads its own max_replies of them)
+    max_image_bytes: int = 5 << 20  # decoded bytes of one image
+    max_image_pixels: int = 40_000_000  # decode limit of this process (a model folder may only lower it)
+    allow_url_hosts: list[str] = field(default_factory=list)  # http(s) image hosts allowed; none by default
+    url_timeout_s: float = 5.0  # time limit of one image download from an allowed host
+    explain: str = "flagged"  # moderation explanations: all, flagged, none
+    model_name: str = ""  # the "model" reported in responses (default: ximgctx/<model folder name>)
+    retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"serve.{name} must be a positive integer, got {value!r}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"serve.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if self.explain not in ("all", "flagged", "none"):
+            raise ConfigError(f"serve.explain must be all, flagged or none, got {self.explain!r}")
+        self.allow_url_hosts = [h.lower().strip() for h in self.allow_url_hosts if h.strip()]
+
+    def check_auth(self) -> None:
+        """Refuse to serve without keys anywhere but on loopback."""
+        if self.no_auth and self.api_keys:
+            raise ConfigError("--no-auth was given together with API keys; choose one")
+        if self.no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"--no-auth serves anyone who can reach {self.host}; it is allowed on a loopback host "
+                f"(127.0.0.1) only. Give API keys (--api-key-file or XIMGCTX_API_KEYS) to bind {self.host}"
+            )
+        if not self.no_auth and not self.api_keys:
+            raise ConfigError(
+                "no API keys: give --api-key-file FILE or XIMGCTX_API_KEYS, or --no-auth on 127.0.0.1"
+            )
