@@ -13,7 +13,12 @@ from ximgctx._artifacts import seal_folder, verify_artifact
 from ximgctx.data.post import Post, Reply, load_posts, write_posts
 from ximgctx.governance import govern
 from ximgctx.governance import purge as purge_cli
-from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digest_record, trained_on_counts
+from ximgctx.governance.authors import (
+    MODEL_AUTHORS_FILE,
+    author_digests_of,
+    model_authors_bytes,
+    trained_on_counts,
+)
 from ximgctx.governance.check import is_governed
 from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor, SearchIndex
@@ -116,19 +121,19 @@ def test_purge_rewrites_a_manifest_without_the_authors(
 def _model_with_authors(tmp_path: Path, digests: set[str], key: bytes) -> Path:
     """What training does: the governance author set inside the model folder, listed in its manifest."""
     folder = tiny_model().save_pretrained(tmp_path / "model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = None if manifest.get("format") == "ximgctx-model" else verify_artifact(folder, "model")
     (folder / "governance").mkdir()
     target = folder / MODEL_AUTHORS_FILE
-    target.write_text(json.dumps(author_digest_record(digests, key)))
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("format") == "ximgctx-model":  # the model saver's own manifest
+    target.write_bytes(model_authors_bytes(digests, key))
+    if found is None:  # the model saver's own manifest (before model folders went through _artifacts)
         data = target.read_bytes()
         manifest["files"][MODEL_AUTHORS_FILE] = {
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    else:  # the artifact module's manifest
-        found = verify_artifact(folder, "model")
+    else:  # the artifact module's manifest, rewritten with the new file listed
         (folder / "manifest.json").unlink()
         seal_folder(folder, found.kind, version=found.version, meta=found.meta)
     return folder
@@ -140,6 +145,7 @@ def test_purge_reports_how_many_opted_out_authors_trained_a_model(
     posts = _with_authors(make_posts(12, seed=6))
     result = govern(posts, key=KEY)  # u_gone and u_left are not opted out yet: their words are kept
     assert trained_on_counts(result.author_digests, {"U_GONE", "@u_left", "never-posted"}, KEY) == 2
+    assert author_digests_of(result.posts, KEY) == result.author_digests  # what training computes
     assert trained_on_counts(result.author_digests, {"u_gone"}, b"another-key-0123456789") == 0
     folder = _model_with_authors(tmp_path, result.author_digests, KEY)
     key_file = tmp_path / "governance.key"
@@ -180,7 +186,11 @@ def test_purge_removes_authors_from_an_index_and_a_memory(
 
     predictor = Predictor.from_pretrained(model_dir(), device="cpu")
     governed = govern(_with_authors(make_posts(18, seed=7)), key=KEY).posts
-    gone_ids = {p.id for p in governed if p.meta["author"] in GONE}
+    # a post goes when it or one of its replies is by an opted-out author (the reply is in its embedding)
+    gone_ids = {
+        p.id for p in governed if p.meta["author"] in GONE or any(r.author in GONE for r in p.replies)
+    }
+    assert 0 < len(gone_ids) < len(governed)
     index = SearchIndex.build(predictor, governed)
     index_dir = index.save(tmp_path / "index")
     vectors = {p.id: index.indexes["fused"].reconstruct(i) for i, p in enumerate(governed)}

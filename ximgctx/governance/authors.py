@@ -1,11 +1,15 @@
 """Which authors a model was trained on, kept so that nobody can read it: a keyed digest set.
 
 ``govern`` returns :attr:`GovernanceResult.author_digests`: HMAC-SHA256 (the operator's key) of every
-author whose words were kept (post authors, quoted authors, reply authors). Training writes that set into
-the model folder as :data:`MODEL_AUTHORS_FILE` (listed in the folder's manifest like every other file):
+author whose words were kept (post authors, quoted authors, reply authors); :func:`author_digests_of`
+computes the same set from a governed manifest's posts. Training writes that set into the model folder as
+:data:`MODEL_AUTHORS_FILE` (listed in the folder's manifest like every other file)::
 
-    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digest_record
-    extra_files = {MODEL_AUTHORS_FILE: json.dumps(author_digest_record(result.author_digests, key))}
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digests_of, model_authors_bytes
+    from ximgctx.governance.keys import load_key
+    key, held = load_key(key_file)                      # the key that governed the data
+    data = model_authors_bytes(author_digests_of(train_posts, key), key)
+    # inside save_model's `with write_artifact(...) as tmp:`  (tmp / MODEL_AUTHORS_FILE).write_bytes(data)
 
 Later, ``ximgctx purge --model DIR --opt-out FILE --key-file KEY`` counts how many opted-out authors are in
 the set (:func:`trained_on_counts`): a retrain signal that reveals nobody else, since testing membership
@@ -42,12 +46,29 @@ def author_digest_record(digests: Iterable[str], key: bytes) -> dict[str, Any]:
     }
 
 
+def model_authors_bytes(digests: Iterable[str], key: bytes) -> bytes:
+    """The bytes of :data:`MODEL_AUTHORS_FILE` for a model trained on the authors of ``digests``."""
+    return (json.dumps(author_digest_record(digests, key)) + "\n").encode("utf-8")
+
+
+def author_digests_of(posts: Iterable[Any], key: bytes) -> set[str]:
+    """The keyed digests of every author whose words ``posts`` (governed posts) hold: post, quoted and
+    reply authors, by the one identity rule."""
+    from ximgctx.governance.identity import identities, post_authors
+
+    out: set[str] = set()
+    for p in posts:
+        names = post_authors(p.meta).union(*(identities(r.author) for r in p.replies))
+        out.update(d for d in (author_digest(a, key) for a in names) if d)
+    return out
+
+
 def write_author_digests(path: str | Path, digests: Iterable[str], key: bytes) -> None:
     """Write :func:`author_digest_record` to ``path`` atomically."""
     from ximgctx._artifacts import atomic_output
 
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(author_digest_record(digests, key)) + "\n", encoding="utf-8")
+        Path(tmp).write_bytes(model_authors_bytes(digests, key))
 
 
 def read_author_digests(path: str | Path) -> tuple[set[str], str]:
