@@ -47,7 +47,7 @@ _KIND_ENTITY = {
 _ENTITY_KIND = {v: k for k, v in _KIND_ENTITY.items()}
 _DEFANG = re.compile(
     r"\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\}|\[:\]|\[@\]|\(@\)|\[at\]|\(at\)|\{at\}|hxxp"
-    r"|(?<![\w+])(?<!\d[ .-])00(?=[1-9]\d)",
+    r"|(?<![\w+])(?<!\d[ .-])00(?=[1-9]\d)|(?<=\d )\(0\)\s?",
     re.IGNORECASE,
 )
 _DEFANGED = {
@@ -59,9 +59,9 @@ _DEFANGED = {
     "{at}": "@",
     "hxxp": "http",
     "00": "+",
-}
+}  # and "(0)" after a country code (+44 (0)20 ...) is dropped
 _MAYBE = re.compile(r"[\d@./]|\bdot\b", re.IGNORECASE)
-_TRAILING = ".,;:!?)]}'\"…"
+_TRAILING = ".,;:!?)]}'\"…“”‘’«»"
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def matching_view(text: str) -> tuple[str, list[int], list[int]]:
         if m is None:
             break
         token = m.group()
-        piece = _DEFANGED.get(token.lower(), ".")
+        piece = "" if token.startswith("(0)") else _DEFANGED.get(token.lower(), ".")
         out.append(piece)
         starts.extend([m.start()] * len(piece))
         ends.extend([m.end()] * len(piece))
@@ -166,7 +166,7 @@ def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[
     for r in results:
         kind = _ENTITY_KIND[r.entity_type]
         s, e = _trim(view, r.start, r.end, kind)
-        if e <= s or (kind == "ip" and _version_before(view, s)):
+        if e <= s or _in_code_or_number(view, s, e, kind):
             continue
         found.append(Span(starts[s], ends[e - 1], kind))
     # the longest match wins (an IBAN over the card-like run inside it, @name@host over its email part),
@@ -179,9 +179,17 @@ def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[
     return tuple(sorted(chosen, key=lambda sp: sp.start))
 
 
-def _version_before(text: str, start: int) -> bool:
-    """Whether the IP-like match at ``start`` follows ``v``/``version`` (``v1.2.3.4`` is a version)."""
-    return bool(re.search(r"(?i)(?:\bv|version\s*|ver\.?\s*)$", text[max(0, start - 9) : start]))
+def _in_code_or_number(text: str, s: int, e: int, kind: str) -> bool:
+    """Context that makes a match something else: ``v1.2.3.4`` / ``firmware 4.1.2.7`` (versions, not IPs),
+    ``f(user.name)`` (code, not a URL), a card-like run inside a longer dashed number (an order number)."""
+    before, after = text[max(0, s - 12) : s], text[e : e + 2]
+    if kind == "ip":
+        return bool(re.search(r"(?i)(?:\bv|version\s*|ver\.?\s*|firmware\s*|build\s*|release\s*)$", before))
+    if kind == "url" and not re.match(r"(?i)(?:https?|ftp)://|www\d{0,3}\.", text[s:e]):
+        return bool(re.search(r"\w\($", before) or after.startswith("("))
+    if kind == "card":
+        return bool(re.search(r"\d[-.]$", before) or re.match(r"[-.]\d", after))
+    return False
 
 
 @dataclass

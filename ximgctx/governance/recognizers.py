@@ -216,7 +216,10 @@ class _Crypto(CryptoRecognizer):
         return pattern_text.startswith("0x") or bool(super().validate_result(pattern_text))
 
 
-_FORMATTED_PHONE = re.compile(r"\+?\(?\d{1,4}\)?(?:[ .-]{1,2}\(?\d{2,6}\)?){1,4}")
+_FORMATTED_PHONE = re.compile(
+    r"\+?\(?\d{1,4}\)?(?:[ .-]{1,2}\(?\d{2,6}\)?){1,4}"  # 415-555-0132, +44 7700 900123, (212) 736 5000
+    r"|\+\d{1,3}[ .-]\d(?:[ .-]\d{2,6}){2,5}"  # +33 6 12 34 56 78: one digit after the country code
+)
 _NOT_PHONE_BEFORE = re.compile(
     r"(?i)(?:tracking|track|part|invoice|order|serial|doi|arxiv|isbn|issn|ticket|sku)\W{0,6}(?:no\.?|number|#)?\W{0,3}$"
 )
@@ -245,7 +248,9 @@ class _Phone(PhoneRecognizer):
                 if _DATE.fullmatch(raw) or (raw.isdigit() and region != self.supported_regions[0]):
                     continue
                 digits = sum(c.isdigit() for c in raw)
-                formatted = digits >= 10 and bool(_FORMATTED_PHONE.fullmatch(raw))
+                formatted = digits >= 10 and bool(
+                    _FORMATTED_PHONE.fullmatch(raw.lstrip("[(") if raw[:1] == "[" else raw)
+                )
                 if formatted or (digits >= 7 and phonenumbers.is_valid_number(m.number)):
                     seen.add((m.start, m.end))
                     results.append(RecognizerResult("PHONE_NUMBER", m.start, m.end, 0.6))
