@@ -9,7 +9,7 @@ with a no-op NLP engine (no model is loaded) and the pattern recognizers of
 
 Overlapping matches: the longest wins (an IBAN over the card-like digits inside it, ``@name@host`` over
 its email part), equal lengths by :data:`KINDS` order. Strings that cannot hold any kind (no digit, no ``@``, no
-dot, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from a cache: that
+dot inside a word, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from a cache: that
 is what keeps ``govern`` on ContextBench within a few seconds. Nothing here logs the text it sees.
 """
 
@@ -60,7 +60,11 @@ _DEFANGED = {
     "hxxp": "http",
     "00": "+",
 }  # and "(0)" after a country code (+44 (0)20 ...) is dropped
-_MAYBE = re.compile(r"[\d@./]|\bdot\b", re.IGNORECASE)
+_MAYBE = (
+    re.compile(  # what every kind needs: a digit, @, /, :, a dot inside a word, a spelled or bracketed dot
+        r"[\d@/:]|\w\.\w|\bdot\b|[\[({]\.[\])}]|\bat\s+\w+\s*\.\s*\w", re.IGNORECASE
+    )
+)
 _TRAILING = ".,;:!?)]}'\"…“”‘’«»"
 
 
