@@ -24,7 +24,7 @@ from ximgctx.governance import (
 )
 from ximgctx.governance import cli as govern_cli
 from ximgctx.governance.keys import key_id, load_key
-from ximgctx.governance.pii import luhn_ok
+from ximgctx.governance.pii import NOT_DETECTED, luhn_ok
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -380,6 +380,7 @@ def test_check_governed_refuses_ungoverned_and_accepts_governed(
         "ungoverned_posts": 2,
         "policy_sha256": [GovernancePolicy().digest(load_key()[0])],
         "allowed_ungoverned": False,
+        "redaction_not_detected": NOT_DETECTED,
     }
     forged = Post(id="x", meta={"governance": {"version": 1, "policy_sha256": "not-a-hash"}})
     assert not is_governed(forged)

@@ -201,6 +201,8 @@ def test_meta_is_redacted_at_any_depth_with_exact_keep_paths() -> None:
             "user_id": "jane@example.com",  # not id-like: redacted
         },
         "phone": 4155550132,
+        "card_number": 4111111111111111,
+        "count": 1234567,
         "media": {"image": {"alt_text": "sign says call +44 20 7946 0958"}},
         "deep": [[{"note": ["x", {"y": "ssn 536-22-8726"}]}]],
         "jane@example.com": "a key holding an email",
@@ -210,7 +212,8 @@ def test_meta_is_redacted_at_any_depth_with_exact_keep_paths() -> None:
     assert out["lang"] == "call 415-555-0132"
     assert out["original"] == {"type": "[CARD]", "author": "[EMAIL]", "lang": "[EMAIL]",
                                "tweet_id": "1580000000000000001", "user_id": "[EMAIL]"}  # fmt: skip
-    assert out["phone"] == "[PHONE]" and out["author_id"] == 12345
+    assert out["phone"] == "[PHONE]" and out["card_number"] == "[CARD]" and out["count"] == 1234567
+    assert out["author_id"] == 12345
     assert out["media"]["image"]["alt_text"] == "sign says call [PHONE]"
     assert out["deep"] == [[{"note": ["x", {"y": "ssn [SSN]"}]}]]
     assert "[EMAIL]" in out and "jane@example.com" not in json.dumps(out)

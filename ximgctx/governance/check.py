@@ -18,6 +18,7 @@ from typing import Any
 from ximgctx.data.post import Post
 from ximgctx.errors import InputError
 from ximgctx.governance.core import MARKER_KEY, MARKER_VERSION
+from ximgctx.governance.pii import NOT_DETECTED
 
 logger = logging.getLogger(__name__)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -64,6 +65,7 @@ class GovernanceStatus:
             "ungoverned_posts": self.ungoverned,
             "policy_sha256": list(self.policy_sha256),
             "allowed_ungoverned": self.allowed_ungoverned,
+            "redaction_not_detected": NOT_DETECTED,  # the redactor's known gap, stated in every model card
         }
 
 

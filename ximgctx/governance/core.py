@@ -36,7 +36,7 @@ from ximgctx.governance import flags
 from ximgctx.governance.flags import is_direct_message
 from ximgctx.governance.identity import MENTION_KEYS, author_digest, author_of, identities, post_authors
 from ximgctx.governance.keys import key_id, load_key
-from ximgctx.governance.pii import KINDS, Redactor
+from ximgctx.governance.pii import KINDS, NOT_DETECTED, Redactor
 from ximgctx.governance.policy import GovernancePolicy
 
 logger = logging.getLogger(__name__)
@@ -108,16 +108,10 @@ class AuditReport:
             "digest": {"kind": "hmac-sha256", "key_held": self.key_held},
             "redaction": {
                 "engine": "presidio pattern recognizers + phonenumbers",
-                "not_detected": _not_detected(),
+                "not_detected": NOT_DETECTED,
             },
             "counts_add_up": True,
         }
-
-
-def _not_detected() -> str:
-    from ximgctx.governance.recognizers import NOT_DETECTED
-
-    return NOT_DETECTED
 
 
 @dataclass

@@ -15,7 +15,7 @@ real and not a file extension or a dotted code name such as ``ASP.NET``/``Socket
 
 Not detected: personal names and addresses without a street number, which need a named-entity model.
 No spaCy English model is published on the package index by its authors (only third-party re-uploads),
-so none is installed; the model card's governance section states this gap (:data:`NOT_DETECTED`).
+so none is installed; the model card's governance section states this gap (:data:`ximgctx.governance.pii.NOT_DETECTED`).
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
     UsSsnRecognizer,
 )
-
-#: personal data this redactor does not find, for the model card
-NOT_DETECTED = (
-    "personal names and street addresses without a house number (no named-entity model is installed: "
-    "spaCy's English models are not published on the package index by their authors)"
-)
-
 
 _FLAGS = re.DOTALL | re.MULTILINE  # Presidio's default adds IGNORECASE, which street names must not have
 
