@@ -85,6 +85,11 @@ def items(seed: int = 1) -> list[tuple[str, str, str]]:
             f"https://{host}{path}", f"http://www.{host}{path}", f"www.{host}{path}", f"{host}{path or '/x'}",
             f"hxxp://{h}[.]{t}{path}", f"hxxps://{host}{path}", f"{h}[.]{t}/x",
         ])))  # fmt: skip
+    return _numbers(rng, out)
+
+
+def _numbers(rng: random.Random, out: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Cards, IBANs, SSNs, IPs, crypto addresses and street addresses, then the templates."""
     for _ in range(30):
         n = _luhn(rng.choice(["4", "51", "37", "6011"]), rng, 16)
         out.append(("card", rng.choice([n, " ".join(n[i:i + 4] for i in range(0, 16, 4)),

@@ -31,6 +31,12 @@ from ximgctx.governance.pii import DEFAULT_REGIONS, DEFAULT_TOKENS, KINDS
 _NEVER_ALLOWED = {"direct", "dm", "private", "direct_message"}
 
 
+def _strings(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"governance policy: {name} must be a list of non-empty strings, got {value!r}")
+    return [v.strip() for v in value]
+
+
 @dataclass
 class GovernancePolicy:
     """Rules :func:`ximgctx.governance.govern` applies. Every field has a safe default."""
@@ -63,40 +69,7 @@ class GovernancePolicy:
     keep_id_fields: bool = True  # keep "id"/"*_id" and the top-level author value when they look like ids
 
     def __post_init__(self) -> None:
-        def strings(name: str, value: Any) -> list[str]:
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise ConfigError(
-                    f"governance policy: {name} must be a list of non-empty strings, got {value!r}"
-                )
-            return [v.strip() for v in value]
-
-        self.allowed_visibilities = [
-            flags.norm_value(v) for v in strings("allowed_visibilities", self.allowed_visibilities)
-        ]
-        for name in ("non_public_visibilities", "dm_types", "opt_out_flags"):
-            setattr(self, name, [flags.norm_value(v) for v in strings(name, getattr(self, name))])
-        if self.unknown_reply_author not in ("keep", "drop"):
-            raise ConfigError(
-                f"governance policy: unknown_reply_author must be 'keep' or 'drop', got {self.unknown_reply_author!r}"
-            )
-        if not self.allowed_visibilities:
-            raise ConfigError(
-                "governance policy: allowed_visibilities must not be empty (nothing could be kept)"
-            )
-        bad = sorted(
-            set(self.allowed_visibilities)
-            & {
-                *_NEVER_ALLOWED,
-                *flags.NON_PUBLIC_VISIBILITIES,
-                *flags.DM_VISIBILITIES,
-                *self.non_public_visibilities,
-            }
-        )
-        if bad:
-            raise ConfigError(
-                f"governance policy: allowed_visibilities must not include {bad}: direct messages and "
-                "non-public posts are never trained on"
-            )
+        self._check_visibilities()
         for name in (
             "drop_direct_messages",
             "honor_post_opt_out",
@@ -112,13 +85,46 @@ class GovernancePolicy:
             raise ConfigError(
                 "governance policy: drop_direct_messages must be true: direct messages are never trained on"
             )
+        if self.unknown_reply_author not in ("keep", "drop"):
+            raise ConfigError(
+                f"governance policy: unknown_reply_author must be 'keep' or 'drop', got {self.unknown_reply_author!r}"
+            )
         raw = (
             [str(a) for a in self.opt_out_authors]
             if isinstance(self.opt_out_authors, list)
             else self.opt_out_authors
         )
-        self.opt_out_authors = sorted({normalize_author(a) for a in strings("opt_out_authors", raw)} - {None})
-        self.redact = strings("redact", self.redact)
+        self.opt_out_authors = sorted(
+            {normalize_author(a) for a in _strings("opt_out_authors", raw)} - {None}
+        )
+        self._check_redaction()
+        self.meta_keep_keys = _strings("meta_keep_keys", self.meta_keep_keys)
+
+    def _check_visibilities(self) -> None:
+        self.allowed_visibilities = [
+            flags.norm_value(v) for v in _strings("allowed_visibilities", self.allowed_visibilities)
+        ]
+        for name in ("non_public_visibilities", "dm_types", "opt_out_flags"):
+            setattr(self, name, [flags.norm_value(v) for v in _strings(name, getattr(self, name))])
+        if not self.allowed_visibilities:
+            raise ConfigError(
+                "governance policy: allowed_visibilities must not be empty (nothing could be kept)"
+            )
+        never = {
+            *_NEVER_ALLOWED,
+            *flags.NON_PUBLIC_VISIBILITIES,
+            *flags.DM_VISIBILITIES,
+            *self.non_public_visibilities,
+        }
+        bad = sorted(set(self.allowed_visibilities) & never)
+        if bad:
+            raise ConfigError(
+                f"governance policy: allowed_visibilities must not include {bad}: direct messages and "
+                "non-public posts are never trained on"
+            )
+
+    def _check_redaction(self) -> None:
+        self.redact = _strings("redact", self.redact)
         unknown = [k for k in self.redact if k not in KINDS]
         if unknown:
             raise ConfigError(f"governance policy: redact kinds must be among {list(KINDS)}, got {unknown}")
@@ -136,16 +142,14 @@ class GovernancePolicy:
                 raise ConfigError(f"governance policy: tokens.{k} must be a non-empty string, got {v!r}")
             tokens[k] = v
         self.tokens = tokens
-        regions = phonenumbers.SUPPORTED_REGIONS
-        for r in [self.phone_region, *strings("extra_phone_regions", self.extra_phone_regions)]:
-            if not isinstance(r, str) or r.upper() not in regions:
+        for r in [self.phone_region, *_strings("extra_phone_regions", self.extra_phone_regions)]:
+            if not isinstance(r, str) or r.upper() not in phonenumbers.SUPPORTED_REGIONS:
                 raise ConfigError(
                     f"governance policy: phone region must be an ISO 3166 region code that "
                     f"phonenumbers knows (e.g. 'US', 'GB', 'DE'), got {r!r}"
                 )
         self.phone_region = self.phone_region.upper()
         self.extra_phone_regions = [r.upper() for r in self.extra_phone_regions]
-        self.meta_keep_keys = strings("meta_keep_keys", self.meta_keep_keys)
 
     @property
     def phone_regions(self) -> tuple[str, ...]:
