@@ -255,11 +255,13 @@ def test_the_published_digest_does_not_reveal_a_one_id_opt_out_list() -> None:
     )
     head, tail = (part.encode() for part in template.split("\\u0000"))
     found = 0
+    target = bytes.fromhex(published)
+    prefix = hashlib.sha256(head)  # the policy JSON up to the id, hashed once
     for i in range(1_000_000):
         candidate = f"u{i:06d}".encode()
-        blob = head + candidate + tail
-        found += hashlib.sha256(blob).hexdigest() == published
-        found += hashlib.sha256(candidate).hexdigest() == published
+        h = prefix.copy()
+        h.update(candidate + tail)
+        found += h.digest() == target or hashlib.sha256(candidate).digest() == target
     assert found == 0
     assert (head + secret_id.encode() + tail) == json.dumps(
         policy.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -284,3 +286,30 @@ def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert policy.digest(KEY) == policy.digest(KEY) != policy.digest(b"o" * 32)
     marker = govern([_post("p", PUBLIC)], policy, key=KEY).posts[0].meta["governance"]
     assert marker == {"version": 2, "policy_sha256": policy.digest(KEY), "key_id": key_id(KEY)}
+
+
+def test_govern_cli_keys_the_digest_and_writes_the_author_set(tmp_path: Path) -> None:
+    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.governance import cli as govern_cli
+    from ximgctx.governance.authors import read_author_digests, trained_on_counts
+
+    data = tmp_path / "posts.jsonl"
+    write_posts([_post("a", {**PUBLIC, "author": "alice"}, replies=[Reply("hi", "bob")]),
+                 _post("b", {"visibility": "private", "author": "carol"})], data)  # fmt: skip
+    key_file = tmp_path / "governance.key"
+    key_file.write_bytes(KEY)
+    out, report, authors = tmp_path / "g.jsonl", tmp_path / "audit.json", tmp_path / "authors.json"
+    args = ["--data", str(data), "--out", str(out), "--report", str(report), "--key-file", str(key_file)]
+    assert govern_cli.main([*args, "--authors", str(authors)]) == 0
+    marker = load_posts(out)[0].meta["governance"]
+    assert marker["policy_sha256"] == GovernancePolicy().digest(KEY) and marker["key_id"] == key_id(KEY)
+    audit = json.loads(report.read_text())
+    assert audit["digest"] == {"kind": "hmac-sha256", "key_held": True}
+    assert audit["redaction"]["not_detected"].startswith("personal names")
+    digests, kid = read_author_digests(authors)
+    assert kid == key_id(KEY) and trained_on_counts(digests, {"ALICE", "@bob", "carol"}, KEY) == 2
+    assert KEY.decode() not in authors.read_text() + report.read_text() + out.read_text()
+    assert (
+        govern_cli.main(["--data", str(data), "--out", str(tmp_path / "g.parquet"), "--report", str(report)])
+        == 2
+    )
