@@ -172,3 +172,21 @@ def test_policy_init_writes_a_review_only_policy_the_model_accepts(tmp_path):
     assert (
         main(["policy", "init", "--model", str(model_dir()), "--out", str(out)]) == 0
     )  # replaced atomically
+
+
+def test_server_decode_limits_and_no_paths(tmp_path):
+    from ximgctx.data.post import Post
+    from ximgctx.inference import Predictor
+
+    predictor = Predictor.from_pretrained(model_dir())
+    app = create_app(predictor, config=ServeConfig(no_auth=True, max_image_pixels=1000))
+    proc = app.state.service.predictor.model.processor
+    assert proc.limits.max_pixels == 1000  # the server's limit, not the model's
+    secret = tmp_path / "secret.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(secret)
+    batch = proc([Post(id="p", image=str(secret))])  # a path never reaches the model's reads
+    assert batch.image_mask.tolist() == [False]
+    assert [p.kind for p in batch.problems[0]] == ["outside_root"]
+    assert str(tmp_path) not in str(batch.problems[0][0])

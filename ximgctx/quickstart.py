@@ -370,7 +370,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
         say(
             f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(governed['train'])} image+text pairs ..."
         )
-        pre = pretrain(pre_cfg, train_posts=governed["train"])
+        pre = pretrain(pre_cfg, train_posts=governed["train"], overwrite=True)
         encoder_weights = str(pre.model_dir / ENCODER_WEIGHTS)
     else:
         say("[3/6] contrastive pretraining skipped (skip_pretrain)")
@@ -393,7 +393,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     say(
         f"[4/6] fine-tuning: LoRA r={model_cfg.lora.r if model_cfg.lora else '-'} + {model_cfg.fusion.kind} fusion ..."
     )
-    fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"])
+    fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"], overwrite=True)
     timings["train"] = time.time() - t
 
     # 5. calibration and evaluation --------------------------------------------------------------------------

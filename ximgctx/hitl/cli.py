@@ -180,13 +180,12 @@ def _ids_in(path: str) -> list[str]:
 
 def _select(args: argparse.Namespace) -> int:
     from ximgctx.data.post import load_posts, write_posts
-    from ximgctx.hitl.memory import MemoryPredictor
     from ximgctx.hitl.select import select_for_labeling
     from ximgctx.inference.predictor import Predictor
 
-    predictor: Any = Predictor.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-    if args.memory:
-        predictor = MemoryPredictor.load(predictor, args.memory)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, batch_size=args.batch_size, memory=args.memory
+    )
     pool = load_posts(args.pool)
     labeled = [i for path in args.labeled for i in _ids_in(path)]
     chosen = select_for_labeling(
@@ -294,7 +293,7 @@ def _memory(args: argparse.Namespace) -> int:
     )
     reference = load_posts(args.reference, on_error="skip") if args.reference else None
     added = memory.add(predictor, posts, reference=reference)
-    memory.save(folder)
+    memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(
         {
             "memory": str(folder),

@@ -36,10 +36,32 @@ from ximgctx.config import LORA_PRESETS, LoraSettings
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
 _TOWER_PREFIX = {"image": "visual.", "text": ""}
+#: transformers CLIP/SigLIP: the Linear layers of each preset, by their last name (attention layers call their
+#: projections as modules, so q/k/v/out_proj adapters all run; SigLIP's pooling-head MHA is left out, since stock
+#: peft would not reproduce it)
+_HF_LINEAR_PRESETS = {"attn": ("q_proj", "k_proj", "v_proj", "out_proj"), "mlp": ("fc1", "fc2")}
+
+
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "vision_model") and hasattr(model, "text_model")
 
 
 def _tower_of(name: str) -> str:
-    return "image" if name.startswith("visual.") else "text"
+    return "image" if name.startswith(("visual.", "vision_model.")) else "text"
+
+
+def _hf_preset_match(name: str, module: nn.Module, wanted: set[str]) -> bool:
+    """Whether a transformers CLIP/SigLIP module belongs to one of the ``wanted`` presets."""
+    last = name.rsplit(".", 1)[-1]
+    if not name.startswith(("vision_model.", "text_model.")):
+        return False  # the projections between the towers and the contrastive space stay frozen
+    if isinstance(module, nn.Linear):
+        if ".head.attention." in name:
+            return False
+        return any(p in wanted and last in names for p, names in _HF_LINEAR_PRESETS.items())
+    if isinstance(module, nn.Embedding):
+        return "embed" in wanted and last == "token_embedding"
+    return isinstance(module, nn.Conv2d) and "conv" in wanted
 
 
 def _inside_block(name: str) -> bool:
@@ -48,7 +70,12 @@ def _inside_block(name: str) -> bool:
 
 
 def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
-    """Full module names of ``model`` (an open_clip model) that the presets select, sorted."""
+    """Full module names of ``model`` (an open_clip or transformers CLIP/SigLIP model) the presets select.
+
+    transformers models: ``attn`` = ``q_proj``/``k_proj``/``v_proj``/``out_proj``, ``mlp`` = ``fc1``/``fc2``,
+    ``embed`` = the text tower's ``token_embedding``, ``conv`` = the patch embedding.
+    """
+    hf = _is_hf(model)
     wanted = set(settings.targets)
     presets = set(LORA_PRESETS)
     explicit = wanted - presets
@@ -70,6 +97,9 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
             continue
         if name in explicit or any(name.endswith("." + e) for e in explicit):
             names.add(name)
+        elif hf:
+            if _hf_preset_match(name, module, wanted):
+                names.add(name)
         elif "attn" in wanted and isinstance(module, nn.MultiheadAttention):
             names.add(name)
         elif "mlp" in wanted and isinstance(module, nn.Linear) and _inside_block(name) and ".mlp." in name:

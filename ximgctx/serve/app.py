@@ -186,9 +186,8 @@ class Service:
         return await self.run(self._add_feedback, post, req.reviewer, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
-        from ximgctx.inference.memory import LabelMemory
-
         from ximgctx.governance import govern
+        from ximgctx.inference.memory import LabelMemory
 
         governed = govern([post], self.governance)
         if not governed.posts:
@@ -343,15 +342,16 @@ def _version() -> str:
 
 
 def _limit_decoding(predictor: Any, config: ServeConfig) -> None:
-    """The server's decode limits, tightened by (never loosened by) the model's own."""
-    from dataclasses import replace
+    """The server's decode limits (a model folder may only lower them) and confined reads: requests carry
+    image bytes only, and any path reaching the processor is refused (the root is an empty private folder)."""
+    import tempfile
 
-    proc = predictor.model.processor
-    limits = proc.limits
-    proc.limits = replace(
-        limits,
-        max_pixels=min(limits.max_pixels, config.max_image_pixels),
-        max_bytes=min(limits.max_bytes, config.max_image_bytes),
+    from ximgctx.data.images import ImageLimits, ImageRoot
+
+    limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
+    empty = tempfile.mkdtemp(prefix="ximgctx-serve-noimages-")
+    predictor.model.processor = predictor.model.build_processor(
+        limits=limits, image_root=ImageRoot(empty, confine=True)
     )
 
 
