@@ -186,6 +186,7 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
             str(reference),
             "--device",
             "cpu",
+            "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is tested in test_governance_purge
         ],
         command="memory",
     )

@@ -90,7 +90,8 @@ def test_image_task_filter_never_matches_imageless_posts() -> None:
 
 def _index_cli(data: Path, out: Path | str, *extra: str) -> int:
     args = ["--model", str(model_dir()), "--data", str(data), "--out", str(out), "--device", "cpu"]
-    return cli_main([*args, "--no-progress", *extra], command="index")
+    # the posts are not governed (this tests the output folder; the governance refusal is in test_governance_purge)
+    return cli_main([*args, "--no-progress", "--allow-ungoverned", *extra], command="index")
 
 
 def test_index_cli_never_clobbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -65,6 +65,21 @@ class PostValidationError(InputError):
         self.reason = message
 
 
+#: keys a reply object may name its author under (the same as ximgctx.governance.identity.AUTHOR_KEYS reads)
+_REPLY_AUTHOR_KEYS = (
+    "author",
+    "user",
+    "username",
+    "screen_name",
+    "user_id",
+    "author_id",
+    "account",
+    "acct",
+    "handle",
+)
+_ACCOUNT_ID_KEYS = ("id", "user_id", "username", "screen_name", "handle", "acct", "name")
+
+
 @dataclass
 class Reply:
     """A reply under a post."""
@@ -190,8 +205,12 @@ def _check_replies(raw_replies: Any, ctx: dict[str, Any]) -> list[Reply]:
                 raise PostValidationError(
                     f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
                 )
-            author = r.get("author")
-            if author is not None and not isinstance(author, (str, int)):
+            # the author under any common key, or the id of an {id, username} object (governance matches
+            # opt-outs against it: a reply must not lose its author to a key name)
+            author = next((r[k] for k in _REPLY_AUTHOR_KEYS if r.get(k) is not None), None)
+            if isinstance(author, Mapping):
+                author = next((author[k] for k in _ACCOUNT_ID_KEYS if author.get(k) is not None), None)
+            if author is not None and (isinstance(author, bool) or not isinstance(author, (str, int))):
                 raise PostValidationError(
                     f"reply author must be a string, got {type(author).__name__}",
                     field=f"replies[{i}].author",

@@ -259,12 +259,16 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     add.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add.add_argument(
+        "--allow-ungoverned", action="store_true", help="add posts that did not pass ximgctx govern"
+    )
 
 
 def _memory(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ximgctx.data.post import LoadReport, load_posts
+    from ximgctx.governance import require_governed
     from ximgctx.hitl.memory import LabelMemory, default_memory_dir
     from ximgctx.inference.predictor import Predictor
 
@@ -282,6 +286,11 @@ def _memory(args: argparse.Namespace) -> int:
         memory.config = replace(memory.config, **overrides)
     report = LoadReport()
     posts = load_posts(args.data, on_error="skip", report=report)
+    posts = list(
+        require_governed(
+            posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
+        )
+    )
     reference = load_posts(args.reference, on_error="skip") if args.reference else None
     added = memory.add(predictor, posts, reference=reference)
     memory.save(folder, inputs=[args.data, args.reference, args.model])

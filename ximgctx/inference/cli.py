@@ -80,6 +80,9 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument(
             "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
         )
+        p.add_argument(
+            "--allow-ungoverned", action="store_true", help="index posts that did not pass ximgctx govern"
+        )
     elif command == "search":
         p.add_argument("--index", required=True, help="index folder written by ximgctx index")
         q = p.add_mutually_exclusive_group(required=True)
@@ -294,6 +297,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _index(args: argparse.Namespace) -> int:
     from ximgctx.data.post import load_posts
+    from ximgctx.governance import require_governed
     from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
@@ -302,6 +306,7 @@ def _index(args: argparse.Namespace) -> int:
     )
     _confine_images(args, predictor)
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
+    posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
     )
