@@ -206,7 +206,7 @@ def test_mmhs150k(tmp_path: Path) -> None:
 
 def test_memotion(tmp_path: Path) -> None:
     src = tmp_path / "memotion_dataset_7k"
-    for name in ("image_1.jpg", "image_2.jpeg", "image_3.JPG", "image_5.png"):
+    for name in ("image_1.jpg", "image_2.jpeg", "image_3.JPG", "image_5.png", "image_1.png"):
         touch(src / "images" / name)
     # The Kaggle copy: an unnamed pandas index column; written with a BOM here, as Excel saves it.
     rows = [
@@ -216,12 +216,15 @@ def test_memotion(tmp_path: Path) -> None:
         "2,image_3.JPG,x,y,very_funny,twisted_meaning,very_offensive,not_motivational,Positive",
         "3,image_4.png,x,y,funny,very_twisted,slight,not_motivational,neutral",
         "4,image_5.png,x,y,funny,unknown_value,slight,not_motivational,neutral",
+        "5,image_1.png,another meme,same stem,funny,general,slight,not_motivational,neutral",
     ]
     write(src / "labels.csv", "\ufeff" + "\n".join(rows) + "\n")
     res = ADAPTERS["memotion"].convert(tmp_path)  # the parent of memotion_dataset_7k works too
     posts = by_id(res)
-    assert sorted(posts) == ["image_1", "image_2", "image_3"]
-    p = posts["image_1"]
+    # ids are the file names with their extension: image_1.jpg and image_1.png are two posts
+    assert sorted(posts) == ["image_1.jpg", "image_1.png", "image_2.jpeg", "image_3.JPG"]
+    assert posts["image_1.png"].text == "same stem" and res.skipped == 2
+    p = posts["image_1.jpg"]
     assert p.text == "LOOK THERE MY FRIEND, LIGHTYEAR"
     assert p.image == str((src / "images" / "image_1.jpg").resolve())
     assert p.labels == {
@@ -231,8 +234,8 @@ def test_memotion(tmp_path: Path) -> None:
         "motivational": "not_motivational",
         "sentiment": "very_positive",
     }
-    assert posts["image_2"].text == "ocr only"  # empty text_corrected falls back to the OCR text
-    assert posts["image_3"].labels["sentiment"] == "positive"  # compared case-insensitively
+    assert posts["image_2.jpeg"].text == "ocr only"  # empty text_corrected falls back to the OCR text
+    assert posts["image_3.JPG"].labels["sentiment"] == "positive"  # compared case-insensitively
     assert "Unnamed: 0" not in p.meta["original"] and "" not in p.meta["original"]
     assert "not found" in problem_at(res, "labels.csv", 5, "image_name").reason
     assert "unknown_value" in problem_at(res, "labels.csv", 6, "sarcasm").reason
@@ -279,7 +282,7 @@ def test_mmsd2(tmp_path: Path) -> None:
 
 def test_multioff(tmp_path: Path) -> None:
     src = tmp_path / "MultiOFF_Dataset"
-    for name in ("10-Things-Hillary.png", "3lb2hb.jpg"):
+    for name in ("10-Things-Hillary.png", "3lb2hb.jpg", "3lb2hb.png"):
         touch(src / "Labelled Images" / name)
     write(
         src / "Split Dataset" / "Training_meme_dataset.csv",
@@ -287,17 +290,19 @@ def test_multioff(tmp_path: Path) -> None:
         '10-Things-Hillary.png,"10 things hillary, explained",offensive\n'
         "3lb2hb.jpg,when you vote,Non-offensiv\n"
         "missing.png,gone,offensive\n"
-        "3lb2hb.jpg,dup with other label,maybe\n",
+        "3lb2hb.jpg,dup with other label,maybe\n"
+        "3lb2hb.png,same stem,offensive\n",
         encoding="cp1252",
     )
     write(src / "Split Dataset" / "Testing_meme_dataset.csv", "image_name,sentence,label\n")
     res = ADAPTERS["multioff"].convert(src)
     posts = by_id(res)
-    assert sorted(posts) == ["10-Things-Hillary", "3lb2hb"]
-    assert posts["10-Things-Hillary"].text == "10 things hillary, explained"
-    assert posts["10-Things-Hillary"].labels == {"offensive": "offensive"}
-    assert posts["3lb2hb"].labels == {"offensive": "not_offensive"}
-    assert posts["3lb2hb"].image == str((src / "Labelled Images" / "3lb2hb.jpg").resolve())
+    assert sorted(posts) == ["10-Things-Hillary.png", "3lb2hb.jpg", "3lb2hb.png"]  # file names: no collision
+    assert posts["10-Things-Hillary.png"].text == "10 things hillary, explained"
+    assert posts["10-Things-Hillary.png"].labels == {"offensive": "offensive"}
+    assert posts["3lb2hb.jpg"].labels == {"offensive": "not_offensive"}
+    assert posts["3lb2hb.png"].labels == {"offensive": "offensive"} and res.skipped == 2
+    assert posts["3lb2hb.jpg"].image == str((src / "Labelled Images" / "3lb2hb.jpg").resolve())
     assert "not found" in problem_at(res, "Training_meme_dataset.csv", 4, "image_name").reason
     assert "maybe" in problem_at(res, "Training_meme_dataset.csv", 5, "label").reason
     with pytest.raises(AdapterError, match=r"Validation_meme_dataset\.csv not found"):
@@ -412,6 +417,15 @@ def test_fakeddit(tmp_path: Path) -> None:
     assert "not found" in problem_at(res, "multimodal_train.tsv", 4, "id").reason
     assert "0-5" in problem_at(res, "multimodal_train.tsv", 5, "6_way_label").reason
     assert res.skipped == 2
+    assert res.counts == {  # every comment dropped or altered is counted, and shown in the summary
+        "empty, deleted or removed comment bodies, skipped": 1,
+        "comments by a deleted account, kept without an author": 1,
+        "comments on submissions outside the converted splits, skipped": 1,
+        "posts by a deleted account, kept without an author": 1,
+    }
+    assert "1 empty, deleted or removed comment bodies, skipped" in res.summary()
+    comments = 5
+    assert len(p.replies) + len(q.replies) + 2 == comments  # two comments not kept, both counted
     (src / "all_comments.tsv").unlink()
     res2 = ADAPTERS["fakeddit"].convert(src, split="train")
     assert all(not p.replies for p in res2.posts)

@@ -18,7 +18,7 @@ FILES = sorted(CONFIGS.rglob("*.yaml")) + sorted(CONFIGS.rglob("*.yml"))
 
 def kind_of(data: dict) -> str:
     keys = set(data)
-    if "bench" in keys and "model" in keys:
+    if "contextbench" in keys and "model" in keys:
         return "quickstart"
     if "model" in keys:
         return "experiment"

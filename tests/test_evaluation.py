@@ -194,7 +194,8 @@ def test_evaluate_reports_every_ablation_beside_the_oracle(
 def test_masking_a_modality_changes_predictions(bench: Path, model: ContextModel) -> None:
     from torch.utils.data import DataLoader
 
-    from ximgctx.evaluation.predict import PostDataset, predict
+    from ximgctx.data.dataset import PostDataset
+    from ximgctx.evaluation.predict import predict
 
     posts = load_posts(bench / "test.jsonl")
     loader = DataLoader(PostDataset(posts), batch_size=8, collate_fn=model.processor)

@@ -23,7 +23,8 @@ from ximgctx.governance import (
     is_governed,
 )
 from ximgctx.governance import cli as govern_cli
-from ximgctx.governance.pii import luhn_ok
+from ximgctx.governance.keys import key_id, load_key
+from ximgctx.governance.pii import NOT_DETECTED, luhn_ok
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def test_default_policy_yaml_validates_and_is_the_default() -> None:
     [
         ({"allowed_visibilities": ["public", "direct"]}, "direct"),
         ({"allowed_visibilities": []}, "allowed_visibilities"),
-        ({"redact": ["email", "ssn"]}, "ssn"),
+        ({"redact": ["email", "passport"]}, "passport"),  # ssn became a real kind
         ({"phone_region": "XX"}, "'XX'"),
         ({"drop_direct_messages": False}, "drop_direct_messages"),
         ({"tokens": {"email": ""}}, "tokens.email"),
@@ -141,11 +142,18 @@ def test_govern_invariants(caplog: pytest.LogCaptureFixture) -> None:
     assert posts_counts["dropped"] == {
         "opted_out_author": 3,
         "direct_message": 3,
+        "deleted": 0,
+        "private_account": 0,
         "visibility_missing": 1,
+        "visibility_unknown": 0,
         "non_public": 2,
     }
     assert set(posts_counts["dropped"]) == set(DROP_REASONS)
-    assert audit["replies"] == {"input": 5, "kept": 3, "removed": {"opted_out_author": 2}}
+    assert audit["replies"] == {
+        "input": 5,
+        "kept": 3,
+        "removed": {"opted_out_author": 2, "unknown_author": 0},
+    }
     assert audit["redactions"]["email"] == 1 and audit["redactions"]["phone"] == 1
     assert audit["redactions"]["url"] == 1 and audit["policy"]["opt_out_authors"] == 1  # a count, not ids
 
@@ -173,7 +181,12 @@ def test_contextbench_like_posts_pass_unchanged_but_for_the_marker() -> None:
         a = after.to_dict()
         marker = a["meta"].pop("governance")
         assert a == before.to_dict()
-        assert marker == {"version": 1, "policy_sha256": GovernancePolicy().sha256()}
+        key = load_key()[0]  # no key given: the process key
+        assert marker == {
+            "version": 2,
+            "policy_sha256": GovernancePolicy().digest(key),
+            "key_id": key_id(key),
+        }
     assert sum(result.audit.redactions.values()) == 0
 
 
@@ -365,8 +378,9 @@ def test_check_governed_refuses_ungoverned_and_accepts_governed(
         "posts": 7,
         "governed_posts": 5,
         "ungoverned_posts": 2,
-        "policy_sha256": [GovernancePolicy().sha256()],
+        "policy_sha256": [GovernancePolicy().digest(load_key()[0])],
         "allowed_ungoverned": False,
+        "redaction_not_detected": NOT_DETECTED,
     }
     forged = Post(id="x", meta={"governance": {"version": 1, "policy_sha256": "not-a-hash"}})
     assert not is_governed(forged)

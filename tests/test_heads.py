@@ -90,7 +90,8 @@ def test_unknown_label_masks_that_task_and_reports() -> None:
     batch = model.processor([Post("x", None, "hi", [], {"meaning": "sarcastic", "intent": ["joke"]})])
     assert batch.label_mask["meaning"].tolist() == [False]
     assert batch.label_mask["intent"].tolist() == [True]
-    assert any("unknown label 'sarcastic'" in p for p in batch.problems[0])
+    assert any("unknown label 'sarcastic'" in str(p) for p in batch.problems[0])
+    assert [(p.field, p.kind) for p in batch.problems[0]] == [("labels.meaning", "invalid_label")]
 
 
 def test_zero_shot_head_reproduces_clip_similarity(posts) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ximgctx import Post, Reply, write_posts
-from ximgctx.hitl import LabelMemory, MemoryConfig, MemoryPredictor, default_memory_dir, select_for_labeling
+from ximgctx.hitl import LabelMemory, MemoryConfig, default_memory_dir, select_for_labeling
 from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor
 
@@ -73,6 +73,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
+def _with(predictor: Predictor, memory: LabelMemory) -> Predictor:
+    """The same model, through a predictor that reads ``memory``."""
+    return Predictor(predictor.model, device="cpu", batch_size=predictor.batch_size, memory=memory)
+
+
 def _memory(world: dict, config: MemoryConfig | None = None) -> LabelMemory:
     memory = LabelMemory.for_predictor(world["predictor"], config)
     memory.set_center(world["center"])
@@ -92,7 +97,7 @@ def test_memory_shifts_a_near_duplicate_and_leaves_a_far_post_unchanged(world: d
     s_far = memory.neighbours(emb[1:], "meaning")[0][0, 0]
     assert s_near >= 0.9 > s_far, (s_near, s_far)  # the test means what it says
 
-    after = {p.id: p for p in MemoryPredictor(predictor, memory).predict([near, far])}
+    after = {p.id: p for p in _with(predictor, memory).predict([near, far])}
     b, a = before["near"].tasks, after["near"].tasks
     assert a["meaning"].scores["symbolic"] > b["meaning"].scores["symbolic"] + 0.3
     assert a["meaning"].labels == ["symbolic"]
@@ -106,13 +111,13 @@ def test_memory_shifts_a_near_duplicate_and_leaves_a_far_post_unchanged(world: d
         assert after[far.id].tasks[task].labels == before[far.id].tasks[task].labels
 
     # the same post, labeled again, moves by exactly `weight`
-    exact = MemoryPredictor(predictor, memory).predict([world["corrected"]])[0].tasks["meaning"].scores
+    exact = _with(predictor, memory).predict([world["corrected"]])[0].tasks["meaning"].scores
     heads = predictor.predict([world["corrected"]])[0].tasks["meaning"].scores
     assert exact["symbolic"] == pytest.approx(0.2 * heads["symbolic"] + 0.8, abs=1e-5)
 
     # weight 0 turns the memory off (compared batch for batch: token trimming depends on the batch)
     memory.config = replace(memory.config, weight=0.0)
-    off = MemoryPredictor(predictor, memory).predict([near, far])[0]
+    off = _with(predictor, memory).predict([near, far])[0]
     assert off.tasks["meaning"].scores == before["near"].tasks["meaning"].scores
 
 
@@ -123,6 +128,7 @@ def test_memory_saves_without_pickle_and_reloads(world: dict, tmp_path: Path) ->
     folder = memory.save(tmp_path / "mem")
     assert sorted(p.name for p in folder.iterdir()) == [
         "embeddings.safetensors",
+        "manifest.json",
         "memory.json",
         "posts.jsonl",
     ]
@@ -130,8 +136,8 @@ def test_memory_saves_without_pickle_and_reloads(world: dict, tmp_path: Path) ->
     assert loaded.ids == memory.ids and loaded.labels == memory.labels
     np.testing.assert_array_equal(loaded.center, memory.center)
     posts = [world["near"], world["far"]]
-    a = MemoryPredictor(predictor, memory).predict(posts)
-    b = MemoryPredictor(predictor, loaded).predict(posts)
+    a = _with(predictor, memory).predict(posts)
+    b = _with(predictor, loaded).predict(posts)
     assert [p.tasks["meaning"].scores for p in a] == [p.tasks["meaning"].scores for p in b]
     # re-embedding after retraining keeps the entries
     assert loaded.refresh(predictor, reference=world["reference"][:8]) == 1
@@ -139,7 +145,7 @@ def test_memory_saves_without_pickle_and_reloads(world: dict, tmp_path: Path) ->
     loaded.model_digest = "0" * 64
     predictor.model_digest = "1" * 64
     with pytest.raises(ValueError, match="built with model"):
-        MemoryPredictor(predictor, loaded)
+        predictor.memory = loaded
     predictor.model_digest = None
     # relabeling a post replaces its entry; removing forgets it
     assert memory.add(predictor, [replace(world["corrected"], labels={"meaning": "literal"})]) == 1
@@ -156,7 +162,7 @@ def test_selection_reads_the_memory(world: dict) -> None:
     }
     with_memory = {
         s.id: s.per_task["meaning"]
-        for s in select_for_labeling(MemoryPredictor(predictor, memory), [near, far], 2, task="meaning")
+        for s in select_for_labeling(_with(predictor, memory), [near, far], 2, task="meaning")
     }
     assert with_memory["near"] < plain["near"]  # a corrected neighbour makes the post less uncertain
     assert with_memory[far.id] == plain[far.id]
@@ -180,6 +186,7 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
             str(reference),
             "--device",
             "cpu",
+            "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is tested in test_governance_purge
         ],
         command="memory",
     )
@@ -189,7 +196,7 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
     meta = json.loads((folder / "memory.json").read_text())
     assert [e["id"] for e in meta["entries"]] == ["p0"] and meta["model_digest"]
     assert meta["config"] == MemoryConfig().to_dict()
-    loaded = MemoryPredictor.from_pretrained(model_dir, device="cpu")  # finds <model>.memory by itself
+    loaded = Predictor.from_pretrained(model_dir, device="cpu", memory=True)  # finds <model>.memory by itself
     assert len(loaded.memory) == 1
     assert loaded.predict([world["near"]])[0].tasks["meaning"].labels == ["symbolic"]
     # the model folder itself is untouched and still loads
@@ -203,9 +210,7 @@ def test_moderation_reads_the_memory(world: dict) -> None:
     memory = _memory(world)
     memory.add(predictor, [world["corrected"]])  # labeled intent: threat
     plain = {r.id: r for r in Moderator(predictor, explain="all").moderate([near, far])}
-    blended = {
-        r.id: r for r in Moderator(MemoryPredictor(predictor, memory), explain="all").moderate([near, far])
-    }
+    blended = {r.id: r for r in Moderator(_with(predictor, memory), explain="all").moderate([near, far])}
     threat = [c for c, rule in Moderator(predictor).policy.categories.items() if "threat" in rule.labels]
     assert threat
     assert all(blended["near"].category_scores[c] > plain["near"].category_scores[c] for c in threat)

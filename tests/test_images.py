@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image, ImageFile, ImageOps
 
-from ximgctx.data import images as images_module
+from ximgctx.data._pixels import to_rgb
 from ximgctx.data.images import (
     ALLOWED_FORMATS,
     DECODE_REASONS,
     ImageDecodeError,
     ImageLimits,
-    cap_text,
     load_image,
 )
+from ximgctx.data.text import cap_text
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 _PILLOW_DEFAULTS = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS)
@@ -394,7 +394,7 @@ def test_int_and_float_modes_are_scaled(mode, values, expected):
     dtype = np.float32 if mode == "F" else np.int32
     im = Image.fromarray(np.array([values], dtype=dtype))
     assert im.mode == mode
-    out = images_module._to_rgb(im)
+    out = to_rgb(im)  # the conversion moved to ximgctx.data._pixels
     assert out.mode == "RGB"
     assert [_px(out, (x, 0))[0] for x in range(3)] == expected
 

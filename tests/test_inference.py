@@ -108,9 +108,9 @@ def test_bad_inputs_each_get_a_result_naming_their_problem(predictor: Predictor)
     assert not by_id["corrupt-image"].inputs["image"] and by_id["corrupt-image"].inputs["text"]
     assert len(by_id["missing-image"].problems) == 1
     assert by_id["missing-image"].problems[0].startswith("image: missing"), by_id["missing-image"].problems
-    assert by_id["empty-text"].problems == ["text: empty; the learned null text embedding stands in for it"]
+    assert by_id["empty-text"].problems == ["text: empty: the learned null text embedding stands in for it"]
     assert not by_id["empty-text"].inputs["text"] and by_id["empty-text"].inputs["image"]
-    assert by_id["thousand-replies"].problems == ["replies: 1000 replies, kept the first 8"]
+    assert by_id["thousand-replies"].problems == ["replies: capped: 1000 replies, kept the first 8"]
     assert by_id["thousand-replies"].inputs["replies"]
     for p in preds:  # every post is fully scored
         for spec in predictor.model.config.tasks:

@@ -147,7 +147,7 @@ def test_unlisted_config_traversal_and_symlinks_are_refused(model_dir, tmp_path)
 
 
 def test_byte_flip_in_any_file_is_refused(model_dir):
-    for name in ("config.json", "card.json", "README.md", "adapter/adapter_config.json"):
+    for name in ("config.json", "card.json", "README.md", "adapter/ximgctx_adapter.json"):
         f = model_dir / name
         data = bytearray(f.read_bytes())
         data[len(data) // 2] ^= 0x01

@@ -211,7 +211,7 @@ def test_explanation_scores_are_real_forward_passes(predictor: Predictor, posts:
             m: _policy(0.9, 0.5).categories["threat"].decide(r.explanation.scores_without[m]["threat"])
             for m in ("image", "text", "replies")
         }
-    assert results[-1].problems == ["replies: 1000 replies, kept the first 8"]
+    assert results[-1].problems == ["replies: capped: 1000 replies, kept the first 8"]
     assert results[-1].category_applied_input_types["threat"] == ["text", "replies"]  # no image on that post
 
 

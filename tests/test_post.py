@@ -154,3 +154,125 @@ def test_image_paths_survive_a_relative_manifest_path_and_a_rewrite(tmp_path, mo
         assert all(os.path.isfile(p.image) for p in reread)
     write_posts([Post(id="c", image="images/a.png")], tmp_path / "data" / "new.jsonl")
     assert load_posts(tmp_path / "data" / "new.jsonl")[0].image == str(tmp_path / "data/images/a.png")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Standard JSON, atomic single-file outputs
+
+
+def _strict_json(line: str):
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_write_posts_writes_standard_json_and_counts_non_finite_values(tmp_path):
+    from ximgctx.data.post import WriteReport
+
+    posts = [
+        Post("a", text="x", meta={"score": float("nan"), "nested": {"v": [1.0, float("inf")]}, "ok": 2.5}),
+        Post("b", text="y", meta={"score": 0.5}),
+        Post("c", text="z", meta={"low": float("-inf")}),
+    ]
+    report = WriteReport()
+    assert write_posts(posts, tmp_path / "out.jsonl", report=report) == 3
+    rows = [_strict_json(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows[0]["meta"] == {"score": None, "nested": {"v": [1.0, None]}, "ok": 2.5}
+    assert rows[1]["meta"] == {"score": 0.5} and rows[2]["meta"] == {"low": None}
+    assert report.written == 3 and report.counts() == {"meta: non_finite": 2}
+    assert [str(p) for p in report.problems["a"]] == [
+        "meta: non_finite: meta.score was nan; written as null",
+        "meta: non_finite: meta.nested.v[1] was inf; written as null",
+    ]
+    assert load_posts(tmp_path / "out.jsonl")[0].meta["score"] is None  # reads back
+
+
+def test_write_manifest_parquet_is_standard_json_too(tmp_path):
+    import pyarrow.parquet as pq
+
+    from ximgctx.adapters import write_manifest
+    from ximgctx.data.post import WriteReport
+
+    report = WriteReport()
+    write_manifest([Post("a", text="x", meta={"s": float("nan")})], tmp_path / "o.parquet", report=report)
+    table = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert _strict_json(table[0]["meta"]) == {"s": None} and report.counts() == {"meta: non_finite": 1}
+    assert sorted(os.listdir(tmp_path)) == ["o.parquet"]  # no temporary file left
+
+
+def test_write_posts_refuses_its_input_and_leaves_it(tmp_path):
+    from ximgctx.errors import OutputError
+
+    src = tmp_path / "posts.jsonl"
+    write_posts([Post("a", text="x")], src)
+    before = src.read_bytes()
+    with pytest.raises(OutputError, match="also an input"):
+        write_posts(load_posts(src), src, inputs=[src])
+    assert src.read_bytes() == before
+
+
+def test_write_posts_uses_a_unique_temporary_and_keeps_the_old_file_on_error(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_posts([Post("old", text="x")], out)
+    (tmp_path / "out.jsonl.tmp").write_text("someone else's temporary file\n")  # the old fixed name
+
+    def failing():
+        yield Post("new", text="y")
+        raise RuntimeError("the input broke")
+
+    with pytest.raises(RuntimeError, match="the input broke"):
+        write_posts(failing(), out)
+    assert [p.id for p in load_posts(out)] == ["old"]
+    assert (tmp_path / "out.jsonl.tmp").read_text() == "someone else's temporary file\n"
+    assert sorted(os.listdir(tmp_path)) == ["out.jsonl", "out.jsonl.tmp"]
+
+
+def test_write_posts_unwritable_output_is_one_output_error_naming_it(tmp_path):
+    from ximgctx.errors import OutputError
+
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "out.jsonl"  # a parent that is a file: cannot be created
+    with pytest.raises(OutputError, match="out.jsonl: cannot write the output"):
+        write_posts([Post("a", text="x")], out)
+
+
+def test_write_posts_full_disk_is_an_output_error_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from ximgctx.errors import OutputError
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, s):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.f.close()
+
+    def opener(path, *args, **kwargs):
+        return FullDisk(real_open(path, *args, **kwargs))
+
+    monkeypatch.setattr("builtins.open", opener)
+    with pytest.raises(OutputError, match="out.jsonl: cannot write the output: no space left"):
+        write_posts([Post("a", text="x")], tmp_path / "out.jsonl")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+def test_lone_surrogates_are_written_as_escapes(tmp_path):
+    write_posts([Post("a", text="bad \ud800 text")], tmp_path / "o.jsonl")
+    raw = (tmp_path / "o.jsonl").read_bytes()
+    raw.decode("utf-8")  # valid UTF-8
+    assert load_posts(tmp_path / "o.jsonl")[0].text == "bad \ud800 text"
+
+
+def test_write_posts_output_has_the_usual_file_mode(tmp_path):
+    old = os.umask(0o022)
+    os.umask(old)
+    write_posts([Post("a", text="x")], tmp_path / "o.jsonl")
+    assert (tmp_path / "o.jsonl").stat().st_mode & 0o777 == 0o666 & ~old  # not mkstemp's 0600

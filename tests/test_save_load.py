@@ -46,8 +46,9 @@ def test_folder_layout_and_no_pickle(saved) -> None:
     names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     assert names == [
         "README.md",
-        "adapter/adapter_config.json",
+        "adapter/README.md",
         "adapter/adapter_model.safetensors",
+        "adapter/ximgctx_adapter.json",
         "card.json",
         "config.json",
         "manifest.json",
@@ -63,8 +64,9 @@ def test_folder_layout_and_no_pickle(saved) -> None:
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
     card = (path / "README.md").read_text()
     assert "| intent | multilabel | fused | joke, protest, threat, meme |" in card and "Metrics" in card
-    adapter = json.loads((path / "adapter" / "adapter_config.json").read_text())
-    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4
+    # the default attn+mlp preset adapts open_clip's MHA, which stock peft would not reproduce: ximgctx's format
+    adapter = json.loads((path / "adapter" / "ximgctx_adapter.json").read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4 and adapter["format"] == "ximgctx-lora"
 
 
 def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
@@ -72,12 +74,12 @@ def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
     # ximgctx.models.lora). The anchored target regex must load as it was saved.
     from peft import PeftModel
 
-    from ximgctx.config import EncoderConfig, LoraSettings
+    from ximgctx.config import EncoderConfig, LoraConfig
     from ximgctx.models.encoder import build_clip
 
     torch.manual_seed(0)
     config = tiny_config("concat")
-    config.lora = LoraSettings(r=4, alpha=8.0, targets=["mlp", "embed"], towers=["text"])
+    config.lora = LoraConfig(r=4, alpha=8.0, targets=["mlp", "embed"], towers=["text"])
     model = ContextModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -134,6 +134,7 @@ def test_save_and_load_round_trip(
         "fused.faiss",
         "image.faiss",
         "index.json",
+        "manifest.json",
         "posts.parquet",
     ]
     loaded = SearchIndex.load(path, predictor=predictor)
@@ -151,7 +152,7 @@ def test_save_and_load_round_trip(
         SearchIndex.load(path, predictor=other)
     # an altered file is refused
     (path / "posts.parquet").write_bytes((path / "posts.parquet").read_bytes()[:-8] + b"xxxxxxxx")
-    with pytest.raises(SearchIndexError, match="SHA-256 does not match"):
+    with pytest.raises(SearchIndexError, match=r"posts.parquet: SHA-256 .* does not match manifest.json"):
         SearchIndex.load(path)
 
 
@@ -200,6 +201,7 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
                 "--nlist",
                 "2",
                 "--no-progress",
+                "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is tested in test_governance_purge
             ],
             command="index",
         )

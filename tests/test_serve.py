@@ -127,6 +127,7 @@ def test_an_undecodable_image_gets_a_result_and_review(server):
     result = resp.json()["results"][0]
     assert any(p.startswith("image") for p in result["ximgctx"]["problems"])
     assert result["category_applied_input_types"]["violence"] == ["text"]
+    assert result["decision"] == "review"  # the default policy reviews a post whose image is unreadable
 
 
 def test_health_ready_metrics_and_predict(server):
@@ -172,3 +173,127 @@ def test_policy_init_writes_a_review_only_policy_the_model_accepts(tmp_path):
     assert (
         main(["policy", "init", "--model", str(model_dir()), "--out", str(out)]) == 0
     )  # replaced atomically
+
+
+def test_server_decode_limits_and_no_paths(tmp_path):
+    from ximgctx.data.post import Post
+    from ximgctx.inference import Predictor
+
+    predictor = Predictor.from_pretrained(model_dir())
+    app = create_app(predictor, config=ServeConfig(no_auth=True, max_image_pixels=1000))
+    proc = app.state.service.predictor.model.processor
+    assert proc.limits.max_pixels == 1000  # the server's limit, not the model's
+    secret = tmp_path / "secret.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(secret)
+    batch = proc([Post(id="p", image=str(secret))])  # a path never reaches the model's reads
+    assert batch.image_mask.tolist() == [False]
+    assert [p.kind for p in batch.problems[0]] == ["outside_root"]
+    assert str(tmp_path) not in str(batch.problems[0][0])
+
+
+def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
+    import base64
+    from pathlib import Path
+
+    from ._inference_fixtures import make_posts
+
+    memory = tmp_path / "model.memory"
+    app = create_app(model_dir(), config=ServeConfig(no_auth=True), memory=memory)
+    warm = make_posts(40, seed=7, folder="serve-feedback", with_labels=False)
+
+    def parts(post):
+        out = [{"type": "text", "text": post.text}]
+        if post.image:
+            url = "data:image/png;base64," + base64.b64encode(Path(post.image).read_bytes()).decode()
+            out.append({"type": "image_url", "image_url": {"url": url}})
+        return out
+
+    target = next(p for p in warm if p.image and p.replies)
+    far = next(p for p in warm if p.image and p is not target and p.text != target.text)
+    with running(app) as url:
+        client = openai.OpenAI(api_key="unused", base_url=f"{url}/v1", max_retries=0)
+        client.moderations.create(input=[p.text for p in warm[:32]])  # posts this server has been asked about
+
+        def violence(post, text_suffix=""):
+            body = parts(post)
+            body[0]["text"] += text_suffix
+            r = client.moderations.create(
+                input=body, extra_body={"ximgctx": {"replies": [x.text for x in post.replies]}}
+            )
+            return r.results[0].category_scores.violence
+
+        near_before, far_before = violence(target, "!"), violence(far)
+        image = parts(target)[1]["image_url"]["url"]
+        resp = httpx.post(
+            f"{url}/v1/feedback",
+            json={
+                "post": {
+                    "id": target.id,
+                    "text": target.text,
+                    "image": image,
+                    "replies": [x.text for x in target.replies],
+                    "meta": {"visibility": "public", "author": "u1"},
+                },
+                "labels": {"intent": ["threat"], "meaning": "literal"},
+                "reviewer": "reviewer-7",
+            },
+            timeout=60,
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["added"] == 1 and resp.json()["memory_size"] == 1
+        near_after, far_after = violence(target, "!"), violence(far)
+        private = httpx.post(
+            f"{url}/v1/feedback",
+            json={
+                "post": {"id": "dm1", "text": "hi", "meta": {"visibility": "private"}},
+                "labels": {"intent": ["threat"]},
+                "reviewer": "reviewer-7",
+            },
+        )
+    assert near_after > near_before + 0.05  # the label took effect at once, for the near-duplicate
+    assert far_after == far_before  # and not for a far post
+    assert private.status_code == 422 and private.json()["error"]["code"] == "not_governed"
+    assert "non_public" in private.json()["error"]["message"]
+    from ximgctx.inference.memory import LabelMemory
+
+    stored = LabelMemory.load(memory)  # persisted atomically, as a verified artifact
+    assert stored.ids == [target.id]
+    assert stored.posts[0]["meta"]["feedback"]["reviewer"] == "reviewer-7"
+    assert stored.posts[0]["image"] == base64.b64decode(image.split(",", 1)[1])  # the memory owns the image
+    stored.save(tmp_path / "again")
+    assert LabelMemory.load(tmp_path / "again").posts[0]["image"] == stored.posts[0]["image"]
+
+
+def test_moderate_format_openai_validates_against_the_sdk(tmp_path):
+    import json
+
+    from ximgctx import write_posts
+    from ximgctx.cli import main
+
+    from ._inference_fixtures import bad_posts, make_posts
+
+    data = tmp_path / "posts.jsonl"
+    write_posts(make_posts(12, seed=3) + bad_posts(), data)
+    out = tmp_path / "openai.jsonl"
+    argv = [
+        "moderate",
+        "--model",
+        str(model_dir()),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--format",
+        "openai",
+    ]
+    assert main([*argv, "--no-progress"]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 12 + len(bad_posts())
+    for line in lines:
+        record = json.loads(line)
+        moderation = Moderation.model_validate(record)  # strict pydantic validation, not lenient construct
+        _check_every_category(moderation)
+        assert record["id"] and record["ximgctx"]["id"] == record["id"]
+    assert main([*argv[:-2], "--format", "openai", "--out", str(tmp_path / "x.parquet")]) == 2

@@ -190,9 +190,12 @@ def test_repeated_nan_losses_abort(bench: Path, tmp_path: Path, monkeypatch: pyt
 
 
 class _FakeAccelerator:
-    """Enough of Accelerator for CheckpointManager: one process, save_state writes files (or dies)."""
+    """Enough of Accelerator for CheckpointManager: one process; dies while gathering the weights when told."""
 
     is_main_process = True
+    process_index = 0
+    num_processes = 1
+    device = torch.device("cpu")
 
     def __init__(self, die: bool = False) -> None:
         self.die = die
@@ -200,19 +203,35 @@ class _FakeAccelerator:
     def wait_for_everyone(self) -> None:
         pass
 
-    def save_state(self, path: str) -> None:
-        (Path(path) / "model.safetensors").write_bytes(b"half a file")
-        if self.die:
+    def get_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        if self.die:  # the RNG files are written by then: a half-written folder
             raise KeyboardInterrupt("killed while writing")
-        (Path(path) / "optimizer.bin").write_bytes(b"ok")
+        return model.state_dict()
+
+
+def _save(ckpt: CheckpointManager, step: int, config: dict, die: bool = False) -> Path:
+    from ximgctx.training.state import TrainState
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(1, 10, 0.0))
+    return ckpt.save(
+        _FakeAccelerator(die),
+        step,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=TrainState(step=step),
+        config=config,
+    )
 
 
 def test_interrupted_checkpoint_never_becomes_latest(tmp_path: Path) -> None:
     ckpt = CheckpointManager(tmp_path / "checkpoints", keep_last=2)
-    first = ckpt.save(_FakeAccelerator(), 10, trainer_state={"step": 10}, config={"a": 1})
+    first = _save(ckpt, 10, {"a": 1})
     assert ckpt.latest() == first and (first / "COMPLETE").is_file() and (first / "config.yaml").is_file()
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save(_FakeAccelerator(die=True), 20, trainer_state={"step": 20}, config={"a": 1})
+        _save(ckpt, 20, {"a": 1}, die=True)
     assert (tmp_path / "checkpoints" / ".tmp-step-00000020").is_dir()  # the half-written one is there...
     assert ckpt.latest() == first  # ...but invisible
     assert ckpt.resolve("latest") == first
@@ -226,8 +245,8 @@ def test_interrupted_checkpoint_never_becomes_latest(tmp_path: Path) -> None:
     ckpt.clean_partial()
     assert not (tmp_path / "checkpoints" / ".tmp-step-00000020").exists()
     # old ones go only after a newer one is complete: keep_last=2
-    ckpt.save(_FakeAccelerator(), 40, trainer_state={"step": 40}, config={})
-    ckpt.save(_FakeAccelerator(), 50, trainer_state={"step": 50}, config={})
+    _save(ckpt, 40, {})
+    _save(ckpt, 50, {})
     assert [p.name for p in ckpt.complete()] == ["step-00000040", "step-00000050"]
 
 
@@ -261,7 +280,7 @@ def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(
     assert data["skipped_records"]["train"] == 1 and data["train_posts"] == 24
     assert data["unlabeled"]["intent"] == 6
     assert data["problems"]["image: truncated"] == 1 and data["problems"]["image: missing"] == 1
-    assert data["problems"]["labels.meaning: invalid label"] == 1
+    assert data["problems"]["labels.meaning: invalid_label"] == 1
     card = (result.model_dir / "README.md").read_text()
     assert "image: truncated" in card and '"unlabeled"' in card
 
@@ -376,7 +395,7 @@ _DRIVER = textwrap.dedent('''
     from ximgctx import ContextModel, load_posts
     from ximgctx.evaluation import evaluate
     from ximgctx.training import pretrain, train
-    from ximgctx.training._runtime import cpu_only_distributed
+    from ximgctx._distributed import cpu_only_distributed
 
     exp, pre, val, out = sys.argv[1:5]
     torch.set_num_threads(1)
@@ -487,7 +506,8 @@ def test_predict_refuses_a_gather_that_counts_a_post_twice(bench: Path) -> None:
     from torch.utils.data import DataLoader
 
     from ximgctx import ModelConfig
-    from ximgctx.evaluation.predict import PostDataset, predict
+    from ximgctx.data.dataset import PostDataset
+    from ximgctx.evaluation.predict import predict
     from ximgctx.training.config import resolve_tasks
 
     posts = load_posts(bench / "governed_val.jsonl")

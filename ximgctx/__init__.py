@@ -15,7 +15,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from ximgctx.config import DataConfig, EncoderConfig, FusionConfig, LoraSettings, ModelConfig, TaskSpec
+from ximgctx.config import (
+    DataConfig,
+    EncoderConfig,
+    FusionConfig,
+    LoraConfig,
+    LoraSettings,
+    ModelConfig,
+    TaskSpec,
+)
 from ximgctx.data.post import Post, Reply, load_posts, write_posts
 from ximgctx.errors import ArtifactError, ConfigError, InputError, OutputError, XimgctxError
 
@@ -44,6 +52,7 @@ __all__ = [
     "EncoderConfig",
     "FusionConfig",
     "InputError",
+    "LoraConfig",
     "LoraSettings",
     "ModelConfig",
     "OutputError",

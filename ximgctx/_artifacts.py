@@ -61,6 +61,8 @@ __all__ = [
 MANIFEST = "manifest.json"
 FORMAT = "ximgctx-artifact"
 _MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files; 16 MiB holds ~100k entries
+_UMASK = os.umask(0o022)  # read once at import (umask has no getter); restored on the next line
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def artifact_kind(path: str | os.PathLike[str]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- verify
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, link_root: Path | None = None) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such folder")
@@ -101,6 +103,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: no {MANIFEST}, so its files cannot be verified; it was not written by ximgctx"
         ) from None
+    if stat.S_ISLNK(st.st_mode) and link_root is not None and mpath.resolve().is_relative_to(link_root):
+        st = os.stat(mpath)  # a Hugging Face cache: the snapshot's manifest links to a blob inside the repo
     if not stat.S_ISREG(st.st_mode):
         raise ArtifactError(f"{mpath}: not a regular file")
     if st.st_size > _MAX_MANIFEST_BYTES:
@@ -171,7 +175,7 @@ def verify_artifact(
         ArtifactError: naming the file that is missing, unlisted, altered, outside the folder or a link.
     """
     root = Path(path).absolute()
-    raw = _read_manifest(root)
+    raw = _read_manifest(root, Path(link_root).resolve() if link_root is not None else None)
     mpath = root / MANIFEST
     got_kind, version, files = raw.get("kind"), raw.get("version"), raw.get("files")
     kinds = (kind,) if isinstance(kind, str) else (tuple(kind) if kind is not None else None)
@@ -397,6 +401,7 @@ def atomic_output(
             fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
             os.close(fd)
             tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the output gets open()'s usual mode
         yield tmp
         with output_errors(out):
             os.replace(tmp, out)

@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ximgctx.contextbench.cli", "generate a ContextBench dataset"),
     "convert": ("ximgctx.adapters.cli", "convert a published dataset layout to post JSONL"),
     "govern": ("ximgctx.governance.cli", "filter and redact posts before training, with an audit report"),
+    "purge": (
+        "ximgctx.governance.purge",
+        "erase opted-out authors from indexes, memories, manifests; check models",
+    ),
     "pretrain": ("ximgctx.training.cli", "contrastive domain adaptation on unlabeled image+text pairs"),
     "train": ("ximgctx.training.cli", "fine-tune a context model (LoRA) with Accelerate"),
     "evaluate": ("ximgctx.evaluation.cli", "metrics, modality ablations and calibration"),

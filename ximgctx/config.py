@@ -21,6 +21,7 @@ __all__ = [
     "DataConfig",
     "EncoderConfig",
     "FusionConfig",
+    "LoraConfig",
     "LoraSettings",
     "ModelConfig",
     "TaskSpec",
@@ -30,7 +31,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-FUSION_KINDS = ("concat", "cross", "attention")
+ENCODER_BACKENDS = ("open_clip", "transformers")
 LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
 
@@ -42,17 +43,25 @@ def _check(cond: bool, message: str) -> None:
 
 @dataclass
 class EncoderConfig:
-    """Which open_clip model encodes images and texts, and where its weights come from."""
+    """Which CLIP-family model encodes images and texts, and where its weights come from.
 
-    arch: str = "ximgctx-tiny"  # open_clip architecture: a built-in name (ViT-B-32), or a shipped tiny one
+    ``backend="open_clip"``: ``arch`` is an open_clip architecture, ``pretrained`` a tag, a weights file or
+    None (random). ``backend="transformers"``: ``arch`` is a Hugging Face ``CLIPModel`` / ``SiglipModel``
+    checkpoint (a hub repo id or a local folder) whose own weights, tokenizer and image processor are used;
+    ``pretrained`` must stay None there.
+    """
+
+    arch: str = "ximgctx-tiny"  # open_clip architecture, or (transformers) a hub repo id / checkpoint folder
     pretrained: str | None = (
-        None  # a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
+        None  # open_clip: a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
     )
-    cache_dir: str | None = None  # where downloaded weights are cached (open_clip's default when None)
+    cache_dir: str | None = None  # where downloaded weights are cached (the library's default when None)
     freeze: bool = (
         True  # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
     )
     grad_checkpointing: bool = False  # trade compute for memory in both towers during training
+    backend: str = "open_clip"  # which library builds the towers: open_clip | transformers
+    revision: str | None = None  # transformers: hub revision (branch, tag or commit) of arch; None = main
 
     def __post_init__(self) -> None:
         _check(
@@ -63,10 +72,23 @@ class EncoderConfig:
             self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained.strip())),
             f"encoder.pretrained must be a tag, a path or null, got {self.pretrained!r}",
         )
+        _check(
+            self.backend in ENCODER_BACKENDS,
+            f"encoder.backend must be one of {list(ENCODER_BACKENDS)}, got {self.backend!r}",
+        )
+        _check(
+            self.backend == "transformers" or self.revision is None,
+            f"encoder.revision is for the transformers backend only, got {self.revision!r}",
+        )
+        _check(
+            self.backend == "open_clip" or self.pretrained is None,
+            f"encoder.pretrained must be null with backend=transformers (weights come from encoder.arch="
+            f"{self.arch!r}, a hub repo id or checkpoint folder), got {self.pretrained!r}",
+        )
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
     """Low-rank adapters on the encoder, injected with peft."""
 
     r: int = 8  # rank of each adapter
@@ -91,11 +113,15 @@ class LoraSettings:
         self.towers = list(self.towers)
 
 
+#: The earlier name of :class:`LoraConfig` (kept so existing code keeps working).
+LoraSettings = LoraConfig
+
+
 @dataclass
 class FusionConfig:
     """How the image, post text and reply embeddings are fused into one vector."""
 
-    kind: str = "attention"  # one of concat | cross | attention
+    kind: str = "attention"  # a key of ximgctx.models.fusion.FUSIONS: concat | cross | attention
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
     cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
@@ -110,9 +136,9 @@ class FusionConfig:
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding
 
     def __post_init__(self) -> None:
-        _check(
-            self.kind in FUSION_KINDS, f"fusion.kind must be one of {list(FUSION_KINDS)}, got {self.kind!r}"
-        )
+        from ximgctx.models.fusion import FUSIONS  # the one registry (imported here: fusion imports config)
+
+        _check(self.kind in FUSIONS, f"fusion.kind must be one of {sorted(FUSIONS)}, got {self.kind!r}")
         _check(self.hidden_dim > 0, f"fusion.hidden_dim must be positive, got {self.hidden_dim!r}")
         _check(0.0 <= self.dropout < 1.0, f"fusion.dropout must be in [0, 1), got {self.dropout!r}")
         _check(self.cross_dim > 0, f"fusion.cross_dim must be positive, got {self.cross_dim!r}")
@@ -213,7 +239,7 @@ class ModelConfig:
     tasks: list[TaskSpec]  # the heads
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    lora: LoraSettings | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
+    lora: LoraConfig | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx.config import ConfigError, EncoderConfig, ModelConfig, config_from_dict, config_to_dict
+from ximgctx.contextbench._generate import ContextBenchConfig
 from ximgctx.training.config import (
     ContrastiveConfig,
     DataSources,
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SMOKE_OVERRIDES",
-    "BenchSettings",
     "EvalSettings",
     "QuickstartConfig",
     "check_targets",
@@ -54,11 +54,11 @@ SPLITS = ("test", "compositional")
 
 #: ``--smoke``: tiny sizes that run the whole pipeline in well under a minute (checks wiring, not accuracy)
 SMOKE_OVERRIDES: tuple[str, ...] = (
-    "bench.n_train=64",
-    "bench.n_val=16",
-    "bench.n_test=16",
-    "bench.n_compositional=16",
-    "bench.image_size=32",
+    "contextbench.n_train=64",
+    "contextbench.n_val=16",
+    "contextbench.n_test=16",
+    "contextbench.n_compositional=16",
+    "contextbench.image_size=32",
     "pretrain.train.max_steps=2",
     "pretrain.train.batch_size=16",
     "model.fusion.hidden_dim=32",
@@ -76,18 +76,9 @@ SMOKE_OVERRIDES: tuple[str, ...] = (
 )
 
 
-@dataclass
-class BenchSettings:
-    """The ContextBench dataset to generate (``ximgctx.contextbench.generate`` arguments)."""
-
-    seed: int = 0  # the same seed writes byte-identical data
-    n_train: int = 8000  # training posts (more than ContextBench's default: many epochs over 4000 overfit)
-    n_val: int = 500  # validation posts (best checkpoint, calibration)
-    n_test: int = 1000  # test posts (same distribution as train)
-    n_compositional: int = 1000  # posts whose image-text combination never occurs in training
-    image_size: int = 32  # side of the rendered images, pixels (the quickstart's ViT reads 32 px)
-    label_noise: float = 0.0  # chance a label is replaced by another value (the oracle accounts for it)
-    max_replies: int = 8  # most replies per post
+def _quickstart_contextbench() -> ContextBenchConfig:
+    # more training posts than ContextBench's default: many epochs over 4000 overfit; the tiny ViT reads 32 px
+    return ContextBenchConfig(n_train=8000, image_size=32)
 
 
 @dataclass
@@ -164,7 +155,7 @@ class QuickstartConfig:
     """Every setting of the quickstart. Paths inside are relative to ``out``."""
 
     out: str = "runs/quickstart"  # everything is written under this folder
-    bench: BenchSettings = field(default_factory=BenchSettings)
+    contextbench: ContextBenchConfig = field(default_factory=_quickstart_contextbench)
     governance: str | None = None  # governance policy YAML; null: the default policy (GovernancePolicy())
     pretrain: PretrainExperiment = field(default_factory=_default_pretrain)  # encoder arch must match model's
     skip_pretrain: bool = False  # fine-tune from the random-init encoder instead (for comparison)
@@ -321,7 +312,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     # 1. data ---------------------------------------------------------------------------------------------
     t = time.time()
     data_dir = root / "data"
-    bench = config_to_dict(cfg.bench)
+    bench = config_to_dict(cfg.contextbench)
     oracle_file = data_dir / "oracle.json"
     stamp = {**bench, "contextbench_version": CONTEXTBENCH_VERSION}  # data of an older generator is redone
     fresh = (
@@ -370,7 +361,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
         say(
             f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(governed['train'])} image+text pairs ..."
         )
-        pre = pretrain(pre_cfg, train_posts=governed["train"])
+        pre = pretrain(pre_cfg, train_posts=governed["train"], overwrite=True)
         encoder_weights = str(pre.model_dir / ENCODER_WEIGHTS)
     else:
         say("[3/6] contrastive pretraining skipped (skip_pretrain)")
@@ -393,7 +384,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     say(
         f"[4/6] fine-tuning: LoRA r={model_cfg.lora.r if model_cfg.lora else '-'} + {model_cfg.fusion.kind} fusion ..."
     )
-    fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"])
+    fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"], overwrite=True)
     timings["train"] = time.time() - t
 
     # 5. calibration and evaluation --------------------------------------------------------------------------
@@ -409,7 +400,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
             governed[split],
             val_posts=governed["val"] if i == 0 else None,
             oracle=load_oracle(oracle_file, split),
-            sample_oracle=sample_ceilings(governed[split], split, max_replies=cfg.bench.max_replies),
+            sample_oracle=sample_ceilings(governed[split], split, max_replies=cfg.contextbench.max_replies),
             out_dir=root / "eval" / split,
             name=split,
             batch_size=cfg.evaluate.batch_size,
@@ -438,7 +429,7 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
             "calibration": {t: e["calibration"]["temperature"] for t, e in reports["test"]["tasks"].items()},
         },
         "Data governance": {"audit": audits["train"], "training": fit.to_dict().get("data")},
-        "Training data": f"ContextBench (synthetic), seed {cfg.bench.seed}, {len(governed['train'])} training posts",
+        "Training data": f"ContextBench (synthetic), seed {cfg.contextbench.seed}, {len(governed['train'])} training posts",
         "Training": {"quickstart": cfg.to_dict(), "steps": fit.steps, "best_step": fit.best_step},
     }
     model_dir = model.save_pretrained(root / "model", card=card)
@@ -485,7 +476,9 @@ def main(argv: list[str] | None = None, command: str = "quickstart") -> int:
     p.add_argument(
         "--config", help="a quickstart YAML (default: the built-in settings, as in configs/quickstart.yaml)"
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=3 bench.n_train=2000")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=3 contextbench.n_train=2000"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
         "--smoke",

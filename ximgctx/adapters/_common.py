@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ximgctx.data.post import Post
+from ximgctx.data.post import Post, WriteReport
+from ximgctx.errors import InputError
 
 MissingImage = Literal["skip", "keep"]
 
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-class AdapterError(ValueError):
+class AdapterError(InputError):
     """A dataset folder lacks a required file or column. The message names it and the folder."""
 
 
@@ -102,6 +103,7 @@ class ConversionResult:
     files: list[str] = field(default_factory=list)  # the annotation files read, in order
     rows: int = 0  # data rows seen in those files
     duplicates: int = 0  # rows identical to a post already converted (same id, same content), merged
+    counts: dict[str, int] = field(default_factory=dict)  # reason -> records skipped/altered in bulk
 
     @property
     def skipped(self) -> int:
@@ -119,11 +121,17 @@ class ConversionResult:
             f" ({per_split}); {self.skipped} rows skipped, {len(self.problems)} problems,"
             f" {self.duplicates} duplicate rows merged",
         ]
+        if self.counts:
+            lines.append("  also: " + ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())))
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
+
+    def count(self, reason: str) -> None:
+        """Count a record skipped or altered for a reason too common for a line each (deleted comments)."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
 def find_file(src: Path, names: Sequence[str], *, subdirs: Sequence[str] = ("",)) -> Path | None:
@@ -337,47 +345,56 @@ def add_post(
     )
 
 
-def write_manifest(posts: Iterable[Post], path: str | Path) -> int:
+def write_manifest(
+    posts: Iterable[Post],
+    path: str | Path,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    report: WriteReport | None = None,
+) -> int:
     """Write posts as JSONL (any extension but ``.parquet``) or Parquet, atomically. Returns the count.
 
-    Parquet stores ``replies``, ``labels`` and ``meta`` as JSON strings (their shapes vary from post to
-    post), which :func:`ximgctx.data.post.load_posts` decodes. Caveat of that loader: it decodes *every*
+    Both are standard JSON where JSON is written (NaN/infinity become null, counted in ``report``), both go
+    through a unique temporary file renamed into place, and an output equal to one of ``inputs`` is
+    refused. Parquet stores ``replies``, ``labels`` and ``meta`` as JSON strings (their shapes vary from post
+    to post), which :func:`ximgctx.data.post.load_posts` decodes. Caveat of that loader: it decodes *every*
     string column that parses as a JSON array/object, so a post whose whole text is e.g. ``"[1, 2]"``
     does not read back from Parquet; JSONL has no such limit.
     """
-    from ximgctx.data.post import write_posts
+    from ximgctx._artifacts import atomic_output, output_errors
+    from ximgctx.data.post import standard_record, write_posts
 
     path = Path(path)
     if path.suffix != ".parquet":
-        return write_posts(posts, path)
+        return write_posts(posts, path, inputs=inputs, report=report)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("image", pa.string()),
-            ("text", pa.string()),
-            ("replies", pa.string()),
-            ("labels", pa.string()),
-            ("meta", pa.string()),
-        ]
-    )
+    report = report if report is not None else WriteReport()
+    schema = pa.schema([(k, pa.string()) for k in ("id", "image", "text", "replies", "labels", "meta")])
     n = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for batch in _batched((p.to_dict() for p in posts), 4096):
-            cols: dict[str, list[Any]] = {k: [] for k in schema.names}
-            for d in batch:
-                cols["id"].append(d["id"])
-                cols["image"].append(d.get("image"))
-                cols["text"].append(d["text"])
-                for k in ("replies", "labels", "meta"):
-                    cols[k].append(json.dumps(d[k], ensure_ascii=False))
-            writer.write_table(pa.table(cols, schema=schema))
-            n += len(batch)
-    tmp.replace(path)
+    with atomic_output(path, inputs=inputs) as tmp:
+        with output_errors(path):
+            writer = pq.ParquetWriter(tmp, schema)
+        try:
+            for batch in _batched(posts, 4096):
+                cols: dict[str, list[Any]] = {k: [] for k in schema.names}
+                for post in batch:
+                    d, changed = standard_record(post)
+                    if changed:
+                        report.problems.setdefault(post.id, []).extend(changed)
+                    cols["id"].append(d["id"])
+                    cols["image"].append(d.get("image"))
+                    cols["text"].append(d["text"])
+                    for k in ("replies", "labels", "meta"):
+                        cols[k].append(json.dumps(d[k], ensure_ascii=False, allow_nan=False))
+                with output_errors(path):
+                    writer.write_table(pa.table(cols, schema=schema))
+                n += len(batch)
+        finally:
+            with output_errors(path):
+                writer.close()
+    report.written += n
     return n
 
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 
 from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
+from ximgctx.data.post import WriteReport
+from ximgctx.errors import OutputError
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -49,7 +51,12 @@ def main(argv: list[str] | None = None, command: str = "convert") -> int:
     except (AdapterError, ValueError) as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
-    n = write_manifest(result.posts, args.out)
+    report = WriteReport()
+    try:
+        n = write_manifest(result.posts, args.out, inputs=result.files, report=report)
+    except OutputError as e:
+        print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
     lines = result.summary().splitlines()
     head, problems = lines[0], lines[1:]
     print(head)
@@ -57,5 +64,7 @@ def main(argv: list[str] | None = None, command: str = "convert") -> int:
         print(line)
     if len(problems) > args.max_problems:
         print(f"  ... and {len(problems) - args.max_problems} more problems")
+    if report.problems:
+        print(f"  non-finite numbers written as null: {report.counts()}")
     print(f"wrote {n} posts to {args.out}")
     return 0

@@ -147,6 +147,8 @@ def _convert_row(
         if not keep:
             return
     author = (row.get("author") or "").strip()
+    if author and author in _DELETED:
+        result.count("posts by a deleted account, kept without an author")
     post = Post(
         id=pid,
         image=image,
@@ -183,7 +185,8 @@ def _join_comments(result: ConversionResult, src: Path) -> None:
         sid = (row.get("submission_id") or "").strip()
         post = by_id.get(sid)
         if post is None:
-            continue  # a comment on a submission outside the converted splits
+            result.count("comments on submissions outside the converted splits, skipped")
+            continue
         if SHAPE_KEY in row:
             result.add(
                 Problem(str(path), line, None, f"malformed comment row: {row[SHAPE_KEY]}; comment skipped")
@@ -191,6 +194,9 @@ def _join_comments(result: ConversionResult, src: Path) -> None:
             continue
         body = (row.get("body") or "").strip()
         if body in _DELETED:
+            result.count("empty, deleted or removed comment bodies, skipped")
             continue
         author = (row.get("author") or "").strip()
+        if author and author in _DELETED:
+            result.count("comments by a deleted account, kept without an author")
         post.replies.append(Reply(text=body, author=None if author in _DELETED else author))

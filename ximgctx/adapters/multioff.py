@@ -100,7 +100,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
             if not keep:
                 continue
             post = Post(
-                id=Path(name).stem,
+                id=name,  # the file name, extension included: image_1.jpg and image_1.png are two posts
                 image=image,
                 text=(row.get("sentence") or "").strip(),
                 labels={"offensive": label},

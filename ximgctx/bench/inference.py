@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image
 
     from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
-    from ximgctx.data.images import cap_text
+    from ximgctx.data.text import cap_text
     from ximgctx.inference.predictor import Predictor, resolve_device, resolve_dtype
     from ximgctx.models.context_model import ContextModel
 

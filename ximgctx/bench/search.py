@@ -67,26 +67,33 @@ def _recall(exact: list[list[Any]], approx: list[list[Any]], k: int) -> float:
     return float(np.mean(per)) if per else float("nan")
 
 
+def _vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[int] | None, dict[str, Any]]:
+    """The corpus (N, D), the queries, the row each query leaves out of its hits, and where they came from:
+    a model's embeddings of ``--data`` posts (the first posts are the queries), or synthetic clusters."""
+    if not args.model:
+        x, queries = _synthetic(args)
+        return x, queries, None, {"synthetic": True, "clusters": args.clusters, "spread": args.spread}
+    from ximgctx.data.post import load_posts
+    from ximgctx.inference.predictor import Predictor
+
+    if not args.data:
+        raise SystemExit("--model needs --data")
+    predictor = Predictor.from_pretrained(args.model)
+    x = predictor.embed(load_posts(args.data), space=args.space, normalize=True)
+    queries = x[: args.queries]
+    return (
+        x,
+        queries,
+        list(range(len(queries))),
+        {"model": args.model, "data": args.data, "space": args.space},
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ximgctx.inference.search import SearchIndex, default_nlist
 
     rng = np.random.default_rng(args.seed + 1)
-    exclude = None
-    if args.model:
-        from ximgctx.data.post import load_posts
-        from ximgctx.inference.predictor import Predictor
-
-        if not args.data:
-            raise SystemExit("--model needs --data")
-        predictor = Predictor.from_pretrained(args.model)
-        posts = load_posts(args.data)
-        x = predictor.embed(posts, space=args.space, normalize=True)
-        queries = x[: args.queries]
-        exclude = list(range(len(queries)))
-        source = {"model": args.model, "data": args.data, "space": args.space}
-    else:
-        x, queries = _synthetic(args)
-        source = {"synthetic": True, "clusters": args.clusters, "spread": args.spread}
+    x, queries, exclude, source = _vectors(args)
     n, dim = x.shape
     # a filter label on ~10% of the posts, independent of the clusters
     records = [

@@ -13,6 +13,7 @@ from ximgctx.contextbench._generate import (
     N_TEST,
     N_TRAIN,
     N_VAL,
+    ContextBenchConfig,
     generate,
     sample_post,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "N_TRAIN",
     "N_VAL",
     "SPLITS",
+    "ContextBenchConfig",
     "VERSION",
     "TASKS",
     "ceilings",

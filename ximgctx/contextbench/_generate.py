@@ -9,6 +9,7 @@ post, so turning noise on changes labels and nothing else.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ximgctx.contextbench import _oracle, _render, _text
 from ximgctx.contextbench import _rules as R
 from ximgctx.contextbench._readme import readme
 from ximgctx.data.post import Post, Reply, write_posts
+from ximgctx.errors import ConfigError
 
 #: Defaults sized for the quickstart (a tiny CLIP trained from scratch on 2 CPU cores in minutes).
 N_TRAIN = 4000
@@ -113,7 +115,7 @@ def sample_post(
 
 def _check(name: str, value: Any, low: float, high: float, kind: type = int) -> None:
     if isinstance(value, bool) or not isinstance(value, (kind, int)) or not low <= value <= high:
-        raise ValueError(f"{name} must be a {kind.__name__} in [{low}, {high}], got {value!r}")
+        raise ConfigError(f"{name} must be a {kind.__name__} in [{low}, {high}], got {value!r}")
 
 
 def write_split(
@@ -130,6 +132,22 @@ def write_split(
         picture.save(out_dir / post.image, format="PNG", compress_level=1)
         posts.append(post)
     return write_posts(posts, out_dir / f"{split}.jsonl")
+
+
+@dataclass
+class ContextBenchConfig:
+    """The ContextBench dataset to generate: the arguments of :func:`generate` (and ``ximgctx synth``'s flags)."""
+
+    seed: int = 0  # the same seed writes byte-identical files
+    n_train: int = N_TRAIN  # posts in train.jsonl
+    n_val: int = N_VAL  # posts in val.jsonl (best checkpoint, calibration)
+    n_test: int = N_TEST  # posts in test.jsonl (same distribution as train)
+    n_compositional: int = N_COMPOSITIONAL  # posts whose image-text combination never occurs in training
+    image_size: int = IMAGE_SIZE  # side of the rendered images, pixels
+    label_noise: float = (
+        0.0  # probability that a label is replaced by another value (the oracle accounts for it)
+    )
+    max_replies: int = MAX_REPLIES  # at most this many replies per post
 
 
 def generate(

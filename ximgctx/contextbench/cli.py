@@ -2,54 +2,34 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import asdict
 
-from ximgctx.contextbench import _generate as G
+from ximgctx import _cli
+from ximgctx.contextbench._generate import ContextBenchConfig, generate
+
+DESCRIPTION = """
+Generate ContextBench: synthetic posts whose meaning and intent need image, text and replies together,
+with the exact best-possible accuracy for every subset of modalities (oracle.json).
+
+  ximgctx synth --out data/cb --seed 0 [--n-train 4000 ...]
+"""
 
 
-def build_parser(command: str = "synth") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"ximgctx {command}", description=__doc__)
-    p.add_argument("--out", required=True, help="dataset folder to write (created if missing)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed writes byte-identical files")
-    p.add_argument("--n-train", type=int, default=G.N_TRAIN, help="posts in train.jsonl")
-    p.add_argument("--n-val", type=int, default=G.N_VAL, help="posts in val.jsonl")
-    p.add_argument("--n-test", type=int, default=G.N_TEST, help="posts in test.jsonl")
-    p.add_argument(
-        "--n-compositional",
-        type=int,
-        default=G.N_COMPOSITIONAL,
-        help="posts in compositional.jsonl (image-text combinations unseen in training)",
-    )
-    p.add_argument("--image-size", type=int, default=G.IMAGE_SIZE, help="image side in pixels")
-    p.add_argument(
-        "--label-noise",
-        type=float,
-        default=0.0,
-        help="probability that a label is replaced by another value (the oracle accounts for it)",
-    )
-    p.add_argument(
-        "--max-replies", type=int, default=G.MAX_REPLIES, help="at most this many replies per post"
-    )
+def build_parser(command: str = "synth"):
+    p = _cli.parser(command, DESCRIPTION)
+    _cli.add_output_args(p, help="dataset folder to write (created if missing)")
+    _cli.add_dataclass_args(p, ContextBenchConfig)
     return p
 
 
 def main(argv: list[str] | None = None, command: str = "synth") -> int:
     args = build_parser(command).parse_args(argv)
-    try:
-        result = G.generate(
-            args.out,
-            seed=args.seed,
-            n_train=args.n_train,
-            n_val=args.n_val,
-            n_test=args.n_test,
-            n_compositional=args.n_compositional,
-            image_size=args.image_size,
-            label_noise=args.label_noise,
-            max_replies=args.max_replies,
-        )
-    except ValueError as e:
-        print(f"ximgctx {command}: {e}")
-        return 2
+    return _cli.run(command, lambda: _synth(args))
+
+
+def _synth(args) -> int:
+    config = _cli.dataclass_from_args(ContextBenchConfig, args)
+    result = generate(args.out, **asdict(config))
     full = "+".join(result["modalities"])
     test = result["ceilings"]["test"]
     print(f"wrote {sum(result['splits'].values())} posts to {args.out}")

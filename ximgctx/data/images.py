@@ -16,6 +16,16 @@ limits. Each rule below exists because of a concrete failure:
   headers above twice ``Image.MAX_IMAGE_PIXELS``; its ``DecompressionBombError`` becomes
   ``"too_many_pixels"`` and its ``DecompressionBombWarning`` is silenced locally, since our stricter limit
   already decides.
+* **Aspect ratio bounded before** ``load()`` (``ImageLimits.max_aspect_ratio``): a 2 KB PNG of 1 x 1,000,000
+  pixels is under the pixel limit, but resizing its short side to the model's 224 pixels would allocate a
+  224 x 224,000,000 grid (tens of gigabytes). The ratio of the long side to the short side is read from the
+  header and a strip beyond the bound is refused with ``"too_elongated"``, so the cost of every later
+  resize is bounded by ``image_size**2 * max_aspect_ratio`` pixels.
+* **Reads confined to a root** (:class:`ImageRoot` with ``confine=True``, always on in the service): the
+  real path, symlinks resolved, must lie inside the root; ``..`` out of it, absolute paths elsewhere and
+  symlinks out are refused with ``"outside_root"`` before anything is opened, with the same message
+  whether or not the target exists, and messages name the path relative to the root only. A NUL byte or
+  a path the OS cannot represent is ``"invalid_path"``, never an exception from ``os``.
 * **Pillow globals are never touched**: not ``ImageFile.LOAD_TRUNCATED_IMAGES`` (which would turn a
   truncated file into a silently grey-padded pixel grid) and not ``Image.MAX_IMAGE_PIXELS``. Other code in
   the same process keeps Pillow's defaults.
@@ -31,8 +41,7 @@ limits. Each rule below exists because of a concrete failure:
   ``reason`` code that training counts and inference reports, never a crash with an exception type the
   caller did not expect.
 
-Text is capped in characters before BPE (:func:`cap_text`) so that a 1 MB reply cannot make the tokenizer
-do unbounded work.
+Text capping lives in :mod:`ximgctx.data.text`.
 """
 
 from __future__ import annotations
@@ -42,15 +51,16 @@ import logging
 import os
 import stat
 import struct
-import unicodedata
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, Union
 
-import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from ximgctx.data._pixels import apply_exif_orientation, to_rgb
+from ximgctx.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +69,8 @@ __all__ = [
     "DECODE_REASONS",
     "ImageDecodeError",
     "ImageLimits",
+    "ImageRoot",
     "ImageSource",
-    "cap_text",
     "load_image",
 ]
 
@@ -72,6 +82,9 @@ DECODE_REASONS: tuple[str, ...] = (
     "missing",
     "too_many_pixels",
     "too_many_bytes",
+    "too_elongated",
+    "outside_root",
+    "invalid_path",
     "format_not_allowed",
     "truncated",
     "corrupt",
@@ -85,6 +98,9 @@ _HINTS = {
     "missing": "check the path relative to the dataset root",
     "too_many_pixels": "raise ImageLimits.max_pixels only for images from a trusted source",
     "too_many_bytes": "raise ImageLimits.max_bytes only for images from a trusted source",
+    "too_elongated": "crop the image, or raise ImageLimits.max_aspect_ratio for images from a trusted source",
+    "outside_root": "image paths must stay inside the image root",
+    "invalid_path": "image paths are plain relative file names",
     "format_not_allowed": "convert the file to JPEG, PNG, WebP, GIF or BMP",
     "truncated": "the file ends early; re-download or re-export it",
     "corrupt": "the bytes are not a decodable image; re-download or re-export it",
@@ -120,22 +136,8 @@ _EXTRA_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"<html", "HTML"),
 )
 
-# Same table as ImageOps.exif_transpose, used when that function fails on a broken EXIF block.
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
-_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-
-
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """Raised for an image that must not or cannot be decoded.
 
     The message names the path (when there is one), what was wrong and what to do. ``reason`` is a short
@@ -155,7 +157,7 @@ class ImageDecodeError(ValueError):
         self.path = path
 
     def __str__(self) -> str:
-        where = f"image {self.path!r}" if self.path is not None else "in-memory image"
+        where = f"image {self.path!r}" if self.path is not None else "the image"
         hint = _HINTS.get(self.reason)
         suffix = f"; {hint}" if hint else ""
         return f"cannot decode {where}: {self.detail} (reason: {self.reason}){suffix}"
@@ -172,24 +174,27 @@ class ImageLimits:
     max_pixels: int = 40_000_000  # width * height allowed, checked from the header before any pixel is read
     max_bytes: int = 64 * 1024 * 1024  # encoded size allowed, checked before the file is read
     formats: tuple[str, ...] = ALLOWED_FORMATS  # Pillow format names tried; a subset of ALLOWED_FORMATS
+    max_aspect_ratio: int = (
+        100  # long side / short side allowed (header); at 224 px a resize makes <= 224x22400
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "max_bytes"):
+        for name in ("max_pixels", "max_bytes", "max_aspect_ratio"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ImageLimits.{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"ImageLimits.{name} must be a positive integer, got {value!r}")
         formats = self.formats
         if isinstance(formats, (str, bytes)) or not isinstance(formats, (tuple, list)):
-            raise ValueError(
+            raise ConfigError(
                 f"ImageLimits.formats must be a tuple of format names such as ('JPEG', 'PNG'), got {formats!r}"
             )
         if not formats:
-            raise ValueError(f"ImageLimits.formats must name at least one of {ALLOWED_FORMATS}, got ()")
+            raise ConfigError(f"ImageLimits.formats must name at least one of {ALLOWED_FORMATS}, got ()")
         normalised = []
         for fmt in formats:
             upper = fmt.upper() if isinstance(fmt, str) else fmt
             if upper not in ALLOWED_FORMATS:
-                raise ValueError(
+                raise ConfigError(
                     f"ImageLimits.formats may only contain {ALLOWED_FORMATS} (the design's allowlist), "
                     f"got {fmt!r}"
                 )
@@ -197,15 +202,92 @@ class ImageLimits:
         # Frozen dataclass: normalise case and list-vs-tuple once, here.
         object.__setattr__(self, "formats", tuple(dict.fromkeys(normalised)))
 
+    def tightened(self, *, max_pixels: int | None = None, max_bytes: int | None = None) -> ImageLimits:
+        """These limits lowered to the values given where those are smaller, never raised.
 
-def load_image(source: ImageSource, limits: ImageLimits = ImageLimits()) -> Image.Image:
+        This is how a model folder's ``data.image_max_pixels`` / ``image_max_bytes`` apply: they can make the
+        process stricter, but a folder claiming ``1e12`` pixels leaves the process's limit as it is.
+        """
+        lowered = {}
+        for name, value in (("max_pixels", max_pixels), ("max_bytes", max_bytes)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"image limit {name} must be a positive number, got {value!r}")
+            lowered[name] = min(getattr(self, name), int(value))
+        return replace(self, **lowered)
+
+
+def _inside(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` when it lies inside it (both absolute and normalised), else None."""
+    try:
+        if os.path.commonpath([path, root]) != root:
+            return None
+    except ValueError:  # another drive (Windows)
+        return None
+    return os.path.relpath(path, root)
+
+
+@dataclass(frozen=True)
+class ImageRoot:
+    """The folder image paths are read from, and whether reads must stay inside it.
+
+    With ``confine=True`` a path is accepted only when it is inside the root both as written (``..`` is
+    resolved on the string, before any file system call) and as the real path with every symlink resolved.
+    An absolute path is accepted only when it already lies inside the root (what
+    :func:`ximgctx.data.post.load_posts` makes of a relative path); any other is refused. Refusals say
+    ``"outside_root"`` and never whether the target exists. The final open uses ``O_NOFOLLOW``, so a symlink
+    swapped in after the check is not followed.
+    """
+
+    path: str  # folder relative image paths are resolved against
+    confine: bool = True  # True: nothing outside `path` is opened and messages name root-relative paths only
+
+    def __post_init__(self) -> None:
+        path = os.fspath(self.path)
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise ConfigError(f"image root must be a folder path, got {self.path!r}")
+        if not os.path.isdir(path):
+            raise ConfigError(f"image root {path!r} is not a folder")
+        object.__setattr__(self, "path", os.path.abspath(path))
+
+    def resolve(self, image: str) -> tuple[str, str]:
+        """``(path to open, name for messages)`` for one post's image path.
+
+        Raises:
+            ImageDecodeError: ``"invalid_path"`` (a NUL byte, not a string) or ``"outside_root"``.
+        """
+        if not isinstance(image, str) or not image or "\x00" in image:
+            raise ImageDecodeError("invalid_path", "the image path is empty, not text or holds a NUL byte")
+        joined = os.path.normpath(os.path.join(self.path, image))  # an absolute `image` replaces the root
+        if not self.confine:
+            return joined, joined
+        real_root = os.path.realpath(self.path)
+        rel = _inside(joined, self.path)
+        if rel is None and real_root != self.path:
+            rel = _inside(joined, real_root)
+        if rel is None:
+            raise ImageDecodeError("outside_root", "the image path leads outside the image root")
+        try:
+            real = os.path.realpath(os.path.join(real_root, rel))
+        except (OSError, ValueError) as e:  # a symlink loop, a path the OS cannot encode
+            raise ImageDecodeError("invalid_path", "the image path cannot be resolved") from e
+        if _inside(real, real_root) is None:
+            raise ImageDecodeError("outside_root", "the image path leads outside the image root")
+        return real, rel
+
+
+def load_image(
+    source: ImageSource, limits: ImageLimits = ImageLimits(), *, root: ImageRoot | None = None
+) -> Image.Image:
     """Decode an untrusted image safely to an RGB PIL image.
 
     Args:
         source: A path (``str`` or ``os.PathLike``), the encoded bytes, or a binary stream. Bytes are
             always image content, never a path. A stream is read from its beginning (Pillow seeks to 0)
             and is not closed; a stream that cannot seek is read up to ``limits.max_bytes + 1`` bytes.
-        limits: Pixel, byte and format limits.
+        limits: Pixel, byte, aspect-ratio and format limits.
+        root: Where relative paths are read from and, when it confines, the only folder read from.
 
     Returns:
         A fully loaded ``"RGB"`` image, upright per EXIF, first frame of an animation, with transparency
@@ -220,61 +302,46 @@ def load_image(source: ImageSource, limits: ImageLimits = ImageLimits()) -> Imag
         raise TypeError(f"limits must be an ImageLimits, got {type(limits).__name__}")
     # catch_warnings silences only Pillow's bomb *warning* (our max_pixels decides). Like every warnings
     # filter before Python 3.14 it is process-wide while active, but it only ever hides that one category.
-    with _open_source(source, limits) as (fp, size, path), warnings.catch_warnings():
+    with _open_source(source, limits, root) as (fp, size, path), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return _decode(fp, size, path, limits)
-
-
-def cap_text(text: str, max_chars: int) -> str:
-    """Cap text to at most ``max_chars`` characters (code points), keeping the start.
-
-    Applied before BPE so tokenizer work is bounded. The cut never separates a character from the
-    combining marks, variation selectors, emoji modifiers or zero-width joiners that follow it, nor splits
-    a surrogate pair or a flag's pair of regional indicators: it backs off to the start of that sequence,
-    so the result can be shorter than ``max_chars``. A single sequence longer than ``max_chars`` (e.g.
-    "zalgo" text) is cut hard rather than dropped.
-
-    Args:
-        text: The text to cap.
-        max_chars: Maximum length in code points; must be positive.
-
-    Returns:
-        ``text`` itself when it is short enough, otherwise a prefix of it.
-
-    Raises:
-        ValueError: ``max_chars`` is not a positive integer.
-        TypeError: ``text`` is not a str.
-    """
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0:
-        raise ValueError(f"max_chars must be a positive integer, got {max_chars!r}")
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if len(text) <= max_chars:
-        return text
-    cut = max_chars
-    while cut > 0 and _continues_cluster(text, cut):
-        cut -= 1
-    return text[:cut] if cut > 0 else text[:max_chars]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Source handling
 
 
+def _open_path(path: str, name: str, *, nofollow: bool) -> BinaryIO:
+    """Open a regular file for reading; ``name`` is what messages show. ``nofollow``: a symlink in the last
+    part is refused (a confining root passes the real path, so one there was swapped in after the check)."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        _require_regular_file(os.stat(path).st_mode, name)  # open() on a FIFO would block forever
+        return os.fdopen(os.open(path, flags), "rb")
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageDecodeError("missing", "no such file", name) from e
+    except OSError as e:
+        raise ImageDecodeError("unreadable", f"cannot open the file ({e.strerror or e})", name) from e
+    except ValueError as e:  # a NUL byte, a lone surrogate the file system encoding cannot hold
+        raise ImageDecodeError("invalid_path", "the image path cannot be used as a file name", name) from e
+
+
 @contextmanager
-def _open_source(source: ImageSource, limits: ImageLimits) -> Iterator[tuple[BinaryIO, int, str | None]]:
+def _open_source(
+    source: ImageSource, limits: ImageLimits, root: ImageRoot | None
+) -> Iterator[tuple[BinaryIO, int, str | None]]:
     """Yield ``(seekable binary stream, size in bytes, path for messages)`` after the byte limit check."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not isinstance(path, str):
             raise TypeError(f"image paths must be str or os.PathLike[str], got {path!r}")
-        try:
-            _require_regular_file(os.stat(path).st_mode, path)  # open() on a FIFO would block forever
-            fh = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
-        except FileNotFoundError as e:
-            raise ImageDecodeError("missing", "no such file", path) from e
-        except OSError as e:
-            raise ImageDecodeError("unreadable", f"cannot open the file ({e.strerror or e})", path) from e
+        path, name = root.resolve(path) if root is not None else (path, path)
+        fh = _open_path(path, name, nofollow=root is not None and root.confine)
+        path = name
         with fh:
             try:
                 st = os.fstat(fh.fileno())  # of the opened file, so it cannot change under us
@@ -350,6 +417,7 @@ def _decode(fp: BinaryIO, size: int, path: str | None, limits: ImageLimits) -> I
     # ``with`` (not close()) so a caller's stream is left open: ImageFile.close() would close it.
     with opened as im:
         _check_pixels(im.size, limits, path, when="header")
+        _check_aspect(im.size, limits, path)
         try:
             im.seek(0)  # first frame of an animation; the frame decoded is always the same one
             im.load()
@@ -357,9 +425,10 @@ def _decode(fp: BinaryIO, size: int, path: str | None, limits: ImageLimits) -> I
             raise _classify(e, fp, size, path) from e
         # Some formats (GIF frames larger than the logical screen) can grow on load: check again.
         _check_pixels(im.size, limits, path, when="decoded frame")
+        _check_aspect(im.size, limits, path)
         try:
-            upright = _apply_exif_orientation(im)
-            rgb = _to_rgb(upright)
+            upright = apply_exif_orientation(im)
+            rgb = to_rgb(upright)
         except _DECODE_ERRORS as e:
             raise ImageDecodeError("corrupt", f"cannot convert {im.mode} pixels to RGB ({e})", path) from e
     if rgb is im:  # never hand back the file-backed object
@@ -376,6 +445,18 @@ def _check_pixels(size: tuple[int, int], limits: ImageLimits, path: str | None, 
             "too_many_pixels",
             f"{when} declares {width}x{height} = {width * height} pixels, over "
             f"ImageLimits.max_pixels={limits.max_pixels}",
+            path,
+        )
+
+
+def _check_aspect(size: tuple[int, int], limits: ImageLimits, path: str | None) -> None:
+    long_side, short_side = max(size), min(size)
+    if long_side > short_side * limits.max_aspect_ratio:
+        raise ImageDecodeError(
+            "too_elongated",
+            f"header declares {size[0]}x{size[1]} pixels, a side ratio over "
+            f"ImageLimits.max_aspect_ratio={limits.max_aspect_ratio} (resizing it would cost "
+            f"{long_side // short_side}x a square image)",
             path,
         )
 
@@ -455,93 +536,3 @@ def _sniff_other_format(head: bytes, formats: tuple[str, ...]) -> str | None:
         if fmt not in formats and _signature_matches(fmt, head[:16]):
             return fmt
     return None
-
-
-def _apply_exif_orientation(im: Image.Image) -> Image.Image:
-    """Return ``im`` upright per its EXIF Orientation; a broken EXIF block never costs the image."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception as e:  # EXIF parsing/re-serialising raises a zoo of types on malformed blocks
-        logger.debug("exif_transpose failed (%s: %s); reading the Orientation tag alone", type(e).__name__, e)
-    try:
-        orientation = int(im.getexif().get(ExifTags.Base.Orientation, 1))
-    except Exception as e:
-        logger.debug("unreadable EXIF (%s: %s); keeping the stored orientation", type(e).__name__, e)
-        return im
-    method = _ORIENTATION_TRANSPOSE.get(orientation)
-    return im.transpose(method) if method is not None else im
-
-
-def _has_transparency(im: Image.Image) -> bool:
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
-        return True
-    return im.mode == "P" and im.palette is not None and im.palette.mode.endswith("A")
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any decoded mode to RGB: transparency onto white, high bit depths scaled to 0..255."""
-    if im.mode in _HIGH_DEPTH_MODES:
-        return _high_depth_to_rgb(im)
-    if _has_transparency(im):
-        rgba = im.convert("LA").convert("RGBA") if im.mode == "La" else im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, RGBX, ...: Pillow's conversions are exact here
-
-
-def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit integer and float grayscale to 8 bits instead of clipping at 255."""
-    raw = np.asarray(im)  # (H, W): uint16 for I;16*, int32 for I, float32 for F
-    if im.mode.startswith("I;16"):
-        gray = (raw >> 8).astype(np.uint8)  # full 16-bit range, like libpng's strip_16
-    else:
-        values = np.nan_to_num(raw.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-        if im.mode == "F" and lo >= 0.0 and hi <= 1.0:
-            scaled = values * 255.0  # float images in 0..1
-        elif lo >= 0.0 and hi <= 255.0:
-            scaled = values  # already 8-bit range
-        elif lo >= 0.0 and hi <= 65535.0:
-            scaled = values / 257.0  # 16-bit data in a 32-bit container (older Pillow's 16-bit PNGs)
-        else:
-            scaled = (values - lo) * (255.0 / (hi - lo))  # arbitrary range: stretch min..max
-        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    transparent = im.info.get("transparency")
-    if isinstance(transparent, int) and not isinstance(transparent, bool):
-        gray = np.where(raw == transparent, np.uint8(255), gray)  # tRNS grey value -> white
-    return Image.fromarray(gray).convert("RGB")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Text
-
-
-def _continues_cluster(text: str, i: int) -> bool:
-    """True when ``text[i]`` belongs to the same user-perceived character as ``text[i - 1]``."""
-    ch, prev = text[i], text[i - 1]
-    cp, prev_cp = ord(ch), ord(prev)
-    if 0xDC00 <= cp <= 0xDFFF and 0xD800 <= prev_cp <= 0xDBFF:
-        return True  # surrogate pair left in a str by a lax decoder
-    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Mc", "Me"):
-        return True  # combining marks (accents, Indic vowel signs, enclosing keycaps)
-    if cp == 0x200D or prev_cp == 0x200D:
-        return True  # zero-width joiner and the character it joins (family and profession emoji)
-    if (
-        0xFE00 <= cp <= 0xFE0F
-        or 0xE0100 <= cp <= 0xE01EF
-        or 0x1F3FB <= cp <= 0x1F3FF
-        or 0xE0020 <= cp <= 0xE007F
-    ):
-        return True  # variation selectors, skin-tone modifiers, emoji tag sequences (subdivision flags)
-    if _is_regional_indicator(cp) and _is_regional_indicator(prev_cp):
-        run = 0  # regional indicators pair up into flags from the start of the run
-        j = i - 1
-        while j >= 0 and _is_regional_indicator(ord(text[j])):
-            run += 1
-            j -= 1
-        return run % 2 == 1
-    return False
-
-
-def _is_regional_indicator(cp: int) -> bool:
-    return 0x1F1E6 <= cp <= 0x1F1FF

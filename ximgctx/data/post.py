@@ -25,6 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from ximgctx.data.problems import Problem, count_problems
+from ximgctx.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 #: A label value for one task: one label, a set of labels, or a distribution ``{label: probability}``.
@@ -36,13 +39,15 @@ __all__ = [
     "Post",
     "PostValidationError",
     "Reply",
+    "WriteReport",
     "load_posts",
     "post_from_dict",
+    "standard_record",
     "write_posts",
 ]
 
 
-class PostValidationError(ValueError):
+class PostValidationError(InputError):
     """A post record is malformed. The message names the file, line and field."""
 
     def __init__(
@@ -58,6 +63,21 @@ class PostValidationError(ValueError):
         self.line = line
         self.field = field
         self.reason = message
+
+
+#: keys a reply object may name its author under (the same as ximgctx.governance.identity.AUTHOR_KEYS reads)
+_REPLY_AUTHOR_KEYS = (
+    "author",
+    "user",
+    "username",
+    "screen_name",
+    "user_id",
+    "author_id",
+    "account",
+    "acct",
+    "handle",
+)
+_ACCOUNT_ID_KEYS = ("id", "user_id", "username", "screen_name", "handle", "acct", "name")
 
 
 @dataclass
@@ -97,7 +117,41 @@ class Post:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=False)
+        """One line of standard JSON: a NaN or infinity anywhere becomes null (see :func:`standard_record`)."""
+        return _dumps(standard_record(self)[0])
+
+
+def _finite(value: Any, where: str, found: list[Problem]) -> Any:
+    """``value`` with every NaN/infinity replaced by None; each one replaced is recorded in ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        top = where.split(".", 1)[0].split("[", 1)[0]
+        found.append(Problem(top, "non_finite", f"{where} was {value!r}; written as null"))
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def standard_record(post: Post) -> tuple[dict[str, Any], list[Problem]]:
+    """The post's record as standard JSON can hold it, and what had to change.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which standard JSON (and most readers: jq, browsers,
+    Arrow, PostgreSQL) refuse. They become null, each with a ``Problem(<field>, "non_finite", ...)``.
+    """
+    found: list[Problem] = []
+    record = {k: _finite(v, k, found) for k, v in post.to_dict().items()}
+    return record, found
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (read from a "\ud800" escape): keep it as an escape
+        line = json.dumps(record, ensure_ascii=True, allow_nan=False)
+    return line
 
 
 def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelValue:
@@ -131,6 +185,45 @@ def _check_label_value(value: Any, *, ctx: dict[str, Any], fld: str) -> LabelVal
         field=fld,
         **ctx,
     )
+
+
+def _check_replies(raw_replies: Any, ctx: dict[str, Any]) -> list[Reply]:
+    raw_replies = [] if raw_replies is None else raw_replies
+    if not isinstance(raw_replies, list):
+        raise PostValidationError(
+            f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
+        )
+    replies: list[Reply] = []
+    for i, r in enumerate(raw_replies):
+        if isinstance(r, str):
+            replies.append(Reply(text=r))
+        elif isinstance(r, Mapping):
+            rt = r.get("text", "")
+            if rt is None:
+                rt = ""
+            if not isinstance(rt, str):
+                raise PostValidationError(
+                    f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
+                )
+            # the author under any common key, or the id of an {id, username} object (governance matches
+            # opt-outs against it: a reply must not lose its author to a key name)
+            author = next((r[k] for k in _REPLY_AUTHOR_KEYS if r.get(k) is not None), None)
+            if isinstance(author, Mapping):
+                author = next((author[k] for k in _ACCOUNT_ID_KEYS if author.get(k) is not None), None)
+            if author is not None and (isinstance(author, bool) or not isinstance(author, (str, int))):
+                raise PostValidationError(
+                    f"reply author must be a string, got {type(author).__name__}",
+                    field=f"replies[{i}].author",
+                    **ctx,
+                )
+            replies.append(Reply(text=rt, author=None if author is None else str(author)))
+        else:
+            raise PostValidationError(
+                f"a reply is a string or an object with 'text', got {type(r).__name__}",
+                field=f"replies[{i}]",
+                **ctx,
+            )
+    return replies
 
 
 def post_from_dict(
@@ -182,38 +275,7 @@ def post_from_dict(
     if not isinstance(text, str):
         raise PostValidationError(f"text must be a string, got {type(text).__name__}", field="text", **ctx)
 
-    raw_replies = record.get("replies")
-    raw_replies = [] if raw_replies is None else raw_replies
-    if not isinstance(raw_replies, list):
-        raise PostValidationError(
-            f"replies must be a list, got {type(raw_replies).__name__}", field="replies", **ctx
-        )
-    replies: list[Reply] = []
-    for i, r in enumerate(raw_replies):
-        if isinstance(r, str):
-            replies.append(Reply(text=r))
-        elif isinstance(r, Mapping):
-            rt = r.get("text", "")
-            if rt is None:
-                rt = ""
-            if not isinstance(rt, str):
-                raise PostValidationError(
-                    f"reply text must be a string, got {type(rt).__name__}", field=f"replies[{i}].text", **ctx
-                )
-            author = r.get("author")
-            if author is not None and not isinstance(author, (str, int)):
-                raise PostValidationError(
-                    f"reply author must be a string, got {type(author).__name__}",
-                    field=f"replies[{i}].author",
-                    **ctx,
-                )
-            replies.append(Reply(text=rt, author=None if author is None else str(author)))
-        else:
-            raise PostValidationError(
-                f"a reply is a string or an object with 'text', got {type(r).__name__}",
-                field=f"replies[{i}]",
-                **ctx,
-            )
+    replies = _check_replies(record.get("replies"), ctx)
 
     raw_labels = record.get("labels")
     raw_labels = {} if raw_labels is None else raw_labels
@@ -352,7 +414,12 @@ def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]
 
 
 def _iter_posts(
-    path: Path, image_root: Path | None, streaming: bool, on_error: str, report: LoadReport
+    path: Path,
+    image_root: Path | None,
+    streaming: bool,
+    on_error: str,
+    report: LoadReport,
+    labels: str = "check",
 ) -> Iterator[Post]:
     seen: dict[str, tuple[str, int]] = {}
     # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
@@ -364,6 +431,8 @@ def _iter_posts(
         try:
             if isinstance(rec, PostValidationError):
                 raise rec
+            if labels == "ignore" and isinstance(rec, Mapping):  # inference: labels are not read
+                rec = {k: v for k, v in rec.items() if k != "labels"}
             root = fixed_root
             if root is None:
                 root = roots.get(source)
@@ -396,6 +465,7 @@ def load_posts(
     streaming: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
     report: LoadReport | None = None,
+    labels: Literal["check", "ignore"] = "check",
 ) -> list[Post] | Iterator[Post]:
     """Read posts from a manifest.
 
@@ -409,6 +479,8 @@ def load_posts(
         on_error: ``"raise"`` stops at the first bad record with a :class:`PostValidationError`
             naming file, line and field; ``"skip"`` logs it, records it in ``report`` and goes on.
         report: filled with what was skipped when ``on_error="skip"``.
+        labels: ``"ignore"`` drops every record's labels unread (inference does not use them, so a post whose
+            only fault is a label value is kept); ``"check"`` validates them.
 
     Returns:
         A list of posts, or an iterator when ``streaming``.
@@ -416,39 +488,87 @@ def load_posts(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     report = report if report is not None else LoadReport()
+    if labels not in ("check", "ignore"):
+        raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
     it = _iter_posts(
-        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report
+        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
     )
     return it if streaming else list(it)
 
 
+@dataclass
+class WriteReport:
+    """What :func:`write_posts` wrote, and what it changed to keep the output standard JSON."""
+
+    written: int = 0  # posts written
+    problems: dict[str, list[Problem]] = field(default_factory=dict)  # post id -> values written as null
+
+    def counts(self) -> dict[str, int]:
+        """Posts per ``"field: kind"`` (e.g. ``{"meta: non_finite": 2}``)."""
+        return dict(count_problems(self.problems.values()))
+
+
+def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> str:
+    if p.image is not None and os.path.isabs(p.image):
+        image = p.image
+        if image_paths == "relative":
+            with contextlib.suppress(ValueError):  # another drive (Windows): no relative path exists
+                image = os.path.relpath(image, folder)
+        p = replace(p, image=image)
+    record, changed = standard_record(p)
+    if changed:
+        report.problems.setdefault(p.id, []).extend(changed)
+    return _dumps(record) + "\n"
+
+
 def write_posts(
-    posts: Iterable[Post], path: str | Path, *, image_paths: Literal["relative", "absolute"] = "relative"
+    posts: Iterable[Post],
+    path: str | Path,
+    *,
+    image_paths: Literal["relative", "absolute"] = "relative",
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    report: WriteReport | None = None,
 ) -> int:
-    """Write posts as canonical JSONL (atomically: a temporary file renamed into place). Returns the count.
+    """Write posts as canonical JSONL, standard JSON, atomically. Returns the count.
 
     Absolute image paths (what :func:`load_posts` gives) are written so that the new file finds the same
     images: ``"relative"`` (default) to the new file's folder (``../images/a.png``: the dataset tree can be
     moved or copied as a whole), or kept ``"absolute"`` for a manifest that moves without its images. A
     relative path is written as it is: it already means "relative to the manifest's folder".
+
+    The file is written under a unique temporary name beside ``path`` and renamed into place, so two
+    writers never share a temporary file and an error leaves the old ``path`` as it was. NaN and infinity
+    become null, each counted in ``report`` (and logged). ``inputs`` are the files the posts are read from:
+    an output equal to one is refused before anything is written.
+
+    Raises:
+        OutputError: ``path`` is an input or a folder, or cannot be written (disk full, read-only, ...);
+            the message names ``path``.
     """
+    from ximgctx._artifacts import atomic_output, output_errors
+
     if image_paths not in ("relative", "absolute"):
         raise ValueError(f"image_paths must be 'relative' or 'absolute', got {image_paths!r}")
+    report = report if report is not None else WriteReport()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     folder = os.path.abspath(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p in posts:
-            if p.image is not None and os.path.isabs(p.image):
-                image = p.image
-                if image_paths == "relative":
-                    with contextlib.suppress(ValueError):  # another drive (Windows): no relative path exists
-                        image = os.path.relpath(image, folder)
-                p = replace(p, image=image)
-            f.write(p.to_json())
-            f.write("\n")
-            n += 1
-    tmp.replace(path)
+    with atomic_output(path, inputs=inputs) as tmp:
+        with output_errors(path):
+            f = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed below, its errors named as output's
+        try:
+            for p in posts:  # errors reading the posts stay errors of the input
+                line = _post_line(p, folder, image_paths, report)
+                with output_errors(path):
+                    f.write(line)
+                n += 1
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.close()
+            raise
+        with output_errors(path):
+            f.close()  # the last buffered write (a full disk) fails here
+    report.written += n
+    if report.problems:
+        logger.warning("%s: non-finite numbers written as null: %s", path, report.counts())
     return n

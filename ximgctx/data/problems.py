@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Problem", "count_problems"]
+__all__ = ["Problem", "count_problems", "split_key"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,15 @@ class Problem:
 
     def to_dict(self) -> dict[str, str]:
         return {"field": self.field, "kind": self.kind, "detail": self.detail}
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(field, kind)`` of a :attr:`Problem.key` read back from a saved count (a report, a gathered dict).
+
+    The inverse of ``key``, kept next to it so that no other module knows the format.
+    """
+    fld, sep, kind = key.rpartition(": ")
+    return (fld, kind) if sep else (key, "")
 
 
 def count_problems(problems: Iterable[Iterable[Problem]]) -> Counter[str]:

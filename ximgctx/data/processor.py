@@ -3,12 +3,16 @@
 ``PostProcessor(posts) -> PostBatch`` is the collate function of every loader in ximgctx (training,
 evaluation, inference), so they cannot drift apart. It never drops or reorders a post: whatever is wrong
 with one (a corrupt image, a missing file, 1,000 replies, an unknown label) is recorded in
-``batch.problems[i]`` and the post goes on with that part masked.
+``batch.problems[i]`` as a :class:`~ximgctx.data.problems.Problem` and the post goes on with that part masked.
+
+Image decode limits belong to the process: ``limits`` comes from the caller (CLI, server, library user); the
+model's ``DataConfig`` may only lower them. Reads can be confined to an :class:`ImageRoot`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -17,15 +21,18 @@ from typing import Any
 import torch
 
 from ximgctx.config import DataConfig, TaskSpec
-from ximgctx.data.images import ImageDecodeError, ImageLimits, cap_text, load_image
+from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, load_image
 from ximgctx.data.post import LabelValue, Post
+from ximgctx.data.problems import Problem
+from ximgctx.data.text import cap_text, trim_tokens
+from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LabelError", "PostBatch", "PostProcessor", "encode_label"]
 
 
-class LabelError(ValueError):
+class LabelError(InputError):
     """A label value does not fit its task (unknown label, several labels for a multiclass task...)."""
 
 
@@ -43,7 +50,7 @@ class PostBatch:
     reply_mask: torch.Tensor  # (B, K) True for real reply slots
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> (B, C)
     label_mask: dict[str, torch.Tensor] = field(default_factory=dict)  # task -> (B,) True where labeled
-    problems: list[list[str]] = field(default_factory=list)  # per post: what was wrong with it
+    problems: list[list[Problem]] = field(default_factory=list)  # per post: what was wrong with it
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,6 +66,30 @@ class PostBatch:
             return x
 
         return PostBatch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    def select(self, index: Sequence[int]) -> PostBatch:
+        """The posts ``index`` (positions, in that order) as a batch of their own, keeping only the replies
+        they use (``reply_tokens`` rows are renumbered)."""
+        index = list(index)
+        idx = torch.tensor(index, dtype=torch.long, device=self.pixels.device)
+        reply_index = self.reply_index[idx]  # (n, K)
+        reply_mask = self.reply_mask[idx]  # (n, K)
+        used = torch.unique(reply_index[reply_mask])  # (U',) sorted rows of reply_tokens still needed
+        remap = torch.zeros(self.reply_tokens.shape[0], dtype=torch.long, device=idx.device)
+        remap[used] = torch.arange(used.numel(), device=idx.device)
+        return PostBatch(
+            ids=[self.ids[i] for i in index],
+            pixels=self.pixels[idx],
+            image_mask=self.image_mask[idx],
+            text_tokens=self.text_tokens[idx],
+            text_mask=self.text_mask[idx],
+            reply_tokens=self.reply_tokens[used],
+            reply_index=torch.where(reply_mask, remap[reply_index], torch.zeros_like(reply_index)),
+            reply_mask=reply_mask,
+            targets={k: v[idx] for k, v in self.targets.items()},
+            label_mask={k: v[idx] for k, v in self.label_mask.items()},
+            problems=[self.problems[i] for i in index],
+        )
 
 
 def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
@@ -86,8 +117,11 @@ def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
         for label in value:
             target[idx(label)] = 1.0
     elif isinstance(value, dict):
+        wide = torch.zeros(spec.num_labels, dtype=torch.float64)  # torch refuses to store 1e39 in float32
         for label, p in value.items():
-            target[idx(label)] = float(p)
+            wide[idx(label)] = float(p)
+        target = wide.to(torch.float32)  # overflow becomes inf here, and is refused next
+        _check_float32(target, value, spec)
         if spec.kind == "multiclass":
             target = target / target.sum().clamp(min=1e-12)
         elif float(target.max()) > 1.0:
@@ -99,6 +133,19 @@ def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
     return target
 
 
+def _check_float32(target: torch.Tensor, value: dict[str, float], spec: TaskSpec) -> None:
+    """A distribution must hold in float32, the dtype it trains in: ``1e39`` is finite as a Python float but
+    ``inf`` here, and two labels of ``3e38`` sum to ``inf``, which normalises to an all-zero target."""
+    total = target.sum()  # float32, like the loss
+    if not bool(torch.isfinite(target).all()) or not bool(torch.isfinite(total)):
+        raise LabelError(
+            f"task {spec.name!r}: the label distribution {value!r} overflows float32 (each value and their "
+            f"sum must stay below {torch.finfo(torch.float32).max:.3g}); give probabilities"
+        )
+    if bool((target < 0).any()) or not float(total) > 0:
+        raise LabelError(f"task {spec.name!r}: the label distribution {value!r} must be >= 0 and sum to > 0")
+
+
 class PostProcessor:
     """Turns posts into a :class:`PostBatch`.
 
@@ -106,8 +153,11 @@ class PostProcessor:
         tokenizer: open_clip tokenizer: ``tokenizer(list_of_str) -> (N, context_length)`` ids, 0 = padding.
         image_transform: PIL image -> (3, S, S) tensor (open_clip's eval preprocessing).
         image_size: S.
-        data: caps on replies, text and images.
+        data: caps on replies, text and images (the model's; its image limits can only lower ``limits``).
         tasks: the tasks whose labels become targets.
+        limits: the process's image decode limits (default ``ImageLimits()``), tightened by ``data``.
+        image_root: where relative image paths are read from; with ``confine=True`` nothing outside it is
+            opened and problems name the post and the root-relative path, never a server path.
     """
 
     def __init__(
@@ -117,29 +167,34 @@ class PostProcessor:
         image_size: int,
         data: DataConfig,
         tasks: Sequence[TaskSpec],
+        *,
+        limits: ImageLimits | None = None,
+        image_root: ImageRoot | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.image_size = image_size
         self.data = data
         self.tasks = list(tasks)
-        self.limits = ImageLimits(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
+        base = ImageLimits() if limits is None else limits
+        self.limits = base.tightened(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
+        self.image_root = image_root
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """(N, L) ids trimmed to the longest real sequence (at least 1 column)."""
         if not texts:
             return torch.zeros(0, 1, dtype=torch.long)
-        tokens = self.tokenizer(texts)
-        lengths = (tokens != 0).sum(1)
-        return tokens[:, : max(int(lengths.max()), 1)].contiguous()
+        return trim_tokens(self.tokenizer(texts)).contiguous()
 
-    def _image(self, post: Post, problems: list[str]) -> torch.Tensor | None:
+    def _image(self, post: Post, problems: list[Problem]) -> torch.Tensor | None:
         if post.image is None:
             return None
         try:
-            image = load_image(post.image, self.limits)
+            image = load_image(post.image, self.limits, root=self.image_root)
         except ImageDecodeError as e:
-            problems.append(f"image: {e.reason}: {e}")
+            root = self.image_root
+            detail = _confined_detail(post.id, e, root.path) if root is not None and root.confine else str(e)
+            problems.append(Problem("image", e.reason, detail))
             return None
         return self.image_transform(image)
 
@@ -148,7 +203,7 @@ class PostProcessor:
         s = self.image_size
         pixels = torch.zeros(b, 3, s, s)
         image_mask = torch.zeros(b, dtype=torch.bool)
-        problems: list[list[str]] = [[] for _ in range(b)]
+        problems: list[list[Problem]] = [[] for _ in range(b)]
         texts: list[str] = []
         text_mask = torch.zeros(b, dtype=torch.bool)
         reply_lists: list[list[str]] = []
@@ -159,14 +214,18 @@ class PostProcessor:
                 image_mask[i] = True
             text = cap_text(post.text, self.data.max_text_chars)
             if len(post.text) > len(text):
-                problems[i].append(f"text: capped from {len(post.text)} to {len(text)} characters")
+                problems[i].append(
+                    Problem("text", "capped", f"capped from {len(post.text)} to {len(text)} characters")
+                )
             text_mask[i] = bool(text.strip())
             texts.append(text)
             replies = post.replies
             if len(replies) > self.data.max_replies:
-                msg = f"replies: {len(replies)} replies, kept the first {self.data.max_replies}"
-                problems[i].append(msg)
-                warnings.warn(f"post {post.id!r}: {msg} (data.max_replies)", RuntimeWarning, stacklevel=2)
+                problem = Problem(
+                    "replies", "capped", f"{len(replies)} replies, kept the first {self.data.max_replies}"
+                )
+                problems[i].append(problem)
+                warnings.warn(f"post {post.id!r}: {problem} (data.max_replies)", RuntimeWarning, stacklevel=2)
                 replies = replies[: self.data.max_replies]
             reply_lists.append([cap_text(r.text, self.data.max_reply_chars) for r in replies])
 
@@ -194,7 +253,7 @@ class PostProcessor:
                     t[i] = encode_label(post.labels[spec.name], spec)
                     m[i] = True
                 except LabelError as e:
-                    problems[i].append(f"labels.{spec.name}: {e}")
+                    problems[i].append(Problem(f"labels.{spec.name}", "invalid_label", str(e)))
             targets[spec.name] = t
             label_mask[spec.name] = m
 
@@ -211,3 +270,15 @@ class PostProcessor:
             label_mask=label_mask,
             problems=problems,
         )
+
+
+def _confined_detail(post_id: str, e: ImageDecodeError, root: str) -> str:
+    """A problem's text in confined mode: the post, the field and the root-relative path (when the path is
+    inside the root), never an absolute server path nor whether a path outside the root exists."""
+    where = f"post {post_id!r} field 'image'"
+    if e.path is not None:
+        where += f" ({e.path!r} in the image root)"
+    detail = e.detail
+    for prefix in {os.path.realpath(root), root}:  # a decoder message quoting the file it read
+        detail = detail.replace(prefix, "<image root>")
+    return f"{where}: {detail}"

@@ -14,9 +14,9 @@ import json
 import logging
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
+from ximgctx._distributed import launched_world_size, make_accelerator
 from ximgctx.evaluation.calibration import THRESHOLD_OBJECTIVES
 from ximgctx.evaluation.predict import ABLATION_KEYS
 
@@ -87,16 +87,8 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
                 print(f"ximgctx evaluate: {e}", file=sys.stderr)
                 return 2
     accelerator = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs
-
-        from ximgctx.training._runtime import cpu_only_distributed
-
-        accelerator = Accelerator(
-            cpu=cpu_only_distributed(),
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=180))],
-        )
+    if launched_world_size() > 1:
+        accelerator = make_accelerator()
         device = accelerator.device
     else:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
 from ximgctx.config import TaskSpec
+from ximgctx.models.decision import decide
 from ximgctx.models.heads import masked_task_loss, probabilities
 
 __all__ = ["decide", "label_arrays", "task_loss", "task_metrics"]
@@ -30,14 +31,6 @@ def label_arrays(
     t = targets[m].float()
     truth = t.argmax(-1).numpy() if spec.kind == "multiclass" else (t >= 0.5).numpy().astype(np.int64)
     return probs, truth
-
-
-def decide(spec: TaskSpec, probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
-    """Decisions: class ids (M,) by argmax, or a 0/1 matrix (M, C) by per-label thresholds (default 0.5)."""
-    if spec.kind == "multiclass":
-        return probs.argmax(-1)
-    thr = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    return (probs >= thr[None, :]).astype(np.int64)
 
 
 def _per_label(fn: Any, truth: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, float | None]:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from ximgctx.config import MODALITIES
-from ximgctx.data.post import Post
+from ximgctx.data.dataset import PostDataset  # re-exported: its home moved to ximgctx.data
+from ximgctx.models.modalities import Modalities
 
 __all__ = [
     "ABLATION_KEYS",
@@ -28,7 +28,6 @@ __all__ = [
     "Predictions",
     "drop_for",
     "predict",
-    "problem_kind",
 ]
 
 #: every non-empty subset of kept modalities, named as in ContextBench's oracle.json
@@ -44,36 +43,9 @@ ABLATION_KEYS: tuple[str, ...] = (
 FULL = "image+text+replies"
 
 
-class PostDataset(Dataset):
-    """A list of posts as a map-style dataset (the collate function is the model's processor)."""
-
-    def __init__(self, posts: Sequence[Post]) -> None:
-        self.posts = list(posts)
-
-    def __len__(self) -> int:
-        return len(self.posts)
-
-    def __getitem__(self, i: int) -> Post:
-        return self.posts[i]
-
-
 def drop_for(key: str) -> tuple[str, ...]:
     """The modalities to mask for a kept-modality key: ``"image+text"`` -> ``("replies",)``."""
-    kept = key.split("+")
-    bad = [m for m in kept if m not in MODALITIES]
-    if bad or not kept:
-        raise ValueError(f"a kept-modality key joins {list(MODALITIES)} with '+', got {key!r}")
-    return tuple(m for m in MODALITIES if m not in kept)
-
-
-def problem_kind(problem: str) -> str:
-    """A processor problem message reduced to its kind: ``"image: corrupt: ..."`` -> ``"image: corrupt"``."""
-    head, _, rest = problem.partition(": ")
-    if head == "image":
-        return f"image: {rest.partition(':')[0].strip()}"
-    if head.startswith("labels."):
-        return f"{head}: invalid label"
-    return f"{head}: capped"
+    return Modalities.parse(key).dropped
 
 
 @dataclass
@@ -121,7 +93,7 @@ def predict(
     model.eval()
     parts: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     index_parts: list[torch.Tensor] = []
-    problems: dict[int, set[str]] = {}  # dataset position -> problem kinds (this process's posts)
+    problems: dict[int, set[str]] = {}  # dataset position -> Problem.key set (this process's posts)
     drops = {k: drop_for(k) for k in keys}
     model_device = next(model.parameters()).device
     try:
@@ -132,7 +104,7 @@ def predict(
             idx = torch.tensor([position[i] for i in batch.ids], dtype=torch.long, device=device)  # (B,)
             for pid, plist in zip(batch.ids, batch.problems, strict=True):
                 if plist:
-                    problems[position[pid]] = {problem_kind(p) for p in plist}
+                    problems[position[pid]] = {p.key for p in plist}
             index_parts.append(gather(idx).cpu())
             labels = gather({"targets": batch.targets, "mask": batch.label_mask})
             for key in keys:

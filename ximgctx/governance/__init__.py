@@ -13,6 +13,7 @@ from ximgctx.governance.check import (
     check_governed,
     governance_summary,
     is_governed,
+    require_governed,
 )
 from ximgctx.governance.core import (
     DROP_REASONS,
@@ -21,9 +22,11 @@ from ximgctx.governance.core import (
     GovernanceResult,
     collect_opt_outs,
     govern,
-    is_direct_message,
     iter_govern,
 )
+from ximgctx.governance.flags import is_direct_message, truthy
+from ximgctx.governance.identity import author_digest, normalize_author
+from ximgctx.governance.keys import load_key
 from ximgctx.governance.pii import KINDS, Redactor, find_pii
 from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 
@@ -36,6 +39,11 @@ __all__ = [
     "GovernanceResult",
     "GovernanceStatus",
     "Redactor",
+    "author_digest",
+    "load_key",
+    "normalize_author",
+    "require_governed",
+    "truthy",
     "UngovernedDataError",
     "check_governed",
     "collect_opt_outs",

@@ -1,6 +1,6 @@
 """The check training runs before it reads a manifest: did these posts pass through ``ximgctx govern``?
 
-The marker lives in each post's ``meta["governance"]`` (``{"version": 1, "policy_sha256": <64 hex>}``),
+The marker lives in each post's ``meta["governance"]`` (``{"version": 2, "policy_sha256": <64 hex>, ...}``),
 so it survives copying, concatenating and re-sharding manifests; a manifest that mixes governed and
 ungoverned posts is refused. The marker records a process, it is not a signature: it stops accidents
 (training on the raw conversion output), not someone who forges it.
@@ -11,19 +11,21 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ximgctx.data.post import Post
+from ximgctx.errors import InputError
 from ximgctx.governance.core import MARKER_KEY, MARKER_VERSION
+from ximgctx.governance.pii import NOT_DETECTED
 
 logger = logging.getLogger(__name__)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class UngovernedDataError(RuntimeError):
-    """Training data that has not passed through governance."""
+class UngovernedDataError(InputError):
+    """Data that has not passed through governance reached training, an index or a label memory."""
 
 
 def is_governed(post: Post) -> bool:
@@ -32,6 +34,7 @@ def is_governed(post: Post) -> bool:
     return (
         isinstance(m, dict)
         and m.get("version") == MARKER_VERSION
+        and not isinstance(m.get("version"), bool)
         and isinstance(m.get("policy_sha256"), str)
         and bool(_HEX64.fullmatch(m["policy_sha256"]))
     )
@@ -62,7 +65,41 @@ class GovernanceStatus:
             "ungoverned_posts": self.ungoverned,
             "policy_sha256": list(self.policy_sha256),
             "allowed_ungoverned": self.allowed_ungoverned,
+            "redaction_not_detected": NOT_DETECTED,  # the redactor's known gap, stated in every model card
         }
+
+
+def require_governed(
+    posts: Iterable[Post],
+    *,
+    allow_ungoverned: bool = False,
+    source: str | None = None,
+    command: str = "this command",
+) -> Iterator[Post]:
+    """Pass ``posts`` through, raising at the first one without the governance marker unless
+    ``allow_ungoverned`` (then a warning counts them at the end). For streams: ``ximgctx index`` and
+    ``ximgctx memory add`` wrap their input in it, so nothing is written from ungoverned data.
+
+    Raises:
+        UngovernedDataError: naming the source, the post's position, and how to fix it.
+    """
+    ungoverned = 0
+    for i, post in enumerate(posts, 1):
+        if not is_governed(post):
+            if not allow_ungoverned:
+                data = source or "DATA.jsonl"
+                raise UngovernedDataError(
+                    f"{command}: post {i}{' of ' + source if source else ''} has not passed through data "
+                    f"governance (no meta.{MARKER_KEY} marker), so it may be private, a direct message, by an "
+                    f"opted-out author or hold personal data. Run `ximgctx govern --data {data} --out "
+                    f"GOVERNED.jsonl --report AUDIT.json` and use GOVERNED.jsonl, or pass --allow-ungoverned."
+                )
+            ungoverned += 1
+        yield post
+    if ungoverned:
+        logger.warning(
+            "%s: used %d ungoverned posts because --allow-ungoverned was given", command, ungoverned
+        )
 
 
 def _status(posts: Iterable[Post]) -> GovernanceStatus:

@@ -1,10 +1,12 @@
 """``ximgctx govern``: filter and redact a manifest before training, with an audit report.
 
     ximgctx govern --data posts.jsonl --out governed.jsonl --report audit.json \
-        [--policy configs/governance/default.yaml] [--opt-out opt_out.txt]
+        [--policy configs/governance/default.yaml] [--opt-out opt_out.txt] [--key-file governance.key]
 
 The manifest is streamed twice (opt-out flags first, then filtering), so its size is not bounded by
-memory. The report and the log hold counts only.
+memory. The report and the log hold counts only. With ``--authors FILE``, the keyed digests of every
+author whose words were kept are written there too (for the model folder: see
+:mod:`ximgctx.governance.authors`); the key (``--key-file`` or ``$XIMGCTX_GOVERNANCE_KEY``) is never written.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import logging
 import sys
 from pathlib import Path
 
-from ximgctx.data.post import LoadReport, PostValidationError, load_posts
+from ximgctx.data.post import LoadReport, PostValidationError, load_posts, write_posts
+from ximgctx.errors import XimgctxError
 from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
+from ximgctx.governance.keys import load_key
 from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 
 logger = logging.getLogger(__name__)
@@ -39,10 +43,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
         prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", required=True, help="input manifest (.jsonl, .parquet or a folder of shards)")
-    p.add_argument("--out", required=True, help="governed manifest to write (.jsonl, or .parquet)")
+    p.add_argument("--out", required=True, help="governed manifest to write (JSONL)")
     p.add_argument("--report", required=True, help="audit report to write (JSON, counts only)")
     p.add_argument("--policy", default=None, help="policy YAML (default: the built-in default policy)")
     p.add_argument("--opt-out", default=None, help="file of opted-out author ids, one per line")
+    p.add_argument(
+        "--key-file",
+        default=None,
+        help="the operator's governance key (default: $XIMGCTX_GOVERNANCE_KEY, else a random one per run)",
+    )
+    p.add_argument(
+        "--authors", default=None, help="also write the keyed digest set of the kept authors here (JSON)"
+    )
     p.add_argument(
         "--skip-bad-records",
         action="store_true",
@@ -57,8 +69,15 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         policy = GovernancePolicy.from_yaml(args.policy) if args.policy else GovernancePolicy()
         if args.opt_out:
             policy = policy.with_opt_outs(read_opt_out_file(args.opt_out))
-    except (OSError, ValueError) as e:
+        args.key, args.key_held = load_key(args.key_file)
+    except (OSError, ValueError, XimgctxError) as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
+    if Path(args.out).suffix == ".parquet":
+        print(
+            f"ximgctx {command}: --out {args.out}: govern writes JSONL; write .jsonl, then `ximgctx shard` it",
+            file=sys.stderr,
+        )
         return 2
     on_error = "skip" if args.skip_bad_records else "raise"
     loader_log = logging.getLogger("ximgctx.data.post")
@@ -71,14 +90,20 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
 
 
 def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, command: str) -> int:
-    from ximgctx.adapters._common import write_manifest
+    from ximgctx.governance.authors import write_author_digests
 
     audit = new_audit(policy)
+    audit.key_held = args.key_held
+    digests: set[str] = set()
     try:
         opted_out = collect_opt_outs(load_posts(args.data, streaming=True, on_error=on_error), policy)
         load_report = LoadReport()
         posts = load_posts(args.data, streaming=True, on_error=on_error, report=load_report)
-        write_manifest(iter_govern(posts, policy, audit, opted_out), args.out)
+        write_posts(
+            iter_govern(posts, policy, audit, opted_out, key=args.key, author_digests=digests), args.out
+        )
+        if args.authors:
+            write_author_digests(args.authors, digests, args.key)
     except (OSError, ValueError) as e:
         # Name where, not what: a validation error's message can quote the record's values.
         where = f"{e.source}:{e.line} field {e.field!r}" if isinstance(e, PostValidationError) else str(e)

@@ -1,41 +1,60 @@
 """``govern``: keep only what may be trained on, redact personal data, and write an audit.
 
 What a post must satisfy to be kept, checked in this order (the first failing rule is the post's one
-drop reason, so the counts add up to the input):
+drop reason, so the counts add up to the input); the vocabulary is :mod:`ximgctx.governance.flags`:
 
-1. ``opted_out_author``: its ``meta.author`` is in the policy's opt-out list or the opt-out file, or it
-   is itself marked ``meta.opt_out: true`` (which also opts its author out everywhere else).
-2. ``direct_message``: any of ``meta.is_dm`` / ``meta.is_direct_message`` true, ``meta.type`` or
-   ``meta.kind`` in {dm, direct, direct_message, private_message}, ``meta.visibility`` in {direct, dm}.
-3. ``visibility_missing``: no ``meta.visibility`` at all (default deny).
-4. ``non_public``: ``meta.visibility`` not among the policy's allowed visibilities (default: public).
+1. ``opted_out_author``: any author ``meta`` names (its own, and those of quoted/reposted/original records
+   inside it, :func:`ximgctx.governance.identity.post_authors`) is opted out (policy list, opt-out file, or
+   an opt-out flag on any of that author's posts), or the post itself carries an opt-out flag.
+2. ``direct_message``: DM flags, DM types, DM-only fields, a direct visibility.
+3. ``deleted``: deleted/removed by its author or the platform.
+4. ``private_account``: protected/locked/private accounts, Bluesky's no-unauthenticated label.
+5. ``visibility_missing`` / ``visibility_unknown`` / ``non_public``: every visibility field present must be
+   among the policy's public values (fail closed: an unknown value is dropped).
 
-In kept posts, replies by opted-out authors are removed (``opted_out_author``), then personal data is
-redacted in the text, every reply and (``redact_meta``) the string values of ``meta`` (at any depth,
-except under ``meta_keep_keys`` and, with ``keep_id_fields``, ``id``/``*_id`` keys), and the governance marker ``meta["governance"] = {"version", "policy_sha256"}`` is
-added. Everything else is left as it was. The audit holds counts only: no text, no ids, no authors.
+In kept posts, replies by opted-out authors are removed (``opted_out_author``), replies whose author
+cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
+then personal data is redacted in the text, every reply and (``redact_meta``) every string and
+phone/card-like number of ``meta`` at any depth, except the exact paths of ``meta_keep_keys`` and, with
+``keep_id_fields``, ``id``/``*_id``/top-level author values that look like ids. Mention lists in meta
+are redacted as handles. The governance marker ``meta["governance"] = {"version", "policy_sha256",
+"key_id"}`` is added, where ``policy_sha256`` is the keyed :meth:`GovernancePolicy.digest`. The audit holds
+counts only: no text, no ids, no authors, no keys taken from records.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ximgctx.data.post import Post, Reply
-from ximgctx.governance.pii import KINDS, Redactor
+from ximgctx.governance import flags
+from ximgctx.governance.flags import is_direct_message
+from ximgctx.governance.identity import MENTION_KEYS, author_digest, author_of, identities, post_authors
+from ximgctx.governance.keys import key_id, load_key
+from ximgctx.governance.pii import KINDS, NOT_DETECTED, Redactor
 from ximgctx.governance.policy import GovernancePolicy
 
 logger = logging.getLogger(__name__)
 
 MARKER_KEY = "governance"
-MARKER_VERSION = 1
-DROP_REASONS = ("opted_out_author", "direct_message", "visibility_missing", "non_public")
-REPLY_REASONS = ("opted_out_author",)
-_DM_TYPES = {"dm", "direct", "direct_message", "private_message"}
-_DM_VISIBILITIES = {"direct", "dm"}
+MARKER_VERSION = 2  # 2: keyed policy digest (1 hashed the raw opt-out ids and is no longer accepted)
+DROP_REASONS = (
+    "opted_out_author",
+    "direct_message",
+    "deleted",
+    "private_account",
+    "visibility_missing",
+    "visibility_unknown",
+    "non_public",
+)
+REPLY_REASONS = ("opted_out_author", "unknown_author")
+_ID_LIKE = re.compile(r"[\w:.-]{1,128}")  # an id: one token, no @, no spaces, no + (ids, not contacts)
+_MAX_DEPTH = 64
 
 
 @dataclass
@@ -54,6 +73,7 @@ class AuditReport:
     posts_with_redactions: int = 0
     opted_out_authors: int = 0  # distinct opted-out author ids in force (list, file and flagged posts)
     skipped_records: int = 0  # malformed input records skipped by the loader (counted, never shown)
+    key_held: bool = False  # the digest is keyed by the operator's key (not a throw-away process key)
 
     def check(self) -> None:
         """Raise AssertionError when the counts do not add up."""
@@ -85,6 +105,11 @@ class AuditReport:
             "redactions": dict(self.redactions),
             "posts_with_redactions": self.posts_with_redactions,
             "opted_out_authors": self.opted_out_authors,
+            "digest": {"kind": "hmac-sha256", "key_held": self.key_held},
+            "redaction": {
+                "engine": "presidio pattern recognizers + phonenumbers",
+                "not_detected": NOT_DETECTED,
+            },
             "counts_add_up": True,
         }
 
@@ -93,75 +118,120 @@ class AuditReport:
 class GovernanceResult:
     posts: list[Post]  # the kept, redacted, marked posts
     audit: AuditReport
-
-
-def is_direct_message(meta: dict[str, Any]) -> bool:
-    """Whether ``meta`` marks a direct/private message (the fields are listed in the module docstring)."""
-    if meta.get("is_dm") is True or meta.get("is_direct_message") is True:
-        return True
-    for key in ("type", "kind"):
-        v = meta.get(key)
-        if isinstance(v, str) and v.strip().lower() in _DM_TYPES:
-            return True
-    v = meta.get("visibility")
-    return isinstance(v, str) and v.strip().lower() in _DM_VISIBILITIES
+    author_digests: set[str] = field(
+        default_factory=set
+    )  # keyed digests of every author whose words were kept
+    key_id: str = ""  # which key made the digests (keys.key_id), to check the key later
 
 
 def collect_opt_outs(posts: Iterable[Post], policy: GovernancePolicy) -> set[str]:
-    """Opted-out author ids: the policy's list plus the authors of posts flagged ``meta.opt_out: true``."""
+    """Normalised opted-out author ids: the policy's list plus the authors of posts with an opt-out flag."""
     out = set(policy.opt_out_authors)
     if policy.honor_post_opt_out:
+        extra = tuple(policy.opt_out_flags)
         for p in posts:
-            if p.meta.get("opt_out") is True and p.meta.get("author") is not None:
-                out.add(str(p.meta["author"]))
+            if isinstance(p.meta, dict) and flags.is_opted_out(p.meta, extra):
+                own = author_of(p.meta)
+                if own:
+                    out.add(own)
     return out
 
 
 def _drop_reason(post: Post, policy: GovernancePolicy, opted_out: set[str]) -> str | None:
-    meta = post.meta
-    author = meta.get("author")
-    if (author is not None and str(author) in opted_out) or (
-        policy.honor_post_opt_out and meta.get("opt_out") is True
+    meta = post.meta if isinstance(post.meta, dict) else {}
+    if (policy.honor_post_opt_out and flags.is_opted_out(meta, tuple(policy.opt_out_flags))) or (
+        opted_out and post_authors(meta) & opted_out
     ):
         return "opted_out_author"
-    if is_direct_message(meta):
+    if is_direct_message(meta, (*flags.DM_TYPES, *policy.dm_types)):
         return "direct_message"
-    vis = meta.get("visibility")
-    if vis is None:
-        return "visibility_missing"
-    if not isinstance(vis, str) or vis.strip() not in policy.allowed_visibilities:
-        return "non_public"
-    return None
+    if policy.drop_deleted and flags.is_deleted(meta, post.text):
+        return "deleted"
+    if flags.is_private_account(meta):
+        return "private_account"
+    return flags.visibility_reason(
+        meta,
+        tuple(policy.allowed_visibilities),
+        (*flags.NON_PUBLIC_VISIBILITIES, *flags.DM_VISIBILITIES, *policy.non_public_visibilities),
+    )
 
 
-def _redact_value(
-    value: Any, redactor: Redactor, counts: Counter[str], keep: Callable[[str], bool] = lambda _k: False
-) -> Any:
-    """Redact strings, recursing into dicts and lists; values under keys for which ``keep`` is true are
-    left alone."""
-    if isinstance(value, str):
-        out, c = redactor.redact(value)
-        counts.update(c)
+class _MetaRedactor:
+    """Redacts every string, dict key and phone/card-like number of ``meta`` (rules in the module doc)."""
+
+    def __init__(
+        self, policy: GovernancePolicy, redactor: Redactor, counts: Counter[str], opted_out: set[str]
+    ):
+        self.keep = set(policy.meta_keep_keys)
+        self.keep_ids = policy.keep_id_fields
+        self.redactor, self.counts, self.opted_out = redactor, counts, opted_out
+        self.handle = redactor._tokens["handle"]
+        self.redact_handles = "handle" in redactor.kinds
+
+    def text(self, value: str) -> str:
+        out, c = self.redactor.redact(value)
+        self.counts.update(c)
         return out
-    if isinstance(value, dict):
-        return {k: v if keep(str(k)) else _redact_value(v, redactor, counts, keep) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_value(v, redactor, counts, keep) for v in value]
-    return value
+
+    def _id_like(self, path: str, value: Any) -> bool:
+        leaf = path.rsplit(".", 1)[-1]
+        return (
+            self.keep_ids
+            and (leaf == "id" or leaf.endswith("_id") or path == "author")
+            and bool(_ID_LIKE.fullmatch(str(value)))
+        )
+
+    def mention(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.mention(v) for v in value]
+        if self.redact_handles or identities(value) & self.opted_out:
+            self.counts["handle"] += 1
+            return self.handle
+        return value
+
+    def __call__(self, value: Any, path: str = "", depth: int = 0) -> Any:
+        if path in self.keep or value is None or isinstance(value, bool):
+            return value
+        if depth > _MAX_DEPTH:
+            return None  # deeper than any real export: dropped rather than left unread
+        if isinstance(value, str):
+            return value if self._id_like(path, value) else self.text(value)
+        if isinstance(value, (int, float)):
+            kind = None if self._id_like(path, value) else self.redactor.number_kind(value)
+            if kind is None:
+                return value
+            self.counts[kind] += 1
+            return self.redactor._tokens[kind]
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                sub = f"{path}.{k}" if path else str(k)
+                key = self.text(k) if isinstance(k, str) else k
+                out[key] = self.mention(v) if str(k) in MENTION_KEYS else self(v, sub, depth + 1)
+            return out
+        if isinstance(value, list):
+            return [self(v, path, depth + 1) for v in value]
+        return value
 
 
 def iter_govern(
-    posts: Iterable[Post], policy: GovernancePolicy, audit: AuditReport, opted_out: set[str]
+    posts: Iterable[Post],
+    policy: GovernancePolicy,
+    audit: AuditReport,
+    opted_out: set[str],
+    *,
+    key: bytes | None = None,
+    author_digests: set[str] | None = None,
 ) -> Iterator[Post]:
     """Single-pass governance for streams: ``opted_out`` must already hold every opted-out author (see
-    :func:`collect_opt_outs`); ``audit`` is filled as posts go by."""
+    :func:`collect_opt_outs`); ``audit`` is filled as posts go by, ``author_digests`` (when given) with
+    the keyed digest of every author whose words are kept. ``key`` defaults to :func:`keys.load_key`."""
+    if key is None:
+        key, audit.key_held = load_key()
     redactor = Redactor(kinds=tuple(policy.redact), tokens=policy.tokens, regions=policy.phone_regions)
-    marker = {"version": MARKER_VERSION, "policy_sha256": policy.sha256()}
-    keep_keys = set(policy.meta_keep_keys)
-
-    def keep(key: str) -> bool:
-        return key in keep_keys or (policy.keep_id_fields and (key == "id" or key.endswith("_id")))
-
+    with_handles = tuple(dict.fromkeys((*policy.redact, "handle")))
+    marker = {"version": MARKER_VERSION, "policy_sha256": policy.digest(key), "key_id": key_id(key)}
+    audit.policy_sha256 = marker["policy_sha256"]
     audit.opted_out_authors = len(opted_out)
     for post in posts:
         audit.input_posts += 1
@@ -170,44 +240,63 @@ def iter_govern(
             audit.dropped_posts[reason] += 1
             continue
         counts: Counter[str] = Counter()
-        text = _redact_value(post.text, redactor, counts)
+        meta_redactor = _MetaRedactor(policy, redactor, counts, opted_out)
+        text = meta_redactor.text(post.text)
         replies: list[Reply] = []
+        authors = post_authors(post.meta)
         for r in post.replies:
             audit.input_replies += 1
-            if r.author is not None and str(r.author) in opted_out:
+            who = identities(r.author)
+            if who & opted_out:
                 audit.removed_replies["opted_out_author"] += 1
                 continue
-            replies.append(Reply(text=_redact_value(r.text, redactor, counts), author=r.author))
+            if not who and policy.unknown_reply_author == "drop":
+                audit.removed_replies["unknown_author"] += 1
+                continue
+            out, c = redactor.redact(r.text, None if who else with_handles)
+            counts.update(c)
+            authors |= who
+            replies.append(Reply(text=out, author=r.author))
         audit.kept_replies += len(replies)
         meta = {k: v for k, v in post.meta.items() if k != MARKER_KEY}  # a previous marker is replaced
         if policy.redact_meta:
-            meta = _redact_value(meta, redactor, counts, keep)
+            meta = meta_redactor(meta)
         meta[MARKER_KEY] = dict(marker)
         for k, n in counts.items():
             audit.redactions[k] += n
         audit.posts_with_redactions += bool(counts)
         audit.kept_posts += 1
+        if author_digests is not None:
+            author_digests.update(d for d in (author_digest(a, key) for a in authors) if d)
         yield Post(
             id=post.id, image=post.image, text=text, replies=replies, labels=dict(post.labels), meta=meta
         )
 
 
 def new_audit(policy: GovernancePolicy) -> AuditReport:
-    return AuditReport(policy_sha256=policy.sha256(), policy=policy.public_summary())
+    return AuditReport(policy_sha256="", policy=policy.public_summary())
 
 
-def govern(posts: Iterable[Post], policy: GovernancePolicy | None = None) -> GovernanceResult:
+def govern(
+    posts: Iterable[Post], policy: GovernancePolicy | None = None, *, key: bytes | None = None
+) -> GovernanceResult:
     """Keep only trainable posts, redact personal data, and count what happened.
 
     ``posts`` is read twice (opt-out flags first, so an author who opted out on any post loses every
     post and reply); an iterator is materialised. For manifests larger than memory, the ``ximgctx
-    govern`` command streams the file twice instead.
+    govern`` command streams the file twice instead. ``key`` is the operator's governance key (see
+    :mod:`ximgctx.governance.keys`); without it, ``$XIMGCTX_GOVERNANCE_KEY`` or a random process key.
     """
     policy = policy or GovernancePolicy()
     posts = posts if isinstance(posts, list) else list(posts)
+    held = True
+    if key is None:
+        key, held = load_key()
     opted_out = collect_opt_outs(posts, policy)
     audit = new_audit(policy)
-    kept = list(iter_govern(posts, policy, audit, opted_out))
+    audit.key_held = held
+    digests: set[str] = set()
+    kept = list(iter_govern(posts, policy, audit, opted_out, key=key, author_digests=digests))
     audit.check()
     logger.info(
         "governance: kept %d of %d posts (dropped %s), removed %d replies, redacted %s",
@@ -217,4 +306,4 @@ def govern(posts: Iterable[Post], policy: GovernancePolicy | None = None) -> Gov
         sum(audit.removed_replies.values()),
         audit.redactions,
     )
-    return GovernanceResult(posts=kept, audit=audit)
+    return GovernanceResult(posts=kept, audit=audit, author_digests=digests, key_id=key_id(key))

@@ -13,7 +13,15 @@ import hmac
 import unicodedata
 from typing import Any
 
-__all__ = ["author_digest", "normalize_author"]
+__all__ = [
+    "AUTHOR_KEYS",
+    "MENTION_KEYS",
+    "author_digest",
+    "author_of",
+    "identities",
+    "normalize_author",
+    "post_authors",
+]
 
 
 def normalize_author(value: Any) -> str | None:
@@ -37,3 +45,84 @@ def author_digest(author: Any, key: bytes) -> str | None:
     if norm is None:
         return None
     return hmac.new(key, norm.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+#: keys whose value names the author of the object they sit in (a string, a number or {id, name...})
+AUTHOR_KEYS = (
+    "author",
+    "user",
+    "username",
+    "screen_name",
+    "user_id",
+    "author_id",
+    "account",
+    "acct",
+    "handle",
+    "did",
+    "owner",
+    "from",
+    "sender",
+    "sender_id",
+)
+#: keys holding accounts *mentioned* by a post rather than its authors (redacted, never a drop reason)
+MENTION_KEYS = (
+    "mentions",
+    "mentioned_users",
+    "user_mentions",
+    "mention",
+    "tagged_users",
+    "in_reply_to_screen_name",
+)
+
+
+def identities(value: Any) -> set[str]:
+    """Every normalised author id an author value names: ``{id, username, name}`` gives all three."""
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for key in ("id", "user_id", "username", "screen_name", "handle", "acct", "did", "name"):
+            norm = normalize_author(value.get(key)) if not isinstance(value.get(key), dict) else None
+            if norm:
+                found.add(norm)
+        return found
+    if isinstance(value, list):
+        return set().union(*(identities(v) for v in value)) if value else set()
+    norm = normalize_author(value)
+    return {norm} if norm else set()
+
+
+def post_authors(meta: Any, *, _depth: int = 0) -> set[str]:
+    """The authors a post's ``meta`` names at any depth: its own author keys and those of quoted,
+    reposted, embedded or original records inside it (all count: a quote carries its author's words).
+    Mention lists (:data:`MENTION_KEYS`) are not authors."""
+    found: set[str] = set()
+    if _depth > 32:
+        return found
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            k = str(key)
+            if k in MENTION_KEYS:
+                continue
+            if k in AUTHOR_KEYS and not (isinstance(value, dict) and _is_record(value)):
+                found |= identities(value)
+            if isinstance(value, (dict, list)):
+                found |= post_authors(value, _depth=_depth + 1)
+    elif isinstance(meta, list):
+        for v in meta:
+            found |= post_authors(v, _depth=_depth + 1)
+    return found
+
+
+def _is_record(value: dict[str, Any]) -> bool:
+    # {"author": {"id": ..., "name": ...}} is an author; {"user": {"author": ..., "text": ...}} a record
+    return any(k in value for k in AUTHOR_KEYS)
+
+
+def author_of(meta: Any) -> str | None:
+    """The post's own author: the first key of :data:`AUTHOR_KEYS` at the top of ``meta`` naming someone."""
+    if not isinstance(meta, dict):
+        return None
+    for key in AUTHOR_KEYS:
+        norm = normalize_author(meta.get(key))
+        if norm:
+            return norm
+    return None

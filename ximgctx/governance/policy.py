@@ -1,14 +1,19 @@
 """The governance policy: what may be trained on and what personal data is redacted.
 
 A policy is a small YAML file (``configs/governance/default.yaml``), validated on load with errors that
-name the bad value. Its SHA-256 (of the canonical JSON of every field, opt-out ids included) is the
-identity written into every governed post, so a manifest says exactly which rules it passed.
+name the bad value. The identity written into every governed post and into model cards is
+:meth:`GovernancePolicy.digest`: an HMAC-SHA256 of the canonical JSON of every field (normalised opt-out
+ids included) under a key the operator holds (:func:`ximgctx.governance.keys.load_key`), so nobody without
+the key can test a guessed opt-out list against it. :meth:`GovernancePolicy.public_sha256` hashes only
+what may be published (opt-out ids replaced by their count).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,110 +22,134 @@ import phonenumbers
 import yaml
 
 from ximgctx import _yaml
-from ximgctx.governance.pii import DEFAULT_TOKENS, KINDS
+from ximgctx.errors import ConfigError
+from ximgctx.governance import flags
+from ximgctx.governance.identity import normalize_author
+from ximgctx.governance.pii import DEFAULT_REGIONS, DEFAULT_TOKENS, KINDS
 
 #: visibilities that are never trainable, whatever the policy lists
 _NEVER_ALLOWED = {"direct", "dm", "private", "direct_message"}
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"governance policy: {name} must be a list of non-empty strings, got {value!r}")
+    return [v.strip() for v in value]
 
 
 @dataclass
 class GovernancePolicy:
     """Rules :func:`ximgctx.governance.govern` applies. Every field has a safe default."""
 
-    allowed_visibilities: list[str] = field(default_factory=lambda: ["public"])  # meta.visibility values kept
-    drop_direct_messages: bool = True  # drop posts marked as direct messages (see govern's docstring)
+    allowed_visibilities: list[str] = field(  # visibility values kept (normalised, see flags.norm_value)
+        default_factory=lambda: list(flags.PUBLIC_VISIBILITIES)
+    )
+    non_public_visibilities: list[str] = (
+        field(  # more values dropped as non_public (flags lists the defaults)
+            default_factory=list
+        )
+    )
+    dm_types: list[str] = field(default_factory=list)  # more type/kind values meaning a direct message
+    opt_out_flags: list[str] = field(default_factory=list)  # more meta flags meaning "my author opted out"
+    drop_direct_messages: bool = True  # drop posts marked as direct messages (see flags); must stay true
     opt_out_authors: list[str] = field(default_factory=list)  # author ids whose posts and replies are removed
-    honor_post_opt_out: bool = True  # a post with meta.opt_out true opts its author out everywhere
-    redact: list[str] = field(default_factory=lambda: list(KINDS))  # PII kinds to redact, of KINDS
+    honor_post_opt_out: bool = True  # a post flagged opted-out opts its author out everywhere
+    drop_deleted: bool = True  # drop posts marked deleted/removed (Reddit's [deleted]/[removed] included)
+    unknown_reply_author: str = "keep"  # replies with no author: keep (handles redacted) or drop
+    redact: list[str] = field(default_factory=lambda: list(KINDS))  # personal-data kinds to redact, of KINDS
     tokens: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TOKENS))  # kind -> replacement
     phone_region: str = "US"  # region for numbers written without +country
-    extra_phone_regions: list[str] = field(
-        default_factory=list
-    )  # further regions to read national numbers in
-    redact_meta: bool = True  # also redact string values inside meta (raw originals kept by adapters)
-    meta_keep_keys: list[str] = field(  # meta keys (at any depth) whose values are never redacted
-        default_factory=lambda: [
-            "source",
-            "visibility",
-            "split",
-            "author",
-            "opt_out",
-            "governance",
-            "lang",
-            "is_dm",
-            "type",
-            "version",
-            "img",
-            "image",
-            "image_name",
-        ]
+    extra_phone_regions: list[str] = field(  # further regions whose national formats are read
+        default_factory=lambda: [r for r in DEFAULT_REGIONS if r != "US"]
     )
-    keep_id_fields: bool = (
-        True  # never redact meta values under "id" or "*_id" keys (long ids look like cards)
+    redact_meta: bool = True  # also redact strings (and phone/card numbers) inside meta, at any depth
+    meta_keep_keys: list[str] = field(  # exact meta paths ("lang", "latent.image.scene") never redacted
+        default_factory=lambda: ["source", "visibility", "split", "opt_out", "governance", "lang", "version"]
     )
+    keep_id_fields: bool = True  # keep "id"/"*_id" and the top-level author value when they look like ids
 
     def __post_init__(self) -> None:
-        def strings(name: str, value: Any) -> list[str]:
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise ValueError(
-                    f"governance policy: {name} must be a list of non-empty strings, got {value!r}"
-                )
-            return [v.strip() for v in value]
-
-        self.allowed_visibilities = strings("allowed_visibilities", self.allowed_visibilities)
-        if not self.allowed_visibilities:
-            raise ValueError(
-                "governance policy: allowed_visibilities must not be empty (nothing could be kept)"
-            )
-        bad = sorted(set(v.lower() for v in self.allowed_visibilities) & _NEVER_ALLOWED)
-        if bad:
-            raise ValueError(
-                f"governance policy: allowed_visibilities must not include {bad}: direct and "
-                "private messages are never trained on"
-            )
-        for name in ("drop_direct_messages", "honor_post_opt_out", "redact_meta", "keep_id_fields"):
+        self._check_visibilities()
+        for name in (
+            "drop_direct_messages",
+            "honor_post_opt_out",
+            "redact_meta",
+            "keep_id_fields",
+            "drop_deleted",
+        ):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(
+                raise ConfigError(
                     f"governance policy: {name} must be true or false, got {getattr(self, name)!r}"
                 )
         if not self.drop_direct_messages:
-            raise ValueError(
+            raise ConfigError(
                 "governance policy: drop_direct_messages must be true: direct messages are never trained on"
             )
-        self.opt_out_authors = sorted(
-            set(
-                strings(
-                    "opt_out_authors",
-                    [str(a) for a in self.opt_out_authors]
-                    if isinstance(self.opt_out_authors, list)
-                    else self.opt_out_authors,
-                )
+        if self.unknown_reply_author not in ("keep", "drop"):
+            raise ConfigError(
+                f"governance policy: unknown_reply_author must be 'keep' or 'drop', got {self.unknown_reply_author!r}"
             )
+        raw = (
+            [str(a) for a in self.opt_out_authors]
+            if isinstance(self.opt_out_authors, list)
+            else self.opt_out_authors
         )
-        self.redact = strings("redact", self.redact)
+        self.opt_out_authors = sorted(
+            {normalize_author(a) for a in _strings("opt_out_authors", raw)} - {None}
+        )
+        self._check_redaction()
+        self.meta_keep_keys = _strings("meta_keep_keys", self.meta_keep_keys)
+
+    def _check_visibilities(self) -> None:
+        self.allowed_visibilities = [
+            flags.norm_value(v) for v in _strings("allowed_visibilities", self.allowed_visibilities)
+        ]
+        for name in ("non_public_visibilities", "dm_types", "opt_out_flags"):
+            setattr(self, name, [flags.norm_value(v) for v in _strings(name, getattr(self, name))])
+        if not self.allowed_visibilities:
+            raise ConfigError(
+                "governance policy: allowed_visibilities must not be empty (nothing could be kept)"
+            )
+        never = {
+            *_NEVER_ALLOWED,
+            *flags.NON_PUBLIC_VISIBILITIES,
+            *flags.DM_VISIBILITIES,
+            *self.non_public_visibilities,
+        }
+        bad = sorted(set(self.allowed_visibilities) & never)
+        if bad:
+            raise ConfigError(
+                f"governance policy: allowed_visibilities must not include {bad}: direct messages and "
+                "non-public posts are never trained on"
+            )
+
+    def _check_redaction(self) -> None:
+        self.redact = _strings("redact", self.redact)
         unknown = [k for k in self.redact if k not in KINDS]
         if unknown:
-            raise ValueError(f"governance policy: redact kinds must be among {list(KINDS)}, got {unknown}")
+            raise ConfigError(f"governance policy: redact kinds must be among {list(KINDS)}, got {unknown}")
         if not isinstance(self.tokens, dict):
-            raise ValueError(f"governance policy: tokens must be a mapping kind -> text, got {self.tokens!r}")
+            raise ConfigError(
+                f"governance policy: tokens must be a mapping kind -> text, got {self.tokens!r}"
+            )
         tokens = dict(DEFAULT_TOKENS)
         for k, v in self.tokens.items():
             if k not in KINDS:
-                raise ValueError(f"governance policy: tokens has unknown kind {k!r}; kinds are {list(KINDS)}")
+                raise ConfigError(
+                    f"governance policy: tokens has unknown kind {k!r}; kinds are {list(KINDS)}"
+                )
             if not isinstance(v, str) or not v:
-                raise ValueError(f"governance policy: tokens.{k} must be a non-empty string, got {v!r}")
+                raise ConfigError(f"governance policy: tokens.{k} must be a non-empty string, got {v!r}")
             tokens[k] = v
         self.tokens = tokens
-        regions = phonenumbers.SUPPORTED_REGIONS
-        for r in [self.phone_region, *strings("extra_phone_regions", self.extra_phone_regions)]:
-            if not isinstance(r, str) or r.upper() not in regions:
-                raise ValueError(
+        for r in [self.phone_region, *_strings("extra_phone_regions", self.extra_phone_regions)]:
+            if not isinstance(r, str) or r.upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ConfigError(
                     f"governance policy: phone region must be an ISO 3166 region code that "
                     f"phonenumbers knows (e.g. 'US', 'GB', 'DE'), got {r!r}"
                 )
         self.phone_region = self.phone_region.upper()
         self.extra_phone_regions = [r.upper() for r in self.extra_phone_regions]
-        self.meta_keep_keys = strings("meta_keep_keys", self.meta_keep_keys)
 
     @property
     def phone_regions(self) -> tuple[str, ...]:
@@ -129,10 +158,21 @@ class GovernancePolicy:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _canonical(self, data: dict[str, Any]) -> bytes:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def digest(self, key: bytes) -> str:
+        """The policy's identity for governed posts and model cards: HMAC-SHA256 under the operator's key of
+        its canonical JSON, opt-out ids included. Without ``key`` it cannot be reproduced or tested."""
+        return hmac.new(key, self._canonical(self.to_dict()), hashlib.sha256).hexdigest()
+
+    def public_sha256(self) -> str:
+        """SHA-256 of what may be published: the policy with opt-out ids replaced by their count."""
+        return hashlib.sha256(self._canonical(self.public_summary())).hexdigest()
+
     def sha256(self) -> str:
-        """Identity of the policy: SHA-256 of its canonical JSON."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        """Same as :meth:`public_sha256` (it never covers the opt-out ids, which must not be guessable)."""
+        return self.public_sha256()
 
     def public_summary(self) -> dict[str, Any]:
         """The policy without the opt-out ids (only their count), for reports and model cards."""
@@ -146,7 +186,7 @@ class GovernancePolicy:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"governance policy: unknown keys {unknown}; known keys are {sorted(names)}")
+            raise ConfigError(f"governance policy: unknown keys {unknown}; known keys are {sorted(names)}")
         return cls(**data)
 
     @classmethod
@@ -156,26 +196,36 @@ class GovernancePolicy:
         try:
             data = _yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if data is not None and not isinstance(data, dict):
-            raise ValueError(f"{path}: a governance policy is a mapping, got {type(data).__name__}")
+            raise ConfigError(f"{path}: a governance policy is a mapping, got {type(data).__name__}")
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from e
+            raise ConfigError(f"{path}: {e}") from e
 
     def with_opt_outs(self, authors: list[str] | set[str]) -> GovernancePolicy:
         """A copy with more opted-out author ids (e.g. from an opt-out list file)."""
         d = self.to_dict()
-        d["opt_out_authors"] = sorted(set(self.opt_out_authors) | {str(a) for a in authors})
+        d["opt_out_authors"] = sorted(
+            set(self.opt_out_authors) | {str(a) for a in authors}
+        )  # normalised on init
         return GovernancePolicy.from_dict(d)
 
 
 def read_opt_out_file(path: str | Path) -> set[str]:
-    """Author ids, one per line; blank lines and ``#`` comments are ignored."""
+    """Normalised author ids, one per line; blank lines and ``#`` comments (at a line's start or after
+    white space) are ignored. Raises :class:`ximgctx.errors.InputError` naming the file when unreadable."""
+    from ximgctx.errors import InputError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read the opt-out list: {e}") from e
     out: set[str] = set()
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        s = line.split("#", 1)[0].strip()
-        if s:
-            out.add(s)
+    for line in text.splitlines():
+        s = re.split(r"(?:^|\s)#", line, maxsplit=1)[0]
+        norm = normalize_author(s)
+        if norm:
+            out.add(norm)
     return out

@@ -5,8 +5,9 @@ take effect before the next retraining.
   distributions (majority vote or Dawid–Skene, through crowd-kit), with per-labeler reliability.
 - :func:`select_for_labeling` picks the next posts to send to labelers (entropy, margin, MC dropout, or an
   uncertainty-weighted diverse batch).
-- :class:`LabelMemory` / :class:`MemoryPredictor`: labeled examples that shift predictions for similar posts
-  at once, through nearest neighbours in the fused-embedding space.
+- :class:`LabelMemory` (from :mod:`ximgctx.inference.memory`; ``Predictor(model, memory=...)`` reads it):
+  labeled examples that shift predictions for similar posts at once, through nearest neighbours in the
+  fused-embedding space.
 - :func:`simulate_labeling`: the whole loop on ContextBench with simulated noisy labelers.
 """
 
@@ -20,7 +21,7 @@ from ximgctx.hitl.aggregate import (
     soft_to_hard,
 )
 from ximgctx.hitl.labelers import LabelerPool
-from ximgctx.hitl.memory import LabelMemory, MemoryConfig, MemoryPredictor, default_memory_dir
+from ximgctx.hitl.memory import LabelMemory, MemoryConfig, default_memory_dir
 from ximgctx.hitl.select import STRATEGIES, Selection, pairwise_distance, select_for_labeling, uncertainty
 from ximgctx.hitl.simulate import SimulationConfig, simulate_labeling
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, check_votes, load_tasks, read_votes, votes_from_posts
@@ -36,7 +37,6 @@ __all__ = [
     "LabelerPool",
     "LabelerReport",
     "MemoryConfig",
-    "MemoryPredictor",
     "Selection",
     "SimulationConfig",
     "Vote",

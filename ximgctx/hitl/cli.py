@@ -180,13 +180,12 @@ def _ids_in(path: str) -> list[str]:
 
 def _select(args: argparse.Namespace) -> int:
     from ximgctx.data.post import load_posts, write_posts
-    from ximgctx.hitl.memory import MemoryPredictor
     from ximgctx.hitl.select import select_for_labeling
     from ximgctx.inference.predictor import Predictor
 
-    predictor: Any = Predictor.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-    if args.memory:
-        predictor = MemoryPredictor.load(predictor, args.memory)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, batch_size=args.batch_size, memory=args.memory
+    )
     pool = load_posts(args.pool)
     labeled = [i for path in args.labeled for i in _ids_in(path)]
     chosen = select_for_labeling(
@@ -260,12 +259,16 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     add.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add.add_argument(
+        "--allow-ungoverned", action="store_true", help="add posts that did not pass ximgctx govern"
+    )
 
 
 def _memory(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ximgctx.data.post import LoadReport, load_posts
+    from ximgctx.governance import require_governed
     from ximgctx.hitl.memory import LabelMemory, default_memory_dir
     from ximgctx.inference.predictor import Predictor
 
@@ -283,9 +286,14 @@ def _memory(args: argparse.Namespace) -> int:
         memory.config = replace(memory.config, **overrides)
     report = LoadReport()
     posts = load_posts(args.data, on_error="skip", report=report)
+    posts = list(
+        require_governed(
+            posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
+        )
+    )
     reference = load_posts(args.reference, on_error="skip") if args.reference else None
     added = memory.add(predictor, posts, reference=reference)
-    memory.save(folder)
+    memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(
         {
             "memory": str(folder),

@@ -19,8 +19,8 @@ them already labeled, most useful first:
   batches (seeds 0-5) on the test pool (8 posts x 4 near-copies, k=6); the greedy choice takes one only
   when nothing farther is left.
 
-Scores are averaged over tasks unless ``task`` names one. With a :class:`~ximgctx.hitl.MemoryPredictor`,
-uncertainty is measured on the memory-blended scores: posts that people have already corrected nearby
+Scores are averaged over tasks unless ``task`` names one. With a predictor that has a label memory
+(``Predictor(model, memory=...)``), uncertainty is measured on the memory-blended scores: posts that people have already corrected nearby
 become less uncertain.
 """
 
@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ximgctx.data.post import Post, load_posts
+
+if TYPE_CHECKING:
+    from ximgctx.inference.predictor import Predictor
+    from ximgctx.models.context_model import ContextModel
 
 __all__ = [
     "STRATEGIES",
@@ -113,29 +117,22 @@ def _bald(samples: list[dict[str, np.ndarray]], kinds: dict[str, str]) -> dict[s
 # ------------------------------------------------------------------------------------------- passes
 
 
-def _unwrap(predictor: Any) -> tuple[Any, Any]:
-    """(the plain Predictor, the label memory or None)."""
+def _as_predictor(predictor: Predictor | ContextModel) -> Predictor:
+    """A ContextModel is run through a CPU :class:`Predictor`; a Predictor is used as it is."""
     from ximgctx.inference.predictor import Predictor
     from ximgctx.models.context_model import ContextModel
 
-    memory = getattr(predictor, "memory", None)
-    base = getattr(predictor, "predictor", predictor)
-    if isinstance(base, ContextModel):
-        base = Predictor(base, device="cpu")
-    return base, memory
+    return Predictor(predictor, device="cpu") if isinstance(predictor, ContextModel) else predictor
 
 
 def _scores_and_embeddings(
-    predictor: Any, posts: Sequence[Post], batch_size: int | None
+    base: Predictor, posts: Sequence[Post], batch_size: int | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Calibrated scores (memory-blended when there is a memory) and unit-norm fused embeddings."""
-    base, memory = _unwrap(predictor)
+    """Calibrated scores (memory-blended when the predictor has a memory) and unit-norm fused embeddings."""
     scores: dict[str, list[np.ndarray]] = {t: [] for t in base.task_names}
     emb = []
     for result in base.iter_batches(posts, batch_size):
-        batch_scores = result.scores
-        if memory is not None:
-            batch_scores = memory.blend(batch_scores, result.output.fused)
+        batch_scores = result.scores  # Predictor.scores: blended with its memory, if any
         fused = F.normalize(result.output.fused.float(), dim=-1)  # (B, H)
         for t in base.task_names:
             scores[t].append(batch_scores[t].float().cpu().numpy())
@@ -171,9 +168,9 @@ def dropout_on(model: nn.Module, p: float | None = None) -> Iterator[int]:
 
 
 def _mc_samples(
-    predictor: Any, posts: Sequence[Post], samples: int, p: float, seed: int, batch_size: int | None
+    base: Predictor, posts: Sequence[Post], samples: int, p: float, seed: int, batch_size: int | None
 ) -> list[dict[str, np.ndarray]]:
-    base, memory = _unwrap(predictor)
+    memory = base.memory
     out: list[dict[str, list[np.ndarray]]] = [{t: [] for t in base.task_names} for _ in range(samples)]
     size = batch_size or base.batch_size
     with torch.random.fork_rng(devices=[]), dropout_on(base.model, p) as n_active:
@@ -231,7 +228,7 @@ def pairwise_distance(embeddings: np.ndarray) -> float:
 
 
 def select_for_labeling(
-    predictor: Any,
+    predictor: Predictor | ContextModel,
     pool: Sequence[Post] | str | Path,
     k: int,
     strategy: str = "entropy",
@@ -246,7 +243,7 @@ def select_for_labeling(
     """Choose ``k`` posts of ``pool`` to send to labelers.
 
     Args:
-        predictor: a :class:`~ximgctx.Predictor`, a :class:`~ximgctx.hitl.MemoryPredictor`, or a
+        predictor: a :class:`~ximgctx.Predictor` (with or without a label memory), or a
             :class:`~ximgctx.ContextModel` (run on the CPU).
         pool: candidate posts, or a manifest path. Posts whose id repeats are considered once.
         k: how many to choose; fewer when fewer candidates are left.
@@ -283,17 +280,17 @@ def select_for_labeling(
         order, total, per_task = choose("random", k, n=len(candidates), rng=np.random.default_rng(seed))
         return [Selection(candidates[i].id, r, 0.0) for r, i in enumerate(order)]
 
-    base, _ = _unwrap(predictor)
+    base = _as_predictor(predictor)
     kinds = {s.name: s.kind for s in base.model.config.tasks}
     if task is not None and task not in kinds:
         raise ValueError(f"task must be one of {sorted(kinds)}, got {task!r}")
     kinds = {t: kinds[t] for t in ([task] if task is not None else list(kinds))}
 
     if strategy == "mc_dropout":
-        samples = _mc_samples(predictor, candidates, mc_samples, mc_dropout_p, seed, batch_size)
+        samples = _mc_samples(base, candidates, mc_samples, mc_dropout_p, seed, batch_size)
         order, total, per_task = choose(strategy, k, kinds=kinds, samples=samples)
     else:
-        scores, emb = _scores_and_embeddings(predictor, candidates, batch_size)
+        scores, emb = _scores_and_embeddings(base, candidates, batch_size)
         order, total, per_task = choose(strategy, k, kinds=kinds, scores=scores, embeddings=emb)
     return [
         Selection(candidates[i].id, r, float(total[i]), {t: float(per_task[t][i]) for t in kinds})

@@ -17,20 +17,15 @@ labels spent.
 quickstart's tiny CLIP, random or with pretrained weights given as ``encoder``), so its modality embeddings
 never change: they are computed once for the pool and the test split (``ContextModel.encode``), cached under
 ``out_dir/features``, and each round trains the fusion module and heads on them (``model.fusion`` ->
-``model.heads`` -> the core's ``masked_task_loss``; AdamW from ``ximgctx.training.optim.build_optimizer``).
-Measured on one CPU thread with the quickstart's model (tiny-rn, LoRA r=16 on every tower), a LoRA training
-step costs ~22 ms a post and a forward pass ~9 ms (collation included): fine-tuning the encoder round by round,
-as ``train()`` would (an Accelerate run writing checkpoints and a model per call), and re-scoring the pool
-with it, comes to ~8 minutes per strategy at the quickstart's size (5 rounds of 100 posts, 10 epochs, a
-4,000-post pool); on cached features a strategy took 20-40 s (mc_dropout, 8 passes per selection: 60-100 s).
-Every strategy gets the same model, features, first batch, crowd and budget.
+``model.heads`` -> fine-tuning's own loss, ``ximgctx.training.finetune.supervised_loss``, so task weights
+apply; AdamW from ``ximgctx.training.optim.build_optimizer``).
+Fine-tuning the encoder round by round, as ``train()`` would (an Accelerate run writing checkpoints and a model
+per call), and re-scoring the pool with it, costs many times more per strategy than training on cached
+features. Every strategy gets the same model, features, first batch, crowd and budget.
 
-What a frozen tiny encoder can learn bounds the curve. Measured on a 2,000/500 ContextBench split with clean
-labels: ``meaning`` stayed at the majority-class rate (test accuracy 0.44-0.49 from 100 to 2,000 labels;
-majority class 0.53): the emblem it needs cannot be read from the frozen image features (linear and MLP
-probes scored 0.43-0.48 on this yes/no attribute), while ``intent`` exact match rose from 0.22 to 0.37. Hence the
-default task ``intent``. One epoch of the quickstart's contrastive pretraining (``pretrain_epochs=1``) did not
-help frozen features (the text tone probe fell from 0.77 to 0.49), so it is off by default.
+What a frozen tiny encoder can learn bounds the curve: ``meaning`` needs an emblem that the frozen image
+features of the tiny encoder do not carry, so it stays near the majority-class rate, while ``intent`` improves
+with labels. Hence the default task ``intent``. Contrastive pretraining (``pretrain_epochs``) is off by default.
 """
 
 from __future__ import annotations
@@ -54,8 +49,7 @@ from ximgctx.data.processor import encode_label
 from ximgctx.hitl.aggregate import METHODS, aggregate_votes
 from ximgctx.hitl.labelers import LabelerPool
 from ximgctx.hitl.select import STRATEGIES, choose, dropout_on
-from ximgctx.models.context_model import ContextModel
-from ximgctx.models.heads import masked_task_loss
+from ximgctx.models.context_model import ContextModel, ContextOutput, Embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -189,11 +183,28 @@ def _encoder_key(model: ContextModel) -> dict[str, Any]:
     }
 
 
-def _forward(model: ContextModel, feats: _Features, idx: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Logits per task (B, C) and the fused embedding (B, H) of cached rows: ContextModel.forward after encode."""
+def _output(model: ContextModel, feats: _Features, idx: Any) -> ContextOutput:
+    """``ContextModel.forward`` of cached rows, after its encode step."""
     image, text, replies, mask = feats.rows(idx)
-    fused = model.fusion(image, text, replies, mask).fused  # (B, H)
-    return model.heads(fused, image), fused
+    out = model.fusion(image, text, replies, mask)
+    emb = Embeddings(image=image, text=text, replies=replies, reply_mask=mask, present={})
+    return ContextOutput(
+        logits=model.heads(out.fused, image), fused=out.fused, embeddings=emb, reply_weights=out.reply_weights
+    )
+
+
+def _forward(model: ContextModel, feats: _Features, idx: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Logits per task (B, C) and the fused embedding (B, H) of cached rows."""
+    out = _output(model, feats, idx)
+    return out.logits, out.fused
+
+
+@dataclass
+class _Labels:
+    """The aggregated labels of cached rows, as the supervised loss reads a batch."""
+
+    targets: dict[str, torch.Tensor]  # task -> (B, C)
+    label_mask: dict[str, torch.Tensor]  # task -> (B,) every row is labeled
 
 
 @torch.no_grad()
@@ -224,6 +235,7 @@ def _finetune(
 ) -> float:
     """``config.epochs`` passes over the labeled rows ``idx``; returns the last epoch's mean loss."""
     from ximgctx.training.config import LearningRates, OptimConfig
+    from ximgctx.training.finetune import supervised_loss
     from ximgctx.training.optim import build_optimizer
 
     groups = model.parameter_groups()
@@ -238,16 +250,12 @@ def _finetune(
         losses = []
         for start in range(0, len(idx), config.batch_size):
             rows = order[start : start + config.batch_size]
-            logits, _ = _forward(model, feats, idx[rows])
-            loss = sum(
-                masked_task_loss(
-                    logits[t],
-                    targets[t][rows],
-                    torch.ones(len(rows), dtype=torch.bool),
-                    model.heads[t].spec.kind,
-                )
-                for t in targets
+            labels = _Labels(
+                targets={t: targets[t][rows] for t in targets},
+                label_mask={t: torch.ones(len(rows), dtype=torch.bool) for t in targets},
             )
+            # the fine-tuning loss itself: masked task losses weighted by TaskSpec.weight
+            loss = supervised_loss(model, _output(model, feats, idx[rows]), labels).total
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0)
@@ -377,9 +385,88 @@ def _pretrain(config: SimulationConfig, pool: list[Post], out: Path, progress: b
             progress_bar=progress,
         ),
     )
-    fit = pretrain(experiment, train_posts=pool)
+    fit = pretrain(experiment, train_posts=pool, overwrite=True)  # a stale run of other settings
     stamp_file.write_text(json.dumps(stamp))
     return str(Path(fit.model_dir) / ENCODER_WEIGHTS)
+
+
+@dataclass
+class _Shared:
+    """What every strategy starts from: the same model, features, truth and first batch."""
+
+    model: ContextModel  # reset to `initial` before each strategy
+    initial: dict[str, torch.Tensor]  # the model's starting weights
+    pool: list[Post]  # posts to choose from
+    pool_feats: _Features  # their cached modality embeddings
+    test_feats: _Features  # the test posts' cached embeddings
+    truth: dict[str, dict[str, Any]]  # pool post id -> task -> true label (what honest labelers answer)
+    test_truth: list[dict[str, Any]]  # task -> true label, per test post
+    specs: list[TaskSpec]  # the tasks labeled
+    first: list[int]  # round 0's random pool rows, the same for every strategy
+
+
+def _strategy_curve(
+    strategy: str, shared: _Shared, config: SimulationConfig, say: Any
+) -> list[dict[str, Any]]:
+    """The labeling rounds of one strategy: choose, vote, aggregate, fine-tune, evaluate."""
+    pool, pool_feats, test_feats = shared.pool, shared.pool_feats, shared.test_feats
+    truth, test_truth, specs = shared.truth, shared.test_truth, shared.specs
+    spec_by = {s.name: s for s in specs}
+    kinds = {s.name: s.kind for s in specs}
+    model = shared.model
+    model.load_state_dict(shared.initial)
+    torch.manual_seed(config.seed)  # the same dropout stream for every strategy
+    crowd = LabelerPool(
+        n_labelers=config.labelers,
+        accuracy=config.accuracy,
+        spammers=config.spammers,
+        votes_per_post=config.votes_per_post,
+        seed=config.seed,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    labeled: list[int] = []
+    votes: list[Any] = []
+    points = []
+    for r in range(config.rounds):
+        clock = {"select": time.time()}
+        taken = set(labeled)
+        if r == 0:
+            chosen = list(shared.first)
+        else:
+            rest = np.array([i for i in range(len(pool)) if i not in taken])
+            chosen = _choose(model, pool_feats, rest, strategy, config, kinds, rng)
+        labeled += chosen
+        votes += crowd.vote({pool[i].id: truth[pool[i].id] for i in chosen}, specs)
+        clock["aggregate"] = time.time()
+        result = aggregate_votes(votes, config.method, tasks=specs)
+        agg = result.labels()
+        clock["finetune"] = time.time()
+        idx = np.array(labeled)
+        targets = {
+            s.name: torch.stack([encode_label(agg[pool[i].id][s.name], s) for i in labeled]) for s in specs
+        }
+        loss = _finetune(model, pool_feats, idx, targets, config, generator)
+        clock["evaluate"] = time.time()
+        acc = _evaluate(model, test_feats, test_truth)
+        clock["end"] = time.time()
+        phases = list(clock)
+        point = {
+            "round": r,
+            "labels": len(votes),
+            "posts": len(set(labeled)),
+            "accuracy": acc["mean"],
+            "per_task": {k: v for k, v in acc.items() if k != "mean"},
+            "label_accuracy": _label_accuracy(agg, truth, spec_by),
+            "train_loss": loss,
+            "seconds": {a: round(clock[b] - clock[a], 2) for a, b in zip(phases, phases[1:], strict=False)},
+        }
+        points.append(point)
+        say(
+            f"  {strategy:>10} round {r}: {len(votes)} labels ({len(labeled)} posts) -> test accuracy "
+            f"{100 * acc['mean']:.1f}% (aggregated labels {100 * point['label_accuracy']:.1f}% right)"
+        )
+    return points
 
 
 def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -398,7 +485,6 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
     if unknown or not config.tasks:
         raise ValueError(f"tasks must be ContextBench tasks {sorted(known)}, got {config.tasks!r}")
     specs = [TaskSpec(**known[t]) for t in config.tasks]
-    spec_by = {s.name: s for s in specs}
     pool, test, audit = _data(config, out)
     if len(pool) < config.rounds * config.per_round:
         raise ValueError(f"the pool has {len(pool)} posts, fewer than rounds x per_round")
@@ -418,71 +504,26 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
     pool_feats = _features(model, pool, out / "features" / "pool.safetensors")
     test_feats = _features(model, test, out / "features" / "test.safetensors")
     timings["encode"] = time.time() - t
-    initial = copy.deepcopy(model.state_dict())
-    truth = {p.id: {t: p.labels[t] for t in config.tasks} for p in pool}
-    test_truth = [{t: p.labels[t] for t in config.tasks} for p in test]
-    kinds = {s.name: s.kind for s in specs}
-    first = np.random.default_rng(config.seed).choice(len(pool), size=config.per_round, replace=False)
-
+    shared = _Shared(
+        model=model,
+        initial=copy.deepcopy(model.state_dict()),
+        pool=pool,
+        pool_feats=pool_feats,
+        test_feats=test_feats,
+        truth={p.id: {t: p.labels[t] for t in config.tasks} for p in pool},
+        test_truth=[{t: p.labels[t] for t in config.tasks} for p in test],
+        specs=specs,
+        first=[
+            int(i)
+            for i in np.random.default_rng(config.seed).choice(
+                len(pool), size=config.per_round, replace=False
+            )
+        ],
+    )
     curves: dict[str, list[dict[str, Any]]] = {}
     for strategy in config.strategies:
         t = time.time()
-        model.load_state_dict(initial)
-        torch.manual_seed(config.seed)  # the same dropout stream for every strategy
-        crowd = LabelerPool(
-            n_labelers=config.labelers,
-            accuracy=config.accuracy,
-            spammers=config.spammers,
-            votes_per_post=config.votes_per_post,
-            seed=config.seed,
-        )
-        generator = torch.Generator().manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed + 1)
-        labeled: list[int] = []
-        votes: list[Any] = []
-        points = []
-        for r in range(config.rounds):
-            clock = {"select": time.time()}
-            taken = set(labeled)
-            if r == 0:
-                chosen = [int(i) for i in first]
-            else:
-                rest = np.array([i for i in range(len(pool)) if i not in taken])
-                chosen = _choose(model, pool_feats, rest, strategy, config, kinds, rng)
-            labeled += chosen
-            votes += crowd.vote({pool[i].id: truth[pool[i].id] for i in chosen}, specs)
-            clock["aggregate"] = time.time()
-            result = aggregate_votes(votes, config.method, tasks=specs)
-            agg = result.labels()
-            clock["finetune"] = time.time()
-            idx = np.array(labeled)
-            targets = {
-                s.name: torch.stack([encode_label(agg[pool[i].id][s.name], s) for i in labeled])
-                for s in specs
-            }
-            loss = _finetune(model, pool_feats, idx, targets, config, generator)
-            clock["evaluate"] = time.time()
-            acc = _evaluate(model, test_feats, test_truth)
-            clock["end"] = time.time()
-            phases = list(clock)
-            point = {
-                "round": r,
-                "labels": len(votes),
-                "posts": len(set(labeled)),
-                "accuracy": acc["mean"],
-                "per_task": {k: v for k, v in acc.items() if k != "mean"},
-                "label_accuracy": _label_accuracy(agg, truth, spec_by),
-                "train_loss": loss,
-                "seconds": {
-                    a: round(clock[b] - clock[a], 2) for a, b in zip(phases, phases[1:], strict=False)
-                },
-            }
-            points.append(point)
-            say(
-                f"  {strategy:>10} round {r}: {len(votes)} labels ({len(labeled)} posts) -> test accuracy "
-                f"{100 * acc['mean']:.1f}% (aggregated labels {100 * point['label_accuracy']:.1f}% right)"
-            )
-        curves[strategy] = points
+        curves[strategy] = _strategy_curve(strategy, shared, config, say)
         timings[strategy] = time.time() - t
 
     timings["total"] = time.time() - t0

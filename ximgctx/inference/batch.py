@@ -17,6 +17,11 @@ How sharding works, and why the output is exactly one result per valid input rec
    renamed into place) and removes the parts.
 
 With one process the same path runs with ``W = 1``, so one process and many write the same records.
+
+Records are read with their labels ignored (``load_posts(labels="ignore")``: inference does not use them,
+so a post whose only fault is a label value still gets a result). Every record written is standard JSON:
+a NaN or infinite number becomes null and the record's ``problems`` names where. An output that is also
+the input is refused before any work; file-system failures are one :class:`~ximgctx.errors.OutputError`.
 """
 
 from __future__ import annotations
@@ -25,21 +30,29 @@ import heapq
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.errors import ConfigError, OutputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Shard", "count_records", "distributed_shard", "output_format", "run_sharded", "write_records"]
+__all__ = [
+    "Shard",
+    "count_records",
+    "distributed_shard",
+    "finite_record",
+    "output_format",
+    "run_sharded",
+    "write_records",
+]
 
 #: How many records go into one Parquet row group when writing.
 _ROW_GROUP = 4096
@@ -68,11 +81,10 @@ def distributed_shard(device: str | None = None, timeout_s: float = 1800.0) -> S
         timeout_s: how long the final barrier waits for the slowest process. Shards are balanced, so
             processes finish close together; a process that is gone fails the job instead of hanging it.
     """
-    import torch
-    from accelerate import PartialState
+    from ximgctx._distributed import partial_state, wants_cpu
 
-    cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
-    state = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
+    cpu = wants_cpu(device)
+    state = partial_state(cpu=cpu, timeout_s=timeout_s)
     dev = str(state.device) if device in (None, "auto") else device
     if cpu:
         dev = "cpu"
@@ -88,7 +100,31 @@ def output_format(path: str | Path) -> str:
         return "jsonl"
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    raise ValueError(f"{path}: the output must end in .jsonl or .parquet, got {suffix or 'no extension'!r}")
+    raise ConfigError(f"{path}: the output must end in .jsonl or .parquet, got {suffix or 'no extension'!r}")
+
+
+def _finite(value: Any, where: str, found: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(where)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def finite_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every NaN or infinite float replaced by None (standard JSON has neither), and a
+    problem naming each replaced field appended to its ``problems`` (when it has that list)."""
+    found: list[str] = []
+    out = _finite(record, "", found)
+    if found and isinstance(out.get("problems"), list):
+        out["problems"] = [
+            *out["problems"],
+            *(f"output: {w}: not a finite number; written as null" for w in found),
+        ]
+    return out
 
 
 def count_records(path: str | Path) -> int | None:
@@ -136,58 +172,66 @@ def _read_part(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield rec["i"], rec["r"]
 
 
-def write_records(records: Iterable[dict[str, Any]], out: str | Path, *, schema: Any = None) -> int:
+def write_records(
+    records: Iterable[dict[str, Any]],
+    out: str | Path,
+    *,
+    schema: Any = None,
+    inputs: Iterable[str | Path | None] = (),
+) -> int:
     """Write dict records to ``out`` (JSONL or Parquet by extension) atomically; returns the count.
 
     Args:
         schema: a ``pyarrow.Schema`` for Parquet output (inferred from the records when None).
+        inputs: files the run reads; ``out`` may not be one of them.
     """
     out = Path(out)
     fmt = output_format(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    n = 0
-    try:
+    with atomic_output(out, inputs=inputs) as tmp, output_errors(out):
         if fmt == "jsonl":
+            n = 0
             with open(tmp, "w", encoding="utf-8") as f:
                 for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False))
+                    f.write(json.dumps(finite_record(rec), ensure_ascii=False, allow_nan=False))
                     f.write("\n")
                     n += 1
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            return n
+        return _write_parquet(records, tmp, schema)
 
-            writer = None
-            chunk: list[dict[str, Any]] = []
 
-            def flush() -> None:
-                nonlocal writer
-                table = pa.Table.from_pylist(chunk, schema=schema)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                chunk.clear()
+def _write_parquet(records: Iterable[dict[str, Any]], path: Path, schema: Any) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-            for rec in records:
-                chunk.append(rec)
-                n += 1
-                if len(chunk) >= _ROW_GROUP:
-                    flush()
-            if chunk or writer is None:
-                if not chunk and schema is None:
-                    schema = pa.schema([("id", pa.string())])
-                flush()
-            assert writer is not None
-            writer.close()
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    writer = None
+    chunk: list[dict[str, Any]] = []
+    n = 0
+
+    def flush() -> None:
+        nonlocal writer
+        table = pa.Table.from_pylist(chunk, schema=schema)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+        chunk.clear()
+
+    for rec in records:
+        chunk.append(finite_record(rec))
+        n += 1
+        if len(chunk) >= _ROW_GROUP:
+            flush()
+    if chunk or writer is None:
+        if not chunk and schema is None:
+            schema = pa.schema([("id", pa.string())])
+        flush()
+    assert writer is not None
+    writer.close()
     return n
 
 
-def _merge_parts(out: Path, world: int, expected: int, schema: Any) -> tuple[int, int]:
+def _merge_parts(
+    out: Path, world: int, expected: int, schema: Any, inputs: Iterable[str | Path | None] = ()
+) -> tuple[int, int]:
     """k-way merge of the part files by record index, verifying exactly ``0 .. expected-1``.
 
     Returns the records written and how many of them name a problem.
@@ -220,7 +264,52 @@ def _merge_parts(out: Path, world: int, expected: int, schema: Any) -> tuple[int
                 f"sharded prediction: merged {want} results but the manifest has {expected} valid records"
             )
 
-    return write_records(checked(), out, schema=schema), with_problems
+    return write_records(checked(), out, schema=schema, inputs=inputs), with_problems
+
+
+def _write_part(
+    posts: Iterable[Post],
+    job: Callable[[list[Post]], list[dict[str, Any]]],
+    shard: Shard,
+    batch_size: int,
+    out: Path,
+    bar: Any,
+) -> tuple[int, int]:
+    """Run ``job`` on this process's records (``i % world == rank``) and write ``(i, result)`` lines to its
+    part file; returns (valid records in the manifest, records this process predicted)."""
+    part = _part_path(out, shard.rank, shard.world)
+    with output_errors(out):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        f = open(part, "w", encoding="utf-8")  # noqa: SIM115 - closed by the with block below
+    seen = 0  # valid records in the manifest (every process counts all of them)
+    done = 0  # records this process predicted
+    with f:
+        pending: list[tuple[int, Post]] = []
+
+        def flush() -> None:
+            nonlocal done
+            records = job([p for _, p in pending])
+            if len(records) != len(pending):
+                raise RuntimeError(f"job returned {len(records)} records for {len(pending)} posts")
+            lines = [
+                json.dumps({"i": i, "r": finite_record(rec)}, ensure_ascii=False, allow_nan=False) + "\n"
+                for (i, _), rec in zip(pending, records, strict=True)
+            ]
+            with output_errors(out):
+                f.writelines(lines)
+            done += len(pending)
+            bar.update(len(pending))
+            pending.clear()
+
+        for post in posts:
+            if seen % shard.world == shard.rank:
+                pending.append((seen, post))
+                if len(pending) >= batch_size:
+                    flush()
+            seen += 1
+        if pending:
+            flush()
+    return seen, done
 
 
 def run_sharded(
@@ -251,47 +340,24 @@ def run_sharded(
     """
     out = Path(out)
     output_format(out)  # fail before any work on a bad extension
+    if Path(data).resolve() == out.resolve() or out.resolve().is_relative_to(Path(data).resolve()):
+        raise OutputError(f"{out}: is also the input (--data {data}); writing there would destroy it")
     if not shard.is_main:  # every process reads every record: let process 0 alone log the bad ones
         logging.getLogger("ximgctx.data.post").setLevel(logging.ERROR)
     report = LoadReport()
     start = time.perf_counter()
     total = count_records(data) if shard.is_main and progress else None
     mine_total = None if total is None else math.ceil(total / shard.world)
-    part = _part_path(out, shard.rank, shard.world)
-    part.parent.mkdir(parents=True, exist_ok=True)
-
-    seen = 0  # valid records in the manifest (every process counts all of them)
-    done = 0  # records this process predicted
     bar = _progress(
         mine_total,
         progress and shard.is_main,
         f"{desc} (process 0 of {shard.world})" if shard.world > 1 else desc,
     )
-    posts = load_posts(data, streaming=True, on_error=on_error, image_root=image_root, report=report)
+    posts = load_posts(
+        data, streaming=True, on_error=on_error, image_root=image_root, report=report, labels="ignore"
+    )
     try:
-        with open(part, "w", encoding="utf-8") as f:
-            pending: list[tuple[int, Post]] = []
-
-            def flush() -> None:
-                nonlocal done
-                records = job([p for _, p in pending])
-                if len(records) != len(pending):
-                    raise RuntimeError(f"job returned {len(records)} records for {len(pending)} posts")
-                for (i, _), rec in zip(pending, records, strict=True):
-                    f.write(json.dumps({"i": i, "r": rec}, ensure_ascii=False))
-                    f.write("\n")
-                done += len(pending)
-                bar.update(len(pending))
-                pending.clear()
-
-            for post in posts:
-                if seen % shard.world == shard.rank:
-                    pending.append((seen, post))
-                    if len(pending) >= batch_size:
-                        flush()
-                seen += 1
-            if pending:
-                flush()
+        seen, done = _write_part(posts, job, shard, batch_size, out, bar)
     finally:
         bar.close()
     shard.barrier()
@@ -303,7 +369,7 @@ def run_sharded(
         "skipped_records": report.skipped,
     }
     if shard.is_main:
-        written, with_problems = _merge_parts(out, shard.world, seen, schema)
+        written, with_problems = _merge_parts(out, shard.world, seen, schema, inputs=[data])
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
         seconds = time.perf_counter() - start
         summary.update(

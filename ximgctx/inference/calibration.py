@@ -29,6 +29,7 @@ import numpy as np
 
 from ximgctx.config import TaskSpec
 from ximgctx.data.post import LabelValue, Post
+from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference.moderation import Moderator
 from ximgctx.inference.policy import CategoryRule, ModerationPolicy
 
@@ -120,10 +121,10 @@ def choose_block_threshold(
 ) -> OperatingPoint:
     """The lowest observed score meeting a precision or false-positive-rate target (see module docstring)."""
     if (target_precision is None) == (target_fpr is None):
-        raise ValueError("give exactly one of target_precision and target_fpr")
+        raise ConfigError("give exactly one of target_precision and target_fpr")
     value = target_precision if target_precision is not None else target_fpr
     if value is None or not 0.0 <= value <= 1.0:
-        raise ValueError(f"the target must be in [0, 1], got {value!r}")
+        raise ConfigError(f"the target must be in [0, 1], got {value!r}")
     target = f"precision>={target_precision}" if target_precision is not None else f"fpr<={target_fpr}"
     t, tp, fp = _curve(scores, positives)
     p = int(np.asarray(positives, dtype=bool).sum())
@@ -155,7 +156,7 @@ def choose_review_threshold(
 ) -> OperatingPoint:
     """The highest observed score whose ``score >= threshold`` keeps at least ``target_recall`` of positives."""
     if not 0.0 < target_recall <= 1.0:
-        raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        raise ConfigError(f"target_recall must be in (0, 1], got {target_recall!r}")
     target = f"recall>={target_recall}"
     t, tp, _ = _curve(scores, positives)
     p = int(np.asarray(positives, dtype=bool).sum())
@@ -179,6 +180,83 @@ def category_truth(value: LabelValue | None, spec: TaskSpec, labels: list[str]) 
         total = sum(value.values())
         return total > 0 and sum(probs) / total >= 0.5
     return max(probs) >= 0.5
+
+
+def _labeled_scores(
+    moderator: Moderator, posts: Iterable[Post], names: list[str], batch_size: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """Per category, the scores (as decisions compare them) and truths of the posts labeled for its task;
+    a category whose task reads the image skips posts without a usable image (the task abstains there).
+    Returns (scores, truths, posts read)."""
+    policy = moderator.policy
+    specs = {t.name: t for t in moderator.predictor.model.config.tasks}
+    scores: dict[str, list[float]] = {c: [] for c in names}
+    truth: dict[str, list[bool]] = {c: [] for c in names}
+    n_posts = 0
+    for result in moderator.predictor.iter_batches(posts, batch_size):
+        cat = moderator.category_scores(result.scores)  # category -> (B,), the scores decisions compare
+        has_image = result.batch.image_mask.cpu().tolist()  # (B,)
+        for i, post in enumerate(result.posts):
+            n_posts += 1
+            for c in names:
+                rule = policy.categories[c]
+                if specs[rule.task].source == "image" and not has_image[i]:
+                    continue
+                y = category_truth(post.labels.get(rule.task), specs[rule.task], rule.labels)
+                if y is not None:
+                    scores[c].append(float(cat[c][i]))
+                    truth[c].append(y)
+    arrays = {c: np.asarray(v) for c, v in scores.items()}
+    return arrays, {c: np.asarray(v, dtype=bool) for c, v in truth.items()}, n_posts
+
+
+def _calibrate_rule(
+    rule: CategoryRule,
+    s: np.ndarray,
+    y: np.ndarray,
+    *,
+    target_precision: float | None,
+    target_fpr: float | None,
+    review_recall: float | None,
+) -> tuple[CategoryRule, dict[str, Any]]:
+    """One category's new thresholds on scores ``s`` and truths ``y``, and its report entry."""
+    entry: dict[str, Any] = {"labeled_posts": int(len(s))}
+    block, review = rule.block, rule.review
+    if rule.block is None and (target_precision is not None or target_fpr is not None):
+        # a review-only category (block: null) stays review-only: a block target never adds blocking
+        entry["block_note"] = "review-only category: block stays null"
+    elif target_precision is not None or target_fpr is not None:
+        point = choose_block_threshold(s, y, target_precision=target_precision, target_fpr=target_fpr)
+        block = point.threshold
+        entry["block"] = point.to_dict()
+    if review_recall is not None:
+        point = choose_review_threshold(s, y, target_recall=review_recall)
+        review = point.threshold
+        if review is not None and block is not None and review > block:
+            point = operating_point(
+                s,
+                y,
+                block,
+                point.target,
+                True,
+                "the recall target is met above the block threshold: empty review band",
+            )
+            review = block
+        entry["review"] = point.to_dict()
+    elif review is not None and block is not None and review > block:
+        review = block  # keep the policy valid when a new block threshold falls under the old band
+        entry["review_note"] = "review threshold lowered to the new block threshold"
+    final = operating_point(s, y, block)
+    entry["final"] = {
+        "block": block,
+        "review": review,
+        "block_precision": final.precision,
+        "block_recall": final.recall,
+        "block_fpr": final.fpr,
+    }
+    calibration = {k: v for k, v in entry.items() if k in ("block", "review")}
+    calibration["labeled_posts"] = int(len(s))
+    return replace(rule, block=block, review=review, calibration=calibration), entry
 
 
 def calibrate_policy(
@@ -209,61 +287,19 @@ def calibrate_policy(
     names = list(categories)
     unknown = [c for c in names if c not in policy.categories]
     if unknown:
-        raise ValueError(f"unknown categories {unknown}; the policy has {list(policy.categories)}")
-    specs = {t.name: t for t in moderator.predictor.model.config.tasks}
-    scores: dict[str, list[float]] = {c: [] for c in names}
-    truth: dict[str, list[bool]] = {c: [] for c in names}
-    n_posts = 0
-    for result in moderator.predictor.iter_batches(posts, batch_size):
-        cat = moderator.category_scores(result.scores)  # category -> (B,), the scores decisions compare
-        for i, post in enumerate(result.posts):
-            n_posts += 1
-            for c in names:
-                rule = policy.categories[c]
-                y = category_truth(post.labels.get(rule.task), specs[rule.task], rule.labels)
-                if y is not None:
-                    scores[c].append(float(cat[c][i]))
-                    truth[c].append(y)
-
+        raise InputError(f"unknown categories {unknown}; the policy has {list(policy.categories)}")
+    scores, truth, n_posts = _labeled_scores(moderator, posts, names, batch_size)
     new_categories: dict[str, CategoryRule] = dict(policy.categories)
     report: dict[str, Any] = {"posts": n_posts, "categories": {}}
     for c in names:
-        rule = policy.categories[c]
-        s, y = np.asarray(scores[c]), np.asarray(truth[c], dtype=bool)
-        entry: dict[str, Any] = {"labeled_posts": int(len(s))}
-        block, review = rule.block, rule.review
-        if target_precision is not None or target_fpr is not None:
-            point = choose_block_threshold(s, y, target_precision=target_precision, target_fpr=target_fpr)
-            block = point.threshold
-            entry["block"] = point.to_dict()
-        if review_recall is not None:
-            point = choose_review_threshold(s, y, target_recall=review_recall)
-            review = point.threshold
-            if review is not None and block is not None and review > block:
-                point = operating_point(
-                    s,
-                    y,
-                    block,
-                    point.target,
-                    True,
-                    "the recall target is met above the block threshold: empty review band",
-                )
-                review = block
-            entry["review"] = point.to_dict()
-        elif review is not None and block is not None and review > block:
-            review = block  # keep the policy valid when a new block threshold falls under the old band
-            entry["review_note"] = "review threshold lowered to the new block threshold"
-        final = operating_point(s, y, block)
-        entry["final"] = {
-            "block": block,
-            "review": review,
-            "block_precision": final.precision,
-            "block_recall": final.recall,
-            "block_fpr": final.fpr,
-        }
-        calibration = {k: v for k, v in entry.items() if k in ("block", "review")}
-        calibration["labeled_posts"] = int(len(s))
-        new_categories[c] = replace(rule, block=block, review=review, calibration=calibration)
+        new_categories[c], entry = _calibrate_rule(
+            policy.categories[c],
+            scores[c],
+            truth[c],
+            target_precision=target_precision,
+            target_fpr=target_fpr,
+            review_recall=review_recall,
+        )
         report["categories"][c] = entry
         for part in ("block", "review"):
             if part in entry and (not entry[part]["met"] or entry[part]["note"]):

@@ -31,6 +31,12 @@ def _common(p: argparse.ArgumentParser, *, out_help: str, data: bool = True) -> 
             default=None,
             help="resolve relative image paths here (default: the manifest's folder)",
         )
+        p.add_argument(
+            "--confine-images",
+            action="store_true",
+            help="read images only from inside --image-root (or the manifest's folder): no absolute paths "
+            "elsewhere, no '..' out, no symlinks out; problems never name a server path",
+        )
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
@@ -58,60 +64,24 @@ def _sharded(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    if command == "predict":
-        _common(p, out_help="predictions, .jsonl or .parquet")
-        _sharded(p)
-        p.add_argument("--embeddings", action="store_true", help="also write each post's fused embedding")
-    elif command == "moderate":
-        _common(p, out_help="moderation results, .jsonl or .parquet")
-        _sharded(p)
+def _search_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The arguments of ``index`` and ``search``."""
+    if command == "index":
+        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
         p.add_argument(
-            "--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)"
+            "--overwrite",
+            action="store_true",
+            help="replace --out even when it holds files that are not a search index",
         )
-        p.add_argument(
-            "--explain",
-            default="flagged",
-            choices=["flagged", "all", "none"],
-            help="which posts get explanations (each costs three extra forward passes)",
-        )
-    elif command == "calibrate":
-        _common(p, out_help="the updated policy YAML")
-        p.add_argument("--policy", default=None, help="policy to start from (default: the shipped default)")
-        target = p.add_mutually_exclusive_group()
-        target.add_argument(
-            "--target-precision",
-            type=float,
-            default=None,
-            help="block threshold: the lowest with at least this precision",
-        )
-        target.add_argument(
-            "--target-fpr",
-            type=float,
-            default=None,
-            help="block threshold: the lowest with at most this false-positive rate",
-        )
-        p.add_argument(
-            "--review-recall",
-            type=float,
-            default=None,
-            help="review threshold: the highest that sends at least this share of positives to review",
-        )
-        p.add_argument(
-            "--category", action="append", default=None, help="calibrate only this category (repeatable)"
-        )
-        p.add_argument("--report", default=None, help="also write the operating points as JSON here")
-    elif command == "index":
-        _common(p, out_help="index folder to write")
         p.add_argument(
             "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
         )
         p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
         p.add_argument(
             "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
+        )
+        p.add_argument(
+            "--allow-ungoverned", action="store_true", help="index posts that did not pass ximgctx govern"
         )
     elif command == "search":
         p.add_argument("--index", required=True, help="index folder written by ximgctx index")
@@ -140,9 +110,79 @@ def _parser(command: str) -> argparse.ArgumentParser:
             help="model for text/image queries (default: the one recorded in the index)",
         )
         p.add_argument("--device", default="auto")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    if command == "predict":
+        _common(p, out_help="predictions, .jsonl or .parquet")
+        _sharded(p)
+        p.add_argument("--embeddings", action="store_true", help="also write each post's fused embedding")
+    elif command == "moderate":
+        _common(p, out_help="moderation results, .jsonl or .parquet")
+        _sharded(p)
+        p.add_argument(
+            "--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)"
+        )
+        p.add_argument(
+            "--explain",
+            default="flagged",
+            choices=["flagged", "all", "none"],
+            help="which posts get explanations (each costs three extra forward passes)",
+        )
+        p.add_argument(
+            "--format",
+            default="native",
+            choices=["native", "openai"],
+            help="native: ximgctx's result records; openai: one OpenAI Moderation object per line (JSONL), "
+            "with the policy's categories mapped onto OpenAI's 13",
+        )
+    elif command == "calibrate":
+        _common(p, out_help="the updated policy YAML")
+        p.add_argument("--policy", default=None, help="policy to start from (default: the shipped default)")
+        target = p.add_mutually_exclusive_group()
+        target.add_argument(
+            "--target-precision",
+            type=float,
+            default=None,
+            help="block threshold: the lowest with at least this precision",
+        )
+        target.add_argument(
+            "--target-fpr",
+            type=float,
+            default=None,
+            help="block threshold: the lowest with at most this false-positive rate",
+        )
+        p.add_argument(
+            "--review-recall",
+            type=float,
+            default=None,
+            help="review threshold: the highest that sends at least this share of positives to review",
+        )
+        p.add_argument(
+            "--category", action="append", default=None, help="calibrate only this category (repeatable)"
+        )
+        p.add_argument("--report", default=None, help="also write the operating points as JSON here")
+    elif command in ("index", "search"):
+        _search_args(p, command)
     else:  # pragma: no cover - the dispatcher only routes the commands above
         raise ValueError(f"unknown command {command!r}")
     return p
+
+
+def _confine_images(args: argparse.Namespace, predictor: Any) -> None:
+    """``--confine-images``: the model's processor reads images from inside the image root only."""
+    if not getattr(args, "confine_images", False):
+        return
+    import os
+
+    from ximgctx.data.images import ImageRoot
+
+    data = os.path.abspath(args.data)
+    root = args.image_root or (data if os.path.isdir(data) else os.path.dirname(data))
+    predictor.model.processor = predictor.model.build_processor(image_root=ImageRoot(root, confine=True))
 
 
 def _stderr_json(obj: dict[str, Any]) -> None:
@@ -157,6 +197,7 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=shard.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     if command == "predict":
         schema = prediction_schema(predictor, embeddings=args.embeddings)
 
@@ -167,9 +208,21 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
 
         moderator = Moderator(predictor, args.policy, explain=args.explain)
         schema = moderator.moderation_schema()
+        if args.format == "openai":
+            from ximgctx.inference.openai_format import openai_mapping, openai_result
 
-        def job(posts: list[Any]) -> list[dict[str, Any]]:
-            return [r.to_dict() for r in moderator.moderate(posts)]
+            if str(args.out).endswith(".parquet"):
+                from ximgctx.errors import InputError
+
+                raise InputError("--format openai writes JSONL; give --out FILE.jsonl")
+            mapping, schema = openai_mapping(moderator.policy), None
+
+            def job(posts: list[Any]) -> list[dict[str, Any]]:
+                return [{"id": r.id, **openai_result(r, mapping)} for r in moderator.moderate(posts)]
+        else:
+
+            def job(posts: list[Any]) -> list[dict[str, Any]]:
+                return [r.to_dict() for r in moderator.moderate(posts)]
 
     summary = run_sharded(
         data=args.data,
@@ -204,6 +257,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     policy_path = args.policy or default_policy_path()
     moderator = Moderator(predictor, policy_path, explain="none")
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
@@ -243,17 +297,20 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _index(args: argparse.Namespace) -> int:
     from ximgctx.data.post import load_posts
+    from ximgctx.governance import require_governed
     from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    _confine_images(args, predictor)
     posts = load_posts(args.data, streaming=True, image_root=args.image_root)
+    posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
     )
-    path = index.save(args.out)
+    path = index.save(args.out, overwrite=args.overwrite, inputs=[args.data, args.model, args.image_root])
     _stderr_json(
         {
             "command": "index",
@@ -305,16 +362,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Missing input paths are the user's to fix: one InputError naming the flag and the path."""
+    from pathlib import Path
+
+    from ximgctx.errors import InputError
+
+    for flag in ("data", "index", "image_root"):
+        value = getattr(args, flag, None)
+        if value is not None and not Path(value).exists():
+            raise InputError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
+
+
 def main(argv: list[str] | None = None, command: str = "predict") -> int:
     """Entry point for the inference commands (``command`` is the subcommand name)."""
-    from ximgctx.data.images import ImageDecodeError
-    from ximgctx.data.post import PostValidationError
-    from ximgctx.inference.policy import PolicyError
-    from ximgctx.inference.search import SearchIndexError
-    from ximgctx.models._serialization import ModelFolderError
+    from ximgctx.errors import XimgctxError
 
     args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        _check_inputs(args)
         if command in ("predict", "moderate"):
             return _run_batch_job(args, command)
         if command == "calibrate":
@@ -322,17 +388,8 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
         if command == "index":
             return _index(args)
         return _search(args)
-    except (
-        PolicyError,
-        SearchIndexError,
-        ModelFolderError,
-        PostValidationError,
-        ImageDecodeError,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    ) as e:
-        # errors about the user's inputs: one line naming what and where, not a traceback
+    except XimgctxError as e:
+        # errors a user can fix: one line naming what and where; anything else is a bug and keeps its traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ For each post the :class:`Moderator` returns::
          "decisions_without": {"image": "allow", "text": "block", "replies": "review"},
          "top_replies": [{"index": 2, "text": "he means it", "weight": 0.61}, ...],
          "reply_weights": "attention"},
+     "unusable_inputs": [],                            # required inputs that could not be used
      "problems": []}
 
 ``flagged`` follows OpenAI's meaning (the content violates the policy): it is True exactly when the
@@ -23,7 +24,13 @@ decision is ``block``. A ``review`` decision is not flagged; route on ``decision
 replaced by its learned null embedding (``model(batch, drop=(m,))``), not an estimate: the gap to
 ``category_scores`` is how much that modality moved the score. ``top_replies`` are the replies with the
 largest ``reply_weights`` (the attention fusion's last-layer attention from its summary token; with the
-``concat`` and ``cross`` fusions every reply weighs the same, which ``reply_weights: "uniform"`` says).
+``concat`` and ``cross`` fusions every reply weighs the same, which ``reply_weights: "uniform"`` says: a
+fusion class declares it with ``learns_reply_weights``).
+
+A post whose required input could not be used (an image that does not decode; see the policy's
+``unreadable_input`` and ``required_inputs``) lists it in ``unusable_inputs`` and gets at least the
+policy's ``unreadable_input`` decision (``review`` by default), not ``allow`` on what was left. A category
+scored from an image-only task has a null score on a post without a usable image (the task abstains).
 """
 
 from __future__ import annotations
@@ -39,14 +46,16 @@ import torch
 
 from ximgctx.config import MODALITIES
 from ximgctx.data.post import Post
-from ximgctx.data.processor import PostBatch
-from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_policy_path
+from ximgctx.errors import ConfigError
+from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_policy_path, worst
 from ximgctx.inference.predictor import BatchResult, Predictor
 from ximgctx.models.context_model import ContextModel
+from ximgctx.models.fusion import FUSIONS
+from ximgctx.models.modalities import Modalities
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPLAIN_MODES", "Explanation", "ModerationResult", "Moderator", "subset_batch"]
+__all__ = ["EXPLAIN_MODES", "Explanation", "ModerationResult", "Moderator", "unusable_inputs"]
 
 #: Which posts get an explanation: every post, the posts decided review or block, or none.
 EXPLAIN_MODES = ("all", "flagged", "none")
@@ -57,7 +66,7 @@ _REPLY_PREVIEW_CHARS = 280
 class Explanation:
     """Why a post got its scores."""
 
-    scores_without: dict[str, dict[str, float]]  # modality -> category -> score with that modality removed
+    scores_without: dict[str, dict[str, float | None]]  # modality -> category -> score without that modality
     decisions_without: dict[str, str]  # modality -> the post's decision with that modality removed
     top_replies: list[dict[str, Any]]  # [{"index", "text", "weight"}], heaviest first
     reply_weights: str  # "attention" (learned weights) or "uniform" (mean-pooling fusions)
@@ -78,12 +87,13 @@ class ModerationResult:
     id: str
     flagged: bool
     categories: dict[str, bool]
-    category_scores: dict[str, float]
+    category_scores: dict[str, float | None]  # None: the category's task abstained (no usable image)
     category_applied_input_types: dict[str, list[str]]
     decision: str
     category_decisions: dict[str, str]
     explanation: Explanation | None = None
     problems: list[str] = field(default_factory=list)
+    unusable_inputs: list[str] = field(default_factory=list)  # required inputs that could not be used
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,31 +107,20 @@ class ModerationResult:
             "decision": self.decision,
             "category_decisions": dict(self.category_decisions),
             "explanation": None if self.explanation is None else self.explanation.to_dict(),
-            "problems": list(self.problems),
+            "unusable_inputs": list(self.unusable_inputs),
+            "problems": [str(p) for p in self.problems],
         }
 
 
-def subset_batch(batch: PostBatch, index: list[int]) -> PostBatch:
-    """The posts ``index`` of ``batch`` as a batch of their own, keeping only the replies they use."""
-    idx = torch.tensor(index, dtype=torch.long, device=batch.pixels.device)
-    reply_index = batch.reply_index[idx]  # (n, K)
-    reply_mask = batch.reply_mask[idx]  # (n, K)
-    used = torch.unique(reply_index[reply_mask])  # (U',) sorted rows of reply_tokens still needed
-    remap = torch.zeros(batch.reply_tokens.shape[0], dtype=torch.long, device=idx.device)
-    remap[used] = torch.arange(used.numel(), device=idx.device)
-    return PostBatch(
-        ids=[batch.ids[i] for i in index],
-        pixels=batch.pixels[idx],
-        image_mask=batch.image_mask[idx],
-        text_tokens=batch.text_tokens[idx],
-        text_mask=batch.text_mask[idx],
-        reply_tokens=batch.reply_tokens[used],
-        reply_index=torch.where(reply_mask, remap[reply_index], torch.zeros_like(reply_index)),
-        reply_mask=reply_mask,
-        targets={k: v[idx] for k, v in batch.targets.items()},
-        label_mask={k: v[idx] for k, v in batch.label_mask.items()},
-        problems=[batch.problems[i] for i in index],
-    )
+def unusable_inputs(post: Post, present: dict[str, bool], required: list[str]) -> list[str]:
+    """The inputs of ``post`` that a policy requires but the model could not use: an image the post gave
+    that was not decoded (``present["image"]`` comes from the batch's image mask), and any input of
+    ``required`` the post lacks."""
+    out = []
+    if post.image is not None and not present["image"]:
+        out.append("image")
+    out += [m for m in required if not present[m] and m not in out]
+    return out
 
 
 class Moderator:
@@ -142,7 +141,7 @@ class Moderator:
         explain: str = "flagged",
     ) -> None:
         if explain not in EXPLAIN_MODES:
-            raise ValueError(f"explain must be one of {list(EXPLAIN_MODES)}, got {explain!r}")
+            raise ConfigError(f"explain must be one of {list(EXPLAIN_MODES)}, got {explain!r}")
         source = "policy"
         if policy is None:
             policy = default_policy_path()
@@ -163,7 +162,8 @@ class Moderator:
             name: [self._specs[rule.task].labels.index(x) for x in rule.labels]
             for name, rule in policy.categories.items()
         }
-        self._uniform_replies = model.config.fusion.kind in ("concat", "cross")
+        self._image_tasks = {t.name for t in model.config.tasks if t.source == "image"}
+        self._uniform_replies = not FUSIONS[model.config.fusion.kind].learns_reply_weights
 
     # ------------------------------------------------------------------------------------ scoring
     def category_scores(self, scores: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -188,14 +188,24 @@ class Moderator:
             out[name] = [m for m in reads if present[m]]
         return out
 
+    def _row_scores(self, cat: dict[str, np.ndarray], row: int, has_image: bool) -> dict[str, float | None]:
+        """One post's category scores; None for a category whose task reads an image the post lacks."""
+        return {
+            name: None
+            if not has_image and self.policy.categories[name].task in self._image_tasks
+            else float(v[row])
+            for name, v in cat.items()
+        }
+
     def _explain(self, result: BatchResult, index: list[int]) -> dict[int, Explanation]:
         """Explanations for posts ``index`` of the batch: three forward passes with a modality dropped."""
         if not index:
             return {}
-        batch = result.batch if len(index) == len(result.posts) else subset_batch(result.batch, index)
+        batch = result.batch if len(index) == len(result.posts) else result.batch.select(index)
+        has_image = batch.image_mask.cpu().tolist()  # (n,)
         without: dict[str, dict[str, np.ndarray]] = {}
         for m in MODALITIES:
-            out = self.predictor.forward(batch, drop=(m,))
+            out = self.predictor.forward(batch, Modalities.without(m))
             without[m] = self.category_scores(self.predictor.scores(out))  # category -> (n,)
         weights = result.output.reply_weights.float().cpu().numpy()  # (B, K)
         n_top = self.policy.explain_replies
@@ -208,7 +218,10 @@ class Moderator:
                 {"index": j, "text": post.replies[j].text[:_REPLY_PREVIEW_CHARS], "weight": float(w[j])}
                 for j in order
             ]
-            scores_without = {m: {c: float(v[row]) for c, v in without[m].items()} for m in MODALITIES}
+            scores_without = {
+                m: self._row_scores(without[m], row, bool(has_image[row]) and m != "image")
+                for m in MODALITIES
+            }
             explanations[i] = Explanation(
                 scores_without=scores_without,
                 decisions_without={m: self.policy.decide(scores_without[m])[0] for m in MODALITIES},
@@ -221,31 +234,37 @@ class Moderator:
         """Moderation results for one batch the predictor ran."""
         cat = self.category_scores(result.scores)
         present = {m: result.output.embeddings.present[m].cpu().tolist() for m in MODALITIES}
+        present["image"] = result.batch.image_mask.cpu().tolist()  # a usable image was decoded
         rows = []
-        for i in range(len(result.posts)):
-            scores = {name: float(v[i]) for name, v in cat.items()}
+        for i, post in enumerate(result.posts):
+            has = {m: bool(present[m][i]) for m in MODALITIES}
+            scores = self._row_scores(cat, i, has["image"])
             decision, per = self.policy.decide(scores)
-            rows.append((scores, decision, per))
+            unusable = unusable_inputs(post, has, self.policy.required_inputs)
+            if unusable:
+                decision = worst([decision, self.policy.unreadable_input])
+            rows.append((has, scores, decision, per, unusable))
         if self.explain == "all":
             wanted = list(range(len(rows)))
         elif self.explain == "flagged":
-            wanted = [i for i, (_, decision, _) in enumerate(rows) if decision != "allow"]
+            wanted = [i for i, row in enumerate(rows) if row[2] != "allow"]
         else:
             wanted = []
         explanations = self._explain(result, wanted)
         out = []
-        for i, (scores, decision, per) in enumerate(rows):
+        for i, (has, scores, decision, per, unusable) in enumerate(rows):
             out.append(
                 ModerationResult(
                     id=result.posts[i].id,
                     flagged=decision == "block",
                     categories={name: d == "block" for name, d in per.items()},
                     category_scores=scores,
-                    category_applied_input_types=self._applied({m: bool(present[m][i]) for m in MODALITIES}),
+                    category_applied_input_types=self._applied(has),
                     decision=decision,
                     category_decisions=per,
                     explanation=explanations.get(i),
-                    problems=result.problems[i],
+                    problems=[str(p) for p in result.problems[i]],
+                    unusable_inputs=unusable,
                 )
             )
         return out
@@ -290,6 +309,7 @@ class Moderator:
                 ("decision", pa.string()),
                 ("category_decisions", pa.struct([(c, pa.string()) for c in names])),
                 ("explanation", explanation),
+                ("unusable_inputs", pa.list_(pa.string())),
                 ("problems", pa.list_(pa.string())),
             ]
         )

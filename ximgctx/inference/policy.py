@@ -20,7 +20,19 @@ Decision rule for one category, with the exact boundaries (tested at the boundar
 * otherwise                                                         -> ``"allow"``
 
 A null ``block`` never blocks automatically (a review-only category); a null ``review`` has no review
-band. A post's decision is the most severe decision of any category (block > review > allow). Scores are
+band. A post's decision is the most severe decision of any category (block > review > allow).
+
+Inputs that could not be used::
+
+    unreadable_input: review       # the least severe decision for a post with an unusable required input
+    required_inputs: []            # inputs every post must have (image, text, replies)
+
+An input is *required* when the post gives it (an image path that does not decode, is missing or is
+refused is unreadable: the model read the post without it) or when ``required_inputs`` names it (a post
+without it counts too). Such a post gets at least ``unreadable_input`` (default ``review``; ``allow``
+turns the rule off), and its result lists the inputs in ``unusable_inputs``. A category whose task reads
+the image only (``source: image``) has no score (null) and decides ``allow`` on a post without a usable
+image: there is no evidence to score. Scores are
 the model's calibrated probabilities in float32, widened to float64 without rounding, and compared as
 they are written in the output, so a threshold copied from an output file reproduces its decision.
 """
@@ -38,6 +50,7 @@ import yaml
 
 from ximgctx import _yaml
 from ximgctx.config import TaskSpec
+from ximgctx.errors import ConfigError
 
 __all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "default_policy_path", "worst"]
 
@@ -46,10 +59,19 @@ DECISIONS: tuple[str, ...] = ("allow", "review", "block")
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
 _CATEGORY_KEYS = {"description", "task", "labels", "reduce", "block", "review", "calibration", "openai"}
-_POLICY_KEYS = {"name", "description", "version", "explain_replies", "categories"}
+_POLICY_KEYS = {
+    "name",
+    "description",
+    "version",
+    "explain_replies",
+    "categories",
+    "unreadable_input",
+    "required_inputs",
+}
+_INPUTS = ("image", "text", "replies")
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigError):
     """A policy is invalid; the message names the file, the field and the bad value."""
 
 
@@ -130,8 +152,11 @@ class CategoryRule:
                 f"got {self.openai!r}"
             )
 
-    def decide(self, score: float) -> str:
-        """``"block"``, ``"review"`` or ``"allow"`` for one score (see the module docstring)."""
+    def decide(self, score: float | None) -> str:
+        """``"block"``, ``"review"`` or ``"allow"`` for one score (see the module docstring); a category
+        with no score (None: its task abstained) decides ``"allow"``."""
+        if score is None:
+            return "allow"
         if self.block is not None and score >= self.block:
             return "block"
         if self.review is not None and score >= self.review:
@@ -167,8 +192,18 @@ class ModerationPolicy:
     description: str = ""
     explain_replies: int = 3  # replies named in each explanation (those that weighed most)
     version: int = 1  # file format version
+    unreadable_input: str = "review"  # least severe decision for a post with an unusable required input
+    required_inputs: list[str] = field(default_factory=list)  # inputs every post must have, given or not
 
     def __post_init__(self) -> None:
+        if self.unreadable_input not in DECISIONS:
+            raise PolicyError(
+                f"unreadable_input must be one of {list(DECISIONS)}, got {self.unreadable_input!r}"
+            )
+        if not isinstance(self.required_inputs, list) or any(m not in _INPUTS for m in self.required_inputs):
+            raise PolicyError(
+                f"required_inputs must be a list of inputs among {list(_INPUTS)}, got {self.required_inputs!r}"
+            )
         if not isinstance(self.categories, dict) or not self.categories:
             raise PolicyError("a policy needs at least one category under 'categories'")
         if (
@@ -225,6 +260,8 @@ class ModerationPolicy:
                 description=str(data.get("description", "") or ""),
                 explain_replies=data.get("explain_replies", 3),
                 version=data.get("version", 1),
+                unreadable_input=data.get("unreadable_input", "review"),
+                required_inputs=data.get("required_inputs") or [],
             )
         except PolicyError as e:
             raise PolicyError(f"{source}: {e}") from None
@@ -248,6 +285,8 @@ class ModerationPolicy:
         if self.description:
             out["description"] = self.description
         out["explain_replies"] = self.explain_replies
+        out["unreadable_input"] = self.unreadable_input
+        out["required_inputs"] = list(self.required_inputs)
         out["categories"] = {name: rule.to_dict() for name, rule in self.categories.items()}
         return out
 
@@ -287,7 +326,7 @@ class ModerationPolicy:
                     f"use 'max'"
                 )
 
-    def decide(self, category_scores: dict[str, float]) -> tuple[str, dict[str, str]]:
-        """The post's decision and each category's decision."""
+    def decide(self, category_scores: dict[str, float | None]) -> tuple[str, dict[str, str]]:
+        """The post's decision and each category's decision (before the unusable-input rule)."""
         per = {name: self.categories[name].decide(score) for name, score in category_scores.items()}
         return worst(list(per.values())), per

@@ -17,17 +17,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ximgctx.config import MODALITIES
-from ximgctx.data.images import cap_text
 from ximgctx.data.post import Post
+from ximgctx.data.problems import Problem
 from ximgctx.data.processor import PostBatch
+from ximgctx.data.text import cap_text
+from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
+from ximgctx.models.decision import decided_labels
+from ximgctx.models.modalities import ALL, Modalities
+
+if TYPE_CHECKING:
+    from ximgctx.inference.memory import LabelMemory
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ __all__ = [
     "PostPrediction",
     "Predictor",
     "TaskPrediction",
+    "abstain_reason",
     "prediction_schema",
     "resolve_device",
     "resolve_dtype",
@@ -45,7 +53,7 @@ __all__ = [
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: The problem recorded for a post whose text is empty (the processor masks it without a message).
-EMPTY_TEXT = "text: empty; the learned null text embedding stands in for it"
+EMPTY_TEXT = Problem("text", "empty", "the learned null text embedding stands in for it")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -64,8 +72,15 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {['auto', *DTYPES]}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {['auto', *DTYPES]}, got {dtype!r}")
     return DTYPES[dtype]
+
+
+def abstain_reason(post: Post) -> str:
+    """Why an image-sourced task gives no prediction for a post whose image is not usable."""
+    if post.image is None:
+        return "no image: the post has none"
+    return "no usable image: it could not be read (see problems)"
 
 
 def _batches(items: Iterable[Post], size: int) -> Iterator[list[Post]]:
@@ -76,13 +91,25 @@ def _batches(items: Iterable[Post], size: int) -> Iterator[list[Post]]:
 
 @dataclass
 class TaskPrediction:
-    """One task's output for one post."""
+    """One task's output for one post.
+
+    A task the post gives no evidence for *abstains*: an image-sourced task (``TaskSpec.source="image"``)
+    on a post without a usable image has no ``labels`` and ``abstained`` says why. Its ``scores`` are
+    present but marked by ``abstained``: they are the heads' output on the learned null image embedding,
+    kept for diagnostics and ablations, and are not a prediction about the post (nothing downstream
+    decides on them: search filters, moderation categories and labels all skip an abstained task).
+    """
 
     scores: dict[str, float]  # label -> calibrated probability (softmax or sigmoid after temperature)
     labels: list[str]  # multiclass: the argmax label; multilabel: every label with score >= its threshold
+    abstained: str | None = None  # why the task gave no labels (e.g. "no image: ..."); None: it predicted
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores": dict(self.scores), "labels": list(self.labels)}
+        return {
+            "scores": dict(self.scores),
+            "labels": list(self.labels),
+            "abstained": self.abstained,
+        }
 
 
 @dataclass
@@ -92,7 +119,7 @@ class PostPrediction:
     id: str
     tasks: dict[str, TaskPrediction]  # task name -> prediction, in the model's task order
     inputs: dict[str, bool]  # modality -> True where the real input was used (False: null embedding)
-    problems: list[str] = field(default_factory=list)  # what was wrong with the post; empty when nothing
+    problems: list[str] = field(default_factory=list)  # str(Problem) for each thing wrong with the post
     embedding: np.ndarray | None = None  # (H,) fused embedding, when asked for
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +128,7 @@ class PostPrediction:
             "id": self.id,
             "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
             "inputs": dict(self.inputs),
-            "problems": list(self.problems),
+            "problems": [str(p) for p in self.problems],
         }
         if self.embedding is not None:
             out["embedding"] = [float(x) for x in self.embedding]
@@ -116,7 +143,7 @@ class BatchResult:
     batch: PostBatch  # on the model's device
     output: ContextOutput
     scores: dict[str, torch.Tensor]  # task -> (B, C) float32 calibrated probabilities
-    problems: list[list[str]]  # per post: the processor's problems plus the predictor's (empty text)
+    problems: list[list[Problem]]  # per post: the processor's problems plus the predictor's (empty text)
 
 
 def model_digest(path: str | Path) -> str | None:
@@ -138,10 +165,14 @@ class Predictor:
         prefetch: collate the next batch (image decode, tokenization) in a background thread while the
             model runs on the current one. ``None`` turns it on for GPUs only: on a few CPU cores the
             thread competes with the model's own threads.
+        memory: a :class:`~ximgctx.inference.memory.LabelMemory` whose labeled neighbours are blended into
+            :meth:`scores` (so every consumer, from ``predict`` to moderation explanations, reads the
+            blended scores); None: the heads' scores alone.
 
     Example:
         >>> predictor = Predictor.from_pretrained("runs/quickstart/model")
         >>> [p.tasks["intent"].labels for p in predictor.predict(posts)]
+        >>> predictor.memory = LabelMemory.load("runs/quickstart/model.memory")  # corrections apply at once
     """
 
     def __init__(
@@ -152,9 +183,10 @@ class Predictor:
         dtype: str | torch.dtype | None = "auto",
         batch_size: int = 32,
         prefetch: bool | None = None,
+        memory: LabelMemory | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(self.device).eval()
@@ -163,6 +195,19 @@ class Predictor:
         self.model_dir: Path | None = None  # set by from_pretrained
         self.model_digest: str | None = None  # SHA-256 of the model folder's manifest, when loaded from one
         self.task_names = [spec.name for spec in model.config.tasks]
+        self._memory: LabelMemory | None = None
+        self.memory = memory
+
+    @property
+    def memory(self) -> LabelMemory | None:
+        """The label memory blended into :meth:`scores`, or None."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, memory: LabelMemory | None) -> None:
+        if memory is not None:
+            memory._check_model(self)  # same embedding size, and built with this model when both are known
+        self._memory = memory
 
     @classmethod
     def from_pretrained(
@@ -176,9 +221,15 @@ class Predictor:
         verify: bool = True,
         expected_sha256: str | None = None,
         trust_remote_arch: bool = False,
+        memory: LabelMemory | str | Path | bool | None = None,
     ) -> Predictor:
         """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified; see
-        :meth:`ContextModel.from_pretrained` for ``expected_sha256`` and ``trust_remote_arch``)."""
+        :meth:`ContextModel.from_pretrained` for ``expected_sha256`` and ``trust_remote_arch``).
+
+        Args:
+            memory: a label memory, or a memory folder to load (verified), or True for the model's own
+                (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
+        """
         dev = resolve_device(device)
         model = ContextModel.from_pretrained(
             path,
@@ -190,6 +241,15 @@ class Predictor:
         predictor = cls(model, device=dev, dtype=dtype, batch_size=batch_size, prefetch=prefetch)
         predictor.model_dir = Path(path).resolve()
         predictor.model_digest = model_digest(path)
+        if memory is not None and memory is not False:
+            from ximgctx.inference.memory import LabelMemory, default_memory_dir
+
+            if memory is True:
+                folder = default_memory_dir(path)
+                memory = LabelMemory.load(folder) if (folder / "memory.json").is_file() else None
+            elif not isinstance(memory, LabelMemory):
+                memory = LabelMemory.load(memory)
+            predictor.memory = memory
         return predictor
 
     # ---------------------------------------------------------------------------------------- core
@@ -203,15 +263,22 @@ class Predictor:
         """The model's processor over ``posts``, moved to the device."""
         return self.model.processor(list(posts)).to(self.device, non_blocking=True)
 
-    def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
-        """One forward pass under ``inference_mode`` and autocast; ``drop`` masks modalities."""
+    def forward(self, batch: PostBatch, modalities: Modalities | str | Iterable[str] = ALL) -> ContextOutput:
+        """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept
+        ones: a :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``);
+        the others are replaced by their learned null embeddings."""
+        keep = Modalities.parse(modalities)
         with torch.inference_mode(), self.autocast():
-            return self.model(batch, drop=tuple(drop))
+            return self.model(batch, drop=keep.dropped)
 
     def scores(self, output: ContextOutput) -> dict[str, torch.Tensor]:
-        """Calibrated per-task probabilities as float32 (B, C) tensors."""
+        """Calibrated per-task probabilities as float32 (B, C) tensors, blended with the label memory when
+        the predictor has one (modality ablations included: they go through here too)."""
         with torch.inference_mode():
-            return {k: v.float() for k, v in self.model.scores(output.logits, calibrated=True).items()}
+            scores = {k: v.float() for k, v in self.model.scores(output.logits, calibrated=True).items()}
+        if self._memory is not None:
+            scores = self._memory.blend(scores, output.fused)
+        return scores
 
     def run_batch(self, posts: Sequence[Post], batch: PostBatch | None = None) -> BatchResult:
         """Collate (unless ``batch`` is given) and run one forward pass over ``posts``."""
@@ -234,7 +301,7 @@ class Predictor:
         """Yield one :class:`BatchResult` per batch, in input order (collating ahead when prefetching)."""
         size = batch_size or self.batch_size
         if size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {size!r}")
+            raise ConfigError(f"batch_size must be >= 1, got {size!r}")
         from tqdm.auto import tqdm
 
         total = len(posts) if isinstance(posts, Sequence) else None
@@ -260,34 +327,38 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------- results
     def results(self, result: BatchResult, *, embeddings: bool = False) -> list[PostPrediction]:
-        """Turn one batch's scores into per-post :class:`PostPrediction` objects."""
-        per_task = {name: result.scores[name].cpu().numpy() for name in self.task_names}  # task -> (B, C)
-        thresholds = {
-            name: self.model.heads[name].thresholds.float().cpu().numpy() for name in self.task_names
-        }
+        """Turn one batch's scores into per-post :class:`PostPrediction` objects.
+
+        Labels are decided by :func:`ximgctx.models.decision.decide` (the rule evaluation counts with). An
+        image-sourced task abstains on a post without a usable image (``batch.image_mask`` False).
+        """
         present = {m: result.output.embeddings.present[m].cpu().tolist() for m in MODALITIES}
+        usable_image = result.batch.image_mask.cpu().tolist()  # (B,) the processor decoded a usable image
+        per_task: dict[str, tuple[list[list[float]], list[list[str]]]] = {}  # task -> (scores, labels)
+        for name in self.task_names:
+            head = self.model.heads[name]
+            probs = result.scores[name].cpu().numpy()  # (B, C)
+            thresholds = head.thresholds.float().cpu().numpy()  # (C,)
+            per_task[name] = (probs.tolist(), decided_labels(head.spec, probs, thresholds))
         fused = result.output.fused.float().cpu().numpy() if embeddings else None  # (B, H)
         out = []
         for i, post in enumerate(result.posts):
+            missing = None if usable_image[i] else abstain_reason(post)
             tasks = {}
             for name in self.task_names:
                 spec = self.model.heads[name].spec
-                row = per_task[name][i]  # (C,)
-                if spec.kind == "multiclass":
-                    chosen = [spec.labels[int(row.argmax())]]
+                rows, chosen = per_task[name]
+                scores = dict(zip(spec.labels, rows[i], strict=True))
+                if spec.source == "image" and missing is not None:
+                    tasks[name] = TaskPrediction(scores=scores, labels=[], abstained=missing)
                 else:
-                    chosen = [
-                        lab for lab, s, t in zip(spec.labels, row, thresholds[name], strict=True) if s >= t
-                    ]
-                tasks[name] = TaskPrediction(
-                    scores=dict(zip(spec.labels, row.tolist(), strict=True)), labels=chosen
-                )
+                    tasks[name] = TaskPrediction(scores=scores, labels=chosen[i])
             out.append(
                 PostPrediction(
                     id=post.id,
                     tasks=tasks,
                     inputs={m: bool(present[m][i]) for m in MODALITIES},
-                    problems=result.problems[i],
+                    problems=[str(p) for p in result.problems[i]],
                     embedding=None if fused is None else fused[i].copy(),
                 )
             )
@@ -340,7 +411,7 @@ class Predictor:
             normalize: L2-normalise each row (what cosine search uses).
         """
         if space not in ("fused", "image"):
-            raise ValueError(f"space must be 'fused' or 'image', got {space!r}")
+            raise ConfigError(f"space must be 'fused' or 'image', got {space!r}")
         rows = []
         for result in self.iter_batches(posts, batch_size):
             x = result.output.fused if space == "fused" else result.output.embeddings.image
@@ -371,6 +442,7 @@ def prediction_schema(predictor: Predictor, *, embeddings: bool = False) -> Any:
                     [
                         ("scores", pa.struct([(lab, pa.float64()) for lab in spec.labels])),
                         ("labels", pa.list_(pa.string())),
+                        ("abstained", pa.string()),
                     ]
                 ),
             )

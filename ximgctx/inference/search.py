@@ -30,22 +30,18 @@ among the posts that pass, not a post-filtered remainder. In IVF mode a filtered
 matching candidates as an unfiltered query. Several values for one task match any of them;
 different tasks must all match.
 
-Saved as a folder, no pickle anywhere::
-
-    index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with
-                      (path and the SHA-256 of its manifest), SHA-256 of every other file
-    posts.parquet     one row per post: id, image path, text (first 280 characters), predicted labels
-    fused.faiss       faiss.write_index of the fused space (ids = row numbers in posts.parquet)
-    image.faiss       the image space
+Saved as a ``search-index`` artifact (see :mod:`ximgctx.inference._search_io`: a manifest of every file,
+atomic write, verified before it is read; no pickle anywhere). Each record keeps the keyed digests of its
+post's author and its replies' authors (under the index's own random key), so
+:meth:`SearchIndex.remove_authors` can erase an author who opted out; :meth:`SearchIndex.remove_ids`
+removes posts by id. A post whose image could not be used has no labels for image-sourced tasks (they
+abstain), so an image-task filter (``objects=star``) never matches it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +49,33 @@ from typing import Any
 
 import numpy as np
 
-from ximgctx._fsutil import replace_folder, sha256_file
 from ximgctx.data.post import Post
+from ximgctx.errors import ArtifactError, ConfigError, InputError
+from ximgctx.inference._authors import digests_of, new_author_key, post_author_digests
 from ximgctx.inference.predictor import Predictor
 
-__all__ = ["MODES", "SPACES", "SearchHit", "SearchIndex", "SearchIndexError", "default_nlist", "parse_where"]
+__all__ = [
+    "MODES",
+    "SPACES",
+    "SearchHit",
+    "SearchIndex",
+    "SearchIndexError",
+    "UnknownPostError",
+    "default_nlist",
+    "parse_where",
+]
 
 SPACES = ("fused", "image")
 MODES = ("exact", "ivf")
-FORMAT = "ximgctx-search-index"
-FORMAT_VERSION = 1
 _TEXT_CHARS = 280
 
 
-class SearchIndexError(RuntimeError):
+class SearchIndexError(ArtifactError):
     """An index folder is incomplete or altered, or a query does not fit the index."""
+
+
+class UnknownPostError(InputError, KeyError):
+    """A "more like this" query names a post id that is not in the index."""
 
 
 def default_nlist(n: int) -> int:
@@ -81,7 +89,7 @@ def parse_where(
     """``["intent=threat", "intent=protest", "meaning=ironic"]`` -> ``{"intent": {...}, "meaning": {...}}``.
 
     Raises:
-        ValueError: a clause that is not ``task=label``, or a task or label the index does not know.
+        InputError: a clause that is not ``task=label``, or a task or label the index does not know.
     """
     if where is None:
         return {}
@@ -96,14 +104,14 @@ def parse_where(
         for clause in where:
             task, sep, label = clause.partition("=")
             if not sep or not task.strip() or not label.strip():
-                raise ValueError(f"a filter is task=label (e.g. intent=threat), got {clause!r}")
+                raise InputError(f"a filter is task=label (e.g. intent=threat), got {clause!r}")
             pairs.append((task.strip(), label.strip()))
     out: dict[str, set[str]] = {}
     for task, label in pairs:
         if task not in tasks:
-            raise ValueError(f"filter {task}={label}: no task {task!r}; the index has {sorted(tasks)}")
+            raise InputError(f"filter {task}={label}: no task {task!r}; the index has {sorted(tasks)}")
         if label not in tasks[task]:
-            raise ValueError(
+            raise InputError(
                 f"filter {task}={label}: {label!r} is not a label of {task!r}; labels: {tasks[task]}"
             )
         out.setdefault(task, set()).add(label)
@@ -125,6 +133,41 @@ class SearchHit:
         return dict(self.__dict__)
 
 
+def _ids_of(index: Any) -> np.ndarray:
+    """The ids (record rows) held by a FAISS index built by :func:`_make_index`."""
+    import faiss
+
+    if hasattr(index, "id_map"):  # IndexIDMap2 (exact)
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists = index.invlists  # IndexIVFFlat
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).copy()
+        for c in range(index.nlist)
+        if lists.list_size(c)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _renumbered(index: Any, keep: np.ndarray) -> Any:
+    """A copy of a FAISS index holding only the rows ``keep`` (sorted old row numbers), renumbered to their
+    positions in ``keep``; an IVF index keeps its trained cells."""
+    import faiss
+
+    ids = _ids_of(index)
+    kept = np.sort(ids[np.isin(ids, keep)])
+    vectors = index.reconstruct_batch(kept) if len(kept) else np.zeros((0, index.d), np.float32)
+    new_rows = np.searchsorted(keep, kept).astype(np.int64)
+    if hasattr(index, "id_map"):
+        out = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
+    else:
+        out = faiss.clone_index(index)
+        out.reset()
+        out.set_direct_map_type(faiss.DirectMap.Hashtable)
+    if len(kept):
+        out.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_rows)
+    return out
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -140,7 +183,7 @@ def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | N
     else:
         cells = default_nlist(n) if nlist is None else int(nlist)
         if not 1 <= cells <= max(n, 1):
-            raise ValueError(f"nlist must be between 1 and the number of vectors ({n}), got {cells}")
+            raise ConfigError(f"nlist must be between 1 and the number of vectors ({n}), got {cells}")
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
         if n:
             index.train(vectors)
@@ -167,12 +210,13 @@ class SearchIndex:
         nprobe: int = 16,
         model: dict[str, Any] | None = None,
         predictor: Predictor | None = None,
+        author_key: bytes | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         unknown = sorted(set(indexes) - set(SPACES))
         if unknown or not indexes:
-            raise ValueError(
+            raise InputError(
                 f"indexes must be a non-empty mapping over spaces {list(SPACES)}, got {sorted(indexes)}"
             )
         self.records = records
@@ -181,6 +225,7 @@ class SearchIndex:
         self.tasks = {t: list(labels) for t, labels in tasks.items()}
         self.nprobe = int(nprobe)
         self.model = dict(model or {})
+        self.author_key = author_key if author_key is not None else new_author_key()  # for records' authors
         self._row_of: dict[str, int] = {}
         for i, r in enumerate(records):
             if r["id"] in self._row_of:
@@ -219,22 +264,24 @@ class SearchIndex:
         nlist: int | None = None,
         nprobe: int = 16,
         model: dict[str, Any] | None = None,
+        author_key: bytes | None = None,
     ) -> SearchIndex:
         """An index over given vectors.
 
         Args:
-            records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``image``, ``text``).
+            records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``image``, ``text``, and
+                ``authors``: the keyed digests of its authors under ``author_key``).
             vectors: space -> ``(rows, vectors)``: which records (row numbers) have a vector in that space,
                 and the (n, d) vectors (normalised here).
             tasks: task -> labels, for filters.
         """
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         indexes = {}
         for space, (rows, x) in vectors.items():
             rows = np.asarray(rows, dtype=np.int64)
             if x.ndim != 2 or len(rows) != len(x):
-                raise ValueError(f"space {space!r}: {len(rows)} rows for vectors of shape {x.shape}")
+                raise InputError(f"space {space!r}: {len(rows)} rows for vectors of shape {x.shape}")
             indexes[space] = _make_index(_normalize(x), rows, mode, nlist)
         records = [
             {
@@ -242,10 +289,13 @@ class SearchIndex:
                 "image": r.get("image"),
                 "text": (r.get("text") or "")[:_TEXT_CHARS],
                 "labels": {t: list(v) for t, v in (r.get("labels") or {}).items()},
+                "authors": sorted(r.get("authors") or []),
             }
             for r in records
         ]
-        return cls(records, indexes, mode=mode, tasks=tasks, nprobe=nprobe, model=model)
+        return cls(
+            records, indexes, mode=mode, tasks=tasks, nprobe=nprobe, model=model, author_key=author_key
+        )
 
     @classmethod
     def build(
@@ -259,9 +309,11 @@ class SearchIndex:
         batch_size: int | None = None,
         progress: bool = False,
     ) -> SearchIndex:
-        """Run the model over ``posts`` and index their fused and image embeddings and predicted labels."""
+        """Run the model over ``posts`` and index their fused and image embeddings and predicted labels
+        (an abstained task, e.g. an image task on a post without a usable image, indexes no label)."""
         from tqdm.auto import tqdm
 
+        key = new_author_key()
         records: list[dict[str, Any]] = []
         fused: list[np.ndarray] = []
         image: list[np.ndarray] = []
@@ -276,6 +328,7 @@ class SearchIndex:
                         "image": post.image,
                         "text": post.text,
                         "labels": {t: p.labels for t, p in pred.tasks.items()},
+                        "authors": post_author_digests(post, key),
                     }
                 )
             fused.append(result.output.fused.float().cpu().numpy())
@@ -303,7 +356,7 @@ class SearchIndex:
             "arch": model.config.encoder.arch,
         }
         index = cls.from_vectors(
-            records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta
+            records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta, author_key=key
         )
         index.attach(predictor)
         return index
@@ -369,7 +422,7 @@ class SearchIndex:
         if space not in self.indexes:
             raise SearchIndexError(f"this index has no {space!r} space; it has {self.spaces}")
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k!r}")
+            raise InputError(f"k must be >= 1, got {k!r}")
         index = self.indexes[space]
         q = _normalize(np.atleast_2d(queries))
         if q.shape[1] != index.d:
@@ -445,7 +498,7 @@ class SearchIndex:
         result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
         if not bool(result.output.embeddings.present["image"][0]):
             raise SearchIndexError(
-                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(result.batch.problems[0])}"
+                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(map(str, result.batch.problems[0]))}"
             )
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]
@@ -461,7 +514,7 @@ class SearchIndex:
     ) -> list[SearchHit]:
         """ "More like this": posts nearest to an indexed post's stored vector, the post itself left out."""
         if post_id not in self._row_of:
-            raise KeyError(f"no post {post_id!r} in the index")
+            raise UnknownPostError(f"no post {post_id!r} in the index")
         if space not in self.indexes:
             raise SearchIndexError(f"this index has no {space!r} space; it has {self.spaces}")
         row = self._row_of[post_id]
@@ -476,89 +529,59 @@ class SearchIndex:
             0
         ]
 
+    # ---------------------------------------------------------------------------------- removing
+    def _keep_rows(self, keep: np.ndarray) -> int:
+        """Keep only records ``keep`` (sorted row numbers), in every space; returns how many were removed."""
+        removed = len(self.records) - len(keep)
+        if removed:
+            self.indexes = {space: _renumbered(index, keep) for space, index in self.indexes.items()}
+            self.records = [self.records[int(i)] for i in keep]
+            self._row_of = {r["id"]: i for i, r in enumerate(self.records)}
+            self._label_matrix = {task: m[keep] for task, m in self._label_matrix.items()}
+        return removed
+
+    def remove_ids(self, post_ids: Iterable[str]) -> int:
+        """Remove posts by id from the records and every vector space; returns how many were removed
+        (ids not in the index are ignored). The caller saves."""
+        drop = {str(i) for i in post_ids}
+        return self._keep_rows(
+            np.array([i for i, r in enumerate(self.records) if r["id"] not in drop], np.int64)
+        )
+
+    def remove_authors(self, authors: Iterable[Any]) -> int:
+        """Remove every post written by one of ``authors`` or with a reply by one of them (an erasure after
+        an opt-out), from the records and every vector space. Authors are compared by the governance
+        identity rule (``normalize_author``) through the index's keyed digests. Returns how many posts were
+        removed; the caller saves."""
+        drop = set(digests_of(authors, self.author_key))
+        if not drop:
+            return 0
+        keep = [i for i, r in enumerate(self.records) if drop.isdisjoint(r.get("authors") or ())]
+        return self._keep_rows(np.array(keep, np.int64))
+
     # ------------------------------------------------------------------------------------ saving
-    def save(self, path: str | Path) -> Path:
-        """Write the index folder atomically (a temporary sibling renamed into place)."""
-        import faiss
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def save(
+        self,
+        path: str | Path,
+        *,
+        overwrite: bool = False,
+        inputs: Iterable[str | os.PathLike[str] | None] = (),
+    ) -> Path:
+        """Write the index as a ``search-index`` artifact (atomically, every file in its manifest).
 
-        from ximgctx import __version__
+        A folder that holds anything but a search index is refused unless ``overwrite``, and so is one
+        holding an input (``inputs``), the working folder or a folder above it.
+        """
+        from ximgctx.inference._search_io import write_index_folder
 
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            labels_type = pa.struct([(t, pa.list_(pa.string())) for t in self.tasks])
-            schema = pa.schema(
-                [("id", pa.string()), ("image", pa.string()), ("text", pa.string()), ("labels", labels_type)]
-            )
-            pq.write_table(pa.Table.from_pylist(self.records, schema=schema), tmp / "posts.parquet")
-            spaces = {}
-            for space, index in self.indexes.items():
-                faiss.write_index(index, str(tmp / f"{space}.faiss"))
-                spaces[space] = {
-                    "file": f"{space}.faiss",
-                    "dim": int(index.d),
-                    "count": int(index.ntotal),
-                    "nlist": int(index.nlist) if self.mode == "ivf" else None,
-                }
-            meta = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "ximgctx_version": __version__,
-                "mode": self.mode,
-                "nprobe": self.nprobe,
-                "posts": len(self.records),
-                "spaces": spaces,
-                "tasks": self.tasks,
-                "model": self.model,
-                "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
-            }
-            (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-            replace_folder(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return write_index_folder(self, path, overwrite=overwrite, inputs=inputs)
 
     @classmethod
-    def load(cls, path: str | Path, *, predictor: Predictor | None = None) -> SearchIndex:
-        """Open an index folder, verifying every file's SHA-256 against ``index.json``."""
-        import faiss
-        import pyarrow.parquet as pq
+    def load(
+        cls, path: str | Path, *, predictor: Predictor | None = None, expected_sha256: str | None = None
+    ) -> SearchIndex:
+        """Open an index folder after verifying every file against its manifest (and ``expected_sha256``,
+        the artifact digest, when given)."""
+        from ximgctx.inference._search_io import read_index_folder
 
-        path = Path(path)
-        try:
-            meta = json.loads((path / "index.json").read_text())
-        except FileNotFoundError:
-            raise SearchIndexError(
-                f"{path}: no index.json; not a folder written by SearchIndex.save"
-            ) from None
-        if meta.get("format") != FORMAT:
-            raise SearchIndexError(
-                f"{path / 'index.json'}: not an ximgctx search index (format={meta.get('format')!r})"
-            )
-        for name, digest in meta["files"].items():
-            f = path / name
-            if not f.is_file():
-                raise SearchIndexError(f"{f}: listed in index.json but missing")
-            if sha256_file(f) != digest:
-                raise SearchIndexError(
-                    f"{f}: SHA-256 does not match index.json; the file was altered after saving"
-                )
-        records = pq.read_table(path / "posts.parquet").to_pylist()
-        for r in records:
-            r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
-        indexes = {
-            space: faiss.read_index(str(path / info["file"])) for space, info in meta["spaces"].items()
-        }
-        return cls(
-            records,
-            indexes,
-            mode=meta["mode"],
-            tasks=meta["tasks"],
-            nprobe=meta["nprobe"],
-            model=meta.get("model"),
-            predictor=predictor,
-        )
+        return cls(**read_index_folder(path, expected_sha256=expected_sha256), predictor=predictor)

@@ -4,8 +4,12 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
 
     config.json              ModelConfig (resolved), the starting weights' provenance, library version
     model.safetensors        every non-adapter weight, under plain open_clip names (no ".base_layer")
-    adapter/adapter_config.json, adapter/adapter_model.safetensors   the LoRA adapter in peft's format
+    adapter/adapter_model.safetensors + adapter_config.json   the LoRA adapter in peft's format, where stock
+                             peft reproduces it exactly; else + ximgctx_adapter.json and a README
+                             (open_clip MHA adapters, see :mod:`ximgctx.models.export`)
     processor_config.json    tokenizer and image preprocessing settings
+    hf/                      transformers backend only: the checkpoint's config.json, tokenizer files and
+                             preprocessor_config.json, so loading needs no hub (the weights are in model.safetensors)
     card.json                the model card's extra sections (metrics, governance, training data), so that
                              re-saving a loaded model keeps them
     README.md                model card
@@ -31,7 +35,8 @@ from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError
 from ximgctx.models.encoder import quiet_random_init, trust_remote_arch
-from ximgctx.models.lora import base_name, load_lora_state_dict, lora_state_dict
+from ximgctx.models.export import save_adapter
+from ximgctx.models.lora import base_name, load_lora_state_dict
 
 if TYPE_CHECKING:
     from ximgctx.models.context_model import ContextModel
@@ -39,7 +44,8 @@ if TYPE_CHECKING:
 KIND = "model"
 FORMAT = "ximgctx-model"
 FORMAT_VERSION = 2
-_MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
+_MAX_JSON_BYTES = 16 << 20
+HF_DIR = "hf"  # transformers backend: the checkpoint's config, tokenizer and image processor (no weights)  # config.json / card.json larger than this are refused before parsing
 
 
 class ModelFolderError(ArtifactError):
@@ -55,19 +61,55 @@ def _weights_line(model: ContextModel) -> str:
     return f"`{name}`" + (f" (SHA-256 `{digest}`)" if digest else "")
 
 
-def _model_card(model: ContextModel, card: dict[str, Any]) -> str:
+def _base_model(model: ContextModel) -> str | None:
+    """The hub repo of the starting weights, when there is one (the card's ``base_model``)."""
+    from ximgctx.models.hub import looks_like_repo_id
+
+    enc = model.config.encoder
+    if enc.backend == "transformers":
+        return enc.arch if looks_like_repo_id(enc.arch) else None
+    if enc.pretrained is None or Path(enc.pretrained).exists():
+        return None
+    hub = (open_clip.get_pretrained_cfg(enc.arch, enc.pretrained) or {}).get("hf_hub", "")
+    return "/".join(hub.strip("/").split("/")[:2]) or None
+
+
+def card_metadata(model: ContextModel, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Hugging Face model-card metadata: ximgctx's defaults, then the model's own, then ``metadata``."""
+    tasks = [t.name for t in model.config.tasks]
+    meta: dict[str, Any] = {
+        "library_name": "ximgctx",
+        "tags": ["ximgctx", "multimodal", "content-moderation", model.config.encoder.backend, *tasks],
+        "license": "other",  # not known to ximgctx: set metadata={"license": ...} when saving
+        "base_model": _base_model(model),
+        "datasets": [],
+        "pipeline_tag": "image-classification",  # a post (image + text + replies) in, label scores out
+    }
+    meta.update(getattr(model, "card_metadata", {}) or {})
+    meta.update(metadata)
+    return json.loads(json.dumps({k: v for k, v in meta.items() if v is not None}, default=str))
+
+
+def _yaml_header(meta: dict[str, Any]) -> list[str]:
+    from huggingface_hub import ModelCardData
+
+    return ["---", ModelCardData(**meta).to_yaml().rstrip("\n"), "---", ""]
+
+
+def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any]) -> str:
     from ximgctx import __version__
 
     cfg = model.config
     counts = model.trainable_parameters()
     lines = [
+        *_yaml_header(meta),
         "# ximgctx context model",
         "",
         f"Written by ximgctx {__version__}. Load with `ximgctx.ContextModel.from_pretrained(path)` or "
         "`ximgctx.Predictor.from_pretrained(path)`.",
         "",
         "## Architecture",
-        f"- encoder: open_clip `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
+        f"- encoder: {cfg.encoder.backend} `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
         f"- LoRA: {'none' if cfg.lora is None else f'r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets={cfg.lora.targets}, towers={cfg.lora.towers}'}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
@@ -110,11 +152,14 @@ def save_model(
     card: dict[str, Any],
     overwrite: bool = False,
     inputs: tuple[str | Path, ...] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has."""
+    """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has,
+    ``metadata`` to its Hugging Face card metadata."""
     from ximgctx import __version__
 
     sections = {**getattr(model, "card", {}), **card}
+    meta = card_metadata(model, metadata or {})
     with write_artifact(path, KIND, overwrite=overwrite, inputs=inputs) as tmp:
         state = model.state_dict()
         weights = {
@@ -122,34 +167,28 @@ def save_model(
         }
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         if model.lora_config is not None:
-            (tmp / "adapter").mkdir()
-            model.lora_config.save_pretrained(str(tmp / "adapter"))
-            adapter = {
-                k: v.detach().cpu().contiguous().clone()
-                for k, v in lora_state_dict(model.encoder.clip).items()
-            }
-            save_file(adapter, str(tmp / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
+            save_adapter(model, tmp / "adapter")
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "ximgctx_version": __version__,
             "model": model.config.to_dict(),
             "provenance": dict(model.encoder.provenance),
+            "card_metadata": meta,
         }
         _write_json(tmp / "config.json", config)
         processor = {
             "tokenizer": model.config.encoder.arch,
             "context_length": model.encoder.context_length,
             "image_size": model.encoder.image_size,
-            "preprocess": {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in open_clip.get_model_preprocess_cfg(model.encoder.clip).items()
-            },
+            "preprocess": model.encoder.preprocess,
             "data": model.config.to_dict()["data"],
         }
+        if model.config.encoder.backend == "transformers":
+            model.encoder.save_files(tmp / HF_DIR)
         _write_json(tmp / "processor_config.json", processor)
         _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
-        (tmp / "README.md").write_text(_model_card(model, sections))
+        (tmp / "README.md").write_text(_model_card(model, sections, meta))
     return Path(path).resolve()
 
 
@@ -201,6 +240,22 @@ def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, raw
 
 
+def _is_hf(config: ModelConfig) -> bool:
+    return config.encoder.backend == "transformers"
+
+
+def _saved_hf_encoder(path: Path, config: ModelConfig):
+    """The transformers encoder's architecture, tokenizer and image processor from the folder's own copy."""
+    from ximgctx.models.hf_encoder import HFEncoder
+
+    if not (path / HF_DIR).is_dir():
+        raise ModelFolderError(f"{path / HF_DIR}: missing, but the config's encoder is a transformers model")
+    try:
+        return HFEncoder(config.encoder, folder=path / HF_DIR, load_weights=False)
+    except (OSError, ValueError) as e:
+        raise ModelFolderError(f"{path / HF_DIR}: not a usable transformers checkpoint ({e})") from None
+
+
 def load_model(
     cls: type[ContextModel],
     path: Path,
@@ -214,11 +269,15 @@ def load_model(
         verify_folder(path, expected_sha256=expected_sha256)
     config, raw = read_config(path)
     with trust_remote_arch(trust_remote_arch_), quiet_random_init():
-        model = cls._skeleton(config)
+        model = (
+            cls(config, encoder=_saved_hf_encoder(path, config)) if _is_hf(config) else cls._skeleton(config)
+        )
     model.config = config  # the skeleton was built without downloading; keep the real starting weights
     prov = raw.get("provenance")
     if isinstance(prov, dict):
         model.encoder.provenance = {k: (str(v) if v is not None else None) for k, v in prov.items()}
+    meta = raw.get("card_metadata")
+    model.card_metadata = meta if isinstance(meta, dict) else {}
     card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
     model.card = card if isinstance(card, dict) else {}
     try:

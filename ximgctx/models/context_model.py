@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
-from ximgctx.config import MODALITIES, ModelConfig
+from ximgctx.config import MODALITIES, EncoderConfig, ModelConfig
+from ximgctx.data.images import ImageLimits, ImageRoot
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.models.encoder import ClipEncoder, make_tokenizer
+from ximgctx.models.encoder import ClipEncoder
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
@@ -27,10 +25,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer(arch: str) -> Any:
-    # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
-    return make_tokenizer(arch)
+def build_encoder(config: EncoderConfig) -> nn.Module:
+    """The encoder ``config.backend`` names: open_clip's towers or a transformers CLIP/SigLIP model."""
+    if config.backend == "transformers":
+        from ximgctx.models.hf_encoder import HFEncoder
+
+        return HFEncoder(config)
+    return ClipEncoder(config)
 
 
 @dataclass
@@ -63,7 +64,8 @@ class ContextModel(nn.Module):
     """The multimodal context model.
 
     Args:
-        config: what to build. ``config.encoder.pretrained`` decides the encoder's starting weights.
+        config: what to build. ``config.encoder`` decides the encoder and its starting weights.
+        encoder: an encoder already built for ``config.encoder`` (loading a saved model passes its own copy).
 
     Example:
         >>> model = ContextModel(ModelConfig(tasks=[TaskSpec("intent", ["joke", "protest"], "multilabel")]))
@@ -72,13 +74,14 @@ class ContextModel(nn.Module):
         >>> out = model(batch, drop=("image",))      # the same posts with the image masked out
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         self.card: dict[
             str, Any
         ] = {}  # model-card sections kept across save/load (metrics, governance, data)
-        self.encoder = ClipEncoder(config.encoder)
+        self.card_metadata: dict[str, Any] = {}  # Hugging Face model-card metadata set by the caller
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder)
         self.lora_config = None
         if config.lora is not None:
             self.lora_config = apply_lora(self.encoder.clip, config.lora)
@@ -104,13 +107,22 @@ class ContextModel(nn.Module):
         return self
 
     # ----------------------------------------------------------------------------------------- data
-    def build_processor(self) -> PostProcessor:
-        """The collate function matching this model's tokenizer and image preprocessing."""
-        tokenizer = _tokenizer(self.config.encoder.arch)
-        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.encoder.clip))
-        transform = image_transform_v2(cfg, is_train=False)
+    def build_processor(
+        self, limits: ImageLimits | None = None, image_root: ImageRoot | None = None
+    ) -> PostProcessor:
+        """The collate function matching this model's tokenizer and image preprocessing.
+
+        ``limits`` are the process's image decode limits (default ``ImageLimits()``); this model's
+        ``config.data`` can only lower them. ``image_root`` resolves, and may confine, image reads.
+        """
         return PostProcessor(
-            tokenizer, transform, self.encoder.image_size, self.config.data, self.config.tasks
+            self.encoder.tokenizer,
+            self.encoder.image_transform(),
+            self.encoder.image_size,
+            self.config.data,
+            self.config.tasks,
+            limits=limits,
+            image_root=image_root,
         )
 
     @property
@@ -295,16 +307,59 @@ class ContextModel(nn.Module):
         *,
         card: dict[str, Any] | None = None,
         overwrite: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> Path:
         """Write config, safetensors weights, the peft adapter, processor settings, a model card and a
         verified manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics, data
         governance, training data) on top of those the model already carries.
 
         ``path`` may be new, empty, or a model folder (replaced); a folder holding anything else is refused
-        unless ``overwrite=True``."""
+        unless ``overwrite=True``. ``metadata`` sets Hugging Face model-card metadata (``license``, ``datasets``,
+        ``base_model``, ``tags``, ``pipeline_tag``...) on top of the defaults and the model's own (kept across save/load)."""
         from ximgctx.models._serialization import save_model
 
-        return save_model(self, Path(path), card=card or {}, overwrite=overwrite)
+        return save_model(self, Path(path), card=card or {}, overwrite=overwrite, metadata=metadata or {})
+
+    def export_encoder(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Merge the LoRA adapters into the encoder and write a plain checkpoint that needs no ximgctx:
+        open_clip (``open_clip.create_model("local-dir:" + path)``) or transformers
+        (``CLIPModel.from_pretrained(path)`` / ``SiglipModel``), by the encoder's backend."""
+        from ximgctx.models.export import export_encoder
+
+        return export_encoder(self, path, overwrite=overwrite)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload ximgctx model",
+        create_pr: bool = False,
+        card: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        api: Any = None,
+    ) -> Any:
+        """Save to a temporary folder, verify it, and upload exactly its files to hub repo ``repo_id`` in one
+        commit (created private unless ``private=False``; files an earlier version left there are deleted).
+        ``api`` is a ``huggingface_hub.HfApi`` (one is made with ``token`` when None). Returns the commit info."""
+        import tempfile
+
+        from ximgctx.models.hub import push_folder
+
+        with tempfile.TemporaryDirectory(prefix="ximgctx-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model", card=card, metadata=metadata)
+            return push_folder(
+                folder,
+                repo_id,
+                private=private,
+                token=token,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+                api=api,
+            )
 
     @classmethod
     def from_pretrained(
@@ -315,19 +370,31 @@ class ContextModel(nn.Module):
         verify: bool = True,
         expected_sha256: str | None = None,
         trust_remote_arch: bool = False,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> ContextModel:
-        """Load a folder written by :meth:`save_pretrained`.
+        """Load a folder written by :meth:`save_pretrained`, or a hub repo id (``"org/name"``) holding one.
 
         Every file is checked against the folder's manifest first (``verify=False`` skips the checksums, for
         a folder you wrote yourself); ``expected_sha256`` pins the exact artifact (its manifest's SHA-256,
         ``ximgctx._artifacts.artifact_digest``). An architecture from outside the registered list
-        (``hf-hub:``/``local-dir:``) loads only with ``trust_remote_arch=True``.
+        (``hf-hub:``/``local-dir:``) loads only with ``trust_remote_arch=True``. A repo id is fetched with
+        ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``; cache only when ``HF_HUB_OFFLINE``
+        is set) and always verified.
         """
         from ximgctx.models._serialization import load_model
+        from ximgctx.models.hub import download_model, looks_like_repo_id
 
+        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
+            folder = download_model(
+                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+            )
+            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
+        else:
+            folder = Path(path)
         return load_model(
             cls,
-            Path(path),
+            folder,
             device=torch.device(device),
             verify=verify,
             expected_sha256=expected_sha256,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
 import socket
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -25,6 +27,7 @@ from torch import nn
 
 from ximgctx._fsutil import sha256_file
 from ximgctx.config import EncoderConfig
+from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError, XimgctxError
 
 logger = logging.getLogger(__name__)
@@ -302,14 +305,6 @@ def _block_at(
     return h[:, 0]
 
 
-def trim_tokens(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Cut a padded token batch to its longest real sequence: (N, 77) -> (N, L)."""
-    if tokens.numel() == 0:
-        return tokens[:, :1]
-    lengths = (tokens != pad_id).sum(dim=1)  # (N,)
-    return tokens[:, : max(int(lengths.max().item()), 1)]
-
-
 #: cost of one extra text-tower call, in padded tokens; groups are split only when that saves more padding
 GROUP_OVERHEAD_TOKENS = 256
 
@@ -340,6 +335,30 @@ def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[
         groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
+
+
+def encode_by_length(tokens: torch.Tensor, encode: Any) -> torch.Tensor:
+    """``encode`` run on groups of rows of similar real length (:func:`length_groups`), each trimmed by
+    ``encode`` to its own longest row; rows come back in their order. (N, T) ids, 0 = padding -> (N, D)."""
+    lengths = (tokens != 0).sum(dim=1).clamp(min=1)  # (N,)
+    groups = length_groups(lengths.tolist())
+    if len(groups) == 1:
+        return encode(tokens)
+    out: torch.Tensor | None = None
+    for rows in groups:
+        index = torch.tensor(rows, device=tokens.device)
+        part = encode(tokens[index])  # (n_g, D)
+        if out is None:
+            out = part.new_empty(tokens.shape[0], part.shape[1])
+        out = out.index_copy(0, index, part)
+    assert out is not None
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_tokenizer(arch: str) -> Any:
+    # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
+    return make_tokenizer(arch)
 
 
 class ClipEncoder(nn.Module):
@@ -382,6 +401,30 @@ class ClipEncoder(nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale
+
+    @property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer for this architecture: ``texts -> (N, context_length)`` ids, 0 = padding."""
+        return _shared_tokenizer(self.config.arch)
+
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.clip.visual
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """open_clip's preprocessing settings (size, mean/std, interpolation, resize mode)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in open_clip.get_model_preprocess_cfg(self.clip).items()
+        }
+
+    def image_transform(self) -> Any:
+        """PIL image -> (3, S, S) tensor: open_clip's evaluation preprocessing."""
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.clip))
+        return image_transform_v2(cfg, is_train=False)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) -> (N, D), unnormalised: open_clip's ``encode_image``.
@@ -430,19 +473,7 @@ class ClipEncoder(nn.Module):
         owner = self._text_parts()
         if owner is None or not trim:
             return self.clip.encode_text(tokens)
-        lengths = (tokens != 0).sum(dim=1).clamp(min=1)  # (N,)
-        groups = length_groups(lengths.tolist())
-        if len(groups) == 1:
-            return self._encode_trimmed(owner, tokens)
-        out: torch.Tensor | None = None
-        for rows in groups:
-            index = torch.tensor(rows, device=tokens.device)
-            part = self._encode_trimmed(owner, tokens[index])  # (n_g, D)
-            if out is None:
-                out = part.new_empty(tokens.shape[0], part.shape[1])
-            out = out.index_copy(0, index, part)
-        assert out is not None
-        return out
+        return encode_by_length(tokens, lambda rows: self._encode_trimmed(owner, rows))
 
     def _encode_trimmed(self, owner: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D)."""

@@ -1,5 +1,9 @@
 """Fusion strategies: image, post text and reply embeddings in, one fused vector out.
 
+:data:`FUSIONS` is the one registry: ``FusionConfig.kind`` is validated against it, and each class says
+whether it learns reply weights (``learns_reply_weights``; explanations report "attention" or "uniform").
+Adding a fusion is one class and one entry here.
+
 All strategies share one signature::
 
     forward(image (B, D), text (B, D), replies (B, K, D), reply_mask (B, K)) -> FusionOutput
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ximgctx.config import FusionConfig
+from ximgctx.errors import ConfigError
 
 __all__ = [
     "FUSIONS",
@@ -55,6 +60,8 @@ def _mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
 
 class ConcatFusion(nn.Module):
     """``[e_img, e_txt, mean(e_rep), e_img * e_txt]`` -> MLP: the strong simple baseline."""
+
+    learns_reply_weights = False  # replies are mean-pooled: every reply weighs the same
 
     def __init__(self, embed_dim: int, config: FusionConfig) -> None:
         super().__init__()
@@ -100,6 +107,8 @@ class FeatureInteraction(nn.Module):
 class CrossFusion(nn.Module):
     """Hate-CLIPper: the image-text feature interaction matrix (:class:`FeatureInteraction`, ``cross_dim``,
     ``cross_rank``), plus pooled replies, through an MLP."""
+
+    learns_reply_weights = False  # replies are mean-pooled: every reply weighs the same
 
     def __init__(self, embed_dim: int, config: FusionConfig) -> None:
         super().__init__()
@@ -152,6 +161,7 @@ class AttentionFusion(nn.Module):
     """
 
     IMAGE, TEXT, REPLY, INTERACTION = 0, 1, 2, 3
+    learns_reply_weights = True  # reply_weights are the summary token's attention over the replies
 
     def __init__(self, embed_dim: int, config: FusionConfig) -> None:
         super().__init__()
@@ -210,5 +220,5 @@ FUSIONS: dict[str, type[nn.Module]] = {
 
 def build_fusion(embed_dim: int, config: FusionConfig) -> nn.Module:
     if config.kind not in FUSIONS:
-        raise ValueError(f"fusion.kind must be one of {sorted(FUSIONS)}, got {config.kind!r}")
+        raise ConfigError(f"fusion.kind must be one of {sorted(FUSIONS)}, got {config.kind!r}")
     return FUSIONS[config.kind](embed_dim, config)

@@ -27,19 +27,42 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from torch import nn
 
-from ximgctx.config import LORA_PRESETS, LoraSettings
+from ximgctx.config import LORA_PRESETS, LoraConfig
 
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
 _TOWER_PREFIX = {"image": "visual.", "text": ""}
+#: transformers CLIP/SigLIP: the Linear layers of each preset, by their last name (attention layers call their
+#: projections as modules, so q/k/v/out_proj adapters all run; SigLIP's pooling-head MHA is left out, since stock
+#: peft would not reproduce it)
+_HF_LINEAR_PRESETS = {"attn": ("q_proj", "k_proj", "v_proj", "out_proj"), "mlp": ("fc1", "fc2")}
+
+
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "vision_model") and hasattr(model, "text_model")
 
 
 def _tower_of(name: str) -> str:
-    return "image" if name.startswith("visual.") else "text"
+    return "image" if name.startswith(("visual.", "vision_model.")) else "text"
+
+
+def _hf_preset_match(name: str, module: nn.Module, wanted: set[str]) -> bool:
+    """Whether a transformers CLIP/SigLIP module belongs to one of the ``wanted`` presets."""
+    last = name.rsplit(".", 1)[-1]
+    if not name.startswith(("vision_model.", "text_model.")):
+        return False  # the projections between the towers and the contrastive space stay frozen
+    if isinstance(module, nn.Linear):
+        if ".head.attention." in name:
+            return False
+        return any(p in wanted and last in names for p, names in _HF_LINEAR_PRESETS.items())
+    if isinstance(module, nn.Embedding):
+        return "embed" in wanted and last == "token_embedding"
+    return isinstance(module, nn.Conv2d) and "conv" in wanted
 
 
 def _inside_block(name: str) -> bool:
@@ -47,8 +70,13 @@ def _inside_block(name: str) -> bool:
     return ".resblocks." in name
 
 
-def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
-    """Full module names of ``model`` (an open_clip model) that the presets select, sorted."""
+def resolve_lora_targets(model: nn.Module, settings: LoraConfig) -> list[str]:
+    """Full module names of ``model`` (an open_clip or transformers CLIP/SigLIP model) the presets select.
+
+    transformers models: ``attn`` = ``q_proj``/``k_proj``/``v_proj``/``out_proj``, ``mlp`` = ``fc1``/``fc2``,
+    ``embed`` = the text tower's ``token_embedding``, ``conv`` = the patch embedding.
+    """
+    hf = _is_hf(model)
     wanted = set(settings.targets)
     presets = set(LORA_PRESETS)
     explicit = wanted - presets
@@ -70,6 +98,9 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSettings) -> list[str]:
             continue
         if name in explicit or any(name.endswith("." + e) for e in explicit):
             names.add(name)
+        elif hf:
+            if _hf_preset_match(name, module, wanted):
+                names.add(name)
         elif "attn" in wanted and isinstance(module, nn.MultiheadAttention):
             names.add(name)
         elif "mlp" in wanted and isinstance(module, nn.Linear) and _inside_block(name) and ".mlp." in name:
@@ -118,14 +149,14 @@ class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
         return (result[0].to(previous_dtype), result[1].to(previous_dtype) if result[1] is not None else None)
 
 
-def peft_config(settings: LoraSettings, targets: Iterable[str]) -> LoraConfig:
+def peft_config(settings: LoraConfig, targets: Iterable[str]) -> PeftLoraConfig:
     """peft's config for exactly ``targets`` (full module names).
 
     A *list* of names would make peft match by suffix: the text tower's ``transformer.resblocks.0.attn`` also
     matches the image tower's ``visual.transformer.resblocks.0.attn``, so ``towers: [text]`` would adapt both.
     One anchored regex (peft full-matches a string) selects the named modules and nothing else.
     """
-    config = LoraConfig(
+    config = PeftLoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -136,7 +167,7 @@ def peft_config(settings: LoraSettings, targets: Iterable[str]) -> LoraConfig:
     return config
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings) -> LoraConfig:
+def apply_lora(model: nn.Module, settings: LoraConfig) -> PeftLoraConfig:
     """Inject adapters into ``model`` in place and return the peft config used.
 
     Only the adapters are left trainable inside ``model``; every other encoder weight is frozen.

@@ -20,6 +20,7 @@ server path; a post whose image cannot be decoded gets a result naming the probl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import logging
@@ -100,9 +101,19 @@ class Service:
             "on_batch": self.metrics.observe_batch,
             "on_depth": self.metrics.set_depth,
         }
-        self.moderations = Batcher("moderations", self.moderator.moderate, self.executor, **common)
-        self.predictions = Batcher("predict", self.predictor.predict, self.executor, **common)
+        # recent request posts (kept in memory only): the reference a new label memory centres on
+        self._recent: collections.deque[Post] = collections.deque(maxlen=256)
+        self.moderations = Batcher("moderations", self._moderate, self.executor, **common)
+        self.predictions = Batcher("predict", self._predict, self.executor, **common)
         self.ready = False
+
+    def _moderate(self, posts: list[Post]) -> list[Any]:
+        self._recent.extend(posts)
+        return self.moderator.moderate(posts)
+
+    def _predict(self, posts: list[Post]) -> list[Any]:
+        self._recent.extend(posts)
+        return self.predictor.predict(posts)
 
     # ------------------------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -192,13 +203,12 @@ class Service:
         return await self.run(self._add_feedback, post, req.reviewer, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
-        from ximgctx.inference.memory import LabelMemory
-
         from ximgctx.governance import govern
+        from ximgctx.inference.memory import LabelMemory
 
         governed = govern([post], self.governance)
         if not governed.posts:
-            reasons = sorted(k for k, v in governed.audit.to_dict().get("dropped", {}).items() if v)
+            reasons = sorted(k for k, v in governed.audit.to_dict()["posts"]["dropped"].items() if v)
             raise ServiceError(
                 422,
                 f"the post may not be used (governance: {', '.join(reasons) or 'dropped'}); nothing was stored",
@@ -212,9 +222,13 @@ class Service:
             **({"note": note} if note else {}),
         }
         memory = self.predictor.memory
-        if memory is None:
+        reference = None
+        if (
+            memory is None
+        ):  # a new memory centres its similarities on the posts this server has been asked about
             memory = LabelMemory.for_predictor(self.predictor)
-        added = memory.add(self.predictor, [kept])
+            reference = list(self._recent) + [kept]
+        added = memory.add(self.predictor, [kept], reference=reference)
         if added == 0:
             raise InputError("labels: none of the labels names a task of the model")
         memory.save(self.memory_dir)
@@ -359,15 +373,16 @@ def _version() -> str:
 
 
 def _limit_decoding(predictor: Any, config: ServeConfig) -> None:
-    """The server's decode limits, tightened by (never loosened by) the model's own."""
-    from dataclasses import replace
+    """The server's decode limits (a model folder may only lower them) and confined reads: requests carry
+    image bytes only, and any path reaching the processor is refused (the root is an empty private folder)."""
+    import tempfile
 
-    proc = predictor.model.processor
-    limits = proc.limits
-    proc.limits = replace(
-        limits,
-        max_pixels=min(limits.max_pixels, config.max_image_pixels),
-        max_bytes=min(limits.max_bytes, config.max_image_bytes),
+    from ximgctx.data.images import ImageLimits, ImageRoot
+
+    limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
+    empty = tempfile.mkdtemp(prefix="ximgctx-serve-noimages-")
+    predictor.model.processor = predictor.model.build_processor(
+        limits=limits, image_root=ImageRoot(empty, confine=True)
     )
 
 

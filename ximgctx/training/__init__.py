@@ -19,9 +19,10 @@ from ximgctx.training.config import (
     load_experiment,
     load_pretrain_experiment,
 )
-from ximgctx.training.finetune import train
-from ximgctx.training.loop import FitResult, NonFiniteLossError
-from ximgctx.training.pretrain import ENCODER_WEIGHTS, pretrain
+from ximgctx.training.finetune import FinetuneRecipe, train
+from ximgctx.training.loop import FitResult, NonFiniteLossError, Recipe, Run, fit
+from ximgctx.training.pretrain import ENCODER_WEIGHTS, PretrainRecipe, load_pretrained_export, pretrain
+from ximgctx.training.state import TrainState
 
 __all__ = [
     "ENCODER_WEIGHTS",
@@ -30,14 +31,21 @@ __all__ = [
     "ContrastiveConfig",
     "DataSources",
     "ExperimentConfig",
+    "FinetuneRecipe",
     "FitResult",
     "LearningRates",
     "NonFiniteLossError",
     "OptimConfig",
     "PretrainExperiment",
+    "PretrainRecipe",
+    "Recipe",
+    "Run",
     "TrainConfig",
+    "TrainState",
+    "fit",
     "load_experiment",
     "load_pretrain_experiment",
+    "load_pretrained_export",
     "pretrain",
     "train",
 ]

@@ -5,85 +5,61 @@ Kept in one place so the two recipes cannot drift apart (torchtune's lesson).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
+from accelerate import Accelerator
 
+from ximgctx import _distributed
+from ximgctx._artifacts import check_output_folder, folder_lock, output_errors
 from ximgctx.config import TaskSpec
 from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.data.problems import split_key
+from ximgctx.errors import InputError, OutputError
 from ximgctx.training.config import DataSources, TrainConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataReport",
-    "cpu_only_distributed",
+    "count_problems",
     "flat_config",
     "load_split",
     "load_splits",
     "make_accelerator",
-    "mixed_precision",
+    "note_problems",
     "start_run",
+    "write_run_config",
 ]
 
 
-def mixed_precision(setting: str) -> str:
-    """``auto`` -> bf16 on a CUDA GPU that supports it, else ``no`` (fp32); other values pass through."""
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def cpu_only_distributed() -> bool:
-    """Launched as several processes (torchrun, accelerate launch) on a machine without a GPU.
-
-    Accelerate only picks its multi-CPU (gloo) mode when told ``cpu=True``; without it, every process of a
-    CPU-only ``torchrun`` would silently train alone on all the data and write to the same files.
-    """
-    world = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
-    return world > 1 and not torch.cuda.is_available()
-
-
 def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
-    """The Accelerator of a run: same config on 1 CPU process, N CPU processes (gloo) or N GPUs.
-
-    * collectives time out after ``collective_timeout_s``: a dead or stuck rank fails the run instead of
-      hanging it for torch's default 30 minutes;
-    * the sampler is Accelerate's seedable one (order = f(seed, epoch)), so every process agrees on the
-      order and a resumed run sees the same sequence of posts;
-    * the scheduler is stepped by the loop itself, once per optimizer step, whatever the process count.
-    """
-    handlers = [
-        InitProcessGroupKwargs(timeout=timedelta(seconds=config.collective_timeout_s)),
-        DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters),
-    ]
-    return Accelerator(
-        cpu=cpu_only_distributed(),
-        mixed_precision=mixed_precision(config.mixed_precision),
-        gradient_accumulation_steps=config.grad_accum_steps,
+    """The Accelerator of a run (see :func:`ximgctx._distributed.make_accelerator`): the config's collective
+    timeout, precision, accumulation and tracker; Accelerate's seedable sampler seeded with ``config.seed``."""
+    return _distributed.make_accelerator(
+        timeout_s=config.collective_timeout_s,
+        precision=config.mixed_precision,
+        grad_accum_steps=config.grad_accum_steps,
         log_with="tensorboard" if config.tensorboard else None,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
-        ),
-        dataloader_config=DataLoaderConfiguration(
-            use_seedable_sampler=True, data_seed=config.seed, even_batches=True
-        ),
-        kwargs_handlers=handlers,
-        step_scheduler_with_optimizer=False,
+        project_dir=output_dir,
+        data_seed=config.seed,
+        find_unused_parameters=config.find_unused_parameters,
     )
 
 
 def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[Post]:
     """Read a manifest, skipping (or raising on) malformed records as ``data.on_error`` says."""
-    return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
+    try:
+        return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
 
 
 def flat_config(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -138,31 +114,48 @@ class DataReport:
         parts = [f"{self.train_posts} training posts, {self.val_posts} validation posts"]
         skipped = sum(self.skipped_records.values())
         parts.append(f"{skipped} malformed records skipped" if skipped else "no malformed record")
-        images = {k.split(": ", 1)[1]: v for k, v in self.problems.items() if k.startswith("image: ")}
+        by_field: dict[str, dict[str, int]] = {}  # field -> kind -> posts, from the Problem.key counts
+        for key, n in self.problems.items():
+            fld, kind = split_key(key)
+            by_field.setdefault(fld, {})[kind] = n
+        images = by_field.get("image", {})
         if images:
             parts.append(
                 "trained without their image (null image embedding): "
                 + ", ".join(f"{v} {k}" for k, v in sorted(images.items()))
             )
         labels = {
-            k.split(":")[0][len("labels.") :]: v for k, v in self.problems.items() if k.startswith("labels.")
+            f[len("labels.") :]: sum(kinds.values())
+            for f, kinds in by_field.items()
+            if f.startswith("labels.")
         }
         if labels:
             parts.append(
                 "invalid labels ignored (task masked): "
                 + ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
             )
-        capped = {k: v for k, v in self.problems.items() if k.endswith(": capped")}
+        capped = {f: kinds["capped"] for f, kinds in by_field.items() if "capped" in kinds}
         if capped:
-            parts.append("capped: " + ", ".join(f"{k.split(':')[0]} {v}" for k, v in sorted(capped.items())))
+            parts.append("capped: " + ", ".join(f"{k} {v}" for k, v in sorted(capped.items())))
         unl = {k: v for k, v in self.unlabeled.items() if v}
         if unl:
             parts.append("unlabeled (loss masked): " + ", ".join(f"{k} {v}" for k, v in unl.items()))
         return "; ".join(parts)
 
 
-def merge_problems(per_rank: list[dict[str, list[str]]]) -> dict[str, int]:
-    """``{post id: [kinds]}`` from every process -> ``{kind: distinct posts}``."""
+def note_problems(seen: dict[str, set[str]], ids: Sequence[str], problems: Sequence[Sequence[Any]]) -> None:
+    """Record the problem kinds of each post of a training batch in ``seen`` (post id -> kinds).
+
+    The one place where a batch's problems become kinds; a post seen again (another epoch, a resumed run)
+    adds nothing, so :func:`count_problems` counts every problem once over the whole run.
+    """
+    for pid, plist in zip(ids, problems, strict=True):
+        if plist:
+            seen.setdefault(pid, set()).update(p.key for p in plist)
+
+
+def count_problems(per_rank: Iterable[dict[str, Iterable[str]]]) -> dict[str, int]:
+    """``{post id: kinds}`` from every process (and earlier runs) -> ``{kind: distinct posts}``."""
     seen: dict[str, set[str]] = {}
     for d in per_rank:
         for pid, kinds in d.items():
@@ -170,18 +163,67 @@ def merge_problems(per_rank: list[dict[str, list[str]]]) -> dict[str, int]:
     return dict(Counter(k for kinds in seen.values() for k in kinds))
 
 
-def start_run(train: TrainConfig, resolved: dict[str, Any]) -> tuple[Accelerator, Path]:
-    """The Accelerator, the seed, and the resolved config written to the output folder (main process)."""
-    import yaml
+def prepare_output(
+    out: Path, *, resume: str | Path | None, overwrite: bool, inputs: Iterable[str | None] = ()
+) -> None:
+    """Refuse a fresh run into a used ``output_dir`` (its old checkpoints would be resumed later as if they
+    were this run's); with ``overwrite``, empty it first. A folder that holds an input, or the checkpoint to
+    resume from, is never emptied."""
+    if overwrite and resume is not None:
+        inside = str(resume) == "latest" or Path(resume).resolve().is_relative_to(out.resolve())
+        if inside:
+            raise OutputError(
+                f"{out}: --overwrite would delete the checkpoint --resume {resume} continues from; "
+                f"use one of the two"
+            )
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise OutputError(
+            f"{out}: train.output_dir exists and is not a folder; choose another train.output_dir"
+        )
+    if overwrite:
+        check_output_folder(out, "training-run", overwrite=True, inputs=inputs)
+        with output_errors(out):
+            for entry in sorted(out.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        return
+    if resume is not None:
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    raise OutputError(
+        f"{out}: train.output_dir already holds files of another run (e.g. {entries[:3]}); continue that run "
+        f"with --resume latest, replace it with --overwrite, or choose another train.output_dir"
+    )
+
+
+@contextlib.contextmanager
+def start_run(
+    train: TrainConfig, *, resume: str | Path | None, overwrite: bool, inputs: Iterable[str | None] = ()
+) -> Iterator[tuple[Accelerator, Path]]:
+    """The Accelerator and the seed of a run, with its output folder checked and locked (main process) for the
+    whole run: a second run on the same folder fails at once, naming the first one's pid."""
     from accelerate.utils import set_seed
 
     out = Path(train.output_dir)
     accelerator = make_accelerator(train, out)
     set_seed(train.seed)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    return accelerator, out
+    with contextlib.ExitStack() as stack:
+        error: OutputError | None = None
+        if accelerator.is_main_process:
+            try:
+                stack.enter_context(folder_lock(out))
+                prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs)
+                with output_errors(out):
+                    out.mkdir(parents=True, exist_ok=True)
+            except OutputError as e:
+                error = e
+        if _distributed.any_process(accelerator, error is not None):
+            raise error or OutputError(f"{out}: the main process could not take this output folder")
+        yield accelerator, out
 
 
 def load_splits(
@@ -231,3 +273,13 @@ def check_image_paths(posts: list[Post], source: str, sample: int = 256) -> None
             len(checked),
             missing[0],
         )
+
+
+def write_run_config(out: Path, resolved: dict[str, Any]) -> None:
+    """The run's resolved config as ``output_dir/config.yaml`` (main process; atomic)."""
+    import yaml
+
+    from ximgctx._artifacts import atomic_output
+
+    with atomic_output(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")

@@ -12,6 +12,7 @@ import os
 import sys
 
 from ximgctx.config import ConfigError
+from ximgctx.errors import XimgctxError
 
 __all__ = ["main"]
 
@@ -34,6 +35,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
         "--resume",
         metavar="latest|PATH",
         help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint folder",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty a train.output_dir that holds another run's files first (without it such a folder is "
+        "refused, so that a later --resume latest cannot continue the wrong run)",
     )
     p.add_argument(
         "--allow-ungoverned",
@@ -68,26 +75,28 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
         overrides.append("data.allow_ungoverned=true")
 
     from ximgctx.governance import UngovernedDataError
-    from ximgctx.training.checkpoint import CheckpointError
     from ximgctx.training.loop import NonFiniteLossError
 
+    # A user's problem is one line and exit status 2 (1 for a diverged run); anything else is a bug and keeps
+    # its traceback. ConfigError (ximgctx.config) and UngovernedDataError are listed until they derive from
+    # XimgctxError.
+    user_errors = (XimgctxError, ConfigError, UngovernedDataError)
+    run = {"resume": args.resume, "stop_after": args.stop_after, "overwrite": args.overwrite}
     try:
         if command == "train":
             from ximgctx.training.finetune import train
 
-            result = train(args.config, overrides=overrides, resume=args.resume, stop_after=args.stop_after)
+            result = train(args.config, overrides=overrides, **run)
         else:
             from ximgctx.training.pretrain import pretrain
 
-            result = pretrain(
-                args.config, overrides=overrides, resume=args.resume, stop_after=args.stop_after
-            )
-    except (ConfigError, UngovernedDataError, CheckpointError, FileNotFoundError) as e:
-        print(f"ximgctx {command}: {e}", file=sys.stderr)
-        return 2
+            result = pretrain(args.config, overrides=overrides, **run)
     except NonFiniteLossError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 1
+    except user_errors as e:
+        print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         where = result.model_dir if result.model_dir else "(stopped early; resume with --resume latest)"
         print(

@@ -9,24 +9,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
 
+from ximgctx.data.dataset import PostDataset
 from ximgctx.data.post import Post
+from ximgctx.data.processor import PostBatch
 from ximgctx.evaluation.metrics import task_loss, task_metrics
-from ximgctx.evaluation.predict import FULL, PostDataset, predict
+from ximgctx.evaluation.predict import FULL, predict
 from ximgctx.governance import check_governed
-from ximgctx.models.context_model import ContextModel
+from ximgctx.models.context_model import ContextModel, ContextOutput, LossOutput
 from ximgctx.training._runtime import DataReport, load_splits, start_run
 from ximgctx.training.config import ExperimentConfig, load_experiment
-from ximgctx.training.loop import FitResult, fit
+from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer, split_lora_by_tower
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["train", "validation_metrics"]
+__all__ = ["FinetuneRecipe", "supervised_loss", "train", "validation_metrics"]
 
 #: metrics copied from the evaluation into the validation log, when a task has them
 _LOGGED = ("accuracy", "macro_f1", "micro_f1", "map")
@@ -57,13 +59,52 @@ def validation_metrics(model: torch.nn.Module, loader: DataLoader, accelerator: 
     return out
 
 
-def _export(
-    model: ContextModel, state: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
-) -> None:
-    if state is not None:  # sharded live model (FSDP): save a full copy rebuilt from the gathered state
-        model = ContextModel._skeleton(model.config)
-        model.load_state_dict(state)
-    model.save_pretrained(path, card=card)
+class LabeledBatch(Protocol):
+    """What the supervised loss reads of a batch: a :class:`PostBatch`, or cached rows (``hitl.simulate``)."""
+
+    targets: dict[str, torch.Tensor]  # task -> (B, C)
+    label_mask: dict[str, torch.Tensor]  # task -> (B,) True where labeled
+
+
+def supervised_loss(
+    core: ContextModel, output: ContextOutput, batch: LabeledBatch, accelerator: Any = None
+) -> LossOutput:
+    """The fine-tuning loss: each task's masked loss times its ``TaskSpec.weight``, summed (``ContextModel.loss``).
+
+    With several processes, labels fall unevenly on them: each task's loss is then the mean over the global
+    batch's labeled posts, not each process's own (one all-reduce of the labeled counts).
+    """
+    per_process = None
+    if accelerator is not None and accelerator.num_processes > 1:
+        names = [spec.name for spec in core.config.tasks]
+        counts = torch.tensor([float(batch.label_mask[t].sum()) for t in names], device=accelerator.device)
+        counts = accelerator.reduce(counts, reduction="sum") / accelerator.num_processes
+        per_process = dict(zip(names, counts.tolist(), strict=True))
+    return core.loss(output, batch, labeled_per_process=per_process)  # type: ignore[arg-type]
+
+
+class FinetuneRecipe:
+    """Fine-tuning: the supervised loss, validation metrics per task, a ``save_pretrained`` model folder."""
+
+    name = "train"
+
+    def __init__(self, accelerator: Any, core: ContextModel) -> None:
+        self.accelerator, self.core = accelerator, core
+
+    def loss(self, model: torch.nn.Module, batch: PostBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses = supervised_loss(self.core, model(batch), batch, self.accelerator)
+        return losses.total, {f"loss/{k}": v.detach() for k, v in losses.per_task.items()}
+
+    def validate(self, model: torch.nn.Module, loader: DataLoader) -> dict[str, float]:
+        return validation_metrics(model, loader, self.accelerator)
+
+    def export(
+        self, model: torch.nn.Module, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+    ) -> None:
+        if full is not None:  # sharded live model (FSDP): save a full copy rebuilt from the gathered state
+            model = ContextModel._skeleton(model.config)  # type: ignore[arg-type]
+            model.load_state_dict(full)
+        model.save_pretrained(path, card=card)  # type: ignore[operator]
 
 
 def train(
@@ -74,15 +115,18 @@ def train(
     train_posts: Sequence[Post] | None = None,
     val_posts: Sequence[Post] | None = None,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Fine-tune a context model.
 
     Args:
         config: an experiment YAML path, a dict or an :class:`ExperimentConfig`.
         overrides: ``section.key=value`` strings applied on top of ``config``.
-        resume: ``"latest"`` or a checkpoint folder; the run continues exactly where it stopped.
+        resume: ``"latest"`` or a checkpoint folder; the run continues exactly where it stopped. Its config
+            must match the checkpoint's (see ``checkpoint.RESUMABLE_KEYS`` for what may differ).
         train_posts / val_posts: posts already in memory, instead of ``data.train`` / ``data.val``.
         stop_after: stop after this optimizer step with a checkpoint, as a preempted job would.
+        overwrite: empty a ``train.output_dir`` that holds another run's files first (else refused).
 
     Returns:
         A :class:`FitResult`: output folder, the exported model folder (``best/`` or ``final/``), steps,
@@ -91,13 +135,37 @@ def train(
     Raises:
         UngovernedDataError: the posts did not pass ``govern`` and ``data.allow_ungoverned`` is false.
         NonFiniteLossError: ``train.max_nonfinite_steps`` steps in a row had a NaN/inf loss.
+        OutputError: ``train.output_dir`` is used by another run (files or a live lock), or cannot be written.
+        CheckpointError: the checkpoint to resume is missing, altered, unsafe, or from another config.
     """
     cfg = load_experiment(config, list(overrides))
-    tc = cfg.train
-    resolved = cfg.to_dict()
-    accelerator, out = start_run(tc, resolved)
+    inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
+    with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
+        accelerator,
+        _,
+    ):
+        run = _prepare(cfg, accelerator, train_posts, val_posts)
+        core = accelerator.unwrap_model(run.model)
+        result = fit(FinetuneRecipe(accelerator, core), run, resume=resume, stop_after=stop_after)
+    logger.info(
+        "training done: %d steps, best %s=%s at step %s; data: %s",
+        result.steps,
+        cfg.train.metric_for_best,
+        result.best_metric,
+        result.best_step,
+        run.report.summary(),
+    )
+    return result
 
-    # ---- data: read, check governance, count what is unlabeled -------------------------------------
+
+def _prepare(
+    cfg: ExperimentConfig,
+    accelerator: Any,
+    train_posts: Sequence[Post] | None,
+    val_posts: Sequence[Post] | None,
+) -> Run:
+    """Data (read, governance checked, unlabeled counted), model, optimizer and loaders of a fine-tuning run."""
+    tc = cfg.train
     report = DataReport()
     train_posts, val_posts = load_splits(
         cfg.data, train_posts, val_posts, report, "the manifest of labeled training posts"
@@ -112,35 +180,17 @@ def train(
     report.train_posts, report.val_posts = len(train_posts), len(val_posts or [])
     report.count_unlabeled(train_posts, cfg.model.tasks)
 
-    # ---- model, optimizer, loaders ----------------------------------------------------------------------
     model = ContextModel(cfg.model)
     groups = model.parameter_groups()
     if tc.optim.lr.lora_image is not None or tc.optim.lr.lora_text is not None:
-        groups = split_lora_by_tower(groups, model.encoder.clip.visual)
+        groups = split_lora_by_tower(groups, model.encoder.image_tower)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
-    train_loader = DataLoader(
-        PostDataset(train_posts),
-        batch_size=tc.batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=processor,
-        num_workers=tc.num_workers,
-        generator=torch.Generator().manual_seed(tc.seed),
-    )
+    train_loader = _loader(train_posts, processor, tc.batch_size, tc, train=True)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     val_loader = None
     if val_posts:
-        val_loader = accelerator.prepare_data_loader(
-            DataLoader(
-                PostDataset(val_posts),
-                batch_size=tc.eval_batch_size,
-                shuffle=False,
-                collate_fn=processor,
-                num_workers=tc.num_workers,
-                generator=torch.Generator().manual_seed(tc.seed),
-            )
-        )
+        val_loader = accelerator.prepare_data_loader(_loader(val_posts, processor, tc.eval_batch_size, tc))
     core = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         counts = core.trainable_parameters()
@@ -152,49 +202,23 @@ def train(
             accelerator.num_processes,
             tc.batch_size * accelerator.num_processes * tc.grad_accum_steps,
         )
-
-    task_names = [spec.name for spec in core.config.tasks]
-
-    def loss_fn(m: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        output = m(batch)
-        per_process = None
-        if accelerator.num_processes > 1:
-            # labels fall unevenly on the processes: average over the global batch's labeled posts, not per rank
-            counts = torch.tensor(
-                [float(batch.label_mask[t].sum()) for t in task_names], device=accelerator.device
-            )
-            counts = accelerator.reduce(counts, reduction="sum") / accelerator.num_processes
-            per_process = dict(zip(task_names, counts.tolist(), strict=True))
-        losses = core.loss(output, batch, labeled_per_process=per_process)
-        return losses.total, {f"loss/{k}": v.detach() for k, v in losses.per_task.items()}
-
     card = {
         "Data governance": governance,
-        "Training": {"config": resolved, "processes": accelerator.num_processes},
+        "Training": {"config": cfg.to_dict(), "processes": accelerator.num_processes},
     }
-    result = fit(
-        accelerator=accelerator,
-        model=model,
-        optimizer=optimizer,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        config=tc,
-        loss_fn=loss_fn,
-        validate_fn=lambda m, loader: validation_metrics(m, loader, accelerator),
-        export_fn=_export,
-        resolved=resolved,
-        card=card,
-        data_report=report,
-        resume=resume,
-        stop_after=stop_after,
-        run_name="train",
+    return Run(accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report)
+
+
+def _loader(
+    posts: Sequence[Post], processor: Any, batch_size: int, tc: Any, *, train: bool = False
+) -> DataLoader:
+    """A DataLoader over posts collated by the model's processor (shuffled, whole batches when training)."""
+    return DataLoader(
+        PostDataset(posts),
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        collate_fn=processor,
+        num_workers=tc.num_workers,
+        generator=torch.Generator().manual_seed(tc.seed),
     )
-    logger.info(
-        "training done: %d steps, best %s=%s at step %s; data: %s",
-        result.steps,
-        tc.metric_for_best,
-        result.best_metric,
-        result.best_step,
-        report.summary(),
-    )
-    return result

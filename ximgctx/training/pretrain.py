@@ -13,41 +13,54 @@ over processes this gives exactly the single-process gradient of the global batc
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
-from open_clip.transform import PreprocessCfg, image_transform_v2
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ximgctx._fsutil import replace_folder
-from ximgctx.config import DataConfig, config_to_dict
+from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx.config import DataConfig, EncoderConfig, TaskSpec, config_to_dict
+from ximgctx.data.dataset import PostDataset
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
 from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.evaluation.predict import PostDataset
+from ximgctx.errors import ArtifactError
 from ximgctx.governance import check_governed
+from ximgctx.models.context_model import ContextModel
 from ximgctx.models.encoder import ClipEncoder
 from ximgctx.training._runtime import DataReport, load_splits, start_run
-from ximgctx.training.config import PretrainExperiment, load_pretrain_experiment
-from ximgctx.training.loop import FitResult, fit
+from ximgctx.training.config import ContrastiveConfig, PretrainExperiment, load_pretrain_experiment
+from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENCODER_WEIGHTS", "ContrastiveModel", "pretrain", "usable_pairs"]
+__all__ = [
+    "ENCODER_WEIGHTS",
+    "EXPORT_KIND",
+    "ContrastiveModel",
+    "PretrainRecipe",
+    "export_encoder",
+    "load_pretrained_export",
+    "pretrain",
+    "usable_pairs",
+]
 
 #: the exported encoder weights (open_clip state dict), readable by ``EncoderConfig(pretrained=<this file>)``
 ENCODER_WEIGHTS = "open_clip_model.safetensors"
+#: the artifact kind (and format version) of a pretrain export folder
+EXPORT_KIND = "pretrained-encoder"
+EXPORT_VERSION = 1
 
 
 class ContrastiveModel(nn.Module):
@@ -65,12 +78,25 @@ class ContrastiveModel(nn.Module):
         return image, text, self.encoder.logit_scale.exp()
 
 
+@dataclass
+class _ProcessorSource:
+    """What ``ContextModel.build_processor`` reads of a model: its config (encoder, data caps, tasks) and its
+    encoder. Pretraining has no heads, so it hands the model's own builder these instead of a ContextModel."""
+
+    @dataclass
+    class Config:
+        encoder: EncoderConfig  # the CLIP being adapted (tokenizer, preprocessing)
+        data: DataConfig  # input caps
+        tasks: list[TaskSpec]  # none: pretraining reads no labels
+
+    config: Config
+    encoder: ClipEncoder
+
+
 def _processor(encoder: ClipEncoder, data: DataConfig) -> PostProcessor:
-    tokenizer = open_clip.get_tokenizer(encoder.config.arch)
-    transform = image_transform_v2(
-        PreprocessCfg(**open_clip.get_model_preprocess_cfg(encoder.clip)), is_train=False
-    )
-    return PostProcessor(tokenizer, transform, encoder.image_size, data, tasks=[])
+    """The fine-tuning model's collate function for this encoder (ContextModel.build_processor, no tasks)."""
+    source = _ProcessorSource(_ProcessorSource.Config(encoder.config, data, []), encoder)
+    return ContextModel.build_processor(source)  # type: ignore[arg-type]
 
 
 def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[list[Post], dict[str, int]]:
@@ -79,7 +105,7 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
     Every image is decoded once here, so that no training batch holds a post without one: ClipLoss scores
     whole batches, and a missing image would become a false pair.
     """
-    limits = ImageLimits(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
+    limits = ImageLimits().tightened(max_pixels=data.image_max_pixels, max_bytes=data.image_max_bytes)
     missing_text = "no_alt_text" if texts == "alt_text" else "no_text"
     kept, dropped = [], {"no_image": 0, missing_text: 0}
     for post in posts:
@@ -107,20 +133,65 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
     return kept, dropped
 
 
-def _export(
+class PretrainRecipe:
+    """Contrastive pretraining: open_clip's ClipLoss, in-batch retrieval for validation, the encoder export."""
+
+    name = "pretrain"
+
+    def __init__(self, accelerator: Any, contrastive: ContrastiveConfig) -> None:
+        self.accelerator = accelerator
+        self.clip_loss = ClipLoss(
+            local_loss=contrastive.local_loss,
+            gather_with_grad=contrastive.gather_with_grad,
+            cache_labels=True,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+        )
+
+    def loss(self, model: nn.Module, batch: PostBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, text, scale = model(batch.pixels, batch.text_tokens)
+        return self.clip_loss(image, text, scale), {"logit_scale": scale.detach()}
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Contrastive loss and image->text top-1 within each (per-process) validation batch."""
+        model.eval()
+        local = ClipLoss()
+        sums = torch.zeros(3, device=self.accelerator.device)  # loss * n, correct, n
+        for batch in loader:
+            image, text, scale = model(batch.pixels, batch.text_tokens)
+            n = image.shape[0]
+            hits = (image @ text.T).argmax(-1) == torch.arange(n, device=image.device)
+            sums += torch.stack(
+                [
+                    local(image, text, scale) * n,
+                    hits.sum().float(),
+                    torch.tensor(float(n), device=sums.device),
+                ]
+            )
+        model.train()
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        return {
+            "loss": float(sums[0] / sums[2].clamp(min=1)),
+            "i2t_top1": float(sums[1] / sums[2].clamp(min=1)),
+        }
+
+    def export(
+        self, model: nn.Module, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+    ) -> None:
+        export_encoder(model, full, path, card)  # type: ignore[arg-type]
+
+
+def export_encoder(
     model: ContrastiveModel, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
 ) -> None:
-    """``open_clip_model.safetensors`` + ``encoder.json`` + a short README, written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """``open_clip_model.safetensors`` + ``encoder.json`` + a short README, written as a sealed artifact of
+    kind ``pretrained-encoder`` (read it back with :func:`load_pretrained_export`)."""
     if full is not None:  # sharded live model (FSDP): the gathered full state, under "encoder.clip." names
         clip_state = {k[len("encoder.clip.") :]: v for k, v in full.items() if k.startswith("encoder.clip.")}
     else:
         clip_state = model.encoder.clip.state_dict()
     state = {k: v.detach().cpu().contiguous().clone() for k, v in clip_state.items()}
-    save_file(state, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
-    (tmp / "encoder.json").write_text(json.dumps(config_to_dict(model.encoder.config), indent=2) + "\n")
     lines = [
         "# ximgctx contrastive encoder",
         "",
@@ -130,8 +201,30 @@ def _export(
     ]
     for title, body in card.items():
         lines += [f"## {title}", "", "```json", json.dumps(body, indent=2, default=str), "```", ""]
-    (tmp / "README.md").write_text("\n".join(lines))
-    replace_folder(tmp, path)
+    meta = {"arch": model.encoder.config.arch}
+    with write_artifact(path, EXPORT_KIND, version=EXPORT_VERSION, meta=meta) as tmp:
+        save_file(state, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
+        (tmp / "encoder.json").write_text(json.dumps(config_to_dict(model.encoder.config), indent=2) + "\n")
+        (tmp / "README.md").write_text("\n".join(lines))
+
+
+def load_pretrained_export(
+    path: str | Path, *, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The encoder weights (open_clip state dict) and ``encoder.json`` of a ``pretrain`` export, after the
+    folder is verified as a ``pretrained-encoder`` artifact (every file listed, checksums, no links).
+
+    ``path`` is the export folder or its ``open_clip_model.safetensors``.
+    """
+    folder = Path(path)
+    if folder.name == ENCODER_WEIGHTS:
+        folder = folder.parent
+    verify_artifact(folder, EXPORT_KIND, max_version=EXPORT_VERSION, expected_sha256=expected_sha256)
+    try:
+        encoder = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{folder / 'encoder.json'}: unreadable ({e})") from None
+    return load_file(str(folder / ENCODER_WEIGHTS)), encoder
 
 
 def pretrain(
@@ -142,6 +235,7 @@ def pretrain(
     train_posts: Sequence[Post] | None = None,
     val_posts: Sequence[Post] | None = None,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Contrastively adapt an encoder to unlabeled posts; returns where the weights are (``model_dir``).
 
@@ -149,10 +243,23 @@ def pretrain(
     ``model.encoder.pretrained`` to :func:`ximgctx.training.train`. Arguments as in ``train``.
     """
     cfg = load_pretrain_experiment(config, list(overrides))
-    tc = cfg.train
-    resolved = cfg.to_dict()
-    accelerator, out = start_run(tc, resolved)
+    inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
+    with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
+        accelerator,
+        _,
+    ):
+        run = _prepare(cfg, accelerator, train_posts, val_posts)
+        return fit(PretrainRecipe(accelerator, cfg.contrastive), run, resume=resume, stop_after=stop_after)
 
+
+def _prepare(
+    cfg: PretrainExperiment,
+    accelerator: Any,
+    train_posts: Sequence[Post] | None,
+    val_posts: Sequence[Post] | None,
+) -> Run:
+    """Pairs (read, governance checked, unusable ones counted), the contrastive model, optimizer, loaders."""
+    tc = cfg.train
     report = DataReport()
     train_posts, val_posts = load_splits(
         cfg.data, train_posts, val_posts, report, "a manifest of posts with an image and a text"
@@ -173,83 +280,21 @@ def pretrain(
     model = ContrastiveModel(encoder)
     optimizer = build_optimizer({"encoder": [p for p in model.parameters() if p.requires_grad]}, tc.optim)
     processor = _processor(encoder, data_cfg)
-    train_loader = DataLoader(
-        PostDataset(train_pairs),
+    loader = functools.partial(
+        DataLoader,
         batch_size=tc.batch_size,
-        shuffle=True,
         drop_last=True,
         collate_fn=processor,
         num_workers=tc.num_workers,
         generator=torch.Generator().manual_seed(tc.seed),
     )
+    train_loader = loader(PostDataset(train_pairs), shuffle=True)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    val_loader = None
-    if val_pairs:
-        val_loader = accelerator.prepare_data_loader(
-            DataLoader(
-                PostDataset(val_pairs),
-                batch_size=tc.batch_size,
-                shuffle=False,
-                drop_last=True,
-                collate_fn=processor,
-                num_workers=tc.num_workers,
-                generator=torch.Generator().manual_seed(tc.seed),
-            )
-        )
-    clip_loss = ClipLoss(
-        local_loss=cfg.contrastive.local_loss,
-        gather_with_grad=cfg.contrastive.gather_with_grad,
-        cache_labels=True,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
+    val_loader = (
+        accelerator.prepare_data_loader(loader(PostDataset(val_pairs), shuffle=False)) if val_pairs else None
     )
-
-    def loss_fn(m: nn.Module, batch: PostBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, text, scale = m(batch.pixels, batch.text_tokens)
-        return clip_loss(image, text, scale), {"logit_scale": scale.detach()}
-
-    @torch.no_grad()
-    def validate_fn(m: nn.Module, loader: DataLoader) -> dict[str, float]:
-        """Contrastive loss and image->text top-1 within each (per-process) validation batch."""
-        m.eval()
-        local = ClipLoss()
-        sums = torch.zeros(3, device=accelerator.device)  # loss * n, correct, n
-        for batch in loader:
-            image, text, scale = m(batch.pixels, batch.text_tokens)
-            n = image.shape[0]
-            hits = (image @ text.T).argmax(-1) == torch.arange(n, device=image.device)
-            sums += torch.stack(
-                [
-                    local(image, text, scale) * n,
-                    hits.sum().float(),
-                    torch.tensor(float(n), device=sums.device),
-                ]
-            )
-        m.train()
-        sums = accelerator.reduce(sums, reduction="sum")
-        return {
-            "loss": float(sums[0] / sums[2].clamp(min=1)),
-            "i2t_top1": float(sums[1] / sums[2].clamp(min=1)),
-        }
-
     card = {
         "Data governance": governance,
-        "Pretraining": {"config": resolved, "processes": accelerator.num_processes},
+        "Pretraining": {"config": cfg.to_dict(), "processes": accelerator.num_processes},
     }
-    return fit(
-        accelerator=accelerator,
-        model=model,
-        optimizer=optimizer,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        config=tc,
-        loss_fn=loss_fn,
-        validate_fn=validate_fn if val_loader else None,
-        export_fn=_export,
-        resolved=resolved,
-        card=card,
-        data_report=report,
-        resume=resume,
-        stop_after=stop_after,
-        run_name="pretrain",
-    )
+    return Run(accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report)

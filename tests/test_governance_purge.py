@@ -1,0 +1,216 @@
+"""Governed everywhere data enters (``index``, ``memory add``) and erasure after an opt-out (``purge``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ximgctx._artifacts import seal_folder, verify_artifact
+from ximgctx.data.post import Post, Reply, load_posts, write_posts
+from ximgctx.governance import govern
+from ximgctx.governance import purge as purge_cli
+from ximgctx.governance.authors import (
+    MODEL_AUTHORS_FILE,
+    author_digests_of,
+    model_authors_bytes,
+    trained_on_counts,
+)
+from ximgctx.governance.check import is_governed
+from ximgctx.hitl.cli import main as hitl_main
+from ximgctx.inference import Predictor, SearchIndex
+from ximgctx.inference.cli import main as inference_main
+
+from ._inference_fixtures import make_posts, model_dir, tiny_model
+
+KEY = b"operator-key-0123456789abcdef"
+GONE = {"u_gone", "u_left"}
+
+
+def _with_authors(posts: list[Post]) -> list[Post]:
+    """Public posts by u0..u3, every third by u_gone / u_left (who also reply), for governing."""
+    out = []
+    for i, p in enumerate(posts):
+        author = ["u_gone", "u1", "u2", "u_left", "u3", "u2"][i % 6]
+        replies = [Reply(r.text, ["u_gone", "u5", None][j % 3]) for j, r in enumerate(p.replies)]
+        out.append(Post(id=p.id, image=p.image, text=p.text, replies=replies, labels=p.labels,
+                        meta={"visibility": "public", "author": author}))  # fmt: skip
+    return out
+
+
+def _opt_out(tmp_path: Path) -> Path:
+    path = tmp_path / "opt_out.txt"
+    path.write_text("@U_GONE\nu_left  # asked later\n")
+    return path
+
+
+# --- refusing ungoverned data ----------------------------------------------------------------------------
+
+
+def test_index_refuses_ungoverned_posts_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = _with_authors(make_posts(6, seed=3))
+    data, governed = tmp_path / "raw.jsonl", tmp_path / "governed.jsonl"
+    write_posts(raw, data)
+    write_posts(govern(raw, key=KEY).posts, governed)
+    args = ["--model", str(model_dir()), "--device", "cpu", "--no-progress"]
+    assert inference_main([*args, "--data", str(data), "--out", str(tmp_path / "i1")], command="index") == 2
+    err = capsys.readouterr().err
+    assert "has not passed through data governance" in err and "--allow-ungoverned" in err
+    assert not (tmp_path / "i1").exists()
+    assert (
+        inference_main([*args, "--data", str(governed), "--out", str(tmp_path / "i2")], command="index") == 0
+    )
+    out = [*args, "--data", str(data), "--out", str(tmp_path / "i3"), "--allow-ungoverned"]
+    assert inference_main(out, command="index") == 0
+
+
+def test_memory_add_refuses_ungoverned_posts_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_model().save_pretrained(tmp_path / "model")
+    raw = _with_authors(make_posts(4, seed=4))
+    data, governed = tmp_path / "raw.jsonl", tmp_path / "governed.jsonl"
+    write_posts(raw, data)
+    write_posts(govern(raw, key=KEY).posts, governed)
+    memory = tmp_path / "memory"
+    base = ["add", "--model", str(model), "--memory", str(memory), "--device", "cpu"]
+    assert hitl_main([*base, "--data", str(data)], command="memory") == 2
+    assert "has not passed through data governance" in capsys.readouterr().err
+    assert not memory.exists()  # nothing stored
+    assert hitl_main([*base, "--data", str(governed)], command="memory") == 0
+    assert hitl_main([*base, "--data", str(data), "--allow-ungoverned"], command="memory") == 0
+
+
+# --- purge: manifests and models -------------------------------------------------------------------------
+
+
+def test_purge_rewrites_a_manifest_without_the_authors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    posts = _with_authors(make_posts(12, seed=5))
+    posts.append(Post(id="quote", text="look", meta={"visibility": "public", "author": "u9",
+                                                     "quoted_status": {"user": {"screen_name": "U_Left"}}}))  # fmt: skip
+    governed = govern(posts, key=KEY).posts
+    data = tmp_path / "governed.jsonl"
+    write_posts(governed, data)
+    report = tmp_path / "purge.jsonl"
+    rc = purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(data), "--report", str(report)])
+    assert rc == 0
+    kept = load_posts(data)
+    by_gone = [p for p in governed if p.meta["author"] in GONE or p.id == "quote"]
+    replies_gone = sum(r.author == "u_gone" for p in governed if p not in by_gone for r in p.replies)
+    assert sorted(p.id for p in kept) == sorted(p.id for p in governed if p not in by_gone)
+    assert all(r.author not in GONE for p in kept for r in p.replies) and all(is_governed(p) for p in kept)
+    line = json.loads(capsys.readouterr().out)
+    assert line == {"command": "purge", "opted_out_authors": 2, "target": "data", "path": str(data),
+                    "posts": len(governed), "removed_posts": len(by_gone), "removed_replies": replies_gone}  # fmt: skip
+    assert json.loads(report.read_text()) == line and "u_gone" not in report.read_text()
+    assert purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(data)]) == 0  # idempotent
+    assert json.loads(capsys.readouterr().out)["removed_posts"] == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "replies": "oops"}\n')
+    assert purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(bad)]) == 2
+    assert bad.read_text() == '{"id": "x", "replies": "oops"}\n'  # untouched
+
+
+def _model_with_authors(tmp_path: Path, digests: set[str], key: bytes) -> Path:
+    """What training does: the governance author set inside the model folder, listed in its manifest."""
+    folder = tiny_model().save_pretrained(tmp_path / "model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = None if manifest.get("format") == "ximgctx-model" else verify_artifact(folder, "model")
+    (folder / "governance").mkdir()
+    target = folder / MODEL_AUTHORS_FILE
+    target.write_bytes(model_authors_bytes(digests, key))
+    if found is None:  # the model saver's own manifest (before model folders went through _artifacts)
+        data = target.read_bytes()
+        manifest["files"][MODEL_AUTHORS_FILE] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    else:  # the artifact module's manifest, rewritten with the new file listed
+        (folder / "manifest.json").unlink()
+        seal_folder(folder, found.kind, version=found.version, meta=found.meta)
+    return folder
+
+
+def test_purge_reports_how_many_opted_out_authors_trained_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    posts = _with_authors(make_posts(12, seed=6))
+    result = govern(posts, key=KEY)  # u_gone and u_left are not opted out yet: their words are kept
+    assert trained_on_counts(result.author_digests, {"U_GONE", "@u_left", "never-posted"}, KEY) == 2
+    assert author_digests_of(result.posts, KEY) == result.author_digests  # what training computes
+    assert trained_on_counts(result.author_digests, {"u_gone"}, b"another-key-0123456789") == 0
+    folder = _model_with_authors(tmp_path, result.author_digests, KEY)
+    key_file = tmp_path / "governance.key"
+    key_file.write_bytes(KEY)
+    opt_out = _opt_out(tmp_path)
+    assert (
+        purge_cli.main(["--opt-out", str(opt_out), "--model", str(folder), "--key-file", str(key_file)]) == 0
+    )
+    line = json.loads(capsys.readouterr().out)
+    assert line["trained_on_opted_out_authors"] == 2 and line["retrain"] is True
+    assert line["authors_in_model"] == len(result.author_digests) == 6  # u1 u2 u3 u5 u_gone u_left
+    text = (folder / MODEL_AUTHORS_FILE).read_text()
+    assert "u_gone" not in text and KEY.decode() not in text
+    other = tmp_path / "other.key"
+    other.write_bytes(b"x" * 32)
+    assert purge_cli.main(["--opt-out", str(opt_out), "--model", str(folder), "--key-file", str(other)]) == 2
+    assert "not the key given" in capsys.readouterr().err
+    plain = tiny_model().save_pretrained(tmp_path / "plain")
+    assert (
+        purge_cli.main(["--opt-out", str(opt_out), "--model", str(plain), "--key-file", str(key_file)]) == 2
+    )
+    assert "retrain" in capsys.readouterr().err
+
+
+# --- purge: indexes and memories (SearchIndex/LabelMemory.remove_authors) --------------------------------
+
+needs_remove = pytest.mark.skipif(
+    not hasattr(SearchIndex, "remove_authors"),
+    reason="SearchIndex.remove_authors / LabelMemory.remove_authors are added by the inference work",
+)
+
+
+@needs_remove
+def test_purge_removes_authors_from_an_index_and_a_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ximgctx.hitl.memory import LabelMemory
+
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    governed = govern(_with_authors(make_posts(18, seed=7)), key=KEY).posts
+    # a post goes when it or one of its replies is by an opted-out author (the reply is in its embedding)
+    gone_ids = {
+        p.id for p in governed if p.meta["author"] in GONE or any(r.author in GONE for r in p.replies)
+    }
+    assert 0 < len(gone_ids) < len(governed)
+    index = SearchIndex.build(predictor, governed)
+    index_dir = index.save(tmp_path / "index")
+    vectors = {p.id: index.indexes["fused"].reconstruct(i) for i, p in enumerate(governed)}
+    memory = LabelMemory.for_predictor(predictor)
+    memory.add(predictor, governed)
+    memory_dir = memory.save(tmp_path / "memory")
+    rc = purge_cli.main(
+        ["--opt-out", str(_opt_out(tmp_path)), "--index", str(index_dir), "--memory", str(memory_dir)]
+    )
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["target"] for x in lines] == ["index", "memory"]
+    assert lines[0]["removed"] == len(gone_ids) == lines[1]["removed"]
+    index = SearchIndex.load(index_dir)
+    assert len(index) == len(governed) - len(gone_ids)
+    queries = np.stack([vectors[i] for i in sorted(gone_ids)])
+    for hits in index.search_vectors(queries, k=len(index)):  # exact search over the whole index
+        assert len(hits) == len(index) and not {h.id for h in hits} & gone_ids
+    for pid in gone_ids:
+        with pytest.raises(KeyError):
+            index.search_post(pid)
+    memory = LabelMemory.load(memory_dir)
+    assert len(memory) == len(governed) - len(gone_ids) and not set(memory.ids) & gone_ids

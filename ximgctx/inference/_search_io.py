@@ -1,0 +1,141 @@
+"""Saving and loading a :class:`~ximgctx.inference.search.SearchIndex` folder: an artifact of kind
+``"search-index"`` written and verified by :mod:`ximgctx._artifacts` (manifest of every file with SHA-256 and
+size, atomic rename, refuses to replace a folder that is not a search index unless told, lock while written).
+
+Files (no pickle anywhere)::
+
+    manifest.json     the artifact manifest (checked before anything else is read)
+    index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with (path and
+                      the SHA-256 of its manifest), and the index's random author key
+    posts.parquet     one row per post: id, image path, text (first 280 characters), predicted labels, and
+                      the keyed digests of the post's and its replies' authors
+    fused.faiss       faiss.write_index of the fused space (ids = row numbers in posts.parquet)
+    image.faiss       the image space
+
+FAISS reads its files with its own C++ reader, only after the manifest has verified them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx.errors import ArtifactError
+from ximgctx.inference._authors import parse_author_key
+
+if TYPE_CHECKING:
+    from ximgctx.inference.search import SearchIndex
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "KIND", "read_index_folder", "write_index_folder"]
+
+KIND = "search-index"
+FORMAT = "ximgctx-search-index"
+FORMAT_VERSION = 2  # 2: an artifact (manifest.json) with keyed author digests per post
+_MAX_INDEX_JSON = 1 << 20  # index.json holds tasks and a few numbers; 1 MiB is plenty
+
+
+def write_index_folder(
+    index: SearchIndex,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
+    """Write ``index`` as a ``search-index`` artifact at ``path``; return the resolved path."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ximgctx import __version__
+
+    out = Path(path).resolve()
+    with write_artifact(
+        out, KIND, version=FORMAT_VERSION, overwrite=overwrite, inputs=inputs, meta={"posts": len(index)}
+    ) as tmp:
+        labels_type = pa.struct([(t, pa.list_(pa.string())) for t in index.tasks])
+        schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("image", pa.string()),
+                ("text", pa.string()),
+                ("labels", labels_type),
+                ("authors", pa.list_(pa.string())),
+            ]
+        )
+        pq.write_table(pa.Table.from_pylist(index.records, schema=schema), tmp / "posts.parquet")
+        spaces = {}
+        for space, faiss_index in index.indexes.items():
+            faiss.write_index(faiss_index, str(tmp / f"{space}.faiss"))
+            spaces[space] = {
+                "file": f"{space}.faiss",
+                "dim": int(faiss_index.d),
+                "count": int(faiss_index.ntotal),
+                "nlist": int(faiss_index.nlist) if index.mode == "ivf" else None,
+            }
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "ximgctx_version": __version__,
+            "mode": index.mode,
+            "nprobe": index.nprobe,
+            "posts": len(index.records),
+            "spaces": spaces,
+            "tasks": index.tasks,
+            "model": index.model,
+            "author_key": index.author_key.hex(),
+        }
+        (tmp / "index.json").write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+    return out
+
+
+def read_index_folder(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Verify an index folder, then read it: the keyword arguments of ``SearchIndex(...)``.
+
+    Raises:
+        SearchIndexError: naming the file that is missing, unlisted, altered or malformed.
+    """
+    import faiss
+    import pyarrow.parquet as pq
+
+    from ximgctx.inference.search import SPACES, SearchIndexError
+
+    root = Path(path)
+    if not (root / "index.json").is_file():
+        raise SearchIndexError(f"{root}: no index.json; not a folder written by SearchIndex.save")
+    try:
+        manifest = verify_artifact(root, KIND, max_version=FORMAT_VERSION, expected_sha256=expected_sha256)
+    except ArtifactError as e:
+        raise SearchIndexError(str(e)) from None
+    where = root / "index.json"
+    if manifest.files["index.json"]["bytes"] > _MAX_INDEX_JSON:
+        raise SearchIndexError(f"{where}: larger than {_MAX_INDEX_JSON} bytes; not an index description")
+    try:
+        meta = json.loads(where.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise SearchIndexError(f"{where}: not a version-{FORMAT_VERSION} ximgctx search index")
+        spaces = {s: str(info["file"]) for s, info in meta["spaces"].items()}
+        bad = sorted(s for s, f in spaces.items() if s not in SPACES or f != f"{s}.faiss")
+        if bad:
+            raise SearchIndexError(f"{where}: unknown spaces or files {bad}")
+        key = parse_author_key(meta.get("author_key"), str(where))
+        settings = {"mode": meta["mode"], "tasks": meta["tasks"], "nprobe": int(meta["nprobe"])}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        if isinstance(e, SearchIndexError):
+            raise
+        raise SearchIndexError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+    records = pq.read_table(root / "posts.parquet").to_pylist()
+    for r in records:
+        r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
+        r["authors"] = list(r.get("authors") or [])
+    indexes = {space: faiss.read_index(str(root / name)) for space, name in spaces.items()}
+    return {
+        "records": records,
+        "indexes": indexes,
+        "model": meta.get("model"),
+        "author_key": key,
+        **settings,
+    }

@@ -1,0 +1,130 @@
+"""Adapters that mean what they say, and merged exports that load with no ximgctx installed.
+
+A saved LoRA adapter is labelled peft-format (``adapter/adapter_config.json``) only where stock
+``PeftModel.from_pretrained(base, adapter_dir)`` reproduces ximgctx's outputs exactly (tested for every preset
+of both backends). open_clip's attention is ``nn.MultiheadAttention``, whose peft 0.21 layer adds the
+out_proj delta twice (huggingface/peft#3774): an adapter holding such a layer is saved in ximgctx's own format
+(``adapter/ximgctx_adapter.json``, no ``adapter_config.json``, a README saying why), so stock peft refuses it
+loudly instead of loading different outputs. The weights file keeps peft's key layout in both cases.
+
+:func:`export_encoder` merges the adapters into the base weights (``W + dW``, once each) and writes a plain
+checkpoint: ``open_clip_config.json`` + ``open_clip_model.safetensors`` for open_clip
+(``open_clip.create_model("local-dir:DIR")``), or a transformers folder (``CLIPModel.from_pretrained(DIR)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from peft.tuners.lora import LoraLayer
+from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
+from safetensors.torch import save_file
+from torch import nn
+
+from ximgctx._artifacts import write_artifact
+from ximgctx.models.lora import base_name, lora_state_dict
+
+if TYPE_CHECKING:
+    from ximgctx.models.context_model import ContextModel
+
+__all__ = ["EXPORT_KIND", "OWN_ADAPTER_CONFIG", "export_encoder", "merged_state_dict", "peft_reproduces"]
+
+EXPORT_KIND = "encoder-export"
+#: the adapter config's name in ximgctx's own format (stock peft looks for adapter_config.json and fails)
+OWN_ADAPTER_CONFIG = "ximgctx_adapter.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_OWN_README = """# ximgctx LoRA adapter (ximgctx format, not peft's)
+
+This adapter adapts open_clip `nn.MultiheadAttention` layers. Stock peft 0.21 applies the out_proj delta of such
+a layer twice (huggingface/peft#3774), so loading it with `PeftModel.from_pretrained` would silently give other
+outputs than the model was trained and evaluated with. There is therefore no `adapter_config.json` here and
+stock peft refuses this folder. Load the whole model with `ximgctx.ContextModel.from_pretrained(<model folder>)`,
+or export merged weights that need no ximgctx: `model.export_encoder(DIR)` (open_clip's `local-dir:DIR`).
+`ximgctx_adapter.json` holds the LoRA settings and `adapter_model.safetensors` the weights in peft's key layout.
+"""
+
+
+def _base_identity(model: ContextModel) -> tuple[str, str | None]:
+    """``base_model_name_or_path`` and the base revision recorded with an adapter."""
+    enc = model.config.encoder
+    prov = getattr(model.encoder, "provenance", {}) or {}
+    if enc.backend == "transformers":  # the hub commit; for a local folder the weights file's SHA-256
+        return enc.arch, prov.get("revision") or enc.revision or prov.get("sha256")
+    return enc.arch, prov.get("sha256") or enc.pretrained
+
+
+def peft_reproduces(clip: nn.Module) -> bool:
+    """Whether stock peft loads this model's adapters with identical outputs (no adapted MHA layer)."""
+    return not any(isinstance(m, PeftLoraMultiheadAttention) for m in clip.modules())
+
+
+def save_adapter(model: ContextModel, folder: Path) -> None:
+    """The LoRA adapter of ``model`` into ``folder``: peft's format where stock peft reproduces it, else ours."""
+    folder.mkdir()
+    config = copy.deepcopy(model.lora_config)
+    config.base_model_name_or_path, config.revision = _base_identity(model)
+    clip = model.encoder.clip
+    if peft_reproduces(clip):
+        config.save_pretrained(str(folder))
+    else:
+        (folder / OWN_ADAPTER_CONFIG).write_text(
+            json.dumps({"format": "ximgctx-lora", **config.to_dict()}, indent=2, default=sorted) + "\n"
+        )
+        (folder / "README.md").write_text(_OWN_README)
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in lora_state_dict(clip).items()}
+    save_file(weights, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+
+@torch.no_grad()
+def merged_state_dict(clip: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain model's weights with every active adapter merged in (``W + dW``), under unadapted names."""
+    state = {
+        base_name(k): v.detach().cpu().clone() for k, v in clip.state_dict().items() if ".lora_" not in k
+    }
+    for name, module in clip.named_modules():
+        if not isinstance(module, LoraLayer) or module.merged:
+            continue
+        is_mha = isinstance(module, PeftLoraMultiheadAttention)
+        key = base_name(name) + (".in_proj_weight" if is_mha else ".weight")
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {}):
+                delta = module.get_delta_weight(adapter).detach().cpu()
+                state[key] = state[key] + delta.to(state[key].dtype)
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def _open_clip_config(model: ContextModel) -> dict[str, Any]:
+    import open_clip
+
+    arch = model.config.encoder.arch
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise ValueError(f"open_clip has no config for architecture {arch!r}; cannot export it")
+    return {"model_cfg": model_cfg, "preprocess_cfg": model.encoder.preprocess}
+
+
+def export_encoder(model: ContextModel, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the encoder with its LoRA merged as a plain checkpoint that loads without ximgctx.
+
+    open_clip backend: ``open_clip_config.json`` + ``open_clip_model.safetensors``, loaded with
+    ``open_clip.create_model("local-dir:" + path)``. transformers backend: a ``save_pretrained`` folder
+    (weights, config, tokenizer, image processor) for ``CLIPModel``/``SiglipModel.from_pretrained(path)``.
+    The folder also gets ximgctx's ``manifest.json`` (SHA-256 of every file), which both libraries ignore.
+    """
+    clip = model.encoder.clip
+    state = merged_state_dict(clip)
+    with write_artifact(Path(path), EXPORT_KIND, overwrite=overwrite) as tmp:
+        if model.config.encoder.backend == "transformers":
+            plain = type(clip)(clip.config)
+            plain.load_state_dict(state)
+            plain.save_pretrained(str(tmp))
+            model.encoder.hf_tokenizer.save_pretrained(str(tmp))
+            model.encoder.image_processor.save_pretrained(str(tmp))
+        else:
+            save_file(state, str(tmp / "open_clip_model.safetensors"), metadata={"format": "pt"})
+            (tmp / "open_clip_config.json").write_text(json.dumps(_open_clip_config(model), indent=2) + "\n")
+    return Path(path).resolve()

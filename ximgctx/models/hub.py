@@ -1,0 +1,113 @@
+"""Model folders on the Hugging Face Hub: download through the cache, verified; upload exactly the verified files.
+
+``ContextModel.from_pretrained("org/name")`` resolves the repo with ``huggingface_hub.snapshot_download``
+(``revision``, ``cache_dir``; offline when ``HF_HUB_OFFLINE`` is set or the hub is unreachable) and verifies the
+snapshot against its manifest before anything in it is read. The cache stores snapshot files as symbolic links
+to ``blobs/``, so links are accepted only when they stay inside that repo's cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ximgctx._artifacts import verify_artifact
+from ximgctx.errors import ArtifactError
+
+__all__ = ["HubModelError", "download_model", "looks_like_repo_id", "push_folder"]
+
+
+class HubModelError(ArtifactError):
+    """A model repo cannot be had from the hub or its cache."""
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """``org/name`` or ``name``: no path separators beyond the one slash, not a relative or absolute path."""
+    if not name or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return False
+    return not Path(name).exists()
+
+
+def _uncached(repo_id: str, why: str) -> str:
+    return (
+        f"cannot load model {repo_id!r} from the Hugging Face Hub: {why}. With network access (HF_HUB_OFFLINE "
+        f"unset) it is downloaded into the cache; otherwise run huggingface_hub.snapshot_download({repo_id!r}) "
+        f"elsewhere and copy the cache here (cache_dir=...), or pass the model folder itself: "
+        f"ContextModel.from_pretrained('/path/to/model')."
+    )
+
+
+def download_model(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    expected_sha256: str | None = None,
+) -> Path:
+    """The verified local snapshot of model repo ``repo_id`` (downloaded or from the cache)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    from ximgctx.models.encoder import _hub_reachable
+
+    offline = not _hub_reachable()
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+                local_files_only=offline,
+            )
+        )
+    except HFValidationError as e:
+        raise HubModelError(f"{repo_id!r} is neither a model folder nor a valid hub repo id ({e})") from None
+    except LocalEntryNotFoundError:
+        why = (
+            f"it is not in the local cache and the hub is unreachable or HF_HUB_OFFLINE is set (and no folder "
+            f"{repo_id!r} exists here)"
+        )
+        raise HubModelError(_uncached(repo_id, why)) from None
+    except OSError as e:  # huggingface_hub's HTTP errors (repo not found, gated, network) derive from OSError
+        raise HubModelError(_uncached(repo_id, f"download failed ({e})")) from None
+    # snapshots/<commit>/ -> models--org--name/: the blobs the snapshot links to live under it
+    repo_cache = folder.parent.parent
+    verify_artifact(folder, "model", expected_sha256=expected_sha256, link_root=repo_cache)
+    return folder
+
+
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload ximgctx model",
+    create_pr: bool = False,
+    api: Any = None,
+) -> Any:
+    """Upload exactly the files of the verified model ``folder`` (its manifest and every file it lists) in one
+    commit, deleting files a previous version left in the repo; returns the hub's commit info."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    manifest = verify_artifact(folder, "model")
+    names = sorted(set(manifest.files) | {"manifest.json"})
+    api = api if api is not None else HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+    existing = set(api.list_repo_files(repo_id, revision=revision, repo_type="model", token=token))
+    stale = sorted(existing - set(names) - {".gitattributes"})
+    operations: list[Any] = [CommitOperationDelete(path_in_repo=name) for name in stale]
+    operations += [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names
+    ]
+    return api.create_commit(
+        repo_id,
+        operations=operations,
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+        repo_type="model",
+        token=token,
+    )
