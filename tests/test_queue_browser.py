@@ -14,6 +14,7 @@ from ximgctx.serve import ServeConfig, create_app
 from ._inference_fixtures import model_dir
 from ._queue_fixtures import make_store, public_posts
 from ._serve_fixtures import API_KEY, running
+from .helpers import missing_service
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +26,9 @@ SHOTS = Path("/tmp/ximgctx-queue-screens")
 def browser():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
     if not (CHROMIUM and DRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/services.sh installs them)")
+        missing_service(
+            "Debian's chromium and chromium-driver are not installed (.ci/services.sh installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -57,6 +60,25 @@ def _inputs(driver, task: str, labels: list[str]):
         driver.find_element(By.CSS_SELECTOR, f'fieldset[data-task="{task}"] input[value="{x}"]')
         for x in labels
     ]
+
+
+def _moved_on(post_id: str | None):
+    """A wait condition: the page shows another post than ``post_id``, or the empty-queue message. Chromium's
+    driver may answer a lookup on a node the page just replaced with a generic inspector error rather than
+    StaleElementReferenceException (so ``staleness_of`` can raise mid-swap): any driver error is "not yet"."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    def check(driver) -> bool:
+        try:
+            if driver.find_elements(By.ID, "empty"):
+                return True
+            shown = driver.find_elements(By.ID, "post")
+            return bool(shown) and shown[0].get_attribute("data-item") != post_id
+        except WebDriverException:
+            return False
+
+    return check
 
 
 def test_label_ten_posts_with_keys_and_clicks(browser, tmp_path):
@@ -115,7 +137,7 @@ def test_label_ten_posts_with_keys_and_clicks(browser, tmp_path):
                     x.click()
                 browser.find_element(By.ID, "note").send_keys(note)
                 browser.find_element(By.ID, "submit").click()
-            wait.until(ec.staleness_of(form))
+            wait.until(_moved_on(post_id))
             expected[int(post_id)] = (want, note)
         wait.until(ec.presence_of_element_located((By.ID, "empty")))
     rows = store.vote_rows()
@@ -202,12 +224,13 @@ def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(brow
         browser.get(f"{url}/queue")
         browser.find_element(By.ID, "token").send_keys(token)
         browser.find_element(By.ID, "login-button").click()
-        form = wait.until(ec.presence_of_element_located((By.ID, "vote")))
+        wait.until(ec.presence_of_element_located((By.ID, "vote")))
+        post_id = browser.find_element(By.ID, "post").get_attribute("data-item")
         for x in _inputs(browser, "meaning", ["literal"]) + _inputs(browser, "intent", ["threat"]):
             x.click()
         browser.find_element(By.ID, "note").send_keys("a call to gather with a threat in the replies")
         browser.find_element(By.ID, "submit").click()
-        wait.until(ec.staleness_of(form))
+        wait.until(_moved_on(post_id))
         after = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
     assert len(store.vote_rows()) == 3
     assert len(memory_module.LabelMemory.load(tmp_path / "memory")) == 1  # the vote is in the saved memory

@@ -13,6 +13,7 @@ from ximgctx.serve import ServeConfig, create_app
 from ._inference_fixtures import model_dir
 from ._queue_fixtures import Postgres, label_concurrently, make_store, public_posts
 from ._serve_fixtures import API_KEY, running
+from .helpers import missing_service
 from .test_queue import check_concurrent_result
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def postgres():
     pg = Postgres.start()
     if pg is None:
-        pytest.skip(Postgres.why)
+        missing_service(Postgres.why)
     yield pg
     pg.stop()
 
