@@ -20,6 +20,7 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/ximgctx quickstart --out $(OUT)
 
 test: $(VENV)/.installed
+	bash .ci/services.sh
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

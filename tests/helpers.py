@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -35,3 +36,14 @@ def write_image(path: Path, color: tuple[int, int, int], size: int = 48) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return str(path)
+
+
+def missing_service(why: str) -> None:
+    """A test that needs a real outside program (PostgreSQL, Chromium) skips where it is missing, naming what;
+    under CI (``CI=true``, where ``.ci/services.sh`` installs them) the same absence fails the test instead, so
+    a broken install can never pass as a skip."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {why}")
+    pytest.skip(why)

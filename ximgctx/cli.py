@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("ximgctx.inference.cli", "build a search index over posts"),
     "search": ("ximgctx.inference.cli", "query a search index by text, image or post"),
     "serve": ("ximgctx.serve.cli", "the moderation and search service (OpenAI-compatible /v1/moderations)"),
+    "queue": (
+        "ximgctx.hitl.queue.cli",
+        "the review and labeling queue: labelers, items, the page, export, stats",
+    ),
     "aggregate": ("ximgctx.hitl.cli", "aggregate labelers' votes into training labels"),
     "select": ("ximgctx.hitl.cli", "choose the next posts to label"),
     "memory": ("ximgctx.hitl.cli", "add labeled examples to a model's label memory"),

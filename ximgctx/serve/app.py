@@ -79,6 +79,7 @@ class Service:
         index: Any = None,
         memory_dir: str | Path | None = None,
         governance: Any = None,
+        queue: Any = None,
     ) -> None:
         from ximgctx.inference.moderation import Moderator
 
@@ -89,6 +90,7 @@ class Service:
         self.index = index
         self.memory_dir = Path(memory_dir) if memory_dir is not None else None
         self.governance = governance
+        self.queue = queue  # a QueueStore: review decisions wait there, /queue and /v1/queue/ serve it
         self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
@@ -136,6 +138,10 @@ class Service:
     async def moderate(self, req: ModerationRequest) -> dict[str, Any]:
         posts = posts_from_request(req, self.config)
         results = await self._submit(self.moderations, posts)
+        if self.queue is not None:
+            from ximgctx.hitl.queue.router import queue_reviews
+
+            await asyncio.to_thread(queue_reviews, self.queue, posts, results)
         return openai_response(results, self.mapping, self.model_name)
 
     async def predict(self, req: ModerationRequest) -> dict[str, Any]:
@@ -305,6 +311,7 @@ def create_app(
     governance: Any = None,
     device: str = "auto",
     expected_sha256: str | None = None,
+    queue: Any = None,
 ) -> FastAPI:
     """The service as a FastAPI app (for ``uvicorn``, embedding and tests).
 
@@ -317,6 +324,8 @@ def create_app(
             is loaded and blended into every prediction.
         governance: the governance policy feedback must pass (the default policy when None).
         expected_sha256: pin the model folder's artifact digest.
+        queue: a :class:`~ximgctx.hitl.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
+            routes, and every ``review`` decision queued (labelers log in with their own tokens there).
     """
     from ximgctx.inference.predictor import Predictor
 
@@ -334,7 +343,9 @@ def create_app(
         from ximgctx.inference.search import SearchIndex
 
         index = SearchIndex.load(index, predictor=predictor)
-    service = Service(predictor, config, policy=policy, index=index, memory_dir=memory, governance=governance)
+    service = Service(
+        predictor, config, policy=policy, index=index, memory_dir=memory, governance=governance, queue=queue
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -347,6 +358,11 @@ def create_app(
     _install_handlers(app, service)
     app.add_middleware(_Guard, service=service)
     _install_routes(app, service)
+    if queue is not None:
+        from ximgctx.hitl.queue.router import queue_router, static_files
+
+        app.include_router(queue_router(service, queue))
+        app.mount("/queue/static", static_files(), name="queue-static")
     return app
 
 
@@ -407,7 +423,11 @@ class _Guard:
             if declared > limit:
                 service.metrics.error("body_too_large")
                 await answer(_too_large(limit))
-            elif (path.startswith("/v1/") or path == "/metrics") and not _authorized(service, request):
+            elif (
+                (path.startswith("/v1/") or path == "/metrics")
+                and not path.startswith("/v1/queue/")  # labelers' own tokens; the router checks them
+                and not _authorized(service, request)
+            ):
                 service.metrics.error("unauthorized")
                 await answer(
                     _error(

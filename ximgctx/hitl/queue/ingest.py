@@ -1,0 +1,88 @@
+"""Posts into queue rows: governed, images decoded under limits and re-encoded, authors as keyed digests."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+from ximgctx.data.post import Post, post_from_dict
+
+if TYPE_CHECKING:
+    from ximgctx.hitl.queue.store import QueueStore
+
+__all__ = ["governed_items", "item_post", "stored_image"]
+
+_MAX_SIDE = 1024  # longest side of a stored image (what a labeler needs, and what bounds the database)
+
+
+def stored_image(source: Any, max_bytes: int) -> bytes:
+    """The image as a labeler sees it: decoded safely (:func:`ximgctx.data.images.load_image`), at most
+    ``_MAX_SIDE`` pixels a side, re-encoded as JPEG (no EXIF: no GPS position, no hidden payload)."""
+    from ximgctx.data.images import ImageLimits, load_image
+
+    im = load_image(source, ImageLimits(max_bytes=max_bytes))
+    im.thumbnail((_MAX_SIDE, _MAX_SIDE))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def governed_items(
+    store: QueueStore, posts: list[Post], policy: Any
+) -> tuple[list[dict[str, Any]], dict[str, int], list[str]]:
+    """Rows for :class:`~ximgctx.hitl.queue.models.Item` (post, image, author digests), governance's drop
+    counts by reason, and the post ids whose image could not be stored (they are queued without one)."""
+    from ximgctx.data.images import ImageDecodeError
+    from ximgctx.governance import govern
+
+    governed = govern(posts, policy)
+    dropped = {k: v for k, v in governed.audit.dropped_posts.items() if v}
+    rows, problems = [], []
+    for post in governed.posts:
+        image = None
+        if post.image is not None:
+            try:
+                image = stored_image(post.image, store.config.max_image_bytes)
+            except (ImageDecodeError, OSError) as e:
+                problems.append(f"{post.id}: image not stored ({getattr(e, 'reason', None) or e})")
+        record = post.to_dict()
+        record.pop("image", None)
+        record["labels"] = {}  # a labeler answers without seeing anyone's labels
+        rows.append(
+            {
+                "post_id": post.id,
+                "post": json.dumps(record, ensure_ascii=False, sort_keys=True),
+                "image": image,
+                "author": store.author_digest(post.meta.get("author")),
+                "reply_authors": json.dumps([store.author_digest(r.author) for r in post.replies]),
+            }
+        )
+    return rows, dropped, problems
+
+
+def item_post(item: Any) -> Post:
+    """The stored governed post of an item (image bytes attached when it has one)."""
+    post = post_from_dict(json.loads(item.post))
+    post.image = item.image
+    return post
+
+
+def posts_from_records(records: list[dict[str, Any]], limits: Any) -> list[Post]:
+    """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (the server
+    never opens a path named in a request). Errors name the record."""
+    from ximgctx.data.post import PostValidationError
+    from ximgctx.errors import InputError
+    from ximgctx.serve.inputs import fetch_image
+
+    posts = []
+    for i, record in enumerate(records):
+        image = record.get("image") if isinstance(record, dict) else None
+        try:
+            post = post_from_dict({k: v for k, v in record.items() if k != "image"}, source="posts", line=i)
+        except (PostValidationError, AttributeError) as e:
+            raise InputError(f"posts[{i}]: {e}") from None
+        if image:
+            post.image = fetch_image(str(image), limits, f"posts[{i}].image")
+        posts.append(post)
+    return posts

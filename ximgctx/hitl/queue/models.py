@@ -1,0 +1,92 @@
+"""The queue's tables (SQLAlchemy 2 ORM). The schema itself is created and changed by the Alembic migrations
+in ``migrations/versions``; a test checks that they and these models agree.
+
+Times are UTC seconds since the epoch (floats), the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Assignment", "Base", "Item", "Labeler", "Session", "Setting", "VoteRow"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Setting(Base):
+    """Queue-wide settings kept with the votes (the tasks being asked)."""
+
+    __tablename__ = "queue_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class Labeler(Base):
+    """A person who labels. Only keyed digests are stored: of the account name and of the login token."""
+
+    __tablename__ = "labelers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # HMAC(key, normalised account name)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # HMAC(key, login token)
+    created_at: Mapped[float] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(default=True)  # revoked labelers cannot log in or lease
+
+
+class Session(Base):
+    """A browser session opened by a token login (the cookie holds the session token, hashed here)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Item(Base):
+    """A governed post waiting for (or done with) labels."""
+
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(512), unique=True)
+    post: Mapped[str] = mapped_column(Text)  # the governed post as JSON (image bytes kept apart)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    source: Mapped[str] = mapped_column(String(32))  # review | select | file
+    priority: Mapped[int] = mapped_column(Integer, index=True)
+    overlap: Mapped[int] = mapped_column(Integer)  # distinct labelers wanted
+    taken: Mapped[int] = mapped_column(Integer, default=0)  # live leases + finished assignments
+    gold: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON {task: label} of a gold item
+    scores: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON model scores when enqueued
+    author: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # keyed digest
+    reply_authors: Mapped[str] = mapped_column(Text, default="[]")  # JSON keyed digest per reply (or null)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Assignment(Base):
+    """One labeler's slot on one item: leased until ``expires_at``, then done once they vote."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("item_id", "labeler_id", name="uq_assignment_item_labeler"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # leased | done
+    leased_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    done_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class VoteRow(Base):
+    """One labeler's answer for one item and task, with their note."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("item_id", "labeler_id", "task", name="uq_vote_item_labeler_task"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(Text)  # JSON: a label, or a list for a multilabel task
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)

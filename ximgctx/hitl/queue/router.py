@@ -1,0 +1,291 @@
+"""The queue in the service: the labeling page at ``/queue`` and the ``/v1/queue/...`` routes.
+
+Labelers authenticate with their labeler token, as ``Authorization: Bearer TOKEN`` (scripts) or through the
+page's login form, which opens a session kept in an HttpOnly, SameSite=Strict cookie. They only ever read
+items leased to them. Operators (the service's API keys) add items and read the statistics:
+
+* ``GET /queue``: the page (login form, or the labeler's current item: image, text, replies, model scores,
+  the model's tasks and a note); ``POST /queue/login`` / ``/queue/logout``;
+* ``POST /v1/queue/lease``: the labeler's item; ``GET /v1/queue/items/{id}``; ``GET /queue/items/{id}/image``;
+* ``POST /v1/queue/items/{id}/vote`` ``{labels, note}``: stored, then added to the label memory at once
+  (the path ``/v1/feedback`` takes); ``POST /v1/queue/items/{id}/release``: skip it;
+* ``POST /v1/queue/items`` (API key): posts to queue; ``GET /v1/queue/stats`` (API key).
+
+Every ``review`` decision of ``/v1/moderations`` is queued too (:func:`queue_reviews`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from ximgctx.data.post import Post
+from ximgctx.hitl.queue.store import LoginError, QueueError, QueueStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COOKIE", "queue_reviews", "queue_router", "static_files"]
+
+COOKIE = "ximgctx_queue"  # the session cookie of the page
+STATIC = Path(__file__).with_name("static")
+_KEYS = "1234567890qwertyuiopadfghjklzxcvbm"  # option shortcuts, in order (n: note, s: skip)
+
+
+class VoteIn(BaseModel):
+    """``POST /v1/queue/items/{id}/vote``."""
+
+    model_config = ConfigDict(extra="forbid")
+    labels: dict[str, str | list[str]]  # task -> label (multiclass) or labels (multilabel, may be empty)
+    note: str = Field("", max_length=2000)  # why the post means what it means
+
+
+class ItemsIn(BaseModel):
+    """``POST /v1/queue/items``: posts (canonical records; ``image`` a data URL) to queue."""
+
+    model_config = ConfigDict(extra="forbid")
+    posts: list[dict[str, Any]] = Field(max_length=1000)
+    source: str = "file"  # review | select | file
+    gold: dict[str, dict[str, str | list[str]]] = Field(default_factory=dict)  # post id -> known labels
+    priority: int | None = None  # overrides the source's priority
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=STATIC)
+
+
+def _templates() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(STATIC), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return env.get_template("page.html")
+
+
+def queue_reviews(store: QueueStore, posts: list[Post], results: list[Any]) -> int:
+    """Queue the posts a moderation decision sent to ``review`` (governed on the way in).
+
+    A request's post id is the client's (or ``input-N``), so the item is keyed by the post's content
+    instead: the same post moderated twice waits once, two posts sent as ``input-0`` wait as two."""
+    import dataclasses
+    import hashlib
+
+    review = []
+    for post, result in zip(posts, results, strict=True):
+        if getattr(result, "decision", None) != "review":
+            continue
+        h = hashlib.sha256()
+        for part in (post.id, post.text, *(r.text for r in post.replies)):
+            h.update(part.encode("utf-8") + b"\0")
+        h.update(post.image if isinstance(post.image, bytes) else b"")
+        meta = {**post.meta, "request_post_id": post.id}
+        review.append(dataclasses.replace(post, id=f"review-{h.hexdigest()[:24]}", meta=meta))
+    return store.enqueue(review, source="review").added if review else 0
+
+
+def _task_view(tasks: list[Any], scores: dict[str, dict[str, float]] | None) -> list[dict[str, Any]]:
+    """The tasks as the page shows them: options with their shortcut key and the model's score."""
+    out, i = [], 0
+    for t in tasks:
+        options = []
+        for label in t.labels:
+            score = (scores or {}).get(t.name, {}).get(label)
+            options.append({"label": label, "key": _KEYS[i] if i < len(_KEYS) else "", "score": score})
+            i += 1
+        out.append({"name": t.name, "kind": t.kind, "options": options})
+    return out
+
+
+class _Routes:
+    """The handlers, over one store inside one service (its auth check, error type and model)."""
+
+    def __init__(self, service: Any, store: QueueStore) -> None:
+        from ximgctx.serve.app import ServiceError, _authorized
+
+        self.service, self.store, self.page = service, store, _templates()
+        self.ServiceError, self._authorized = ServiceError, _authorized
+
+    # ------------------------------------------------------------------------------------ helpers
+    def fail(self, e: QueueError) -> Exception:
+        return self.ServiceError(e.status, str(e), "invalid_request_error", e.code)
+
+    def labeler(self, request: Request) -> int:
+        """The labeler of a request: ``Bearer`` labeler token, or the page's session cookie."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() == "bearer" and token.strip():
+                return self.store.labeler_for_token(token.strip())
+            session = request.cookies.get(COOKIE)
+            if session:
+                return self.store.labeler_for_session(session)
+        except LoginError as e:
+            raise self.fail(e) from None
+        message = "log in with your labeler token (Bearer TOKEN, or the /queue page)"
+        raise self.ServiceError(401, message, "invalid_request_error", "invalid_token")
+
+    def operator(self, request: Request) -> None:
+        if not self._authorized(self.service, request):
+            message = "this route needs an API key (Bearer KEY)"
+            raise self.ServiceError(401, message, "invalid_request_error", "invalid_api_key")
+
+    async def db(self, fn: Any, *args: Any) -> Any:
+        """A store call off the event loop, its refusals as OpenAI-style errors."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except QueueError as e:
+            raise self.fail(e) from None
+
+    async def current_scores(self, post: Post) -> dict[str, dict[str, float]] | None:
+        """The model's scores now (label memory included), or None when it cannot score the post."""
+        try:
+            (pred,) = await self.service.predictions.submit([post])
+        except Exception:  # noqa: BLE001 - the page still works without scores
+            logger.warning("queue: no model scores for an item", exc_info=True)
+            return None
+        return {name: dict(t.scores) for name, t in pred.tasks.items()}
+
+    async def view(self, labeler_id: int, item_id: int) -> dict[str, Any]:
+        """What the labeler sees: text, replies (without their authors), scores; never meta or labels."""
+        item = await self.db(self.store.item_for, labeler_id, item_id)
+        scores = await self.current_scores(item.post) or item.scores
+        post = {
+            "id": item.post.id,
+            "text": item.post.text,
+            "replies": [{"text": r.text} for r in item.post.replies],
+        }
+        return {
+            "item_id": item.item_id,
+            "post": post,
+            "image": item.image is not None,
+            "scores": scores,
+            "state": item.state,
+            "expires_at": item.expires_at,
+        }
+
+    def render(self, *, item: dict | None = None, logged_in: bool = True, error: str | None = None) -> str:
+        tasks = _task_view(self.store.tasks, item["scores"] if item else None) if logged_in else []
+        return self.page.render(logged_in=logged_in, item=item, tasks=tasks, error=error)
+
+    # --------------------------------------------------------------------------------------- page
+    async def queue_page(self, request: Request) -> Response:
+        try:
+            who = self.labeler(request)
+        except self.ServiceError:
+            return HTMLResponse(self.render(logged_in=False))
+        lease = await self.db(self.store.lease, who)
+        item = await self.view(who, lease.item_id) if lease is not None else None
+        return HTMLResponse(self.render(item=item), headers={"Cache-Control": "no-store"})
+
+    async def login(self, request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        try:
+            session = await self.db(self.store.login, token)
+        except self.ServiceError as e:
+            return HTMLResponse(self.render(logged_in=False, error=e.message), status_code=401)
+        resp = RedirectResponse("/queue", status_code=303)
+        resp.set_cookie(
+            COOKIE,
+            session,
+            max_age=int(self.store.config.session_s),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return resp
+
+    async def logout(self) -> Response:
+        resp = RedirectResponse("/queue", status_code=303)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    async def image(self, item_id: int, request: Request) -> Response:
+        item = await self.db(self.store.item_for, self.labeler(request), item_id)
+        if item.image is None:
+            raise self.ServiceError(404, f"item {item_id} has no image", "invalid_request_error", "not_found")
+        headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+        return Response(item.image, media_type="image/jpeg", headers=headers)
+
+    # ------------------------------------------------------------------------------------- labeler
+    async def lease(self, request: Request) -> dict[str, Any]:
+        who = self.labeler(request)
+        got = await self.db(self.store.lease, who)
+        if got is None:
+            return {"item": None}
+        return {"item": await self.view(who, got.item_id), "tasks": _task_view(self.store.tasks, None)}
+
+    async def read_item(self, item_id: int, request: Request) -> dict[str, Any]:
+        return {"item": await self.view(self.labeler(request), item_id)}
+
+    async def release(self, item_id: int, request: Request) -> dict[str, Any]:
+        return {"released": await self.db(self.store.release, self.labeler(request), item_id)}
+
+    async def vote(self, item_id: int, body: VoteIn, request: Request) -> dict[str, Any]:
+        who = self.labeler(request)
+        result = await self.db(self.store.vote, who, item_id, body.labels, body.note)
+        memory = None
+        if not result.duplicate and not result.gold and self.service.memory_dir is not None:
+            memory = await self.remember(who, item_id, result.labels, body.note)
+        return {
+            "item_id": result.item_id,
+            "stored": result.votes,
+            "duplicate": result.duplicate,
+            "memory": memory,
+        }
+
+    async def remember(self, who: int, item_id: int, labels: dict[str, Any], note: str) -> dict[str, Any]:
+        """The vote into the label memory through the service's feedback path (governed, saved at once)."""
+        item = await self.db(self.store.item_for, who, item_id)
+        post = item.post
+        post.labels = dict(labels)
+        reviewer = "queue:" + (await self.db(self.store.labeler_digest, who))[:16]
+        try:
+            return await self.service.run(self.service._add_feedback, post, reviewer, note)
+        except (
+            self.ServiceError,
+            QueueError,
+            ValueError,
+        ) as e:  # the vote stays stored; the memory skipped it
+            logger.warning("queue: the vote on item %d did not reach the label memory: %s", item_id, e)
+            return {"error": getattr(e, "message", str(e))}
+
+    # ------------------------------------------------------------------------------------ operator
+    async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:
+        self.operator(request)
+        from ximgctx.hitl.queue.ingest import posts_from_records
+
+        posts = posts_from_records(body.posts, self.service.config)
+        gold, source, priority = body.gold or None, body.source, body.priority
+        result = await self.db(lambda: self.store.enqueue(posts, source=source, gold=gold, priority=priority))
+        return result.to_dict()
+
+    async def stats(self, request: Request) -> dict[str, Any]:
+        self.operator(request)
+        from ximgctx.hitl.queue.report import queue_stats
+
+        return await self.db(queue_stats, self.store)
+
+
+def queue_router(service: Any, store: QueueStore) -> APIRouter:
+    """The page and routes over ``store``, inside the service ``service`` (its auth, errors and model)."""
+    r, router = _Routes(service, store), APIRouter()
+    router.add_api_route("/queue", r.queue_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/queue/login", r.login, methods=["POST"])
+    router.add_api_route("/queue/logout", r.logout, methods=["POST"])
+    router.add_api_route("/queue/items/{item_id}/image", r.image, methods=["GET"])
+    router.add_api_route("/v1/queue/lease", r.lease, methods=["POST"])
+    router.add_api_route("/v1/queue/items/{item_id}", r.read_item, methods=["GET"])
+    router.add_api_route("/v1/queue/items/{item_id}/release", r.release, methods=["POST"])
+    router.add_api_route("/v1/queue/items/{item_id}/vote", r.vote, methods=["POST"])
+    router.add_api_route("/v1/queue/items", r.add_items, methods=["POST"])
+    router.add_api_route("/v1/queue/stats", r.stats, methods=["GET"])
+    return router

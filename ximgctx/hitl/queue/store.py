@@ -1,0 +1,553 @@
+"""The queue's logic over its database: labelers, items, leases, votes and erasure.
+
+- **Items** are governed posts (:func:`ximgctx.governance.govern`: private, DM and opted-out posts never
+  enter; personal data is redacted before a person sees it). Images are decoded under limits and stored
+  re-encoded (JPEG, EXIF and any payload dropped), so the page never serves a stranger's bytes.
+- **Leases**: :meth:`QueueStore.lease` gives a labeler the most urgent item they have not seen whose
+  ``taken`` (live leases + finished assignments) is below its overlap; expired leases are reclaimed first.
+  On SQLite every transaction is ``BEGIN IMMEDIATE`` (one writer at a time); on PostgreSQL the item row is
+  locked with ``FOR UPDATE SKIP LOCKED`` and ``taken`` lives on that row, so a concurrent lease either skips
+  it or re-reads it. A unique constraint on ``(item, labeler)`` backs both.
+- **Votes**: one row per ``(item, labeler, task)`` (unique), written with the assignment's ``done`` mark in
+  one transaction: a crash loses no committed vote and a retried request duplicates none (it is answered
+  as a duplicate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from ximgctx.config import TaskSpec
+from ximgctx.data.post import Post
+from ximgctx.errors import InputError
+from ximgctx.hitl.queue.config import QueueConfig, database_url
+from ximgctx.hitl.queue.db import open_engine, transaction
+from ximgctx.hitl.queue.models import Assignment, Item, Labeler, Session, Setting, VoteRow
+from ximgctx.hitl.votes import Vote
+
+__all__ = [
+    "ConflictError",
+    "EnqueueResult",
+    "ItemView",
+    "Lease",
+    "LoginError",
+    "NotAssignedError",
+    "QueueError",
+    "QueueStore",
+    "VoteResult",
+]
+
+
+class QueueError(InputError):
+    """A request the queue refuses; ``status`` and ``code`` are what the HTTP routes answer."""
+
+    status = 400
+    code = "invalid_vote"
+
+
+class NotAssignedError(QueueError):
+    """The item does not exist or is not assigned to this labeler (the two are not told apart)."""
+
+    status = 404
+    code = "not_assigned"
+
+
+class ConflictError(QueueError):
+    """The labeler already voted differently on this item, or the lease went to someone else."""
+
+    status = 409
+    code = "conflict"
+
+
+class LoginError(QueueError):
+    """An unknown, revoked or expired token or session."""
+
+    status = 401
+    code = "invalid_token"
+
+
+@dataclass
+class Lease:
+    """An item leased to one labeler until ``expires_at`` (gold items are not marked: labelers can't tell)."""
+
+    item_id: int
+    post_id: str
+    expires_at: float
+
+
+@dataclass
+class ItemView:
+    """What a labeler may see of an item assigned to them."""
+
+    item_id: int
+    post: Post  # governed; ``image`` holds the stored JPEG bytes (or None)
+    image: bytes | None  # JPEG
+    scores: dict[str, dict[str, float]] | None  # model scores stored when the item was enqueued
+    state: str  # leased | done
+    expires_at: float
+
+
+@dataclass
+class VoteResult:
+    """A stored vote: ``duplicate`` when the same vote had been stored already (a retried request)."""
+
+    item_id: int
+    post_id: str
+    votes: int  # rows written (one per task)
+    duplicate: bool
+    gold: bool  # a gold item: not fed to the label memory
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnqueueResult:
+    """What :meth:`QueueStore.enqueue` did."""
+
+    added: int = 0
+    existing: int = 0  # already queued (same post id): left as they were
+    dropped: dict[str, int] = field(default_factory=dict)  # governance: reason -> posts
+    problems: list[str] = field(default_factory=list)  # images that could not be stored, by post id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "existing": self.existing,
+            "dropped": self.dropped,
+            "problems": self.problems,
+        }
+
+
+_BUSY = "busy"  # _lease_one: free items exist, all locked by concurrent leases
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class QueueStore:
+    """The queue over one database (thread-safe: every call is its own transaction)."""
+
+    def __init__(
+        self, config: QueueConfig, *, tasks: Sequence[TaskSpec] | None = None, governance: Any = None
+    ):
+        if not config.key:
+            raise InputError("the queue needs its key (QueueConfig.key; see read_queue_key)")
+        self.config = config
+        self.governance = governance
+        self.url = database_url(config.db)
+        self.engine = open_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._rng = random.Random(config.seed)
+        if tasks is not None:
+            self.set_tasks(tasks)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------- digests
+    def digest(self, value: str) -> str:
+        """HMAC-SHA256 of ``value`` under the queue key (hex)."""
+        return hmac.new(self.config.key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def author_digest(self, author: Any) -> str | None:
+        from ximgctx.governance.identity import author_digest
+
+        return author_digest(author, self.config.key)
+
+    # --------------------------------------------------------------------------------------- tasks
+    def set_tasks(self, tasks: Sequence[TaskSpec]) -> None:
+        """The tasks labelers are asked (a model's tasks); stored with the votes."""
+        value = _json([{"name": t.name, "labels": list(t.labels), "kind": t.kind} for t in tasks])
+        with transaction(self.sessions) as s:
+            s.merge(Setting(key="tasks", value=value))
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        with self.sessions() as s:
+            row = s.get(Setting, "tasks")
+        if row is None:
+            raise InputError("the queue has no tasks yet: give the model (--model) the first time")
+        return [TaskSpec(name=t["name"], labels=t["labels"], kind=t["kind"]) for t in json.loads(row.value)]
+
+    # ------------------------------------------------------------------------------------ labelers
+    def add_labeler(self, name: str) -> str:
+        """Register ``name`` (or give them a new token) and return their login token (shown once)."""
+        from ximgctx.governance.identity import normalize_author
+
+        norm = normalize_author(name)
+        if norm is None:
+            raise InputError("labeler: the name is empty")
+        token = "xq_" + secrets.token_urlsafe(24)
+        digest, token_hash = self.digest("labeler:" + norm), self.digest("token:" + token)
+        with transaction(self.sessions) as s:
+            row = s.scalar(select(Labeler).where(Labeler.digest == digest))
+            if row is None:
+                s.add(Labeler(digest=digest, token_hash=token_hash, created_at=time.time(), active=True))
+            else:
+                row.token_hash, row.active = token_hash, True
+                s.execute(delete(Session).where(Session.labeler_id == row.id))
+        return token
+
+    def revoke_labeler(self, name: str) -> bool:
+        """Revoke a labeler's token and sessions (their votes stay). False when nobody has that name."""
+        from ximgctx.governance.identity import normalize_author
+
+        digest = self.digest("labeler:" + (normalize_author(name) or ""))
+        with transaction(self.sessions) as s:
+            row = s.scalar(select(Labeler).where(Labeler.digest == digest))
+            if row is None:
+                return False
+            row.active = False
+            s.execute(delete(Session).where(Session.labeler_id == row.id))
+            s.execute(delete(Assignment).where(Assignment.labeler_id == row.id, Assignment.state == "leased"))
+        return True
+
+    def labeler_for_token(self, token: str) -> int:
+        """The labeler a login token belongs to (LoginError when none or revoked)."""
+        with self.sessions() as s:
+            row = s.scalar(select(Labeler).where(Labeler.token_hash == self.digest("token:" + token)))
+        if row is None or not row.active:
+            raise LoginError("unknown or revoked labeler token")
+        return row.id
+
+    def login(self, token: str) -> str:
+        """A session token for a labeler token (what the page keeps in its cookie)."""
+        labeler = self.labeler_for_token(token)
+        session = secrets.token_urlsafe(32)
+        with transaction(self.sessions) as s:
+            s.execute(delete(Session).where(Session.expires_at < time.time()))
+            s.add(
+                Session(
+                    token_hash=self.digest("session:" + session),
+                    labeler_id=labeler,
+                    expires_at=time.time() + self.config.session_s,
+                )
+            )
+        return session
+
+    def labeler_for_session(self, session: str) -> int:
+        with self.sessions() as s:
+            row = s.scalar(select(Session).where(Session.token_hash == self.digest("session:" + session)))
+            labeler = s.get(Labeler, row.labeler_id) if row is not None else None
+        if row is None or row.expires_at < time.time() or labeler is None or not labeler.active:
+            raise LoginError("the session has expired; log in again with your token")
+        return row.labeler_id
+
+    def labeler_digest(self, labeler_id: int) -> str:
+        with self.sessions() as s:
+            row = s.get(Labeler, labeler_id)
+        if row is None:
+            raise LoginError("unknown labeler")
+        return row.digest
+
+    # --------------------------------------------------------------------------------------- items
+    def enqueue(
+        self,
+        posts: Iterable[Post],
+        *,
+        source: str = "file",
+        scores: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+        gold: Mapping[str, Mapping[str, Any]] | None = None,
+        priority: int | None = None,
+        overlap: int | None = None,
+    ) -> EnqueueResult:
+        """Govern ``posts`` and queue what may be shown. ``scores``: ``{post_id: {task: {label: p}}}`` at
+        enqueue time; ``gold``: ``{post_id: {task: label}}`` marks gold items (known answers)."""
+        from ximgctx.hitl.queue.ingest import governed_items
+
+        if source not in self.config.priorities:
+            raise InputError(f"source must be one of {sorted(self.config.priorities)}, got {source!r}")
+        rank = self.config.priorities[source] if priority is None else int(priority)
+        result = EnqueueResult()
+        rows, result.dropped, result.problems = governed_items(self, list(posts), self.governance)
+        now = time.time()
+        for row in rows:
+            is_gold = gold is not None and row["post_id"] in gold
+            item = Item(
+                **row,
+                source=source,
+                priority=rank,
+                overlap=self.config.gold_overlap if is_gold else (overlap or self.config.overlap),
+                taken=0,
+                gold=_json(dict(gold[row["post_id"]])) if is_gold else None,
+                scores=_json(scores[row["post_id"]]) if scores and row["post_id"] in scores else None,
+                created_at=now,
+            )
+            try:
+                with transaction(self.sessions) as s:
+                    s.add(item)
+                result.added += 1
+            except IntegrityError:
+                result.existing += 1
+        return result
+
+    def count(self) -> dict[str, int]:
+        """Items, open items (fewer finished assignments than their overlap), votes, labelers."""
+        with self.sessions() as s:
+            done = (
+                select(func.count())
+                .where(Assignment.item_id == Item.id, Assignment.state == "done")
+                .scalar_subquery()
+            )
+            return {
+                "items": s.scalar(select(func.count(Item.id))) or 0,
+                "open": s.scalar(select(func.count(Item.id)).where(Item.gold.is_(None), done < Item.overlap))
+                or 0,
+                "gold": s.scalar(select(func.count(Item.id)).where(Item.gold.is_not(None))) or 0,
+                "votes": s.scalar(select(func.count(VoteRow.id))) or 0,
+                "labelers": s.scalar(select(func.count(Labeler.id))) or 0,
+            }
+
+    # -------------------------------------------------------------------------------------- leases
+    def _reclaim(self, now: float) -> int:
+        """Expired leases go back to their items (items in id order: no two reclaimers deadlock)."""
+        with transaction(self.sessions) as s:
+            expired = s.scalars(
+                select(Assignment.item_id)
+                .where(Assignment.state == "leased", Assignment.expires_at <= now)
+                .order_by(Assignment.item_id)
+            ).all()
+            if not expired:
+                return 0
+            gone = s.execute(
+                delete(Assignment)
+                .where(Assignment.state == "leased", Assignment.expires_at <= now)
+                .returning(Assignment.item_id)
+            ).all()
+            for (item_id,) in sorted(gone):
+                s.execute(update(Item).where(Item.id == item_id).values(taken=Item.taken - 1))
+            return len(gone)
+
+    def lease(self, labeler_id: int, *, now: float | None = None) -> Lease | None:
+        """The labeler's current lease, or a new one on the most urgent item they have not seen; None when
+        nothing is left for them."""
+        now = time.time() if now is None else now
+        with self.sessions() as s:
+            held = s.scalar(
+                select(Assignment)
+                .where(
+                    Assignment.labeler_id == labeler_id,
+                    Assignment.state == "leased",
+                    Assignment.expires_at > now,
+                )
+                .order_by(Assignment.id)
+                .limit(1)
+            )
+            if held is not None:
+                return Lease(held.item_id, s.get(Item, held.item_id).post_id, held.expires_at)
+        self._reclaim(now)
+        want_gold = self._rng.random() < self.config.gold_rate
+        for attempt in range(200):
+            busy = False
+            for gold_first in (want_gold, not want_gold):
+                lease = self._lease_one(labeler_id, now, gold=gold_first)
+                if isinstance(lease, Lease):
+                    return lease
+                busy |= lease == _BUSY
+            if not busy:
+                return None
+            time.sleep(0.005 * min(attempt + 1, 10))  # every free item was locked by a concurrent lease
+        return None
+
+    def _lease_one(self, labeler_id: int, now: float, *, gold: bool) -> Lease | str | None:
+        """A new lease, None when no item is free for the labeler, or ``_BUSY`` when free items exist but
+        concurrent leases hold every one of them locked (PostgreSQL's SKIP LOCKED skipped them all)."""
+        seen = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
+        free = select(Item).where(
+            ~seen, Item.taken < Item.overlap, Item.gold.is_not(None) if gold else Item.gold.is_(None)
+        )
+        query = free.order_by(Item.priority.desc(), Item.id).limit(1)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Item)
+        try:
+            with transaction(self.sessions) as s:
+                labeler = s.get(Labeler, labeler_id)
+                if labeler is None or not labeler.active:
+                    raise LoginError("unknown or revoked labeler")
+                item = s.scalar(query)
+                if item is None:
+                    if self.dialect == "postgresql" and s.scalar(select(exists(free.subquery()))):
+                        return _BUSY
+                    return None
+                expires = now + self.config.lease_s
+                s.add(
+                    Assignment(
+                        item_id=item.id,
+                        labeler_id=labeler_id,
+                        state="leased",
+                        leased_at=now,
+                        expires_at=expires,
+                    )
+                )
+                item.taken = item.taken + 1
+                return Lease(item.id, item.post_id, expires)
+        except IntegrityError:  # the same labeler leasing twice at once: the other request won
+            return self.lease(labeler_id, now=now)
+
+    def release(self, labeler_id: int, item_id: int) -> bool:
+        """Give a leased item back (a labeler skips it); False when they held no lease on it."""
+        with transaction(self.sessions) as s:
+            gone = s.execute(
+                delete(Assignment)
+                .where(
+                    Assignment.item_id == item_id,
+                    Assignment.labeler_id == labeler_id,
+                    Assignment.state == "leased",
+                )
+                .returning(Assignment.id)
+            ).all()
+            if gone:
+                s.execute(update(Item).where(Item.id == item_id).values(taken=Item.taken - 1))
+        return bool(gone)
+
+    def item_for(self, labeler_id: int, item_id: int) -> ItemView:
+        """An item as its labeler sees it; NotAssignedError for anyone it is not assigned to."""
+        from ximgctx.hitl.queue.ingest import item_post
+
+        with self.sessions() as s:
+            a = s.scalar(
+                select(Assignment).where(Assignment.item_id == item_id, Assignment.labeler_id == labeler_id)
+            )
+            item = s.get(Item, item_id) if a is not None else None
+        if a is None or item is None:
+            raise NotAssignedError(f"item {item_id} is not assigned to you")
+        scores = json.loads(item.scores) if item.scores else None
+        return ItemView(item.id, item_post(item), item.image, scores, a.state, a.expires_at)
+
+    # --------------------------------------------------------------------------------------- votes
+    def check_labels(self, labels: Mapping[str, Any]) -> dict[str, str | list[str]]:
+        """A labeler's answer checked against the tasks: one known label (multiclass) or a list of known
+        labels, possibly empty (multilabel). Unknown tasks or labels are refused with their name."""
+        specs = {t.name: t for t in self.tasks}
+        if not isinstance(labels, Mapping) or not labels:
+            raise QueueError("labels: give at least one task's answer ({task: label})")
+        out: dict[str, str | list[str]] = {}
+        for task, value in labels.items():
+            spec = specs.get(task)
+            if spec is None:
+                raise QueueError(f"labels.{task}: not a task of this queue (tasks: {sorted(specs)})")
+            if spec.kind == "multiclass":
+                if not isinstance(value, str) or value not in spec.labels:
+                    raise QueueError(f"labels.{task}: expected one of {list(spec.labels)}, got {value!r}")
+                out[task] = value
+            else:
+                if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                    raise QueueError(f"labels.{task}: expected a list of labels, got {value!r}")
+                bad = [v for v in value if v not in spec.labels]
+                if bad:
+                    raise QueueError(f"labels.{task}: unknown labels {bad} (labels: {list(spec.labels)})")
+                out[task] = sorted(set(value), key=list(spec.labels).index)
+        return out
+
+    def vote(self, labeler_id: int, item_id: int, labels: Mapping[str, Any], note: str = "") -> VoteResult:
+        """Store a labeler's answer on an item assigned to them, in one transaction with the assignment's
+        ``done`` mark. The same answer again is a duplicate (nothing written); another answer is a conflict."""
+        labels = self.check_labels(labels)
+        note = str(note or "")[:2000]
+        now = time.time()
+        with transaction(self.sessions) as s:
+            query = select(Assignment).where(
+                Assignment.item_id == item_id, Assignment.labeler_id == labeler_id
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update()
+            a = s.scalar(query)
+            if a is None:
+                raise NotAssignedError(f"item {item_id} is not assigned to you (the lease may have expired)")
+            item = s.get(Item, item_id)
+            if a.state == "done":
+                stored = {
+                    v.task: json.loads(v.label)
+                    for v in s.scalars(
+                        select(VoteRow).where(VoteRow.item_id == item_id, VoteRow.labeler_id == labeler_id)
+                    )
+                }
+                if stored == labels:
+                    return VoteResult(item_id, item.post_id, 0, True, item.gold is not None, labels)
+                raise ConflictError(f"item {item_id}: you already voted on it, with other labels")
+            for task, value in labels.items():
+                s.add(
+                    VoteRow(
+                        item_id=item_id,
+                        labeler_id=labeler_id,
+                        task=task,
+                        label=_json(value),
+                        note=note,
+                        created_at=now,
+                    )
+                )
+            a.state, a.done_at = "done", now
+        return VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
+
+    def vote_rows(self, *, gold: bool | None = None) -> list[dict[str, Any]]:
+        """Every stored vote: ``{post_id, labeler (digest), task, label, note, time, gold}``; ``gold`` filters
+        gold items in (True) or out (False)."""
+        query = (
+            select(VoteRow, Item.post_id, Item.gold, Labeler.digest)
+            .join(Item, Item.id == VoteRow.item_id)
+            .join(Labeler, Labeler.id == VoteRow.labeler_id)
+            .order_by(VoteRow.id)
+        )
+        if gold is not None:
+            query = query.where(Item.gold.is_not(None) if gold else Item.gold.is_(None))
+        with self.sessions() as s:
+            return [
+                {
+                    "post_id": post_id,
+                    "labeler": digest[:16],
+                    "task": v.task,
+                    "label": json.loads(v.label),
+                    "note": v.note,
+                    "time": v.created_at,
+                    "gold": json.loads(g) if g else None,
+                }
+                for v, post_id, g, digest in s.execute(query)
+            ]
+
+    def votes(self, *, gold: bool | None = False) -> list[Vote]:
+        """The stored votes as :class:`~ximgctx.hitl.votes.Vote` rows (for :func:`aggregate_votes`)."""
+        out = []
+        for i, r in enumerate(self.vote_rows(gold=gold), start=1):
+            label = tuple(r["label"]) if isinstance(r["label"], list) else r["label"]
+            out.append(Vote(r["post_id"], r["labeler"], r["task"], label, source="<queue>", row=i))
+        return out
+
+    # -------------------------------------------------------------------------------------- erasure
+    def purge_authors(self, authors: Iterable[Any]) -> dict[str, int]:
+        """Erase what an opt-out covers: queued items of these authors' posts with their assignments and
+        votes, and their replies under other posts. Authors are matched by the governance identity rule
+        (through keyed digests). Returns counts only: ``{"items", "votes", "replies"}``."""
+        digests = {d for d in (self.author_digest(a) for a in authors) if d}
+        counts = {"items": 0, "votes": 0, "replies": 0}
+        if not digests:
+            return counts
+        with transaction(self.sessions) as s:
+            ids = s.scalars(select(Item.id).where(Item.author.in_(digests))).all()
+            if ids:
+                counts["votes"] = s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))).rowcount
+                s.execute(delete(Assignment).where(Assignment.item_id.in_(ids)))
+                counts["items"] = s.execute(delete(Item).where(Item.id.in_(ids))).rowcount
+            for item in s.scalars(select(Item).where(Item.reply_authors.contains('"'))):
+                reply_authors = json.loads(item.reply_authors)
+                keep = [i for i, d in enumerate(reply_authors) if d not in digests]
+                if len(keep) == len(reply_authors):
+                    continue
+                post = json.loads(item.post)
+                post["replies"] = [post["replies"][i] for i in keep]
+                item.post = _json(post)
+                item.reply_authors = _json([reply_authors[i] for i in keep])
+                counts["replies"] += len(reply_authors) - len(keep)
+        return counts
