@@ -34,15 +34,25 @@ __all__ = [
     "field_comments",
     "open_text_out",
     "parser",
+    "plain",
     "run",
 ]
+
+
+_RST_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`(~?)([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """Docstring text as a terminal shows it: RST roles and literals without their markup."""
+    text = _RST_ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
 
 
 def parser(command: str, description: str) -> argparse.ArgumentParser:
     """A command's parser with its own description (shown by ``--help``, RST-free)."""
     return argparse.ArgumentParser(
         prog=f"ximgctx {command}",
-        description=inspect.cleandoc(description),
+        description=plain(inspect.cleandoc(description)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -136,8 +146,8 @@ def field_comments(cls: type) -> dict[str, str]:
             if m.group(2):
                 out[pending] = m.group(2).strip()
                 pending = None
-        elif pending and line.strip().startswith("#"):
-            out[pending] = line.strip().lstrip("#").strip()
+        elif pending and "#" in line:  # the comment on the next line (or inside a value ruff wrapped)
+            out[pending] = line.split("#", 1)[1].strip()
             pending = None
     return out
 

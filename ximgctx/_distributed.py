@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "resolve_device",
     "DEFAULT_TIMEOUT_S",
     "any_process",
     "cpu_only_distributed",
@@ -27,6 +28,13 @@ __all__ = [
 
 #: how long a collective waits for the slowest process before the run fails (a dead or stuck rank)
 DEFAULT_TIMEOUT_S = 180.0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` -> the first GPU when there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def launched_world_size() -> int:

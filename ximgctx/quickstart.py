@@ -14,18 +14,19 @@ checks they agree) and ``key=value`` overrides change any of them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ximgctx.config import ConfigError, EncoderConfig, ModelConfig, config_from_dict, config_to_dict
 from ximgctx.contextbench._generate import ContextBenchConfig
+from ximgctx.errors import XimgctxError
 from ximgctx.training.config import (
     ContrastiveConfig,
     DataSources,
@@ -292,114 +293,111 @@ def run(
         torch.set_num_threads(threads)
 
 
-def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
-    import torch
-
+def _stage_data(cfg: QuickstartConfig, data_dir: Path, say: Callable[..., None]) -> None:
+    """1. ContextBench, generated unless the folder already holds it with the same settings and version."""
     from ximgctx.contextbench import VERSION as CONTEXTBENCH_VERSION
-    from ximgctx.contextbench import generate, sample_ceilings
-    from ximgctx.data.post import load_posts, write_posts
-    from ximgctx.evaluation.report import evaluate, load_oracle
-    from ximgctx.governance import GovernancePolicy, govern
-    from ximgctx.models.context_model import ContextModel
-    from ximgctx.training.finetune import train
-    from ximgctx.training.pretrain import ENCODER_WEIGHTS, pretrain
+    from ximgctx.contextbench import generate
 
-    root.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    timings: dict[str, float] = {}
-    t_all = time.time()
-
-    # 1. data ---------------------------------------------------------------------------------------------
-    t = time.time()
-    data_dir = root / "data"
     bench = config_to_dict(cfg.contextbench)
-    oracle_file = data_dir / "oracle.json"
     stamp = {**bench, "contextbench_version": CONTEXTBENCH_VERSION}  # data of an older generator is redone
+    stamp_file = data_dir / "quickstart_bench.json"
     fresh = (
-        oracle_file.is_file()
-        and (data_dir / "quickstart_bench.json").is_file()
-        and json.loads((data_dir / "quickstart_bench.json").read_text()) == stamp
+        (data_dir / "oracle.json").is_file()
+        and stamp_file.is_file()
+        and json.loads(stamp_file.read_text()) == stamp
     )
-    if not fresh:
-        say(f"[1/6] generating ContextBench into {data_dir} ...")
-        generate(data_dir, **bench)
-        (data_dir / "quickstart_bench.json").write_text(json.dumps(stamp) + "\n")
-    else:
+    if fresh:
         say(f"[1/6] ContextBench already in {data_dir} (same settings): reusing it")
-    timings["generate"] = time.time() - t
+        return
+    say(f"[1/6] generating ContextBench into {data_dir} ...")
+    generate(data_dir, **bench)
+    stamp_file.write_text(json.dumps(stamp) + "\n")
 
-    # 2. governance -----------------------------------------------------------------------------------------
-    t = time.time()
+
+def _stage_govern(
+    cfg: QuickstartConfig, data_dir: Path, say: Callable[..., None]
+) -> tuple[dict[str, list], dict[str, Any]]:
+    """2. Every split through governance; the governed splits are what the later stages read."""
+    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.governance import GovernancePolicy, govern
+
     policy = GovernancePolicy.from_yaml(cfg.governance) if cfg.governance else GovernancePolicy()
     governed: dict[str, list] = {}
-    audits = {}
+    audits: dict[str, Any] = {}
     for split in ("train", "val", *SPLITS):
         result = govern(load_posts(data_dir / f"{split}.jsonl"), policy)
         governed[split] = result.posts
         audits[split] = result.audit.to_dict()
         write_posts(result.posts, data_dir / "governed" / f"{split}.jsonl")
     (data_dir / "governed" / "audit.json").write_text(json.dumps(audits, indent=2) + "\n")
-    say(
-        f"[2/6] governance: kept {sum(a['posts']['kept'] for a in audits.values())} of "
-        f"{sum(a['posts']['input'] for a in audits.values())} posts (policy {policy.sha256()[:12]})"
-    )
-    timings["govern"] = time.time() - t
+    kept = sum(a["posts"]["kept"] for a in audits.values())
+    total = sum(a["posts"]["input"] for a in audits.values())
+    say(f"[2/6] governance: kept {kept} of {total} posts (policy {policy.sha256()[:12]})")
+    return governed, audits
 
-    # 3. contrastive pretraining ------------------------------------------------------------------------------
-    t = time.time()
-    encoder_weights = None
-    if not cfg.skip_pretrain:
-        pre_cfg = replace(
-            cfg.pretrain,
-            data=DataSources(train=str(data_dir / "governed" / "train.jsonl")),
-            train=replace(
-                cfg.pretrain.train,
-                output_dir=str(root / cfg.pretrain.train.output_dir),
-                progress_bar=not quiet,
-            ),
-        )
-        say(
-            f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(governed['train'])} image+text pairs ..."
-        )
-        pre = pretrain(pre_cfg, train_posts=governed["train"], overwrite=True)
-        encoder_weights = str(pre.model_dir / ENCODER_WEIGHTS)
-    else:
+
+def _stage_pretrain(
+    cfg: QuickstartConfig, root: Path, train_posts: list, quiet: bool, say: Callable[..., None]
+) -> str | None:
+    """3. Contrastive pretraining of the encoder on the training posts' image+text pairs (its weights path)."""
+    from ximgctx.training.pretrain import ENCODER_WEIGHTS, pretrain
+
+    if cfg.skip_pretrain:
         say("[3/6] contrastive pretraining skipped (skip_pretrain)")
-    timings["pretrain"] = time.time() - t
+        return None
+    pre_cfg = replace(
+        cfg.pretrain,
+        data=DataSources(train=str(root / "data" / "governed" / "train.jsonl")),
+        train=replace(
+            cfg.pretrain.train, output_dir=str(root / cfg.pretrain.train.output_dir), progress_bar=not quiet
+        ),
+    )
+    say(f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(train_posts)} image+text pairs ...")
+    pre = pretrain(pre_cfg, train_posts=train_posts, overwrite=True)
+    return str(pre.model_dir / ENCODER_WEIGHTS)
 
-    # 4. fine-tuning ----------------------------------------------------------------------------------------
-    t = time.time()
+
+def _stage_finetune(
+    cfg: QuickstartConfig,
+    root: Path,
+    governed: dict[str, list],
+    encoder_weights: str | None,
+    quiet: bool,
+    say: Callable[..., None],
+) -> Any:
+    """4. LoRA fine-tuning of the context model on the governed training posts (its ``FitResult``)."""
+    from ximgctx.training.finetune import train
+
     model_cfg = replace(cfg.model, encoder=replace(cfg.model.encoder, pretrained=encoder_weights))
+    governed_dir = root / "data" / "governed"
     experiment = {
         "model": model_cfg.to_dict(),
         "data": config_to_dict(
-            DataSources(
-                train=str(data_dir / "governed" / "train.jsonl"), val=str(data_dir / "governed" / "val.jsonl")
-            )
+            DataSources(train=str(governed_dir / "train.jsonl"), val=str(governed_dir / "val.jsonl"))
         ),
         "train": config_to_dict(
             replace(cfg.train, output_dir=str(root / cfg.train.output_dir), progress_bar=not quiet)
         ),
     }
-    say(
-        f"[4/6] fine-tuning: LoRA r={model_cfg.lora.r if model_cfg.lora else '-'} + {model_cfg.fusion.kind} fusion ..."
-    )
-    fit = train(experiment, train_posts=governed["train"], val_posts=governed["val"], overwrite=True)
-    timings["train"] = time.time() - t
+    lora = model_cfg.lora.r if model_cfg.lora else "-"
+    say(f"[4/6] fine-tuning: LoRA r={lora} + {model_cfg.fusion.kind} fusion ...")
+    return train(experiment, train_posts=governed["train"], val_posts=governed["val"], overwrite=True)
 
-    # 5. calibration and evaluation --------------------------------------------------------------------------
-    t = time.time()
-    say(
-        f"[5/6] evaluating the best checkpoint (step {fit.best_step}) on {', '.join(SPLITS)} with every ablation ..."
-    )
-    model = ContextModel.from_pretrained(fit.model_dir)
+
+def _stage_evaluate(
+    cfg: QuickstartConfig, root: Path, model: Any, governed: dict[str, list]
+) -> dict[str, dict[str, Any]]:
+    """5. Calibration on the validation posts, then every ablation on each evaluation split."""
+    from ximgctx.contextbench import sample_ceilings
+    from ximgctx.evaluation.report import evaluate, load_oracle
+
     reports: dict[str, dict[str, Any]] = {}
     for i, split in enumerate(SPLITS):
         reports[split] = evaluate(
             model,
             governed[split],
             val_posts=governed["val"] if i == 0 else None,
-            oracle=load_oracle(oracle_file, split),
+            oracle=load_oracle(root / "data" / "oracle.json", split),
             sample_oracle=sample_ceilings(governed[split], split, max_replies=cfg.contextbench.max_replies),
             out_dir=root / "eval" / split,
             name=split,
@@ -408,11 +406,11 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
             threshold_objective=cfg.evaluate.threshold_objective,
             plots=cfg.evaluate.plots,
         )
-    timings["evaluate"] = time.time() - t
+    return reports
 
-    # 6. save -------------------------------------------------------------------------------------------------
-    checks = check_targets(reports)
-    metrics = {
+
+def _ablation_metrics(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
         split: {
             task: {
                 key: {"accuracy": row["accuracy"], "oracle": row["oracle"]}
@@ -422,16 +420,62 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
         }
         for split, rep in reports.items()
     }
-    card = {
-        "Metrics": {
-            "ContextBench": metrics,
-            "targets": checks,
-            "calibration": {t: e["calibration"]["temperature"] for t, e in reports["test"]["tasks"].items()},
-        },
+
+
+def _model_card(
+    cfg: QuickstartConfig, metrics: dict, checks: list, reports: dict, audits: dict, fit: Any, n_train: int
+) -> dict[str, Any]:
+    temperatures = {t: e["calibration"]["temperature"] for t, e in reports["test"]["tasks"].items()}
+    return {
+        "Metrics": {"ContextBench": metrics, "targets": checks, "calibration": temperatures},
         "Data governance": {"audit": audits["train"], "training": fit.to_dict().get("data")},
-        "Training data": f"ContextBench (synthetic), seed {cfg.contextbench.seed}, {len(governed['train'])} training posts",
+        "Training data": f"ContextBench (synthetic), seed {cfg.contextbench.seed}, {n_train} training posts",
         "Training": {"quickstart": cfg.to_dict(), "steps": fit.steps, "best_step": fit.best_step},
     }
+
+
+def _say_checks(checks: list[dict[str, Any]], say: Callable[..., None]) -> None:
+    for c in checks:
+        noise = ""
+        if "standard_error" in c:
+            noise = (
+                f" (against the expected ceiling: {100 * c['vs_expected_ceiling']:+.1f} points, "
+                f"{c['vs_expected_ceiling'] / c['standard_error']:+.1f} standard errors of the sample)"
+            )
+        say(f"  [{'ok' if c['ok'] else 'MISSED'}] {c['target']}: {100 * c['value']:+.1f} points{noise}")
+
+
+def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
+    import torch
+
+    from ximgctx.models.context_model import ContextModel
+
+    root.mkdir(parents=True, exist_ok=True)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    timings: dict[str, float] = {}
+    t_all = t = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        timings[name], t = time.time() - t, time.time()
+
+    _stage_data(cfg, root / "data", say)
+    lap("generate")
+    governed, audits = _stage_govern(cfg, root / "data", say)
+    lap("govern")
+    encoder_weights = _stage_pretrain(cfg, root, governed["train"], quiet, say)
+    lap("pretrain")
+    fit = _stage_finetune(cfg, root, governed, encoder_weights, quiet, say)
+    lap("train")
+    splits = ", ".join(SPLITS)
+    say(f"[5/6] evaluating the best checkpoint (step {fit.best_step}) on {splits} with every ablation ...")
+    model = ContextModel.from_pretrained(fit.model_dir)
+    reports = _stage_evaluate(cfg, root, model, governed)
+    lap("evaluate")
+
+    # 6. save
+    checks, metrics = check_targets(reports), _ablation_metrics(reports)
+    card = _model_card(cfg, metrics, checks, reports, audits, fit, len(governed["train"]))
     model_dir = model.save_pretrained(root / "model", card=card)
     timings["total"] = time.time() - t_all
     summary = {
@@ -455,23 +499,17 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     say("[6/6] saved the calibrated model to " + str(model_dir))
     say("")
     say(table)
-    for c in checks:
-        noise = ""
-        if "standard_error" in c:
-            noise = (
-                f" (against the expected ceiling: {100 * c['vs_expected_ceiling']:+.1f} points, "
-                f"{c['vs_expected_ceiling'] / c['standard_error']:+.1f} standard errors of the sample)"
-            )
-        say(f"  [{'ok' if c['ok'] else 'MISSED'}] {c['target']}: {100 * c['value']:+.1f} points{noise}")
-    say(
-        f"\ndone in {timings['total']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items() if k != 'total')})."
-    )
+    _say_checks(checks, say)
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
+    say(f"\ndone in {timings['total']:.0f}s ({stages}).")
     say(f"reports: {root / 'eval'}; model: {model_dir}")
     return summary
 
 
 def main(argv: list[str] | None = None, command: str = "quickstart") -> int:
-    p = argparse.ArgumentParser(prog="ximgctx quickstart", description=__doc__.split("\n\n")[0])
+    from ximgctx._cli import parser
+
+    p = parser("quickstart", (__doc__ or "").split("\n\n")[0])
     p.add_argument("--out", help="output folder (default: runs/quickstart)")
     p.add_argument(
         "--config", help="a quickstart YAML (default: the built-in settings, as in configs/quickstart.yaml)"
@@ -493,10 +531,14 @@ def main(argv: list[str] | None = None, command: str = "quickstart") -> int:
         handler.addFilter(lambda record: "No pretrained weights loaded" not in record.getMessage())
     try:
         cfg = load_quickstart_config(args.config, [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides])
-    except ConfigError as e:
+    except XimgctxError as e:
         print(f"ximgctx quickstart: {e}", file=sys.stderr)
         return 2
-    run(cfg, out=args.out, quiet=args.quiet)
+    try:
+        run(cfg, out=args.out, quiet=args.quiet)
+    except XimgctxError as e:
+        print(f"ximgctx quickstart: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

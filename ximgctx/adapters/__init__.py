@@ -11,6 +11,7 @@ from types import ModuleType
 
 from ximgctx.adapters import crisismmd, fakeddit, hateful_memes, memotion, mmhs150k, mmsd, multioff
 from ximgctx.adapters._common import AdapterError, ConversionResult, Problem, TaskDef, write_manifest
+from ximgctx.errors import ConfigError
 
 #: adapter name -> module with NAME, DESCRIPTION, SPLITS, TASKS and convert()
 ADAPTERS: dict[str, ModuleType] = {
@@ -39,4 +40,4 @@ def get_adapter(name: str) -> ModuleType:
     try:
         return ADAPTERS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset format {name!r}; known: {sorted(ADAPTERS)}") from None
+        raise ConfigError(f"unknown dataset format {name!r}; known: {sorted(ADAPTERS)}") from None

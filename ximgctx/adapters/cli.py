@@ -1,8 +1,4 @@
-"""``ximgctx convert``: a published dataset layout to a post manifest (JSONL, or Parquet by extension).
-
-ximgctx convert --list
-ximgctx convert --format hateful_memes --src ~/data/hateful_memes --out data/hm.jsonl [--split train]
-"""
+"""The ``ximgctx convert`` command (its description is :data:`DESCRIPTION`)."""
 
 from __future__ import annotations
 
@@ -13,15 +9,24 @@ from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
 from ximgctx.data.post import WriteReport
 from ximgctx.errors import OutputError
 
+DESCRIPTION = """Convert a published dataset, in the layout its authors publish, to a post manifest (JSONL, or
+    Parquet by extension): Hateful Memes, MMHS150K, Memotion, Fakeddit, CrisisMMD, MMSD, MultiOFF. Rows that
+    cannot become posts are skipped and listed with file and row.
+
+      ximgctx convert --list
+      ximgctx convert --format hateful_memes --data ~/data/hateful_memes --out data/hm.jsonl [--split train]"""
+
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from ximgctx._cli import parser
+
+    p = parser(command, DESCRIPTION)
     p.add_argument("--list", action="store_true", help="list the dataset formats and exit")
     p.add_argument("--format", choices=sorted(ADAPTERS), help="dataset format (see --list)")
-    p.add_argument("--src", help="the dataset folder, as downloaded")
-    p.add_argument("--out", help="output manifest (.jsonl, or .parquet)")
+    p.add_argument(
+        "--data", "--src", dest="data", help="the dataset folder, as downloaded (--src: the former name)"
+    )
+    p.add_argument("--out", help="output manifest (.jsonl, or .parquet; '-': JSONL on stdout)")
     p.add_argument("--split", default=None, help="convert only this split (default: every split present)")
     p.add_argument(
         "--keep-missing-images",
@@ -40,15 +45,15 @@ def main(argv: list[str] | None = None, command: str = "convert") -> int:
         for name, mod in ADAPTERS.items():
             print(f"{name:<{width}}  {mod.DESCRIPTION}  [splits: {', '.join(mod.SPLITS)}]")
         return 0
-    missing = [f"--{a}" for a in ("format", "src", "out") if getattr(args, a) is None]
+    missing = [f"--{a}" for a in ("format", "data", "out") if getattr(args, a) is None]
     if missing:
         parser.error(f"{', '.join(missing)} required (or --list)")
     adapter = get_adapter(args.format)
     try:
         result = adapter.convert(
-            args.src, split=args.split, missing_image="keep" if args.keep_missing_images else "skip"
+            args.data, split=args.split, missing_image="keep" if args.keep_missing_images else "skip"
         )
-    except (AdapterError, ValueError) as e:
+    except AdapterError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
     report = WriteReport()
@@ -57,14 +62,15 @@ def main(argv: list[str] | None = None, command: str = "convert") -> int:
     except OutputError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
+    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the posts then
     lines = result.summary().splitlines()
     head, problems = lines[0], lines[1:]
-    print(head)
+    print(head, file=say)
     for line in problems[: args.max_problems]:
-        print(line)
+        print(line, file=say)
     if len(problems) > args.max_problems:
-        print(f"  ... and {len(problems) - args.max_problems} more problems")
+        print(f"  ... and {len(problems) - args.max_problems} more problems", file=say)
     if report.problems:
-        print(f"  non-finite numbers written as null: {report.counts()}")
-    print(f"wrote {n} posts to {args.out}")
+        print(f"  non-finite numbers written as null: {report.counts()}", file=say)
+    print(f"wrote {n} posts to {args.out}", file=say)
     return 0

@@ -34,6 +34,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "crisismmd"
 DESCRIPTION = "CrisisMMD v2: crisismmd_datasplit_all/task_{informative,humanitarian,damage}_text_img_*.tsv"
@@ -71,7 +72,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert a CrisisMMD v2.0 folder; ``split`` is one of :data:`SPLITS` or None for all present."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"crisismmd split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"crisismmd split must be one of {list(SPLITS)}, got {split!r}")
     splits = [split] if split else list(SPLITS)
     found = {(t.name, s): _task_file(src, t.name, s) for s in splits for t in TASKS}
     if not any(found.values()):

@@ -44,6 +44,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post, Reply
+from ximgctx.errors import ConfigError
 
 NAME = "fakeddit"
 DESCRIPTION = "Fakeddit: multimodal_{train,validate,test_public}.tsv + all_comments.tsv + public_image_set/"
@@ -72,7 +73,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert a Fakeddit folder; ``split`` is one of :data:`SPLITS` or None for all present."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"fakeddit split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"fakeddit split must be one of {list(SPLITS)}, got {split!r}")
     found = {
         s: find_file(src, [f"multimodal_{s}.tsv", f"all_{s}.tsv"], subdirs=_SUBDIRS)
         for s in ([split] if split else SPLITS)

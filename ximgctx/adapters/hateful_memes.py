@@ -31,6 +31,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "hateful_memes"
 DESCRIPTION = "Hateful Memes: img/ + train/dev_seen/test_seen(.jsonl) with id,img,label,text"
@@ -43,7 +44,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert a Hateful Memes folder; ``split`` is one of :data:`SPLITS` or None for every file present."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"hateful_memes split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"hateful_memes split must be one of {list(SPLITS)}, got {split!r}")
     result = ConversionResult(dataset=NAME)
     wanted = [split] if split else list(SPLITS)
     files = [(s, find_file(src, [f"{s}.jsonl"], subdirs=_SUBDIRS)) for s in wanted]

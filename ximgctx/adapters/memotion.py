@@ -33,6 +33,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "memotion"
 DESCRIPTION = "Memotion 7K: labels.csv (image_name, text_corrected, humour, sarcasm, ...) + images/"
@@ -58,7 +59,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert a Memotion 7K folder (``split`` may only be None or ``"all"``)."""
     src = Path(src)
     if split not in (None, "all"):
-        raise ValueError(f"memotion has no splits (use 'all' or leave it out), got {split!r}")
+        raise ConfigError(f"memotion has no splits (use 'all' or leave it out), got {split!r}")
     path = find_file(src, ["labels.csv"], subdirs=("", "memotion_dataset_7k"))
     if path is None:
         raise AdapterError(f"labels.csv not found in {src} (nor in {src / 'memotion_dataset_7k'})")

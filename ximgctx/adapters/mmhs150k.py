@@ -36,6 +36,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "mmhs150k"
 DESCRIPTION = "MMHS150K: MMHS150K_GT.json + splits/*_ids.txt + img_resized/ (+ img_txt/ OCR), 3 votes"
@@ -58,7 +59,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     ground truth (each tagged with the split file that lists it, or ``None`` if none does)."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"mmhs150k split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"mmhs150k split must be one of {list(SPLITS)}, got {split!r}")
     gt_path = src / _GT
     if not gt_path.is_file():
         raise AdapterError(f"{_GT} not found in {src}")

@@ -32,6 +32,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "mmsd"
 DESCRIPTION = "MMSD / MMSD2.0: text_json_final|text_json_clean/{train,valid,test}.json + dataset_image/"
@@ -63,7 +64,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert an MMSD / MMSD2.0 folder; ``split`` is one of :data:`SPLITS` or None for all present."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"mmsd split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"mmsd split must be one of {list(SPLITS)}, got {split!r}")
     folder, version, base = _locate(src)
     image_dirs = [
         base / "dataset_image",

@@ -28,6 +28,7 @@ from ximgctx.adapters._common import (
     resolve_image,
 )
 from ximgctx.data.post import Post
+from ximgctx.errors import ConfigError
 
 NAME = "multioff"
 DESCRIPTION = "MultiOFF: Split Dataset/{Training,Validation,Testing}_meme_dataset.csv + Labelled Images/"
@@ -50,7 +51,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     """Convert a MultiOFF folder; ``split`` is one of :data:`SPLITS` or None for all present."""
     src = Path(src)
     if split is not None and split not in SPLITS:
-        raise ValueError(f"multioff split must be one of {list(SPLITS)}, got {split!r}")
+        raise ConfigError(f"multioff split must be one of {list(SPLITS)}, got {split!r}")
     subdirs = ("Split Dataset", "")
     found = {s: find_file(src, [_FILES[s]], subdirs=subdirs) for s in ([split] if split else SPLITS)}
     if split and found[split] is None:

@@ -6,8 +6,8 @@ version, threads, dtype) next to the figures. Speed and memory targets live here
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -45,13 +45,34 @@ def write_result(result: dict[str, Any], out: str | Path | None) -> None:
     print(text)
 
 
+def _usage() -> str:
+    from ximgctx._cli import plain
+
+    lines = [
+        "usage: ximgctx bench <benchmark> [options] --out FILE.json",
+        "",
+        inspect.cleandoc(__doc__ or "").split("\n\n")[1],
+        "",
+        "benchmarks:",
+    ]
+    width = max(len(n) for n in BENCHMARKS)
+    for name, module_name in BENCHMARKS.items():
+        doc = inspect.getdoc(importlib.import_module(module_name)) or ""
+        lines.append(f"  {name:<{width}}  {plain(doc.split(chr(10))[0])}")
+    lines += ["", "Run 'ximgctx bench <benchmark> --help' for its options."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None, command: str = "bench") -> int:
+    from ximgctx._cli import parser as make_parser
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
-        print(f"usage: ximgctx bench {{{','.join(BENCHMARKS)}}} [options] --out FILE.json", file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        unknown = bool(argv) and argv[0] not in ("-h", "--help")
+        print(_usage(), file=sys.stderr if unknown or not argv else sys.stdout)
+        return 0 if argv and not unknown else 2
     module = importlib.import_module(BENCHMARKS[argv[0]])
-    parser = argparse.ArgumentParser(prog=f"ximgctx bench {argv[0]}", description=module.__doc__)
+    parser = make_parser(f"bench {argv[0]}", inspect.getdoc(module) or "")
     parser.add_argument("--out", default=None, help="write the JSON result here (also printed)")
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])

@@ -31,7 +31,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture")
     parser.add_argument("--pretrained", default=None, help="pretrained tag or file (default: random weights)")
     parser.add_argument("--replies", type=int, default=8, help="replies per post")
-    parser.add_argument("--posts", type=int, default=32, help="posts timed per round and path")
+    parser.add_argument(
+        "--n", "--posts", dest="n", type=int, default=32, help="posts timed per round and path"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="posts per forward pass (all paths)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -156,14 +158,23 @@ def _untrimmed(encoder: Any) -> Iterator[None]:
         del encoder.encode_text
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class _Setup:
+    """The model under test and what the three paths share."""
+
+    model: Any
+    predictor: Any
+    tasks: list[Any]
+    tokenizer: Any
+    device: Any
+    dtype: Any
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
     import open_clip
     import torch
-    import torch.nn.functional as F
-    from PIL import Image
 
     from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
-    from ximgctx.data.text import cap_text
     from ximgctx.inference.predictor import Predictor, resolve_device, resolve_dtype
     from ximgctx.models.context_model import ContextModel
 
@@ -184,18 +195,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config.data.max_replies = max(config.data.max_replies, args.replies)
     model = ContextModel(config)
     predictor = Predictor(model, device=device, dtype=dtype, batch_size=args.batch_size)
-    clip = model.encoder.clip
-    preprocess = model.processor.image_transform  # open_clip's eval transform for this architecture
-    tokenizer = open_clip.get_tokenizer(args.arch)
+    return _Setup(model, predictor, tasks, open_clip.get_tokenizer(args.arch), device, dtype)
+
+
+def _paths(su: _Setup, batch_size: int, naive_scores: list[np.ndarray]) -> dict[str, Callable[..., Any]]:
+    """The three timed paths: bare open_clip, the context model run naively (a 77-token copy per reply,
+    no trimming), and the context model as shipped. ``naive(posts, keep=True)`` keeps its scores."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from ximgctx.data.text import cap_text
+
+    model, predictor, config = su.model, su.predictor, su.model.config
+    clip, preprocess = model.encoder.clip, model.processor.image_transform  # open_clip's eval transform
 
     def bare(posts: list[Any]) -> None:
-        for chunk in _chunks(posts, args.batch_size):
+        for chunk in _chunks(posts, batch_size):
             images = []
             for p in chunk:
                 with Image.open(p.image) as im:
                     images.append(preprocess(im.convert("RGB")))
-            pixels = torch.stack(images).to(device)  # (B, 3, S, S)
-            tokens = tokenizer([p.text for p in chunk]).to(device)  # (B, 77)
+            pixels = torch.stack(images).to(su.device)  # (B, 3, S, S)
+            tokens = su.tokenizer([p.text for p in chunk]).to(su.device)  # (B, 77)
             with torch.inference_mode(), predictor.autocast():
                 F.normalize(clip.encode_image(pixels), dim=-1)
                 F.normalize(clip.encode_text(tokens), dim=-1)
@@ -209,115 +231,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if bool(batch.reply_mask[i, j]):
                     index[i, j] = len(copies)
                     copies.append(cap_text(p.replies[j].text, config.data.max_reply_chars))
-        return replace(batch, text_tokens=tokenizer(texts), reply_tokens=tokenizer(copies), reply_index=index)
-
-    naive_scores: list[np.ndarray] = []
+        tokens = su.tokenizer(texts)
+        return replace(batch, text_tokens=tokens, reply_tokens=su.tokenizer(copies), reply_index=index)
 
     def naive(posts: list[Any], keep: bool = False) -> None:
         with _untrimmed(model.encoder):
-            for chunk in _chunks(posts, args.batch_size):
-                out = predictor.forward(naive_batch(chunk).to(device))
-                s = predictor.scores(out)
+            for chunk in _chunks(posts, batch_size):
+                s = predictor.scores(predictor.forward(naive_batch(chunk).to(su.device)))
                 if keep:
-                    naive_scores.append(np.concatenate([s[t.name].cpu().numpy() for t in tasks], axis=1))
+                    naive_scores.append(np.concatenate([s[t.name].cpu().numpy() for t in su.tasks], axis=1))
 
     def shipped(posts: list[Any]) -> list[Any]:
         return predictor.predict(posts)
 
-    paths: dict[str, Callable[[list[Any]], Any]] = {
-        "bare_open_clip": bare,
-        "naive_context": naive,
-        "shipped": shipped,
-    }
-    with tempfile.TemporaryDirectory(prefix="ximgctx-bench-inference-") as tmp:
-        posts = _make_posts(
-            Path(tmp), args.posts, args.replies, args.image_size, args.seed, args.long_replies
-        )
-        load_before = os.getloadavg()
+    return {"bare_open_clip": bare, "naive_context": naive, "shipped": shipped}
 
-        def sync() -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
 
-        for fn in paths.values():  # warm-up: one batch each
-            fn(posts[: args.batch_size])
+def _time_interleaved(
+    paths: dict[str, Callable[..., Any]], batches: list[list[Any]], rounds: int, sync: Callable[[], None]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Wall and process-CPU seconds per (round, batch) of each path. Interleaved per batch: every batch goes
+    through the paths back to back, in an order that rotates with the batch and the round, so a burst of load
+    from other processes lands on all of them."""
+    names = list(paths)
+    wall = {name: np.zeros((rounds, len(batches))) for name in names}
+    cpu = {name: np.zeros((rounds, len(batches))) for name in names}
+    for r in range(rounds):
+        for b, chunk in enumerate(batches):
+            k = (r + b) % len(names)
+            for name in names[k:] + names[:k]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                paths[name](chunk)
+                sync()
+                wall[name][r, b] = time.perf_counter() - start
+                cpu[name][r, b] = time.process_time() - start_cpu
+    return wall, cpu
+
+
+def _breakdown(su: _Setup, posts: list[Any], batch_size: int, sync: Callable[[], None]) -> dict[str, Any]:
+    """Where the shipped path spends its time (collate vs model) and the text-tower tokens it saves."""
+    collate_s, model_s = 0.0, 0.0
+    for chunk in _chunks(posts, batch_size):
+        start = time.perf_counter()
+        batch = su.predictor.collate(chunk)
+        collate_s += time.perf_counter() - start
+        start = time.perf_counter()
+        su.predictor.forward(batch)
         sync()
-        # Interleaved per batch: every batch goes through the three paths back to back, in an order that
-        # rotates with the batch and the round, so a burst of load from other processes lands on all three.
-        names = list(paths)
-        batches = list(_chunks(posts, args.batch_size))
-        wall = {name: np.zeros((args.rounds, len(batches))) for name in names}  # seconds per (round, batch)
-        cpu = {name: np.zeros((args.rounds, len(batches))) for name in names}  # process CPU seconds
-        for r in range(args.rounds):
-            for b, chunk in enumerate(batches):
-                k = (r + b) % len(names)
-                for name in names[k:] + names[:k]:
-                    start, start_cpu = time.perf_counter(), time.process_time()
-                    paths[name](chunk)
-                    sync()
-                    wall[name][r, b] = time.perf_counter() - start
-                    cpu[name][r, b] = time.process_time() - start_cpu
-        seconds = {name: wall[name].sum(axis=1).tolist() for name in names}  # per round, all posts
-        cpu_seconds = {name: cpu[name].sum(axis=1).tolist() for name in names}
-        fastest = {name: float(wall[name].min(axis=0).sum()) for name in names}  # each batch's fastest run
-
-        # Same results with and without the savings (checked once, outside the timed runs).
-        naive(posts, keep=True)
-        shipped_scores = np.array(
-            [[s for t in tasks for s in p.tasks[t.name].scores.values()] for p in predictor.predict(posts)]
-        )
-        max_diff = float(np.abs(np.concatenate(naive_scores) - shipped_scores).max())
-
-        # Where the shipped path spends its time: collate (decode, tokenize, dedupe) vs the model.
-        collate_s, model_s = 0.0, 0.0
-        for chunk in _chunks(posts, args.batch_size):
-            start = time.perf_counter()
-            batch = predictor.collate(chunk)
-            collate_s += time.perf_counter() - start
-            start = time.perf_counter()
-            predictor.forward(batch)
-            sync()
-            model_s += time.perf_counter() - start
-
-        # What the savings save: tokens through the text tower per post.
-        text_tokens = tokenizer([p.text for p in posts])
-        post_tokens = int((text_tokens != 0).sum())
-        reply_copies = [r.text for p in posts for r in p.replies if r.text.strip()]
-        batches = [model.processor(chunk) for chunk in _chunks(posts, args.batch_size)]
-        shipped_text = sum(b.text_tokens.numel() + b.reply_tokens.numel() for b in batches)
-        unique = sum(b.reply_tokens.shape[0] for b in batches)
-        load_after = os.getloadavg()
-
-    n = args.posts
-    pps = {name: n / statistics.median(s) for name, s in seconds.items()}
-    best = {name: n / s for name, s in fastest.items()}  # each batch at its least disturbed (as timeit)
-    bare_pps = pps["bare_open_clip"]
+        model_s += time.perf_counter() - start
+    n = len(posts)
+    post_tokens = int((su.tokenizer([p.text for p in posts]) != 0).sum())
+    reply_copies = [r.text for p in posts for r in p.replies if r.text.strip()]
+    batches = [su.model.processor(chunk) for chunk in _chunks(posts, batch_size)]
+    shipped_text = sum(b.text_tokens.numel() + b.reply_tokens.numel() for b in batches)
+    unique = sum(b.reply_tokens.shape[0] for b in batches)
     return {
-        "arch": args.arch,
-        "pretrained": args.pretrained,
-        "fusion": args.fusion,
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "posts": n,
-        "replies_per_post": args.replies,
-        "long_reply_share": args.long_replies,
-        "batch_size": args.batch_size,
-        "rounds": args.rounds,
-        "posts_per_second": {k: round(v, 3) for k, v in pps.items()},
-        "seconds_per_round": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
-        "cpu_seconds_per_post_median": {
-            k: round(statistics.median(v) / n, 3) for k, v in cpu_seconds.items()
-        },
-        "ratio_to_bare_cpu_time": {
-            k: round(statistics.median(cpu_seconds["bare_open_clip"]) / statistics.median(v), 3)
-            for k, v in cpu_seconds.items()
-        },
-        "ratio_to_bare": {k: round(v / bare_pps, 3) for k, v in pps.items()},
-        "posts_per_second_fastest": {k: round(v, 3) for k, v in best.items()},
-        "ratio_to_bare_fastest": {k: round(v / best["bare_open_clip"], 3) for k, v in best.items()},
         "shipped_breakdown_seconds": {"collate": round(collate_s, 3), "model": round(model_s, 3)},
         "text_tower_tokens_per_post": {
             "bare_open_clip": 77,
@@ -326,7 +294,76 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "real_post_text_tokens": round(post_tokens / n, 1),
         },
         "distinct_replies_per_post_in_batch": round(unique / n, 2),
-        "naive_vs_shipped_max_abs_score_diff": max_diff,
+    }
+
+
+def _figures(wall: dict[str, np.ndarray], cpu: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    seconds = {name: w.sum(axis=1).tolist() for name, w in wall.items()}  # per round, all posts
+    cpu_seconds = {name: c.sum(axis=1).tolist() for name, c in cpu.items()}
+    pps = {name: n / statistics.median(s) for name, s in seconds.items()}
+    best = {name: n / float(w.min(axis=0).sum()) for name, w in wall.items()}  # each batch's fastest run
+    bare_pps, bare_cpu = pps["bare_open_clip"], statistics.median(cpu_seconds["bare_open_clip"])
+    return {
+        "posts_per_second": {k: round(v, 3) for k, v in pps.items()},
+        "seconds_per_round": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+        "cpu_seconds_per_post_median": {
+            k: round(statistics.median(v) / n, 3) for k, v in cpu_seconds.items()
+        },
+        "ratio_to_bare_cpu_time": {
+            k: round(bare_cpu / statistics.median(v), 3) for k, v in cpu_seconds.items()
+        },
+        "ratio_to_bare": {k: round(v / bare_pps, 3) for k, v in pps.items()},
+        "posts_per_second_fastest": {k: round(v, 3) for k, v in best.items()},
+        "ratio_to_bare_fastest": {k: round(v / best["bare_open_clip"], 3) for k, v in best.items()},
         "target": "shipped >= 0.75 x bare_open_clip posts/s (ViT-B-32, 8 replies, 2 CPU cores); naive ~0.25",
         "meets_target": pps["shipped"] >= 0.75 * bare_pps,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    su = _setup(args)
+    naive_scores: list[np.ndarray] = []
+    paths = _paths(su, args.batch_size, naive_scores)
+
+    def sync() -> None:
+        if su.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with tempfile.TemporaryDirectory(prefix="ximgctx-bench-inference-") as tmp:
+        posts = _make_posts(Path(tmp), args.n, args.replies, args.image_size, args.seed, args.long_replies)
+        load_before = os.getloadavg()
+        for fn in paths.values():  # warm-up: one batch each
+            fn(posts[: args.batch_size])
+        sync()
+        wall, cpu = _time_interleaved(paths, list(_chunks(posts, args.batch_size)), args.rounds, sync)
+        # Same results with and without the savings (checked once, outside the timed runs).
+        paths["naive_context"](posts, keep=True)
+        shipped_scores = np.array(
+            [
+                [s for t in su.tasks for s in p.tasks[t.name].scores.values()]
+                for p in su.predictor.predict(posts)
+            ]
+        )
+        max_diff = float(np.abs(np.concatenate(naive_scores) - shipped_scores).max())
+        breakdown = _breakdown(su, posts, args.batch_size, sync)
+        load_after = os.getloadavg()
+    return {
+        "arch": args.arch,
+        "pretrained": args.pretrained,
+        "fusion": args.fusion,
+        "device": str(su.device),
+        "dtype": str(su.dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "posts": args.n,
+        "replies_per_post": args.replies,
+        "long_reply_share": args.long_replies,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        **_figures(wall, cpu, args.n),
+        **breakdown,
+        "naive_vs_shipped_max_abs_score_diff": max_diff,
     }

@@ -56,7 +56,9 @@ _MALFORMED: list[tuple[str, bytes, dict[str, str]]] = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--replies", type=int, default=8, help="replies per post")
-    parser.add_argument("--posts", type=int, default=64, help="distinct posts (cycled by the clients)")
+    parser.add_argument(
+        "--n", "--posts", dest="n", type=int, default=64, help="distinct posts (cycled by the clients)"
+    )
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--seconds", type=float, default=20.0, help="time per concurrency level")
     parser.add_argument(
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ximgctx-bench-serve-") as tmp:
         folder = Path(tmp)
         (folder / "img").mkdir()
-        posts = _make_posts(folder / "img", args.posts, args.replies, args.image_size, args.seed)
+        posts = _make_posts(folder / "img", args.n, args.replies, args.image_size, args.seed)
         model_dir = _model(args.arch, folder)
         bodies = _bodies(posts)
         offline = [_offline(model_dir, posts, args.max_batch_size)]

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -521,6 +522,15 @@ def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> s
     return _dumps(record) + "\n"
 
 
+def _write_stdout(posts: Iterable[Post], report: WriteReport) -> int:
+    n = 0
+    for p in posts:
+        sys.stdout.write(_post_line(p, os.getcwd(), "absolute", report))
+        n += 1
+    sys.stdout.flush()
+    return n
+
+
 def write_posts(
     posts: Iterable[Post],
     path: str | Path,
@@ -529,7 +539,7 @@ def write_posts(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     report: WriteReport | None = None,
 ) -> int:
-    """Write posts as canonical JSONL, standard JSON, atomically. Returns the count.
+    """Write posts as canonical JSONL, standard JSON, atomically (``path="-"``: to stdout). Returns the count.
 
     Absolute image paths (what :func:`load_posts` gives) are written so that the new file finds the same
     images: ``"relative"`` (default) to the new file's folder (``../images/a.png``: the dataset tree can be
@@ -550,6 +560,10 @@ def write_posts(
     if image_paths not in ("relative", "absolute"):
         raise ValueError(f"image_paths must be 'relative' or 'absolute', got {image_paths!r}")
     report = report if report is not None else WriteReport()
+    if str(path) == "-":  # stdout: no folder to be relative to, so image paths stay absolute
+        n = _write_stdout(posts, report)
+        report.written += n
+        return n
     path = Path(path)
     folder = os.path.abspath(path.parent)
     n = 0

@@ -1,11 +1,4 @@
-"""``ximgctx evaluate --model DIR --data FILE [--val FILE] [--out DIR]``.
-
-Writes ``report.json``, ``report.md`` and PNG plots. With ``--val``, temperatures and per-label thresholds
-are fitted on the validation posts first (``--save-calibrated DIR`` keeps the calibrated model). When the
-data sits in a ContextBench folder (``oracle.json`` beside ``test.jsonl``), the oracle ceilings of that split
-are reported next to every ablation. Under ``torchrun``/``accelerate launch`` the posts are sharded
-across processes and every post is counted once.
-"""
+"""The ``ximgctx evaluate`` command (its description is :data:`DESCRIPTION`)."""
 
 from __future__ import annotations
 
@@ -16,20 +9,30 @@ import os
 import sys
 from pathlib import Path
 
-from ximgctx._distributed import launched_world_size, make_accelerator
+from ximgctx._distributed import launched_world_size, make_accelerator, resolve_device
+from ximgctx.errors import ConfigError, InputError
 from ximgctx.evaluation.calibration import THRESHOLD_OBJECTIVES
 from ximgctx.evaluation.predict import ABLATION_KEYS
 
 __all__ = ["main"]
 
 
+DESCRIPTION = """Evaluate a model on labeled posts: metrics per task, the seven modality ablations (which of
+    image, text and replies the model is allowed to see), calibration, and the ContextBench oracle ceilings
+    when the data sits in a ContextBench folder. Writes report.json, report.md and PNG plots.
+
+    With --val, temperatures and per-label thresholds are fitted on the validation posts first
+    (--save-calibrated DIR keeps the calibrated model). Under torchrun / accelerate launch the posts are
+    sharded across processes and every post is counted once.
+
+      ximgctx evaluate --model DIR --data test.jsonl [--val val.jsonl] [--out DIR]"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ximgctx evaluate", description="Metrics, modality ablations and calibration."
-    )
-    p.add_argument(
-        "--model", required=True, help="a folder written by save_pretrained (e.g. runs/quickstart/model)"
-    )
+    from ximgctx._cli import add_model_args, parser
+
+    p = parser("evaluate", DESCRIPTION)
+    add_model_args(p)
     p.add_argument(
         "--data", required=True, help="labeled posts to evaluate (.jsonl, .parquet or a datasets folder)"
     )
@@ -48,7 +51,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(ABLATION_KEYS),
         help="kept-modality combinations to evaluate (default: all seven)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--threshold-objective",
         choices=list(THRESHOLD_OBJECTIVES),
@@ -59,59 +61,54 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-calibrated", metavar="DIR", help="save the model with the fitted temperatures/thresholds"
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
 
-def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    import torch
-
-    from ximgctx.evaluation.report import evaluate, load_oracle, to_markdown
-    from ximgctx.models.context_model import ContextModel
+def _oracles(args: argparse.Namespace, split: str) -> tuple[dict | None, dict | None]:
+    """The split's oracle ceilings (from ``oracle.json``) and, for ContextBench posts carrying their latents,
+    the ceilings realised on these very posts."""
+    from ximgctx.evaluation.report import load_oracle
 
     data = Path(args.data)
-    oracle = None
     oracle_path = Path(args.oracle) if args.oracle else data.parent / "oracle.json"
-    split = args.split or data.name.split(".")[0]
-    if oracle_path.is_file():
-        try:
-            oracle = load_oracle(oracle_path, split)
-        except KeyError as e:
-            if args.oracle:
-                print(f"ximgctx evaluate: {e}", file=sys.stderr)
-                return 2
-    accelerator = None
-    if launched_world_size() > 1:
-        accelerator = make_accelerator()
-        device = accelerator.device
-    else:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.oracle and not oracle_path.is_file():
+        raise InputError(f"--oracle {oracle_path}: no such file")
+    if not oracle_path.is_file():
+        return None, None
     try:
-        model = ContextModel.from_pretrained(args.model, device=device)
-    except Exception as e:  # a missing folder or a failed checksum: say which, do not show a traceback
-        print(f"ximgctx evaluate: cannot load {args.model}: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path(args.model) / f"eval-{split}"
-    sample_oracle = None
-    if (
-        oracle is not None
-    ):  # ContextBench posts carry their latents: the ceilings realised on these very posts
-        from ximgctx.contextbench import sample_ceilings
-        from ximgctx.data.post import load_posts
+        oracle = load_oracle(oracle_path, split)
+    except KeyError as e:
+        if args.oracle:
+            raise ConfigError(str(e.args[0] if e.args else e)) from None
+        return None, None
+    from ximgctx.contextbench import sample_ceilings
+    from ximgctx.data.post import load_posts
 
-        posts = load_posts(data, on_error="skip")
-        if any(p.meta.get("latent") for p in posts):
-            max_replies = int(json.loads(oracle_path.read_text(encoding="utf-8")).get("max_replies", 8))
-            sample_oracle = sample_ceilings(posts, split, max_replies=max_replies)
+    posts = load_posts(data, on_error="skip")
+    if not any(p.meta.get("latent") for p in posts):
+        return oracle, None
+    max_replies = int(json.loads(oracle_path.read_text(encoding="utf-8")).get("max_replies", 8))
+    return oracle, sample_ceilings(posts, split, max_replies=max_replies)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ximgctx.evaluation.report import evaluate, to_markdown
+    from ximgctx.models.context_model import ContextModel
+
+    split = args.split or Path(args.data).name.split(".")[0]
+    oracle, sample_oracle = _oracles(args, split)
+    accelerator = make_accelerator() if launched_world_size() > 1 else None
+    device = accelerator.device if accelerator is not None else resolve_device(args.device)
+    model = ContextModel.from_pretrained(
+        args.model,
+        device=device,
+        expected_sha256=args.expect_sha256,
+        trust_remote_arch=args.trust_remote_arch,
+    )
+    out = Path(args.out) if args.out else Path(args.model) / f"eval-{split}"
     report = evaluate(
         model,
-        data,
+        args.data,
         val_posts=args.val,
         oracle=oracle,
         sample_oracle=sample_oracle,
@@ -123,19 +120,26 @@ def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
         plots=not args.no_plots,
         accelerator=accelerator,
     )
-    if rank == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
+        accuracy = {t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}
         if args.save_calibrated:
-            model.save_pretrained(
-                args.save_calibrated,
-                card={
-                    "Metrics": {split: {t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}}
-                },
-            )
+            model.save_pretrained(args.save_calibrated, card={"Metrics": {split: accuracy}})
         print(to_markdown(report))
         print(f"wrote {out / 'report.json'}")
-        summary = {t: e["metrics"].get("accuracy") for t, e in report["tasks"].items()}
-        print(json.dumps({"accuracy": summary}))
+        print(json.dumps({"accuracy": accuracy}))
     return 0
+
+
+def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
+    from ximgctx._cli import run
+
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return run(command, lambda: _evaluate(args))
 
 
 if __name__ == "__main__":

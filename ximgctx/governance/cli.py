@@ -1,13 +1,4 @@
-"""``ximgctx govern``: filter and redact a manifest before training, with an audit report.
-
-    ximgctx govern --data posts.jsonl --out governed.jsonl --report audit.json \
-        [--policy configs/governance/default.yaml] [--opt-out opt_out.txt] [--key-file governance.key]
-
-The manifest is streamed twice (opt-out flags first, then filtering), so its size is not bounded by
-memory. The report and the log hold counts only. With ``--authors FILE``, the keyed digests of every
-author whose words were kept are written there too (for the model folder: see
-:mod:`ximgctx.governance.authors`); the key (``--key-file`` or ``$XIMGCTX_GOVERNANCE_KEY``) is never written.
-"""
+"""The ``ximgctx govern`` command (its description is :data:`DESCRIPTION`)."""
 
 from __future__ import annotations
 
@@ -25,6 +16,18 @@ from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION = """Filter and redact posts before training, with an audit report: drops direct messages, private
+    posts and posts of opted-out authors (fail-closed: unclear visibility is dropped, with the reason counted),
+    removes replies the same way, and redacts personal data in text, replies, alt text and meta.
+
+      ximgctx govern --data posts.jsonl --out governed.jsonl --report audit.json \\
+          [--governance configs/governance/default.yaml] [--opt-out opt_out.txt] [--key-file governance.key]
+
+    The manifest is streamed twice (opt-out flags first, then filtering), so its size is not bounded by
+    memory. The report and the log hold counts only. With --authors FILE, the keyed digests of every author
+    whose words were kept are written there too; the key (--key-file or $XIMGCTX_GOVERNANCE_KEY) is never
+    written."""
+
 
 class _WhereOnly(logging.Filter):
     """Rewrites the loader's "skipping bad record" warnings to name only file, line and field: its
@@ -39,13 +42,19 @@ class _WhereOnly(logging.Filter):
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from ximgctx._cli import parser
+
+    p = parser(command, DESCRIPTION)
     p.add_argument("--data", required=True, help="input manifest (.jsonl, .parquet or a folder of shards)")
-    p.add_argument("--out", required=True, help="governed manifest to write (JSONL)")
+    p.add_argument("--out", required=True, help="governed manifest to write (JSONL; '-' for stdout)")
     p.add_argument("--report", required=True, help="audit report to write (JSON, counts only)")
-    p.add_argument("--policy", default=None, help="policy YAML (default: the built-in default policy)")
+    p.add_argument(
+        "--governance",
+        "--policy",
+        dest="policy",
+        default=None,
+        help="governance policy YAML (default: the built-in default policy; --policy: the former name)",
+    )
     p.add_argument("--opt-out", default=None, help="file of opted-out author ids, one per line")
     p.add_argument(
         "--key-file",
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         if args.opt_out:
             policy = policy.with_opt_outs(read_opt_out_file(args.opt_out))
         args.key, args.key_held = load_key(args.key_file)
-    except (OSError, ValueError, XimgctxError) as e:
+    except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
     if Path(args.out).suffix == ".parquet":
@@ -104,7 +113,7 @@ def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, comm
         )
         if args.authors:
             write_author_digests(args.authors, digests, args.key)
-    except (OSError, ValueError) as e:
+    except XimgctxError as e:
         # Name where, not what: a validation error's message can quote the record's values.
         where = f"{e.source}:{e.line} field {e.field!r}" if isinstance(e, PostValidationError) else str(e)
         if isinstance(e, PostValidationError):
@@ -123,10 +132,12 @@ def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, comm
     logger.info("governance: kept %d of %d posts", audit.kept_posts, audit.input_posts)
     dropped = ", ".join(f"{k} {v}" for k, v in audit.dropped_posts.items() if v) or "none"
     redacted = ", ".join(f"{k} {v}" for k, v in audit.redactions.items() if v) or "none"
+    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the posts then
     print(
         f"kept {audit.kept_posts} of {audit.input_posts} posts (dropped: {dropped}); removed "
         f"{sum(audit.removed_replies.values())} replies; redacted: {redacted}; skipped malformed: "
-        f"{audit.skipped_records}"
+        f"{audit.skipped_records}",
+        file=say,
     )
-    print(f"wrote {args.out} and {args.report} (policy {audit.policy_sha256[:12]})")
+    print(f"wrote {args.out} and {args.report} (policy {audit.policy_sha256[:12]})", file=say)
     return 0

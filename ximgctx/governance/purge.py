@@ -107,9 +107,9 @@ def model_report(folder: str | Path, authors: set[str], key: bytes, key_held: bo
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from ximgctx._cli import parser
+
+    p = parser(command, __doc__ or "")
     p.add_argument("--opt-out", required=True, help="file of opted-out author ids, one per line")
     p.add_argument("--index", action="append", default=[], help="search index folder (repeatable)")
     p.add_argument("--memory", action="append", default=[], help="label memory folder (repeatable)")
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None, command: str = "purge") -> int:
     try:
         authors = read_opt_out_file(args.opt_out)
         lines = _run(args, authors)
-    except (XimgctxError, OSError, ValueError) as e:
+    except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
     for line in lines:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ximgctx.data.post import LabelValue, Post
+from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, load_tasks, read_votes
 
 __all__ = [
@@ -275,6 +276,65 @@ def _aggregate_task(
     )
 
 
+@dataclass
+class _PerTask:
+    """What aggregating every task gives: per post and per labeler, each keyed by task."""
+
+    labels: dict[str, dict[str, LabelValue]] = field(default_factory=dict)  # post -> task -> label
+    agreement: dict[str, dict[str, float]] = field(default_factory=dict)  # post -> task -> agreement
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # post -> task -> votes
+    rel: dict[str, dict[str, float]] = field(default_factory=dict)  # labeler -> task -> reliability
+    agree: dict[str, dict[str, float]] = field(default_factory=dict)  # labeler -> task -> agreement
+    n_votes: dict[str, dict[str, int]] = field(default_factory=dict)  # labeler -> task -> votes
+
+
+def _aggregate_tasks(
+    by_task: dict[str, list[Vote]],
+    kinds: dict[str, str],
+    spec_by_name: dict[str, Any],
+    method: str,
+    ds_model: str,
+    n_iter: int,
+    tol: float,
+) -> _PerTask:
+    out = _PerTask()
+    for task, tvotes in by_task.items():
+        if task in spec_by_name:
+            vocab = list(spec_by_name[task].labels)
+        else:
+            seen = (x for v in tvotes for x in ([v.label] if isinstance(v.label, str) else v.label))
+            vocab = sorted(set(seen))
+        t_labels, t_agreement, t_rel, t_agree = _aggregate_task(
+            tvotes, kinds[task], vocab, method, ds_model, n_iter, tol
+        )
+        n_task: dict[str, int] = {}
+        for v in tvotes:
+            post_counts = out.counts.setdefault(v.post_id, {})
+            post_counts[task] = post_counts.get(task, 0) + 1
+            n_task[v.labeler] = n_task.get(v.labeler, 0) + 1
+        for pid, value in t_labels.items():
+            out.labels.setdefault(pid, {})[task] = value
+            out.agreement.setdefault(pid, {})[task] = round(t_agreement[pid], _DIGITS)
+        for w, r in t_rel.items():
+            out.rel.setdefault(w, {})[task] = r
+            out.agree.setdefault(w, {})[task] = t_agree[w]
+            out.n_votes.setdefault(w, {})[task] = n_task[w]
+    return out
+
+
+def _labeler_reports(per_task: _PerTask) -> list[LabelerReport]:
+    """One report per labeler, most reliable first: averages over tasks weighted by their votes on each."""
+    reports = []
+    for w, by_task in per_task.rel.items():
+        tasks_w = list(by_task)
+        weights = [per_task.n_votes[w][t] for t in tasks_w]
+        r = float(np.average([by_task[t] for t in tasks_w], weights=weights))
+        a = float(np.average([per_task.agree[w][t] for t in tasks_w], weights=weights))
+        reports.append(LabelerReport(w, r, a, sum(weights), dict(by_task)))
+    reports.sort(key=lambda r: (-r.reliability, r.labeler))
+    return reports
+
+
 def aggregate_votes(
     votes: str | Path | VoteSet | Iterable[Vote | Mapping[str, Any]],
     method: str = "dawid_skene",
@@ -308,58 +368,25 @@ def aggregate_votes(
         An :class:`AggregationResult`; skipped votes are in ``result.problems`` with their file and row.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        raise ConfigError(f"method must be one of {list(METHODS)}, got {method!r}")
     if ds_model not in DS_MODELS:
-        raise ValueError(f"ds_model must be one of {list(DS_MODELS)}, got {ds_model!r}")
+        raise ConfigError(f"ds_model must be one of {list(DS_MODELS)}, got {ds_model!r}")
     specs = None if tasks is None else load_tasks(tasks)
     ids = None if posts is None else [p.id if isinstance(p, Post) else str(p) for p in posts]
     if not isinstance(votes, VoteSet):
         votes = read_votes(votes, tasks=specs, post_ids=ids)
-    spec_by_name = {t.name: t for t in specs} if specs is not None else {}
 
     by_task: dict[str, list[Vote]] = {}
     for v in votes.votes:
         by_task.setdefault(v.task, []).append(v)
-    labels: dict[str, dict[str, LabelValue]] = {}
-    agreement: dict[str, dict[str, float]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    rel: dict[str, dict[str, float]] = {}  # labeler -> task -> reliability
-    agree: dict[str, dict[str, float]] = {}  # labeler -> task -> agreement with the aggregate
-    n_votes: dict[str, dict[str, int]] = {}  # labeler -> task -> votes
-    for task, tvotes in by_task.items():
-        kind = votes.kinds[task]
-        if task in spec_by_name:
-            vocab = list(spec_by_name[task].labels)
-        else:
-            seen = (x for v in tvotes for x in ([v.label] if isinstance(v.label, str) else v.label))
-            vocab = sorted(set(seen))
-        t_labels, t_agreement, t_rel, t_agree = _aggregate_task(
-            tvotes, kind, vocab, method, ds_model, n_iter, tol
-        )
-        n_task: dict[str, int] = {}
-        for v in tvotes:
-            counts.setdefault(v.post_id, {})[task] = counts.get(v.post_id, {}).get(task, 0) + 1
-            n_task[v.labeler] = n_task.get(v.labeler, 0) + 1
-        for pid, value in t_labels.items():
-            labels.setdefault(pid, {})[task] = value
-            agreement.setdefault(pid, {})[task] = round(t_agreement[pid], _DIGITS)
-        for w, r in t_rel.items():
-            rel.setdefault(w, {})[task] = r
-            agree.setdefault(w, {})[task] = t_agree[w]
-            n_votes.setdefault(w, {})[task] = n_task[w]
-
+    spec_by_name = {t.name: t for t in specs} if specs is not None else {}
+    per_task = _aggregate_tasks(by_task, votes.kinds, spec_by_name, method, ds_model, n_iter, tol)
+    labels, agreement, counts = per_task.labels, per_task.agreement, per_task.counts
     order = ids if ids is not None else list(dict.fromkeys(v.post_id for v in votes.votes))
     out_posts = [
         AggregatedPost(pid, labels[pid], agreement[pid], counts[pid]) for pid in order if pid in labels
     ]
-    reports = []
-    for w, per_task in rel.items():
-        tasks_w = list(per_task)
-        weights = [n_votes[w][t] for t in tasks_w]  # over tasks, weighted by the labeler's votes on each
-        r = float(np.average([per_task[t] for t in tasks_w], weights=weights))
-        a = float(np.average([agree[w][t] for t in tasks_w], weights=weights))
-        reports.append(LabelerReport(w, r, a, sum(weights), dict(per_task)))
-    reports.sort(key=lambda r: (-r.reliability, r.labeler))
+    reports = _labeler_reports(per_task)
     return AggregationResult(
         method=method,
         ds_model=None if method == "majority" else ds_model,

@@ -1,8 +1,8 @@
-"""``ximgctx aggregate | select | memory add | simulate-labeling``.
+"""The human-in-the-loop commands: ``aggregate``, ``select``, ``memory add``, ``simulate-labeling``.
 
     ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
-                      [--tasks configs/tasks/x.yaml] [--posts posts.jsonl [--meta-votes] [--merge-out merged.jsonl]]
-    ximgctx select    --model DIR --pool pool.jsonl -k 50 --out next.jsonl
+                      [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out merged.jsonl]]
+    ximgctx select    --model DIR --data pool.jsonl -k 50 --out next.jsonl
                       [--strategy entropy|margin|mc_dropout|diverse] [--labeled labels.jsonl]
     ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]
     ximgctx simulate-labeling --out DIR [--rounds 5] [--per-round 100] [--strategies random,entropy,diverse]
@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from ximgctx.errors import ConfigError, InputError
 
 __all__ = ["main"]
 
@@ -37,7 +39,9 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
         help="votes: .jsonl, .csv, .tsv or .parquet rows with post_id, labeler, task, label",
     )
     p.add_argument(
-        "--out", required=True, help="aggregated labels, JSONL: {id, labels, agreement, votes} per post"
+        "--out",
+        required=True,
+        help="aggregated labels, JSONL: {id, labels, agreement, votes} per post ('-' for stdout)",
     )
     p.add_argument(
         "--method",
@@ -58,7 +62,11 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
         "unknown tasks and labels are then skipped and reported",
     )
     p.add_argument(
-        "--posts", default=None, help="the posts' manifest; votes on other posts are skipped and reported"
+        "--data",
+        "--posts",
+        dest="data",
+        default=None,
+        help="the posts' manifest; votes on other posts are skipped and reported (--posts: the former name)",
     )
     p.add_argument(
         "--meta-votes",
@@ -68,45 +76,49 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--merge-out",
         default=None,
-        help="with --posts: write the manifest with the aggregated labels merged in",
+        help="with --data: write the manifest with the aggregated labels merged in",
     )
     p.add_argument(
         "--labelers",
         default=None,
-        help="labelers report, JSON (default: next to --out, <name>.labelers.json)",
+        help="labelers report, JSON (default: next to --out, <name>.labelers.json; none with --out -)",
     )
 
 
 def _aggregate(args: argparse.Namespace) -> int:
+    from ximgctx._cli import open_text_out
     from ximgctx.data.post import load_posts, write_posts
     from ximgctx.hitl.aggregate import aggregate_votes
     from ximgctx.hitl.votes import check_votes, iter_vote_rows, load_tasks, votes_from_posts
 
     if args.votes is None and not args.meta_votes:
-        print("ximgctx aggregate: give --votes FILE, or --posts MANIFEST --meta-votes", file=sys.stderr)
-        return 2
-    if (args.meta_votes or args.merge_out) and args.posts is None:
-        print("ximgctx aggregate: --meta-votes and --merge-out need --posts MANIFEST", file=sys.stderr)
-        return 2
+        raise ConfigError("give --votes FILE, or --data MANIFEST --meta-votes")
+    if (args.meta_votes or args.merge_out) and args.data is None:
+        raise ConfigError("--meta-votes and --merge-out need --data MANIFEST")
     tasks = load_tasks(args.tasks) if args.tasks else None
-    posts = load_posts(args.posts) if args.posts else None
+    posts = load_posts(args.data) if args.data else None
     rows: list[tuple[str, int, Any]] = []
     if args.votes is not None:
         path = Path(args.votes)
         if not path.is_file():
-            print(f"ximgctx aggregate: no such votes file: {path}", file=sys.stderr)
-            return 2
+            raise InputError(f"no such votes file: {path}")
         rows += [(str(path), r, rec) for r, rec in iter_vote_rows(path)]
     if args.meta_votes:
-        rows += votes_from_posts(posts, source=str(args.posts))
+        rows += votes_from_posts(posts, source=str(args.data))
     votes = check_votes(rows, tasks=tasks, post_ids=None if posts is None else [p.id for p in posts])
     result = aggregate_votes(votes, args.method, tasks=tasks, posts=posts, ds_model=args.ds_model)
-    out = result.write(args.out)
-    labelers = Path(args.labelers) if args.labelers else out.with_name(out.stem + ".labelers.json")
-    labelers.write_text(json.dumps(result.report(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open_text_out(args.out, inputs=[args.votes, args.data]) as f:
+        for post in result.posts:
+            f.write(json.dumps(post.to_dict(), ensure_ascii=False) + "\n")
+    labelers = args.labelers
+    if labelers is None and args.out != "-":
+        labelers = str(Path(args.out).with_name(Path(args.out).stem + ".labelers.json"))
+    if labelers is not None:
+        with open_text_out(labelers, inputs=[args.votes, args.data]) as f:
+            f.write(json.dumps(result.report(), indent=2, ensure_ascii=False) + "\n")
     summary: dict[str, Any] = {
-        "out": str(out),
-        "labelers": str(labelers),
+        "out": args.out,
+        "labelers": labelers,
         "method": result.method,
         "posts": len(result.posts),
         "votes_read": result.votes_read,
@@ -127,14 +139,19 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 
 def _select_parser(p: argparse.ArgumentParser) -> None:
+    from ximgctx._cli import add_model_args, add_output_args
     from ximgctx.hitl.select import STRATEGIES
 
-    p.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
+    add_model_args(p)
     p.add_argument(
-        "--pool", required=True, help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards"
+        "--data",
+        "--pool",
+        dest="data",
+        required=True,
+        help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards (--pool: the former name)",
     )
     p.add_argument("-k", type=int, required=True, help="how many posts to choose")
-    p.add_argument("--out", required=True, help="chosen posts, JSONL: {id, rank, score, per_task} per post")
+    add_output_args(p, help="chosen posts, JSONL: {id, rank, score, per_task} per post", stdout=True)
     p.add_argument(
         "--strategy",
         default="diverse",
@@ -154,8 +171,6 @@ def _select_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", default=None, help="a label memory folder to apply before scoring")
     p.add_argument("--mc-samples", type=int, default=8, help="mc_dropout: stochastic forward passes")
     p.add_argument("--seed", type=int, default=0, help="seeds the random baseline and the dropout masks")
-    p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--posts-out", default=None, help="also write the chosen posts' records (a manifest to label)"
     )
@@ -171,22 +186,36 @@ def _ids_in(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if line.strip():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{line_no}: not JSON ({e.msg})") from None
                 if not isinstance(rec, dict) or "id" not in rec:
-                    raise ValueError(f"{path}:{line_no}: a record without an 'id'")
+                    raise InputError(f"{path}:{line_no}: a record without an 'id'")
                 ids.append(str(rec["id"]))
     return ids
 
 
-def _select(args: argparse.Namespace) -> int:
-    from ximgctx.data.post import load_posts, write_posts
-    from ximgctx.hitl.select import select_for_labeling
+def _predictor(args: argparse.Namespace, memory: Any = None) -> Any:
     from ximgctx.inference.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(
-        args.model, device=args.device, batch_size=args.batch_size, memory=args.memory
+    return Predictor.from_pretrained(
+        args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        memory=memory,
+        expected_sha256=args.expect_sha256,
+        trust_remote_arch=args.trust_remote_arch,
     )
-    pool = load_posts(args.pool)
+
+
+def _select(args: argparse.Namespace) -> int:
+    from ximgctx._cli import open_text_out
+    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.hitl.select import select_for_labeling
+
+    predictor = _predictor(args, memory=args.memory)
+    pool = load_posts(args.data)
     labeled = [i for path in args.labeled for i in _ids_in(path)]
     chosen = select_for_labeling(
         predictor,
@@ -199,9 +228,7 @@ def _select(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples,
         batch_size=args.batch_size,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
+    with open_text_out(args.out, inputs=[args.data, *args.labeled]) as f:
         for s in chosen:
             f.write(json.dumps(s.to_dict()) + "\n")
     if args.posts_out:
@@ -209,7 +236,7 @@ def _select(args: argparse.Namespace) -> int:
         write_posts([by_id[s.id] for s in chosen], args.posts_out)
     _emit(
         {
-            "out": str(out),
+            "out": args.out,
             "strategy": args.strategy,
             "chosen": len(chosen),
             "pool": len(pool),
@@ -224,6 +251,8 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _memory_parser(p: argparse.ArgumentParser) -> None:
+    from ximgctx._cli import add_model_args
+
     sub = p.add_subparsers(dest="action", required=True)
     add = sub.add_parser(
         "add",
@@ -231,7 +260,7 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         description="Embed labeled posts with the model and add them to its label memory, so "
         "predictions for similar posts shift at once, before any retraining.",
     )
-    add.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
+    add_model_args(add)
     add.add_argument("--data", required=True, help="labeled posts (a manifest; labels may be soft)")
     add.add_argument(
         "--memory", default=None, help="memory folder (default: beside the model, <model>.memory)"
@@ -257,8 +286,6 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
     )
-    add.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
-    add.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     add.add_argument(
         "--allow-ungoverned", action="store_true", help="add posts that did not pass ximgctx govern"
     )
@@ -270,9 +297,8 @@ def _memory(args: argparse.Namespace) -> int:
     from ximgctx.data.post import LoadReport, load_posts
     from ximgctx.governance import require_governed
     from ximgctx.hitl.memory import LabelMemory, default_memory_dir
-    from ximgctx.inference.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+    predictor = _predictor(args)
     folder = Path(args.memory) if args.memory else default_memory_dir(args.model)
     memory = (
         LabelMemory.load(folder)
@@ -311,80 +337,34 @@ def _memory(args: argparse.Namespace) -> int:
 
 
 def _simulate_parser(p: argparse.ArgumentParser) -> None:
+    from ximgctx._cli import add_dataclass_args
     from ximgctx.hitl.simulate import SimulationConfig
 
     d = SimulationConfig(out_dir="")
     p.add_argument("--out", required=True, help="folder for curve.json, curve.png and the generated data")
     p.add_argument(
-        "--rounds", type=int, default=d.rounds, help="labeling rounds (the first is random for all)"
-    )
-    p.add_argument("--per-round", type=int, default=d.per_round, help="posts sent to labelers per round")
-    p.add_argument("--labelers", type=int, default=d.labelers, help="simulated people in the crowd")
-    p.add_argument("--votes-per-post", type=int, default=d.votes_per_post, help="labelers asked per post")
-    p.add_argument(
-        "--accuracy", type=float, default=d.accuracy, help="an honest labeler's chance of being right"
-    )
-    p.add_argument("--spammers", type=float, default=d.spammers, help="share of labelers answering at random")
-    p.add_argument(
-        "--strategies",
-        default=",".join(d.strategies),
-        help="comma-separated: random,entropy,margin,mc_dropout,diverse",
-    )
-    p.add_argument("--method", default=d.method, help="vote aggregation: majority, dawid_skene or soft")
-    p.add_argument("--tasks", default=",".join(d.tasks), help="ContextBench tasks the labelers answer")
-    p.add_argument("--n-pool", type=int, default=d.n_pool, help="unlabeled ContextBench posts to choose from")
-    p.add_argument("--n-test", type=int, default=d.n_test, help="ContextBench test posts")
-    p.add_argument(
-        "--epochs", type=int, default=d.epochs, help="fine-tuning epochs over the labeled set per round"
-    )
-    p.add_argument(
-        "--encoder",
-        default=None,
-        help="pretrained encoder weights for the frozen encoder, e.g. a quickstart run's "
-        "pretrain/final/open_clip_model.safetensors (default: random init)",
-    )
-    p.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=d.pretrain_epochs,
-        help="without --encoder: epochs of contrastive pretraining on the pool's image+text pairs, as "
-        "the quickstart does (0: a random frozen encoder)",
-    )
-    p.add_argument("--mc-samples", type=int, default=d.mc_samples, help="mc_dropout: stochastic passes")
-    p.add_argument(
         "--data", default=None, help="an existing ContextBench folder (default: generate under --out)"
     )
     p.add_argument(
-        "--seed", type=int, default=d.seed, help="seeds the data, the crowd, the model and selection"
+        "--strategies",
+        default=",".join(d.strategies),
+        help="comma-separated, compared: random,entropy,margin,mc_dropout,diverse",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a busy machine)"
-    )
+    p.add_argument("--tasks", default=",".join(d.tasks), help="ContextBench tasks the labelers answer")
+    add_dataclass_args(p, SimulationConfig, exclude={"out_dir", "data_dir", "strategies", "tasks"})
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from ximgctx._cli import dataclass_from_args
     from ximgctx.hitl.simulate import SimulationConfig, simulate_labeling
 
-    config = SimulationConfig(
+    config = dataclass_from_args(
+        SimulationConfig,
+        args,
         out_dir=args.out,
-        rounds=args.rounds,
-        per_round=args.per_round,
-        labelers=args.labelers,
-        votes_per_post=args.votes_per_post,
-        accuracy=args.accuracy,
-        spammers=args.spammers,
-        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-        method=args.method,
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
-        n_pool=args.n_pool,
-        n_test=args.n_test,
-        epochs=args.epochs,
-        encoder=args.encoder,
-        pretrain_epochs=args.pretrain_epochs,
-        mc_samples=args.mc_samples,
         data_dir=args.data,
-        seed=args.seed,
-        threads=args.threads,
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
     )
     curve = simulate_labeling(config, progress=True)
     _emit(
@@ -406,19 +386,37 @@ _COMMANDS = {
     "simulate-labeling": (_simulate_parser, _simulate),
 }
 
+_DESCRIPTIONS = {
+    "aggregate": """Aggregate labelers' votes into training labels: majority vote, or Dawid-Skene (one accuracy per
+        labeler, or a confusion matrix each) as hard or soft labels. Unknown posts, tasks and labels are skipped
+        and listed with their file and row. Writes one {id, labels, agreement, votes} record per post and a
+        labelers report; the summary goes to stderr.
+
+          ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
+                            [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out m.jsonl]]""",
+    "select": """Choose the next posts to label: the k most uncertain under the model (entropy, margin, BALD over
+        dropout passes) or an uncertainty-weighted diverse batch. Posts already labeled are never chosen again.
+
+          ximgctx select --model DIR --data pool.jsonl -k 50 --out next.jsonl [--strategy diverse]""",
+    "memory": """A model's label memory: labeled posts whose embeddings shift predictions for similar posts at
+        once, before any retraining.
+
+          ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]""",
+    "simulate-labeling": """A simulated labeling loop on ContextBench: a crowd with honest labelers and spammers
+        labels the posts each strategy picks, round after round; writes the learning curve per strategy.
+
+          ximgctx simulate-labeling --out DIR [--rounds 5] [--per-round 100] [--strategies random,entropy,diverse]""",
+}
+
 
 def main(argv: list[str] | None = None, command: str = "aggregate") -> int:
     """Entry point of the four human-in-the-loop commands; ``command`` picks which."""
+    from ximgctx._cli import parser, run
+
     if command not in _COMMANDS:
         raise ValueError(f"command must be one of {sorted(_COMMANDS)}, got {command!r}")
-    build, run = _COMMANDS[command]
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    build, body = _COMMANDS[command]
+    p = parser(command, _DESCRIPTIONS[command])
     build(p)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"ximgctx {command}: {e}", file=sys.stderr)
-        return 2
+    return run(command, lambda: body(args))

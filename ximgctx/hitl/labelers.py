@@ -18,6 +18,7 @@ import numpy as np
 
 from ximgctx.config import TaskSpec
 from ximgctx.data.post import LabelValue
+from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import Vote
 
 __all__ = ["LabelerPool"]
@@ -25,7 +26,7 @@ __all__ = ["LabelerPool"]
 
 def _check(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+        raise ConfigError(f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 @dataclass
@@ -50,11 +51,11 @@ class LabelerPool:
 
     def __post_init__(self) -> None:
         if self.n_labelers < 1:
-            raise ValueError(f"n_labelers must be >= 1, got {self.n_labelers!r}")
+            raise ConfigError(f"n_labelers must be >= 1, got {self.n_labelers!r}")
         _check("accuracy", self.accuracy, 0.0, 1.0)
         _check("spammers", self.spammers, 0.0, 1.0)
         if not 1 <= self.votes_per_post <= self.n_labelers:
-            raise ValueError(
+            raise ConfigError(
                 f"votes_per_post must be in [1, n_labelers={self.n_labelers}], got {self.votes_per_post!r}"
             )
         self.rng = np.random.default_rng(self.seed)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ximgctx.data.post import Post, load_posts
+from ximgctx.errors import ConfigError
 
 if TYPE_CHECKING:
     from ximgctx.inference.predictor import Predictor
@@ -175,7 +176,7 @@ def _mc_samples(
     size = batch_size or base.batch_size
     with torch.random.fork_rng(devices=[]), dropout_on(base.model, p) as n_active:
         if n_active == 0:
-            raise ValueError(
+            raise ConfigError(
                 "mc_dropout: the model's fusion module has no dropout layers to sample from; "
                 "use another strategy"
             )
@@ -259,11 +260,11 @@ def select_for_labeling(
         Up to ``k`` :class:`Selection` objects, distinct, in the order they should be labeled.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+        raise ConfigError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k!r}")
+        raise ConfigError(f"k must be >= 0, got {k!r}")
     if mc_samples < 2 and strategy == "mc_dropout":
-        raise ValueError(f"mc_samples must be >= 2, got {mc_samples!r}")
+        raise ConfigError(f"mc_samples must be >= 2, got {mc_samples!r}")
     if isinstance(pool, (str, Path)):
         pool = load_posts(pool)
     labeled = set(labeled_ids)
@@ -283,7 +284,7 @@ def select_for_labeling(
     base = _as_predictor(predictor)
     kinds = {s.name: s.kind for s in base.model.config.tasks}
     if task is not None and task not in kinds:
-        raise ValueError(f"task must be one of {sorted(kinds)}, got {task!r}")
+        raise ConfigError(f"task must be one of {sorted(kinds)}, got {task!r}")
     kinds = {t: kinds[t] for t in ([task] if task is not None else list(kinds))}
 
     if strategy == "mc_dropout":
@@ -326,18 +327,18 @@ def choose(
     """
     if strategy == "random":
         if n is None or rng is None:
-            raise ValueError("choose('random') needs n and rng")
+            raise ConfigError("choose('random') needs n and rng")
         k = min(k, n)
         return [int(i) for i in rng.choice(n, size=k, replace=False)], np.zeros(n), {}
     if kinds is None:
-        raise ValueError(f"choose({strategy!r}) needs the task kinds")
+        raise ConfigError(f"choose({strategy!r}) needs the task kinds")
     if strategy == "mc_dropout":
         if samples is None:
-            raise ValueError("choose('mc_dropout') needs the stochastic passes' scores")
+            raise ConfigError("choose('mc_dropout') needs the stochastic passes' scores")
         per_task = _bald(samples, kinds)
     else:
         if scores is None:
-            raise ValueError(f"choose({strategy!r}) needs the scores")
+            raise ConfigError(f"choose({strategy!r}) needs the scores")
         per_task = uncertainty(
             {t: scores[t] for t in kinds}, kinds, "margin" if strategy == "margin" else "entropy"
         )
@@ -347,7 +348,7 @@ def choose(
         return [], total, per_task
     if strategy == "diverse":
         if embeddings is None:
-            raise ValueError("choose('diverse') needs the fused embeddings")
+            raise ConfigError("choose('diverse') needs the fused embeddings")
         order = _weighted_farthest(
             np.asarray(embeddings, dtype=np.float64), total.astype(np.float64) + _EPS, k
         )

@@ -46,6 +46,7 @@ import torch
 from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
 from ximgctx.data.post import Post, load_posts
 from ximgctx.data.processor import encode_label
+from ximgctx.errors import ConfigError
 from ximgctx.hitl.aggregate import METHODS, aggregate_votes
 from ximgctx.hitl.labelers import LabelerPool
 from ximgctx.hitl.select import STRATEGIES, choose, dropout_on
@@ -98,18 +99,18 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
-            raise ValueError(
+            raise ConfigError(
                 f"strategies must be a non-empty subset of {list(STRATEGIES)}, got {self.strategies!r}"
             )
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+            raise ConfigError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.pretrain_epochs < 0:
-            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs!r}")
+            raise ConfigError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs!r}")
         for name in ("rounds", "per_round", "epochs", "batch_size", "n_pool", "n_test"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.rounds * self.per_round > self.n_pool:
-            raise ValueError(
+            raise ConfigError(
                 f"rounds x per_round = {self.rounds * self.per_round} posts, more than n_pool={self.n_pool}"
             )
 
@@ -483,11 +484,11 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
     known = {d["name"]: d for d in TASKS}
     unknown = [t for t in config.tasks if t not in known]
     if unknown or not config.tasks:
-        raise ValueError(f"tasks must be ContextBench tasks {sorted(known)}, got {config.tasks!r}")
+        raise ConfigError(f"tasks must be ContextBench tasks {sorted(known)}, got {config.tasks!r}")
     specs = [TaskSpec(**known[t]) for t in config.tasks]
     pool, test, audit = _data(config, out)
     if len(pool) < config.rounds * config.per_round:
-        raise ValueError(f"the pool has {len(pool)} posts, fewer than rounds x per_round")
+        raise ConfigError(f"the pool has {len(pool)} posts, fewer than rounds x per_round")
     timings = {"data": time.time() - t0}
 
     t = time.time()

@@ -23,6 +23,7 @@ from typing import Any
 from ximgctx import _yaml
 from ximgctx.config import ModelConfig, TaskSpec
 from ximgctx.data.post import Post
+from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +107,13 @@ def load_tasks(source: Any) -> list[TaskSpec]:
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{source}: no such task file or model folder")
+            raise InputError(f"{source}: no such task file or model folder")
         data = _yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML reads JSON too
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             data = data["model"]
         tasks = data.get("tasks") if isinstance(data, dict) else data
         if not isinstance(tasks, list):
-            raise ValueError(f"{path}: expected a 'tasks:' list (or model.tasks), got {type(tasks).__name__}")
+            raise InputError(f"{path}: expected a 'tasks:' list (or model.tasks), got {type(tasks).__name__}")
         return [TaskSpec(**t) if isinstance(t, dict) else t for t in tasks]
     return [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in source]
 
@@ -152,7 +153,7 @@ def iter_vote_rows(path: Path) -> Iterator[tuple[int, Any]]:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"{path}: the header must name the columns {list(FIELDS)}; missing {missing}"
                 )
             for rec in reader:
@@ -163,13 +164,13 @@ def iter_vote_rows(path: Path) -> Iterator[tuple[int, Any]]:
         table = pq.read_table(path)
         missing = [c for c in FIELDS if c not in table.column_names]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: the Parquet file must have the columns {list(FIELDS)}; missing {missing}"
             )
         for i, rec in enumerate(table.to_pylist(), start=1):
             yield i, {k: _parse_cell(v) for k, v in rec.items()}
     else:
-        raise ValueError(f"{path}: unknown votes format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+        raise InputError(f"{path}: unknown votes format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
 
 
 def _raw(value: Any) -> str | list[str] | None:
@@ -183,6 +184,88 @@ def _raw(value: Any) -> str | list[str] | None:
     ):
         return [str(x) for x in value]
     return None
+
+
+_Parsed = tuple[str, int, str, str, str, "str | list[str]"]  # source, row, post, labeler, task, label
+
+
+def _check_row(
+    rec: Any, specs: dict[str, TaskSpec] | None, known: set[str] | None
+) -> tuple | tuple[str | None, str]:
+    """One raw vote record -> ``(pid, labeler, task, label)``, or ``(field, reason)`` when it is a bad vote."""
+    if isinstance(rec, Exception):
+        return None, str(rec)
+    if not isinstance(rec, Mapping):
+        return None, f"a vote is an object with {list(FIELDS)}, got {type(rec).__name__}"
+    missing = [
+        f
+        for f in FIELDS
+        if rec.get(f) is None or (isinstance(rec.get(f), str) and not rec[f].strip() and f != "labeler")
+    ]
+    if missing:
+        return missing[0], f"missing {', '.join(missing)}"
+    pid, labeler, task = (rec[f] for f in ("post_id", "labeler", "task"))
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
+        return "post_id", f"post_id must be a string, got {pid!r}"
+    if not isinstance(labeler, (str, int)) or isinstance(labeler, bool) or not str(labeler).strip():
+        return "labeler", f"empty labeler {labeler!r}"
+    pid, labeler, task = str(pid), str(labeler).strip(), str(task)
+    if known is not None and pid not in known:
+        return "post_id", f"unknown post {pid!r}"
+    if specs is not None and task not in specs:
+        return "task", f"unknown task {task!r}; tasks are {sorted(specs)}"
+    label = _raw(rec["label"])
+    if label is None:
+        return "label", f"a label is a string or a list of strings, got {rec['label']!r}"
+    if specs is not None:
+        unknown = [x for x in ([label] if isinstance(label, str) else label) if x not in specs[task].labels]
+        if unknown:
+            return "label", f"unknown label {unknown[0]!r} for task {task!r}; labels are {specs[task].labels}"
+    return pid, labeler, task, label
+
+
+def _task_kinds(parsed: list[_Parsed], specs: dict[str, TaskSpec] | None) -> dict[str, str]:
+    """Each task's kind: from its spec, else multilabel when any vote on it is a list."""
+    kinds = {name: s.kind for name, s in specs.items()} if specs is not None else {}
+    for *_, task, label in parsed:
+        kinds.setdefault(task, "multiclass")
+        if isinstance(label, list) and specs is None:
+            kinds[task] = "multilabel"
+    return kinds
+
+
+def _merge_votes(parsed: list[_Parsed], out: VoteSet) -> None:
+    """One vote per (post, labeler, task): a multiclass repeat is a bad vote (the first is kept), multilabel
+    rows by one labeler are the set they ticked."""
+    first: dict[tuple[str, str, str], int] = {}  # (post, labeler, task) -> index in out.votes
+    for source, row, pid, labeler, task, label in parsed:
+        key = (pid, labeler, task)
+        if out.kinds[task] != "multiclass":
+            chosen = {label} if isinstance(label, str) else set(label)
+            if key in first:
+                prev = out.votes[first[key]]
+                merged = tuple(sorted(set(prev.label) | chosen))
+                out.votes[first[key]] = Vote(pid, labeler, task, merged, prev.source, prev.row)
+                continue
+            first[key] = len(out.votes)
+            out.votes.append(Vote(pid, labeler, task, tuple(sorted(chosen)), source, row))
+            continue
+        if isinstance(label, list):
+            if len(set(label)) != 1:
+                reason = f"task {task!r} is multiclass; one label per vote, got {label!r}"
+                out.problems.append(BadVote(source, row, "label", reason))
+                continue
+            label = label[0]
+        if key in first:
+            prev = out.votes[first[key]]
+            reason = (
+                f"labeler {labeler!r} already voted on post {pid!r} "
+                f"task {task!r} at {prev.source}:{prev.row}; keeping that vote"
+            )
+            out.problems.append(BadVote(source, row, None, reason))
+            continue
+        first[key] = len(out.votes)
+        out.votes.append(Vote(pid, labeler, task, label, source, row))
 
 
 def check_votes(
@@ -202,105 +285,16 @@ def check_votes(
     specs = {t.name: t for t in tasks} if tasks is not None else None
     known = None if post_ids is None else set(post_ids)
     out = VoteSet()
-    parsed: list[tuple[str, int, str, str, str, str | list[str]]] = []
+    parsed: list[_Parsed] = []
     for source, row, rec in rows:
         out.read += 1
-
-        def bad(fld: str | None, reason: str, source: str = source, row: int = row) -> None:
-            out.problems.append(BadVote(source, row, fld, reason))
-
-        if isinstance(rec, Exception):
-            bad(None, str(rec))
-            continue
-        if not isinstance(rec, Mapping):
-            bad(None, f"a vote is an object with {list(FIELDS)}, got {type(rec).__name__}")
-            continue
-        missing = [
-            f
-            for f in FIELDS
-            if rec.get(f) is None or (isinstance(rec.get(f), str) and not rec[f].strip() and f != "labeler")
-        ]
-        if missing:
-            bad(missing[0], f"missing {', '.join(missing)}")
-            continue
-        pid, labeler, task = (rec[f] for f in ("post_id", "labeler", "task"))
-        if isinstance(pid, bool) or not isinstance(pid, (str, int)):
-            bad("post_id", f"post_id must be a string, got {pid!r}")
-            continue
-        if not isinstance(labeler, (str, int)) or isinstance(labeler, bool) or not str(labeler).strip():
-            bad("labeler", f"empty labeler {labeler!r}")
-            continue
-        pid, labeler, task = str(pid), str(labeler).strip(), str(task)
-        if known is not None and pid not in known:
-            bad("post_id", f"unknown post {pid!r}")
-            continue
-        if specs is not None and task not in specs:
-            bad("task", f"unknown task {task!r}; tasks are {sorted(specs)}")
-            continue
-        label = _raw(rec["label"])
-        if label is None:
-            bad("label", f"a label is a string or a list of strings, got {rec['label']!r}")
-            continue
-        if specs is not None:
-            unknown = [
-                x for x in ([label] if isinstance(label, str) else label) if x not in specs[task].labels
-            ]
-            if unknown:
-                bad(
-                    "label",
-                    f"unknown label {unknown[0]!r} for task {task!r}; labels are {specs[task].labels}",
-                )
-                continue
-        parsed.append((source, row, pid, labeler, task, label))
-
-    if specs is not None:
-        out.kinds = {name: s.kind for name, s in specs.items()}
-    for *_, task, label in parsed:
-        out.kinds.setdefault(task, "multiclass")
-        if isinstance(label, list) and specs is None:
-            out.kinds[task] = "multilabel"
-
-    first: dict[tuple[str, str, str], int] = {}  # (post, labeler, task) -> index in out.votes
-    for source, row, pid, labeler, task, label in parsed:
-        key = (pid, labeler, task)
-        if out.kinds[task] == "multiclass":
-            if isinstance(label, list):
-                if len(set(label)) != 1:
-                    out.problems.append(
-                        BadVote(
-                            source,
-                            row,
-                            "label",
-                            f"task {task!r} is multiclass; one label per vote, got {label!r}",
-                        )
-                    )
-                    continue
-                label = label[0]
-            if key in first:
-                prev = out.votes[first[key]]
-                out.problems.append(
-                    BadVote(
-                        source,
-                        row,
-                        None,
-                        f"labeler {labeler!r} already voted on post {pid!r} "
-                        f"task {task!r} at {prev.source}:{prev.row}; keeping that vote",
-                    )
-                )
-                continue
-            first[key] = len(out.votes)
-            out.votes.append(Vote(pid, labeler, task, label, source, row))
+        checked = _check_row(rec, specs, known)
+        if len(checked) == 2:
+            out.problems.append(BadVote(source, row, *checked))
         else:
-            chosen = {label} if isinstance(label, str) else set(label)
-            if key in first:  # several rows by one labeler: the set they ticked
-                i = first[key]
-                prev = out.votes[i]
-                out.votes[i] = Vote(
-                    pid, labeler, task, tuple(sorted(set(prev.label) | chosen)), prev.source, prev.row
-                )
-                continue
-            first[key] = len(out.votes)
-            out.votes.append(Vote(pid, labeler, task, tuple(sorted(chosen)), source, row))
+            parsed.append((source, row, *checked))
+    out.kinds = _task_kinds(parsed, specs)
+    _merge_votes(parsed, out)
     for p in out.problems:
         logger.warning("skipping bad vote: %s", p)
     out.problems.sort(key=lambda p: (p.source, p.row))
@@ -331,7 +325,7 @@ def read_votes(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"no such votes file: {path}")
+            raise InputError(f"no such votes file: {path}")
         rows: Iterable[tuple[str, int, Any]] = ((str(path), r, rec) for r, rec in iter_vote_rows(path))
     else:
         rows = _vote_rows(source, "<votes>")

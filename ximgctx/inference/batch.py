@@ -26,12 +26,14 @@ the input is refused before any work; file-system failures are one :class:`~ximg
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
 import math
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -312,6 +314,25 @@ def _write_part(
     return seen, done
 
 
+@contextlib.contextmanager
+def _stdout_target(out: str | Path, shard: Shard) -> Iterator[Path]:
+    """``--out -``: results are merged into a temporary JSONL file, then copied to stdout (one process only:
+    under torchrun the parts of every process meet in the output's folder)."""
+    if str(out) != "-":
+        yield Path(out)
+        return
+    if shard.world > 1:
+        raise ConfigError("--out - (stdout) runs in one process; under torchrun give --out FILE")
+    tmp = Path(tempfile.mkdtemp(prefix="ximgctx-stdout-"))
+    try:
+        yield tmp / "out.jsonl"
+        with open(tmp / "out.jsonl", encoding="utf-8") as f:
+            shutil.copyfileobj(f, sys.stdout)
+        sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_sharded(
     *,
     data: str | Path,
@@ -329,7 +350,7 @@ def run_sharded(
 
     Args:
         data: the manifest (JSONL, Parquet, or a folder of shards), read streaming.
-        out: the output file, ``.jsonl`` or ``.parquet``.
+        out: the output file, ``.jsonl`` or ``.parquet``, or ``-`` for JSONL on stdout (one process).
         job: posts -> one JSON-able record per post, in order (a batch of at most ``batch_size``).
         shard: which process this is (:func:`distributed_shard`).
         schema: pyarrow schema of the records for Parquet output.
@@ -338,7 +359,27 @@ def run_sharded(
     Returns:
         A summary (process 0's is complete: records, skipped, seconds, posts/second, processes).
     """
-    out = Path(out)
+    with _stdout_target(out, shard) as target:
+        summary = _run_sharded(
+            data, target, job, shard, batch_size, schema, image_root, on_error, progress, desc
+        )
+    if str(out) == "-":
+        summary["out"] = "-"
+    return summary
+
+
+def _run_sharded(
+    data: str | Path,
+    out: Path,
+    job: Callable[[list[Post]], list[dict[str, Any]]],
+    shard: Shard,
+    batch_size: int,
+    schema: Any,
+    image_root: str | Path | None,
+    on_error: str,
+    progress: bool,
+    desc: str,
+) -> dict[str, Any]:
     output_format(out)  # fail before any work on a bad extension
     if Path(data).resolve() == out.resolve() or out.resolve().is_relative_to(Path(data).resolve()):
         raise OutputError(f"{out}: is also the input (--data {data}); writing there would destroy it")

@@ -112,16 +112,42 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--device", default="auto")
 
 
+_DESCRIPTIONS = {
+    "predict": """Predict every task for each post of a manifest: labels, scores, and (with --embeddings) the fused
+        embedding. Streams the input; shards across processes under torchrun / accelerate launch.
+
+          ximgctx predict --model DIR --data posts.jsonl --out preds.jsonl|.parquet|-""",
+    "moderate": """Moderation decisions for each post: allow / review / block per policy category, calibrated
+        scores, and explanations (which of image, text and replies carried the decision). --format openai writes
+        OpenAI Moderation objects. Streams the input; shards across processes under torchrun.
+
+          ximgctx moderate --model DIR --data posts.jsonl --out decisions.jsonl|- [--policy FILE] [--explain flagged]""",
+    "calibrate": """Choose a policy's thresholds on labeled validation posts: the block threshold for a target
+        precision or false-positive rate, the review threshold for a recall; writes the updated policy.
+
+          ximgctx calibrate --model DIR --data val.jsonl --out policy.yaml (--target-precision 0.9 | --target-fpr 0.01)
+                            [--review-recall 0.95] [--policy FILE] [--report calibration.json]""",
+    "index": """Build a search index over posts (fused, image or text embeddings; exact or IVF with FAISS),
+        governed posts only unless told.
+
+          ximgctx index --model DIR --data posts.jsonl --out index_dir [--mode exact|ivf]""",
+    "search": """Query a search index by text, by image, or by a post of the index (more like this), optionally
+        filtered by predicted labels; prints the hits as JSON.
+
+          ximgctx search --index index_dir (--text Q | --image PATH | --post ID) [-k 10] [--where intent=threat]""",
+}
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from ximgctx._cli import parser
+
+    p = parser(command, _DESCRIPTIONS[command])
     if command == "predict":
-        _common(p, out_help="predictions, .jsonl or .parquet")
+        _common(p, out_help="predictions, .jsonl or .parquet ('-': JSONL on stdout)")
         _sharded(p)
         p.add_argument("--embeddings", action="store_true", help="also write each post's fused embedding")
     elif command == "moderate":
-        _common(p, out_help="moderation results, .jsonl or .parquet")
+        _common(p, out_help="moderation results, .jsonl or .parquet ('-': JSONL on stdout)")
         _sharded(p)
         p.add_argument(
             "--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ximgctx._distributed import resolve_device
 from ximgctx.config import MODALITIES
 from ximgctx.data.post import Post
 from ximgctx.data.problems import Problem
@@ -54,13 +55,6 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 #: The problem recorded for a post whose text is empty (the processor masks it without a message).
 EMPTY_TEXT = Problem("text", "empty", "the learned null text embedding stands in for it")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"`` -> the first GPU when there is one, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

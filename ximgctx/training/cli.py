@@ -11,8 +11,7 @@ import logging
 import os
 import sys
 
-from ximgctx.config import ConfigError
-from ximgctx.errors import XimgctxError
+from ximgctx.errors import ConfigError, XimgctxError
 
 __all__ = ["main"]
 
@@ -67,20 +66,17 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
     if command not in _DESCRIPTIONS:
-        raise ValueError(f"command must be one of {sorted(_DESCRIPTIONS)}, got {command!r}")
+        raise ConfigError(f"command must be one of {sorted(_DESCRIPTIONS)}, got {command!r}")
     args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     overrides = list(args.overrides)
     if args.allow_ungoverned:
         overrides.append("data.allow_ungoverned=true")
 
-    from ximgctx.governance import UngovernedDataError
     from ximgctx.training.loop import NonFiniteLossError
 
     # A user's problem is one line and exit status 2 (1 for a diverged run); anything else is a bug and keeps
-    # its traceback. ConfigError (ximgctx.config) and UngovernedDataError are listed until they derive from
-    # XimgctxError.
-    user_errors = (XimgctxError, ConfigError, UngovernedDataError)
+    # its traceback.
     run = {"resume": args.resume, "stop_after": args.stop_after, "overwrite": args.overwrite}
     try:
         if command == "train":
@@ -94,7 +90,7 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
     except NonFiniteLossError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 1
-    except user_errors as e:
+    except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

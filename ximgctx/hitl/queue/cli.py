@@ -26,6 +26,15 @@ digests; keep it with the operator. 'queue serve' is 'ximgctx serve' with the qu
 """
 
 
+_HELP = {
+    "labeler": "add (or give a new token to) or revoke a labeler",
+    "add": "queue governed posts from a manifest",
+    "serve": "the service with the labeling page (ximgctx serve's options)",
+    "export": "aggregate the votes into a governed training manifest",
+    "stats": "throughput, agreement, labeler reliability, gold accuracy (JSON)",
+}
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="queue.sqlite", help="SQLite file or postgresql://user@host/db URL")
     p.add_argument("--key-file", default=None, help="the queue's HMAC key (else XIMGCTX_QUEUE_KEY)")
@@ -40,32 +49,38 @@ def _parser() -> argparse.ArgumentParser:
         prog="ximgctx queue", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="action", required=True)
-    lab = sub.add_parser("labeler", help="add (or give a new token to) or revoke a labeler")
+    lab = sub.add_parser("labeler", help=_HELP["labeler"])
     lab.add_argument("op", choices=["add", "revoke"])
     lab.add_argument("name", help="the labeler's account name (stored as a keyed digest only)")
-    add = sub.add_parser("add", help="queue governed posts from a manifest")
+    add = sub.add_parser("add", help=_HELP["add"])
     add.add_argument("--data", required=True, help="posts (JSONL/Parquet manifest)")
     add.add_argument(
         "--source", default="file", choices=["review", "select", "file"], help="where they come from"
     )
     add.add_argument("--gold", action="store_true", help="the posts' own labels are gold answers")
     add.add_argument("--model", default=None, help="model folder: its tasks are asked and its scores stored")
-    serve = sub.add_parser("serve", help="the service with the labeling page (ximgctx serve's options)")
+    serve = sub.add_parser("serve", help=_HELP["serve"])
     serve.add_argument("--model", required=True, help="model folder")
     serve.add_argument("--memory", default=None, help="label memory folder every vote is added to")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=8000, help="TCP port")
     serve.add_argument("--api-key-file", default=None, help="operators' API keys (one per line)")
     serve.add_argument("--no-auth", action="store_true", help="no operator keys (loopback only)")
-    exp = sub.add_parser("export", help="aggregate the votes into a governed training manifest")
+    exp = sub.add_parser("export", help=_HELP["export"])
     exp.add_argument("--out", required=True, help="JSONL manifest (images go to OUT.images/)")
     exp.add_argument(
         "--method", default="soft", choices=["soft", "dawid_skene", "majority"], help="aggregation"
     )
-    stats = sub.add_parser("stats", help="throughput, agreement, labeler reliability, gold accuracy (JSON)")
+    stats = sub.add_parser("stats", help=_HELP["stats"])
     stats.add_argument("--out", default="-", help="JSON file, or - for stdout")
-    for s in (lab, add, serve, exp, stats):
+    examples = [
+        line.strip() for line in DESCRIPTION.splitlines() if line.strip().startswith("ximgctx queue ")
+    ]
+    for s, what in ((lab, "labeler"), (add, "add"), (serve, "serve"), (exp, "export"), (stats, "stats")):
         _common(s)
+        s.formatter_class = argparse.RawDescriptionHelpFormatter
+        shown = [e for e in examples if e.startswith(f"ximgctx queue {what} ")]
+        s.description = f"ximgctx queue {what}: {_HELP[what]}." + "".join(f"\n\n  {e}" for e in shown)
     return p
 
 
