@@ -86,7 +86,7 @@ def tiny_config(fusion: str = "attention") -> ModelConfig:
         tasks=TASKS,
         encoder=EncoderConfig(arch="ximgctx-tiny", pretrained=None),
         fusion=FusionConfig(kind=fusion, hidden_dim=32, heads=2, layers=1, dropout=0.0, cross_dim=8),
-        data=DataConfig(max_replies=8),
+        limits=DataConfig(max_replies=8),
     )
 
 

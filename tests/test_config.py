@@ -23,7 +23,9 @@ def test_round_trip() -> None:
         ({"lora": {"r": 0}}, "lora.r must be a positive integer, got 0"),
         ({"lora": {"towers": ["audio"]}}, "lora.towers"),
         ({"encoder": {"arch": ""}}, "encoder.arch"),
-        ({"data": {"max_replies": -1}}, "data.max_replies must be >= 0, got -1"),
+        ({"limits": {"max_replies": -1}}, "limits.max_replies must be >= 0, got -1"),
+        ({"data": {"max_replies": -1}}, "limits.max_replies must be >= 0, got -1"),  # the former key
+        ({"data": {}, "limits": {}}, "data is the former name of limits"),
         ({"tasks": []}, "at least one task"),
         (
             {"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]},
@@ -35,7 +37,9 @@ def test_round_trip() -> None:
 def test_bad_values_named(patch, message) -> None:
     d = tiny_config().to_dict()
     for key, value in patch.items():
-        d[key] = value if not isinstance(value, dict) else {**(d[key] or {}), **value}
+        if key == "data":  # the former name of limits: it replaces it
+            d.pop("limits")
+        d[key] = value if not isinstance(value, dict) else {**(d.get(key) or {}), **value}
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         ModelConfig.from_dict(d)
 
@@ -53,3 +57,13 @@ def test_bad_values_named(patch, message) -> None:
 def test_task_spec_validation(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         TaskSpec(name="t", **kwargs)
+
+
+def test_limits_is_the_input_caps_key_and_data_still_reads() -> None:
+    """``ModelConfig.limits`` holds the input caps; configs saved with the former ``data`` key load the same."""
+    config = tiny_config("cross", cross_rank=4)
+    d = config.to_dict()
+    assert "limits" in d and "data" not in d
+    legacy = {("data" if k == "limits" else k): v for k, v in d.items()}
+    assert ModelConfig.from_dict(legacy) == config
+    assert config.data is config.limits  # the former attribute name reads the same object

@@ -88,7 +88,7 @@ def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
         emb = model.encode(batch)
         tokenizer = open_clip.get_tokenizer("ximgctx-tiny")
         for i, post in enumerate(posts):
-            texts = [r.text for r in post.replies[: model.config.data.max_replies]]
+            texts = [r.text for r in post.replies[: model.config.limits.max_replies]]
             for j, text in enumerate(texts):
                 if not text.strip():
                     assert not batch.reply_mask[i, j]

@@ -84,7 +84,7 @@ def test_thousand_replies_capped_with_warning(kind) -> None:
     post = Post("flood", None, "look at this", [Reply(f"reply number {i}") for i in range(1000)])
     with pytest.warns(RuntimeWarning, match="1000 replies, kept the first 8"):
         batch = model.processor([post])
-    assert batch.reply_mask.shape == (1, model.config.data.max_replies)
+    assert batch.reply_mask.shape == (1, model.config.limits.max_replies)
     assert any("kept the first 8" in str(p) for p in batch.problems[0])
     assert [(p.field, p.kind) for p in batch.problems[0]] == [("replies", "capped")]
     with torch.no_grad():

@@ -184,4 +184,7 @@ def test_calibration_keeps_a_review_only_category_review_only(eager: Predictor) 
     new, report = calibrate_policy(Moderator(eager, policy, explain="none"), posts, target_precision=0.5)
     assert new.categories["context"].block is None  # review-only stays review-only
     assert "review-only" in report["categories"]["context"]["block_note"]
-    assert new.categories["threat"].block is not None or report["categories"]["threat"]["block"]["threshold"] is None
+    assert (
+        new.categories["threat"].block is not None
+        or report["categories"]["threat"]["block"]["threshold"] is None
+    )

@@ -236,7 +236,7 @@ def test_build_processor_takes_process_limits_tightened_by_the_model_config():
     from ximgctx.models.context_model import ContextModel
 
     config = tiny_config("concat", lora=False)
-    config.data = DataConfig(image_max_pixels=10**12)
+    config.limits = DataConfig(image_max_pixels=10**12)
     model = ContextModel(config)
     assert model.processor.limits.max_pixels == ImageLimits().max_pixels
     processor = model.build_processor(limits=ImageLimits(max_pixels=5_000))

@@ -27,7 +27,7 @@ def _simulate_loss(weight: float) -> float:
     )
     spec = TaskSpec(**{**next(t for t in TASKS if t["name"] == "intent"), "weight": weight})
     model = _build_model(config, [spec])
-    d, k = model.encoder.embed_dim, max(model.config.data.max_replies, 1)
+    d, k = model.encoder.embed_dim, max(model.config.limits.max_replies, 1)
     g = torch.Generator().manual_seed(0)
     feats = _Features(  # cached modality embeddings of 16 posts
         image=torch.randn(16, d, generator=g),

@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ximgctx.errors import ConfigError
 
@@ -218,17 +218,19 @@ class DataConfig:
     image_max_bytes: int = 64 * 1024 * 1024  # image files larger than this are refused before reading
 
     def __post_init__(self) -> None:
-        _check(self.max_replies >= 0, f"data.max_replies must be >= 0, got {self.max_replies!r}")
-        _check(self.max_text_chars > 0, f"data.max_text_chars must be positive, got {self.max_text_chars!r}")
+        _check(self.max_replies >= 0, f"limits.max_replies must be >= 0, got {self.max_replies!r}")
         _check(
-            self.max_reply_chars > 0, f"data.max_reply_chars must be positive, got {self.max_reply_chars!r}"
+            self.max_text_chars > 0, f"limits.max_text_chars must be positive, got {self.max_text_chars!r}"
+        )
+        _check(
+            self.max_reply_chars > 0, f"limits.max_reply_chars must be positive, got {self.max_reply_chars!r}"
         )
         _check(
             self.image_max_pixels > 0,
-            f"data.image_max_pixels must be positive, got {self.image_max_pixels!r}",
+            f"limits.image_max_pixels must be positive, got {self.image_max_pixels!r}",
         )
         _check(
-            self.image_max_bytes > 0, f"data.image_max_bytes must be positive, got {self.image_max_bytes!r}"
+            self.image_max_bytes > 0, f"limits.image_max_bytes must be positive, got {self.image_max_bytes!r}"
         )
 
 
@@ -240,7 +242,10 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     lora: LoraConfig | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
-    data: DataConfig = field(default_factory=DataConfig)
+    limits: DataConfig = field(default_factory=DataConfig)  # input caps (the key was ``data`` before 0.3)
+
+    #: former key -> current key, accepted when reading (model folders saved before the rename say ``data``)
+    _RENAMED: ClassVar[dict[str, str]] = {"data": "limits"}
 
     def __post_init__(self) -> None:
         self.tasks = [
@@ -250,6 +255,15 @@ class ModelConfig:
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         _check(not dup, f"duplicate task names {dup}")
+
+    @property
+    def data(self) -> DataConfig:
+        """The input caps under their former name (``limits``); kept for code written against it."""
+        return self.limits
+
+    @data.setter
+    def data(self, value: DataConfig) -> None:
+        self.limits = value
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -309,6 +323,11 @@ def config_from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for old, new in getattr(cls, "_RENAMED", {}).items():
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{path + '.' if path else ''}{old} is the former name of {new}: give one")
+            data = {(new if k == old else k): v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{path}." if path else ""

@@ -192,7 +192,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
         encoder=EncoderConfig(arch=args.arch, pretrained=args.pretrained),
         fusion=FusionConfig(kind=args.fusion),
     )
-    config.data.max_replies = max(config.data.max_replies, args.replies)
+    config.limits.max_replies = max(config.limits.max_replies, args.replies)
     model = ContextModel(config)
     predictor = Predictor(model, device=device, dtype=dtype, batch_size=args.batch_size)
     return _Setup(model, predictor, tasks, open_clip.get_tokenizer(args.arch), device, dtype)
@@ -224,13 +224,13 @@ def _paths(su: _Setup, batch_size: int, naive_scores: list[np.ndarray]) -> dict[
 
     def naive_batch(chunk: list[Any]) -> Any:
         batch = model.processor(chunk)  # images decoded exactly as shipped
-        texts = [cap_text(p.text, config.data.max_text_chars) for p in chunk]
+        texts = [cap_text(p.text, config.limits.max_text_chars) for p in chunk]
         copies, index = [], torch.zeros_like(batch.reply_index)
         for i, p in enumerate(chunk):
             for j in range(batch.reply_mask.shape[1]):
                 if bool(batch.reply_mask[i, j]):
                     index[i, j] = len(copies)
-                    copies.append(cap_text(p.replies[j].text, config.data.max_reply_chars))
+                    copies.append(cap_text(p.replies[j].text, config.limits.max_reply_chars))
         tokens = su.tokenizer(texts)
         return replace(batch, text_tokens=tokens, reply_tokens=su.tokenizer(copies), reply_index=index)
 

@@ -134,7 +134,7 @@ class _Features:
 
 @torch.no_grad()
 def _encode(model: ContextModel, posts: list[Post], batch_size: int = 64) -> _Features:
-    k = max(model.config.data.max_replies, 1)
+    k = max(model.config.limits.max_replies, 1)
     parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "replies": [], "reply_mask": []}
     model.eval()
     for start in range(0, len(posts), batch_size):

@@ -417,7 +417,7 @@ class Predictor:
     # -------------------------------------------------------------------------------- query encoding
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm CLIP text embeddings (N, D): comparable with CLIP image embeddings."""
-        cap = self.model.config.data.max_text_chars
+        cap = self.model.config.limits.max_text_chars
         tokens = self.model.processor.tokenize([cap_text(t, cap) for t in texts]).to(self.device)
         with torch.inference_mode(), self.autocast():
             x = self.model.encoder.encode_text(tokens)

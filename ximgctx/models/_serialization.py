@@ -113,7 +113,7 @@ def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any])
         f"- LoRA: {'none' if cfg.lora is None else f'r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets={cfg.lora.targets}, towers={cfg.lora.towers}'}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
-        f"- inputs: image, post text (capped at {cfg.data.max_text_chars} chars), up to {cfg.data.max_replies} replies",
+        f"- inputs: image, post text (capped at {cfg.limits.max_text_chars} chars), up to {cfg.limits.max_replies} replies",
         "",
         "## Tasks",
         "| task | kind | reads | labels |",
@@ -182,7 +182,7 @@ def save_model(
             "context_length": model.encoder.context_length,
             "image_size": model.encoder.image_size,
             "preprocess": model.encoder.preprocess,
-            "data": model.config.to_dict()["data"],
+            "limits": model.config.to_dict()["limits"],
         }
         if model.config.encoder.backend == "transformers":
             model.encoder.save_files(tmp / HF_DIR)

@@ -113,13 +113,13 @@ class ContextModel(nn.Module):
         """The collate function matching this model's tokenizer and image preprocessing.
 
         ``limits`` are the process's image decode limits (default ``ImageLimits()``); this model's
-        ``config.data`` can only lower them. ``image_root`` resolves, and may confine, image reads.
+        ``config.limits`` can only lower them. ``image_root`` resolves, and may confine, image reads.
         """
         return PostProcessor(
             self.encoder.tokenizer,
             self.encoder.image_transform(),
             self.encoder.image_size,
-            self.config.data,
+            self.config.limits,
             self.config.tasks,
             limits=limits,
             image_root=image_root,

@@ -26,6 +26,7 @@ import yaml
 from ximgctx import _yaml
 from ximgctx.config import (
     ConfigError,
+    DataConfig,
     EncoderConfig,
     ModelConfig,
     config_from_dict,
@@ -281,6 +282,7 @@ class PretrainExperiment:
         default_factory=lambda: TrainConfig(output_dir="runs/pretrain")
     )  # lr.encoder is used
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    limits: DataConfig = field(default_factory=DataConfig)  # input caps (the fine-tuning model's, by default)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)

@@ -86,7 +86,7 @@ class _ProcessorSource:
     @dataclass
     class Config:
         encoder: EncoderConfig  # the CLIP being adapted (tokenizer, preprocessing)
-        data: DataConfig  # input caps
+        limits: DataConfig  # input caps
         tasks: list[TaskSpec]  # none: pretraining reads no labels
 
     config: Config
@@ -269,7 +269,7 @@ def _prepare(
     ).to_dict()
     encoder = ClipEncoder(cfg.encoder)
     encoder.requires_grad_(True)  # contrastive adaptation trains every encoder weight
-    data_cfg = DataConfig()
+    data_cfg = cfg.limits
     train_pairs, dropped = usable_pairs(train_posts, cfg.contrastive.texts, data_cfg)
     val_pairs, _ = usable_pairs(val_posts or [], cfg.contrastive.texts, data_cfg)
     report.train_posts, report.val_posts = len(train_pairs), len(val_pairs)
