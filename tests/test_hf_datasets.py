@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 
 from ximgctx import load_posts, write_posts
 from ximgctx.contextbench import generate
-from ximgctx.data.hf_datasets import HubDatasetError
+from ximgctx.data.hf_datasets import ColumnMap, HubDatasetError
 from ximgctx.data.post import LoadReport, PostValidationError
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.governance import govern
@@ -82,6 +82,9 @@ def test_dataset_with_a_column_mapping_gives_the_posts() -> None:
     assert [(r.text, r.author) for r in posts[2].replies] == [("count me in", None)]
     assert [p.labels for p in posts] == [{"intent": "joke"}, {"intent": "protest"}, {}]  # ClassLabel names
     assert [p.meta for p in posts] == [{"lang": "en"}, {"lang": "de"}, {"lang": "en"}]
+    assert load_posts(research_dataset(), columns=ColumnMap(**RESEARCH_COLUMNS)) == posts
+    with pytest.raises(PostValidationError, match=r"Dataset row 0 field 'labels.intent'"):  # not a ClassLabel
+        load_posts(research_dataset().cast_column("label", Value("int64")), columns=RESEARCH_COLUMNS)
 
 
 def test_default_columns_follow_the_record_format_and_strings_are_replies() -> None:

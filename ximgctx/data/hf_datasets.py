@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ximgctx.data.post import LoadReport, Post, PostValidationError, post_from_dict
 from ximgctx.errors import ConfigError, InputError
@@ -71,9 +71,9 @@ class ColumnMap:
     text: str = "text"  # the post's own text
     replies: str = "replies"  # a list of strings or of {"text", "author"} objects (or one string: one reply)
     # a column of {task: label} objects, or {task: column} to read each task's label from its own column
-    labels: Union[str, Mapping[str, str]] = "labels"  # noqa: UP007 (a runtime alias on Python 3.10)
+    labels: str | Mapping[str, str] = "labels"
     # a column holding the meta object, or a list of columns copied into meta under their own names
-    meta: Union[str, Sequence[str]] = "meta"  # noqa: UP007
+    meta: str | Sequence[str] = "meta"
 
     @classmethod
     def parse(cls, columns: ColumnMap | Mapping[str, Any] | None) -> tuple[ColumnMap, frozenset[str]]:
@@ -81,7 +81,9 @@ class ColumnMap:
         if columns is None:
             return cls(), frozenset()
         if isinstance(columns, ColumnMap):
-            return columns, frozenset(f.name for f in fields(cls))
+            default = cls()
+            changed = (f.name for f in fields(cls) if getattr(columns, f.name) != getattr(default, f.name))
+            return columns, frozenset(changed)
         if not isinstance(columns, Mapping):
             raise ConfigError(f"columns must be a mapping such as {{'image': 'img'}}, got {columns!r}")
         known = [f.name for f in fields(cls)]
@@ -280,10 +282,7 @@ def _replies(value: Any) -> Any:
     value = _json_value(value)
     if isinstance(value, str):  # one string is one reply, never a list of characters
         return [value] if value.strip() else []
-    if isinstance(value, Mapping) and isinstance(value.get("text"), list):  # Sequence({...}): dict of lists
-        keys = list(value)
-        return [dict(zip(keys, row, strict=False)) for row in zip(*(value[k] for k in keys), strict=False)]
-    return value
+    return value  # Arrow gives a Sequence/List of structs as a list of dicts, as the record format has them
 
 
 def _class_names(features: Any, column: str) -> list[str] | None:
@@ -452,7 +451,15 @@ def load_dataset_posts(
     """Posts from a ``datasets`` source (see :func:`ximgctx.data.post.load_posts` for the arguments).
 
     An ``IterableDataset`` (given, or a hub id or folder read with ``streaming=True``) is never materialised:
-    the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says.
+    the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says. Image paths
+    stored in the dataset are resolved against ``image_root``, else a ``save_to_disk`` folder, else left as they
+    are (the processor's image root or the working folder reads them).
+
+    Raises:
+        PostValidationError: a bad row (``on_error="raise"``), naming the row index and the field.
+        InputError: a split missing or not chosen, a mapped column the dataset lacks, an unsafe folder.
+        HubDatasetError: a hub id that cannot be had (offline and uncached: at once, naming the id).
+        ConfigError: ``columns`` names an unknown part of a post.
     """
     cmap, explicit = ColumnMap.parse(columns)
     report = report if report is not None else LoadReport()

@@ -10,7 +10,8 @@ The canonical on-disk form is JSONL, one post per line::
 Files are read through Hugging Face ``datasets`` (JSONL, Parquet, or a folder written by
 ``Dataset.save_to_disk``), streaming when asked. JSONL is read line by line as text and parsed here, so
 that mixed shapes (a reply as a string or an object, a label as a string, a list or a distribution)
-never trip Arrow's schema inference and every error names its file, line and field.
+never trip Arrow's schema inference and every error names its file, line and field. ``datasets`` objects, hub
+dataset ids and ``save_to_disk`` folders (with a column mapping) are read by :mod:`ximgctx.data.hf_datasets`.
 """
 
 from __future__ import annotations
