@@ -221,6 +221,38 @@ def test_hub_dataset_id_offline_and_uncached_fails_at_once_naming_it(tmp_path: P
         load_posts("org/posts.jsonl")
 
 
+def fill_datasets_cache(cache: Path, repo_id: str, splits: dict[str, Dataset], work: Path) -> None:
+    """What ``datasets.load_dataset(repo_id)`` leaves in its cache: Arrow files prepared by the Parquet builder
+    under ``org___name/default/0.0.0/<hash>/``, named after the dataset (read offline by datasets' cache module)."""
+    files = {}
+    for split, ds in splits.items():
+        files[split] = str(work / f"{split}.parquet")
+        ds.to_parquet(files[split])
+    datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "build"))
+    (built,) = [p for p in (work / "build" / "parquet").glob("*/0.0.0/*") if p.is_dir()]
+    org, name = repo_id.split("/")
+    target = cache / f"{org}___{name}" / "default" / "0.0.0" / "0123abcd"
+    target.mkdir(parents=True)
+    for f in built.iterdir():
+        (target / f.name.replace("parquet-", f"{name}-")).write_bytes(f.read_bytes())
+
+
+def test_hub_dataset_id_reads_the_datasets_cache_offline(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    ds = research_dataset()
+    cache = tmp_path / "cache"
+    fill_datasets_cache(cache, "org/posts", {"train": ds, "test": ds.select([2])}, tmp_path)
+    expected = load_posts(ds, columns=RESEARCH_COLUMNS)
+    got = load_posts("org/posts", split="train", cache_dir=cache, columns=RESEARCH_COLUMNS)
+    assert got == expected and isinstance(got[0].image, bytes)
+    streamed = load_posts(
+        "org/posts", split="test", cache_dir=cache, columns=RESEARCH_COLUMNS, streaming=True
+    )
+    assert not isinstance(streamed, list) and [p.id for p in streamed] == ["c"]
+    with pytest.raises(InputError, match=r"hub dataset 'org/posts' has the splits \['train', 'test'\]"):
+        load_posts("org/posts", cache_dir=cache, columns=RESEARCH_COLUMNS)
+
+
 # ------------------------------------------------------------------------------- end to end: train, predict
 def _run(posts, val, out: Path) -> Path:
     config = {
