@@ -151,6 +151,15 @@ def test_image_bytes_are_never_decoded_by_datasets() -> None:
     assert [(p.field, p.kind) for p in batch.problems[0]] == [("image", "too_many_pixels")]
 
 
+def test_posts_holding_image_bytes_are_not_written_as_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "posts.jsonl"
+    out.write_text("old\n")
+    posts = load_posts(research_dataset(), columns=RESEARCH_COLUMNS)
+    with pytest.raises(InputError, match="post 'a' field 'image': a JSONL record holds an image path"):
+        write_posts(posts, out)
+    assert out.read_text() == "old\n" and list(tmp_path.iterdir()) == [out]  # nothing lost, no temp file
+
+
 def test_dataset_dict_needs_a_split_when_it_has_several() -> None:
     ds = research_dataset()
     both = DatasetDict(train=ds, test=ds.select([2]))

@@ -554,6 +554,12 @@ class WriteReport:
 
 
 def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> str:
+    if p.image is not None and not isinstance(p.image, str):
+        raise InputError(
+            f"post {p.id!r} field 'image': a JSONL record holds an image path, but this post holds its image as "
+            f"{type(p.image).__name__} (a datasets Image() column or a PIL image); save the images as files and "
+            f"give their paths"
+        )
     if p.image is not None and os.path.isabs(p.image):
         image = p.image
         if image_paths == "relative":
