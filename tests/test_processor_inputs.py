@@ -140,6 +140,23 @@ def test_pil_images_get_the_decoder_limits(model, tmp_path) -> None:
     assert small.mode == "RGBA"  # not converted in place
 
 
+def test_pil_images_truncated_or_animated_decode_like_their_files(model, tmp_path) -> None:
+    whole = tmp_path / "whole.png"
+    Image.effect_noise((64, 64), 40).convert("RGB").save(whole)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[:-300])
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    third = Image.open(gif)
+    third.seek(2)  # the caller left the animation on its last frame
+    batch = model.processor([{"id": "cut", "image": Image.open(cut)}, {"id": "gif", "image": third}])
+    by_path = model.processor([Post("cut", image=str(cut)), Post("gif", image=str(gif))])
+    assert [[(p.field, p.kind) for p in plist] for plist in batch.problems] == [[("image", "truncated")], []]
+    assert [[p.kind for p in plist] for plist in by_path.problems] == [["truncated"], []]
+    assert torch.equal(batch.pixels, by_path.pixels) and batch.image_mask.tolist() == [False, True]
+
+
 def test_predictor_takes_dicts_and_numbers_them_across_batches(model, posts) -> None:
     predictor = Predictor(model, device="cpu", dtype=None, batch_size=4)
     expected = predictor.predict(posts)
