@@ -260,6 +260,8 @@ def test_hub_dataset_id_reads_the_datasets_cache_offline(tmp_path: Path, monkeyp
     assert not isinstance(streamed, list) and [p.id for p in streamed] == ["c"]
     with pytest.raises(InputError, match=r"hub dataset 'org/posts' has the splits \['train', 'test'\]"):
         load_posts("org/posts", cache_dir=cache, columns=RESEARCH_COLUMNS)
+    with pytest.raises(HubDatasetError, match=r"dataset 'org/posts': .*val"):
+        load_posts("org/posts", split="val", cache_dir=cache)
 
 
 # ------------------------------------------------------------------------------- end to end: train, predict

@@ -222,8 +222,9 @@ def _load_hub(
         where = "the hub is unreachable or HF_HUB_OFFLINE is set" if offline else "the hub does not serve it"
         why = f"it is not in the local cache and {where}, and no file or folder {repo_id!r} exists here"
         raise HubDatasetError(_hub_message(repo_id, f"{why} ({e})")) from None
-    except ValueError as e:  # an unknown split, a bad config name, a script dataset refused
-        raise HubDatasetError(f"dataset {repo_id!r}: {e}") from None
+    except (ValueError, RuntimeError) as e:  # an unknown split, a config name, a script dataset (refused)
+        script = "; ximgctx never runs a dataset's code" if "script" in str(e).lower() else ""
+        raise HubDatasetError(f"dataset {repo_id!r}: {e}{script}") from None
     except OSError as e:  # gated, not found, HTTP errors
         raise HubDatasetError(_hub_message(repo_id, f"download failed ({e})")) from None
     finally:
