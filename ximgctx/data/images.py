@@ -71,6 +71,7 @@ __all__ = [
     "ImageLimits",
     "ImageRoot",
     "ImageSource",
+    "from_pil",
     "load_image",
 ]
 
@@ -305,6 +306,44 @@ def load_image(
     with _open_source(source, limits, root) as (fp, size, path), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return _decode(fp, size, path, limits)
+
+
+def from_pil(image: Image.Image, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """An image a caller already holds as a PIL object, through the same rules as :func:`load_image`.
+
+    The pixel and aspect limits are checked on its size before anything is decoded; one that Pillow has opened
+    but not yet loaded (``Image.open(...)``) must be of an allowed format; the first frame of an animation, EXIF
+    orientation and RGB conversion are applied as for a file, so ``Image.open(path)`` and ``path`` give the same
+    pixels. The caller's object is never returned nor converted in place (an animation is seeked to its first
+    frame, a lazily opened one loaded).
+
+    Raises:
+        ImageDecodeError: too many pixels, too elongated, a format not allowed, or pixels that fail to decode.
+    """
+    name = getattr(image, "filename", None) or None
+    path = name if isinstance(name, str) else None
+    _check_pixels(image.size, limits, path, when="the PIL image")
+    _check_aspect(image.size, limits, path)
+    pending = bool(getattr(image, "tile", None))  # opened lazily: Pillow still has to parse and decode it
+    if pending and image.format not in limits.formats:
+        raise ImageDecodeError("format_not_allowed", f"the PIL image holds a {image.format} file", path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            if getattr(image, "is_animated", False) and image.tell() != 0:
+                image.seek(0)  # the first frame, as load_image decodes it
+            image.load()
+        except _DECODE_ERRORS as e:
+            message = str(e) or type(e).__name__
+            truncated = isinstance(e, EOFError) or any(m in message.lower() for m in _TRUNCATION_MARKERS)
+            raise ImageDecodeError("truncated" if truncated else "corrupt", message, path) from e
+    _check_pixels(image.size, limits, path, when="decoded frame")  # a GIF frame can grow on load
+    _check_aspect(image.size, limits, path)
+    try:
+        rgb = to_rgb(apply_exif_orientation(image))
+    except _DECODE_ERRORS as e:
+        raise ImageDecodeError("corrupt", f"cannot convert {image.mode} pixels to RGB ({e})", path) from e
+    return rgb.copy() if rgb is image else rgb
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ The canonical on-disk form is JSONL, one post per line::
 Files are read through Hugging Face ``datasets`` (JSONL, Parquet, or a folder written by
 ``Dataset.save_to_disk``), streaming when asked. JSONL is read line by line as text and parsed here, so
 that mixed shapes (a reply as a string or an object, a label as a string, a list or a distribution)
-never trip Arrow's schema inference and every error names its file, line and field.
+never trip Arrow's schema inference and every error names its file, line and field. ``datasets`` objects, hub
+dataset ids and ``save_to_disk`` folders (with a column mapping) are read by :mod:`ximgctx.data.hf_datasets`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ximgctx.data.problems import Problem, count_problems
 from ximgctx.errors import InputError
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +56,26 @@ class PostValidationError(InputError):
     """A post record is malformed. The message names the file, line and field."""
 
     def __init__(
-        self, message: str, *, source: str | None = None, line: int | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        row: int | None = None,
     ) -> None:
         where = ""
         if source is not None:
             where = f"{source}:{line}" if line is not None else str(source)
+        if row is not None:  # a datasets row: its 0-based index, as ``dataset[row]`` reads it
+            where = f"{where} row {row}" if where else f"row {row}"
         if field is not None:
             where = f"{where} field {field!r}" if where else f"field {field!r}"
         super().__init__(f"{where}: {message}" if where else message)
         self.source = source
         self.line = line
         self.field = field
+        self.row = row
         self.reason = message
 
 
@@ -100,7 +113,9 @@ class Post:
     """One post: the unit ximgctx reads, trains on and predicts for."""
 
     id: str  # unique within a dataset
-    image: str | None = None  # path to the image (absolute once loaded from a manifest), or None
+    # path to the image (absolute once loaded from a manifest), its encoded bytes (a datasets Image() column, a
+    # shard), a PIL image (given to the processor in Python), or None
+    image: str | bytes | PIL.Image.Image | None = None
     text: str = ""  # the post's own text (caption, tweet, OCR of a meme)
     replies: list[Reply] = field(default_factory=list)  # replies in display order
     labels: dict[str, LabelValue] = field(default_factory=dict)  # per task; a missing task is unlabeled
@@ -233,6 +248,7 @@ def post_from_dict(
     source: str | None = None,
     line: int | None = None,
     image_root: str | Path | None = None,
+    row: int | None = None,
 ) -> Post:
     """Validate one record and build a :class:`Post`.
 
@@ -241,11 +257,12 @@ def post_from_dict(
         source: file the record came from, for error messages.
         line: 1-based line (or row) number in ``source``.
         image_root: relative image paths are resolved against this folder.
+        row: 0-based row index in a ``datasets`` source, for error messages.
 
     Raises:
         PostValidationError: naming ``source``, ``line`` and the offending field.
     """
-    ctx = {"source": source, "line": line}
+    ctx = {"source": source, "line": line, "row": row}
     if not isinstance(record, Mapping):
         raise PostValidationError(f"a post is a JSON object, got {type(record).__name__}", **ctx)
     unknown = set(record) - {"id", "image", "text", "replies", "labels", "meta"}
@@ -460,19 +477,25 @@ def _iter_posts(
 
 
 def load_posts(
-    path: str | Path,
+    path: str | Path | Any,
     *,
     image_root: str | Path | None = None,
     streaming: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
     report: LoadReport | None = None,
     labels: Literal["check", "ignore"] = "check",
+    columns: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> list[Post] | Iterator[Post]:
-    """Read posts from a manifest.
+    """Read posts from a manifest or a Hugging Face ``datasets`` source.
 
     Args:
-        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, or a folder
-            written by ``datasets.Dataset.save_to_disk``.
+        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, a folder written by
+            ``save_to_disk`` (a ``Dataset`` or ``DatasetDict``), a ``datasets.Dataset`` / ``IterableDataset`` /
+            ``DatasetDict`` object, or a hub dataset id (``"org/name"``). An ``IterableDataset`` is streamed,
+            never materialised (an iterator is returned). See :mod:`ximgctx.data.hf_datasets`.
         image_root: folder that relative image paths are resolved against; defaults to the folder of
             the file each record came from.
         streaming: return a lazy iterator that reads through ``datasets`` streaming, holding one
@@ -482,15 +505,37 @@ def load_posts(
         report: filled with what was skipped when ``on_error="skip"``.
         labels: ``"ignore"`` drops every record's labels unread (inference does not use them, so a post whose
             only fault is a label value is kept); ``"check"`` validates them.
+        columns: for ``datasets`` sources, which column holds each part of a post, e.g.
+            ``{"id": "post_id", "image": "img", "text": "caption", "replies": "comments",
+            "labels": {"intent": "label"}, "meta": ["lang"]}`` (defaults: the record's own field names; see
+            :class:`~ximgctx.data.hf_datasets.ColumnMap`).
+        split: the split of a ``DatasetDict``, a saved one or a hub dataset (required when it has several).
+        revision: the hub dataset's revision (branch, tag or commit).
+        cache_dir: the ``datasets`` cache a hub dataset is read from.
 
     Returns:
-        A list of posts, or an iterator when ``streaming``.
+        A list of posts, or an iterator when ``streaming`` (or for an ``IterableDataset``).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     report = report if report is not None else LoadReport()
     if labels not in ("check", "ignore"):
         raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
+    from ximgctx.data import hf_datasets
+
+    if hf_datasets.is_dataset_source(path):
+        return hf_datasets.load_dataset_posts(
+            path,
+            columns=columns,
+            split=split,
+            revision=revision,
+            cache_dir=cache_dir,
+            image_root=image_root,
+            streaming=streaming,
+            on_error=on_error,
+            report=report,
+            labels=labels,
+        )
     it = _iter_posts(
         Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
     )
@@ -510,6 +555,12 @@ class WriteReport:
 
 
 def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> str:
+    if p.image is not None and not isinstance(p.image, str):
+        raise InputError(
+            f"post {p.id!r} field 'image': a JSONL record holds an image path, but this post holds its image as "
+            f"{type(p.image).__name__} (a datasets Image() column or a PIL image); save the images as files and "
+            f"give their paths"
+        )
     if p.image is not None and os.path.isabs(p.image):
         image = p.image
         if image_paths == "relative":

@@ -14,22 +14,30 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ximgctx.config import DataConfig, TaskSpec
-from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, load_image
-from ximgctx.data.post import LabelValue, Post
+from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, from_pil, load_image
+from ximgctx.data.post import LabelValue, Post, Reply, post_from_dict
 from ximgctx.data.problems import Problem
 from ximgctx.data.text import cap_text, trim_tokens
 from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LabelError", "PostBatch", "PostProcessor", "encode_label"]
+__all__ = ["LabelError", "PostBatch", "PostInput", "PostProcessor", "as_post", "encode_label"]
+
+#: What the processor (and ``Predictor``) take as one post: a Post, or a dict in the README's record format
+#: whose ``image`` may also be encoded bytes or a PIL image.
+PostInput = Post | Mapping[str, Any]
+
+#: what ``Post.image`` may hold
+_IMAGE_TYPES = (str, bytes, bytearray, memoryview, Image.Image)
 
 
 class LabelError(InputError):
@@ -90,6 +98,89 @@ class PostBatch:
             label_mask={k: v[idx] for k, v in self.label_mask.items()},
             problems=[self.problems[i] for i in index],
         )
+
+
+def _input_error(where: str, fld: str, message: str) -> InputError:
+    return InputError(f"{where} field {fld!r}: {message}")
+
+
+def _check_image(image: Any, where: str) -> Any:
+    if image is not None and not isinstance(image, _IMAGE_TYPES):
+        raise _input_error(
+            where,
+            "image",
+            f"an image is a path, the encoded bytes or a PIL image, got {type(image).__name__} {image!r:.40}",
+        )
+    return None if isinstance(image, str) and not image.strip() else image
+
+
+def _post_replies(replies: Any, where: str) -> list[Reply]:
+    if replies is None:
+        return []
+    if isinstance(replies, str):  # one string is one reply (never a list of its characters)
+        return [Reply(replies)] if replies.strip() else []
+    if not isinstance(replies, (list, tuple)):
+        raise _input_error(
+            where, "replies", f"replies are a list (or one string), got {type(replies).__name__}"
+        )
+    if all(isinstance(r, Reply) and isinstance(r.text, str) for r in replies):
+        return replies if isinstance(replies, list) else list(replies)
+    out = []
+    for j, r in enumerate(replies):
+        if isinstance(r, Reply) and isinstance(r.text, str):
+            out.append(r)
+        elif isinstance(r, str):
+            out.append(Reply(r))
+        else:
+            got = (
+                f"a Reply whose text is {type(r.text).__name__}" if isinstance(r, Reply) else type(r).__name__
+            )
+            raise _input_error(where, f"replies[{j}]", f"a reply is a string or a Reply, got {got}")
+    return out
+
+
+def _checked_post(post: Post, where: str) -> Post:
+    """``post`` as it is when every field has the right type; None text and string replies are normalised."""
+    if isinstance(post.id, bool) or not isinstance(post.id, (str, int)) or not str(post.id).strip():
+        raise _input_error(where, "id", f"id must be a non-empty string, got {post.id!r}")
+    if post.text is not None and not isinstance(post.text, str):
+        raise _input_error(where, "text", f"text must be a string, got {type(post.text).__name__}")
+    for fld in ("labels", "meta"):
+        if not isinstance(getattr(post, fld), Mapping):
+            raise _input_error(where, fld, f"{fld} must be a dict, got {type(getattr(post, fld)).__name__}")
+    image = _check_image(post.image, where)
+    replies = _post_replies(post.replies, where)
+    same = image is post.image and replies is post.replies  # identity: == would compare a PIL image's pixels
+    if same and isinstance(post.text, str) and isinstance(post.id, str):
+        return post
+    return Post(str(post.id), image, post.text or "", replies, post.labels, post.meta)
+
+
+def as_post(item: PostInput, position: int = 0) -> Post:
+    """One input as a :class:`Post`: a Post (checked), or a dict in the README's record format.
+
+    A dict's ``image`` may be a path, the encoded bytes or a PIL image; ``replies`` one string (one reply) or a
+    list of strings and ``{"text", "author"}`` objects; a missing ``id`` becomes ``"input-<position>"``;
+    ``text=None`` is empty text. A wrong type is an :class:`InputError` naming the post and the field.
+    """
+    if isinstance(item, Post):
+        return _checked_post(item, f"post {item.id!r}")
+    if not isinstance(item, Mapping):
+        raise InputError(
+            f"post at position {position}: a post is a Post or a dict in the record format, got "
+            f"{type(item).__name__}"
+        )
+    pid = item.get("id", f"input-{position}")
+    where = f"post {pid!r}" if isinstance(pid, (str, int)) else f"post at position {position}"
+    image = _check_image(item.get("image"), where)
+    replies = item.get("replies")
+    if isinstance(replies, str):  # one string is one reply
+        replies = [replies] if replies.strip() else []
+    record = {**item, "id": pid, "image": None, "replies": replies}
+    post = post_from_dict(record, source=where)
+    return (
+        Post(post.id, image, post.text, post.replies, post.labels, post.meta) if image is not None else post
+    )
 
 
 def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
@@ -190,7 +281,10 @@ class PostProcessor:
         if post.image is None:
             return None
         try:
-            image = load_image(post.image, self.limits, root=self.image_root)
+            if isinstance(post.image, Image.Image):
+                image = from_pil(post.image, self.limits)
+            else:
+                image = load_image(post.image, self.limits, root=self.image_root)
         except ImageDecodeError as e:
             root = self.image_root
             detail = _confined_detail(post.id, e, root.path) if root is not None and root.confine else str(e)
@@ -198,7 +292,8 @@ class PostProcessor:
             return None
         return self.image_transform(image)
 
-    def __call__(self, posts: Sequence[Post]) -> PostBatch:
+    def __call__(self, posts: Sequence[PostInput]) -> PostBatch:
+        posts = [as_post(p, i) for i, p in enumerate(posts)]
         b = len(posts)
         s = self.image_size
         pixels = torch.zeros(b, 3, s, s)

@@ -27,7 +27,7 @@ from ximgctx._distributed import resolve_device
 from ximgctx.config import MODALITIES
 from ximgctx.data.post import Post
 from ximgctx.data.problems import Problem
-from ximgctx.data.processor import PostBatch
+from ximgctx.data.processor import PostBatch, PostInput, as_post
 from ximgctx.data.text import cap_text
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
@@ -77,8 +77,8 @@ def abstain_reason(post: Post) -> str:
     return "no usable image: it could not be read (see problems)"
 
 
-def _batches(items: Iterable[Post], size: int) -> Iterator[list[Post]]:
-    it = iter(items)
+def _batches(items: Iterable[PostInput], size: int) -> Iterator[list[Post]]:
+    it = (as_post(item, i) for i, item in enumerate(items))  # dicts and PIL images become posts (checked)
     while chunk := list(islice(it, size)):
         yield chunk
 
@@ -216,14 +216,25 @@ class Predictor:
         expected_sha256: str | None = None,
         trust_remote_arch: bool = False,
         memory: LabelMemory | str | Path | bool | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> Predictor:
-        """Load a model folder written by ``ContextModel.save_pretrained`` (checksums verified; see
-        :meth:`ContextModel.from_pretrained` for ``expected_sha256`` and ``trust_remote_arch``).
+        """Load a model folder written by ``ContextModel.save_pretrained``, or a hub repo id (``"org/name"``)
+        holding one (checksums verified; see :meth:`ContextModel.from_pretrained` for ``expected_sha256``,
+        ``trust_remote_arch``, ``revision`` and ``cache_dir``).
 
         Args:
             memory: a label memory, or a memory folder to load (verified), or True for the model's own
                 (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
         """
+        from ximgctx.models.hub import download_model, looks_like_repo_id
+
+        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
+            # the verified snapshot in the Hugging Face cache: model_dir and model_digest name it
+            path = download_model(
+                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+            )
+            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
         dev = resolve_device(device)
         model = ContextModel.from_pretrained(
             path,
@@ -274,9 +285,9 @@ class Predictor:
             scores = self._memory.blend(scores, output.fused)
         return scores
 
-    def run_batch(self, posts: Sequence[Post], batch: PostBatch | None = None) -> BatchResult:
+    def run_batch(self, posts: Sequence[PostInput], batch: PostBatch | None = None) -> BatchResult:
         """Collate (unless ``batch`` is given) and run one forward pass over ``posts``."""
-        posts = list(posts)
+        posts = [as_post(p, i) for i, p in enumerate(posts)]
         if batch is None:
             batch = self.collate(posts)
         output = self.forward(batch)
@@ -290,7 +301,7 @@ class Predictor:
         )
 
     def iter_batches(
-        self, posts: Iterable[Post], batch_size: int | None = None, *, progress: bool = False
+        self, posts: Iterable[PostInput], batch_size: int | None = None, *, progress: bool = False
     ) -> Iterator[BatchResult]:
         """Yield one :class:`BatchResult` per batch, in input order (collating ahead when prefetching)."""
         size = batch_size or self.batch_size
@@ -360,7 +371,7 @@ class Predictor:
 
     def iter_predict(
         self,
-        posts: Iterable[Post],
+        posts: Iterable[PostInput],
         batch_size: int | None = None,
         *,
         embeddings: bool = False,
@@ -372,7 +383,7 @@ class Predictor:
 
     def predict(
         self,
-        posts: Iterable[Post],
+        posts: Iterable[PostInput],
         batch_size: int | None = None,
         *,
         embeddings: bool = False,
@@ -391,7 +402,7 @@ class Predictor:
 
     def embed(
         self,
-        posts: Iterable[Post],
+        posts: Iterable[PostInput],
         batch_size: int | None = None,
         *,
         space: str = "fused",

@@ -253,7 +253,7 @@ def check_image_paths(posts: list[Post], source: str, sample: int = 256) -> None
     without a single image looks like a model that learned little."""
     from ximgctx.config import ConfigError
 
-    paths = [p.image for p in posts if p.image is not None]
+    paths = [p.image for p in posts if isinstance(p.image, str)]  # bytes and PIL images are not files
     if not paths:
         return
     step = max(1, len(paths) // sample)
