@@ -147,7 +147,8 @@ def test_govern_and_predict_write_jsonl_to_stdout(tmp_path, capsys, posts):
     assert [r["id"] for r in governed] == [p.id for p in posts]
     assert "kept" in err  # the summary moves to stderr when stdout carries the posts
     code, out, err = _run(
-        ["predict", "--model", str(model_dir()), "--data", str(manifest), "--out", "-", "--no-progress"], capsys
+        ["predict", "--model", str(model_dir()), "--data", str(manifest), "--out", "-", "--no-progress"],
+        capsys,
     )
     assert code == 0, err
     preds = [json.loads(line) for line in out.splitlines()]
