@@ -360,9 +360,8 @@ def aggregate_votes(
             (a confusion matrix per labeler; needs many votes each).
         n_iter: most EM iterations of Dawid–Skene.
         tol: EM stops when the evidence lower bound per vote improves by less than this (crowd-kit's
-            default). Each iteration costs tens of milliseconds of pandas work; on simulated crowds 1e-4 was
-            1.2-1.6x faster and moved posteriors by 0.3-0.9 points on average (up to 28 points for single
-            posts of a 50-post set), so the default stays.
+            default). A looser tolerance is faster but moves the posteriors of single posts noticeably on
+            small sets, so the default stays.
 
     Returns:
         An :class:`AggregationResult`; skipped votes are in ``result.problems`` with their file and row.

@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
@@ -507,7 +506,3 @@ class ClipEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(pixels), self.encode_text(tokens)
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1)

@@ -5,10 +5,10 @@ open_clip's attention blocks are ``nn.MultiheadAttention``, which calls its ``ou
 therefore targets the whole MHA module, which peft adapts as one unit (its in-projection and
 out-projection both get adapters). ``mlp`` targets the Linear layers inside transformer blocks, ``conv``
 the convolutions of a ResNet image tower, ``embed`` the text tower's token embedding (peft's embedding LoRA:
-a low-rank update of the whole vocabulary table; it is what lets LoRA teach a text tower new words: on the
-quickstart's randomly initialised tower, validation intent after 400 steps went from 0.69 to 0.80 with it,
-measured at the same learning rate). ``all`` is all four. The same reasoning as for ``out_proj`` excludes the q/k/v projections of a ResNet tower's attention
-pool, which are also read as raw weights.
+a low-rank update of the whole vocabulary table; it is what lets LoRA teach a text tower new words, which
+matters most on a randomly initialised tower like the quickstart's). ``all`` is all four. The same reasoning
+as for ``out_proj`` excludes the q/k/v projections of a ResNet tower's attention pool, which are also read as
+raw weights.
 
 peft's own MHA layer runs each forward by adding the adapter delta into the base weights and subtracting it
 again afterwards. In floating point ``(W + d) - d != W``, so the frozen base weights drift a little on every
@@ -16,8 +16,10 @@ step (measured: every adapted in_proj and out_proj weight differs after one trai
 in :class:`ExactLoraMultiheadAttention`, which hands MHA the merged weight as a temporary tensor and puts the
 original Parameter object back untouched, so base weights stay bit-identical (tested). peft 0.21's layer
 also adds the out_proj delta twice (``W + 2 dW``; huggingface/peft#3774); this one applies ``W + dW``, checked
-against a plain ``nn.MultiheadAttention`` holding the merged weights. Adapter files stay in peft's format, but
-until that fix ships, stock peft loads MHA adapters with the doubled out_proj delta.
+against a plain ``nn.MultiheadAttention`` holding the merged weights. Because stock peft would reload such an
+adapter with the doubled delta, adapters with an MHA target are saved in ximgctx's own adapter format (no
+``adapter_config.json``, so ``PeftModel.from_pretrained`` refuses them loudly); every other adapter is saved in
+peft's format and reloads in stock peft with identical outputs (see :func:`ximgctx.models.export.save_adapter`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from ximgctx.config import LORA_PRESETS, LoraConfig
 
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
-_TOWER_PREFIX = {"image": "visual.", "text": ""}
 #: transformers CLIP/SigLIP: the Linear layers of each preset, by their last name (attention layers call their
 #: projections as modules, so q/k/v/out_proj adapters all run; SigLIP's pooling-head MHA is left out, since stock
 #: peft would not reproduce it)
