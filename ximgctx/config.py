@@ -12,11 +12,13 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from ximgctx.errors import ConfigError
 
 __all__ = [
+    "read_yaml",
     "ConfigError",
     "DataConfig",
     "EncoderConfig",
@@ -302,6 +304,16 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         return config_from_dict(tp, value, path)
+    if origin is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
+        key_field = getattr(args[1], "_KEY_FIELD", None)  # the entry's key fills this field (a rule's name)
+        return {
+            k: config_from_dict(
+                args[1], {**v, key_field: str(k)} if key_field and isinstance(v, dict) else v, f"{path}.{k}"
+            )
+            for k, v in value.items()
+        }
     if origin is list and args and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list, got {type(value).__name__}")
@@ -337,3 +349,26 @@ def config_from_dict(cls: type[T], data: Any, path: str = "") -> T:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{path or cls.__name__}: {e}") from e
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The one reader of every YAML file ximgctx takes (experiment and quickstart configs, moderation and
+    governance policies): a mapping read with :func:`ximgctx._yaml.safe_load`, errors naming the file."""
+    import yaml
+
+    from ximgctx import _yaml
+
+    path = Path(path)
+    try:
+        data = _yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such {what}") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} holds a mapping at the top level, got {type(data).__name__}")
+    return data

@@ -14,14 +14,13 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
-import yaml
 
-from ximgctx import _yaml
+from ximgctx.config import config_from_dict, read_yaml
 from ximgctx.errors import ConfigError
 from ximgctx.governance import flags
 from ximgctx.governance.identity import normalize_author
@@ -181,28 +180,17 @@ class GovernancePolicy:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> GovernancePolicy:
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"governance policy: unknown keys {unknown}; known keys are {sorted(names)}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any] | None, source: str = "governance policy") -> GovernancePolicy:
+        """Build and validate a policy; errors name ``source`` and the key."""
+        try:
+            return config_from_dict(cls, dict(data or {}))
+        except (TypeError, ValueError) as e:  # ConfigError, and the checks of __post_init__
+            raise ConfigError(f"{source}: {e}") from e
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GovernancePolicy:
         """Load and validate a policy file; errors name the file and the bad value."""
-        path = Path(path)
-        try:
-            data = _yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"{path}: a governance policy is a mapping, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: {e}") from e
+        return cls.from_dict(read_yaml(path, "governance policy"), source=str(path))
 
     def with_opt_outs(self, authors: list[str] | set[str]) -> GovernancePolicy:
         """A copy with more opted-out author ids (e.g. from an opt-out list file)."""

@@ -44,12 +44,11 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from ximgctx import _yaml
-from ximgctx.config import TaskSpec
+from ximgctx.config import TaskSpec, config_from_dict
 from ximgctx.errors import ConfigError
 
 __all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "default_policy_path", "worst"]
@@ -58,16 +57,6 @@ __all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "defa
 DECISIONS: tuple[str, ...] = ("allow", "review", "block")
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
-_CATEGORY_KEYS = {"description", "task", "labels", "reduce", "block", "review", "calibration", "openai"}
-_POLICY_KEYS = {
-    "name",
-    "description",
-    "version",
-    "explain_replies",
-    "categories",
-    "unreadable_input",
-    "required_inputs",
-}
 _INPUTS = ("image", "text", "replies")
 
 
@@ -115,8 +104,13 @@ class CategoryRule:
     calibration: dict[str, Any] = field(default_factory=dict)  # how the thresholds were chosen (kept as is)
     openai: list[str] = field(default_factory=list)  # OpenAI moderation categories this one answers
 
+    #: in a policy file a rule's name is its key under ``categories``
+    _KEY_FIELD: ClassVar[str] = "name"
+
     def __post_init__(self) -> None:
         where = f"categories.{self.name}"
+        if isinstance(self.labels, str):  # one label may be written without a list
+            self.labels = [self.labels]
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise PolicyError(f"category names are letters, digits and _ . / -, got {self.name!r}")
         if not isinstance(self.task, str) or not self.task:
@@ -222,60 +216,32 @@ class ModerationPolicy:
         try:
             if not isinstance(data, dict):
                 raise PolicyError(f"a policy is a mapping, got {type(data).__name__}")
-            unknown = sorted(set(data) - _POLICY_KEYS)
-            if unknown:
-                raise PolicyError(f"unknown keys {unknown}; known: {sorted(_POLICY_KEYS)}")
             raw = data.get("categories")
             if not isinstance(raw, dict) or not raw:
                 raise PolicyError(
                     f"'categories' must be a non-empty mapping of category name -> rule, got {raw!r}"
                 )
-            categories = {}
             for name, rule in raw.items():
                 if not isinstance(rule, dict):
-                    raise PolicyError(f"categories.{name} must be a mapping, got {rule!r}")
-                bad = sorted(set(rule) - _CATEGORY_KEYS)
-                if bad:
-                    raise PolicyError(
-                        f"categories.{name}: unknown keys {bad}; known: {sorted(_CATEGORY_KEYS)}"
-                    )
+                    continue  # config_from_dict names it
                 missing = [k for k in ("task", "labels") if k not in rule]
                 if missing:
                     raise PolicyError(f"categories.{name}: missing {missing}")
-                labels = rule["labels"]
-                categories[str(name)] = CategoryRule(
-                    name=str(name),
-                    task=rule["task"],
-                    labels=[labels] if isinstance(labels, str) else labels,
-                    block=rule.get("block"),
-                    review=rule.get("review"),
-                    reduce=rule.get("reduce", "max"),
-                    description=rule.get("description", "") or "",
-                    calibration=rule.get("calibration") or {},
-                    openai=rule.get("openai") or [],
-                )
-            return cls(
-                categories=categories,
-                name=str(data.get("name", "") or ""),
-                description=str(data.get("description", "") or ""),
-                explain_replies=data.get("explain_replies", 3),
-                version=data.get("version", 1),
-                unreadable_input=data.get("unreadable_input", "review"),
-                required_inputs=data.get("required_inputs") or [],
-            )
-        except PolicyError as e:
+                for key in ("block", "review"):  # the range in the message, before the type check
+                    _threshold(rule.get(key), f"categories.{name}.{key}")
+            return config_from_dict(cls, data)
+        except ConfigError as e:
             raise PolicyError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ModerationPolicy:
         """Read and validate a policy file."""
-        path = Path(path)
+        from ximgctx.config import read_yaml
+
         try:
-            data = _yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PolicyError(f"{path}: no such policy file") from None
-        except yaml.YAMLError as e:
-            raise PolicyError(f"{path}: not valid YAML ({e})") from None
+            data = read_yaml(path, "policy file")
+        except ConfigError as e:
+            raise PolicyError(str(e)) from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ximgctx.config import (
     ModelConfig,
     config_from_dict,
     config_to_dict,
+    read_yaml,
 )
 
 __all__ = [
@@ -289,24 +290,6 @@ class PretrainExperiment:
 
 
 # ---------------------------------------------------------------------------------------- YAML files
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping, with errors that name the file."""
-    path = Path(path)
-    try:
-        data = _yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: no such config file") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: a config file holds a mapping at the top level, got {type(data).__name__}"
-        )
-    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
