@@ -121,7 +121,7 @@ def _is_saved_folder(path: Path) -> bool:
 
 
 def _looks_like_hub_id(source: str) -> bool:
-    from ximgctx.models.hub import looks_like_repo_id
+    from ximgctx._hub import looks_like_repo_id
 
     # "org/name" only: a bare word ("train") or a missing manifest ("posts.jsonl") is a missing local path
     return (
@@ -200,8 +200,8 @@ def _load_hub(
     import datasets
     from huggingface_hub import constants
 
+    from ximgctx._hub import hub_reachable
     from ximgctx.data.post import _quiet_datasets
-    from ximgctx.models.encoder import _hub_reachable
 
     kwargs: dict[str, Any] = {
         "split": split,
@@ -211,7 +211,7 @@ def _load_hub(
     }
     if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:
         kwargs["trust_remote_code"] = False  # datasets < 4: never run a dataset script
-    offline = not _hub_reachable()
+    offline = not hub_reachable()
     was = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
     if offline:  # no retry loop against an unreachable hub: read the cache only
         datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True

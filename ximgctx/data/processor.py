@@ -320,7 +320,9 @@ class PostProcessor:
                     "replies", "capped", f"{len(replies)} replies, kept the first {self.data.max_replies}"
                 )
                 problems[i].append(problem)
-                warnings.warn(f"post {post.id!r}: {problem} (limits.max_replies)", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"post {post.id!r}: {problem} (limits.max_replies)", RuntimeWarning, stacklevel=2
+                )
                 replies = replies[: self.data.max_replies]
             reply_lists.append([cap_text(r.text, self.data.max_reply_chars) for r in replies])
 

@@ -227,7 +227,8 @@ class Predictor:
             memory: a label memory, or a memory folder to load (verified), or True for the model's own
                 (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
         """
-        from ximgctx.models.hub import download_model, looks_like_repo_id
+        from ximgctx._hub import looks_like_repo_id
+        from ximgctx.models.hub import download_model
 
         if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
             # the verified snapshot in the Hugging Face cache: model_dir and model_digest name it

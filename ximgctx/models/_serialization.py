@@ -63,7 +63,7 @@ def _weights_line(model: ContextModel) -> str:
 
 def _base_model(model: ContextModel) -> str | None:
     """The hub repo of the starting weights, when there is one (the card's ``base_model``)."""
-    from ximgctx.models.hub import looks_like_repo_id
+    from ximgctx._hub import looks_like_repo_id
 
     enc = model.config.encoder
     if enc.backend == "transformers":

@@ -382,8 +382,9 @@ class ContextModel(nn.Module):
         ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``; cache only when ``HF_HUB_OFFLINE``
         is set) and always verified.
         """
+        from ximgctx._hub import looks_like_repo_id
         from ximgctx.models._serialization import load_model
-        from ximgctx.models.hub import download_model, looks_like_repo_id
+        from ximgctx.models.hub import download_model
 
         if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
             folder = download_model(

@@ -13,11 +13,9 @@ import functools
 import json
 import logging
 import os
-import socket
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -25,6 +23,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from ximgctx._fsutil import sha256_file
+from ximgctx._hub import hub_reachable
 from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError, XimgctxError
@@ -172,22 +171,6 @@ def register_model_configs() -> None:
     _registered = True
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        from huggingface_hub import constants
-
-        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    except Exception:  # pragma: no cover - huggingface_hub is a dependency of open_clip
-        host = "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _offline_message(arch: str, tag: str, why: str) -> str:
     return (
         f"cannot load pretrained weights {tag!r} for open_clip architecture {arch!r}: {why}. "
@@ -228,7 +211,7 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
             cached = try_to_load_from_cache(repo, name, cache_dir=config.cache_dir)
             if isinstance(cached, str):
                 return cached
-    if not _hub_reachable():
+    if not hub_reachable():
         raise PretrainedWeightsError(
             _offline_message(
                 config.arch, tag, "it is not in the local cache and the hub is unreachable (offline)"

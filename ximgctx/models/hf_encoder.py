@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ximgctx._fsutil import sha256_file
+from ximgctx._hub import hub_reachable
 from ximgctx.config import EncoderConfig
 from ximgctx.errors import ConfigError
-from ximgctx.models.encoder import PretrainedWeightsError, _hub_reachable, encode_by_length, trim_tokens
+from ximgctx.models.encoder import PretrainedWeightsError, encode_by_length, trim_tokens
 
 __all__ = ["HF_MODEL_TYPES", "HFEncoder", "resolve_checkpoint"]
 
@@ -61,7 +62,7 @@ def resolve_checkpoint(config: EncoderConfig) -> tuple[Path, str | None]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
-    offline = not _hub_reachable()
+    offline = not hub_reachable()
     try:
         folder = snapshot_download(
             arch,

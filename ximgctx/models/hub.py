@@ -13,20 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx._artifacts import verify_artifact
+from ximgctx._hub import hub_reachable, looks_like_repo_id
 from ximgctx.errors import ArtifactError
 
-__all__ = ["HubModelError", "download_model", "looks_like_repo_id", "push_folder"]
+__all__ = ["HubModelError", "download_model", "looks_like_repo_id", "push_folder"]  # looks_like_repo_id: from ximgctx._hub
 
 
 class HubModelError(ArtifactError):
     """A model repo cannot be had from the hub or its cache."""
-
-
-def looks_like_repo_id(name: str) -> bool:
-    """``org/name`` or ``name``: no path separators beyond the one slash, not a relative or absolute path."""
-    if not name or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
-        return False
-    return not Path(name).exists()
 
 
 def _uncached(repo_id: str, why: str) -> str:
@@ -49,9 +43,7 @@ def download_model(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
-    from ximgctx.models.encoder import _hub_reachable
-
-    offline = not _hub_reachable()
+    offline = not hub_reachable()
     try:
         folder = Path(
             snapshot_download(
