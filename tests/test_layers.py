@@ -12,7 +12,9 @@ import ximgctx
 ROOT = Path(ximgctx.__file__).parent
 #: top-level package or module -> stage
 STAGE = {
-    **dict.fromkeys(["errors", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_cli", "_distributed"], 0),
+    **dict.fromkeys(
+        ["errors", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_cli", "_distributed"], 0
+    ),
     **dict.fromkeys(["data", "adapters", "contextbench", "governance"], 1),
     "models": 2,
     **dict.fromkeys(["training", "evaluation", "inference"], 3),
@@ -21,7 +23,10 @@ STAGE = {
 }
 #: (importing module, imported module) -> why it is allowed
 ALLOWED = {
-    ("config.py", "ximgctx.models.fusion"): "fusion.kind is validated against the one FUSIONS registry (lazy)",
+    (
+        "config.py",
+        "ximgctx.models.fusion",
+    ): "fusion.kind is validated against the one FUSIONS registry (lazy)",
     ("governance/purge.py", "ximgctx.models._serialization"): "ximgctx purge reads a model's author digests",
     ("governance/purge.py", "ximgctx.inference.search"): "ximgctx purge erases authors from search indexes",
     ("governance/purge.py", "ximgctx.hitl.memory"): "ximgctx purge erases authors from label memories",

@@ -82,7 +82,10 @@ def test_shipped_policy_validates_against_the_default_tasks() -> None:
             {"task": "intent", "labels": ["threat"], "reduce": "mean"},
             "reduce must be one of ['max', 'sum'], got 'mean'",
         ),
-        ({"task": "intent", "labels": ["threat"], "blok": 0.9}, "unknown config keys ['categories.threat.blok']"),
+        (
+            {"task": "intent", "labels": ["threat"], "blok": 0.9},
+            "unknown config keys ['categories.threat.blok']",
+        ),
         ({"labels": ["threat"]}, "categories.threat: missing ['task']"),
     ],
 )

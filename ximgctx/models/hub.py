@@ -16,7 +16,12 @@ from ximgctx._artifacts import verify_artifact
 from ximgctx._hub import hub_reachable, looks_like_repo_id
 from ximgctx.errors import ArtifactError
 
-__all__ = ["HubModelError", "download_model", "looks_like_repo_id", "push_folder"]  # looks_like_repo_id: from ximgctx._hub
+__all__ = [
+    "HubModelError",
+    "download_model",
+    "looks_like_repo_id",
+    "push_folder",
+]  # looks_like_repo_id: from ximgctx._hub
 
 
 class HubModelError(ArtifactError):
