@@ -85,8 +85,19 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True, device:
         p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
 
 
-def add_data_args(p: argparse.ArgumentParser, *, required: bool = True, help: str | None = None) -> None:
-    p.add_argument("--data", required=required, help=help or "posts: .jsonl, .parquet, or a folder of shards")
+def add_data_args(
+    p: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    help: str | None = None,
+    former: str | None = None,
+) -> None:
+    """``--data`` (``former``: the flag's old name, still accepted), ``--image-root`` and ``--on-error``."""
+    names = ["--data", former] if former else ["--data"]
+    help = help or "posts: .jsonl, .parquet, or a folder of shards"
+    if former:
+        help += f" ({former}: the former name)"
+    p.add_argument(*names, dest="data", required=required, help=help)
     p.add_argument(
         "--image-root", default=None, help="resolve relative image paths here (default: the file's folder)"
     )

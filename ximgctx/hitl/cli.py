@@ -139,16 +139,12 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 
 def _select_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx._cli import add_model_args, add_output_args
+    from ximgctx._cli import add_data_args, add_model_args, add_output_args
     from ximgctx.hitl.select import STRATEGIES
 
     add_model_args(p)
-    p.add_argument(
-        "--data",
-        "--pool",
-        dest="data",
-        required=True,
-        help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards (--pool: the former name)",
+    add_data_args(
+        p, help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards", former="--pool"
     )
     p.add_argument("-k", type=int, required=True, help="how many posts to choose")
     add_output_args(p, help="chosen posts, JSONL: {id, rank, score, per_task} per post", stdout=True)
@@ -215,7 +211,7 @@ def _select(args: argparse.Namespace) -> int:
     from ximgctx.hitl.select import select_for_labeling
 
     predictor = _predictor(args, memory=args.memory)
-    pool = load_posts(args.data)
+    pool = load_posts(args.data, image_root=args.image_root, on_error=args.on_error)
     labeled = [i for path in args.labeled for i in _ids_in(path)]
     chosen = select_for_labeling(
         predictor,
@@ -251,7 +247,7 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _memory_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx._cli import add_model_args
+    from ximgctx._cli import add_data_args, add_model_args
 
     sub = p.add_subparsers(dest="action", required=True)
     add = sub.add_parser(
@@ -261,7 +257,7 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         "predictions for similar posts shift at once, before any retraining.",
     )
     add_model_args(add)
-    add.add_argument("--data", required=True, help="labeled posts (a manifest; labels may be soft)")
+    add_data_args(add, help="labeled posts (a manifest; labels may be soft)")
     add.add_argument(
         "--memory", default=None, help="memory folder (default: beside the model, <model>.memory)"
     )
@@ -311,7 +307,7 @@ def _memory(args: argparse.Namespace) -> int:
     if overrides:
         memory.config = replace(memory.config, **overrides)
     report = LoadReport()
-    posts = load_posts(args.data, on_error="skip", report=report)
+    posts = load_posts(args.data, image_root=args.image_root, on_error=args.on_error, report=report)
     posts = list(
         require_governed(
             posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
