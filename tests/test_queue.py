@@ -144,6 +144,27 @@ def test_purge_removes_the_authors_items_votes_and_replies(store, tmp_path):
     assert all(r.get("author") != "replier2" for p in posts for r in p["replies"])
 
 
+def test_ximgctx_purge_erases_the_authors_from_a_queue_database(store, tmp_path, capsys):
+    from ximgctx.cli import main
+
+    from ._queue_fixtures import KEY
+
+    store.enqueue(public_posts(10))
+    who = store.labeler_for_token(store.add_labeler("ann"))
+    for i in range(4):
+        store.vote(who, store.lease(who).item_id, answer(i))
+    (tmp_path / "opt_out.txt").write_text("author1\n")
+    (tmp_path / "queue.key").write_bytes(KEY)
+    db = str(tmp_path / "q.sqlite")
+    argv = ["purge", "--opt-out", str(tmp_path / "opt_out.txt"), "--queue", db]
+    code = main([*argv, "--queue-key-file", str(tmp_path / "queue.key")])
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 0 and line["target"] == "queue" and line["items"] == 2  # p1 and p6
+    assert line["votes"] == 3  # ann voted on p1 (one vote per task), not yet on p6
+    remaining = {r["post_id"] for r in store.vote_rows()}
+    assert "p1" not in remaining and len(remaining) == 3
+
+
 def test_export_is_a_governed_manifest_with_provenance(store, tmp_path):
     store.enqueue(public_posts(3))
     ids = [store.labeler_for_token(store.add_labeler(n)) for n in ("a", "b")]

@@ -115,6 +115,14 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--memory", action="append", default=[], help="label memory folder (repeatable)")
     p.add_argument("--data", action="append", default=[], help="posts manifest to rewrite (repeatable)")
     p.add_argument("--model", action="append", default=[], help="model folder to report on (repeatable)")
+    p.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        help="labeling queue database (SQLite file or postgresql:// URL; repeatable): the authors' queued "
+        "items, their votes and their replies under other posts are erased",
+    )
+    p.add_argument("--queue-key-file", default=None, help="the queue's key (default: $XIMGCTX_QUEUE_KEY)")
     p.add_argument("--key-file", default=None, help="governance key (default: $XIMGCTX_GOVERNANCE_KEY)")
     p.add_argument("--report", default=None, help="append the audit lines (JSON) to this file")
     return p
@@ -140,6 +148,14 @@ def _run(args: argparse.Namespace, authors: set[str]) -> list[dict[str, Any]]:
         removed = memory.remove_authors(authors)
         memory.save(path)
         lines.append({"target": "memory", "path": path, "removed": int(removed), "remaining": len(memory)})
+    for db in args.queue:
+        from ximgctx.hitl.queue import QueueConfig, QueueStore, read_queue_key
+
+        store = QueueStore(QueueConfig(db=db, key=read_queue_key(args.queue_key_file)))
+        try:
+            lines.append({"target": "queue", "path": db, **store.purge_authors(authors)})
+        finally:
+            store.close()
     if args.model:
         key, held = load_key(args.key_file)
         for path in args.model:
@@ -151,8 +167,11 @@ def main(argv: list[str] | None = None, command: str = "purge") -> int:
     from ximgctx.governance.policy import read_opt_out_file
 
     args = _parser(command).parse_args(argv)
-    if not (args.index or args.memory or args.data or args.model):
-        print(f"ximgctx {command}: name at least one --index, --memory, --data or --model", file=sys.stderr)
+    if not (args.index or args.memory or args.data or args.model or args.queue):
+        print(
+            f"ximgctx {command}: name at least one --index, --memory, --data, --queue or --model",
+            file=sys.stderr,
+        )
         return 2
     try:
         authors = read_opt_out_file(args.opt_out)
