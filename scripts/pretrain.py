@@ -1,6 +1,7 @@
 """Entry point for launchers: ``accelerate launch scripts/pretrain.py --config FILE [key=value ...]``.
 
-Same arguments as ``ximgctx pretrain``; also ``torchrun --nproc_per_node 2 scripts/pretrain.py --config FILE``.
+Same arguments as ``ximgctx pretrain``; also ``torchrun --nproc_per_node 2 scripts/pretrain.py --config
+FILE``.
 """
 
 from ximgctx.training.cli import main

@@ -139,7 +139,8 @@ def make_posts(n: int, seed: int = 0, *, folder: str = "posts", with_labels: boo
 
 @cache
 def bad_posts() -> list[Post]:
-    """A batch with a corrupt image, a missing image file, an empty text and 1,000 replies, among good posts."""
+    """A batch with a corrupt image, a missing image file, an empty text and 1,000 replies, among good
+    posts."""
     folder = ROOT / "bad"
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(7)

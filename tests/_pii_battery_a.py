@@ -117,7 +117,8 @@ def _numbers(rng: random.Random, out: list[tuple[str, str]]) -> list[tuple[str, 
     for _ in range(25):
         num = rng.randrange(1, 9999)
         out.append(("address", rng.choice([
-            f"{num} {rng.choice(['Maple', 'Oak', 'Elm', 'Cedar'])} {rng.choice(['Street', 'Avenue', 'Rd', 'Blvd', 'Lane'])}",
+            f"{num} {rng.choice(['Maple', 'Oak', 'Elm', 'Cedar'])} "
+            f"{rng.choice(['Street', 'Avenue', 'Rd', 'Blvd', 'Lane'])}",
             f"{num} N {rng.choice(['Main', 'Park'])} St, Apt {rng.randrange(1, 20)}",
             f"{rng.choice(['Haupt', 'Berliner ', 'Goethe'])}straße {rng.randrange(1, 200)}",
             f"{rng.randrange(1, 200)} rue de {rng.choice(['Rivoli', 'la Paix', 'Lyon'])}",

@@ -40,8 +40,8 @@ def write_image(path: Path, color: tuple[int, int, int], size: int = 48) -> str:
 
 def missing_service(why: str) -> None:
     """A test that needs a real outside program (PostgreSQL, Chromium) skips where it is missing, naming what;
-    under CI (``CI=true``, where ``.ci/services.sh`` installs them) the same absence fails the test instead, so
-    a broken install can never pass as a skip."""
+    under CI (``CI=true``, where ``.ci/services.sh`` installs them) the same absence fails the test instead,
+    so a broken install can never pass as a skip."""
     import pytest
 
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

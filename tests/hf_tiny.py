@@ -80,7 +80,8 @@ def siglip_tokenizer(max_length: int = 16):
 
 
 def make_tiny_clip(path: Path, seed: int = 0) -> Path:
-    """A random 2-layer CLIPModel (32-pixel images, 8-pixel patches) with CLIP's tokenizer, saved to ``path``."""
+    """A random 2-layer CLIPModel (32-pixel images, 8-pixel patches) with CLIP's tokenizer, saved to
+    ``path``."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(seed)

@@ -211,7 +211,8 @@ def test_memotion(tmp_path: Path) -> None:
     # The Kaggle copy: an unnamed pandas index column; written with a BOM here, as Excel saves it.
     rows = [
         ",image_name,text_ocr,text_corrected,humour,sarcasm,offensive,motivational,overall_sentiment",
-        '0,image_1.jpg,LOOK THERE MY FRIEND,"LOOK THERE MY FRIEND, LIGHTYEAR",hilarious,general,not_offensive,not_motivational,very_positive',
+        '0,image_1.jpg,LOOK THERE MY FRIEND,"LOOK THERE MY FRIEND, '
+        'LIGHTYEAR",hilarious,general,not_offensive,not_motivational,very_positive',
         "1,image_2.jpeg,ocr only,,not_funny,general,not_offensive,motivational,very_positive",
         "2,image_3.JPG,x,y,very_funny,twisted_meaning,very_offensive,not_motivational,Positive",
         "3,image_4.png,x,y,funny,very_twisted,slight,not_motivational,neutral",
@@ -454,9 +455,12 @@ def test_crisismmd(tmp_path: Path) -> None:
         "\n".join(
             [
                 _CRISIS_COLS,
-                f'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in Sonoma\t{img_a}\tinformative\tinformative\tinformative\tPositive',
-                f"hurricane_harvey\t903638440196390912\t903638440196390912_0\tFlooded street\t{img_b}\tnot_informative\tinformative\tnot_informative\tNegative",
-                "hurricane_harvey\t1\t1_0\tno image\tdata_image/nope.jpg\tinformative\tinformative\tinformative\tPositive",
+                'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in '
+                f"Sonoma\t{img_a}\tinformative\tinformative\tinformative\tPositive",
+                "hurricane_harvey\t903638440196390912\t903638440196390912_0\tFlooded "
+                f"street\t{img_b}\tnot_informative\tinformative\tnot_informative\tNegative",
+                "hurricane_harvey\t1\t1_0\tno "
+                "image\tdata_image/nope.jpg\tinformative\tinformative\tinformative\tPositive",
                 f"hurricane_harvey\t2\t2_0\tbad label\t{img_b}\tvery_informative\tx\tx\tx",
                 "truncated\trow",
             ]
@@ -468,7 +472,8 @@ def test_crisismmd(tmp_path: Path) -> None:
         "\n".join(
             [
                 _CRISIS_COLS,
-                f'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in Sonoma\t{img_a}\tinfrastructure_and_utility_damage\tx\tx\tx',
+                'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in '
+                f"Sonoma\t{img_a}\tinfrastructure_and_utility_damage\tx\tx\tx",
             ]
         )
         + "\n",
@@ -478,7 +483,8 @@ def test_crisismmd(tmp_path: Path) -> None:
         "\n".join(
             [
                 "event_name\ttweet_id\timage_id\ttweet_text\timage\tlabel",
-                f'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in Sonoma\t{img_a}\tsevere_damage',
+                'california_wildfires\t917791044158185473\t917791044158185473_0\tRT "Fire" in '
+                f"Sonoma\t{img_a}\tsevere_damage",
             ]
         )
         + "\n",

@@ -60,7 +60,8 @@ def test_task_spec_validation(kwargs, message) -> None:
 
 
 def test_limits_is_the_input_caps_key_and_data_still_reads() -> None:
-    """``ModelConfig.limits`` holds the input caps; configs saved with the former ``data`` key load the same."""
+    """``ModelConfig.limits`` holds the input caps; configs saved with the former ``data`` key load the
+    same."""
     config = tiny_config("cross", cross_rank=4)
     d = config.to_dict()
     assert "limits" in d and "data" not in d

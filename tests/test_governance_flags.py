@@ -29,13 +29,13 @@ PUBLIC = {"visibility": "public", "author": "ok"}
 
 # (meta, expected drop reason): each is written the way a real export writes it
 DROPPED = [
-    *[({**PUBLIC, "is_dm": v}, "direct_message") for v in (True, "true", "TRUE", " yes ", 1, "1", "on", "Y", "maybe")],
+    *[({**PUBLIC, "is_dm": v}, "direct_message") for v in (True, "true", "TRUE", " yes ", 1, "1", "on", "Y", "maybe")],  # noqa: E501
     ({**PUBLIC, "dm": "yes"}, "direct_message"),
     ({**PUBLIC, "is_direct_message": 1}, "direct_message"),
     ({**PUBLIC, "direct_message": "True"}, "direct_message"),
     *[
         ({**PUBLIC, "type": v}, "direct_message")
-        for v in ("dm", "DM", "message", "DirectMessage", "direct-message", "direct message", "private_message",
+        for v in ("dm", "DM", "message", "DirectMessage", "direct-message", "direct message", "private_message",  # noqa: E501
                   "message_create", "Direct_Message", "ｄｍ")
     ],  # fmt: skip
     ({**PUBLIC, "event_type": "MessageCreate"}, "direct_message"),  # X API v2 DM events
@@ -53,13 +53,13 @@ DROPPED = [
     ({**PUBLIC, "is_private": "on"}, "private_account"),  # Instagram
     ({**PUBLIC, "labels": [{"val": "!no-unauthenticated"}]}, "private_account"),  # Bluesky self-label
     *[({"visibility": v, "author": "ok"}, "non_public")
-      for v in ("private", "unlisted", "followers", "Followers-Only", "friends", "ALL_FRIENDS", "circle", "limited")],  # fmt: skip
+      for v in ("private", "unlisted", "followers", "Followers-Only", "friends", "ALL_FRIENDS", "circle", "limited")],  # fmt: skip  # noqa: E501
     ({"privacy": {"value": "SELF"}, "author": "ok"}, "non_public"),  # Facebook
     ({"privacy": "CUSTOM", "author": "ok"}, "non_public"),
-    ({"visibility": "public", "subreddit_type": "private", "author": "ok"}, "non_public"),  # every field counts
+    ({"visibility": "public", "subreddit_type": "private", "author": "ok"}, "non_public"),  # noqa: E501 - every field counts
     ({"visibility": "public", "subreddit_type": "restricted", "author": "ok"}, "non_public"),
     ({"audience": "close_friends", "author": "ok"}, "non_public"),
-    *[({"visibility": v, "author": "ok"}, "visibility_unknown") for v in ("secret-ish", 1, True, ["public"], {"a": 1}, "")],
+    *[({"visibility": v, "author": "ok"}, "visibility_unknown") for v in ("secret-ish", 1, True, ["public"], {"a": 1}, "")],  # noqa: E501
     ({"author": "ok"}, "visibility_missing"),
     *[({**PUBLIC, "opt_out": v}, "opted_out_author") for v in ("true", 1, "yes", "TRUE", "Y", "on")],
     ({**PUBLIC, "do_not_train": True}, "opted_out_author"),

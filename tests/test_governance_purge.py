@@ -94,7 +94,7 @@ def test_purge_rewrites_a_manifest_without_the_authors(
 ) -> None:
     posts = _with_authors(make_posts(12, seed=5))
     posts.append(Post(id="quote", text="look", meta={"visibility": "public", "author": "u9",
-                                                     "quoted_status": {"user": {"screen_name": "U_Left"}}}))  # fmt: skip
+                                                     "quoted_status": {"user": {"screen_name": "U_Left"}}}))  # fmt: skip  # noqa: E501
     governed = govern(posts, key=KEY).posts
     data = tmp_path / "governed.jsonl"
     write_posts(governed, data)
@@ -108,7 +108,7 @@ def test_purge_rewrites_a_manifest_without_the_authors(
     assert all(r.author not in GONE for p in kept for r in p.replies) and all(is_governed(p) for p in kept)
     line = json.loads(capsys.readouterr().out)
     assert line == {"command": "purge", "opted_out_authors": 2, "target": "data", "path": str(data),
-                    "posts": len(governed), "removed_posts": len(by_gone), "removed_replies": replies_gone}  # fmt: skip
+                    "posts": len(governed), "removed_posts": len(by_gone), "removed_replies": replies_gone}  # fmt: skip  # noqa: E501
     assert json.loads(report.read_text()) == line and "u_gone" not in report.read_text()
     assert purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(data)]) == 0  # idempotent
     assert json.loads(capsys.readouterr().out)["removed_posts"] == 0

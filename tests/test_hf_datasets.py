@@ -1,6 +1,6 @@
-"""``load_posts`` on Hugging Face ``datasets`` sources: Dataset / IterableDataset / DatasetDict objects, save_to_disk
-folders and hub ids, with a column mapping; Image() bytes go through ximgctx's decoder, and a post read from a
-Dataset trains and predicts exactly like the same post read from JSONL and image files."""
+"""``load_posts`` on Hugging Face ``datasets`` sources: Dataset / IterableDataset / DatasetDict objects,
+save_to_disk folders and hub ids, with a column mapping; Image() bytes go through ximgctx's decoder, and a
+post read from a Dataset trains and predicts exactly like the same post read from JSONL and image files."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def test_a_bad_row_is_one_error_naming_its_index_and_counts_like_jsonl() -> None
 
 
 def test_image_bytes_are_never_decoded_by_datasets() -> None:
-    """A 50-byte PNG claiming 10^10 pixels: datasets' own decoding would hand it to Pillow; here it stays bytes
-    and the processor refuses it by its header, as a post problem."""
+    """A 50-byte PNG claiming 10^10 pixels: datasets' own decoding would hand it to Pillow; here it stays
+    bytes and the processor refuses it by its header, as a post problem."""
     bomb = bytearray(png((0, 0, 0), size=1))
     bomb[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width, height
     bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
@@ -231,8 +231,9 @@ def test_hub_dataset_id_offline_and_uncached_fails_at_once_naming_it(tmp_path: P
 
 
 def fill_datasets_cache(cache: Path, repo_id: str, splits: dict[str, Dataset], work: Path) -> None:
-    """What ``datasets.load_dataset(repo_id)`` leaves in its cache: Arrow files prepared by the Parquet builder
-    under ``org___name/default/0.0.0/<hash>/``, named after the dataset (read offline by datasets' cache module)."""
+    """What ``datasets.load_dataset(repo_id)`` leaves in its cache: Arrow files prepared by the Parquet
+    builder under ``org___name/default/0.0.0/<hash>/``, named after the dataset (read offline by datasets'
+    cache module)."""
     files = {}
     for split, ds in splits.items():
         files[split] = str(work / f"{split}.parquet")

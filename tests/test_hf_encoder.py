@@ -1,4 +1,5 @@
-"""The transformers backend: HF CLIP/SigLIP embeddings equal the checkpoint's own, training round-trips exactly."""
+"""The transformers backend: HF CLIP/SigLIP embeddings equal the checkpoint's own, training round-trips
+exactly."""
 
 from __future__ import annotations
 
@@ -179,8 +180,8 @@ def test_uncached_hub_id_offline_fails_at_once_naming_it(tmp_path, monkeypatch) 
 
 
 def test_a_saved_hf_folder_cannot_run_code(hf_dirs, tmp_path, monkeypatch) -> None:
-    """A model folder is untrusted even when its manifest lists every planted file: its tokenizer config may not
-    name a custom class (auto_map), its HF config may not name another model type; nothing runs."""
+    """A model folder is untrusted even when its manifest lists every planted file: its tokenizer config may
+    not name a custom class (auto_map), its HF config may not name another model type; nothing runs."""
     from ximgctx._artifacts import seal_folder
     from ximgctx.models._serialization import ModelFolderError
 

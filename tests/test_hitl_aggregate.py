@@ -42,8 +42,8 @@ def test_dawid_skene_beats_majority_vote_and_ranks_spammers_lowest() -> None:
     for method in ("majority", "dawid_skene"):
         result = aggregate_votes(votes, method, tasks=[MEANING])
         acc[method] = np.mean([result[p].labels["meaning"] == truth[p]["meaning"] for p in truth])
-    # measured: majority 0.810, Dawid-Skene 0.852; over seeds 0-9 Dawid-Skene won every time, by 2.4-6.4 points,
-    # and ranked the 4 spammers lowest every time
+    # measured: majority 0.810, Dawid-Skene 0.852; over seeds 0-9 Dawid-Skene won every time, by 2.4-6.4
+    # points, and ranked the 4 spammers lowest every time
     assert acc["dawid_skene"] >= acc["majority"] + 0.02, acc
 
     ds = aggregate_votes(votes, "dawid_skene", tasks=[MEANING])

@@ -186,7 +186,8 @@ def test_cli_memory_add_beside_the_model(world: dict, tmp_path: Path) -> None:
             str(reference),
             "--device",
             "cpu",
-            "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is tested in test_governance_purge
+            # the fixture's posts are not governed; the refusal is tested in test_governance_purge
+            "--allow-ungoverned",
         ],
         command="memory",
     )

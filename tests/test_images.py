@@ -625,8 +625,8 @@ def test_cap_text_never_splits_a_surrogate_pair_or_returns_invalid_text():
     zalgo = "a" + "\u0301" * 50
     assert cap_text(zalgo, 5) == zalgo[:5]
     mixed = (
-        "Ne\u0301e \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f1eb\U0001f1f7 \U0001f44d\U0001f3fd \u0928\u093f x"
-        * 3
+        "Ne\u0301e \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f1eb\U0001f1f7 \U0001f44d\U0001f3fd "
+        "\u0928\u093f x" * 3
     )
     for n in range(1, len(mixed) + 2):
         out = cap_text(mixed, n)

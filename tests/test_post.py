@@ -121,7 +121,8 @@ def test_parquet_text_that_looks_like_json_stays_text(tmp_path) -> None:
 
 def test_image_paths_survive_a_relative_manifest_path_and_a_rewrite(tmp_path, monkeypatch) -> None:
     """A manifest opened by a relative path, then written into another folder (as governance does), must
-    still point at the same image files, from any working folder; a relative path in memory is written as is."""
+    still point at the same image files, from any working folder; a relative path in memory is written as
+    is."""
     (tmp_path / "data" / "images").mkdir(parents=True)
     (tmp_path / "data" / "images" / "a.png").write_bytes(b"x")
     (tmp_path / "elsewhere.png").write_bytes(b"y")

@@ -1,6 +1,7 @@
-"""What the processor and ``Predictor`` take as a post: a Post, a plain dict in the README's record format, a PIL
-image or encoded bytes as ``image``, one string as one reply; wrong types are an InputError naming the post and
-the field. ``Predictor.from_pretrained`` takes a hub id (from a pre-filled Hugging Face cache, offline)."""
+"""What the processor and ``Predictor`` take as a post: a Post, a plain dict in the README's record format, a
+PIL image or encoded bytes as ``image``, one string as one reply; wrong types are an InputError naming the
+post and the field. ``Predictor.from_pretrained`` takes a hub id (from a pre-filled Hugging Face cache,
+offline)."""
 
 from __future__ import annotations
 

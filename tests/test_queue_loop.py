@@ -254,6 +254,7 @@ def test_sigkill_mid_vote_loses_no_committed_vote_and_duplicates_none(tmp_path):
     assert max(stored.values()) == 1
     assert len(rows) == 3 * (n_committed + len(in_flight))
     print(
-        f"killed with {n_committed} votes committed and {len(in_flight)} in flight; {len(rows)} rows after retries"
+        f"killed with {n_committed} votes committed and {len(in_flight)} in flight; {len(rows)} rows after "
+        "retries"
     )
     store.close()

@@ -64,7 +64,8 @@ def test_folder_layout_and_no_pickle(saved) -> None:
     assert set(manifest["files"]) == set(names) - {"manifest.json"}
     card = (path / "README.md").read_text()
     assert "| intent | multilabel | fused | joke, protest, threat, meme |" in card and "Metrics" in card
-    # the default attn+mlp preset adapts open_clip's MHA, which stock peft would not reproduce: ximgctx's format
+    # the default attn+mlp preset adapts open_clip's MHA, which stock peft would not reproduce: ximgctx's
+    # format
     adapter = json.loads((path / "adapter" / "ximgctx_adapter.json").read_text())
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 4 and adapter["format"] == "ximgctx-lora"
 

@@ -201,7 +201,8 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
                 "--nlist",
                 "2",
                 "--no-progress",
-                "--allow-ungoverned",  # the fixture's posts are not governed; the refusal is tested in test_governance_purge
+                # the fixture's posts are not governed; the refusal is tested in test_governance_purge
+                "--allow-ungoverned",
             ],
             command="index",
         )

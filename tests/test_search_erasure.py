@@ -1,4 +1,5 @@
-"""Search index as an artifact: safe output folders, erasure by author or id, image filters that need an image."""
+"""Search index as an artifact: safe output folders, erasure by author or id, image filters that need an
+image."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def test_image_task_filter_never_matches_imageless_posts() -> None:
 
 def _index_cli(data: Path, out: Path | str, *extra: str) -> int:
     args = ["--model", str(model_dir()), "--data", str(data), "--out", str(out), "--device", "cpu"]
-    # the posts are not governed (this tests the output folder; the governance refusal is in test_governance_purge)
+    # the posts are not governed (this tests the output folder; the governance refusal is in
+    # test_governance_purge)
     return cli_main([*args, "--no-progress", "--allow-ungoverned", *extra], command="index")
 
 

@@ -98,8 +98,9 @@ def sample_ids(out: Path) -> list[list[str]]:
 
 
 def test_resume_mid_epoch_after_first_epoch_is_bit_identical(bench: Path, tmp_path: Path) -> None:
-    # 48 posts / (batch 4 x accumulate 2) = 6 optimizer steps per epoch; 10 steps straight, or 8, stop, resume.
-    # Step 8 is in the middle of the second epoch, after a validation (step 4, 8) and a checkpoint (3, 6).
+    # 48 posts / (batch 4 x accumulate 2) = 6 optimizer steps per epoch; 10 steps straight, or 8, stop,
+    # resume. Step 8 is in the middle of the second epoch, after a validation (step 4, 8) and a checkpoint
+    # (3, 6).
     cfg = {"batch_size": 4, "grad_accum_steps": 2}
     straight = train(experiment(bench, tmp_path / "straight", **cfg))
     first = train(experiment(bench, tmp_path / "resumed", **cfg), stop_after=8)
@@ -190,7 +191,8 @@ def test_repeated_nan_losses_abort(bench: Path, tmp_path: Path, monkeypatch: pyt
 
 
 class _FakeAccelerator:
-    """Enough of Accelerator for CheckpointManager: one process; dies while gathering the weights when told."""
+    """Enough of Accelerator for CheckpointManager: one process; dies while gathering the weights when
+    told."""
 
     is_main_process = True
     process_index = 0
@@ -436,9 +438,9 @@ def test_torchrun_two_cpu_processes_match_one_process(bench: Path, tmp_path: Pat
         )
         cfg["model"]["fusion"].update(dropout=0.0, modality_dropout=0.0)  # no randomness tied to the process
         cfg["data"]["train"] = str(tmp_path / "partial_train.jsonl")
-        # Adam divides by sqrt(v) + eps: a parameter whose gradient is zero in exact arithmetic (the key part of
-        # an attention in-projection bias: softmax ignores it) would move by +-lr on rounding noise alone, which
-        # differs between 1 and 2 processes. An eps far above that noise keeps such parameters still.
+        # Adam divides by sqrt(v) + eps: a parameter whose gradient is zero in exact arithmetic (the key part
+        # of an attention in-projection bias: softmax ignores it) would move by +-lr on rounding noise alone,
+        # which differs between 1 and 2 processes. An eps far above that noise keeps such parameters still.
         cfg["train"]["optim"]["eps"] = 1e-6
         (tmp_path / f"exp{procs}.yaml").write_text(yaml.safe_dump(cfg))
         pre = {

@@ -1,7 +1,7 @@
 """Training output folders never destroy data: a used output_dir is refused unless --resume or --overwrite,
 --resume refuses another config (naming each key), one run at a time per folder (a lock, tested with two
-processes), a full disk is one OutputError with the temporary checkpoint removed, the pretrained-encoder export
-is a verified artifact, and the data report counts every problem once over the whole run."""
+processes), a full disk is one OutputError with the temporary checkpoint removed, the pretrained-encoder
+export is a verified artifact, and the data report counts every problem once over the whole run."""
 
 from __future__ import annotations
 

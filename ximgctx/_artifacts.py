@@ -136,7 +136,8 @@ def _check_relpath(rel: Any, where: Path) -> str:
 
 
 def _walk(root: Path, link_root: Path | None) -> Iterator[tuple[str, Path]]:
-    """Every file under ``root`` as (relative posix path, path); links refused unless they stay in link_root."""
+    """Every file under ``root`` as (relative posix path, path); links refused unless they stay in
+    link_root."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
         for name in dirnames + filenames:
@@ -364,7 +365,8 @@ def write_artifact(
 
 @contextlib.contextmanager
 def output_errors(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Turn an OSError while writing ``path`` (disk full, read-only, permission denied) into one OutputError."""
+    """Turn an OSError while writing ``path`` (disk full, read-only, permission denied) into one
+    OutputError."""
     try:
         yield
     except OutputError:

@@ -1,8 +1,8 @@
 """Argument helpers every command shares, so a flag means one thing everywhere.
 
 * ``--data``: the posts a command reads; ``--out``: what it writes (``-`` for stdout where the output is
-  JSONL); ``--model``: a model folder (or hub id); ``--overwrite``: replace an output that is not the command's
-  own kind of artifact.
+  JSONL); ``--model``: a model folder (or hub id); ``--overwrite``: replace an output that is not the
+  command's own kind of artifact.
 * :func:`add_dataclass_args` makes one flag per field of a config dataclass, with the field's own comment as
   its help, so a command that mirrors a config (``synth``, ``simulate-labeling``) cannot drift from it.
 * :func:`run` turns a user's mistake (:class:`~ximgctx.errors.XimgctxError`) into one line on stderr and exit
@@ -164,7 +164,8 @@ def field_comments(cls: type) -> dict[str, str]:
 
 
 def _scalar(tp: Any) -> type | None:
-    """The flag type of a field annotation (``int``, ``float``, ``str``, ``bool``), or None if not flaggable."""
+    """The flag type of a field annotation (``int``, ``float``, ``str``, ``bool``), or None if not
+    flaggable."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", ())):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -181,7 +182,8 @@ def add_dataclass_args(
     exclude: Iterable[str] = (),
     defaults: dict[str, Any] | None = None,
 ) -> list[str]:
-    """One ``--field-name`` flag per scalar field of ``cls`` (help = the field's comment); returns the names."""
+    """One ``--field-name`` flag per scalar field of ``cls`` (help = the field's comment); returns the
+    names."""
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     defaults = defaults or {}

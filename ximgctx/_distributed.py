@@ -1,8 +1,9 @@
 """Process set-up for every multi-process command: training, evaluation and batch inference.
 
 One place decides how a launch (one process, ``torchrun``, ``accelerate launch``) becomes an Accelerate state:
-whether the processes are CPU-only (gloo), how long a collective may wait, and which precision to use. Training,
-evaluation and inference import it from here, so they cannot disagree (evaluation never imports training).
+whether the processes are CPU-only (gloo), how long a collective may wait, and which precision to use.
+Training, evaluation and inference import it from here, so they cannot disagree (evaluation never imports
+training).
 """
 
 from __future__ import annotations

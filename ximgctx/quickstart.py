@@ -93,9 +93,9 @@ class EvalSettings:
 
 
 #: the tiny open_clip architecture the quickstart pretrains and fine-tunes: a 4-layer ViT on 32 px images
-#: (16 patches of 8 px). Measured on 2 busy CPU cores it learns as much per step as the 64 px ViT at about half
-#: the time per step, and much more per second than the ResNet tower, whose frozen BatchNorm statistics leave
-#: a randomly initialised image tower nearly blind under LoRA.
+#: (16 patches of 8 px). Measured on 2 busy CPU cores it learns as much per step as the 64 px ViT at about
+#: half the time per step, and much more per second than the ResNet tower, whose frozen BatchNorm statistics
+#: leave a randomly initialised image tower nearly blind under LoRA.
 ARCH = "ximgctx-tiny-32"
 
 
@@ -203,7 +203,8 @@ def load_quickstart_config(
 
 
 def check_targets(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The quickstart's targets, measured: intent near its ceiling, ablations below it and never above theirs."""
+    """The quickstart's targets, measured: intent near its ceiling, ablations below it and never above
+    theirs."""
     test = reports["test"]["tasks"]["intent"]["modalities"]
     full = test["image+text+replies"]
     singles = {k: test[k]["accuracy"] for k in ("image", "text", "replies")}
@@ -215,13 +216,15 @@ def check_targets(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "ok": full["accuracy"] >= full["oracle"] - 0.05,
         },
         {
-            "target": f"test: best single-modality ablation ({best_single}) at least 15 points below the full model",
+            "target": f"test: best single-modality ablation ({best_single}) at least 15 points below the "
+            "full model",
             "value": full["accuracy"] - singles[best_single],
             "ok": full["accuracy"] - singles[best_single] >= 0.15,
         },
     ]
     # "Its own ceiling": the Bayes-optimal accuracy realised on the evaluated posts when it is known
-    # (oracle_sample); the expected ceiling is reported beside it, with the sampling error that separates them.
+    # (oracle_sample); the expected ceiling is reported beside it, with the sampling error that separates
+    # them.
     worst = None
     for split, rep in reports.items():
         for task, entry in rep["tasks"].items():
@@ -339,7 +342,8 @@ def _stage_govern(
 def _stage_pretrain(
     cfg: QuickstartConfig, root: Path, train_posts: list, quiet: bool, say: Callable[..., None]
 ) -> str | None:
-    """3. Contrastive pretraining of the encoder on the training posts' image+text pairs (its weights path)."""
+    """3. Contrastive pretraining of the encoder on the training posts' image+text pairs (its weights
+    path)."""
     from ximgctx.training.pretrain import ENCODER_WEIGHTS, pretrain
 
     if cfg.skip_pretrain:

@@ -14,7 +14,8 @@ DESCRIPTION = """Convert a published dataset, in the layout its authors publish,
     cannot become posts are skipped and listed with file and row.
 
       ximgctx convert --list
-      ximgctx convert --format hateful_memes --data ~/data/hateful_memes --out data/hm.jsonl [--split train]"""
+      ximgctx convert --format hateful_memes --data ~/data/hateful_memes --out data/hm.jsonl
+          [--split train]"""
 
 
 def _parser(command: str) -> argparse.ArgumentParser:

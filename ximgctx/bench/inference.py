@@ -48,9 +48,9 @@ _STOCK = (
 )
 _VOCABULARY = """monday cat crowd protest sign rain coffee train city night friends game music joke meme photo
 saturday march police storm sun heart star downtown everyone bring water banner tomorrow noon when the weekend
-finally hits after a long week of work i you we they this that is was are not so very really just like love hate
-think know see going to be at on in with for about why how who what where look face alarm boss again never
-always people today yesterday news video post thread account reply read said wait stop please thanks
+finally hits after a long week of work i you we they this that is was are not so very really just like love
+hate think know see going to be at on in with for about why how who what where look face alarm boss again
+never always people today yesterday news video post thread account reply read said wait stop please thanks
 honestly literally actually funny sad angry scary safe careful there here now later"""
 _WORDS = tuple(_VOCABULARY.split())
 

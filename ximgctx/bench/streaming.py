@@ -1,16 +1,17 @@
 """Streaming a large manifest: memory must not grow with its size.
 
 Writes manifests of several sizes (default 20,000, 100,000 and 200,000 posts; JSONL files and folders of
-Parquet shards of 20,000 posts) into a temporary folder, then reads each end to end with ``load_posts(..., streaming=True)`` in a
-fresh Python process, so that each figure starts from the same imports and nothing from writing or
-from an earlier read is counted. The child reports its resident memory (``/proc/self/status`` VmRSS
-after the imports, VmHWM = peak) and samples VmRSS every 10% of the read. The headline figure is the
+Parquet shards of 20,000 posts) into a temporary folder, then reads each end to end with ``load_posts(...,
+streaming=True)`` in a fresh Python process, so that each figure starts from the same imports and nothing
+from writing or from an earlier read is counted. The child reports its resident memory (``/proc/self/status``
+VmRSS after the imports, VmHWM = peak) and samples VmRSS every 10% of the read. The headline figure is the
 peak growth between the smallest and the largest manifest: constant-memory streaming keeps it small and
 flat once a manifest is larger than the loader's read chunk (``datasets`` reads JSONL in 10 MiB chunks,
 so a 20k-post file, ~7 MiB, is read in one smaller chunk), while holding the posts would cost hundreds
 of MiB.
 
-    ximgctx bench streaming --out runs/bench_streaming.json [--sizes 20000,100000,200000] [--formats jsonl,parquet]
+    ximgctx bench streaming --out runs/bench_streaming.json [--sizes 20000,100000,200000]
+        [--formats jsonl,parquet]
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ MAX_REPLIES = 8
 
 _SPLIT_CODES = {split: code for code, split in enumerate(R.SPLITS)}
 #: share of posts whose image carries alt text (``meta["alt_text"]``: scene, format and objects, as a poster
-#: writes it for screen readers); contrastive pretraining pairs images with it (``contrastive.texts: alt_text``)
+#: writes it for screen readers); contrastive pretraining pairs images with it (``contrastive.texts:
+#: alt_text``)
 P_ALT_TEXT = 0.7
 _N_USERS = 100_000  # synthetic author ids are drawn from u00000..u99999
 
@@ -136,7 +137,8 @@ def write_split(
 
 @dataclass
 class ContextBenchConfig:
-    """The ContextBench dataset to generate: the arguments of :func:`generate` (and ``ximgctx synth``'s flags)."""
+    """The ContextBench dataset to generate: the arguments of :func:`generate` (and ``ximgctx synth``'s
+    flags)."""
 
     seed: int = 0  # the same seed writes byte-identical files
     n_train: int = N_TRAIN  # posts in train.jsonl

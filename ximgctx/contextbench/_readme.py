@@ -32,7 +32,8 @@ def readme(result: dict[str, Any]) -> str:
         "## Files",
         "- `train.jsonl`, `val.jsonl`, `test.jsonl`, `compositional.jsonl`: one post per line; image paths",
         "  are relative to this folder. `meta.latent` holds the attributes that decided the labels and",
-        "  `meta.clean_labels` the labels before noise. About 70% of posts carry `meta.alt_text`, the image's",
+        "  `meta.clean_labels` the labels before noise. About 70% of posts carry `meta.alt_text`, the "
+        "image's",
         "  description (scene, format, objects) as a poster writes it for screen readers.",
         "- `images/<split>/`: PNG images. `oracle.json`: the exact ceilings below, and the checks.",
         "",
@@ -55,7 +56,8 @@ def readme(result: dict[str, Any]) -> str:
         + ".",
         "- text: tone " + " | ".join(R.TONES) + "; cue " + " | ".join(R.CUES) + ".",
         "- replies: reaction " + " | ".join(R.REACTIONS) + ", carried by 1-3 informative replies among",
-        f"  filler; with probability {R.P_SILENT} a post has no informative reply and its reaction stays hidden.",
+        f"  filler; with probability {R.P_SILENT} a post has no informative reply and its reaction stays "
+        "hidden.",
         "",
         "## Rules",
         "",

@@ -1,5 +1,5 @@
-"""Posts from Hugging Face ``datasets``: a ``Dataset``, an ``IterableDataset``, a ``DatasetDict`` split, a folder
-written by ``save_to_disk``, or a hub dataset id, with a column mapping.
+"""Posts from Hugging Face ``datasets``: a ``Dataset``, an ``IterableDataset``, a ``DatasetDict`` split, a
+folder written by ``save_to_disk``, or a hub dataset id, with a column mapping.
 
 :func:`ximgctx.data.post.load_posts` hands these sources here. Rows become the README's record format through
 a :class:`ColumnMap` (which column is the id, the image, the text, the replies, the labels and the metadata),
@@ -9,8 +9,9 @@ the same :class:`~ximgctx.data.post.LoadReport` counting, one bad row is one err
 Rows are read in **Arrow format**, never through ``datasets``' Python formatting, so no feature is decoded by
 ``datasets``: an ``Image()`` column arrives as its stored ``{"bytes", "path"}`` struct (what casting it to
 ``Image(decode=False)`` gives, for nested and unmapped image columns too) and the bytes go through ximgctx's
-safe decoder (:func:`ximgctx.data.images.load_image`, with the process's limits) in the processor. A stranger's
-image is never opened by Pillow without those limits. A ``ClassLabel`` label column gives its label names.
+safe decoder (:func:`ximgctx.data.images.load_image`, with the process's limits) in the processor. A
+stranger's image is never opened by Pillow without those limits. A ``ClassLabel`` label column gives its
+label names.
 
 Nothing here runs code from a dataset: a hub dataset id goes through ``datasets.load_dataset`` with
 ``trust_remote_code=False`` where the installed ``datasets`` still knows scripts (4.0 and later refuse them
@@ -186,7 +187,8 @@ def _check_saved_folder(path: Path) -> None:
 
 def _hub_message(repo_id: str, why: str) -> str:
     return (
-        f"cannot load dataset {repo_id!r} from the Hugging Face Hub: {why}. With network access (HF_HUB_OFFLINE "
+        f"cannot load dataset {repo_id!r} from the Hugging Face Hub: {why}. With network access "
+        "(HF_HUB_OFFLINE "
         f"unset) it is downloaded into the datasets cache; otherwise save it elsewhere with "
         f"datasets.load_dataset({repo_id!r}).save_to_disk('posts_ds'), copy that folder here and pass it: "
         f"load_posts('posts_ds') (or a .jsonl / .parquet file)."
@@ -452,9 +454,9 @@ def load_dataset_posts(
     """Posts from a ``datasets`` source (see :func:`ximgctx.data.post.load_posts` for the arguments).
 
     An ``IterableDataset`` (given, or a hub id or folder read with ``streaming=True``) is never materialised:
-    the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says. Image paths
-    stored in the dataset are resolved against ``image_root``, else a ``save_to_disk`` folder, else left as they
-    are (the processor's image root or the working folder reads them).
+    the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says. Image
+    paths stored in the dataset are resolved against ``image_root``, else a ``save_to_disk`` folder, else
+    left as they are (the processor's image root or the working folder reads them).
 
     Raises:
         PostValidationError: a bad row (``on_error="raise"``), naming the row index and the field.

@@ -187,7 +187,8 @@ class ImageLimits:
         formats = self.formats
         if isinstance(formats, (str, bytes)) or not isinstance(formats, (tuple, list)):
             raise ConfigError(
-                f"ImageLimits.formats must be a tuple of format names such as ('JPEG', 'PNG'), got {formats!r}"
+                "ImageLimits.formats must be a tuple of format names such as ('JPEG', 'PNG'), got "
+                f"{formats!r}"
             )
         if not formats:
             raise ConfigError(f"ImageLimits.formats must name at least one of {ALLOWED_FORMATS}, got ()")
@@ -312,10 +313,10 @@ def from_pil(image: Image.Image, limits: ImageLimits = ImageLimits()) -> Image.I
     """An image a caller already holds as a PIL object, through the same rules as :func:`load_image`.
 
     The pixel and aspect limits are checked on its size before anything is decoded; one that Pillow has opened
-    but not yet loaded (``Image.open(...)``) must be of an allowed format; the first frame of an animation, EXIF
-    orientation and RGB conversion are applied as for a file, so ``Image.open(path)`` and ``path`` give the same
-    pixels. The caller's object is never returned nor converted in place (an animation is seeked to its first
-    frame, a lazily opened one loaded).
+    but not yet loaded (``Image.open(...)``) must be of an allowed format; the first frame of an animation,
+    EXIF orientation and RGB conversion are applied as for a file, so ``Image.open(path)`` and ``path`` give
+    the same pixels. The caller's object is never returned nor converted in place (an animation is seeked to
+    its first frame, a lazily opened one loaded).
 
     Raises:
         ImageDecodeError: too many pixels, too elongated, a format not allowed, or pixels that fail to decode.

@@ -159,8 +159,8 @@ def _checked_post(post: Post, where: str) -> Post:
 def as_post(item: PostInput, position: int = 0) -> Post:
     """One input as a :class:`Post`: a Post (checked), or a dict in the README's record format.
 
-    A dict's ``image`` may be a path, the encoded bytes or a PIL image; ``replies`` one string (one reply) or a
-    list of strings and ``{"text", "author"}`` objects; a missing ``id`` becomes ``"input-<position>"``;
+    A dict's ``image`` may be a path, the encoded bytes or a PIL image; ``replies`` one string (one reply) or
+    a list of strings and ``{"text", "author"}`` objects; a missing ``id`` becomes ``"input-<position>"``;
     ``text=None`` is empty text. A wrong type is an :class:`InputError` naming the post and the field.
     """
     if isinstance(item, Post):

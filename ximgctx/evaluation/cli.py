@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold-objective",
         choices=list(THRESHOLD_OBJECTIVES),
         default="accuracy",
-        help="per-label thresholds maximise accuracy (consistent with the exact-match accuracy reported) or F1",
+        help="per-label thresholds maximise accuracy (consistent with the exact-match accuracy reported) "
+        "or F1",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(

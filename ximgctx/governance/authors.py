@@ -13,7 +13,8 @@ computes the same set from a governed manifest's posts. Training writes that set
 
 Later, ``ximgctx purge --model DIR --opt-out FILE --key-file KEY`` counts how many opted-out authors are in
 the set (:func:`trained_on_counts`): a retrain signal that reveals nobody else, since testing membership
-needs the key. The key itself is never written to the folder; only its :func:`~ximgctx.governance.keys.key_id`.
+needs the key. The key itself is never written to the folder; only its
+:func:`~ximgctx.governance.keys.key_id`.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def require_governed(
                 data = source or "DATA.jsonl"
                 raise UngovernedDataError(
                     f"{command}: post {i}{' of ' + source if source else ''} has not passed through data "
-                    f"governance (no meta.{MARKER_KEY} marker), so it may be private, a direct message, by an "
+                    f"governance (no meta.{MARKER_KEY} marker), so it may be private, a direct message, by "
+                    "an "
                     f"opted-out author or hold personal data. Run `ximgctx govern --data {data} --out "
                     f"GOVERNED.jsonl --report AUDIT.json` and use GOVERNED.jsonl, or pass --allow-ungoverned."
                 )

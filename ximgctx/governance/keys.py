@@ -39,7 +39,8 @@ def load_key(key_file: str | Path | None = None, *, env: bool = True) -> tuple[b
         return _PROCESS_KEY, False
     if len(raw) < 16:
         raise ConfigError(
-            f"{where}: a governance key must hold at least 16 bytes (e.g. `openssl rand -hex 32`), got {len(raw)}"
+            f"{where}: a governance key must hold at least 16 bytes (e.g. `openssl rand -hex 32`), got "
+            f"{len(raw)}"
         )
     return raw, True
 

@@ -8,9 +8,10 @@ with a no-op NLP engine (no model is loaded) and the pattern recognizers of
 :mod:`ximgctx.governance.recognizers`; kinds are listed in :data:`KINDS`.
 
 Overlapping matches: the longest wins (an IBAN over the card-like digits inside it, ``@name@host`` over
-its email part), equal lengths by :data:`KINDS` order. Strings that cannot hold any kind (no digit, no ``@``, no
-dot inside a word, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from a cache: that
-is what keeps ``govern`` on ContextBench within a few seconds. Nothing here logs the text it sees.
+its email part), equal lengths by :data:`KINDS` order. Strings that cannot hold any kind (no digit, no ``@``,
+no dot inside a word, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from
+a cache: that is what keeps ``govern`` on ContextBench within a few seconds. Nothing here logs the text it
+sees.
 """
 
 from __future__ import annotations

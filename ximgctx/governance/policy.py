@@ -86,7 +86,8 @@ class GovernancePolicy:
             )
         if self.unknown_reply_author not in ("keep", "drop"):
             raise ConfigError(
-                f"governance policy: unknown_reply_author must be 'keep' or 'drop', got {self.unknown_reply_author!r}"
+                "governance policy: unknown_reply_author must be 'keep' or 'drop', got "
+                f"{self.unknown_reply_author!r}"
             )
         raw = (
             [str(a) for a in self.opt_out_authors]

@@ -15,7 +15,8 @@ real and not a file extension or a dotted code name such as ``ASP.NET``/``Socket
 
 Not detected: personal names and addresses without a street number, which need a named-entity model.
 No spaCy English model is published on the package index by its authors (only third-party re-uploads),
-so none is installed; the model card's governance section states this gap (:data:`ximgctx.governance.pii.NOT_DETECTED`).
+so none is installed; the model card's governance section states this gap
+(:data:`ximgctx.governance.pii.NOT_DETECTED`).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class _Url(PatternRecognizer):
 class _Handle(PatternRecognizer):
     PATTERNS = [
         Pattern("fediverse", r"(?<![\w@])@[\w.]{1,30}@(?:[\w-]+\.)+[\w-]{2,}", 0.8),
-        Pattern("at handle", r"(?<![\w@./+-])@(?!\d{1,2}(?::\d\d)?\s*(?:am|pm)\b)\w(?:[\w.]{0,62}\w)?(?![\w@])", 0.6),
+        Pattern("at handle", r"(?<![\w@./+-])@(?!\d{1,2}(?::\d\d)?\s*(?:am|pm)\b)\w(?:[\w.]{0,62}\w)?(?![\w@])", 0.6),  # noqa: E501
         Pattern("reddit", r"(?<![\w/])/?u/[\w-]{3,20}\b", 0.6),
     ]  # fmt: skip
 
@@ -141,13 +142,13 @@ class _Address(PatternRecognizer):
     PATTERNS = [
         Pattern(
             "number street suffix",
-            r"\b\d{1,5}[A-Za-z]?,?\s+(?:[NSEW]\.?\s+)?(?:" + _NAME + r"\s+){1,4}" + r"(?i:" + _SUFFIX + r")\b\.?"
+            r"\b\d{1,5}[A-Za-z]?,?\s+(?:[NSEW]\.?\s+)?(?:" + _NAME + r"\s+){1,4}" + r"(?i:" + _SUFFIX + r")\b\.?"  # noqa: E501
             r"(?:,?\s+(?i:apt|apartment|suite|ste|unit|flat|#)\.?\s*#?\w+)?",
             0.6,
         ),
-        Pattern("german words", r"\b[A-ZÄÖÜ][\wäöüß-]+\s+(?i:straße|strasse|str\.|weg|platz|allee|gasse|ring)\s+\d{1,4}[a-z]?\b", 0.6),
-        Pattern("german", r"\b[A-ZÄÖÜ][\wäöüß-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b", 0.6),
-        Pattern("french", r"(?i)\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai)\s+(?:de\s+la\s+|de\s+l'|du\s+|des\s+|de\s+)?[\w'’-]+", 0.6),
+        Pattern("german words", r"\b[A-ZÄÖÜ][\wäöüß-]+\s+(?i:straße|strasse|str\.|weg|platz|allee|gasse|ring)\s+\d{1,4}[a-z]?\b", 0.6),  # noqa: E501
+        Pattern("german", r"\b[A-ZÄÖÜ][\wäöüß-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b", 0.6),  # noqa: E501
+        Pattern("french", r"(?i)\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai)\s+(?:de\s+la\s+|de\s+l'|du\s+|des\s+|de\s+)?[\w'’-]+", 0.6),  # noqa: E501
     ]  # fmt: skip
 
     def __init__(self) -> None:

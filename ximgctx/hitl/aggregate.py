@@ -12,8 +12,9 @@ Dawid–Skene comes in two models (``ds_model``). ``one_coin`` (crowd-kit ``OneC
 gives every labeler one accuracy; ``full`` (``DawidSkene``) a K x K confusion matrix each, which can model
 systematic confusions but needs many votes per labeler. With many people each labeling a few posts, its
 matrices are fitted to noise: on simulated 3-class votes (1,000 posts, 100 labelers 70% accurate, 20% of them
-spammers, 3 votes a post, 8 seeds) full Dawid–Skene was 6.6 points *below* majority vote on average, one-coin level
-with it; with 10-20 labelers and 5 votes a post, one-coin gained 2-6 points over majority vote on every seed.
+spammers, 3 votes a post, 8 seeds) full Dawid–Skene was 6.6 points *below* majority vote on average, one-coin
+level with it; with 10-20 labelers and 5 votes a post, one-coin gained 2-6 points over majority vote on every
+seed.
 
 Multilabel tasks are aggregated label by label as binary tasks (binary relevance), each with the same
 aggregator; a post's label set is every label whose posterior is at least 0.5, its soft label the per-label

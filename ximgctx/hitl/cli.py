@@ -1,7 +1,8 @@
 """The human-in-the-loop commands: ``aggregate``, ``select``, ``memory add``, ``simulate-labeling``.
 
     ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
-                      [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out merged.jsonl]]
+                      [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out
+                      merged.jsonl]]
     ximgctx select    --model DIR --data pool.jsonl -k 50 --out next.jsonl
                       [--strategy entropy|margin|mc_dropout|diverse] [--labeled labels.jsonl]
     ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]
@@ -383,25 +384,28 @@ _COMMANDS = {
 }
 
 _DESCRIPTIONS = {
-    "aggregate": """Aggregate labelers' votes into training labels: majority vote, or Dawid-Skene (one accuracy per
-        labeler, or a confusion matrix each) as hard or soft labels. Unknown posts, tasks and labels are skipped
-        and listed with their file and row. Writes one {id, labels, agreement, votes} record per post and a
-        labelers report; the summary goes to stderr.
+    "aggregate": """Aggregate labelers' votes into training labels: majority vote, or Dawid-Skene (one
+        accuracy per labeler, or a confusion matrix each) as hard or soft labels. Unknown posts, tasks and
+        labels are skipped and listed with their file and row. Writes one {id, labels, agreement, votes}
+        record per post and a labelers report; the summary goes to stderr.
 
           ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
-                            [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out m.jsonl]]""",
-    "select": """Choose the next posts to label: the k most uncertain under the model (entropy, margin, BALD over
-        dropout passes) or an uncertainty-weighted diverse batch. Posts already labeled are never chosen again.
+              [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out m.jsonl]]""",
+    "select": """Choose the next posts to label: the k most uncertain under the model (entropy, margin, BALD
+        over dropout passes) or an uncertainty-weighted diverse batch. Posts already labeled are never
+        chosen again.
 
           ximgctx select --model DIR --data pool.jsonl -k 50 --out next.jsonl [--strategy diverse]""",
     "memory": """A model's label memory: labeled posts whose embeddings shift predictions for similar posts at
         once, before any retraining.
 
           ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]""",
-    "simulate-labeling": """A simulated labeling loop on ContextBench: a crowd with honest labelers and spammers
-        labels the posts each strategy picks, round after round; writes the learning curve per strategy.
+    "simulate-labeling": """A simulated labeling loop on ContextBench: a crowd with honest labelers and
+        spammers labels the posts each strategy picks, round after round; writes the learning curve per
+        strategy.
 
-          ximgctx simulate-labeling --out DIR [--rounds 5] [--per-round 100] [--strategies random,entropy,diverse]""",
+          ximgctx simulate-labeling --out DIR [--rounds 5] [--per-round 100]
+              [--strategies random,entropy,diverse]""",
 }
 
 

@@ -20,8 +20,8 @@ them already labeled, most useful first:
   when nothing farther is left.
 
 Scores are averaged over tasks unless ``task`` names one. With a predictor that has a label memory
-(``Predictor(model, memory=...)``), uncertainty is measured on the memory-blended scores: posts that people have already corrected nearby
-become less uncertain.
+(``Predictor(model, memory=...)``), uncertainty is measured on the memory-blended scores: posts that people
+have already corrected nearby become less uncertain.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ never change: they are computed once for the pool and the test split (``ContextM
 ``out_dir/features``, and each round trains the fusion module and heads on them (``model.fusion`` ->
 ``model.heads`` -> fine-tuning's own loss, ``ximgctx.training.finetune.supervised_loss``, so task weights
 apply; AdamW from ``ximgctx.training.optim.build_optimizer``).
-Fine-tuning the encoder round by round, as ``train()`` would (an Accelerate run writing checkpoints and a model
-per call), and re-scoring the pool with it, costs many times more per strategy than training on cached
+Fine-tuning the encoder round by round, as ``train()`` would (an Accelerate run writing checkpoints and a
+model per call), and re-scoring the pool with it, costs many times more per strategy than training on cached
 features. Every strategy gets the same model, features, first batch, crowd and budget.
 
 What a frozen tiny encoder can learn bounds the curve: ``meaning`` needs an emblem that the frozen image
 features of the tiny encoder do not carry, so it stays near the majority-class rate, while ``intent`` improves
-with labels. Hence the default task ``intent``. Contrastive pretraining (``pretrain_epochs``) is off by default.
+with labels. Hence the default task ``intent``. Contrastive pretraining (``pretrain_epochs``) is off by
+default.
 """
 
 from __future__ import annotations
@@ -354,8 +355,9 @@ def _data(config: SimulationConfig, out: Path) -> tuple[list[Post], list[Post], 
 
 
 def _pretrain(config: SimulationConfig, pool: list[Post], out: Path, progress: bool) -> str:
-    """The quickstart's contrastive pretraining (``ximgctx.training.pretrain``) on the pool's image+text pairs;
-    reused when ``out/pretrain`` holds a run with the same settings. Returns the encoder weights file."""
+    """The quickstart's contrastive pretraining (``ximgctx.training.pretrain``) on the pool's image+text
+    pairs; reused when ``out/pretrain`` holds a run with the same settings. Returns the encoder weights
+    file."""
     from ximgctx.training import ENCODER_WEIGHTS, PretrainExperiment, pretrain
     from ximgctx.training.config import LearningRates, OptimConfig, TrainConfig
 
@@ -494,7 +496,8 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
     t = time.time()
     if config.encoder is None and config.pretrain_epochs > 0:
         say(
-            f"contrastive pretraining of {config.arch} on the pool's {len(pool)} image+text pairs (no labels) ..."
+            f"contrastive pretraining of {config.arch} on the pool's {len(pool)} image+text pairs (no "
+            "labels) ..."
         )
         config = replace(config, encoder=_pretrain(config, pool, out, progress))
     timings["pretrain"] = time.time() - t

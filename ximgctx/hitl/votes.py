@@ -192,7 +192,8 @@ _Parsed = tuple[str, int, str, str, str, "str | list[str]"]  # source, row, post
 def _check_row(
     rec: Any, specs: dict[str, TaskSpec] | None, known: set[str] | None
 ) -> tuple | tuple[str | None, str]:
-    """One raw vote record -> ``(pid, labeler, task, label)``, or ``(field, reason)`` when it is a bad vote."""
+    """One raw vote record -> ``(pid, labeler, task, label)``, or ``(field, reason)`` when it is a bad
+    vote."""
     if isinstance(rec, Exception):
         return None, str(rec)
     if not isinstance(rec, Mapping):
@@ -320,8 +321,8 @@ def read_votes(
     tasks: Sequence[TaskSpec] | None = None,
     post_ids: Iterable[str] | None = None,
 ) -> VoteSet:
-    """Read and check votes from a ``.jsonl`` / ``.csv`` / ``.tsv`` / ``.parquet`` file, or from an iterable of
-    :class:`Vote` objects or ``{post_id, labeler, task, label}`` mappings. See :func:`check_votes`."""
+    """Read and check votes from a ``.jsonl`` / ``.csv`` / ``.tsv`` / ``.parquet`` file, or from an iterable
+    of :class:`Vote` objects or ``{post_id, labeler, task, label}`` mappings. See :func:`check_votes`."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():

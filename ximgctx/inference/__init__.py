@@ -5,7 +5,8 @@
 - :class:`Moderator` applies a :class:`ModerationPolicy` (YAML) and returns OpenAI-moderation-shaped
   results with an allow / review / block decision and an explanation.
 - :class:`SearchIndex` is a FAISS index over fused post embeddings and CLIP image embeddings.
-- :class:`LabelMemory`: labeled examples a predictor blends into its scores (``Predictor(model, memory=...)``).
+- :class:`LabelMemory`: labeled examples a predictor blends into its scores (``Predictor(model,
+memory=...)``).
 - ``ximgctx predict | moderate | calibrate | index | search`` are the command-line front ends.
 """
 

@@ -154,7 +154,8 @@ def choose_block_threshold(
 def choose_review_threshold(
     scores: np.ndarray, positives: np.ndarray, *, target_recall: float
 ) -> OperatingPoint:
-    """The highest observed score whose ``score >= threshold`` keeps at least ``target_recall`` of positives."""
+    """The highest observed score whose ``score >= threshold`` keeps at least ``target_recall`` of
+    positives."""
     if not 0.0 < target_recall <= 1.0:
         raise ConfigError(f"target_recall must be in (0, 1], got {target_recall!r}")
     target = f"recall>={target_recall}"

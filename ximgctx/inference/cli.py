@@ -2,7 +2,8 @@
 
     ximgctx predict   --model DIR --data posts.jsonl --out preds.jsonl|.parquet
     ximgctx moderate  --model DIR --data posts.jsonl --out decisions.jsonl [--policy FILE] [--explain flagged]
-    ximgctx calibrate --model DIR --data val.jsonl --out policy.yaml (--target-precision 0.9 | --target-fpr 0.01)
+    ximgctx calibrate --model DIR --data val.jsonl --out policy.yaml
+                      (--target-precision 0.9 | --target-fpr 0.01)
                       [--review-recall 0.95] [--policy FILE] [--report calibration.json]
     ximgctx index     --model DIR --data posts.jsonl --out index_dir [--mode exact|ivf]
     ximgctx search    --index index_dir (--text Q | --image PATH | --post ID) [-k 10] [--where intent=threat]
@@ -113,28 +114,31 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
 
 
 _DESCRIPTIONS = {
-    "predict": """Predict every task for each post of a manifest: labels, scores, and (with --embeddings) the fused
-        embedding. Streams the input; shards across processes under torchrun / accelerate launch.
+    "predict": """Predict every task for each post of a manifest: labels, scores, and (with --embeddings) the
+        fused embedding. Streams the input; shards across processes under torchrun / accelerate launch.
 
           ximgctx predict --model DIR --data posts.jsonl --out preds.jsonl|.parquet|-""",
     "moderate": """Moderation decisions for each post: allow / review / block per policy category, calibrated
-        scores, and explanations (which of image, text and replies carried the decision). --format openai writes
-        OpenAI Moderation objects. Streams the input; shards across processes under torchrun.
+        scores, and explanations (which of image, text and replies carried the decision). --format openai
+        writes OpenAI Moderation objects. Streams the input; shards across processes under torchrun.
 
-          ximgctx moderate --model DIR --data posts.jsonl --out decisions.jsonl|- [--policy FILE] [--explain flagged]""",
+          ximgctx moderate --model DIR --data posts.jsonl --out decisions.jsonl|-
+              [--policy FILE] [--explain flagged]""",
     "calibrate": """Choose a policy's thresholds on labeled validation posts: the block threshold for a target
         precision or false-positive rate, the review threshold for a recall; writes the updated policy.
 
-          ximgctx calibrate --model DIR --data val.jsonl --out policy.yaml (--target-precision 0.9 | --target-fpr 0.01)
-                            [--review-recall 0.95] [--policy FILE] [--report calibration.json]""",
+          ximgctx calibrate --model DIR --data val.jsonl --out policy.yaml
+              (--target-precision 0.9 | --target-fpr 0.01) [--review-recall 0.95] [--policy FILE]
+              [--report calibration.json]""",
     "index": """Build a search index over posts (fused, image or text embeddings; exact or IVF with FAISS),
         governed posts only unless told.
 
           ximgctx index --model DIR --data posts.jsonl --out index_dir [--mode exact|ivf]""",
-    "search": """Query a search index by text, by image, or by a post of the index (more like this), optionally
-        filtered by predicted labels; prints the hits as JSON.
+    "search": """Query a search index by text, by image, or by a post of the index (more like this),
+        optionally filtered by predicted labels; prints the hits as JSON.
 
-          ximgctx search --index index_dir (--text Q | --image PATH | --post ID) [-k 10] [--where intent=threat]""",
+          ximgctx search --index index_dir (--text Q | --image PATH | --post ID) [-k 10]
+              [--where intent=threat]""",
 }
 
 
@@ -415,7 +419,8 @@ def main(argv: list[str] | None = None, command: str = "predict") -> int:
             return _index(args)
         return _search(args)
     except XimgctxError as e:
-        # errors a user can fix: one line naming what and where; anything else is a bug and keeps its traceback
+        # errors a user can fix: one line naming what and where; anything else is a bug and keeps its
+        # traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ximgctx {command}: error: {message}", file=sys.stderr)
         return 2

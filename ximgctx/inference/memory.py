@@ -31,7 +31,8 @@ no pickle)::
     memory.json             config, tasks, the model it was built with, ids, labels and keyed author digests
                             of the entries, and the memory's own random author key
     embeddings.safetensors  (N, H) float32 fused embeddings as the model gave them, and the (H,) centre
-    posts.jsonl             the labeled posts, so :meth:`LabelMemory.refresh` can re-embed them after retraining
+    posts.jsonl             the labeled posts, so :meth:`LabelMemory.refresh` can re-embed them after
+    retraining
 
 Each entry keeps the keyed digests (:func:`ximgctx.governance.identity.author_digest`, under the memory's
 key) of its post's author and its replies' authors, so :meth:`LabelMemory.remove_authors` can erase an
@@ -354,9 +355,9 @@ class LabelMemory:
     def blend(
         self, scores: dict[str, torch.Tensor], fused: torch.Tensor | np.ndarray
     ) -> dict[str, torch.Tensor]:
-        """Heads' calibrated scores (task -> (B, C)) moved toward the labels of each post's labeled neighbours;
-        ``fused`` are the posts' fused embeddings (B, H). Rows with no neighbour above the threshold are
-        returned unchanged (the same values, bit for bit)."""
+        """Heads' calibrated scores (task -> (B, C)) moved toward the labels of each post's labeled
+        neighbours; ``fused`` are the posts' fused embeddings (B, H). Rows with no neighbour above the
+        threshold are returned unchanged (the same values, bit for bit)."""
         if not len(self):
             return scores
         q = self._unit(fused)

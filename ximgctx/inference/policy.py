@@ -196,7 +196,8 @@ class ModerationPolicy:
             )
         if not isinstance(self.required_inputs, list) or any(m not in _INPUTS for m in self.required_inputs):
             raise PolicyError(
-                f"required_inputs must be a list of inputs among {list(_INPUTS)}, got {self.required_inputs!r}"
+                f"required_inputs must be a list of inputs among {list(_INPUTS)}, got "
+                f"{self.required_inputs!r}"
             )
         if not isinstance(self.categories, dict) or not self.categories:
             raise PolicyError("a policy needs at least one category under 'categories'")

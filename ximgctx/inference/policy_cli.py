@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None, command: str = "policy") -> int:
         model = ContextModel.from_pretrained(args.model)
         policy = starter_policy(model, review=args.review)
         header = (
-            f"# ximgctx moderate --model {args.model} --data posts.jsonl --out decisions.jsonl --policy {args.out}\n"
-            "# Starter policy written by `ximgctx policy init`: every category is review-only (block: null).\n"
-            "# Choose thresholds on labeled data: ximgctx calibrate --model DIR --data val.jsonl --policy THIS\n"
+            f"# ximgctx moderate --model {args.model} --data posts.jsonl --out decisions.jsonl --policy "
+            f"{args.out}\n"
+            "# Starter policy written by `ximgctx policy init`: every category is review-only (block: "
+            "null).\n"
+            "# Choose thresholds on labeled data: ximgctx calibrate --model DIR --data val.jsonl --policy "
+            "THIS\n"
         )
         text = header + yaml.safe_dump(policy.to_dict(), sort_keys=False, allow_unicode=True, width=110)
         if args.out == "-":

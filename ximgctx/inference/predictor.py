@@ -437,7 +437,8 @@ class Predictor:
 
 
 def prediction_schema(predictor: Predictor, *, embeddings: bool = False) -> Any:
-    """The pyarrow schema of :meth:`PostPrediction.to_dict` records (Parquet output of ``ximgctx predict``)."""
+    """The pyarrow schema of :meth:`PostPrediction.to_dict` records (Parquet output of ``ximgctx
+    predict``)."""
     import pyarrow as pa
 
     tasks = pa.struct(

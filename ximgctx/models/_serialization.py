@@ -9,7 +9,8 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
                              (open_clip MHA adapters, see :mod:`ximgctx.models.export`)
     processor_config.json    tokenizer and image preprocessing settings
     hf/                      transformers backend only: the checkpoint's config.json, tokenizer files and
-                             preprocessor_config.json, so loading needs no hub (the weights are in model.safetensors)
+                             preprocessor_config.json, so loading needs no hub (the weights are in
+                             model.safetensors)
     card.json                the model card's extra sections (metrics, governance, training data), so that
                              re-saving a loaded model keeps them
     README.md                model card
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 KIND = "model"
 FORMAT = "ximgctx-model"
 FORMAT_VERSION = 2
-_MAX_JSON_BYTES = 16 << 20
-HF_DIR = "hf"  # transformers backend: the checkpoint's config, tokenizer and image processor (no weights)  # config.json / card.json larger than this are refused before parsing
+_MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
+HF_DIR = "hf"  # transformers backend: the checkpoint's config, tokenizer and image processor (no weights)
 
 
 class ModelFolderError(ArtifactError):
@@ -96,6 +97,12 @@ def _yaml_header(meta: dict[str, Any]) -> list[str]:
     return ["---", ModelCardData(**meta).to_yaml().rstrip("\n"), "---", ""]
 
 
+def _lora_line(lora: Any) -> str:
+    if lora is None:
+        return "none"
+    return f"r={lora.r}, alpha={lora.alpha}, targets={lora.targets}, towers={lora.towers}"
+
+
 def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any]) -> str:
     from ximgctx import __version__
 
@@ -110,10 +117,11 @@ def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any])
         "",
         "## Architecture",
         f"- encoder: {cfg.encoder.backend} `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
-        f"- LoRA: {'none' if cfg.lora is None else f'r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets={cfg.lora.targets}, towers={cfg.lora.towers}'}",
+        f"- LoRA: {_lora_line(cfg.lora)}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
-        f"- inputs: image, post text (capped at {cfg.limits.max_text_chars} chars), up to {cfg.limits.max_replies} replies",
+        f"- inputs: image, post text (capped at {cfg.limits.max_text_chars} chars), up to "
+        f"{cfg.limits.max_replies} replies",
         "",
         "## Tasks",
         "| task | kind | reads | labels |",
@@ -137,7 +145,8 @@ def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any])
         "",
         "## Intended use",
         "",
-        "Ranking and triage of public social-media posts for trust-and-safety review and for search. Scores are "
+        "Ranking and triage of public social-media posts for trust-and-safety review and for search. Scores "
+        "are "
         "calibrated per task on a validation set when the card says so; decisions about people should keep a "
         "human reviewer in the loop, and the model should be re-evaluated on the population it is used on.",
         "",
@@ -302,7 +311,8 @@ def load_model(
         new_state[key] = weights[src]
     if missing:
         raise ModelFolderError(
-            f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} more)"
+            f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} "
+            "more)"
         )
     model.load_state_dict(new_state, strict=False)
     if config.lora is not None:

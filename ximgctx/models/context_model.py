@@ -248,8 +248,8 @@ class ContextModel(nn.Module):
         ``labeled_per_process``: in data-parallel training, each task's labeled-post count summed over all
         processes and divided by their number. Each process then divides its summed loss by that instead of
         its own count, so the averaged gradient is the gradient of the mean over every labeled post of the
-        global batch, however unevenly the labels fall on the processes (``ximgctx.training.finetune`` computes it
-        with one all-reduce per step).
+        global batch, however unevenly the labels fall on the processes (``ximgctx.training.finetune``
+        computes it with one all-reduce per step).
         """
         per_task: dict[str, torch.Tensor] = {}
         labeled: dict[str, int] = {}
@@ -314,8 +314,9 @@ class ContextModel(nn.Module):
         governance, training data) on top of those the model already carries.
 
         ``path`` may be new, empty, or a model folder (replaced); a folder holding anything else is refused
-        unless ``overwrite=True``. ``metadata`` sets Hugging Face model-card metadata (``license``, ``datasets``,
-        ``base_model``, ``tags``, ``pipeline_tag``...) on top of the defaults and the model's own (kept across save/load)."""
+        unless ``overwrite=True``. ``metadata`` sets Hugging Face model-card metadata (``license``,
+        ``datasets``, ``base_model``, ``tags``, ``pipeline_tag``...) on top of the defaults and the model's
+        own (kept across save/load)."""
         from ximgctx.models._serialization import save_model
 
         return save_model(self, Path(path), card=card or {}, overwrite=overwrite, metadata=metadata or {})
@@ -343,7 +344,8 @@ class ContextModel(nn.Module):
     ) -> Any:
         """Save to a temporary folder, verify it, and upload exactly its files to hub repo ``repo_id`` in one
         commit (created private unless ``private=False``; files an earlier version left there are deleted).
-        ``api`` is a ``huggingface_hub.HfApi`` (one is made with ``token`` when None). Returns the commit info."""
+        ``api`` is a ``huggingface_hub.HfApi`` (one is made with ``token`` when None). Returns the commit
+        info."""
         import tempfile
 
         from ximgctx.models.hub import push_folder

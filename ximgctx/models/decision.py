@@ -1,4 +1,5 @@
-"""The label decision rule, in one place: argmax for a multiclass task, score >= threshold for a multilabel one.
+"""The label decision rule, in one place: argmax for a multiclass task, score >= threshold for a multilabel
+one.
 
 Evaluation (metrics) and inference (the labels a prediction names) both decide through :func:`decide`, so
 the labels a model reports are exactly the ones its metrics count.
@@ -16,7 +17,8 @@ __all__ = ["decide", "decided_labels"]
 def decide(spec: TaskSpec, probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
     """Decisions: class ids (M,) by argmax, or a 0/1 matrix (M, C) by per-label thresholds (default 0.5).
 
-    A multilabel label is chosen when its score is ``>=`` its threshold (a score equal to the threshold is in).
+    A multilabel label is chosen when its score is ``>=`` its threshold (a score equal to the threshold is
+    in).
     """
     if spec.kind == "multiclass":
         return probs.argmax(-1)

@@ -70,7 +70,8 @@ def trust_remote_arch(enabled: bool = True):
 
     Such an architecture is code and configuration from outside the package; a model folder naming one is
     refused unless the code loading it says so: ``ContextModel.from_pretrained(path, trust_remote_arch=True)``
-    or ``with ximgctx.trust_remote_arch(): ContextModel(config)``; on the command line ``--trust-remote-arch``.
+    or ``with ximgctx.trust_remote_arch(): ContextModel(config)``; on the command line
+    ``--trust-remote-arch``.
     """
     token = _TRUST_REMOTE_ARCH.set(bool(enabled))
     try:
@@ -85,8 +86,10 @@ def check_arch(arch: str) -> None:
     if arch.startswith(REMOTE_ARCH_PREFIXES):
         if not _TRUST_REMOTE_ARCH.get():
             raise ConfigError(
-                f"encoder.arch={arch!r} loads an architecture from outside ximgctx's registered list, which can "
-                f"run code shipped with it; refusing it. Only when you trust its source, opt in from your own "
+                f"encoder.arch={arch!r} loads an architecture from outside ximgctx's registered list, which "
+                "can "
+                "run code shipped with it; refusing it. Only when you trust its source, opt in from your "
+                "own "
                 f"code: ContextModel.from_pretrained(path, trust_remote_arch=True) or "
                 f"`with ximgctx.trust_remote_arch(): ...` (command line: --trust-remote-arch)"
             )
@@ -175,8 +178,10 @@ def _offline_message(arch: str, tag: str, why: str) -> str:
     return (
         f"cannot load pretrained weights {tag!r} for open_clip architecture {arch!r}: {why}. "
         f"Download the checkpoint on a machine with network access (for example "
-        f"open_clip.create_model({arch!r}, pretrained={tag!r}) fills the Hugging Face cache), then either copy "
-        f"the cache here or pass the file itself: EncoderConfig(arch={arch!r}, pretrained='/path/to/weights.safetensors') "
+        f"open_clip.create_model({arch!r}, pretrained={tag!r}) fills the Hugging Face cache), then either "
+        "copy "
+        f"the cache here or pass the file itself: EncoderConfig(arch={arch!r}, "
+        "pretrained='/path/to/weights.safetensors') "
         f"(or encoder.pretrained=/path/... on the command line)."
     )
 
@@ -196,7 +201,8 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
     if not cfg:
         known = open_clip.list_pretrained_tags_by_model(config.arch)
         raise PretrainedWeightsError(
-            f"unknown pretrained tag {tag!r} for architecture {config.arch!r}; known tags: {known or 'none'}. "
+            f"unknown pretrained tag {tag!r} for architecture {config.arch!r}; known tags: "
+            f"{known or 'none'}. "
             f"A local weights file can be passed as encoder.pretrained instead."
         )
     hub = cfg.get("hf_hub", "")
@@ -246,8 +252,8 @@ def _provenance(config: EncoderConfig) -> dict[str, str | None]:
 
 
 def _plain_blocks(transformer: nn.Module) -> bool:
-    """open_clip residual blocks that :func:`_block_at` may run at one position (no cross-attention, batch-first,
-    no gradient checkpointing, whose recomputation goes through the transformer's own loop)."""
+    """open_clip residual blocks that :func:`_block_at` may run at one position (no cross-attention,
+    batch-first, no gradient checkpointing, whose recomputation goes through the transformer's own loop)."""
     blocks = getattr(transformer, "resblocks", None)
     return (
         blocks is not None

@@ -39,12 +39,13 @@ OWN_ADAPTER_CONFIG = "ximgctx_adapter.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _OWN_README = """# ximgctx LoRA adapter (ximgctx format, not peft's)
 
-This adapter adapts open_clip `nn.MultiheadAttention` layers. Stock peft 0.21 applies the out_proj delta of such
-a layer twice (huggingface/peft#3774), so loading it with `PeftModel.from_pretrained` would silently give other
-outputs than the model was trained and evaluated with. There is therefore no `adapter_config.json` here and
-stock peft refuses this folder. Load the whole model with `ximgctx.ContextModel.from_pretrained(<model folder>)`,
-or export merged weights that need no ximgctx: `model.export_encoder(DIR)` (open_clip's `local-dir:DIR`).
-`ximgctx_adapter.json` holds the LoRA settings and `adapter_model.safetensors` the weights in peft's key layout.
+This adapter adapts open_clip `nn.MultiheadAttention` layers. Stock peft 0.21 applies the out_proj delta of
+such a layer twice (huggingface/peft#3774), so loading it with `PeftModel.from_pretrained` would silently give
+other outputs than the model was trained and evaluated with. There is therefore no `adapter_config.json` here
+and stock peft refuses this folder. Load the whole model with `ximgctx.ContextModel.from_pretrained(<model
+folder>)`, or export merged weights that need no ximgctx: `model.export_encoder(DIR)` (open_clip's
+`local-dir:DIR`). `ximgctx_adapter.json` holds the LoRA settings and `adapter_model.safetensors` the weights
+in peft's key layout.
 """
 
 
@@ -63,7 +64,8 @@ def peft_reproduces(clip: nn.Module) -> bool:
 
 
 def save_adapter(model: ContextModel, folder: Path) -> None:
-    """The LoRA adapter of ``model`` into ``folder``: peft's format where stock peft reproduces it, else ours."""
+    """The LoRA adapter of ``model`` into ``folder``: peft's format where stock peft reproduces it, else
+    ours."""
     folder.mkdir()
     config = copy.deepcopy(model.lora_config)
     config.base_model_name_or_path, config.revision = _base_identity(model)

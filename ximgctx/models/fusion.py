@@ -80,10 +80,10 @@ class FeatureInteraction(nn.Module):
     """Hate-CLIPper's feature interaction matrix between the image and the post text.
 
     Image and text are projected to ``d`` and L2-normalised; their outer product (``d x d``) holds every
-    pairwise feature interaction. With ``rank=r`` the interaction is low-rank instead: ``(U p_img) * (V p_txt)``
-    (r values), the bilinear map ``p_img^T W p_txt`` restricted to rank r, at O(d r) instead of O(d^2).
-    Meaning that lives in the *combination* of picture and words (a sunny photo under gloomy words reads as
-    irony) is a product of features, which sums of projected embeddings express only through depth.
+    pairwise feature interaction. With ``rank=r`` the interaction is low-rank instead: ``(U p_img) * (V
+    p_txt)`` (r values), the bilinear map ``p_img^T W p_txt`` restricted to rank r, at O(d r) instead of
+    O(d^2). Meaning that lives in the *combination* of picture and words (a sunny photo under gloomy words
+    reads as irony) is a product of features, which sums of projected embeddings express only through depth.
     """
 
     def __init__(self, embed_dim: int, d: int, rank: int | None) -> None:
@@ -150,14 +150,15 @@ class _Block(nn.Module):
 
 
 class AttentionFusion(nn.Module):
-    """A small transformer over ``[CLS, e_img, e_txt, (e_img x e_txt), e_rep_1..K]`` with modality-type embeddings.
+    """A small transformer over ``[CLS, e_img, e_txt, (e_img x e_txt), e_rep_1..K]`` with modality-type
+    embeddings.
 
-    With ``interaction`` (the default) one token carries the image-text :class:`FeatureInteraction` (``cross_dim``,
-    ``cross_rank``), projected to the transformer's width: on ContextBench it is what lets the model learn the
-    image-text interactions that decide meaning (the README's status section has the figures). Padded reply
-    slots are masked out of attention. Every token attends to every other, so replies are read in the light of
-    the post; the last layer's attention from CLS to the reply tokens is returned as ``reply_weights`` (which
-    replies drove the decision).
+    With ``interaction`` (the default) one token carries the image-text :class:`FeatureInteraction`
+    (``cross_dim``, ``cross_rank``), projected to the transformer's width: on ContextBench it is what lets
+    the model learn the image-text interactions that decide meaning (the README's status section has the
+    figures). Padded reply slots are masked out of attention. Every token attends to every other, so replies
+    are read in the light of the post; the last layer's attention from CLS to the reply tokens is returned as
+    ``reply_weights`` (which replies drove the decision).
     """
 
     IMAGE, TEXT, REPLY, INTERACTION = 0, 1, 2, 3

@@ -1,8 +1,10 @@
-"""The Hugging Face encoder: a ``transformers`` ``CLIPModel`` or ``SiglipModel`` behind ClipEncoder's interface.
+"""The Hugging Face encoder: a ``transformers`` ``CLIPModel`` or ``SiglipModel`` behind ClipEncoder's
+interface.
 
 The checkpoint (a hub repo id or a local folder) brings its own weights, tokenizer and image-processor
 settings. Classes are chosen explicitly from the config's ``model_type`` (no ``AutoModel``, never
-``trust_remote_code``); weights load from safetensors only and a download never fetches ``.bin``/``.py`` files.
+``trust_remote_code``); weights load from safetensors only and a download never fetches ``.bin``/``.py``
+files.
 
 Tokens follow ximgctx's processor convention, id 0 = padding: the tokenizer wrapper stores each id plus one.
 CLIP's text tower is causal and pools at the end-of-text token, so its batches are trimmed to their longest
@@ -42,7 +44,8 @@ _MAX_CONFIG_BYTES = 4 << 20
 def _offline(arch: str, why: str) -> str:
     return (
         f"cannot load the transformers checkpoint {arch!r}: {why}. On a machine with network access run "
-        f"huggingface_hub.snapshot_download({arch!r}) (or CLIPModel.from_pretrained({arch!r}).save_pretrained(DIR) "
+        f"huggingface_hub.snapshot_download({arch!r}) (or "
+        f"CLIPModel.from_pretrained({arch!r}).save_pretrained(DIR) "
         f"with its tokenizer and image processor), copy the folder here and pass it: "
         f"EncoderConfig(backend='transformers', arch='/path/to/folder')."
     )
@@ -163,7 +166,8 @@ class HFEncoder(nn.Module):
         if load_weights:
             if not any(folder.glob("*.safetensors")):
                 raise PretrainedWeightsError(
-                    f"{folder}: no .safetensors weights; ximgctx never unpickles .bin checkpoints. Convert them "
+                    f"{folder}: no .safetensors weights; ximgctx never unpickles .bin checkpoints. Convert "
+                    "them "
                     f"where you trust the file: {model_name}.from_pretrained(DIR).save_pretrained(DIR)"
                 )
             self.clip = model_cls.from_pretrained(str(folder), use_safetensors=True)
@@ -195,7 +199,8 @@ class HFEncoder(nn.Module):
 
     @property
     def pads_with_zero(self) -> bool:
-        """Whether padding is id 0 and trimmable: CLIP's causal text tower yes, SigLIP's last-token pooling no."""
+        """Whether padding is id 0 and trimmable: CLIP's causal text tower yes, SigLIP's last-token pooling
+        no."""
         return self.model_type == "clip"
 
     @property
@@ -204,7 +209,8 @@ class HFEncoder(nn.Module):
 
     @property
     def preprocess(self) -> dict[str, Any]:
-        """The image processor's settings (size, mean/std, resize mode), as saved in ``processor_config.json``."""
+        """The image processor's settings (size, mean/std, resize mode), as saved in
+        ``processor_config.json``."""
         return self.image_processor.to_dict()
 
     def image_transform(self):

@@ -1,9 +1,10 @@
-"""Model folders on the Hugging Face Hub: download through the cache, verified; upload exactly the verified files.
+"""Model folders on the Hugging Face Hub: download through the cache, verified; upload exactly the verified
+files.
 
 ``ContextModel.from_pretrained("org/name")`` resolves the repo with ``huggingface_hub.snapshot_download``
-(``revision``, ``cache_dir``; offline when ``HF_HUB_OFFLINE`` is set or the hub is unreachable) and verifies the
-snapshot against its manifest before anything in it is read. The cache stores snapshot files as symbolic links
-to ``blobs/``, so links are accepted only when they stay inside that repo's cache folder.
+(``revision``, ``cache_dir``; offline when ``HF_HUB_OFFLINE`` is set or the hub is unreachable) and verifies
+the snapshot against its manifest before anything in it is read. The cache stores snapshot files as symbolic
+links to ``blobs/``, so links are accepted only when they stay inside that repo's cache folder.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class HubModelError(ArtifactError):
 
 def _uncached(repo_id: str, why: str) -> str:
     return (
-        f"cannot load model {repo_id!r} from the Hugging Face Hub: {why}. With network access (HF_HUB_OFFLINE "
-        f"unset) it is downloaded into the cache; otherwise run huggingface_hub.snapshot_download({repo_id!r}) "
+        f"cannot load model {repo_id!r} from the Hugging Face Hub: {why}. With network access "
+        "(HF_HUB_OFFLINE "
+        "unset) it is downloaded into the cache; otherwise run "
+        f"huggingface_hub.snapshot_download({repo_id!r}) "
         f"elsewhere and copy the cache here (cache_dir=...), or pass the model folder itself: "
         f"ContextModel.from_pretrained('/path/to/model')."
     )
@@ -62,7 +65,8 @@ def download_model(
         raise HubModelError(f"{repo_id!r} is neither a model folder nor a valid hub repo id ({e})") from None
     except LocalEntryNotFoundError:
         why = (
-            f"it is not in the local cache and the hub is unreachable or HF_HUB_OFFLINE is set (and no folder "
+            "it is not in the local cache and the hub is unreachable or HF_HUB_OFFLINE is set (and no "
+            "folder "
             f"{repo_id!r} exists here)"
         )
         raise HubModelError(_uncached(repo_id, why)) from None

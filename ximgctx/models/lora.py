@@ -18,8 +18,9 @@ original Parameter object back untouched, so base weights stay bit-identical (te
 also adds the out_proj delta twice (``W + 2 dW``; huggingface/peft#3774); this one applies ``W + dW``, checked
 against a plain ``nn.MultiheadAttention`` holding the merged weights. Because stock peft would reload such an
 adapter with the doubled delta, adapters with an MHA target are saved in ximgctx's own adapter format (no
-``adapter_config.json``, so ``PeftModel.from_pretrained`` refuses them loudly); every other adapter is saved in
-peft's format and reloads in stock peft with identical outputs (see :func:`ximgctx.models.export.save_adapter`).
+``adapter_config.json``, so ``PeftModel.from_pretrained`` refuses them loudly); every other adapter is saved
+in peft's format and reloads in stock peft with identical outputs (see
+:func:`ximgctx.models.export.save_adapter`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from ximgctx.config import LORA_PRESETS, LoraConfig
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
 #: transformers CLIP/SigLIP: the Linear layers of each preset, by their last name (attention layers call their
-#: projections as modules, so q/k/v/out_proj adapters all run; SigLIP's pooling-head MHA is left out, since stock
-#: peft would not reproduce it)
+#: projections as modules, so q/k/v/out_proj adapters all run; SigLIP's pooling-head MHA is left out, since
+#: stock peft would not reproduce it)
 _HF_LINEAR_PRESETS = {"attn": ("q_proj", "k_proj", "v_proj", "out_proj"), "mlp": ("fc1", "fc2")}
 
 
@@ -139,8 +140,9 @@ class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
         merged_in = w_in + sum(self.get_delta_weight(a).to(w_in.dtype) for a in active)  # (3E, E)
         merged_out = w_out + sum(base.out_proj.get_delta_weight(a).to(w_out.dtype) for a in active)  # (E, E)
         try:
-            # nn.MultiheadAttention reads these attributes inside its forward (F.multi_head_attention_forward);
-            # a plain tensor in their place routes gradients to the adapters and leaves the Parameters alone.
+            # nn.MultiheadAttention reads these attributes inside its forward
+            # (F.multi_head_attention_forward); a plain tensor in their place routes gradients to the
+            # adapters and leaves the Parameters alone.
             base._parameters["in_proj_weight"] = merged_in
             out_base._parameters["weight"] = merged_out
             result = base(query, *args, **kwargs)

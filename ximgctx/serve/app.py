@@ -211,7 +211,8 @@ class Service:
             reasons = sorted(k for k, v in governed.audit.to_dict()["posts"]["dropped"].items() if v)
             raise ServiceError(
                 422,
-                f"the post may not be used (governance: {', '.join(reasons) or 'dropped'}); nothing was stored",
+                f"the post may not be used (governance: {', '.join(reasons) or 'dropped'}); nothing was "
+                "stored",
                 "invalid_request_error",
                 "not_governed",
             )

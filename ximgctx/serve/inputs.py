@@ -139,7 +139,8 @@ def fetch_image(url: str, limits: ServeConfig, where: str) -> bytes:
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if scheme not in ("http", "https") or not host:
         raise InputError(
-            f"{where}: only data: URLs (and http(s) URLs of allowed hosts) are read; got a {scheme or 'path'!r} URL"
+            f"{where}: only data: URLs (and http(s) URLs of allowed hosts) are read; got a "
+            f"{scheme or 'path'!r} URL"
         )
     if host not in limits.allow_url_hosts:
         raise InputError(

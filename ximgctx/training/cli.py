@@ -33,7 +33,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         metavar="latest|PATH",
-        help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint folder",
+        help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint "
+        "folder",
     )
     p.add_argument(
         "--overwrite",

@@ -1,9 +1,9 @@
 """``pretrain``: contrastive domain adaptation of the CLIP encoder on unlabeled image+text posts.
 
 Real users hold far more unlabeled posts than labeled ones. Pretraining pulls each post's image and text
-together with open_clip's ``ClipLoss``, through the same loop as fine-tuning (:func:`~ximgctx.training.loop.fit`),
-and exports the adapted weights as ``open_clip_model.safetensors``, which fine-tuning reads through
-``model.encoder.pretrained``.
+together with open_clip's ``ClipLoss``, through the same loop as fine-tuning
+(:func:`~ximgctx.training.loop.fit`), and exports the adapted weights as ``open_clip_model.safetensors``,
+which fine-tuning reads through ``model.encoder.pretrained``.
 
 Across processes, ``ClipLoss`` gathers every process's features (``rank``/``world_size`` from Accelerate).
 With ``gather_with_grad`` the gradient also flows back through the gathered features; with DDP's average
@@ -134,7 +134,8 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
 
 
 class PretrainRecipe:
-    """Contrastive pretraining: open_clip's ClipLoss, in-batch retrieval for validation, the encoder export."""
+    """Contrastive pretraining: open_clip's ClipLoss, in-batch retrieval for validation, the encoder
+    export."""
 
     name = "pretrain"
 

@@ -454,7 +454,8 @@ class QueueStore:
 
     def vote(self, labeler_id: int, item_id: int, labels: Mapping[str, Any], note: str = "") -> VoteResult:
         """Store a labeler's answer on an item assigned to them, in one transaction with the assignment's
-        ``done`` mark. The same answer again is a duplicate (nothing written); another answer is a conflict."""
+        ``done`` mark. The same answer again is a duplicate (nothing written); another answer is a
+        conflict."""
         labels = self.check_labels(labels)
         note = str(note or "")[:2000]
         now = time.time()
