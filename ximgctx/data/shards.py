@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import Post, PostValidationError, post_from_dict
+from ximgctx.data.post import LoadReport, Post, PostValidationError, post_from_dict
 from ximgctx.data.shard_formats import (
     IMAGE_FIELDS,
     MAX_IMAGE_BYTES,
@@ -48,6 +48,7 @@ from ximgctx.data.shard_formats import (
 from ximgctx.errors import ArtifactError, ConfigError, InputError
 
 logger = logging.getLogger(__name__)
+_loader_log = logging.getLogger("ximgctx.data.post")
 
 __all__ = [
     "INDEX",
@@ -56,6 +57,7 @@ __all__ = [
     "ShardMapping",
     "ShardProblem",
     "is_shard_source",
+    "iter_shard_posts",
     "list_shards",
     "read_shard",
     "read_shards",
@@ -84,8 +86,8 @@ class ShardInfo:
 
 def _names(value: Any, attr: str) -> tuple[str, ...]:
     names = (value,) if isinstance(value, str) else tuple(value)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError(f"ShardMapping.{attr} must name one or more fields, got {value!r}")
+    if (attr == "id" and not names) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"ShardMapping.{attr} must name fields (one or more for id), got {value!r}")
     return names
 
 
@@ -93,7 +95,9 @@ def _names(value: Any, attr: str) -> tuple[str, ...]:
 class ShardMapping:
     """Which shard fields (Parquet columns, tar member extensions, keys of a tar's JSON member) make a post.
 
-    Each attribute lists candidate field names, first present (and not null) wins.
+    Each attribute lists candidate field names, first present (and not null) wins; an empty tuple reads
+    nothing for that attribute (``labels=()``: inference, which does not read labels, keeps a post whose only
+    fault is a label).
     """
 
     id: tuple[str, ...] = ("id", "key", "__key__")  # the post id; img2dataset's key; the tar member key
@@ -125,8 +129,12 @@ class ShardMapping:
         return cls(**given)
 
     def names(self) -> set[str]:
-        """Every field name the mapping reads (these never go to ``meta["source"]``)."""
-        return {n for f in fields(self) if f.name != "source_meta" for n in getattr(self, f.name)}
+        """Every field name the mapping (or the default one) reads: these never go to ``meta["source"]``."""
+        attrs = [f.name for f in fields(self) if f.name != "source_meta"]
+        return {n for m in (self, _DEFAULT) for a in attrs for n in getattr(m, a)}
+
+
+_DEFAULT = ShardMapping()
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -350,3 +358,38 @@ def read_shards(
     for info in infos:
         for pos, item in read_shard(info, mapping=mapping, verify=verify):
             yield info, pos, item
+
+
+def iter_shard_posts(
+    path: Path, *, streaming: bool, on_error: str, report: LoadReport, labels: str
+) -> Iterator[Post]:
+    """What :func:`ximgctx.data.post.load_posts` yields for a shard folder: a record's problem becomes a
+    PostValidationError naming the shard file and the record (1-based, as a line), raised or skipped (and
+    logged by the loader's logger, whose filters, e.g. governance's, apply)."""
+    mapping = ShardMapping(labels=()) if labels == "ignore" else None
+    seen: dict[str, tuple[str, int]] = {}
+    for shard, pos, item in read_shards(path, mapping=mapping):
+        report.read += 1
+        source, line = str(shard.path), pos + 1
+        try:
+            if not isinstance(item, Post):
+                raise PostValidationError(
+                    f"{item.kind}: {item.detail}", source=source, line=line, field=item.field
+                )
+            if not streaming:
+                if item.id in seen:
+                    s, ln = seen[item.id]
+                    raise PostValidationError(
+                        f"duplicate id {item.id!r} (first seen at {s}:{ln})",
+                        source=source,
+                        line=line,
+                        field="id",
+                    )
+                seen[item.id] = (source, line)
+        except PostValidationError as e:
+            if on_error == "raise":
+                raise
+            report.errors.append(e)
+            _loader_log.warning("skipping bad record: %s", e)
+            continue
+        yield item
