@@ -176,3 +176,18 @@ def test_shard_dataset_reads_images_lazily_in_any_order(tmp_path: Path, posts: l
     order = [12, 0, 5, 4, 3, 11, 6, 7, 1]  # backwards, across shards, forwards
     assert [ds[i].image for i in order] == [want[i] for i in order]
     assert [ds[i].id for i in order] == [posts[i].id for i in order]
+
+
+def test_a_folder_of_parquet_is_shards_only_when_it_stores_image_bytes(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ximgctx.data.shards import is_shard_source
+
+    (tmp_path / "bytes").mkdir()
+    (tmp_path / "paths").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "image": [b"\x89PNG"]}), tmp_path / "bytes" / "0.parquet")
+    pq.write_table(pa.table({"id": ["a"], "image": ["img/a.png"]}), tmp_path / "paths" / "0.parquet")
+    assert is_shard_source(tmp_path / "bytes") and not is_shard_source(tmp_path / "paths")
+    assert [p.image for p in load_posts(tmp_path / "bytes")] == [b"\x89PNG"]
+    assert [p.image for p in load_posts(tmp_path / "paths")] == [str(tmp_path / "paths" / "img" / "a.png")]

@@ -257,11 +257,40 @@ def list_shards(root: str | Path) -> list[ShardInfo]:
 
 
 def is_shard_source(path: str | Path) -> bool:
-    """Whether ``path`` is a shard folder (an index, or tars) or a ``shards.json``: what load_posts streams."""
+    """Whether ``path`` is a shard folder or a ``shards.json``: what load_posts streams as shards.
+
+    A shard folder has an index, or tars, or Parquet files whose first one stores images as bytes (a binary
+    column or a Hugging Face ``Image()`` struct under an image field name); a folder of Parquet manifests with
+    image paths is not one.
+    """
     p = Path(path)
     if p.name == INDEX and p.is_file():
         return True
-    return p.is_dir() and (os.path.lexists(p / INDEX) or any(p.glob("*.tar")))
+    if not p.is_dir():
+        return False
+    if os.path.lexists(p / INDEX) or any(p.glob("*.tar")):
+        return True
+    first = min(p.glob("*.parquet"), default=None)
+    return first is not None and _has_image_bytes(first)
+
+
+def _has_image_bytes(path: Path) -> bool:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    for f in schema:
+        if f.name not in IMAGE_FIELDS:
+            continue
+        t = f.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return True
+        if pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------- reader
