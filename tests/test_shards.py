@@ -430,3 +430,26 @@ def test_hugging_face_datasets_reads_our_parquet_as_an_image_column_and_we_read_
     hf.to_parquet(str(tmp_path / "theirs" / "train-00000.parquet"))
     got = [x for _, _, x in read_shards(tmp_path / "theirs")]
     assert [(p.id, p.text, p.image) for p in got] == [("a", "x", png), ("b", "y", None)]
+
+
+def test_json_nested_past_the_recursion_limit_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    _tar(
+        tmp_path / "0.tar",
+        [_member("a.json", b'{"id": "ok"}'), _member("b.json", b'{"meta": ' + deep + b"}")],
+    )
+    pq.write_table(pa.table({"id": ["x"], "meta": [deep.decode()]}), tmp_path / "1.parquet")
+    got = [x for _, _, x in read_shards(tmp_path)]
+    assert got[0].id == "ok" and got[1].kind == "corrupt_member" and len(got) == 2  # the tars are the shards
+    (tmp_path / "0.tar").unlink()
+    (only,) = [x for _, _, x in read_shards(tmp_path)]
+    assert isinstance(only, ShardProblem) and only.kind == "invalid_json" and only.field == "meta"
+
+
+def test_row_group_declaring_too_many_bytes_is_refused_unread(tmp_path: Path, monkeypatch) -> None:
+    from ximgctx.data import shard_formats
+
+    write_shards(_posts(tmp_path, 3), tmp_path / "s", posts_per_shard=3)
+    monkeypatch.setattr(shard_formats, "MAX_ROW_GROUP_BYTES", 100)
+    got = list(read_shard(list_shards(tmp_path / "s")[0]))
+    assert len(got) == 1 and got[0][1].kind == "row_group_too_large" and "row group 0" in got[0][1].detail

@@ -25,6 +25,7 @@ name (JSON strings are parsed). Other scalar fields (img2dataset's ``url``, ``wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -308,6 +309,11 @@ def _json_field(attr: str, value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=64)
+def _used_names(mapping: ShardMapping) -> frozenset[str]:
+    return frozenset(mapping.names())
+
+
 def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int) -> Post | ShardProblem:
     """One record's fields as a post, or the problem that keeps it from being one."""
     out: dict[str, Any] = {}
@@ -317,7 +323,7 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
             continue
         try:
             out[attr] = _json_field(attr, record[col])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return ShardProblem(attr, "invalid_json", f"field {col!r} is not valid JSON ({e})", name, pos)
     image = next((record[c] for c in mapping.image if record.get(c) is not None), None)
     if isinstance(image, dict):  # a Hugging Face Image() struct: its bytes only, never its path
@@ -330,9 +336,9 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
         post = post_from_dict(out)
     except PostValidationError as e:
         return ShardProblem(e.field or "record", "invalid", e.reason, shard=name, position=pos)
-    post.image = bytes(image) if image else None
+    post.image = bytes(image) if image is not None else None  # b"" stays: a corrupt image, not no image
     if mapping.source_meta:
-        used = mapping.names()
+        used = _used_names(mapping)
         extra = {
             k: v
             for k, v in record.items()
