@@ -12,7 +12,10 @@ Generates one shard folder of small-image posts in a temporary folder (the large
 On one machine the workers and the training step share the same cores, so with 2 cores a 2-worker pipeline
 and the step cannot both run at full speed at once: the figures are each measured alone, side by side.
 
-    ximgctx bench dataloader --arch ViT-B-32 --out runs/bench_dataloader.json [--quick]
+With ``--device cuda`` the step is timed on the GPU (bf16 autocast) while the pipeline stays on the CPU cores:
+the question that matters on a training machine, where the workers must feed an accelerator.
+
+    ximgctx bench dataloader --arch ViT-B-32 --out runs/bench_dataloader.json [--device cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -147,31 +150,49 @@ def pipeline_rate(model: Any, shards: list[Any], workers: int, batch_size: int, 
     }
 
 
-def step_rate(model: Any, shards: list[Any], batch_size: int, steps: int) -> dict[str, Any]:
-    """Posts/s of the training step alone (batches made beforehand), after one warm-up step."""
+def step_rate(
+    model: Any, shards: list[Any], batch_size: int, steps: int, device: str = "cpu"
+) -> dict[str, Any]:
+    """Posts/s of the training step alone (batches made beforehand, on ``device``), after one warm-up step.
+
+    On CUDA the step runs under bf16 autocast, as training does there, and is timed to a synchronize.
+    """
+    import contextlib
+
     import torch
     from torch.utils.data import DataLoader
 
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
     loader = DataLoader(_stream_class()(shards), batch_size=batch_size, collate_fn=model.processor)
     batches = []
     for b in loader:
-        batches.append(b)
+        batches.append(b.to(dev))
         if len(batches) >= min(steps + 1, 4):
             break
+    model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     model.train()
+    cuda = dev.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     def step(batch: Any) -> None:
-        loss = model.loss(model(batch), batch).total
+        with autocast:
+            loss = model.loss(model(batch), batch).total
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     step(batches[0])  # warm-up: allocations, lazy inits
+    if cuda:
+        torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
     for i in range(steps):
         step(batches[(i + 1) % len(batches)])
+    if cuda:
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
     n = steps * batch_size
     return {
@@ -180,6 +201,7 @@ def step_rate(model: Any, shards: list[Any], batch_size: int, steps: int) -> dic
         "seconds": round(seconds, 3),
         "seconds_per_step": round(seconds / steps, 4),
         "posts_per_s": round(n / seconds, 1) if seconds > 0 else None,
+        "device": str(dev),
         "trainable_parameters": sum(p.numel() for p in params),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -244,6 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-px", type=int, default=32, help="side of the generated PNG images")
     parser.add_argument("--format", choices=("parquet", "webdataset"), default="parquet", help="shard format")
     parser.add_argument("--workdir", default=None, help="where to generate the shards (default: a temp dir)")
+    parser.add_argument("--device", default="cpu", help="where the training step runs: cpu, cuda, auto")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures mean little)")
 
 
@@ -276,7 +299,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     need = math.ceil((args.posts + args.batch_size) * 2 / args.posts_per_shard) + max(workers)
     timed = shards[: max(need, 1)]
     pipeline = [pipeline_rate(model, timed, w, args.batch_size, args.posts) for w in workers]
-    step = step_rate(model, timed, args.batch_size, args.steps)
+    step = step_rate(model, timed, args.batch_size, args.steps, args.device)
     memory = {str(n): stream_rss(folder, n) for n in rss_sizes}
     small, large = memory[str(rss_sizes[0])], memory[str(rss_sizes[-1])]
     best = max(p["posts_per_s"] or 0.0 for p in pipeline)
