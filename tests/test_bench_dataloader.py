@@ -32,6 +32,13 @@ def test_bench_dataloader_quick_writes_json_with_the_fields(tmp_path: Path, caps
         r["pipeline"][0]["posts_per_s"] / r["step"]["posts_per_s"], rel=0.01
     )
     assert r["bottleneck"] in ("data pipeline", "model step")
+    assert r["stages"]["posts"] == 64 and set(r["stages"]["posts_per_s"]) == {
+        "read",
+        "decode",
+        "resize_normalize",
+        "tokenize",
+    }
+    assert sum(r["stages"]["share_of_time"].values()) == pytest.approx(1.0, abs=0.01)
     assert sorted(r["memory"], key=int) == ["1000", "2000"]
     assert all(m["posts"] == int(n) for n, m in r["memory"].items())
     assert r["generated"]["posts"] == 2000 and r["generated"]["shards"] == 4

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import math
 import subprocess
@@ -114,6 +115,35 @@ def _model(arch: str) -> Any:
     config = _default_model()
     config = replace(config, encoder=replace(config.encoder, arch=arch, pretrained=None))
     return ContextModel(config)
+
+
+def stage_rates(model: Any, shards: list[Any], posts: int) -> dict[str, Any]:
+    """Where a worker's time goes: posts/s of each stage alone, in one process, over the same ``posts``."""
+    from ximgctx.data.images import load_image
+    from ximgctx.data.shards import read_shard
+
+    proc = model.processor
+    t0 = time.perf_counter()
+    stream = (p for shard in shards for _, p in read_shard(shard, verify=False) if isinstance(p, Post))
+    got = list(itertools.islice(stream, posts))
+    timings = {"read": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    images = [load_image(p.image, proc.limits) for p in got if p.image is not None]
+    timings["decode"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for im in images:
+        proc.image_transform(im)
+    timings["resize_normalize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p in got:
+        proc.tokenize([p.text, *(r.text for r in p.replies)])
+    timings["tokenize"] = time.perf_counter() - t0
+    total = sum(timings.values())
+    return {
+        "posts": len(got),
+        "posts_per_s": {k: round(len(got) / v, 1) if v > 0 else None for k, v in timings.items()},
+        "share_of_time": {k: round(v / total, 3) for k, v in timings.items()} if total > 0 else {},
+    }
 
 
 def pipeline_rate(model: Any, shards: list[Any], workers: int, batch_size: int, posts: int) -> dict[str, Any]:
@@ -299,6 +329,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     need = math.ceil((args.posts + args.batch_size) * 2 / args.posts_per_shard) + max(workers)
     timed = shards[: max(need, 1)]
     pipeline = [pipeline_rate(model, timed, w, args.batch_size, args.posts) for w in workers]
+    stages = stage_rates(model, timed, args.posts)
     step = step_rate(model, timed, args.batch_size, args.steps, args.device)
     memory = {str(n): stream_rss(folder, n) for n in rss_sizes}
     small, large = memory[str(rss_sizes[0])], memory[str(rss_sizes[-1])]
@@ -316,6 +347,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "image_px": args.image_px,
         },
         "pipeline": pipeline,
+        "stages": stages,
         "step": step,
         "ratio_pipeline_to_step": {
             str(p["workers"]): round((p["posts_per_s"] or 0) / step["posts_per_s"], 2) for p in pipeline
