@@ -453,3 +453,16 @@ def test_row_group_declaring_too_many_bytes_is_refused_unread(tmp_path: Path, mo
     monkeypatch.setattr(shard_formats, "MAX_ROW_GROUP_BYTES", 100)
     got = list(read_shard(list_shards(tmp_path / "s")[0]))
     assert len(got) == 1 and got[0][1].kind == "row_group_too_large" and "row group 0" in got[0][1].detail
+
+
+def test_lone_surrogates_round_trip_in_webdataset_and_are_a_clear_error_in_parquet(tmp_path: Path) -> None:
+    post = Post("s", text="bad \ud800 text", replies=[Reply("r \udfff")], meta={"k": "\ud83d"})
+    write_shards([post], tmp_path / "w", format="webdataset", posts_per_shard=1)
+    (got,) = [x for _, _, x in read_shards(tmp_path / "w")]
+    assert (got.text, got.replies, got.meta) == (post.text, post.replies, post.meta)
+    with pytest.raises(InputError, match="post 's': its text holds a lone surrogate"):
+        write_shards([post], tmp_path / "p", posts_per_shard=1)
+    assert not (tmp_path / "p").exists()
+    meta_only = Post("m", text="fine", meta={"k": "\ud83d"})
+    write_shards([meta_only], tmp_path / "p2", posts_per_shard=1)  # JSON columns keep it as an escape
+    assert [x.meta for _, _, x in read_shards(tmp_path / "p2")] == [{"k": "\ud83d"}]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx.data.images import ALLOWED_FORMATS, ImageDecodeError, ImageLimits, load_image
-from ximgctx.data.post import Post, standard_record
+from ximgctx.data.post import Post, _dumps, standard_record
 from ximgctx.data.shards import INDEX, INDEX_FORMAT, INDEX_VERSION, SHARD_FORMATS, _sha256
 from ximgctx.errors import ConfigError, InputError
 
@@ -128,13 +128,20 @@ class _ParquetShard:
 
     def add(self, key: str, post: Post, data: bytes | None, ext: str | None) -> None:
         rec = _record(post)
+        try:
+            rec["text"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"post {post.id!r}: its text holds a lone surrogate (a \\ud800-style escape), which a Parquet "
+                f"string cannot; write --format webdataset (JSON keeps it as an escape) or fix the text"
+            ) from None
         self.rows.append(
             {
                 "id": rec["id"],
                 "image": None if data is None else {"bytes": data, "path": f"{key}.{ext}"},
                 "text": rec["text"],
                 **{
-                    c: json.dumps(rec[c], ensure_ascii=False, allow_nan=False)
+                    c: _dumps(rec[c])  # a lone surrogate (from a "\ud800" escape) stays an escape
                     for c in ("replies", "labels", "meta")
                 },
             }
@@ -164,8 +171,7 @@ class _TarShard:
     def add(self, key: str, post: Post, data: bytes | None, ext: str | None) -> None:
         if data is not None:
             self._member(f"{key}.{ext}", data)
-        line = json.dumps(_record(post), ensure_ascii=False, allow_nan=False)
-        self._member(f"{key}.json", line.encode("utf-8", "surrogatepass"))
+        self._member(f"{key}.json", _dumps(_record(post)).encode("utf-8"))  # valid UTF-8, as readers expect
 
     def close(self) -> None:
         self.tar.close()
