@@ -492,10 +492,13 @@ def load_posts(
     """Read posts from a manifest or a Hugging Face ``datasets`` source.
 
     Args:
-        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, a folder written by
-            ``save_to_disk`` (a ``Dataset`` or ``DatasetDict``), a ``datasets.Dataset`` / ``IterableDataset`` /
-            ``DatasetDict`` object, or a hub dataset id (``"org/name"``). An ``IterableDataset`` is streamed,
-            never materialised (an iterator is returned). See :mod:`ximgctx.data.hf_datasets`.
+        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, a folder of shards
+            with embedded images (one with a ``shards.json`` index, written by ``ximgctx shard``, or of
+            WebDataset ``.tar`` files; see :mod:`ximgctx.data.shards`; images come as bytes), a folder written
+            by ``save_to_disk`` (a ``Dataset`` or ``DatasetDict``), a ``datasets.Dataset`` /
+            ``IterableDataset`` / ``DatasetDict`` object, or a hub dataset id (``"org/name"``). An
+            ``IterableDataset`` is streamed, never materialised (an iterator is returned). See
+            :mod:`ximgctx.data.hf_datasets`.
         image_root: folder that relative image paths are resolved against; defaults to the folder of
             the file each record came from.
         streaming: return a lazy iterator that reads through ``datasets`` streaming, holding one
@@ -522,6 +525,7 @@ def load_posts(
     if labels not in ("check", "ignore"):
         raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
     from ximgctx.data import hf_datasets
+    from ximgctx.data.shards import is_shard_source, iter_shard_posts
 
     if hf_datasets.is_dataset_source(path):
         return hf_datasets.load_dataset_posts(
@@ -536,9 +540,14 @@ def load_posts(
             report=report,
             labels=labels,
         )
-    it = _iter_posts(
-        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
-    )
+    if is_shard_source(path):
+        it = iter_shard_posts(
+            Path(path), streaming=streaming, on_error=on_error, report=report, labels=labels
+        )
+    else:
+        it = _iter_posts(
+            Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
+        )
     return it if streaming else list(it)
 
 
@@ -556,10 +565,15 @@ class WriteReport:
 
 def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> str:
     if p.image is not None and not isinstance(p.image, str):
+        held = (
+            "bytes (read from shards or a datasets Image() column)"
+            if isinstance(p.image, bytes)
+            else "a PIL image"
+        )
         raise InputError(
             f"post {p.id!r} field 'image': a JSONL record holds an image path, but this post holds its image as "
-            f"{type(p.image).__name__} (a datasets Image() column or a PIL image); save the images as files and "
-            f"give their paths"
+            f"{held}; write shards instead (`ximgctx shard`, or `govern` with shards as --data and a folder as "
+            f"--out), or save the images as files and give their paths"
         )
     if p.image is not None and os.path.isabs(p.image):
         image = p.image

@@ -43,11 +43,7 @@ class GovernancePolicy:
     allowed_visibilities: list[str] = field(  # visibility values kept (normalised, see flags.norm_value)
         default_factory=lambda: list(flags.PUBLIC_VISIBILITIES)
     )
-    non_public_visibilities: list[str] = (
-        field(  # more values dropped as non_public (flags lists the defaults)
-            default_factory=list
-        )
-    )
+    non_public_visibilities: list[str] = field(default_factory=list)  # more values dropped as non_public
     dm_types: list[str] = field(default_factory=list)  # more type/kind values meaning a direct message
     opt_out_flags: list[str] = field(default_factory=list)  # more meta flags meaning "my author opted out"
     drop_direct_messages: bool = True  # drop posts marked as direct messages (see flags); must stay true
