@@ -99,7 +99,9 @@ class Post:
     """One post: the unit ximgctx reads, trains on and predicts for."""
 
     id: str  # unique within a dataset
-    image: str | None = None  # path to the image (absolute once loaded from a manifest), or None
+    image: str | bytes | None = (
+        None  # a path (absolute once loaded from a manifest), the encoded bytes (shards)
+    )
     text: str = ""  # the post's own text (caption, tweet, OCR of a meme)
     replies: list[Reply] = field(default_factory=list)  # replies in display order
     labels: dict[str, LabelValue] = field(default_factory=dict)  # per task; a missing task is unlabeled
