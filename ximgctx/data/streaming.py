@@ -372,6 +372,7 @@ class StreamLoader:
         ]
         self.steps = min(per_rank) // grad_accum_steps * grad_accum_steps
         self.delivered = 0  # batches of this epoch delivered so far (before a resume included)
+        self._running: Any = None  # the epoch's batch generator, while it runs
 
     def __len__(self) -> int:
         return self.steps
@@ -390,6 +391,16 @@ class StreamLoader:
         return StreamPosition(list(p.consumed), p.next_worker)
 
     def __iter__(self) -> Iterator[Any]:
+        self._running = self._batches()
+        return self._running
+
+    def end(self) -> None:
+        """Stop the epoch's workers now (the loop leaves mid-epoch: a stop, the last step)."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.close()
+
+    def _batches(self) -> Iterator[Any]:
         it = iter(self.loader)
         try:
             while self.delivered < self.steps:
