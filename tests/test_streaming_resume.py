@@ -178,3 +178,36 @@ def test_torchrun_two_processes_two_workers_resume_exactly(shards: Path, tmp_pat
         assert len(seq) == 10
         everyone += [i for e, ids in seq if e == 0 for i in ids]
     assert len(everyone) == len(set(everyone)) == 48  # epoch 0 over both ranks: each post exactly once
+
+
+def test_ximgctx_train_command_streams_a_shard_folder(shards: Path, tmp_path: Path) -> None:
+    """``ximgctx train --config X data.train=SHARDS``: the command line takes the streamed path too."""
+    import yaml
+
+    from ximgctx.training.cli import main
+
+    cfg = experiment(shards, tmp_path / "cli", max_steps=2, save_every=2, num_workers=0)
+    cfg["data"]["train"] = str(shards / "governed_train.jsonl")  # the file says JSONL; the override streams
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    assert (
+        main(["--config", str(tmp_path / "exp.yaml"), f"data.train={shards / 'shards'}"], command="train")
+        == 0
+    )
+    state = json.loads(
+        (tmp_path / "cli" / "checkpoints" / "step-00000002" / "trainer_state.json").read_text()
+    )
+    assert state["stream"]["workers"] == 1 and state["stream"]["ranks"][0]["consumed"] == [8]
+    result = json.loads((tmp_path / "cli" / "train_result.json").read_text())
+    assert result["data"]["train_posts"] == 48 and result["steps"] == 2
+
+
+def test_an_ungoverned_shard_folder_is_refused_before_training(shards: Path, tmp_path: Path) -> None:
+    from ximgctx.governance import UngovernedDataError
+
+    raw = load_posts(shards / "train.jsonl")  # never governed
+    write_shards(raw, tmp_path / "raw_shards", posts_per_shard=16)
+    cfg = experiment(shards, tmp_path / "out", max_steps=2, num_workers=0)
+    cfg["data"]["train"] = str(tmp_path / "raw_shards")
+    with pytest.raises(UngovernedDataError, match="governance"):
+        train(cfg)
+    assert not (tmp_path / "out" / "checkpoints").exists()
