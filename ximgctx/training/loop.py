@@ -434,6 +434,11 @@ class _Loop:
                 f"(processes, DataLoader workers per process), and this run has {now}; resume with the same "
                 f"process count and train.num_workers"
             )
+        for rank, position in enumerate(stream["ranks"]):
+            try:
+                StreamPosition.from_dict(position, loader.dataset.workers, f"rank {rank}")
+            except ConfigError as e:
+                raise CheckpointError(f"{path}: trainer_state.json stream: {e}") from None
 
     def _gather_problems(self) -> None:
         """Collective: every process's problem posts merged into the state and counted in the report."""
