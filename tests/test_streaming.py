@@ -19,6 +19,7 @@ import pytest
 from ximgctx.bench.streaming import _reset_peak, compare, make_post, write_parquet_shards
 from ximgctx.data.post import Post, load_posts
 from ximgctx.data.problems import Problem
+from ximgctx.data.shard_formats import ShardProblem
 from ximgctx.data.streaming import (
     StreamCollate,
     StreamingPosts,
@@ -114,6 +115,9 @@ def fake_shards(counts=UNEVEN) -> list[FakeShard]:
 
 
 def read_fake(shard: FakeShard, *, start: int = 0, mapping=None):  # noqa: ANN001, ANN201
+    if shard.name == "altered":  # as read_shard does for a checksum mismatch: one problem, no records
+        yield start, ShardProblem("shard", "checksum_mismatch", "altered", shard=shard.name)
+        return
     for pos in range(start, shard.count if shard.stored is None else shard.stored):
         if pos in shard.bad:
             yield pos, Problem("record", "corrupt", f"{shard.name}:{pos}")
@@ -256,6 +260,11 @@ def test_corrupt_and_missing_records_keep_their_position_as_problem_posts() -> N
     assert len(out) == 20  # every indexed position, whatever the shards hold
     problems = {p.id: pr.key for p, pr in out if pr is not None}
     assert problems == {"a:2": "record: corrupt", **{f"b:{i}": "shard: truncated" for i in range(6, 10)}}
+    # a shard the reader refuses whole (checksum mismatch) keeps its positions, each naming that problem
+    altered = list(stream(shards=[FakeShard("altered", 5)], buffer=1).iter_slot(0))
+    assert [(p.id, pr.key) for p, pr in altered] == [
+        (f"altered:{i}", "shard: checksum_mismatch") for i in range(5)
+    ]
     first_of_a = [(0, p, pr) for p, pr in out if p.id.startswith("a")][:4]  # holds a:2
     batch = StreamCollate(FakeBatch, None)(first_of_a)
     assert batch[1] == 4 and [str(p[0].kind) for p in batch[2].problems if p] == ["corrupt"]

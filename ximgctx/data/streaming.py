@@ -272,10 +272,13 @@ class StreamingPosts(IterableDataset):
             start = piece.start + max(0, first - offset)
             expected = start
             stream = reader(piece.shard, start=start, mapping=self.mapping)
+            whole: Problem | None = None  # a problem of the whole shard (truncated, altered): names the rest
             try:
                 for pos, item in stream:
                     if pos >= piece.stop:
                         break
+                    if isinstance(item, Problem) and getattr(item, "position", 0) is None:
+                        whole = item
                     while expected < pos:  # records the reader could not return at all
                         detail = f"{piece.shard.name}: record {expected} unreadable"
                         missing = Problem("record", "missing", detail)
@@ -289,10 +292,8 @@ class StreamingPosts(IterableDataset):
             finally:
                 getattr(stream, "close", lambda: None)()
             while expected < piece.stop:  # the shard ended before its index said
-                detail = (
-                    f"{piece.shard.name}: ends before record {expected} (index count {piece.shard.count})"
-                )
-                cut = Problem("shard", "truncated", detail)
+                detail = f"{piece.shard.name}: no record {expected} (index count {piece.shard.count})"
+                cut = Problem("shard", "truncated", detail) if whole is None else whole
                 yield offset + expected - piece.start, _placeholder(piece.shard, expected, cut)
                 expected += 1
             offset += len(piece)
