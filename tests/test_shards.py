@@ -375,3 +375,81 @@ def test_reencodes_a_non_allowlisted_name_and_keeps_unknown_bytes_counted(tmp_pa
     m, j, gone = (x for _, _, x in read_shards(tmp_path / "s"))
     assert Image.open(io.BytesIO(m.image)).format == "PNG"
     assert j.image == junk.read_bytes() and gone.image is None
+
+
+def test_webdataset_reads_our_tars_and_we_read_its_tarwriter_output(tmp_path: Path) -> None:
+    """Against the other side: the ``webdataset`` package (what img2dataset writes with) both ways."""
+    wds = pytest.importorskip("webdataset")
+    posts = _posts(tmp_path, 6)
+    write_shards(posts, tmp_path / "ours", format="webdataset", posts_per_shard=6)
+    samples = list(wds.WebDataset(str(tmp_path / "ours" / "shard-00000.tar"), shardshuffle=False))
+    assert [json.loads(s["json"])["id"] for s in samples] == [p.id for p in posts]
+    for s, p in zip(samples, posts, strict=True):
+        stored = [s[k] for k in ("png", "jpg", "webp", "gif") if k in s]
+        assert stored == ([Path(p.image).read_bytes()] if p.image else [])
+
+    jpg = _image_bytes(5, "JPEG")
+    (tmp_path / "theirs").mkdir()
+    with wds.TarWriter(str(tmp_path / "theirs" / "00000.tar")) as sink:  # img2dataset's writer
+        for i in range(3):
+            sink.write(
+                {
+                    "__key__": f"00000000{i}",
+                    "jpg": jpg,
+                    "txt": f"caption {i}",
+                    "json": {"key": f"00000000{i}", "url": f"u{i}"},
+                }
+            )
+    got = [x for _, _, x in read_shards(tmp_path / "theirs")]
+    assert [(p.id, p.text, p.image, p.meta["source"]["url"]) for p in got] == [
+        (f"00000000{i}", f"caption {i}", jpg, f"u{i}") for i in range(3)
+    ]
+
+
+def test_hugging_face_datasets_reads_our_parquet_as_an_image_column_and_we_read_its_parquet(
+    tmp_path: Path,
+) -> None:
+    """Against the other side: ``datasets`` sees ximgctx's image column as ``Image()``; its Image parquet reads."""
+    import datasets
+
+    posts = _posts(tmp_path, 4)
+    write_shards(posts, tmp_path / "ours", posts_per_shard=4)
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "ours" / "shard-00000.parquet"), split="train"
+    )
+    assert isinstance(ds.features["image"], datasets.Image)
+    assert ds[1]["image"].size == Image.open(posts[1].image).size and ds[0]["image"] is None
+    png = _image_bytes(2, "PNG")
+    hf = datasets.Dataset.from_dict(
+        {"id": ["a", "b"], "text": ["x", "y"], "image": [{"bytes": png, "path": None}, None]},
+        features=datasets.Features(
+            {"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()}
+        ),
+    )
+    (tmp_path / "theirs").mkdir()
+    hf.to_parquet(str(tmp_path / "theirs" / "train-00000.parquet"))
+    got = [x for _, _, x in read_shards(tmp_path / "theirs")]
+    assert [(p.id, p.text, p.image) for p in got] == [("a", "x", png), ("b", "y", None)]
+
+
+def test_json_nested_past_the_recursion_limit_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    _tar(
+        tmp_path / "0.tar",
+        [_member("a.json", b'{"id": "ok"}'), _member("b.json", b'{"meta": ' + deep + b"}")],
+    )
+    pq.write_table(pa.table({"id": ["x"], "meta": [deep.decode()]}), tmp_path / "1.parquet")
+    got = [x for _, _, x in read_shards(tmp_path)]
+    assert got[0].id == "ok" and got[1].kind == "corrupt_member" and len(got) == 2  # the tars are the shards
+    (tmp_path / "0.tar").unlink()
+    (only,) = [x for _, _, x in read_shards(tmp_path)]
+    assert isinstance(only, ShardProblem) and only.kind == "invalid_json" and only.field == "meta"
+
+
+def test_row_group_declaring_too_many_bytes_is_refused_unread(tmp_path: Path, monkeypatch) -> None:
+    from ximgctx.data import shard_formats
+
+    write_shards(_posts(tmp_path, 3), tmp_path / "s", posts_per_shard=3)
+    monkeypatch.setattr(shard_formats, "MAX_ROW_GROUP_BYTES", 100)
+    got = list(read_shard(list_shards(tmp_path / "s")[0]))
+    assert len(got) == 1 and got[0][1].kind == "row_group_too_large" and "row group 0" in got[0][1].detail

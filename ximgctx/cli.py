@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ximgctx.governance.purge",
         "erase opted-out authors from indexes, memories, manifests; check models",
     ),
+    "shard": ("ximgctx.data.shard_cli", "write posts into Parquet/WebDataset shards with images embedded"),
     "pretrain": ("ximgctx.training.cli", "contrastive domain adaptation on unlabeled image+text pairs"),
     "train": ("ximgctx.training.cli", "fine-tune a context model (LoRA) with Accelerate"),
     "evaluate": ("ximgctx.evaluation.cli", "metrics, modality ablations and calibration"),

@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "inference": "ximgctx.bench.inference",
     "search": "ximgctx.bench.search",
     "serve": "ximgctx.bench.serve",
+    "dataloader": "ximgctx.bench.dataloader",
     "gpu": "ximgctx.bench.gpu",
 }
 

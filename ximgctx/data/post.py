@@ -99,9 +99,7 @@ class Post:
     """One post: the unit ximgctx reads, trains on and predicts for."""
 
     id: str  # unique within a dataset
-    image: str | bytes | None = (
-        None  # a path (absolute once loaded from a manifest), the encoded bytes (shards)
-    )
+    image: str | bytes | None = None  # a path (absolute once loaded), or encoded bytes (from shards)
     text: str = ""  # the post's own text (caption, tweet, OCR of a meme)
     replies: list[Reply] = field(default_factory=list)  # replies in display order
     labels: dict[str, LabelValue] = field(default_factory=dict)  # per task; a missing task is unlabeled
@@ -472,8 +470,10 @@ def load_posts(
     """Read posts from a manifest.
 
     Args:
-        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, or a folder
-            written by ``datasets.Dataset.save_to_disk``.
+        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, a folder
+            written by ``datasets.Dataset.save_to_disk``, or a folder of shards with embedded images (one
+            with a ``shards.json`` index, written by ``ximgctx shard``, or of WebDataset ``.tar`` files; see
+            :mod:`ximgctx.data.shards`), read one record at a time, images as bytes.
         image_root: folder that relative image paths are resolved against; defaults to the folder of
             the file each record came from.
         streaming: return a lazy iterator that reads through ``datasets`` streaming, holding one
@@ -492,9 +492,16 @@ def load_posts(
     report = report if report is not None else LoadReport()
     if labels not in ("check", "ignore"):
         raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
-    it = _iter_posts(
-        Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
-    )
+    from ximgctx.data.shards import is_shard_source, iter_shard_posts
+
+    if is_shard_source(path):
+        it = iter_shard_posts(
+            Path(path), streaming=streaming, on_error=on_error, report=report, labels=labels
+        )
+    else:
+        it = _iter_posts(
+            Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
+        )
     return it if streaming else list(it)
 
 
@@ -511,6 +518,11 @@ class WriteReport:
 
 
 def _post_line(p: Post, folder: str, image_paths: str, report: WriteReport) -> str:
+    if isinstance(p.image, (bytes, bytearray)):
+        raise InputError(
+            f"post {p.id!r} holds its image as bytes (read from shards), which JSONL cannot carry; write "
+            f"shards instead (a folder --out: `ximgctx shard`, or `govern` with shards as --data)"
+        )
     if p.image is not None and os.path.isabs(p.image):
         image = p.image
         if image_paths == "relative":

@@ -112,7 +112,7 @@ def _group_fields(
         data = f.read() if f is not None else b""  # a cut member raises tarfile.ReadError here
         try:
             value = _field_value(field, data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8; JSON nested past the recursion limit
             return ShardProblem(
                 "record", "corrupt_member", f"member {m.name!r} cannot be read as {field} ({e})", name, pos
             )
@@ -188,6 +188,10 @@ def _count_tar(path: Path) -> int:
 
 
 # -------------------------------------------------------------------------------------------- parquet
+class _RowGroupTooLarge(Exception):
+    """A row group declares more bytes than may be read at once; the shard is refused unread."""
+
+
 def _row_groups(pf: Any, start: int, name: str) -> tuple[list[int], int]:
     """The row groups holding positions >= ``start`` and the position of the first one's first row."""
     md = pf.metadata
@@ -195,7 +199,7 @@ def _row_groups(pf: Any, start: int, name: str) -> tuple[list[int], int]:
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
         if rg.total_byte_size > MAX_ROW_GROUP_BYTES:
-            raise ValueError(
+            raise _RowGroupTooLarge(
                 f"row group {g} declares {rg.total_byte_size} bytes, over the {MAX_ROW_GROUP_BYTES} allowed"
             )
         if first + rg.num_rows > start:
@@ -223,6 +227,8 @@ def iter_parquet(
                     pos += 1
                     if pos >= start:
                         yield pos, row
+    except _RowGroupTooLarge as e:
+        yield pos + 1, ShardProblem("shard", "row_group_too_large", str(e), shard=name)
     except (OSError, ValueError, ArithmeticError, pa.ArrowException) as e:
         at = f" after record {pos}" if pos >= start else ""
         yield (

@@ -25,6 +25,7 @@ name (JSON strings are parsed). Other scalar fields (img2dataset's ``url``, ``wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import Post, PostValidationError, post_from_dict
+from ximgctx.data.post import LoadReport, Post, PostValidationError, post_from_dict
 from ximgctx.data.shard_formats import (
     IMAGE_FIELDS,
     MAX_IMAGE_BYTES,
@@ -48,6 +49,7 @@ from ximgctx.data.shard_formats import (
 from ximgctx.errors import ArtifactError, ConfigError, InputError
 
 logger = logging.getLogger(__name__)
+_loader_log = logging.getLogger("ximgctx.data.post")
 
 __all__ = [
     "INDEX",
@@ -56,6 +58,7 @@ __all__ = [
     "ShardMapping",
     "ShardProblem",
     "is_shard_source",
+    "iter_shard_posts",
     "list_shards",
     "read_shard",
     "read_shards",
@@ -84,8 +87,8 @@ class ShardInfo:
 
 def _names(value: Any, attr: str) -> tuple[str, ...]:
     names = (value,) if isinstance(value, str) else tuple(value)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError(f"ShardMapping.{attr} must name one or more fields, got {value!r}")
+    if (attr == "id" and not names) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"ShardMapping.{attr} must name fields (one or more for id), got {value!r}")
     return names
 
 
@@ -93,7 +96,9 @@ def _names(value: Any, attr: str) -> tuple[str, ...]:
 class ShardMapping:
     """Which shard fields (Parquet columns, tar member extensions, keys of a tar's JSON member) make a post.
 
-    Each attribute lists candidate field names, first present (and not null) wins.
+    Each attribute lists candidate field names, first present (and not null) wins; an empty tuple reads
+    nothing for that attribute (``labels=()``: inference, which does not read labels, keeps a post whose only
+    fault is a label).
     """
 
     id: tuple[str, ...] = ("id", "key", "__key__")  # the post id; img2dataset's key; the tar member key
@@ -125,8 +130,12 @@ class ShardMapping:
         return cls(**given)
 
     def names(self) -> set[str]:
-        """Every field name the mapping reads (these never go to ``meta["source"]``)."""
-        return {n for f in fields(self) if f.name != "source_meta" for n in getattr(self, f.name)}
+        """Every field name the mapping (or the default one) reads: these never go to ``meta["source"]``."""
+        attrs = [f.name for f in fields(self) if f.name != "source_meta"]
+        return {n for m in (self, _DEFAULT) for a in attrs for n in getattr(m, a)}
+
+
+_DEFAULT = ShardMapping()
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -249,11 +258,40 @@ def list_shards(root: str | Path) -> list[ShardInfo]:
 
 
 def is_shard_source(path: str | Path) -> bool:
-    """Whether ``path`` is a shard folder (an index, or tars) or a ``shards.json``: what load_posts streams."""
+    """Whether ``path`` is a shard folder or a ``shards.json``: what load_posts streams as shards.
+
+    A shard folder has an index, or tars, or Parquet files whose first one stores images as bytes (a binary
+    column or a Hugging Face ``Image()`` struct under an image field name); a folder of Parquet manifests with
+    image paths is not one.
+    """
     p = Path(path)
     if p.name == INDEX and p.is_file():
         return True
-    return p.is_dir() and (os.path.lexists(p / INDEX) or any(p.glob("*.tar")))
+    if not p.is_dir():
+        return False
+    if os.path.lexists(p / INDEX) or any(p.glob("*.tar")):
+        return True
+    first = min(p.glob("*.parquet"), default=None)
+    return first is not None and _has_image_bytes(first)
+
+
+def _has_image_bytes(path: Path) -> bool:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+    for f in schema:
+        if f.name not in IMAGE_FIELDS:
+            continue
+        t = f.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return True
+        if pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields)):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------- reader
@@ -271,6 +309,11 @@ def _json_field(attr: str, value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=64)
+def _used_names(mapping: ShardMapping) -> frozenset[str]:
+    return frozenset(mapping.names())
+
+
 def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int) -> Post | ShardProblem:
     """One record's fields as a post, or the problem that keeps it from being one."""
     out: dict[str, Any] = {}
@@ -280,7 +323,7 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
             continue
         try:
             out[attr] = _json_field(attr, record[col])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return ShardProblem(attr, "invalid_json", f"field {col!r} is not valid JSON ({e})", name, pos)
     image = next((record[c] for c in mapping.image if record.get(c) is not None), None)
     if isinstance(image, dict):  # a Hugging Face Image() struct: its bytes only, never its path
@@ -293,9 +336,9 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
         post = post_from_dict(out)
     except PostValidationError as e:
         return ShardProblem(e.field or "record", "invalid", e.reason, shard=name, position=pos)
-    post.image = bytes(image) if image else None
+    post.image = bytes(image) if image is not None else None  # b"" stays: a corrupt image, not no image
     if mapping.source_meta:
-        used = mapping.names()
+        used = _used_names(mapping)
         extra = {
             k: v
             for k, v in record.items()
@@ -350,3 +393,38 @@ def read_shards(
     for info in infos:
         for pos, item in read_shard(info, mapping=mapping, verify=verify):
             yield info, pos, item
+
+
+def iter_shard_posts(
+    path: Path, *, streaming: bool, on_error: str, report: LoadReport, labels: str
+) -> Iterator[Post]:
+    """What :func:`ximgctx.data.post.load_posts` yields for a shard folder: a record's problem becomes a
+    PostValidationError naming the shard file and the record (1-based, as a line), raised or skipped (and
+    logged by the loader's logger, whose filters, e.g. governance's, apply)."""
+    mapping = ShardMapping(labels=()) if labels == "ignore" else None
+    seen: dict[str, tuple[str, int]] = {}
+    for shard, pos, item in read_shards(path, mapping=mapping):
+        report.read += 1
+        source, line = str(shard.path), pos + 1
+        try:
+            if not isinstance(item, Post):
+                raise PostValidationError(
+                    f"{item.kind}: {item.detail}", source=source, line=line, field=item.field
+                )
+            if not streaming:
+                if item.id in seen:
+                    s, ln = seen[item.id]
+                    raise PostValidationError(
+                        f"duplicate id {item.id!r} (first seen at {s}:{ln})",
+                        source=source,
+                        line=line,
+                        field="id",
+                    )
+                seen[item.id] = (source, line)
+        except PostValidationError as e:
+            if on_error == "raise":
+                raise
+            report.errors.append(e)
+            _loader_log.warning("skipping bad record: %s", e)
+            continue
+        yield item

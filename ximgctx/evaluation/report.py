@@ -48,7 +48,7 @@ def _loader(
     model: Any, posts: Sequence[Post], batch_size: int, num_workers: int, accelerator: Any | None
 ) -> DataLoader:
     loader = DataLoader(
-        PostDataset(posts),
+        posts if isinstance(posts, PostDataset) else PostDataset(posts),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=model.processor,
@@ -57,8 +57,14 @@ def _loader(
     return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
 
 
-def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[list[Post], LoadReport]:
+def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[Sequence[Post], LoadReport]:
+    from ximgctx.data.shards import is_shard_source
+
     report = LoadReport()
+    if isinstance(posts, (str, Path)) and is_shard_source(posts):  # images stay in the shards until read
+        from ximgctx.data.shard_dataset import ShardPostDataset
+
+        return ShardPostDataset(posts, report=report), report
     if isinstance(posts, (str, Path)):
         return list(load_posts(posts, on_error="skip", report=report)), report
     return list(posts), report

@@ -15,15 +15,22 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from ximgctx.data.post import LoadReport, PostValidationError, load_posts, write_posts
+from ximgctx.data.post import LoadReport, Post, PostValidationError, load_posts, write_posts
 from ximgctx.errors import XimgctxError
 from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
 from ximgctx.governance.keys import load_key
 from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 
 logger = logging.getLogger(__name__)
+
+
+def _is_shards(data: str) -> bool:
+    from ximgctx.data.shards import is_shard_source
+
+    return is_shard_source(data)
 
 
 class _WhereOnly(logging.Filter):
@@ -43,7 +50,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         prog=f"ximgctx {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", required=True, help="input manifest (.jsonl, .parquet or a folder of shards)")
-    p.add_argument("--out", required=True, help="governed manifest to write (JSONL)")
+    p.add_argument(
+        "--out", required=True, help="governed manifest to write (JSONL; a shard folder for shards)"
+    )
     p.add_argument("--report", required=True, help="audit report to write (JSON, counts only)")
     p.add_argument("--policy", default=None, help="policy YAML (default: the built-in default policy)")
     p.add_argument("--opt-out", default=None, help="file of opted-out author ids, one per line")
@@ -79,6 +88,9 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
             file=sys.stderr,
         )
         return 2
+    if Path(args.out).suffix == ".jsonl" and _is_shards(args.data):
+        print(f"ximgctx {command}: --out {args.out}: shards in, shards out: give a folder", file=sys.stderr)
+        return 2
     on_error = "skip" if args.skip_bad_records else "raise"
     loader_log = logging.getLogger("ximgctx.data.post")
     where_only = _WhereOnly()
@@ -87,6 +99,19 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         return _run(args, policy, on_error, command)
     finally:
         loader_log.removeFilter(where_only)
+
+
+def _write(args: argparse.Namespace, posts: Iterator[Post]) -> None:
+    """JSONL, or shards (images embedded) when the input is a shard folder: its posts carry image bytes."""
+    from ximgctx.data.shards import is_shard_source, list_shards
+
+    if not is_shard_source(args.data):
+        write_posts(posts, args.out)
+        return
+    from ximgctx.data.shard_write import write_shards
+
+    fmt = list_shards(args.data)[0].format
+    write_shards(posts, args.out, format=fmt, inputs=[args.data], meta={"governed": True})
 
 
 def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, command: str) -> int:
@@ -99,9 +124,7 @@ def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, comm
         opted_out = collect_opt_outs(load_posts(args.data, streaming=True, on_error=on_error), policy)
         load_report = LoadReport()
         posts = load_posts(args.data, streaming=True, on_error=on_error, report=load_report)
-        write_posts(
-            iter_govern(posts, policy, audit, opted_out, key=args.key, author_digests=digests), args.out
-        )
+        _write(args, iter_govern(posts, policy, audit, opted_out, key=args.key, author_digests=digests))
         if args.authors:
             write_author_digests(args.authors, digests, args.key)
     except (OSError, ValueError) as e:

@@ -129,6 +129,10 @@ def finite_record(record: dict[str, Any]) -> dict[str, Any]:
 
 def count_records(path: str | Path) -> int | None:
     """Records in a manifest without parsing them (non-blank JSONL lines, Parquet row counts), or None."""
+    from ximgctx.data.shards import is_shard_source, list_shards
+
+    if is_shard_source(path):  # the index's counts (or the tar headers)
+        return sum(s.count for s in list_shards(path))
     path = Path(path)
     files: list[Path]
     if path.is_dir():

@@ -325,7 +325,7 @@ class SearchIndex:
                 records.append(
                     {
                         "id": post.id,
-                        "image": post.image,
+                        "image": post.image if isinstance(post.image, str) else None,  # not shard bytes
                         "text": post.text,
                         "labels": {t: p.labels for t, p in pred.tasks.items()},
                         "authors": post_author_digests(post, key),
