@@ -57,23 +57,8 @@ def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
 
 
 def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[Post]:
-    """Read a manifest (or a shard folder, whole), skipping (or raising on) malformed records as
-    ``data.on_error`` says."""
-    from ximgctx.data.shards import is_shard_source, read_shards
-
-    if is_shard_source(path):
-        from ximgctx.data.post import PostValidationError
-
-        posts = []
-        for _, _, item in read_shards(path):
-            report.read += 1
-            if isinstance(item, Post):
-                posts.append(item)
-            elif data.on_error == "raise":
-                raise InputError(f"{path}: {item}")
-            else:
-                report.errors.append(PostValidationError(str(item), source=str(path)))
-        return posts
+    """Read a manifest (a shard folder too, whole: ``load_posts`` reads both), skipping (or raising on)
+    malformed records as ``data.on_error`` says."""
     try:
         return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
     except FileNotFoundError as e:
