@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "search": "ximgctx.bench.search",
     "serve": "ximgctx.bench.serve",
     "dataloader": "ximgctx.bench.dataloader",
+    "gpu": "ximgctx.bench.gpu",
 }
 
 
@@ -77,6 +78,12 @@ def main(argv: list[str] | None = None, command: str = "bench") -> int:
     parser.add_argument("--out", default=None, help="write the JSON result here (also printed)")
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    result = {"benchmark": argv[0], "environment": environment(), **module.run(args)}
+    from ximgctx.errors import XimgctxError
+
+    try:
+        result = {"benchmark": argv[0], "environment": environment(), **module.run(args)}
+    except XimgctxError as e:  # a benchmark that cannot run here (no GPU, bad sizes): one line, no traceback
+        print(f"ximgctx bench {argv[0]}: {e}", file=sys.stderr)
+        return 2
     write_result(result, args.out)
     return 0

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataReport",
+    "StreamSplit",
     "count_problems",
     "flat_config",
     "load_split",
@@ -36,6 +37,7 @@ __all__ = [
     "make_accelerator",
     "note_problems",
     "start_run",
+    "stream_loader",
     "write_run_config",
 ]
 
@@ -55,11 +57,79 @@ def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
 
 
 def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[Post]:
-    """Read a manifest, skipping (or raising on) malformed records as ``data.on_error`` says."""
+    """Read a manifest (a shard folder too, whole: ``load_posts`` reads both), skipping (or raising on)
+    malformed records as ``data.on_error`` says."""
     try:
         return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
+
+
+@dataclass
+class StreamSplit:
+    """A training split that is streamed from a shard folder instead of read into memory."""
+
+    source: str  # the shard folder (data.train)
+    shards: list[Any]  # its ximgctx.data.shards.ShardInfo, in name order
+    sample: list[Post]  # the first few posts of some shards: the governance check before training
+
+    @property
+    def count(self) -> int:
+        """Records in the split, from the shard index."""
+        return sum(s.count for s in self.shards)
+
+
+def open_stream(path: str | Path, per_shard: int = 4, max_shards: int = 64) -> StreamSplit:
+    """The shards of ``path`` and a small sample of their posts (the first ``per_shard`` posts of up to
+    ``max_shards`` shards spread over the folder), without reading the folder."""
+    from ximgctx.data.shards import list_shards, read_shard
+
+    shards = list_shards(path)
+    step = max(1, len(shards) // max_shards)
+    sample: list[Post] = []
+    for shard in shards[::step][:max_shards]:
+        records = read_shard(shard, verify=False)
+        for i, (_, item) in enumerate(records):
+            if isinstance(item, Post):
+                sample.append(item)
+            if i + 1 >= per_shard:
+                break
+        records.close()
+    return StreamSplit(str(path), shards, sample)
+
+
+def stream_loader(
+    split: StreamSplit, processor: Any, config: TrainConfig, data: DataSources, accelerator: Accelerator
+) -> Any:
+    """This process's :class:`~ximgctx.data.streaming.StreamLoader` over ``split``: split by (rank, worker),
+    shuffled, the same number of batches on every process. Posts without the governance marker are kept out
+    (as problem posts) unless ``data.allow_ungoverned``."""
+    from ximgctx.data.problems import Problem
+    from ximgctx.data.streaming import StreamCollate, StreamingPosts, StreamLoader
+    from ximgctx.governance.check import is_governed
+
+    def check(post: Post) -> Problem | None:
+        if data.allow_ungoverned or is_governed(post):
+            return None
+        return Problem("meta", "ungoverned", "no governance marker: kept out of training")
+
+    dataset = StreamingPosts(
+        split.shards,
+        seed=config.seed,
+        buffer_size=data.shuffle_buffer,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        workers=config.num_workers,
+    )
+    return StreamLoader(
+        dataset,
+        StreamCollate(processor, check),
+        batch_size=config.batch_size,
+        grad_accum_steps=config.grad_accum_steps,
+        prefetch_factor=config.prefetch_factor,
+        device=accelerator.device,
+        any_done=lambda flag: _distributed.any_process(accelerator, flag),
+    )
 
 
 def flat_config(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -227,11 +297,27 @@ def start_run(
 
 
 def load_splits(
-    data: DataSources, train_posts: Any, val_posts: Any, report: DataReport, train_required: str
-) -> tuple[list[Post], list[Post] | None]:
-    """Posts given in memory, or read from ``data.train`` / ``data.val``, with what was skipped reported."""
+    data: DataSources,
+    train_posts: Any,
+    val_posts: Any,
+    report: DataReport,
+    train_required: str,
+    *,
+    stream: bool = False,
+) -> tuple[list[Post] | StreamSplit, list[Post] | None]:
+    """Posts given in memory, or read from ``data.train`` / ``data.val``, with what was skipped reported.
+    With ``stream``, a ``data.train`` that is a shard folder comes back as a :class:`StreamSplit` (read as
+    the run goes, never held); a small JSONL / Parquet manifest is still read into memory."""
     from ximgctx.config import ConfigError
+    from ximgctx.data.shards import is_shard_source
 
+    if train_posts is None and stream and data.train and is_shard_source(data.train):
+        split = open_stream(data.train)
+        if val_posts is None and data.val:
+            load_report = LoadReport()
+            val_posts = load_split(data.val, data, load_report)
+            report.add_skipped("val", load_report)
+        return split, list(val_posts) if val_posts is not None else None
     if train_posts is None:
         if not data.train:
             raise ConfigError(f"data.train is required: {train_required}")

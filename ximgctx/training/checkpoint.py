@@ -84,7 +84,8 @@ RESUMABLE_KEYS = frozenset(
         "train.log_every",
         "train.keep_last",
         "train.eval_batch_size",
-        "train.num_workers",
+        "train.num_workers",  # a streamed run checks its (processes x workers) layout itself
+        "train.prefetch_factor",
         "train.progress_bar",
         "train.tensorboard",
         "train.log_samples",

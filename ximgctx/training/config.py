@@ -143,6 +143,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else fp32) | no | bf16 | fp16
     num_workers: int = 0  # DataLoader worker processes per training process (decode and tokenize)
+    prefetch_factor: int = 2  # batches each DataLoader worker prepares ahead (with num_workers > 0)
     eval_every: int | None = None  # optimizer steps between validations; null: at the end of every epoch
     eval_batch_size: int = 128  # posts per process per validation batch
     save_every: int | None = None  # optimizer steps between checkpoints; null: at the end of every epoch
@@ -187,6 +188,10 @@ class TrainConfig:
             f"train.mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}",
         )
         _check(self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers!r}")
+        _check(
+            isinstance(self.prefetch_factor, int) and self.prefetch_factor >= 1,
+            f"train.prefetch_factor must be an integer >= 1, got {self.prefetch_factor!r}",
+        )
         for name in ("eval_every", "save_every"):
             v = getattr(self, name)
             _check(
@@ -219,10 +224,11 @@ class TrainConfig:
 class DataSources:
     """Where the posts come from."""
 
-    train: str | None = (
-        None  # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet or a datasets folder
-    )
-    val: str | None = None  # held-out labeled posts: validation, best checkpoint, calibration; null: none
+    # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet, a datasets folder, or a shard folder
+    # (`ximgctx shard`, img2dataset's output), which `train` streams (ximgctx.data.streaming) instead of reading
+    train: str | None = None
+    # held-out labeled posts: validation, best checkpoint, calibration; null: none (a shard folder is read whole)
+    val: str | None = None
     image_root: str | None = (
         None  # relative image paths resolve against this (default: each manifest's folder)
     )
@@ -230,11 +236,18 @@ class DataSources:
     allow_ungoverned: bool = (
         False  # train on posts that did not pass `ximgctx govern` (the model card says so)
     )
+    shuffle_buffer: int = 5000  # shard folders: posts held by each DataLoader worker's shuffle buffer
 
     def __post_init__(self) -> None:
         _check(
             self.on_error in ("skip", "raise"),
             f"data.on_error must be 'skip' or 'raise', got {self.on_error!r}",
+        )
+        _check(
+            isinstance(self.shuffle_buffer, int)
+            and not isinstance(self.shuffle_buffer, bool)
+            and self.shuffle_buffer >= 1,
+            f"data.shuffle_buffer must be an integer >= 1, got {self.shuffle_buffer!r}",
         )
 
 

@@ -21,7 +21,7 @@ from ximgctx.evaluation.metrics import task_loss, task_metrics
 from ximgctx.evaluation.predict import FULL, predict
 from ximgctx.governance import check_governed
 from ximgctx.models.context_model import ContextModel, ContextOutput, LossOutput
-from ximgctx.training._runtime import DataReport, load_splits, start_run
+from ximgctx.training._runtime import DataReport, StreamSplit, load_splits, start_run, stream_loader
 from ximgctx.training.config import ExperimentConfig, load_experiment
 from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer, split_lora_by_tower
@@ -168,17 +168,25 @@ def _prepare(
     tc = cfg.train
     report = DataReport()
     train_posts, val_posts = load_splits(
-        cfg.data, train_posts, val_posts, report, "the manifest of labeled training posts"
+        cfg.data, train_posts, val_posts, report, "the manifest of labeled training posts", stream=True
     )
+    streamed = isinstance(train_posts, StreamSplit)
+    # a streamed split is checked on a sample up front; every streamed post is checked again as it comes
+    checked = train_posts.sample if isinstance(train_posts, StreamSplit) else train_posts
     governance = check_governed(
-        train_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
+        checked, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
     ).to_dict()
+    if isinstance(train_posts, StreamSplit):
+        governance.update(sampled=True, posts=train_posts.count)
     if val_posts is not None:
         governance["validation"] = check_governed(
             val_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.val
         ).to_dict()
-    report.train_posts, report.val_posts = len(train_posts), len(val_posts or [])
-    report.count_unlabeled(train_posts, cfg.model.tasks)
+    if isinstance(train_posts, StreamSplit):
+        report.train_posts, report.val_posts = train_posts.count, len(val_posts or [])
+    else:
+        report.train_posts, report.val_posts = len(train_posts), len(val_posts or [])
+        report.count_unlabeled(train_posts, cfg.model.tasks)
 
     model = ContextModel(cfg.model)
     groups = model.parameter_groups()
@@ -186,8 +194,12 @@ def _prepare(
         groups = split_lora_by_tower(groups, model.encoder.image_tower)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
-    train_loader = _loader(train_posts, processor, tc.batch_size, tc, train=True)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if isinstance(train_posts, StreamSplit):  # split by (rank, worker) itself: not Accelerate's to shard
+        model, optimizer = accelerator.prepare(model, optimizer)
+        train_loader = stream_loader(train_posts, processor, tc, cfg.data, accelerator)
+    else:
+        train_loader = _loader(train_posts, processor, tc.batch_size, tc, train=True)
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     val_loader = None
     if val_posts:
         val_loader = accelerator.prepare_data_loader(_loader(val_posts, processor, tc.eval_batch_size, tc))
@@ -204,7 +216,7 @@ def _prepare(
         )
     card = {
         "Data governance": governance,
-        "Training": {"config": cfg.to_dict(), "processes": accelerator.num_processes},
+        "Training": {"config": cfg.to_dict(), "processes": accelerator.num_processes, "streamed": streamed},
     }
     return Run(accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report)
 

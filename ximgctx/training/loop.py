@@ -8,7 +8,9 @@ checkpoints, exact resume) happens here once, in :meth:`_Loop.train` and the fou
 Resume is exact: the checkpoint holds weights, optimizer, scheduler and every process's RNG states, plus the
 position in the data as a number of samples into the epoch (:class:`~ximgctx.training.state.TrainState`). The
 data order is a function of (seed, epoch) only (Accelerate's seedable sampler), so skipping that many samples
-continues the same sequence, even with a different process count at the same global batch.
+continues the same sequence, even with a different process count at the same global batch. Streamed data (a
+shard folder, :mod:`ximgctx.data.streaming`) also records each (rank, worker)'s position in the epoch, and
+continues from it with the same processes and workers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx._distributed import any_process
 from ximgctx.config import ConfigError
 from ximgctx.data.processor import PostBatch
+from ximgctx.data.streaming import StreamLoader, StreamPosition
 from ximgctx.errors import XimgctxError
 from ximgctx.training._runtime import DataReport, count_problems, flat_config, note_problems, write_run_config
 from ximgctx.training.checkpoint import CheckpointError, CheckpointManager, config_differences
@@ -197,11 +200,7 @@ class _Loop:
         for epoch in range(state.epoch, self.num_epochs):
             if state.step >= state.max_steps or stopped:
                 break
-            self.run.train_loader.set_epoch(epoch)
-            skip = state.samples_in_epoch // self.batch if epoch == state.epoch else 0
-            batches = acc.skip_first_batches(self.run.train_loader, skip) if skip else self.run.train_loader
-            if skip:
-                batches.set_epoch(epoch)
+            batches = self._epoch_batches(epoch)
             for batch in batches:
                 if not self._step(batch, epoch):
                     continue  # inside an accumulation window
@@ -214,12 +213,41 @@ class _Loop:
                     state.epoch, state.samples_in_epoch = epoch + 1, 0
                 self._maybe_save(end_of_epoch=end_of_epoch, force=at_end or stopped)
                 if at_end or stopped:
-                    getattr(batches, "end", lambda: None)()  # leaving mid-epoch: unregister the loader
+                    getattr(
+                        batches, "end", lambda: None
+                    )()  # leaving mid-epoch: unregister / stop the workers
                     break
             else:
                 state.epoch, state.samples_in_epoch = epoch + 1, 0
         self.progress.close()
         return self._finish(stopped, t_start)
+
+    def _epoch_batches(self, epoch: int) -> Any:
+        """The batches of ``epoch``, after those a resumed run already trained on: Accelerate skips them for
+        in-memory data; a stream (a shard folder) continues from each (rank, worker)'s saved position."""
+        loader, state = self.run.train_loader, self.state
+        loader.set_epoch(epoch)
+        skip = state.samples_in_epoch // self.batch if epoch == state.epoch else 0
+        if isinstance(loader, StreamLoader):
+            if skip:
+                position = state.stream["ranks"][self.acc.process_index]  # type: ignore[index]
+                loader.set_position(
+                    StreamPosition.from_dict(position, loader.dataset.workers, "stream"), skip
+                )
+            return loader
+        if not skip:
+            return loader
+        batches = self.acc.skip_first_batches(loader, skip)
+        batches.set_epoch(epoch)
+        return batches
+
+    def _stream_state(self) -> dict[str, Any] | None:
+        """Collective: every rank's position in a streamed epoch, for the checkpoint (None: in-memory data)."""
+        loader = self.run.train_loader
+        if not isinstance(loader, StreamLoader):
+            return None
+        ranks = gather_object([loader.position().to_dict()])
+        return {"world_size": self.world, "workers": loader.dataset.workers, "ranks": list(ranks)}
 
     # ----------------------------------------------------------------------------------------- the steps
     def _step(self, batch: PostBatch, epoch: int) -> bool:
@@ -342,13 +370,14 @@ class _Loop:
         every = cfg.save_every and state.step % cfg.save_every == 0
         if force or every or (cfg.save_every is None and end_of_epoch):
             self._gather_problems()
+            stream = self._stream_state()  # a collective
             self.ckpt.save(
                 self.acc,
                 state.step,
                 model=self.run.model,
                 optimizer=self.run.optimizer,
                 scheduler=self.scheduler,
-                state=TrainState(**{**vars(state), "micro_step": self.acc.step}),
+                state=TrainState(**{**vars(state), "micro_step": self.acc.step, "stream": stream}),
                 config=self.run.resolved,
             )
 
@@ -376,6 +405,7 @@ class _Loop:
                 f"not a whole number of batches of {self.batch} (batch_size x processes); resume with the "
                 f"global batch it was written with ({saved.global_batch})"
             )
+        self._check_stream_layout(path, saved)
         run = self.run
         self.ckpt.load(
             self.acc, path, saved, model=run.model, optimizer=run.optimizer, scheduler=self.scheduler
@@ -389,6 +419,26 @@ class _Loop:
             self.state.epoch,
             self.state.samples_in_epoch,
         )
+
+    def _check_stream_layout(self, path: Path, saved: TrainState) -> None:
+        """A stream stopped inside an epoch continues only with the (processes x workers) it was cut for."""
+        loader = self.run.train_loader
+        if not isinstance(loader, StreamLoader) or not saved.samples_in_epoch:
+            return
+        now = {"world_size": self.world, "workers": loader.dataset.workers}
+        stream = saved.stream or {}
+        then = {k: stream.get(k) for k in now}
+        if then != now or len(stream.get("ranks", [])) != self.world:
+            raise CheckpointError(
+                f"cannot resume {path}: it stopped inside an epoch of streamed data split over {then} "
+                f"(processes, DataLoader workers per process), and this run has {now}; resume with the same "
+                f"process count and train.num_workers"
+            )
+        for rank, position in enumerate(stream["ranks"]):
+            try:
+                StreamPosition.from_dict(position, loader.dataset.workers, f"rank {rank}")
+            except ConfigError as e:
+                raise CheckpointError(f"{path}: trainer_state.json stream: {e}") from None
 
     def _gather_problems(self) -> None:
         """Collective: every process's problem posts merged into the state and counted in the report."""

@@ -48,6 +48,9 @@ class TrainState:
     # post id -> problem kinds, for training posts with a problem, over every epoch and process so far; the
     # data report counts each post once per kind from this (see ximgctx.training._runtime.count_problems)
     problem_posts: dict[str, list[str]] = field(default_factory=dict)
+    # streamed data (a shard folder): {"world_size", "workers", "ranks": [each rank's StreamPosition as a dict]},
+    # where every (rank, worker) is in the epoch in progress; null for in-memory data
+    stream: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Standard JSON: a NaN/inf validation metric is written as null."""
@@ -70,6 +73,15 @@ class TrainState:
             data.get("problem_posts", {}), dict
         ):
             raise ArtifactError(f"{where}: history must be a list and problem_posts a mapping")
+        stream = data.get("stream")
+        if stream is not None and not (
+            isinstance(stream, dict)
+            and set(stream) == {"world_size", "workers", "ranks"}
+            and isinstance(stream["ranks"], list)
+        ):
+            raise ArtifactError(
+                f"{where}: stream must be null or {{world_size, workers, ranks}}, got {stream!r}"
+            )
         return cls(**data)
 
     @classmethod
