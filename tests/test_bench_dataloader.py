@@ -1,4 +1,5 @@
-"""``ximgctx bench dataloader``: the JSON it writes, and the memory bound of streaming shards (small sizes)."""
+"""``ximgctx bench dataloader``: the JSON it writes, and the memory bound of streaming shards (small
+sizes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``ximgctx bench gpu``: a clear refusal without CUDA, and the whole code path, tiny, on a CPU (``--quick``)."""
+"""``ximgctx bench gpu``: a clear refusal without CUDA, and the whole code path, tiny, on a CPU
+(``--quick``)."""
 
 from __future__ import annotations
 

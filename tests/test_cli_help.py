@@ -28,6 +28,7 @@ READS_POSTS = [
     "queue add",
     "convert",
     "simulate-labeling",
+    "shard",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Shards with embedded images: the writer, the index, the reader (ximgctx and img2dataset layouts), bounds."""
+"""Shards with embedded images: the writer, the index, the reader (ximgctx and img2dataset layouts),
+bounds."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _image_bytes(i: int, fmt: str) -> bytes:
 
 
 def _posts(folder: Path, n: int = 23) -> list[Post]:
-    """Varied posts: PNG, JPEG, WebP, GIF image files, some without an image, unicode, replies, labels, meta."""
+    """Varied posts: PNG, JPEG, WebP, GIF image files, some without an image, unicode, replies, labels,
+    meta."""
     fmts = ["PNG", "JPEG", "WEBP", "GIF"]
     out = []
     for i in range(n):
@@ -409,7 +411,8 @@ def test_webdataset_reads_our_tars_and_we_read_its_tarwriter_output(tmp_path: Pa
 def test_hugging_face_datasets_reads_our_parquet_as_an_image_column_and_we_read_its_parquet(
     tmp_path: Path,
 ) -> None:
-    """Against the other side: ``datasets`` sees ximgctx's image column as ``Image()``; its Image parquet reads."""
+    """Against the other side: ``datasets`` sees ximgctx's image column as ``Image()``; its Image parquet
+    reads."""
     import datasets
 
     posts = _posts(tmp_path, 4)

@@ -2,8 +2,9 @@
 ``StreamingPosts`` turns shards into a training stream split by (rank, worker), in an order that is a function
 of (seed, epoch) only, resumable at any position.
 
-The first part is a small run of the ``ximgctx bench streaming`` measurement (the benchmark reads 20k vs 200k posts, each
-in a fresh process; here 20k vs 60k in this process, with the kernel's peak-RSS counter reset per read).
+The first part is a small run of the ``ximgctx bench streaming`` measurement (the benchmark reads 20k vs 200k
+posts, each in a fresh process; here 20k vs 60k in this process, with the kernel's peak-RSS counter reset per
+read).
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def test_streaming_reads_parquet_shards_in_order(tmp_path: Path) -> None:
     assert first.to_dict() == make_post(0).to_dict() | {"image": str(folder / make_post(0).image)}
 
 
-# ------------------------------------------------------------------ StreamingPosts: shards as a training stream
-# A stand-in for ``ximgctx.data.shards`` (name, count; read from a position), so these tests need no format.
+# ------------------------------------------------------------------ StreamingPosts: shards as a training
+# stream A stand-in for ``ximgctx.data.shards`` (name, count; read from a position), so these tests need no
+# format.
 
 UNEVEN = (50, 3, 17, 1, 29)  # posts per shard: 100 in all, very unequal on purpose
 
@@ -203,8 +205,8 @@ def test_union_over_ranks_and_workers_is_every_post_exactly_once() -> None:
 
 
 def test_uneven_shards_give_every_rank_the_same_number_of_batches() -> None:
-    """2 ranks x 2 workers, batches of 4: each slot holds 25 posts -> 6 batches, 12 per rank; what the even-steps
-    rule drops is each worker's partial batch (1 post), no duplicate, none other missing."""
+    """2 ranks x 2 workers, batches of 4: each slot holds 25 posts -> 6 batches, 12 per rank; what the
+    even-steps rule drops is each worker's partial batch (1 post), no duplicate, none other missing."""
     delivered = []
     seen: list[str] = []
     for rank in range(2):

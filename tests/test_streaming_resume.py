@@ -1,8 +1,9 @@
-"""Training on a shard folder by streaming: exact resume mid-epoch (after the first epoch) with DataLoader workers,
-in one process and (marked ``distributed``) under ``torchrun --nproc_per_node 2``; the JSONL path unchanged.
+"""Training on a shard folder by streaming: exact resume mid-epoch (after the first epoch) with DataLoader
+workers, in one process and (marked ``distributed``) under ``torchrun --nproc_per_node 2``; the JSONL path
+unchanged.
 
-Tiny everything: a 48-post ContextBench written as 7 shards of 7 (the last 6: uneven on purpose), the tiny ViT,
-batches of 4, 2 DataLoader workers per process.
+Tiny everything: a 48-post ContextBench written as 7 shards of 7 (the last 6: uneven on purpose), the tiny
+ViT, batches of 4, 2 DataLoader workers per process.
 """
 
 from __future__ import annotations

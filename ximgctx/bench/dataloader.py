@@ -6,7 +6,8 @@ Generates one shard folder of small-image posts in a temporary folder (the large
   ``DataLoader`` with 0, 1 and 2 workers (each worker its own shards), posts/s after the first batch;
 * **step**: the model's LoRA training step (forward, masked task losses, backward, AdamW) on batches the
   pipeline made, posts/s; the ratio pipeline / step per worker count (>= 1: the pipeline keeps up);
-* **memory**: peak RSS growth while streaming the first 20k, 200k and 1M posts of those shards, each in a fresh
+* **memory**: peak RSS growth while streaming the first 20k, 200k and 1M posts of those shards, each in a
+fresh
   Python process after the same imports (flat: the reader holds one record, not the data set).
 
 On one machine the workers and the training step share the same cores, so with 2 cores a 2-worker pipeline
@@ -147,7 +148,8 @@ def stage_rates(model: Any, shards: list[Any], posts: int) -> dict[str, Any]:
 
 
 def pipeline_rate(model: Any, shards: list[Any], workers: int, batch_size: int, posts: int) -> dict[str, Any]:
-    """Posts/s of read + decode + tokenize + collate with ``workers`` DataLoader workers (first batch excluded)."""
+    """Posts/s of read + decode + tokenize + collate with ``workers`` DataLoader workers (first batch
+    excluded)."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(

@@ -3,9 +3,9 @@
     ximgctx bench gpu --out runs/bench_gpu.json            # ViT-B-32 and ViT-L-14, batch 256, bf16 (~3-6 min)
     ximgctx bench gpu --quick --device cpu --out x.json    # the same code path, tiny, on a CPU (CI)
 
-For each architecture (random weights, ``pretrained=None``: nothing is downloaded, and timing does not depend on
-the weights), on batches prepared once and kept on the device (so the figures are the model's, not the image
-decoder's; ``collate_posts_per_s`` says what one CPU process prepares):
+For each architecture (random weights, ``pretrained=None``: nothing is downloaded, and timing does not depend
+on the weights), on batches prepared once and kept on the device (so the figures are the model's, not the
+image decoder's; ``collate_posts_per_s`` says what one CPU process prepares):
 
 * **inference** posts/s, bf16 autocast, ``inference_mode``: bare open_clip (``encode_image`` +
   ``encode_text`` at 77 tokens) against the context model with 8 replies per post (trimmed tokens,
@@ -260,7 +260,8 @@ def _bare_train_step(arch: str, n: int, device: Any, dtype: Any) -> tuple[Callab
 def _context_train_step(
     arch: str, s: dict[str, Any], device: Any, dtype: Any, *, lora: bool
 ) -> tuple[Callable[[], Any], int]:
-    """One ximgctx fine-tuning step (the supervised loss, the recipe's AdamW groups): LoRA, or every weight."""
+    """One ximgctx fine-tuning step (the supervised loss, the recipe's AdamW groups): LoRA, or every
+    weight."""
     from ximgctx.training.config import OptimConfig
     from ximgctx.training.finetune import supervised_loss
     from ximgctx.training.optim import build_optimizer
@@ -281,7 +282,8 @@ def _context_train_step(
 
 
 def _training(arch: str, s: dict[str, Any], device: Any, dtype: Any, timer: _Timer) -> dict[str, Any]:
-    """Samples/s, peak memory and TFLOP/s of one optimizer step, bare full fine-tuning vs ximgctx LoRA / full."""
+    """Samples/s, peak memory and TFLOP/s of one optimizer step, bare full fine-tuning vs ximgctx LoRA /
+    full."""
     import gc
 
     import torch

@@ -7,7 +7,8 @@ disk and nothing is decoded: images stay bytes (the processor decodes them throu
 Tars are read with the standard library's ``tarfile`` one header at a time, never extracted: a member whose
 name is absolute or holds ``..``, that is not a regular file (symlinks, hard links, devices), or that declares
 more bytes than the field may have is refused before any of its data is read. A tar that ends early (a cut
-member or no end-of-archive blocks) ends with one ``"truncated"`` problem after the records that could be read.
+member or no end-of-archive blocks) ends with one ``"truncated"`` problem after the records that could be
+read.
 
 Parquet files are read with pyarrow one row group at a time, a few rows per batch; a row group whose declared
 size exceeds :data:`MAX_ROW_GROUP_BYTES` is refused without being read. ``start`` seeks: tar members before it
@@ -155,7 +156,8 @@ def _tar_groups(tf: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo
 
 
 def _tar_ended_cleanly(path: Path, offset: int) -> bool:
-    """Whether the end-of-archive blocks follow the last member (a tar cut at a member boundary lacks them)."""
+    """Whether the end-of-archive blocks follow the last member (a tar cut at a member boundary lacks
+    them)."""
     with open(path, "rb") as f:
         f.seek(offset)
         tail = f.read(_TAR_END)

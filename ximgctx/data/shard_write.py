@@ -132,7 +132,8 @@ class _ParquetShard:
             rec["text"].encode("utf-8")
         except UnicodeEncodeError:
             raise InputError(
-                f"post {post.id!r}: its text holds a lone surrogate (a \\ud800-style escape), which a Parquet "
+                f"post {post.id!r}: its text holds a lone surrogate (a \\ud800-style escape), which a "
+                "Parquet "
                 f"string cannot; write --format webdataset (JSON keeps it as an escape) or fix the text"
             ) from None
         self.rows.append(
@@ -207,7 +208,8 @@ def write_shards(
     limits: ImageLimits | None = None,
     meta: dict[str, Any] | None = None,
 ) -> ShardWriteReport:
-    """Write ``posts`` into a shard folder at ``out`` (an artifact of kind ``"shards"``) with a ``shards.json``.
+    """Write ``posts`` into a shard folder at ``out`` (an artifact of kind ``"shards"``) with a
+    ``shards.json``.
 
     Args:
         posts: the posts, read once, in order (a stream is fine: one shard's worth is held at most).

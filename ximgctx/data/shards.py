@@ -196,7 +196,8 @@ def _read_index(root: Path) -> list[ShardInfo]:
 
 
 def _check_index_in_manifest(root: Path, data: bytes) -> None:
-    """When the folder is an artifact, its manifest pins the index (cheap: the shards are hashed when read)."""
+    """When the folder is an artifact, its manifest pins the index (cheap: the shards are hashed when
+    read)."""
     from ximgctx._artifacts import MANIFEST
 
     mpath = root / MANIFEST

@@ -110,7 +110,8 @@ def plan_epoch(shards: Sequence[ShardLike], *, seed: int, epoch: int, slots: int
 
 
 class buffer_order:  # noqa: N801 (an iterator used like a function)
-    """Positions ``0..n-1`` in the order a shuffle buffer of ``size`` yields them, from ``rng``'s choices only.
+    """Positions ``0..n-1`` in the order a shuffle buffer of ``size`` yields them, from ``rng``'s choices
+    only.
 
     ``read`` is how many positions have entered the buffer so far and ``held`` the positions waiting in it:
     after ``k`` steps these are the state of a stream that has yielded ``k`` posts.
@@ -300,7 +301,8 @@ class StreamingPosts(IterableDataset):
 
 
 class StreamCollate:
-    """Batches of one worker: ``(logical worker, records covered, PostBatch)``; runs in the DataLoader workers.
+    """Batches of one worker: ``(logical worker, records covered, PostBatch)``; runs in the DataLoader
+    workers.
 
     Args:
         processor: the model's processor (posts -> :class:`PostBatch`).
@@ -339,7 +341,8 @@ class StreamLoader:
         grad_accum_steps: batches per epoch are rounded down to a multiple of this.
         prefetch_factor: batches each worker prepares ahead (with workers).
         device: where batches go.
-        any_done: a collective ``flag -> True if any rank's flag is True`` (``ximgctx._distributed.any_process``).
+        any_done: a collective ``flag -> True if any rank's flag is True``
+        (``ximgctx._distributed.any_process``).
     """
 
     def __init__(

@@ -63,6 +63,32 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _check_each_post_once(index: torch.Tensor, n_expected: int) -> None:
+    """The gathered rows hold every dataset position exactly once (else the metrics would be wrong)."""
+    counts = (
+        torch.bincount(index, minlength=n_expected)
+        if index.numel()
+        else torch.zeros(n_expected, dtype=torch.long)
+    )
+    if index.numel() != n_expected or counts.numel() != n_expected or bool((counts != 1).any()):
+        twice = int((counts > 1).sum())
+        missing = int((counts == 0).sum())
+        raise RuntimeError(
+            f"prediction gathered {index.numel()} rows for {n_expected} posts ({twice} posts more than "
+            f"once, {missing} missing); metrics would be wrong"
+        )
+
+
+def _gather_problems(problems: dict[int, set[str]]) -> dict[int, set[str]]:
+    """Every process's posts' problem kinds; a post padded in twice is still one position."""
+    from accelerate.utils import gather_object
+
+    merged: dict[int, set[str]] = {}
+    for part in gather_object([problems]):
+        merged.update(part)
+    return merged
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -120,25 +146,9 @@ def predict(
     finally:
         model.train(was_training)
     index = torch.cat(index_parts) if index_parts else torch.zeros(0, dtype=torch.long)
-    counts = (
-        torch.bincount(index, minlength=n_expected)
-        if index.numel()
-        else torch.zeros(n_expected, dtype=torch.long)
-    )
-    if index.numel() != n_expected or counts.numel() != n_expected or bool((counts != 1).any()):
-        twice = int((counts > 1).sum())
-        missing = int((counts == 0).sum())
-        raise RuntimeError(
-            f"prediction gathered {index.numel()} rows for {n_expected} posts ({twice} posts more than "
-            f"once, {missing} missing); metrics would be wrong"
-        )
-    if accelerator is not None:  # every process's posts; a post padded in twice is still one position
-        from accelerate.utils import gather_object
-
-        merged: dict[int, set[str]] = {}
-        for part in gather_object([problems]):
-            merged.update(part)
-        problems = merged
+    _check_each_post_once(index, n_expected)
+    if accelerator is not None:
+        problems = _gather_problems(problems)
     problem_counts = Counter(kind for kinds in problems.values() for kind in kinds)
     order = torch.argsort(index)
     out: dict[str, Predictions] = {}

@@ -131,6 +131,55 @@ def _ablation_row(
 
 
 @torch.no_grad()
+def _task_entry(
+    model: Any,
+    spec: Any,
+    preds: dict[str, Any],
+    keys: list[str],
+    main_key: str,
+    oracle: dict[str, dict[str, float]] | None,
+    sample_oracle: dict[str, dict[str, float]] | None,
+    calibration_fit: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One task's part of the report: metrics of the full model, calibration before and after the
+    temperature, thresholds, and one row per kept-modality key."""
+    head = model.heads[spec.name]
+    temp = float(head.temperature)
+    thr = head.thresholds.cpu().numpy().astype(np.float64) if spec.kind == "multilabel" else None
+    p = preds[main_key]
+    z, t, m = p.logits[spec.name], p.targets[spec.name], p.label_mask[spec.name]
+    metrics = task_metrics(spec, z, t, m, temperature=temp, thresholds=thr)
+    probs_before, truth = label_arrays(spec, z, t, m, 1.0)
+    probs_after, _ = label_arrays(spec, z, t, m, temp)
+    ece_b, bins_b = expected_calibration_error(spec, probs_before, truth)
+    ece_a, bins_a = expected_calibration_error(spec, probs_after, truth)
+    rows = {}
+    for key in keys:
+        pk = preds[key]
+        mk = metrics
+        if key != main_key:
+            zk, tk, mk_mask = pk.logits[spec.name], pk.targets[spec.name], pk.label_mask[spec.name]
+            mk = task_metrics(spec, zk, tk, mk_mask, temperature=temp, thresholds=thr)
+        rows[key] = _ablation_row(spec, mk, oracle, key, sample_oracle)
+    return {
+        "kind": spec.kind,
+        "labels": list(spec.labels),
+        "metrics": metrics,
+        "loss": task_loss(spec, z, t, m) if int(m.sum()) else None,
+        "calibration": {
+            "temperature": temp,
+            "fitted_on": "validation" if calibration_fit else "as saved in the model",
+            "validation": (calibration_fit or {}).get(spec.name),
+            "ece_before": ece_b,
+            "ece_after": ece_a,
+            "bins_before": bins_b,
+            "bins_after": bins_a,
+        },
+        "thresholds": None if thr is None else dict(zip(spec.labels, thr.tolist(), strict=True)),
+        "modalities": rows,
+    }
+
+
 def evaluate(
     model: Any,
     posts: Sequence[Post] | str | Path,
@@ -188,51 +237,10 @@ def evaluate(
     )
     model.train(was_training)
 
-    tasks: dict[str, Any] = {}
-    for spec in model.config.tasks:
-        head = model.heads[spec.name]
-        temp = float(head.temperature)
-        thr = head.thresholds.cpu().numpy().astype(np.float64) if spec.kind == "multilabel" else None
-        p = preds[main_key]
-        z, t, m = p.logits[spec.name], p.targets[spec.name], p.label_mask[spec.name]
-        metrics = task_metrics(spec, z, t, m, temperature=temp, thresholds=thr)
-        probs_before, truth = label_arrays(spec, z, t, m, 1.0)
-        probs_after, _ = label_arrays(spec, z, t, m, temp)
-        ece_b, bins_b = expected_calibration_error(spec, probs_before, truth)
-        ece_a, bins_a = expected_calibration_error(spec, probs_after, truth)
-        rows = {}
-        for key in keys:
-            pk = preds[key]
-            mk = (
-                metrics
-                if key == main_key
-                else task_metrics(
-                    spec,
-                    pk.logits[spec.name],
-                    pk.targets[spec.name],
-                    pk.label_mask[spec.name],
-                    temperature=temp,
-                    thresholds=thr,
-                )
-            )
-            rows[key] = _ablation_row(spec, mk, oracle, key, sample_oracle)
-        tasks[spec.name] = {
-            "kind": spec.kind,
-            "labels": list(spec.labels),
-            "metrics": metrics,
-            "loss": task_loss(spec, z, t, m) if int(m.sum()) else None,
-            "calibration": {
-                "temperature": temp,
-                "fitted_on": "validation" if calibration_fit else "as saved in the model",
-                "validation": (calibration_fit or {}).get(spec.name),
-                "ece_before": ece_b,
-                "ece_after": ece_a,
-                "bins_before": bins_b,
-                "bins_after": bins_a,
-            },
-            "thresholds": None if thr is None else dict(zip(spec.labels, thr.tolist(), strict=True)),
-            "modalities": rows,
-        }
+    tasks = {
+        spec.name: _task_entry(model, spec, preds, keys, main_key, oracle, sample_oracle, calibration_fit)
+        for spec in model.config.tasks
+    }
     report = {
         "name": name,
         "posts": len(posts),
@@ -320,7 +328,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     if sampled:
         lines += [
             "",
-            "The ceiling is the Bayes-optimal accuracy in expectation; the ceiling on these posts is the same "
+            "The ceiling is the Bayes-optimal accuracy in expectation; the ceiling on these posts is the "
+            "same "
             "rule scored on this set, which scatters around it by sampling error.",
         ]
     return "\n".join(lines) + "\n"

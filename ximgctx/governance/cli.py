@@ -18,8 +18,8 @@ from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Filter and redact posts before training, with an audit report: drops direct messages, private
-    posts and posts of opted-out authors (fail-closed: unclear visibility is dropped, with the reason counted),
-    removes replies the same way, and redacts personal data in text, replies, alt text and meta.
+    posts and posts of opted-out authors (fail-closed: unclear visibility is dropped, with the reason
+    counted), removes replies the same way, and redacts personal data in text, replies, alt text and meta.
 
       ximgctx govern --data posts.jsonl --out governed.jsonl --report audit.json \\
           [--governance configs/governance/default.yaml] [--opt-out opt_out.txt] [--key-file governance.key]
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         return 2
     if Path(args.out).suffix == ".parquet":
         print(
-            f"ximgctx {command}: --out {args.out}: govern writes JSONL; write .jsonl, then `ximgctx shard` it",
+            f"ximgctx {command}: --out {args.out}: govern writes JSONL; write .jsonl, then `ximgctx shard` "
+            "it",
             file=sys.stderr,
         )
         return 2

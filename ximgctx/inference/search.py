@@ -363,11 +363,13 @@ class SearchIndex:
 
     # ---------------------------------------------------------------------------------- querying
     def attach(self, predictor: Predictor) -> None:
-        """Use ``predictor`` to encode text and image queries; it must be the model the index was built with."""
+        """Use ``predictor`` to encode text and image queries; it must be the model the index was built
+        with."""
         want = self.model.get("manifest_sha256")
         if want and predictor.model_digest and want != predictor.model_digest:
             raise SearchIndexError(
-                f"the index was built with model {self.model.get('path')} (manifest SHA-256 {want[:12]}...) but "
+                f"the index was built with model {self.model.get('path')} (manifest SHA-256 {want[:12]}...) "
+                "but "
                 f"the predictor is {predictor.model_dir} ({predictor.model_digest[:12]}...); embeddings of "
                 f"different models are not comparable. Rebuild the index or load the model it was built with."
             )
@@ -493,12 +495,14 @@ class SearchIndex:
         where: Iterable[str] | dict[str, Iterable[str]] | None = None,
         nprobe: int | None = None,
     ) -> list[SearchHit]:
-        """Posts for an image query (CLIP image space by default, or an image-only post in the fused space)."""
+        """Posts for an image query (CLIP image space by default, or an image-only post in the fused
+        space)."""
         predictor = self._need_predictor()
         result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
         if not bool(result.output.embeddings.present["image"][0]):
             raise SearchIndexError(
-                f"query image {os.fspath(image)!r} cannot be used: {'; '.join(map(str, result.batch.problems[0]))}"
+                f"query image {os.fspath(image)!r} cannot be used: "
+                f"{'; '.join(map(str, result.batch.problems[0]))}"
             )
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]

@@ -44,7 +44,8 @@ __all__ = [
 
 def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
     """The Accelerator of a run (see :func:`ximgctx._distributed.make_accelerator`): the config's collective
-    timeout, precision, accumulation and tracker; Accelerate's seedable sampler seeded with ``config.seed``."""
+    timeout, precision, accumulation and tracker; Accelerate's seedable sampler seeded with
+    ``config.seed``."""
     return _distributed.make_accelerator(
         timeout_s=config.collective_timeout_s,
         precision=config.mixed_precision,
@@ -347,7 +348,8 @@ def check_image_paths(posts: list[Post], source: str, sample: int = 256) -> None
     missing = [p for p in checked if not os.path.isfile(p)]
     if len(missing) == len(checked):
         raise ConfigError(
-            f"{source}: none of {len(checked)} sampled image files exist (e.g. {missing[0]!r}). Relative image "
+            f"{source}: none of {len(checked)} sampled image files exist (e.g. {missing[0]!r}). Relative "
+            "image "
             f"paths are read relative to the manifest's folder (or data.image_root); check that the images "
             f"are where the manifest says"
         )

@@ -13,12 +13,12 @@ A checkpoint folder ``step-00000100`` holds::
     COMPLETE                 written last, before the manifest
     manifest.json            kind "checkpoint": every file with its SHA-256 and size
 
-It is written into ``.tmp-step-00000100`` by every process (each its own RNG files, the main process the rest),
-sealed as an artifact, then renamed. Older checkpoints are removed only after that rename. ``latest`` is the
-highest step among folders named ``step-*`` that hold the marker and the manifest, so a run killed mid-write
-can never be resumed from. Before resuming, the folder is verified (manifest, checksums, no unlisted file) and
-any file outside the list above (a ``.pkl``, a ``.bin``) is refused, naming it: nothing in a checkpoint is ever
-unpickled except through ``torch.load(weights_only=True)``.
+It is written into ``.tmp-step-00000100`` by every process (each its own RNG files, the main process the
+rest), sealed as an artifact, then renamed. Older checkpoints are removed only after that rename. ``latest``
+is the highest step among folders named ``step-*`` that hold the marker and the manifest, so a run killed
+mid-write can never be resumed from. Before resuming, the folder is verified (manifest, checksums, no unlisted
+file) and any file outside the list above (a ``.pkl``, a ``.bin``) is refused, naming it: nothing in a
+checkpoint is ever unpickled except through ``torch.load(weights_only=True)``.
 
 The layout assumes a file system shared by all processes (one machine, or a shared mount across machines).
 """
@@ -419,7 +419,8 @@ class CheckpointManager:
             getattr(optimizer, "optimizer", optimizer).load_state_dict(saved)
         except errors as e:
             raise CheckpointError(
-                f"{path / OPTIMIZER_FILE}: refused by torch.load(weights_only=True) or not this run's optimizer "
+                f"{path / OPTIMIZER_FILE}: refused by torch.load(weights_only=True) or not this run's "
+                "optimizer "
                 f"state: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from None
         _load_scheduler(scheduler, path / SCHEDULER_FILE)
@@ -428,7 +429,8 @@ class CheckpointManager:
             scaler.load_state_dict(json.loads((path / SCALER_FILE).read_text(encoding="utf-8")))
         if not _load_rng(path, accelerator.process_index):
             logger.warning(
-                "%s holds no RNG state for process %d (written by %d processes): its random stream starts anew",
+                "%s holds no RNG state for process %d (written by %d processes): its random stream starts "
+                "anew",
                 path,
                 accelerator.process_index,
                 state.world_size,

@@ -207,7 +207,8 @@ class TrainConfig:
         )
         _check(
             self.metric_for_best == "loss" or self.metric_for_best.count("/") == 1,
-            f"train.metric_for_best must be 'loss' or '<task>/<metric>' (intent/accuracy), got {self.metric_for_best!r}",
+            "train.metric_for_best must be 'loss' or '<task>/<metric>' (intent/accuracy), got "
+            f"{self.metric_for_best!r}",
         )
         _check(self.log_every > 0, f"train.log_every must be positive, got {self.log_every!r}")
         _check(
@@ -225,9 +226,11 @@ class DataSources:
     """Where the posts come from."""
 
     # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet, a datasets folder, or a shard folder
-    # (`ximgctx shard`, img2dataset's output), which `train` streams (ximgctx.data.streaming) instead of reading
+    # (`ximgctx shard`, img2dataset's output), which `train` streams (ximgctx.data.streaming) instead of
+    # reading
     train: str | None = None
-    # held-out labeled posts: validation, best checkpoint, calibration; null: none (a shard folder is read whole)
+    # held-out labeled posts: validation, best checkpoint, calibration; null: none (a shard folder is read
+    # whole)
     val: str | None = None
     image_root: str | None = (
         None  # relative image paths resolve against this (default: each manifest's folder)

@@ -69,7 +69,8 @@ class LabeledBatch(Protocol):
 def supervised_loss(
     core: ContextModel, output: ContextOutput, batch: LabeledBatch, accelerator: Any = None
 ) -> LossOutput:
-    """The fine-tuning loss: each task's masked loss times its ``TaskSpec.weight``, summed (``ContextModel.loss``).
+    """The fine-tuning loss: each task's masked loss times its ``TaskSpec.weight``, summed
+    (``ContextModel.loss``).
 
     With several processes, labels fall unevenly on them: each task's loss is then the mean over the global
     batch's labeled posts, not each process's own (one all-reduce of the labeled counts).
@@ -164,7 +165,8 @@ def _prepare(
     train_posts: Sequence[Post] | None,
     val_posts: Sequence[Post] | None,
 ) -> Run:
-    """Data (read, governance checked, unlabeled counted), model, optimizer and loaders of a fine-tuning run."""
+    """Data (read, governance checked, unlabeled counted), model, optimizer and loaders of a fine-tuning
+    run."""
     tc = cfg.train
     report = DataReport()
     train_posts, val_posts = load_splits(

@@ -1,4 +1,5 @@
-"""The training loop, readable top to bottom, shared by ``train`` (fine-tuning) and ``pretrain`` (contrastive).
+"""The training loop, readable top to bottom, shared by ``train`` (fine-tuning) and ``pretrain``
+(contrastive).
 
 A recipe (:class:`Recipe`) says how a batch becomes a loss, how validation scores the model and what is
 exported; everything else (accumulation, clipping, non-finite steps, logging, evaluation cadence, best model,
@@ -242,7 +243,8 @@ class _Loop:
         return batches
 
     def _stream_state(self) -> dict[str, Any] | None:
-        """Collective: every rank's position in a streamed epoch, for the checkpoint (None: in-memory data)."""
+        """Collective: every rank's position in a streamed epoch, for the checkpoint (None: in-memory
+        data)."""
         loader = self.run.train_loader
         if not isinstance(loader, StreamLoader):
             return None
@@ -316,7 +318,8 @@ class _Loop:
             )
 
     def _log(self) -> None:
-        """Training losses averaged over every process since the last log (a collective: same keys everywhere)."""
+        """Training losses averaged over every process since the last log (a collective: same keys
+        everywhere)."""
         cfg, state = self.cfg, self.state
         if not self.running or (state.step % cfg.log_every != 0 and state.step != state.max_steps):
             return
@@ -451,7 +454,8 @@ class _Loop:
         self.run.report.problems = count_problems([self.state.problem_posts])
 
     def _export(self, folder: str, metrics: dict[str, Any]) -> None:
-        """Export the live model to ``output_dir/<folder>`` with the card (a collective for sharded models)."""
+        """Export the live model to ``output_dir/<folder>`` with the card (a collective for sharded
+        models)."""
         self._gather_problems()
         full = (
             self.acc.get_state_dict(self.run.model)
@@ -463,8 +467,8 @@ class _Loop:
             self.recipe.export(self.core, full, self.out / folder, card)
 
     def _finish_trackers(self) -> None:
-        """Close the TensorBoard writers. Not ``end_training``: it also destroys the process group, which would
-        break a second run (pretrain, then train) in the same processes."""
+        """Close the TensorBoard writers. Not ``end_training``: it also destroys the process group, which
+        would break a second run (pretrain, then train) in the same processes."""
         for tracker in self.acc.trackers:
             tracker.finish()
 

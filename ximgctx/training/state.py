@@ -48,8 +48,8 @@ class TrainState:
     # post id -> problem kinds, for training posts with a problem, over every epoch and process so far; the
     # data report counts each post once per kind from this (see ximgctx.training._runtime.count_problems)
     problem_posts: dict[str, list[str]] = field(default_factory=dict)
-    # streamed data (a shard folder): {"world_size", "workers", "ranks": [each rank's StreamPosition as a dict]},
-    # where every (rank, worker) is in the epoch in progress; null for in-memory data
+    # streamed data (a shard folder): {"world_size", "workers", "ranks": [each rank's StreamPosition as a
+    # dict]}, where every (rank, worker) is in the epoch in progress; null for in-memory data
     stream: dict[str, Any] | None = None
 
     def to_json(self) -> str:
