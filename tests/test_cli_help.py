@@ -169,3 +169,29 @@ def test_a_bug_is_not_reported_as_a_user_error(monkeypatch, tmp_path):
     votes.write_text("post_id,labeler,task,label\np1,a,intent,joke\n")
     with pytest.raises(KeyError, match="a bug"):
         main(["aggregate", "--votes", str(votes), "--out", str(tmp_path / "out.jsonl")])
+
+
+def test_flags_made_from_a_dataclass_take_each_fields_comment():
+    """``add_dataclass_args`` documents each flag with its field's comment, trailing or on the lines above."""
+    import argparse
+    from dataclasses import dataclass
+
+    from ximgctx._cli import add_dataclass_args, dataclass_from_args, field_comments
+
+    @dataclass
+    class Settings:
+        rounds: int = 5  # labeling rounds
+        # share of labelers answering at random, a comment long enough that it sits on
+        # the lines above its field
+        spammers: float = 0.2
+        name: str = "x"
+
+    assert field_comments(Settings) == {
+        "rounds": "labeling rounds",
+        "spammers": "share of labelers answering at random, a comment long enough that it sits on the lines "
+        "above its field",
+    }
+    p = argparse.ArgumentParser()
+    assert add_dataclass_args(p, Settings) == ["rounds", "spammers", "name"]
+    args = p.parse_args(["--rounds", "3", "--spammers", "0.5"])
+    assert dataclass_from_args(Settings, args) == Settings(rounds=3, spammers=0.5, name="x")

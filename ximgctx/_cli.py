@@ -142,24 +142,26 @@ _COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """Each field's trailing ``# comment`` in the dataclass's source (its documentation)."""
+    """Each field's documentation in the dataclass's source: its trailing ``# comment``, or the comment lines
+    right above it (where a long comment goes)."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
     out: dict[str, str] = {}
     names = {f.name for f in dataclasses.fields(cls)}
-    pending: str | None = None
+    above: list[str] = []
     for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not stripped.startswith("#:"):
+            above.append(stripped.lstrip("#").strip())
+            continue
         m = _COMMENT.match(line)
         if m and m.group(1) in names:
-            pending = m.group(1)
-            if m.group(2):
-                out[pending] = m.group(2).strip()
-                pending = None
-        elif pending and "#" in line:  # the comment on the next line (or inside a value ruff wrapped)
-            out[pending] = line.split("#", 1)[1].strip()
-            pending = None
+            text = m.group(2).strip() if m.group(2) else " ".join(above)
+            if text:
+                out[m.group(1)] = text
+        above = []
     return out
 
 

@@ -54,13 +54,11 @@ class EncoderConfig:
     """
 
     arch: str = "ximgctx-tiny"  # open_clip architecture, or (transformers) a hub repo id / checkpoint folder
-    pretrained: str | None = (
-        None  # open_clip: a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
-    )
+    # open_clip: a pretrained tag (laion2b_s34b_b79k), a local weights file, or None (random)
+    pretrained: str | None = None
     cache_dir: str | None = None  # where downloaded weights are cached (the library's default when None)
-    freeze: bool = (
-        True  # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
-    )
+    # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
+    freeze: bool = True
     grad_checkpointing: bool = False  # trade compute for memory in both towers during training
     backend: str = "open_clip"  # which library builds the towers: open_clip | transformers
     revision: str | None = None  # transformers: hub revision (branch, tag or commit) of arch; None = main
@@ -127,12 +125,10 @@ class FusionConfig:
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
     cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
-    cross_rank: int | None = (
-        None  # cross, attention's interaction: low-rank interaction of this rank instead of d x d
-    )
-    interaction: bool = (
-        True  # attention: add a token holding the image x text feature interaction (cross_dim, cross_rank)
-    )
+    # cross, attention's interaction: low-rank interaction of this rank instead of d x d
+    cross_rank: int | None = None
+    # attention: add a token holding the image x text feature interaction (cross_dim, cross_rank)
+    interaction: bool = True
     layers: int = 2  # attention: transformer layers over [CLS, image, text, replies]
     heads: int = 4  # attention: attention heads (must divide hidden_dim)
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding
@@ -166,9 +162,8 @@ class TaskSpec:
     name: str  # task name, the key under a post's "labels"
     labels: list[str]  # the label vocabulary, in output order
     kind: Literal["multiclass", "multilabel"] = "multiclass"  # softmax over labels, or independent sigmoids
-    source: Literal["fused", "image"] = (
-        "fused"  # the head reads the fused vector, or the image embedding alone
-    )
+    # the head reads the fused vector, or the image embedding alone
+    source: Literal["fused", "image"] = "fused"
     prompt: str | None = None  # image heads: a template like "a photo of a {}." for zero-shot initialisation
     weight: float = 1.0  # weight of this task's loss in the total
 
@@ -211,9 +206,8 @@ class TaskSpec:
 class DataConfig:
     """How posts become tensors: caps that keep adversarial inputs cheap."""
 
-    max_replies: int = (
-        8  # replies kept per post (the first ones in display order); more are dropped with a warning
-    )
+    # replies kept per post (the first ones in display order); more are dropped with a warning
+    max_replies: int = 8
     max_text_chars: int = 2000  # post text is capped to this many characters before tokenizing
     max_reply_chars: int = 500  # each reply is capped to this many characters before tokenizing
     image_max_pixels: int = 40_000_000  # images whose header claims more pixels are refused before decoding

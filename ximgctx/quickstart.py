@@ -165,9 +165,8 @@ class QuickstartConfig:
     )  # encoder.pretrained is set to the pretrained weights
     train: TrainConfig = field(default_factory=_default_train)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
-    threads: int | None = (
-        1  # torch intra-op threads (null: torch's default). One compute thread plus one data
-    )
+    # torch intra-op threads (null: torch's default). One compute thread plus one data
+    threads: int | None = 1
     # worker uses 2 cores without the barrier stalls that two intra-op threads suffer on a busy machine
 
     def __post_init__(self) -> None:

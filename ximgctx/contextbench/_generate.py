@@ -146,9 +146,8 @@ class ContextBenchConfig:
     n_test: int = N_TEST  # posts in test.jsonl (same distribution as train)
     n_compositional: int = N_COMPOSITIONAL  # posts whose image-text combination never occurs in training
     image_size: int = IMAGE_SIZE  # side of the rendered images, pixels
-    label_noise: float = (
-        0.0  # probability that a label is replaced by another value (the oracle accounts for it)
-    )
+    # probability that a label is replaced by another value (the oracle accounts for it)
+    label_noise: float = 0.0
     max_replies: int = MAX_REPLIES  # at most this many replies per post
 
 

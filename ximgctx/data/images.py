@@ -175,9 +175,8 @@ class ImageLimits:
     max_pixels: int = 40_000_000  # width * height allowed, checked from the header before any pixel is read
     max_bytes: int = 64 * 1024 * 1024  # encoded size allowed, checked before the file is read
     formats: tuple[str, ...] = ALLOWED_FORMATS  # Pillow format names tried; a subset of ALLOWED_FORMATS
-    max_aspect_ratio: int = (
-        100  # long side / short side allowed (header); at 224 px a resize makes <= 224x22400
-    )
+    # long side / short side allowed (header); at 224 px a resize makes <= 224x22400
+    max_aspect_ratio: int = 100
 
     def __post_init__(self) -> None:
         for name in ("max_pixels", "max_bytes", "max_aspect_ratio"):

@@ -42,9 +42,8 @@ class LabelerPool:
     """
 
     n_labelers: int = 10  # people in the crowd
-    accuracy: float = (
-        0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
-    )
+    # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    accuracy: float = 0.7
     spammers: float = 0.2  # share of the crowd answering at random
     votes_per_post: int = 3  # labelers asked per post
     seed: int = 0  # seeds who is a spammer and every answer

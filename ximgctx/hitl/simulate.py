@@ -67,23 +67,20 @@ class SimulationConfig:
     per_round: int = 100  # posts sent to labelers per round
     labelers: int = 20  # simulated people
     votes_per_post: int = 3  # labelers asked per post
-    accuracy: float = (
-        0.7  # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
-    )
+    # an honest labeler's chance of a correct answer (the whole set for multilabel tasks)
+    accuracy: float = 0.7
     spammers: float = 0.2  # share of labelers answering at random
     strategies: list[str] = field(default_factory=lambda: ["random", "entropy", "diverse"])  # compared
-    method: str = (
-        "soft"  # vote aggregation: majority | dawid_skene | soft (Dawid-Skene posteriors as targets)
-    )
+    # vote aggregation: majority | dawid_skene | soft (Dawid-Skene posteriors as targets)
+    method: str = "soft"
     tasks: list[str] = field(default_factory=lambda: ["intent"])  # ContextBench tasks the labelers answer
     n_pool: int = 4000  # unlabeled posts to choose from (the quickstart's n_train)
     n_test: int = 1000  # test posts (the quickstart's n_test)
     image_size: int = 64  # ContextBench image side (the quickstart's)
     arch: str = "ximgctx-tiny-rn"  # the encoder (the quickstart's)
     encoder: str | None = None  # pretrained encoder weights (a pretrain run's open_clip_model.safetensors)
-    pretrain_epochs: int = (
-        0  # without `encoder`: epochs of contrastive pretraining on the pool (0: random init)
-    )
+    # without `encoder`: epochs of contrastive pretraining on the pool (0: random init)
+    pretrain_epochs: int = 0
     hidden_dim: int = 128  # fusion width (the quickstart's)
     fusion_layers: int = 2  # attention fusion layers (the quickstart's)
     dropout: float = 0.1  # fusion dropout (training and mc_dropout's samples)
@@ -93,9 +90,8 @@ class SimulationConfig:
     mc_samples: int = 8  # mc_dropout passes
     data_dir: str | None = None  # an existing ContextBench folder with train.jsonl and test.jsonl
     seed: int = 0  # seeds the data, the crowd, the model and every choice
-    threads: int | None = (
-        None  # torch intra-op threads; None: torch's default (1 is faster on a busy machine)
-    )
+    # torch intra-op threads; None: torch's default (1 is faster on a busy machine)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         bad = [s for s in self.strategies if s not in STRATEGIES]

@@ -65,12 +65,10 @@ class LearningRates:
     encoder: float = 1e-5  # encoder weights, when encoder.freeze is false (pretraining trains these)
     fusion: float = 1e-3  # fusion module and the null modality embeddings
     heads: float = 1e-3  # task heads
-    lora_image: float | None = (
-        None  # LoRA adapters of the image tower, when they need their own rate (else lora)
-    )
-    lora_text: float | None = (
-        None  # LoRA adapters of the text tower, when they need their own rate (else lora)
-    )
+    # LoRA adapters of the image tower, when they need their own rate (else lora)
+    lora_image: float | None = None
+    # LoRA adapters of the text tower, when they need their own rate (else lora)
+    lora_text: float | None = None
 
     def rate(self, group: str) -> float:
         """The learning rate of a parameter group (lora_image / lora_text fall back to lora)."""
@@ -136,9 +134,8 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order (per epoch) and dropout; the same seed gives the same run
     epochs: int = 3  # passes over the training set (ignored when max_steps is set)
     max_steps: int | None = None  # optimizer steps to run; overrides epochs
-    batch_size: int = (
-        32  # posts per process per micro-batch (global batch = this x processes x grad_accum_steps)
-    )
+    # posts per process per micro-batch (global batch = this x processes x grad_accum_steps)
+    batch_size: int = 32
     grad_accum_steps: int = 1  # micro-batches accumulated into one optimizer step
     optim: OptimConfig = field(default_factory=OptimConfig)
     mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU that supports it, else fp32) | no | bf16 | fp16
@@ -150,16 +147,14 @@ class TrainConfig:
     keep_last: int = 2  # complete checkpoints kept; older ones are removed after a newer one is complete
     metric_for_best: str = "loss"  # validation metric that picks best/: "loss" or "<task>/<metric>"
     log_every: int = 10  # optimizer steps between logged training losses (TensorBoard and progress bar)
-    max_nonfinite_steps: int = (
-        5  # abort after this many consecutive steps skipped for a NaN/inf loss or gradient
-    )
+    # abort after this many consecutive steps skipped for a NaN/inf loss or gradient
+    max_nonfinite_steps: int = 5
     collective_timeout_s: float = 180.0  # a collective waiting longer than this fails the run (a dead rank)
     find_unused_parameters: bool = True  # DDP: allow batches that leave a tower unused (all images corrupt)
     tensorboard: bool = True  # log through Accelerate's TensorBoard tracker into output_dir/logs
     progress_bar: bool = True  # tqdm on the main process
-    log_samples: bool = (
-        False  # write the post ids of every micro-batch to samples-rank<R>.jsonl (audits, tests)
-    )
+    # write the post ids of every micro-batch to samples-rank<R>.jsonl (audits, tests)
+    log_samples: bool = False
 
     def __post_init__(self) -> None:
         _check(bool(str(self.output_dir).strip()), "train.output_dir must not be empty")
@@ -232,13 +227,11 @@ class DataSources:
     # held-out labeled posts: validation, best checkpoint, calibration; null: none (a shard folder is read
     # whole)
     val: str | None = None
-    image_root: str | None = (
-        None  # relative image paths resolve against this (default: each manifest's folder)
-    )
+    # relative image paths resolve against this (default: each manifest's folder)
+    image_root: str | None = None
     on_error: str = "skip"  # malformed records: skip them (counted in the run's data report) or raise
-    allow_ungoverned: bool = (
-        False  # train on posts that did not pass `ximgctx govern` (the model card says so)
-    )
+    # train on posts that did not pass `ximgctx govern` (the model card says so)
+    allow_ungoverned: bool = False
     shuffle_buffer: int = 5000  # shard folders: posts held by each DataLoader worker's shuffle buffer
 
     def __post_init__(self) -> None:
