@@ -81,6 +81,7 @@ def test_contextbench_loop_through_the_queue(tmp_path):
     crowd = Crowd(10, spammers=0.2, accuracy=0.7, tasks=tasks, seed=1)
     who = {n: store.labeler_for_token(store.add_labeler(n)) for n in crowd.names}
     rng = np.random.default_rng(0)
+    first_round = tmp_path / "labels-round1.jsonl"
     for rnd in range(3):  # three rounds of 80 posts
         chunk = pool[rnd * 80 : (rnd + 1) * 80]
         assert store.enqueue(chunk, source="select").added == 80
@@ -93,6 +94,8 @@ def test_contextbench_loop_through_the_queue(tmp_path):
                     progress = True
             if not progress:
                 break
+        if rnd == 0:  # what the model could learn from before the next two rounds
+            assert export_manifest(store, first_round)["posts"] == 80
     assert store.count()["votes"] == 240 * 5 * 2
     out = tmp_path / "labels.jsonl"
     report = export_manifest(store, out)
@@ -112,8 +115,8 @@ def test_contextbench_loop_through_the_queue(tmp_path):
     print("label accuracy (dawid-skene export, majority vote):", figures)
     for task, (ds_acc, mv_acc) in figures.items():
         assert ds_acc > mv_acc, (task, ds_acc, mv_acc)
-    before, after = _retrain(tmp_path, root, out, test, tasks)
-    print("model on the test split (before, after retraining on the export):", before, after)
+    before, after = _retrain(tmp_path, root, first_round, out, test, tasks)
+    print("model on the test split (trained on round 1's labels, retrained on all three):", before, after)
     assert after > before
 
 
@@ -134,8 +137,11 @@ def _score(model_dir: Path, test, tasks) -> float:
     return round(float(np.mean(accs)), 4)
 
 
-def _retrain(tmp_path: Path, root: Path, manifest: Path, test, tasks) -> tuple[float, float]:
-    """The model before (the same run stopped after one optimizer step) and after 150 steps on the export."""
+def _retrain(
+    tmp_path: Path, root: Path, before_labels: Path, manifest: Path, test, tasks
+) -> tuple[float, float]:
+    """The model before (trained on the first round's exported labels) and after (the same training on the
+    export of all three rounds): 150 steps each, the same seed."""
     from ximgctx import write_posts
     from ximgctx.governance import govern
     from ximgctx.training import train
@@ -148,7 +154,7 @@ def _retrain(tmp_path: Path, root: Path, manifest: Path, test, tasks) -> tuple[f
             "fusion": {"kind": "concat", "hidden_dim": 64, "dropout": 0.0},
             "lora": None,
         },
-        "data": {"train": str(manifest), "val": str(tmp_path / "val.jsonl")},
+        "data": {"train": str(before_labels), "val": str(tmp_path / "val.jsonl")},
         "train": {
             "batch_size": 16,
             "eval_every": 1000,
@@ -159,8 +165,11 @@ def _retrain(tmp_path: Path, root: Path, manifest: Path, test, tasks) -> tuple[f
             "optim": {"lr": {"fusion": 3e-3, "heads": 3e-3}, "warmup_steps": 5},
         },
     }
-    before = train(experiment, overrides=[f"train.output_dir={tmp_path / 'before'}", "train.max_steps=1"])
-    after = train(experiment, overrides=[f"train.output_dir={tmp_path / 'after'}", "train.max_steps=150"])
+    steps = "train.max_steps=150"
+    before = train(experiment, overrides=[f"train.output_dir={tmp_path / 'before'}", steps])
+    after = train(
+        experiment, overrides=[f"train.output_dir={tmp_path / 'after'}", steps, f"data.train={manifest}"]
+    )
     return _score(before.model_dir, test, tasks), _score(after.model_dir, test, tasks)
 
 
