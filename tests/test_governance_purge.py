@@ -172,13 +172,26 @@ def test_purge_reports_how_many_opted_out_authors_trained_a_model(
 
 # --- purge: indexes and memories (SearchIndex/LabelMemory.remove_authors) --------------------------------
 
-needs_remove = pytest.mark.skipif(
-    not hasattr(SearchIndex, "remove_authors"),
-    reason="SearchIndex.remove_authors / LabelMemory.remove_authors are added by the inference work",
-)
+
+def test_index_erasure_finds_every_author_the_identity_rule_names(tmp_path: Path) -> None:
+    """An author under any key governance reads (``handle``, ``author_id``, a nested account) and the author
+    of a post quoted inside meta are found by erasure, as governance would have dropped them."""
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    posts = make_posts(5, seed=3)
+    metas = [
+        {"visibility": "public", "handle": "@U_Gone"},
+        {"visibility": "public", "author_id": "u_gone"},
+        {"visibility": "public", "user": {"id": "u_gone", "name": "Gone"}},
+        {"visibility": "public", "author": "u1", "quoted_status": {"user": {"screen_name": "U_GONE"}}},
+        {"visibility": "public", "author": "u2"},
+    ]
+    for p, meta in zip(posts, metas, strict=True):
+        p.meta, p.replies = meta, [Reply(r.text, None) for r in p.replies]
+    index = SearchIndex.build(predictor, posts)
+    assert index.remove_authors(["u_gone"]) == 4
+    assert [r["id"] for r in index.records] == [posts[4].id]
 
 
-@needs_remove
 def test_purge_removes_authors_from_an_index_and_a_memory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

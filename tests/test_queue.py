@@ -144,6 +144,14 @@ def test_purge_removes_the_authors_items_votes_and_replies(store, tmp_path):
     assert all(r.get("author") != "replier2" for p in posts for r in p["replies"])
 
 
+def test_purge_finds_the_author_under_any_key_governance_reads(store):
+    posts = public_posts(3)
+    posts[0].meta = {"visibility": "public", "username": "Gone"}
+    posts[1].meta = {"visibility": "public", "user": {"id": "gone", "name": "G"}}
+    store.enqueue(posts)
+    assert store.purge_authors(["gone"])["items"] == 2
+
+
 def test_ximgctx_purge_erases_the_authors_from_a_queue_database(store, tmp_path, capsys):
     from ximgctx.cli import main
 

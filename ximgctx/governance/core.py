@@ -34,7 +34,14 @@ from typing import Any
 from ximgctx.data.post import Post, Reply
 from ximgctx.governance import flags
 from ximgctx.governance.flags import is_direct_message
-from ximgctx.governance.identity import MENTION_KEYS, author_digest, author_of, identities, post_authors
+from ximgctx.governance.identity import (
+    AUTHOR_KEYS,
+    MENTION_KEYS,
+    author_digest,
+    author_of,
+    identities,
+    post_authors,
+)
 from ximgctx.governance.keys import key_id, load_key
 from ximgctx.governance.pii import KINDS, NOT_DETECTED, Redactor
 from ximgctx.governance.policy import GovernancePolicy
@@ -177,7 +184,7 @@ class _MetaRedactor:
         leaf = path.rsplit(".", 1)[-1]
         return (
             self.keep_ids
-            and (leaf == "id" or leaf.endswith("_id") or path == "author")
+            and (leaf == "id" or leaf.endswith("_id") or path in AUTHOR_KEYS)  # the post's own author
             and bool(_ID_LIKE.fullmatch(str(value)))
         )
 

@@ -61,7 +61,9 @@ class GovernancePolicy:
     meta_keep_keys: list[str] = field(  # exact meta paths ("lang", "latent.image.scene") never redacted
         default_factory=lambda: ["source", "visibility", "split", "opt_out", "governance", "lang", "version"]
     )
-    keep_id_fields: bool = True  # keep "id"/"*_id" and the top-level author value when they look like ids
+    # keep "id"/"*_id" values and the post's own author (a top-level AUTHOR_KEYS value) when they look like
+    # ids (one token, no @): erasure after a later opt-out finds the author by them
+    keep_id_fields: bool = True
 
     def __post_init__(self) -> None:
         self._check_visibilities()

@@ -13,12 +13,14 @@ from typing import Any
 
 from ximgctx.data.post import Post
 from ximgctx.errors import ArtifactError
-from ximgctx.governance.identity import author_digest
+from ximgctx.governance.identity import AUTHOR_KEYS as IDENTITY_AUTHOR_KEYS
+from ximgctx.governance.identity import author_digest, post_authors
 
 __all__ = ["AUTHOR_KEYS", "digests_of", "new_author_key", "parse_author_key", "post_author_digests"]
 
-#: ``meta`` keys that name a post's author (the governance identity rule's common keys).
-AUTHOR_KEYS = ("author", "user", "username", "screen_name", "user_id")
+#: ``meta`` keys that name a post's author: the governance identity rule's, so that what governance would
+#: drop for an opted-out author is exactly what erasure finds
+AUTHOR_KEYS = IDENTITY_AUTHOR_KEYS
 
 
 def new_author_key() -> bytes:
@@ -37,8 +39,9 @@ def parse_author_key(raw: Any, where: str) -> bytes:
 
 
 def _post_authors(post: Post) -> list[Any]:
-    found = [post.meta.get(k) for k in AUTHOR_KEYS if post.meta.get(k) is not None]
-    return found + [r.author for r in post.replies if r.author is not None]
+    """Everyone whose words a post carries, by the governance identity rule: its author under any of
+    :data:`AUTHOR_KEYS`, the authors of posts quoted or reposted inside its meta, and its replies' authors."""
+    return [*sorted(post_authors(post.meta)), *(r.author for r in post.replies if r.author is not None)]
 
 
 def post_author_digests(post: Post, key: bytes) -> list[str]:

@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ximgctx.data.post import Post, post_from_dict
+from ximgctx.governance.identity import author_of
 
 if TYPE_CHECKING:
     from ximgctx.hitl.queue.store import QueueStore
@@ -54,7 +55,7 @@ def governed_items(
                 "post_id": post.id,
                 "post": json.dumps(record, ensure_ascii=False, sort_keys=True),
                 "image": image,
-                "author": store.author_digest(post.meta.get("author")),
+                "author": store.author_digest(author_of(post.meta)),  # under any key governance reads
                 "reply_authors": json.dumps([store.author_digest(r.author) for r in post.replies]),
             }
         )
