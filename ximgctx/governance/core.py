@@ -16,7 +16,8 @@ In kept posts, replies by opted-out authors are removed (``opted_out_author``), 
 cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
 then personal data is redacted in the text, every reply and (``redact_meta``) every string and
 phone/card-like number of ``meta`` at any depth, except the exact paths of ``meta_keep_keys`` and, with
-``keep_id_fields``, ``id``/``*_id``/top-level author values that look like ids. Mention lists in meta
+``keep_id_fields``, ``id``/``*_id`` values and the post's own author (top-level author keys) that look like ids
+(an ``@handle`` there is kept as its normalised identity, so a later erasure can find it). Mention lists in meta
 are redacted as handles. The governance marker ``meta["governance"] = {"version", "policy_sha256",
 "key_id"}`` is added, where ``policy_sha256`` is the keyed :meth:`GovernancePolicy.digest`. The audit holds
 counts only: no text, no ids, no authors, no keys taken from records.
@@ -40,6 +41,7 @@ from ximgctx.governance.identity import (
     author_digest,
     author_of,
     identities,
+    normalize_author,
     post_authors,
 )
 from ximgctx.governance.keys import key_id, load_key
@@ -202,7 +204,12 @@ class _MetaRedactor:
         if depth > _MAX_DEPTH:
             return None  # deeper than any real export: dropped rather than left unread
         if isinstance(value, str):
-            return value if self._id_like(path, value) else self.text(value)
+            if self._id_like(path, value):
+                return value
+            author = normalize_author(value) if self.keep_ids and path in AUTHOR_KEYS else None
+            if author and self._id_like(path, author):
+                return author  # "@Gone" -> "gone": the identity a later erasure matches, not a contact handle
+            return self.text(value)
         if isinstance(value, (int, float)):
             kind = None if self._id_like(path, value) else self.redactor.number_kind(value)
             if kind is None:
