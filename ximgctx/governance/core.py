@@ -16,9 +16,9 @@ In kept posts, replies by opted-out authors are removed (``opted_out_author``), 
 cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
 then personal data is redacted in the text, every reply and (``redact_meta``) every string and
 phone/card-like number of ``meta`` at any depth, except the exact paths of ``meta_keep_keys`` and, with
-``keep_id_fields``, ``id``/``*_id`` values and the post's own author (top-level author keys) that look like ids
-(an ``@handle`` there is kept as its normalised identity, so a later erasure can find it). Mention lists in meta
-are redacted as handles. The governance marker ``meta["governance"] = {"version", "policy_sha256",
+``keep_id_fields``, ``id``/``*_id`` values and the post's own author (top-level author keys) that look like
+ids (an ``@handle`` there is kept as its normalised identity, so a later erasure can find it). Mention lists
+in meta are redacted as handles. The governance marker ``meta["governance"] = {"version", "policy_sha256",
 "key_id"}`` is added, where ``policy_sha256`` is the keyed :meth:`GovernancePolicy.digest`. The audit holds
 counts only: no text, no ids, no authors, no keys taken from records.
 """
