@@ -182,13 +182,14 @@ def test_index_erasure_finds_every_author_the_identity_rule_names(tmp_path: Path
         {"visibility": "public", "handle": "@U_Gone"},  # a handle: governance keeps it as the identity
         {"visibility": "public", "author_id": "u_gone"},
         {"visibility": "public", "user": {"id": "u_gone", "name": "Gone"}},
-        {"visibility": "public", "author": "u1", "quoted_status": {"user": {"screen_name": "U_GONE"}}},
+        {"visibility": "public", "author": "u1", "quoted_status": {"user": {"screen_name": "@U_GONE"}}},
         {"visibility": "public", "author": "u2"},
     ]
     for p, meta in zip(posts, metas, strict=True):
         p.meta, p.replies = meta, [Reply(r.text, None) for r in p.replies]
     governed = govern(posts, key=KEY).posts  # nobody has opted out yet: all five are kept
     assert [p.id for p in governed] == [p.id for p in posts] and governed[0].meta["handle"] == "u_gone"
+    assert governed[3].meta["quoted_status"]["user"]["screen_name"] == "u_gone"  # a quoted author, kept
     index = SearchIndex.build(predictor, governed)
     assert index.remove_authors(["u_gone"]) == 4  # u_gone opts out later
     assert [r["id"] for r in index.records] == [posts[4].id]

@@ -16,11 +16,11 @@ In kept posts, replies by opted-out authors are removed (``opted_out_author``), 
 cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
 then personal data is redacted in the text, every reply and (``redact_meta``) every string and
 phone/card-like number of ``meta`` at any depth, except the exact paths of ``meta_keep_keys`` and, with
-``keep_id_fields``, ``id``/``*_id`` values and the post's own author (top-level author keys) that look like
-ids (an ``@handle`` there is kept as its normalised identity, so a later erasure can find it). Mention lists
-in meta are redacted as handles. The governance marker ``meta["governance"] = {"version", "policy_sha256",
-"key_id"}`` is added, where ``policy_sha256`` is the keyed :meth:`GovernancePolicy.digest`. The audit holds
-counts only: no text, no ids, no authors, no keys taken from records.
+``keep_id_fields``, ``id``/``*_id`` values and authors (author keys at any depth: the post's, a quoted post's)
+that look like ids (an ``@handle`` there is kept as its normalised identity, so a later erasure can find it).
+Mention lists in meta are redacted as handles. The governance marker ``meta["governance"] = {"version",
+"policy_sha256", "key_id"}`` is added, where ``policy_sha256`` is the keyed :meth:`GovernancePolicy.digest`.
+The audit holds counts only: no text, no ids, no authors, no keys taken from records.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ class _MetaRedactor:
         leaf = path.rsplit(".", 1)[-1]
         return (
             self.keep_ids
-            and (leaf == "id" or leaf.endswith("_id") or path in AUTHOR_KEYS)  # the post's own author
+            # an id, or an author (the post's own, a quoted post's)
+            and (leaf == "id" or leaf.endswith("_id") or leaf in AUTHOR_KEYS)
             and bool(_ID_LIKE.fullmatch(str(value)))
         )
 
@@ -206,7 +207,8 @@ class _MetaRedactor:
         if isinstance(value, str):
             if self._id_like(path, value):
                 return value
-            author = normalize_author(value) if self.keep_ids and path in AUTHOR_KEYS else None
+            leaf = path.rsplit(".", 1)[-1]
+            author = normalize_author(value) if self.keep_ids and leaf in AUTHOR_KEYS else None
             if author and self._id_like(path, author):
                 return author  # "@Gone" -> "gone": the identity a later erasure matches, not a contact handle
             return self.text(value)

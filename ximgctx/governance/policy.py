@@ -61,8 +61,8 @@ class GovernancePolicy:
     meta_keep_keys: list[str] = field(  # exact meta paths ("lang", "latent.image.scene") never redacted
         default_factory=lambda: ["source", "visibility", "split", "opt_out", "governance", "lang", "version"]
     )
-    # keep "id"/"*_id" values and the post's own author (a top-level AUTHOR_KEYS value) when they look like
-    # ids (one token, no @): erasure after a later opt-out finds the author by them
+    # keep "id"/"*_id" values and authors (AUTHOR_KEYS values at any depth: the post's, a quoted post's) when
+    # they look like ids (one token; "@x" kept as "x"): erasure after a later opt-out finds the author by them
     keep_id_fields: bool = True
 
     def __post_init__(self) -> None:
