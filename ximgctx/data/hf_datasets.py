@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import LoadReport, Post, PostValidationError, post_from_dict
+from ximgctx.data.post import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -415,25 +415,15 @@ def _validated(
     report: LoadReport,
 ) -> Iterator[Post]:
     """Posts in row order; a bad row raises or is recorded, as ``load_posts`` does for a JSONL line."""
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}  # id -> where it was first read
     for index, row in enumerate(rows):
         report.read += 1
         try:
             post = reader.post(row, index)
             if not streaming:
-                if post.id in seen:
-                    raise PostValidationError(
-                        f"duplicate id {post.id!r} (first seen at row {seen[post.id]})",
-                        source=reader.name,
-                        row=index,
-                        field="id",
-                    )
-                seen[post.id] = index
+                check_new_id(post.id, seen, f"row {index}", source=reader.name, row=index)
         except PostValidationError as e:
-            if on_error == "raise":
-                raise
-            report.errors.append(e)
-            logger.warning("skipping bad record: %s", e)
+            report.skip(e, on_error, logger)
             continue
         yield post
 

@@ -328,12 +328,35 @@ class LoadReport:
     def skipped(self) -> int:
         return len(self.errors)
 
+    def skip(self, error: PostValidationError, on_error: str, log: logging.Logger) -> None:
+        """A bad record: raise it (``on_error="raise"``), or record it, log where it is and go on."""
+        if on_error == "raise":
+            raise error
+        self.errors.append(error)
+        log.warning("skipping bad record: %s", error)
+
     def summary(self) -> str:
         lines = [f"read {self.read} records, skipped {self.skipped}"]
         lines += [f"  {e}" for e in self.errors[:20]]
         if self.skipped > 20:
             lines.append(f"  ... and {self.skipped - 20} more")
         return "\n".join(lines)
+
+
+def check_new_id(
+    post_id: str,
+    seen: dict[str, str],
+    where: str,
+    *,
+    source: str | None,
+    line: int | None = None,
+    row: int | None = None,
+) -> None:
+    """Refuse a post id already read (``seen``: id -> where it was first read), else remember where it is."""
+    if post_id in seen:
+        message = f"duplicate id {post_id!r} (first seen at {seen[post_id]})"
+        raise PostValidationError(message, source=source, line=line, row=row, field="id")
+    seen[post_id] = where
 
 
 _JSONL_CHUNK_BYTES = 1 << 20
@@ -440,7 +463,7 @@ def _iter_posts(
     report: LoadReport,
     labels: str = "check",
 ) -> Iterator[Post]:
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[str, str] = {}  # id -> where it was first read
     # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
     # write_posts puts them next
     fixed_root = None if image_root is None else Path(os.path.abspath(image_root))
@@ -459,20 +482,9 @@ def _iter_posts(
                     root = roots[source] = Path(os.path.abspath(Path(source).parent))
             post = post_from_dict(rec, source=source, line=line, image_root=root)
             if not streaming:
-                if post.id in seen:
-                    s, ln = seen[post.id]
-                    raise PostValidationError(
-                        f"duplicate id {post.id!r} (first seen at {s}:{ln})",
-                        source=source,
-                        line=line,
-                        field="id",
-                    )
-                seen[post.id] = (source, line)
+                check_new_id(post.id, seen, f"{source}:{line}", source=source, line=line)
         except PostValidationError as e:
-            if on_error == "raise":
-                raise
-            report.errors.append(e)
-            logger.warning("skipping bad record: %s", e)
+            report.skip(e, on_error, logger)
             continue
         yield post
 

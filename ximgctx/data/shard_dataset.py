@@ -49,10 +49,7 @@ class ShardPostDataset(PostDataset):
                     e = PostValidationError(
                         f"{item.kind}: {item.detail}", source=str(shard.path), line=pos + 1, field=item.field
                     )
-                    if on_error == "raise":
-                        raise e
-                    report.errors.append(e)
-                    logger.warning("skipping bad record: %s", e)
+                    report.skip(e, on_error, logger)
                     continue
                 self._has_image.append(item.image is not None)
                 self.posts.append(replace(item, image=None))

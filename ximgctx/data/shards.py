@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import LoadReport, Post, PostValidationError, post_from_dict
+from ximgctx.data.post import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.data.shard_formats import (
     IMAGE_FIELDS,
     MAX_IMAGE_BYTES,
@@ -403,7 +403,7 @@ def iter_shard_posts(
     PostValidationError naming the shard file and the record (1-based, as a line), raised or skipped (and
     logged by the loader's logger, whose filters, e.g. governance's, apply)."""
     mapping = ShardMapping(labels=()) if labels == "ignore" else None
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[str, str] = {}  # id -> where it was first read
     for shard, pos, item in read_shards(path, mapping=mapping):
         report.read += 1
         source, line = str(shard.path), pos + 1
@@ -413,19 +413,8 @@ def iter_shard_posts(
                     f"{item.kind}: {item.detail}", source=source, line=line, field=item.field
                 )
             if not streaming:
-                if item.id in seen:
-                    s, ln = seen[item.id]
-                    raise PostValidationError(
-                        f"duplicate id {item.id!r} (first seen at {s}:{ln})",
-                        source=source,
-                        line=line,
-                        field="id",
-                    )
-                seen[item.id] = (source, line)
+                check_new_id(item.id, seen, f"{source}:{line}", source=source, line=line)
         except PostValidationError as e:
-            if on_error == "raise":
-                raise
-            report.errors.append(e)
-            _loader_log.warning("skipping bad record: %s", e)
+            report.skip(e, on_error, _loader_log)
             continue
         yield item
