@@ -78,8 +78,9 @@ class PostValidationError(InputError):
         self.reason = message
 
 
-#: keys a reply object may name its author under (the same as ximgctx.governance.identity.AUTHOR_KEYS reads)
-_REPLY_AUTHOR_KEYS = (
+#: keys whose value names the author of the object they sit in (a string, a number or an account object): a
+#: reply's author is read under any of them, and the governance identity rule reads the same keys in meta
+AUTHOR_KEYS = (
     "author",
     "user",
     "username",
@@ -89,8 +90,14 @@ _REPLY_AUTHOR_KEYS = (
     "account",
     "acct",
     "handle",
+    "did",
+    "owner",
+    "from",
+    "sender",
+    "sender_id",
 )
-_ACCOUNT_ID_KEYS = ("id", "user_id", "username", "screen_name", "handle", "acct", "name")
+#: keys of an account object ({"id": ..., "username": ...}) that name who it is
+ACCOUNT_ID_KEYS = ("id", "user_id", "username", "screen_name", "handle", "acct", "did", "name")
 
 
 @dataclass
@@ -223,9 +230,9 @@ def _check_replies(raw_replies: Any, ctx: dict[str, Any]) -> list[Reply]:
                 )
             # the author under any common key, or the id of an {id, username} object (governance matches
             # opt-outs against it: a reply must not lose its author to a key name)
-            author = next((r[k] for k in _REPLY_AUTHOR_KEYS if r.get(k) is not None), None)
+            author = next((r[k] for k in AUTHOR_KEYS if r.get(k) is not None), None)
             if isinstance(author, Mapping):
-                author = next((author[k] for k in _ACCOUNT_ID_KEYS if author.get(k) is not None), None)
+                author = next((author[k] for k in ACCOUNT_ID_KEYS if author.get(k) is not None), None)
             if author is not None and (isinstance(author, bool) or not isinstance(author, (str, int))):
                 raise PostValidationError(
                     f"reply author must be a string, got {type(author).__name__}",

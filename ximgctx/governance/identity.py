@@ -13,6 +13,8 @@ import hmac
 import unicodedata
 from typing import Any
 
+from ximgctx.data.post import ACCOUNT_ID_KEYS, AUTHOR_KEYS
+
 __all__ = [
     "AUTHOR_KEYS",
     "MENTION_KEYS",
@@ -47,23 +49,6 @@ def author_digest(author: Any, key: bytes) -> str | None:
     return hmac.new(key, norm.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-#: keys whose value names the author of the object they sit in (a string, a number or {id, name...})
-AUTHOR_KEYS = (
-    "author",
-    "user",
-    "username",
-    "screen_name",
-    "user_id",
-    "author_id",
-    "account",
-    "acct",
-    "handle",
-    "did",
-    "owner",
-    "from",
-    "sender",
-    "sender_id",
-)
 #: keys holding accounts *mentioned* by a post rather than its authors (redacted, never a drop reason)
 MENTION_KEYS = (
     "mentions",
@@ -79,7 +64,7 @@ def identities(value: Any) -> set[str]:
     """Every normalised author id an author value names: ``{id, username, name}`` gives all three."""
     if isinstance(value, dict):
         found: set[str] = set()
-        for key in ("id", "user_id", "username", "screen_name", "handle", "acct", "did", "name"):
+        for key in ACCOUNT_ID_KEYS:
             norm = normalize_author(value.get(key)) if not isinstance(value.get(key), dict) else None
             if norm:
                 found.add(norm)
