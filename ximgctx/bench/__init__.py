@@ -39,6 +39,21 @@ def environment() -> dict[str, Any]:
     }
 
 
+def in_fresh_process(function: str, *args: Any) -> Any:
+    """``module:function(*args)`` in a new interpreter (the same imports for every figure, nothing left over
+    from the caller), its JSON result returned; ``args`` are passed as strings."""
+    import subprocess
+
+    module, name = function.split(":")
+    code = f"import json, sys; from {module} import {name}; print(json.dumps({name}(*sys.argv[1:])))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{function}{tuple(map(str, args))} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def write_result(result: dict[str, Any], out: str | Path | None) -> None:
     text = json.dumps(result, indent=2, sort_keys=True)
     if out:

@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -239,8 +236,9 @@ def step_rate(
     }
 
 
-def stream_rss_in_process(folder: str | Path, n: int) -> dict[str, Any]:
+def stream_rss_in_process(folder: str | Path, n: int | str) -> dict[str, Any]:
     """Stream the first ``n`` posts of a shard folder in this process; RSS before, peak growth, posts/s."""
+    n = int(n)  # from the command line of a fresh process (in_fresh_process)
     import gc
 
     from ximgctx.bench.streaming import _proc_status, _reset_peak
@@ -275,16 +273,9 @@ def stream_rss_in_process(folder: str | Path, n: int) -> dict[str, Any]:
 
 def stream_rss(folder: Path, n: int) -> dict[str, Any]:
     """:func:`stream_rss_in_process` in a fresh interpreter, so every size starts from the same imports."""
-    code = (
-        "import json, sys; from ximgctx.bench.dataloader import stream_rss_in_process; "
-        "print(json.dumps(stream_rss_in_process(sys.argv[1], int(sys.argv[2]))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(n)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"streaming {n} posts of {folder} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from ximgctx.bench import in_fresh_process
+
+    return in_fresh_process("ximgctx.bench.dataloader:stream_rss_in_process", folder, n)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,9 +17,6 @@ of MiB.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -112,12 +109,13 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure_in_process(path: str | Path, expected: int) -> dict[str, Any]:
+def measure_in_process(path: str | Path, expected: int | str) -> dict[str, Any]:
     """Read ``path`` streaming in this process and return memory and speed figures.
 
     The peak is this read's own when the kernel lets us reset VmHWM (``peak_is_per_read``); otherwise it
     is the process's peak so far, which is why :func:`measure` runs each read in a fresh process.
     """
+    expected = int(expected)  # from the command line of a fresh process (in_fresh_process)
     import gc
 
     import datasets
@@ -159,16 +157,9 @@ def measure_in_process(path: str | Path, expected: int) -> dict[str, Any]:
 
 def measure(path: Path, expected: int) -> dict[str, Any]:
     """Read ``path`` in a fresh interpreter (after the same imports) and return its figures."""
-    code = (
-        "import json, sys; from ximgctx.bench.streaming import measure_in_process; "
-        "print(json.dumps(measure_in_process(sys.argv[1], int(sys.argv[2]))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(expected)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"streaming read of {path} failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from ximgctx.bench import in_fresh_process
+
+    result = in_fresh_process("ximgctx.bench.streaming:measure_in_process", path, expected)
     if result["posts"] != expected:
         raise AssertionError(f"{path}: read {result['posts']} posts, wrote {expected}")
     return result
