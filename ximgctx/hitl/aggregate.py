@@ -116,16 +116,15 @@ class AggregationResult:
         """``{labeler: reliability}``."""
         return {r.labeler: r.reliability for r in self.labelers}
 
-    def write(self, path: str | Path) -> Path:
-        """One JSON object per post: ``{"id", "labels", "agreement", "votes"}`` (JSONL)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+    def write(self, path: str | Path, *, inputs: Iterable[str | Path | None] = ()) -> str | Path:
+        """One JSON object per post: ``{"id", "labels", "agreement", "votes"}`` (JSONL), written atomically;
+        ``"-"`` writes to stdout. An output that is one of ``inputs`` is refused."""
+        from ximgctx._cli import open_text_out
+
+        with open_text_out(path, inputs=inputs) as f:
             for p in self.posts:
                 f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
-        tmp.replace(path)
-        return path
+        return path if str(path) == "-" else Path(path)
 
     def report(self) -> dict[str, Any]:
         """The labelers report: method, counts, reliability per labeler and every skipped vote."""

@@ -108,9 +108,7 @@ def _aggregate(args: argparse.Namespace) -> int:
         rows += votes_from_posts(posts, source=str(args.data))
     votes = check_votes(rows, tasks=tasks, post_ids=None if posts is None else [p.id for p in posts])
     result = aggregate_votes(votes, args.method, tasks=tasks, posts=posts, ds_model=args.ds_model)
-    with open_text_out(args.out, inputs=[args.votes, args.data]) as f:
-        for post in result.posts:
-            f.write(json.dumps(post.to_dict(), ensure_ascii=False) + "\n")
+    result.write(args.out, inputs=[args.votes, args.data])
     labelers = args.labelers
     if labelers is None and args.out != "-":
         labelers = str(Path(args.out).with_name(Path(args.out).stem + ".labelers.json"))
