@@ -189,39 +189,47 @@ def _raw(value: Any) -> str | list[str] | None:
 _Parsed = tuple[str, int, str, str, str, "str | list[str]"]  # source, row, post, labeler, task, label
 
 
+class _Bad(Exception):
+    """A vote record that cannot be used: the field at fault (or None) and why."""
+
+    def __init__(self, fld: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason = fld, reason
+
+
 def _check_row(
     rec: Any, specs: dict[str, TaskSpec] | None, known: set[str] | None
-) -> tuple | tuple[str | None, str]:
-    """One raw vote record -> ``(pid, labeler, task, label)``, or ``(field, reason)`` when it is a bad
-    vote."""
+) -> tuple[str, str, str, str | list[str]]:
+    """One raw vote record -> ``(pid, labeler, task, label)``; raises :class:`_Bad` for a bad vote."""
     if isinstance(rec, Exception):
-        return None, str(rec)
+        raise _Bad(None, str(rec))
     if not isinstance(rec, Mapping):
-        return None, f"a vote is an object with {list(FIELDS)}, got {type(rec).__name__}"
+        raise _Bad(None, f"a vote is an object with {list(FIELDS)}, got {type(rec).__name__}")
     missing = [
         f
         for f in FIELDS
         if rec.get(f) is None or (isinstance(rec.get(f), str) and not rec[f].strip() and f != "labeler")
     ]
     if missing:
-        return missing[0], f"missing {', '.join(missing)}"
+        raise _Bad(missing[0], f"missing {', '.join(missing)}")
     pid, labeler, task = (rec[f] for f in ("post_id", "labeler", "task"))
     if isinstance(pid, bool) or not isinstance(pid, (str, int)):
-        return "post_id", f"post_id must be a string, got {pid!r}"
+        raise _Bad("post_id", f"post_id must be a string, got {pid!r}")
     if not isinstance(labeler, (str, int)) or isinstance(labeler, bool) or not str(labeler).strip():
-        return "labeler", f"empty labeler {labeler!r}"
+        raise _Bad("labeler", f"empty labeler {labeler!r}")
     pid, labeler, task = str(pid), str(labeler).strip(), str(task)
     if known is not None and pid not in known:
-        return "post_id", f"unknown post {pid!r}"
+        raise _Bad("post_id", f"unknown post {pid!r}")
     if specs is not None and task not in specs:
-        return "task", f"unknown task {task!r}; tasks are {sorted(specs)}"
+        raise _Bad("task", f"unknown task {task!r}; tasks are {sorted(specs)}")
     label = _raw(rec["label"])
     if label is None:
-        return "label", f"a label is a string or a list of strings, got {rec['label']!r}"
+        raise _Bad("label", f"a label is a string or a list of strings, got {rec['label']!r}")
     if specs is not None:
         unknown = [x for x in ([label] if isinstance(label, str) else label) if x not in specs[task].labels]
         if unknown:
-            return "label", f"unknown label {unknown[0]!r} for task {task!r}; labels are {specs[task].labels}"
+            labels = specs[task].labels
+            raise _Bad("label", f"unknown label {unknown[0]!r} for task {task!r}; labels are {labels}")
     return pid, labeler, task, label
 
 
@@ -289,11 +297,10 @@ def check_votes(
     parsed: list[_Parsed] = []
     for source, row, rec in rows:
         out.read += 1
-        checked = _check_row(rec, specs, known)
-        if len(checked) == 2:
-            out.problems.append(BadVote(source, row, *checked))
-        else:
-            parsed.append((source, row, *checked))
+        try:
+            parsed.append((source, row, *_check_row(rec, specs, known)))
+        except _Bad as bad:
+            out.problems.append(BadVote(source, row, bad.field, bad.reason))
     out.kinds = _task_kinds(parsed, specs)
     _merge_votes(parsed, out)
     for p in out.problems:
