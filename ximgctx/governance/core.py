@@ -191,6 +191,15 @@ class _MetaRedactor:
             and bool(_ID_LIKE.fullmatch(str(value)))
         )
 
+    def _kept(self, path: str, value: str) -> str | None:
+        """The value an id or author field keeps, or None when it is redacted like any text. An author written
+        as a handle keeps its normalised identity ("@Gone" -> "gone"): what a later erasure matches."""
+        if self._id_like(path, value):
+            return value
+        is_author = self.keep_ids and path.rsplit(".", 1)[-1] in AUTHOR_KEYS
+        author = normalize_author(value) if is_author else None
+        return author if author and self._id_like(path, author) else None
+
     def mention(self, value: Any) -> Any:
         if isinstance(value, list):
             return [self.mention(v) for v in value]
@@ -205,13 +214,8 @@ class _MetaRedactor:
         if depth > _MAX_DEPTH:
             return None  # deeper than any real export: dropped rather than left unread
         if isinstance(value, str):
-            if self._id_like(path, value):
-                return value
-            leaf = path.rsplit(".", 1)[-1]
-            author = normalize_author(value) if self.keep_ids and leaf in AUTHOR_KEYS else None
-            if author and self._id_like(path, author):
-                return author  # "@Gone" -> "gone": the identity a later erasure matches, not a contact handle
-            return self.text(value)
+            kept = self._kept(path, value)
+            return kept if kept is not None else self.text(value)
         if isinstance(value, (int, float)):
             kind = None if self._id_like(path, value) else self.redactor.number_kind(value)
             if kind is None:
