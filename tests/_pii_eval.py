@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 from ximgctx.governance import GovernancePolicy, govern
 from ximgctx.governance.pii import DEFAULT_TOKENS
 

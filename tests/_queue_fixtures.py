@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from ximgctx import Post, Reply
-from ximgctx.hitl.queue import QueueConfig, QueueStore
+from ximgctx.queue import QueueConfig, QueueStore
 
 from ._inference_fixtures import TASKS
 

@@ -11,7 +11,7 @@ import yaml
 
 from ximgctx.adapters import ADAPTERS, AdapterError, write_manifest
 from ximgctx.adapters import cli as convert_cli
-from ximgctx.data.post import load_posts
+from ximgctx.data.io import load_posts
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -132,7 +132,7 @@ def test_aggregate_writes_jsonl_to_stdout(tmp_path, capsys):
 
 
 def test_govern_and_predict_write_jsonl_to_stdout(tmp_path, capsys, posts):
-    from ximgctx.data.post import write_posts
+    from ximgctx.data.io import write_posts
 
     from ._inference_fixtures import model_dir
 

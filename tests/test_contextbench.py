@@ -15,7 +15,8 @@ from PIL import Image
 from ximgctx import contextbench
 from ximgctx.cli import main as cli_main
 from ximgctx.contextbench import _rules as R
-from ximgctx.data.post import Post, load_posts
+from ximgctx.data.io import load_posts
+from ximgctx.data.record import Post
 
 SPLIT_FILES = [f"{s}.jsonl" for s in R.SPLITS]
 SUBSET_NAMES = [

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
-from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, _pools_class_token, trim_tokens
+from ximgctx.data.text import trim_tokens
+from ximgctx.models.encoder import PretrainedWeightsError
+from ximgctx.models.open_clip_encoder import ClipEncoder, _pools_class_token
 
 from .helpers import TASKS, tiny_model
 
@@ -106,7 +108,7 @@ def test_deduplicated_replies_equal_encoding_every_copy(posts) -> None:
 
 
 def test_unknown_arch_names_the_choices() -> None:
-    from ximgctx.models.encoder import SHIPPED_ARCHS
+    from ximgctx.models.open_clip_encoder import SHIPPED_ARCHS
 
     assert set(SHIPPED_ARCHS) >= {"ximgctx-tiny", "ximgctx-tiny-32", "ximgctx-tiny-rn"}
     with pytest.raises(ValueError, match="ximgctx-tiny-32") as err:

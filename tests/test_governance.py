@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ximgctx.data.post import Post, Reply, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import Post, Reply
 from ximgctx.governance import (
     DROP_REASONS,
     GovernancePolicy,

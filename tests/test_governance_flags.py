@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ximgctx.data.post import Post, Reply, post_from_dict
+from ximgctx.data.record import Post, Reply, post_from_dict
 from ximgctx.errors import ConfigError
 from ximgctx.governance import GovernancePolicy, govern, read_opt_out_file
 from ximgctx.governance.flags import norm_value, truthy
@@ -289,7 +289,7 @@ def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_govern_cli_keys_the_digest_and_writes_the_author_set(tmp_path: Path) -> None:
-    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.data.io import load_posts, write_posts
     from ximgctx.governance import cli as govern_cli
     from ximgctx.governance.authors import read_author_digests, trained_on_counts
 

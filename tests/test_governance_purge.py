@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ximgctx._artifacts import seal_folder, verify_artifact
-from ximgctx.data.post import Post, Reply, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import Post, Reply
 from ximgctx.governance import govern
 from ximgctx.governance import purge as purge_cli
 from ximgctx.governance.authors import (
@@ -198,7 +199,7 @@ def test_index_erasure_finds_every_author_the_identity_rule_names(tmp_path: Path
 def test_purge_removes_authors_from_an_index_and_a_memory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ximgctx.hitl.memory import LabelMemory
+    from ximgctx.inference.memory import LabelMemory
 
     predictor = Predictor.from_pretrained(model_dir(), device="cpu")
     governed = govern(_with_authors(make_posts(18, seed=7)), key=KEY).posts

@@ -14,7 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
-from ximgctx.models.encoder import build_clip
+from ximgctx.models.open_clip_encoder import build_clip
 
 from .helpers import TASKS
 from .hf_tiny import make_tiny_clip, make_tiny_siglip

@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 from ximgctx import load_posts, write_posts
 from ximgctx.contextbench import generate
 from ximgctx.data.hf_datasets import ColumnMap, HubDatasetError
-from ximgctx.data.post import LoadReport, PostValidationError
+from ximgctx.data.record import LoadReport, PostValidationError
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.governance import govern
 from ximgctx.inference.predictor import Predictor

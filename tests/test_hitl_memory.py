@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from ximgctx import Post, Reply, write_posts
-from ximgctx.hitl import LabelMemory, MemoryConfig, default_memory_dir, select_for_labeling
+from ximgctx.hitl import select_for_labeling
 from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor
+from ximgctx.inference.memory import LabelMemory, MemoryConfig, default_memory_dir
 
 from .helpers import tiny_model, write_image
 

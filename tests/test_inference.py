@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ximgctx.data.post import write_posts
+from ximgctx.data.io import write_posts
 from ximgctx.inference import Predictor
 from ximgctx.inference.batch import output_format
 from ximgctx.inference.cli import main as cli_main

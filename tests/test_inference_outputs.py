@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ximgctx.data.post import write_posts
+from ximgctx.data.io import write_posts
 from ximgctx.inference.batch import finite_record, write_records
 from ximgctx.inference.cli import main as cli_main
 

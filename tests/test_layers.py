@@ -29,7 +29,7 @@ ALLOWED = {
     ): "fusion.kind is validated against the one FUSIONS registry (lazy)",
     ("governance/purge.py", "ximgctx.models._serialization"): "ximgctx purge reads a model's author digests",
     ("governance/purge.py", "ximgctx.inference.search"): "ximgctx purge erases authors from search indexes",
-    ("governance/purge.py", "ximgctx.hitl.memory"): "ximgctx purge erases authors from label memories",
+    ("governance/purge.py", "ximgctx.inference.memory"): "ximgctx purge erases authors from label memories",
     ("governance/purge.py", "ximgctx.hitl.queue"): "ximgctx purge erases authors from labeling queues",
 }
 

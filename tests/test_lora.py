@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
-from ximgctx.models.encoder import build_clip
 from ximgctx.models.lora import base_name, resolve_lora_targets
+from ximgctx.models.open_clip_encoder import build_clip
 
 from .helpers import TASKS
 

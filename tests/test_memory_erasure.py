@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ximgctx.data.post import Reply
+from ximgctx.data.record import Reply
 from ximgctx.errors import ArtifactError, OutputError
-from ximgctx.hitl import LabelMemory as HitlLabelMemory
 from ximgctx.inference import Predictor
 from ximgctx.inference.memory import LabelMemory
 
@@ -32,10 +31,6 @@ def _labeled() -> list:
         replies = list(p.replies) + ([Reply("same", "@U_gone")] if i == 5 else [])
         out.append(replace(p, meta={"author": "u_gone" if i == 1 else "u_stay"}, replies=replies))
     return out
-
-
-def test_hitl_reexports_the_one_label_memory() -> None:
-    assert HitlLabelMemory is LabelMemory
 
 
 def test_remove_authors_then_no_neighbour_is_theirs(predictor: Predictor, tmp_path: Path) -> None:

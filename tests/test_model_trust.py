@@ -83,7 +83,7 @@ def test_remote_arch_in_a_folder_is_refused_and_runs_nothing(model_dir, tmp_path
 def test_opted_in_remote_tokenizer_never_gets_config_kwargs(tmp_path, monkeypatch):
     import open_clip.tokenizer as oct
 
-    from ximgctx.models.encoder import make_tokenizer, trust_remote_arch
+    from ximgctx.models.open_clip_encoder import make_tokenizer, trust_remote_arch
 
     seen = {}
 

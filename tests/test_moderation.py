@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ximgctx.data.post import write_posts
+from ximgctx.data.io import write_posts
 from ximgctx.inference import ModerationPolicy, Moderator, PolicyError, Predictor, default_policy_path
 from ximgctx.inference.calibration import (
     category_truth,

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ximgctx import Post, Reply, load_posts, write_posts
-from ximgctx.data.post import LoadReport, PostValidationError, post_from_dict
+from ximgctx.data.record import LoadReport, PostValidationError, post_from_dict
 
 
 def _write(path, lines):
@@ -169,7 +169,7 @@ def _strict_json(line: str):
 
 
 def test_write_posts_writes_standard_json_and_counts_non_finite_values(tmp_path):
-    from ximgctx.data.post import WriteReport
+    from ximgctx.data.io import WriteReport
 
     posts = [
         Post("a", text="x", meta={"score": float("nan"), "nested": {"v": [1.0, float("inf")]}, "ok": 2.5}),
@@ -193,7 +193,7 @@ def test_write_manifest_parquet_is_standard_json_too(tmp_path):
     import pyarrow.parquet as pq
 
     from ximgctx.adapters import write_manifest
-    from ximgctx.data.post import WriteReport
+    from ximgctx.data.io import WriteReport
 
     report = WriteReport()
     write_manifest([Post("a", text="x", meta={"s": float("nan")})], tmp_path / "o.parquet", report=report)

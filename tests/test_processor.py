@@ -15,9 +15,10 @@ from PIL import Image
 import ximgctx.data.images as images_module
 from ximgctx.config import DataConfig, TaskSpec
 from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, load_image
-from ximgctx.data.post import Post, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.problems import Problem
 from ximgctx.data.processor import LabelError, PostProcessor, encode_label
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError, InputError
 
 S = 8  # image size of the toy processor
@@ -282,7 +283,7 @@ def test_overflowing_soft_label_is_a_per_post_problem_and_the_task_is_masked():
 
 def test_data_error_classes_derive_from_input_error():
     from ximgctx.adapters import AdapterError
-    from ximgctx.data.post import PostValidationError
+    from ximgctx.data.record import PostValidationError
 
     for cls in (PostValidationError, ImageDecodeError, LabelError, AdapterError):
         assert issubclass(cls, InputError) and issubclass(cls, ValueError), cls

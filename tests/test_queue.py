@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from ximgctx import Post
-from ximgctx.hitl.queue import ConflictError, NotAssignedError, QueueError
-from ximgctx.hitl.queue.models import Base
-from ximgctx.hitl.queue.report import export_manifest, queue_stats
+from ximgctx.queue import ConflictError, NotAssignedError, QueueError
+from ximgctx.queue.models import Base
+from ximgctx.queue.report import export_manifest, queue_stats
 from ximgctx.serve import ServeConfig, create_app
 
 from ._inference_fixtures import model_dir
@@ -228,7 +228,7 @@ def check_concurrent_result(store, accepted, *, items, overlap, labelers, per_la
     with store.sessions() as s:
         from sqlalchemy import func, select
 
-        from ximgctx.hitl.queue.models import Assignment, Item
+        from ximgctx.queue.models import Assignment, Item
 
         taken = dict(s.execute(select(Item.id, Item.taken)).all())
         counted = dict(s.execute(select(Assignment.item_id, func.count()).group_by(Assignment.item_id)).all())
@@ -260,7 +260,7 @@ def test_http_auth_privacy_and_errors(served):
 def test_review_decisions_are_queued_once_per_post(store):
     from types import SimpleNamespace
 
-    from ximgctx.hitl.queue.router import queue_reviews
+    from ximgctx.serve.queue_routes import queue_reviews
 
     a, b = public_posts(2)
     a.id = b.id = "input-0"  # what the service names posts sent without an id, request after request

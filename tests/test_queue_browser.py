@@ -156,7 +156,7 @@ def _norm(label):
 
 
 def _items(store):
-    from ximgctx.hitl.queue.models import Item
+    from ximgctx.queue.models import Item
 
     with store.sessions() as s:
         return {i.id: i for i in s.query(Item)}

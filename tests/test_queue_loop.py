@@ -21,8 +21,8 @@ import pytest
 from ximgctx import load_posts
 from ximgctx.contextbench import generate
 from ximgctx.hitl import aggregate_votes, load_tasks, soft_to_hard
-from ximgctx.hitl.queue import QueueConfig, QueueStore
-from ximgctx.hitl.queue.report import export_manifest
+from ximgctx.queue import QueueConfig, QueueStore
+from ximgctx.queue.report import export_manifest
 
 from ._queue_fixtures import KEY, wait_port
 

@@ -7,7 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ximgctx.hitl.queue.models import Base
+from ximgctx.queue.models import Base
 from ximgctx.serve import ServeConfig, create_app
 
 from ._inference_fixtures import model_dir

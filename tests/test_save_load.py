@@ -76,7 +76,7 @@ def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
     from peft import PeftModel
 
     from ximgctx.config import EncoderConfig, LoraConfig
-    from ximgctx.models.encoder import build_clip
+    from ximgctx.models.open_clip_encoder import build_clip
 
     torch.manual_seed(0)
     config = tiny_config("concat")

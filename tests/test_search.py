@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ximgctx.data.post import write_posts
+from ximgctx.data.io import write_posts
 from ximgctx.inference import Predictor, SearchIndex, SearchIndexError
 from ximgctx.inference.cli import main as cli_main
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ximgctx.data.post import Reply, write_posts
+from ximgctx.data.io import write_posts
+from ximgctx.data.record import Reply
 from ximgctx.errors import OutputError
 from ximgctx.inference import Predictor, SearchIndex, SearchIndexError
 from ximgctx.inference.cli import main as cli_main

@@ -176,7 +176,7 @@ def test_policy_init_writes_a_review_only_policy_the_model_accepts(tmp_path):
 
 
 def test_server_decode_limits_and_no_paths(tmp_path):
-    from ximgctx.data.post import Post
+    from ximgctx.data.record import Post
     from ximgctx.inference import Predictor
 
     predictor = Predictor.from_pretrained(model_dir())

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ximgctx import ContextModel, Post, evaluate, govern
-from ximgctx.data.post import LoadReport, PostValidationError, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import LoadReport, PostValidationError
 from ximgctx.data.shard_cli import main as shard_main
 from ximgctx.data.shard_write import write_shards
 from ximgctx.data.shards import list_shards

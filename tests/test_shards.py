@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 from ximgctx.data.shard_formats import MAX_FIELD_BYTES
 from ximgctx.data.shard_write import write_shards
 from ximgctx.data.shards import (

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from ximgctx.bench.streaming import _reset_peak, compare, make_post, write_parquet_shards
-from ximgctx.data.post import Post, load_posts
+from ximgctx.data.io import load_posts
 from ximgctx.data.problems import Problem
+from ximgctx.data.record import Post
 from ximgctx.data.shard_formats import ShardProblem
 from ximgctx.data.streaming import (
     StreamCollate,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
 from ximgctx.config import (
     DataConfig,
     EncoderConfig,
@@ -24,8 +22,10 @@ from ximgctx.config import (
     ModelConfig,
     TaskSpec,
 )
-from ximgctx.data.post import Post, Reply, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import Post, Reply
 from ximgctx.errors import ArtifactError, ConfigError, InputError, OutputError, XimgctxError
+from ximgctx.version import __version__
 
 #: public name -> module that defines it, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
@@ -42,7 +42,7 @@ _LAZY: dict[str, str] = {
     "pretrain": "ximgctx.training",
     "evaluate": "ximgctx.evaluation",
     "contextbench": "ximgctx.contextbench",
-    "trust_remote_arch": "ximgctx.models.encoder",
+    "trust_remote_arch": "ximgctx.models.open_clip_encoder",
 }
 
 __all__ = [

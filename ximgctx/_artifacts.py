@@ -306,7 +306,7 @@ def _manifest_files(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _manifest_bytes(kind: str, version: int, files: dict[str, Any], meta: dict[str, Any] | None) -> bytes:
-    from ximgctx import __version__
+    from ximgctx.version import __version__
 
     raw = {"format": FORMAT, "kind": kind, "version": version, "ximgctx_version": __version__, "files": files}
     if meta:

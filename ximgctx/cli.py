@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("ximgctx.adapters.cli", "convert a published dataset layout to post JSONL"),
     "govern": ("ximgctx.governance.cli", "filter and redact posts before training, with an audit report"),
     "purge": (
-        "ximgctx.governance.purge",
+        "ximgctx.purge",
         "erase opted-out authors from indexes, memories, manifests; check models",
     ),
     "shard": ("ximgctx.data.shard_cli", "write posts into Parquet/WebDataset shards with images embedded"),

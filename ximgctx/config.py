@@ -117,11 +117,19 @@ class LoraConfig:
 LoraSettings = LoraConfig
 
 
+#: The fusion strategies; :data:`ximgctx.models.fusion.FUSIONS` maps each to its class (a test keeps
+#: them equal).
+FusionKind = Literal["concat", "cross", "attention"]
+FUSION_KINDS: tuple[str, ...] = typing.get_args(FusionKind)
+
+
 @dataclass
 class FusionConfig:
     """How the image, post text and reply embeddings are fused into one vector."""
 
-    kind: str = "attention"  # a key of ximgctx.models.fusion.FUSIONS: concat | cross | attention
+    kind: FusionKind = (
+        "attention"  # concat | cross | attention (ximgctx.models.fusion.FUSIONS has one class each)
+    )
     hidden_dim: int = 256  # width of the fused vector and of the fusion MLP / transformer
     dropout: float = 0.1  # dropout inside the fusion module
     cross_dim: int = 64  # cross, attention's interaction: size d of the projected image/text features (d x d)
@@ -134,9 +142,9 @@ class FusionConfig:
     modality_dropout: float = 0.0  # training only: chance of replacing each modality by its null embedding
 
     def __post_init__(self) -> None:
-        from ximgctx.models.fusion import FUSIONS  # the one registry (imported here: fusion imports config)
-
-        _check(self.kind in FUSIONS, f"fusion.kind must be one of {sorted(FUSIONS)}, got {self.kind!r}")
+        _check(
+            self.kind in FUSION_KINDS, f"fusion.kind must be one of {sorted(FUSION_KINDS)}, got {self.kind!r}"
+        )
         _check(self.hidden_dim > 0, f"fusion.hidden_dim must be positive, got {self.hidden_dim!r}")
         _check(0.0 <= self.dropout < 1.0, f"fusion.dropout must be in [0, 1), got {self.dropout!r}")
         _check(self.cross_dim > 0, f"fusion.cross_dim must be positive, got {self.cross_dim!r}")
@@ -350,7 +358,7 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     governance policies): a mapping read with :func:`ximgctx._yaml.safe_load`, errors naming the file."""
     import yaml
 
-    from ximgctx import _yaml
+    import ximgctx._yaml as _yaml
 
     path = Path(path)
     try:

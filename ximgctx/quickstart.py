@@ -320,7 +320,7 @@ def _stage_govern(
     cfg: QuickstartConfig, data_dir: Path, say: Callable[..., None]
 ) -> tuple[dict[str, list], dict[str, Any]]:
     """2. Every split through governance; the governed splits are what the later stages read."""
-    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.data.io import load_posts, write_posts
     from ximgctx.governance import GovernancePolicy, govern
 
     policy = GovernancePolicy.from_yaml(cfg.governance) if cfg.governance else GovernancePolicy()

@@ -9,7 +9,7 @@ sensible can be converted without it.
 Conventions shared by all adapters:
 
 - ``Post.image`` is an **absolute path** into the source folder (resolved with ``Path.resolve``), so the
-  output manifest can be written anywhere and read back with :func:`ximgctx.data.post.load_posts`
+  output manifest can be written anywhere and read back with :func:`ximgctx.data.io.load_posts`
   (absolute paths are left alone by its ``image_root`` logic).
 - A row whose image file is missing is a problem for that row and is **skipped** by default
   (``missing_image="skip"``): a post whose image silently vanished is a different, text-only example with
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ximgctx.data.post import Post, WriteReport
+from ximgctx.data.io import WriteReport
+from ximgctx.data.record import Post
 from ximgctx.errors import InputError
 
 MissingImage = Literal["skip", "keep"]
@@ -357,12 +358,13 @@ def write_manifest(
     Both are standard JSON where JSON is written (NaN/infinity become null, counted in ``report``), both go
     through a unique temporary file renamed into place, and an output equal to one of ``inputs`` is
     refused. Parquet stores ``replies``, ``labels`` and ``meta`` as JSON strings (their shapes vary from post
-    to post), which :func:`ximgctx.data.post.load_posts` decodes. Caveat of that loader: it decodes *every*
+    to post), which :func:`ximgctx.data.io.load_posts` decodes. Caveat of that loader: it decodes *every*
     string column that parses as a JSON array/object, so a post whose whole text is e.g. ``"[1, 2]"``
     does not read back from Parquet; JSONL has no such limit.
     """
     from ximgctx._artifacts import atomic_output, output_errors
-    from ximgctx.data.post import standard_record, write_posts
+    from ximgctx.data.io import write_posts
+    from ximgctx.data.record import standard_record
 
     path = Path(path)
     if path.suffix != ".parquet":

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
-from ximgctx.data.post import WriteReport
+from ximgctx.data.io import WriteReport
 from ximgctx.errors import OutputError
 
 DESCRIPTION = """Convert a published dataset, in the layout its authors publish, to a post manifest (JSONL, or

@@ -43,7 +43,7 @@ from ximgctx.adapters._common import (
     read_delimited,
     resolve_image,
 )
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 from ximgctx.errors import ConfigError
 
 NAME = "fakeddit"

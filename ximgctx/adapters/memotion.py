@@ -32,7 +32,7 @@ from ximgctx.adapters._common import (
     read_delimited,
     resolve_image,
 )
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 
 NAME = "memotion"

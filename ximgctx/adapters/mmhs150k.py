@@ -35,7 +35,7 @@ from ximgctx.adapters._common import (
     public_meta,
     resolve_image,
 )
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 
 NAME = "mmhs150k"

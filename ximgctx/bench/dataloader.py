@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 
 _MIB = 1024 * 1024
 

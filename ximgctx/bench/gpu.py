@@ -125,7 +125,7 @@ def _model(arch: str, *, lora: bool, freeze: bool, replies: int) -> Any:
 
 def _batch(model: Any, n: int, replies: int, device: Any) -> Any:
     """A collated batch of ``n`` labeled posts with an image and ``replies`` replies each, on ``device``."""
-    from ximgctx.data.post import Post, Reply
+    from ximgctx.data.record import Post, Reply
 
     image = _png()
     posts = [
@@ -331,7 +331,7 @@ def _add_tflops(section: dict[str, Any], peak: float | None, key: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    import ximgctx.models.encoder  # noqa: F401 (registers the shipped tiny architectures with open_clip)
+    import ximgctx.models.open_clip_encoder  # noqa: F401 (registers the shipped tiny architectures with open_clip)
 
     s = _settings(args)
     device = _device(args)

@@ -103,7 +103,7 @@ def _make_posts(
 ) -> list[Any]:
     from PIL import Image, ImageDraw, ImageFilter
 
-    from ximgctx.data.post import Post, Reply
+    from ximgctx.data.record import Post, Reply
 
     rng = np.random.default_rng(seed)
     posts = []

@@ -73,7 +73,7 @@ def _vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[int
     if not args.model:
         x, queries = _synthetic(args)
         return x, queries, None, {"synthetic": True, "clusters": args.clusters, "spread": args.spread}
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.inference.predictor import Predictor
 
     if not args.data:

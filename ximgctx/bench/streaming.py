@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 
 _WORDS = [
     "monday",
@@ -75,7 +75,7 @@ def make_post(i: int) -> Post:
 
 
 def write_jsonl(path: Path, n: int) -> None:
-    from ximgctx.data.post import write_posts
+    from ximgctx.data.io import write_posts
 
     write_posts((make_post(i) for i in range(n)), path)
 
@@ -120,7 +120,7 @@ def measure_in_process(path: str | Path, expected: int | str) -> dict[str, Any]:
 
     import datasets
 
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
 
     datasets.disable_progress_bars()
     for i, _ in enumerate(load_posts(path, streaming=True)):  # warm-up: the loader's lazy imports

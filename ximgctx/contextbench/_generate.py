@@ -18,7 +18,8 @@ import numpy as np
 from ximgctx.contextbench import _oracle, _render, _text
 from ximgctx.contextbench import _rules as R
 from ximgctx.contextbench._readme import readme
-from ximgctx.data.post import Post, Reply, write_posts
+from ximgctx.data.io import write_posts
+from ximgctx.data.record import Post, Reply
 from ximgctx.errors import ConfigError
 
 #: Defaults sized for the quickstart (a tiny CLIP trained from scratch on 2 CPU cores in minutes).

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 
 __all__ = ["PostDataset"]
 

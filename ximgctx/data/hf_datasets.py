@@ -1,10 +1,10 @@
 """Posts from Hugging Face ``datasets``: a ``Dataset``, an ``IterableDataset``, a ``DatasetDict`` split, a
 folder written by ``save_to_disk``, or a hub dataset id, with a column mapping.
 
-:func:`ximgctx.data.post.load_posts` hands these sources here. Rows become the README's record format through
+:func:`ximgctx.data.io.load_posts` hands these sources here. Rows become the README's record format through
 a :class:`ColumnMap` (which column is the id, the image, the text, the replies, the labels and the metadata),
-then pass the same validation as a JSONL line (:func:`~ximgctx.data.post.post_from_dict`): the same errors,
-the same :class:`~ximgctx.data.post.LoadReport` counting, one bad row is one error naming the row index.
+then pass the same validation as a JSONL line (:func:`~ximgctx.data.record.post_from_dict`): the same errors,
+the same :class:`~ximgctx.data.record.LoadReport` counting, one bad row is one error naming the row index.
 
 Rows are read in **Arrow format**, never through ``datasets``' Python formatting, so no feature is decoded by
 ``datasets``: an ``Image()`` column arrives as its stored ``{"bytes", "path"}`` struct (what casting it to
@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
+from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _load_hub(
     from huggingface_hub import constants
 
     from ximgctx._hub import hub_reachable
-    from ximgctx.data.post import _quiet_datasets
+    from ximgctx.data.files import quiet_datasets
 
     kwargs: dict[str, Any] = {
         "split": split,
@@ -218,7 +218,7 @@ def _load_hub(
     if offline:  # no retry loop against an unreachable hub: read the cache only
         datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
     try:
-        with _quiet_datasets():
+        with quiet_datasets():
             return datasets.load_dataset(repo_id, **kwargs)
     except (ConnectionError, FileNotFoundError) as e:
         where = "the hub is unreachable or HF_HUB_OFFLINE is set" if offline else "the hub does not serve it"
@@ -441,7 +441,7 @@ def load_dataset_posts(
     report: LoadReport | None = None,
     labels: str = "check",
 ) -> list[Post] | Iterator[Post]:
-    """Posts from a ``datasets`` source (see :func:`ximgctx.data.post.load_posts` for the arguments).
+    """Posts from a ``datasets`` source (see :func:`ximgctx.data.io.load_posts` for the arguments).
 
     An ``IterableDataset`` (given, or a hub id or folder read with ``streaming=True``) is never materialised:
     the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says. Image

@@ -236,7 +236,7 @@ class ImageRoot:
     With ``confine=True`` a path is accepted only when it is inside the root both as written (``..`` is
     resolved on the string, before any file system call) and as the real path with every symlink resolved.
     An absolute path is accepted only when it already lies inside the root (what
-    :func:`ximgctx.data.post.load_posts` makes of a relative path); any other is refused. Refusals say
+    :func:`ximgctx.data.io.load_posts` makes of a relative path); any other is refused. Refusals say
     ``"outside_root"`` and never whether the target exists. The final open uses ``O_NOFOLLOW``, so a symlink
     swapped in after the check is not followed.
     """

@@ -1,6 +1,6 @@
 """Writing posts: canonical JSONL (standard JSON, atomically), or JSONL on stdout.
 
-:func:`write_posts` and :class:`WriteReport` are also importable from :mod:`ximgctx.data.post`.
+:func:`write_posts` and :class:`WriteReport` are also importable from :mod:`ximgctx.data.record`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from ximgctx.data.post import Post, _dumps, standard_record
 from ximgctx.data.problems import Problem, count_problems
+from ximgctx.data.record import Post, _dumps, standard_record
 from ximgctx.errors import InputError
 
 __all__ = ["WriteReport", "write_posts"]
 
-logger = logging.getLogger("ximgctx.data.post")
+logger = logging.getLogger("ximgctx.data")
 
 
 @dataclass

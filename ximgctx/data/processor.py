@@ -23,8 +23,8 @@ from PIL import Image
 
 from ximgctx.config import DataConfig, TaskSpec
 from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, from_pil, load_image
-from ximgctx.data.post import LabelValue, Post, Reply, post_from_dict
 from ximgctx.data.problems import Problem
+from ximgctx.data.record import LabelValue, Post, Reply, post_from_dict
 from ximgctx.data.text import cap_text, trim_tokens
 from ximgctx.errors import InputError
 

@@ -43,7 +43,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _shard(args: argparse.Namespace, command: str) -> int:
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.data.shard_write import write_shards
     from ximgctx.governance import require_governed
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx.data.dataset import PostDataset
-from ximgctx.data.post import LoadReport, Post, PostValidationError
+from ximgctx.data.record import LoadReport, Post, PostValidationError
 from ximgctx.data.shards import ShardMapping, ShardProblem, list_shards, read_shard
 
 __all__ = ["ShardPostDataset"]
 
-logger = logging.getLogger("ximgctx.data.post")
+logger = logging.getLogger("ximgctx.data")
 
 
 class ShardPostDataset(PostDataset):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx.data.images import ALLOWED_FORMATS, ImageDecodeError, ImageLimits, load_image
-from ximgctx.data.post import Post, _dumps, standard_record
+from ximgctx.data.record import Post, _dumps, standard_record
 from ximgctx.data.shards import INDEX, INDEX_FORMAT, INDEX_VERSION, SHARD_FORMATS, _sha256
 from ximgctx.errors import ConfigError, InputError
 

@@ -15,7 +15,7 @@ and format, and the totals) and the artifact ``manifest.json``; without an index
 (``*.tar``, else ``*.parquet``: img2dataset's webdataset output puts a metadata-only ``.parquet`` beside each
 tar) and counted from their headers.
 
-Fields become a :class:`~ximgctx.data.post.Post` through a :class:`ShardMapping` whose default reads both
+Fields become a :class:`~ximgctx.data.record.Post` through a :class:`ShardMapping` whose default reads both
 ximgctx's own shards and img2dataset's: ``id`` <- ``id`` | ``key`` | the tar key, ``text`` <- ``text`` |
 ``txt`` | ``caption``, ``image`` <- ``image`` | ``jpg`` | ``png`` | ..., ``replies``/``labels``/``meta`` by
 name (JSON strings are parsed). Other scalar fields (img2dataset's ``url``, ``width``, ``status``) are kept in
@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
+from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.data.shard_formats import (
     IMAGE_FIELDS,
     MAX_IMAGE_BYTES,
@@ -49,7 +49,7 @@ from ximgctx.data.shard_formats import (
 from ximgctx.errors import ArtifactError, ConfigError, InputError
 
 logger = logging.getLogger(__name__)
-_loader_log = logging.getLogger("ximgctx.data.post")
+_loader_log = logging.getLogger("ximgctx.data")
 
 __all__ = [
     "INDEX",
@@ -399,7 +399,7 @@ def read_shards(
 def iter_shard_posts(
     path: Path, *, streaming: bool, on_error: str, report: LoadReport, labels: str
 ) -> Iterator[Post]:
-    """What :func:`ximgctx.data.post.load_posts` yields for a shard folder: a record's problem becomes a
+    """What :func:`ximgctx.data.io.load_posts` yields for a shard folder: a record's problem becomes a
     PostValidationError naming the shard file and the record (1-based, as a line), raised or skipped (and
     logged by the loader's logger, whose filters, e.g. governance's, apply)."""
     mapping = ShardMapping(labels=()) if labels == "ignore" else None

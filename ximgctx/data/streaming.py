@@ -44,8 +44,8 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ximgctx.data.post import Post
 from ximgctx.data.problems import Problem
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 
 __all__ = [

@@ -83,7 +83,7 @@ def _oracles(args: argparse.Namespace, split: str) -> tuple[dict | None, dict | 
             raise ConfigError(str(e.args[0] if e.args else e)) from None
         return None, None
     from ximgctx.contextbench import sample_ceilings
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
 
     posts = load_posts(data, on_error="skip")
     if not any(p.meta.get("latent") for p in posts):

@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ximgctx.data.dataset import PostDataset
-from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.data.io import load_posts
+from ximgctx.data.record import LoadReport, Post
 from ximgctx.evaluation.calibration import expected_calibration_error, fit_temperature, fit_thresholds
 from ximgctx.evaluation.metrics import label_arrays, task_loss, task_metrics
 from ximgctx.evaluation.predict import ABLATION_KEYS, FULL, predict

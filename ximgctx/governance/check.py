@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import InputError
 from ximgctx.governance.core import MARKER_KEY, MARKER_VERSION
 from ximgctx.governance.pii import NOT_DETECTED

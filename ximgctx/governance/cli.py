@@ -9,7 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ximgctx.data.post import LoadReport, Post, PostValidationError, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import LoadReport, Post, PostValidationError
 from ximgctx.errors import ConfigError, XimgctxError
 from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
 from ximgctx.governance.keys import load_key
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         print(f"ximgctx {command}: --out {args.out}: shards in, shards out: give a folder", file=sys.stderr)
         return 2
     on_error = "skip" if args.skip_bad_records else "raise"
-    loader_log = logging.getLogger("ximgctx.data.post")
+    loader_log = logging.getLogger("ximgctx.data")
     where_only = _WhereOnly()
     loader_log.addFilter(where_only)
     try:

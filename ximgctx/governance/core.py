@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 from ximgctx.governance import flags
 from ximgctx.governance.flags import is_direct_message
 from ximgctx.governance.identity import (

@@ -13,7 +13,7 @@ import hmac
 import unicodedata
 from typing import Any
 
-from ximgctx.data.post import ACCOUNT_ID_KEYS, AUTHOR_KEYS
+from ximgctx.data.record import ACCOUNT_ID_KEYS, AUTHOR_KEYS
 
 __all__ = [
     "AUTHOR_KEYS",

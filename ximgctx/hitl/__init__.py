@@ -5,7 +5,8 @@ take effect before the next retraining.
   distributions (majority vote or Dawid–Skene, through crowd-kit), with per-labeler reliability.
 - :func:`select_for_labeling` picks the next posts to send to labelers (entropy, margin, MC dropout, or an
   uncertainty-weighted diverse batch).
-- :class:`LabelMemory` (from :mod:`ximgctx.inference.memory`; ``Predictor(model, memory=...)`` reads it):
+- the label memory lives with inference (:class:`ximgctx.inference.memory.LabelMemory`, read by
+  ``Predictor(model, memory=...)``):
   labeled examples that shift predictions for similar posts at once, through nearest neighbours in the
   fused-embedding space.
 - :func:`simulate_labeling`: the whole loop on ContextBench with simulated noisy labelers.
@@ -21,7 +22,6 @@ from ximgctx.hitl.aggregate import (
     soft_to_hard,
 )
 from ximgctx.hitl.labelers import LabelerPool
-from ximgctx.hitl.memory import LabelMemory, MemoryConfig, default_memory_dir
 from ximgctx.hitl.select import STRATEGIES, Selection, pairwise_distance, select_for_labeling, uncertainty
 from ximgctx.hitl.simulate import SimulationConfig, simulate_labeling
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, check_votes, load_tasks, read_votes, votes_from_posts
@@ -33,17 +33,14 @@ __all__ = [
     "AggregatedPost",
     "AggregationResult",
     "BadVote",
-    "LabelMemory",
     "LabelerPool",
     "LabelerReport",
-    "MemoryConfig",
     "Selection",
     "SimulationConfig",
     "Vote",
     "VoteSet",
     "aggregate_votes",
     "check_votes",
-    "default_memory_dir",
     "load_tasks",
     "pairwise_distance",
     "read_votes",

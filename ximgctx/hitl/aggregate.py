@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ximgctx.data.post import LabelValue, Post
+from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, load_tasks, read_votes
 

@@ -88,7 +88,7 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
 
 def _aggregate(args: argparse.Namespace) -> int:
     from ximgctx._cli import open_text_out
-    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.data.io import load_posts, write_posts
     from ximgctx.hitl.aggregate import aggregate_votes
     from ximgctx.hitl.votes import check_votes, iter_vote_rows, load_tasks, votes_from_posts
 
@@ -206,7 +206,7 @@ def _predictor(args: argparse.Namespace, memory: Any = None) -> Any:
 
 def _select(args: argparse.Namespace) -> int:
     from ximgctx._cli import open_text_out
-    from ximgctx.data.post import load_posts, write_posts
+    from ximgctx.data.io import load_posts, write_posts
     from ximgctx.hitl.select import select_for_labeling
 
     predictor = _predictor(args, memory=args.memory)
@@ -289,9 +289,10 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
 def _memory(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ximgctx.data.post import LoadReport, load_posts
+    from ximgctx.data.io import load_posts
+    from ximgctx.data.record import LoadReport
     from ximgctx.governance import require_governed
-    from ximgctx.hitl.memory import LabelMemory, default_memory_dir
+    from ximgctx.inference.memory import LabelMemory, default_memory_dir
 
     predictor = _predictor(args)
     folder = Path(args.memory) if args.memory else default_memory_dir(args.model)

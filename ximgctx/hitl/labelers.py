@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ximgctx.config import TaskSpec
-from ximgctx.data.post import LabelValue
+from ximgctx.data.record import LabelValue
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import Vote
 

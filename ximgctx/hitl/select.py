@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ximgctx.data.post import Post, load_posts
+from ximgctx.data.io import load_posts
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -45,8 +45,9 @@ import numpy as np
 import torch
 
 from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
-from ximgctx.data.post import Post, load_posts
+from ximgctx.data.io import load_posts
 from ximgctx.data.processor import encode_label
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.aggregate import METHODS, aggregate_votes
 from ximgctx.hitl.labelers import LabelerPool

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ximgctx import _yaml
+import ximgctx._yaml as _yaml
 from ximgctx.config import ModelConfig, TaskSpec
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)

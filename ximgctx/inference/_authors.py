@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import ArtifactError
 from ximgctx.governance.identity import AUTHOR_KEYS as IDENTITY_AUTHOR_KEYS
 from ximgctx.governance.identity import author_digest, post_authors

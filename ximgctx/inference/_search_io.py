@@ -30,12 +30,27 @@ from ximgctx.inference._authors import parse_author_key
 if TYPE_CHECKING:
     from ximgctx.inference.search import SearchIndex
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "KIND", "read_index_folder", "write_index_folder"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "KIND",
+    "SPACES",
+    "SearchIndexError",
+    "read_index_folder",
+    "write_index_folder",
+]
+
+#: the embedding spaces an index holds: the fused post embedding and the CLIP image embedding
+SPACES = ("fused", "image")
 
 KIND = "search-index"
 FORMAT = "ximgctx-search-index"
 FORMAT_VERSION = 2  # 2: an artifact (manifest.json) with keyed author digests per post
 _MAX_INDEX_JSON = 1 << 20  # index.json holds tasks and a few numbers; 1 MiB is plenty
+
+
+class SearchIndexError(ArtifactError):
+    """An index folder is incomplete or altered, or a query does not fit the index."""
 
 
 def write_index_folder(
@@ -50,7 +65,7 @@ def write_index_folder(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ximgctx import __version__
+    from ximgctx.version import __version__
 
     out = Path(path).resolve()
     with write_artifact(
@@ -100,8 +115,6 @@ def read_index_folder(path: str | os.PathLike[str], *, expected_sha256: str | No
     """
     import faiss
     import pyarrow.parquet as pq
-
-    from ximgctx.inference.search import SPACES, SearchIndexError
 
     root = Path(path)
     if not (root / "index.json").is_file():

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx._artifacts import atomic_output, output_errors
-from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.data.io import load_posts
+from ximgctx.data.record import LoadReport, Post
 from ximgctx.errors import ConfigError, OutputError
 
 logger = logging.getLogger(__name__)
@@ -388,7 +389,7 @@ def _run_sharded(
     if Path(data).resolve() == out.resolve() or out.resolve().is_relative_to(Path(data).resolve()):
         raise OutputError(f"{out}: is also the input (--data {data}); writing there would destroy it")
     if not shard.is_main:  # every process reads every record: let process 0 alone log the bad ones
-        logging.getLogger("ximgctx.data.post").setLevel(logging.ERROR)
+        logging.getLogger("ximgctx.data").setLevel(logging.ERROR)
     report = LoadReport()
     start = time.perf_counter()
     total = count_records(data) if shard.is_main and progress else None

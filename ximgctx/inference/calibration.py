@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ximgctx.config import TaskSpec
-from ximgctx.data.post import LabelValue, Post
+from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference.moderation import Moderator
 from ximgctx.inference.policy import CategoryRule, ModerationPolicy

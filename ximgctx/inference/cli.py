@@ -272,7 +272,7 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.inference.calibration import calibrate_policy
     from ximgctx.inference.moderation import Moderator
     from ximgctx.inference.policy import default_policy_path
@@ -326,7 +326,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.governance import require_governed
     from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex

@@ -58,8 +58,9 @@ import torch
 
 from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import TaskSpec
-from ximgctx.data.post import LabelValue, Post, load_posts, post_from_dict
+from ximgctx.data.io import load_posts
 from ximgctx.data.processor import LabelError, encode_label
+from ximgctx.data.record import LabelValue, Post, post_from_dict
 from ximgctx.errors import ArtifactError, ConfigError, InputError
 from ximgctx.inference._authors import digests_of, new_author_key, parse_author_key, post_author_digests
 

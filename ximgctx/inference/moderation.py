@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ximgctx.config import MODALITIES
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_policy_path, worst
 from ximgctx.inference.predictor import BatchResult, Predictor

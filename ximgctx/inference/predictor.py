@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from ximgctx._distributed import resolve_device
 from ximgctx.config import MODALITIES
-from ximgctx.data.post import Post
 from ximgctx.data.problems import Problem
 from ximgctx.data.processor import PostBatch, PostInput, as_post
+from ximgctx.data.record import Post
 from ximgctx.data.text import cap_text
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput

@@ -49,9 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from ximgctx.data.post import Post
-from ximgctx.errors import ArtifactError, ConfigError, InputError
+from ximgctx.data.record import Post
+from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference._authors import digests_of, new_author_key, post_author_digests
+from ximgctx.inference._search_io import SPACES, SearchIndexError, read_index_folder, write_index_folder
 from ximgctx.inference.predictor import Predictor
 
 __all__ = [
@@ -65,13 +66,8 @@ __all__ = [
     "parse_where",
 ]
 
-SPACES = ("fused", "image")
 MODES = ("exact", "ivf")
 _TEXT_CHARS = 280
-
-
-class SearchIndexError(ArtifactError):
-    """An index folder is incomplete or altered, or a query does not fit the index."""
 
 
 class UnknownPostError(InputError, KeyError):
@@ -576,8 +572,6 @@ class SearchIndex:
         A folder that holds anything but a search index is refused unless ``overwrite``, and so is one
         holding an input (``inputs``), the working folder or a folder above it.
         """
-        from ximgctx.inference._search_io import write_index_folder
-
         return write_index_folder(self, path, overwrite=overwrite, inputs=inputs)
 
     @classmethod
@@ -586,6 +580,4 @@ class SearchIndex:
     ) -> SearchIndex:
         """Open an index folder after verifying every file against its manifest (and ``expected_sha256``,
         the artifact digest, when given)."""
-        from ximgctx.inference._search_io import read_index_folder
-
         return cls(**read_index_folder(path, expected_sha256=expected_sha256), predictor=predictor)

@@ -27,7 +27,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import open_clip
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -35,9 +34,11 @@ from safetensors.torch import load_file, save_file
 from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError
-from ximgctx.models.encoder import quiet_random_init, trust_remote_arch
+from ximgctx.models.backends import ENCODERS
+from ximgctx.models.encoder import Encoder
 from ximgctx.models.export import save_adapter
 from ximgctx.models.lora import base_name, load_lora_state_dict
+from ximgctx.models.open_clip_encoder import quiet_random_init, trust_remote_arch
 
 if TYPE_CHECKING:
     from ximgctx.models.context_model import ContextModel
@@ -46,7 +47,6 @@ KIND = "model"
 FORMAT = "ximgctx-model"
 FORMAT_VERSION = 2
 _MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
-HF_DIR = "hf"  # transformers backend: the checkpoint's config, tokenizer and image processor (no weights)
 
 
 class ModelFolderError(ArtifactError):
@@ -62,19 +62,6 @@ def _weights_line(model: ContextModel) -> str:
     return f"`{name}`" + (f" (SHA-256 `{digest}`)" if digest else "")
 
 
-def _base_model(model: ContextModel) -> str | None:
-    """The hub repo of the starting weights, when there is one (the card's ``base_model``)."""
-    from ximgctx._hub import looks_like_repo_id
-
-    enc = model.config.encoder
-    if enc.backend == "transformers":
-        return enc.arch if looks_like_repo_id(enc.arch) else None
-    if enc.pretrained is None or Path(enc.pretrained).exists():
-        return None
-    hub = (open_clip.get_pretrained_cfg(enc.arch, enc.pretrained) or {}).get("hf_hub", "")
-    return "/".join(hub.strip("/").split("/")[:2]) or None
-
-
 def card_metadata(model: ContextModel, metadata: dict[str, Any]) -> dict[str, Any]:
     """Hugging Face model-card metadata: ximgctx's defaults, then the model's own, then ``metadata``."""
     tasks = [t.name for t in model.config.tasks]
@@ -82,7 +69,7 @@ def card_metadata(model: ContextModel, metadata: dict[str, Any]) -> dict[str, An
         "library_name": "ximgctx",
         "tags": ["ximgctx", "multimodal", "content-moderation", model.config.encoder.backend, *tasks],
         "license": "other",  # not known to ximgctx: set metadata={"license": ...} when saving
-        "base_model": _base_model(model),
+        "base_model": model.encoder.base_model(),
         "datasets": [],
         "pipeline_tag": "image-classification",  # a post (image + text + replies) in, label scores out
     }
@@ -104,7 +91,7 @@ def _lora_line(lora: Any) -> str:
 
 
 def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any]) -> str:
-    from ximgctx import __version__
+    from ximgctx.version import __version__
 
     cfg = model.config
     counts = model.trainable_parameters()
@@ -165,7 +152,7 @@ def save_model(
 ) -> Path:
     """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has,
     ``metadata`` to its Hugging Face card metadata."""
-    from ximgctx import __version__
+    from ximgctx.version import __version__
 
     sections = {**getattr(model, "card", {}), **card}
     meta = card_metadata(model, metadata or {})
@@ -193,8 +180,7 @@ def save_model(
             "preprocess": model.encoder.preprocess,
             "limits": model.config.to_dict()["limits"],
         }
-        if model.config.encoder.backend == "transformers":
-            model.encoder.save_files(tmp / HF_DIR)
+        model.encoder.save_files(tmp)
         _write_json(tmp / "processor_config.json", processor)
         _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
         (tmp / "README.md").write_text(_model_card(model, sections, meta))
@@ -249,20 +235,12 @@ def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, raw
 
 
-def _is_hf(config: ModelConfig) -> bool:
-    return config.encoder.backend == "transformers"
-
-
-def _saved_hf_encoder(path: Path, config: ModelConfig):
-    """The transformers encoder's architecture, tokenizer and image processor from the folder's own copy."""
-    from ximgctx.models.hf_encoder import HFEncoder
-
-    if not (path / HF_DIR).is_dir():
-        raise ModelFolderError(f"{path / HF_DIR}: missing, but the config's encoder is a transformers model")
+def _saved_encoder(path: Path, config: ModelConfig) -> Encoder:
+    """The encoder's architecture (random weights, no download) from the saved folder; weights follow."""
     try:
-        return HFEncoder(config.encoder, folder=path / HF_DIR, load_weights=False)
+        return ENCODERS[config.encoder.backend].for_saved_model(config.encoder, path)
     except (OSError, ValueError) as e:
-        raise ModelFolderError(f"{path / HF_DIR}: not a usable transformers checkpoint ({e})") from None
+        raise ModelFolderError(f"{path}: the saved encoder cannot be rebuilt ({e})") from None
 
 
 def load_model(
@@ -278,9 +256,7 @@ def load_model(
         verify_folder(path, expected_sha256=expected_sha256)
     config, raw = read_config(path)
     with trust_remote_arch(trust_remote_arch_), quiet_random_init():
-        model = (
-            cls(config, encoder=_saved_hf_encoder(path, config)) if _is_hf(config) else cls._skeleton(config)
-        )
+        model = cls(config, encoder=_saved_encoder(path, config))
     model.config = config  # the skeleton was built without downloading; keep the real starting weights
     prov = raw.get("provenance")
     if isinstance(prov, dict):

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ximgctx.config import MODALITIES, EncoderConfig, ModelConfig
+from ximgctx.config import MODALITIES, ModelConfig
 from ximgctx.data.images import ImageLimits, ImageRoot
 from ximgctx.data.processor import PostBatch, PostProcessor
-from ximgctx.models.encoder import ClipEncoder
+from ximgctx.models.backends import build_encoder
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
@@ -23,15 +23,6 @@ from ximgctx.models.lora import apply_lora
 logger = logging.getLogger(__name__)
 
 __all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
-
-
-def build_encoder(config: EncoderConfig) -> nn.Module:
-    """The encoder ``config.backend`` names: open_clip's towers or a transformers CLIP/SigLIP model."""
-    if config.backend == "transformers":
-        from ximgctx.models.hf_encoder import HFEncoder
-
-        return HFEncoder(config)
-    return ClipEncoder(config)
 
 
 @dataclass

@@ -49,15 +49,6 @@ in peft's key layout.
 """
 
 
-def _base_identity(model: ContextModel) -> tuple[str, str | None]:
-    """``base_model_name_or_path`` and the base revision recorded with an adapter."""
-    enc = model.config.encoder
-    prov = getattr(model.encoder, "provenance", {}) or {}
-    if enc.backend == "transformers":  # the hub commit; for a local folder the weights file's SHA-256
-        return enc.arch, prov.get("revision") or enc.revision or prov.get("sha256")
-    return enc.arch, prov.get("sha256") or enc.pretrained
-
-
 def peft_reproduces(clip: nn.Module) -> bool:
     """Whether stock peft loads this model's adapters with identical outputs (no adapted MHA layer)."""
     return not any(isinstance(m, PeftLoraMultiheadAttention) for m in clip.modules())
@@ -68,7 +59,7 @@ def save_adapter(model: ContextModel, folder: Path) -> None:
     ours."""
     folder.mkdir()
     config = copy.deepcopy(model.lora_config)
-    config.base_model_name_or_path, config.revision = _base_identity(model)
+    config.base_model_name_or_path, config.revision = model.encoder.base_identity()
     clip = model.encoder.clip
     if peft_reproduces(clip):
         config.save_pretrained(str(folder))

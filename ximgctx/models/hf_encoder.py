@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from ximgctx._fsutil import sha256_file
-from ximgctx._hub import hub_reachable
+from ximgctx._hub import hub_reachable, looks_like_repo_id
 from ximgctx.config import EncoderConfig
+from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
-from ximgctx.models.encoder import PretrainedWeightsError, encode_by_length, trim_tokens
+from ximgctx.models.encoder import Encoder, PretrainedWeightsError, encode_by_length
 
 __all__ = ["HF_MODEL_TYPES", "HFEncoder", "resolve_checkpoint"]
 
@@ -37,6 +38,7 @@ HF_MODEL_TYPES: dict[str, tuple[str, str]] = {
     "siglip": ("SiglipModel", "SiglipImageProcessor"),
 }
 #: files a checkpoint download may fetch: configs, safetensors weights, tokenizer data; never pickles or code
+HF_DIR = "hf"  # in a saved model: the checkpoint's config, tokenizer and image processor (no weights)
 _ALLOW = ["*.json", "*.safetensors", "*.txt", "*.model"]
 _MAX_CONFIG_BYTES = 4 << 20
 
@@ -142,8 +144,9 @@ class HFTokenizer:
         return ids * enc["attention_mask"].long()
 
 
-class HFEncoder(nn.Module):
-    """A transformers CLIP/SigLIP model with the interface of :class:`~ximgctx.models.encoder.ClipEncoder`.
+class HFEncoder(Encoder):
+    """A transformers CLIP/SigLIP model: the :class:`~ximgctx.models.encoder.Encoder` of
+    ``backend="transformers"``.
 
     Args:
         config: ``backend="transformers"``; ``arch`` is the checkpoint.
@@ -151,6 +154,8 @@ class HFEncoder(nn.Module):
             ``hf/`` copy).
         load_weights: False builds the architecture with random weights (saved weights follow).
     """
+
+    backend = "transformers"
 
     def __init__(self, config: EncoderConfig, folder: Path | None = None, load_weights: bool = True) -> None:
         super().__init__()
@@ -223,11 +228,30 @@ class HFEncoder(nn.Module):
         return transform
 
     def save_files(self, folder: Path) -> None:
-        """Write the HF config, tokenizer files and image-processor settings (no weights) into ``folder``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        self.clip.config.save_pretrained(str(folder))
-        self.hf_tokenizer.save_pretrained(str(folder))
-        self.image_processor.save_pretrained(str(folder))
+        """Write the HF config, tokenizer files and image-processor settings (no weights) into the model
+        folder's ``hf/``."""
+        out = folder / HF_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        self.clip.config.save_pretrained(str(out))
+        self.hf_tokenizer.save_pretrained(str(out))
+        self.image_processor.save_pretrained(str(out))
+
+    @classmethod
+    def for_saved_model(cls, config: EncoderConfig, folder: Path) -> HFEncoder:
+        """The architecture, tokenizer and image processor from the saved model's own ``hf/`` copy."""
+        if not (folder / HF_DIR).is_dir():
+            raise FileNotFoundError(
+                f"{folder / HF_DIR}: missing, but the config's encoder is a transformers model"
+            )
+        return cls(config, folder=folder / HF_DIR, load_weights=False)
+
+    def base_identity(self) -> tuple[str, str | None]:
+        # the hub commit; for a local folder the weights file's SHA-256
+        prov = self.provenance
+        return self.config.arch, prov.get("revision") or self.config.revision or prov.get("sha256")
+
+    def base_model(self) -> str | None:
+        return self.config.arch if looks_like_repo_id(self.config.arch) else None
 
     @staticmethod
     def _features(out: Any) -> torch.Tensor:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hmac
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import InputError, XimgctxError
 from ximgctx.inference.openai_format import openai_mapping, openai_response
+from ximgctx.serve.auth import authorized
 from ximgctx.serve.batching import Batcher, QueueFull
 from ximgctx.serve.config import ServeConfig
+from ximgctx.serve.errors import ServiceError, error_response
 from ximgctx.serve.inputs import (
     FeedbackRequest,
     ModerationRequest,
@@ -52,19 +53,6 @@ from ximgctx.serve.metrics import ServiceMetrics
 logger = logging.getLogger(__name__)
 
 __all__ = ["Service", "create_app"]
-
-
-class ServiceError(Exception):
-    """An error answered as OpenAI-style JSON."""
-
-    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
-
-
-def _error(status: int, message: str, type_: str, code: str, headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Service:
@@ -139,7 +127,7 @@ class Service:
         posts = posts_from_request(req, self.config)
         results = await self._submit(self.moderations, posts)
         if self.queue is not None:
-            from ximgctx.hitl.queue.router import queue_reviews
+            from ximgctx.serve.queue_routes import queue_reviews
 
             await asyncio.to_thread(queue_reviews, self.queue, posts, results)
         return openai_response(results, self.mapping, self.model_name)
@@ -262,36 +250,22 @@ def _standard(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ app
-def _authorized(service: Service, request: Request) -> bool:
-    if service.config.no_auth:
-        return True
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    token_b = token.strip().encode()
-    ok = False
-    for key in service.config.api_keys:  # every key compared, in constant time
-        ok |= hmac.compare_digest(token_b, key.encode())
-    return ok
-
-
 def _install_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
-        return _error(e.status, e.message, e.type, e.code, e.headers)
+        return error_response(e.status, e.message, e.type, e.code, e.headers)
 
     @app.exception_handler(XimgctxError)
     async def _input_error(request: Request, e: XimgctxError) -> JSONResponse:
         service.metrics.error("invalid_input")
-        return _error(400, str(e), "invalid_request_error", "invalid_input")
+        return error_response(400, str(e), "invalid_request_error", "invalid_input")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         service.metrics.error("malformed_request")
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return _error(
+        return error_response(
             400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error", "invalid_request"
         )
 
@@ -299,7 +273,7 @@ def _install_handlers(app: FastAPI, service: Service) -> None:
     async def _bug(request: Request, e: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
         service.metrics.error("internal")
-        return _error(500, "internal server error", "server_error", "internal_error")
+        return error_response(500, "internal server error", "server_error", "internal_error")
 
 
 def create_app(
@@ -325,7 +299,7 @@ def create_app(
             is loaded and blended into every prediction.
         governance: the governance policy feedback must pass (the default policy when None).
         expected_sha256: pin the model folder's artifact digest.
-        queue: a :class:`~ximgctx.hitl.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
+        queue: a :class:`~ximgctx.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
             routes, and every ``review`` decision queued (labelers log in with their own tokens there).
     """
     from ximgctx.inference.predictor import Predictor
@@ -360,7 +334,7 @@ def create_app(
     app.add_middleware(_Guard, service=service)
     _install_routes(app, service)
     if queue is not None:
-        from ximgctx.hitl.queue.router import queue_router, static_files
+        from ximgctx.serve.queue_routes import queue_router, static_files
 
         app.include_router(queue_router(service, queue))
         app.mount("/queue/static", static_files(), name="queue-static")
@@ -368,7 +342,7 @@ def create_app(
 
 
 def _version() -> str:
-    from ximgctx import __version__
+    from ximgctx.version import __version__
 
     return __version__
 
@@ -427,11 +401,11 @@ class _Guard:
             elif (
                 (path.startswith("/v1/") or path == "/metrics")
                 and not path.startswith("/v1/queue/")  # labelers' own tokens; the router checks them
-                and not _authorized(service, request)
+                and not authorized(service.config, request)
             ):
                 service.metrics.error("unauthorized")
                 await answer(
-                    _error(
+                    error_response(
                         401,
                         "missing or invalid API key (Authorization: Bearer KEY)",
                         "invalid_request_error",
@@ -440,7 +414,7 @@ class _Guard:
                 )
             elif path.startswith("/v1/") and not service.ready:
                 await answer(
-                    _error(
+                    error_response(
                         503,
                         "the model is warming up; retry shortly",
                         "server_error",
@@ -470,7 +444,7 @@ class _Guard:
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return _error(
+    return error_response(
         413, f"request body over the server's {limit} byte limit", "invalid_request_error", "body_too_large"
     )
 
@@ -502,7 +476,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.get("/readyz")
     async def readyz() -> Response:
         if not service.ready:
-            return _error(503, "not ready", "server_error", "not_ready", {"Retry-After": "1"})
+            return error_response(503, "not ready", "server_error", "not_ready", {"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.model_name})
 
     @app.get("/metrics")

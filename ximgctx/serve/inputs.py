@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ximgctx.data.post import Post, Reply
+from ximgctx.data.record import Post, Reply
 from ximgctx.errors import InputError
 from ximgctx.serve.config import ServeConfig
 

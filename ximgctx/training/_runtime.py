@@ -17,11 +17,12 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ximgctx import _distributed
+import ximgctx._distributed as _distributed
 from ximgctx._artifacts import check_output_folder, folder_lock, output_errors
 from ximgctx.config import TaskSpec
-from ximgctx.data.post import LoadReport, Post, load_posts
+from ximgctx.data.io import load_posts
 from ximgctx.data.problems import split_key
+from ximgctx.data.record import LoadReport, Post
 from ximgctx.errors import InputError, OutputError
 from ximgctx.training.config import DataSources, TrainConfig
 

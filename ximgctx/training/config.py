@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ximgctx import _yaml
+import ximgctx._yaml as _yaml
 from ximgctx.config import (
     ConfigError,
     DataConfig,

@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ximgctx.data.dataset import PostDataset
-from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch
+from ximgctx.data.record import Post
 from ximgctx.evaluation.metrics import task_loss, task_metrics
 from ximgctx.evaluation.predict import FULL, predict
 from ximgctx.governance import check_governed

@@ -32,12 +32,12 @@ from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import DataConfig, EncoderConfig, TaskSpec, config_to_dict
 from ximgctx.data.dataset import PostDataset
 from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
-from ximgctx.data.post import Post
 from ximgctx.data.processor import PostBatch, PostProcessor
+from ximgctx.data.record import Post
 from ximgctx.errors import ArtifactError
 from ximgctx.governance import check_governed
 from ximgctx.models.context_model import ContextModel
-from ximgctx.models.encoder import ClipEncoder
+from ximgctx.models.open_clip_encoder import ClipEncoder
 from ximgctx.training._runtime import DataReport, load_splits, start_run
 from ximgctx.training.config import ContrastiveConfig, PretrainExperiment, load_pretrain_experiment
 from ximgctx.training.loop import FitResult, Run, fit

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace, tasks=None):  # noqa: ANN001, ANN202
-    from ximgctx.hitl.queue import QueueConfig, QueueStore, read_queue_key
+    from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
 
     governance = None
     if args.governance:
@@ -103,7 +103,7 @@ def _store(args: argparse.Namespace, tasks=None):  # noqa: ANN001, ANN202
 
 
 def _add(args: argparse.Namespace) -> dict:
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
 
     posts = load_posts(args.data)
     tasks, scores = None, None
@@ -163,11 +163,11 @@ def main(argv: list[str] | None = None, command: str = "queue") -> int:
         elif args.action == "serve":
             return _serve(args)
         elif args.action == "export":
-            from ximgctx.hitl.queue.report import export_manifest
+            from ximgctx.queue.report import export_manifest
 
             _write(export_manifest(_store(args), args.out, method=args.method), "-")
         elif args.action == "stats":
-            from ximgctx.hitl.queue.report import queue_stats
+            from ximgctx.queue.report import queue_stats
 
             _write(queue_stats(_store(args)), args.out)
     except XimgctxError as e:

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.post import Post, load_posts, write_posts
+from ximgctx.data.io import load_posts, write_posts
+from ximgctx.data.record import Post
 from ximgctx.errors import XimgctxError
 from ximgctx.governance.identity import identities, post_authors
 
@@ -142,14 +143,14 @@ def _run(args: argparse.Namespace, authors: set[str]) -> list[dict[str, Any]]:
         index.save(path)
         lines.append({"target": "index", "path": path, "removed": int(removed), "remaining": len(index)})
     for path in args.memory:
-        from ximgctx.hitl.memory import LabelMemory
+        from ximgctx.inference.memory import LabelMemory
 
         memory = LabelMemory.load(path)
         removed = memory.remove_authors(authors)
         memory.save(path)
         lines.append({"target": "memory", "path": path, "removed": int(removed), "remaining": len(memory)})
     for db in args.queue:
-        from ximgctx.hitl.queue import QueueConfig, QueueStore, read_queue_key
+        from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
 
         store = QueueStore(QueueConfig(db=db, key=read_queue_key(args.queue_key_file)))
         try:

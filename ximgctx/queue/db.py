@@ -39,7 +39,7 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 def open_engine(url: str, *, migrate_schema: bool = True) -> Engine:
-    """An engine on ``url`` (see :func:`~ximgctx.hitl.queue.config.database_url`), schema migrated to head."""
+    """An engine on ``url`` (see :func:`~ximgctx.queue.config.database_url`), schema migrated to head."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":

@@ -30,12 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from ximgctx.config import TaskSpec
-from ximgctx.data.post import Post
+from ximgctx.data.record import Post
 from ximgctx.errors import InputError
-from ximgctx.hitl.queue.config import QueueConfig, database_url
-from ximgctx.hitl.queue.db import open_engine, transaction
-from ximgctx.hitl.queue.models import Assignment, Item, Labeler, Session, Setting, VoteRow
 from ximgctx.hitl.votes import Vote
+from ximgctx.queue.config import QueueConfig, database_url
+from ximgctx.queue.db import open_engine, transaction
+from ximgctx.queue.models import Assignment, Item, Labeler, Session, Setting, VoteRow
 
 __all__ = [
     "ConflictError",
@@ -266,7 +266,7 @@ class QueueStore:
     ) -> EnqueueResult:
         """Govern ``posts`` and queue what may be shown. ``scores``: ``{post_id: {task: {label: p}}}`` at
         enqueue time; ``gold``: ``{post_id: {task: label}}`` marks gold items (known answers)."""
-        from ximgctx.hitl.queue.ingest import governed_items
+        from ximgctx.queue.ingest import governed_items
 
         if source not in self.config.priorities:
             raise InputError(f"source must be one of {sorted(self.config.priorities)}, got {source!r}")
@@ -415,7 +415,7 @@ class QueueStore:
 
     def item_for(self, labeler_id: int, item_id: int) -> ItemView:
         """An item as its labeler sees it; NotAssignedError for anyone it is not assigned to."""
-        from ximgctx.hitl.queue.ingest import item_post
+        from ximgctx.queue.ingest import item_post
 
         with self.sessions() as s:
             a = s.scalar(

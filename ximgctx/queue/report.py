@@ -12,9 +12,9 @@ from typing import Any
 
 from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx.hitl.aggregate import aggregate_votes
-from ximgctx.hitl.queue.ingest import item_post
-from ximgctx.hitl.queue.models import Item
-from ximgctx.hitl.queue.store import QueueStore
+from ximgctx.queue.ingest import item_post
+from ximgctx.queue.models import Item
+from ximgctx.queue.store import QueueStore
 
 __all__ = ["export_manifest", "queue_stats"]
 

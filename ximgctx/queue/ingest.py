@@ -6,11 +6,11 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-from ximgctx.data.post import Post, post_from_dict
+from ximgctx.data.record import Post, post_from_dict
 from ximgctx.governance.identity import author_of
 
 if TYPE_CHECKING:
-    from ximgctx.hitl.queue.store import QueueStore
+    from ximgctx.queue.store import QueueStore
 
 __all__ = ["governed_items", "item_post", "stored_image"]
 
@@ -32,7 +32,7 @@ def stored_image(source: Any, max_bytes: int) -> bytes:
 def governed_items(
     store: QueueStore, posts: list[Post], policy: Any
 ) -> tuple[list[dict[str, Any]], dict[str, int], list[str]]:
-    """Rows for :class:`~ximgctx.hitl.queue.models.Item` (post, image, author digests), governance's drop
+    """Rows for :class:`~ximgctx.queue.models.Item` (post, image, author digests), governance's drop
     counts by reason, and the post ids whose image could not be stored (they are queued without one)."""
     from ximgctx.data.images import ImageDecodeError
     from ximgctx.governance import govern
@@ -72,7 +72,7 @@ def item_post(item: Any) -> Post:
 def posts_from_records(records: list[dict[str, Any]], limits: Any) -> list[Post]:
     """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (the server
     never opens a path named in a request). Errors name the record."""
-    from ximgctx.data.post import PostValidationError
+    from ximgctx.data.record import PostValidationError
     from ximgctx.errors import InputError
     from ximgctx.serve.inputs import fetch_image
 

@@ -27,8 +27,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from ximgctx.data.post import Post
-from ximgctx.hitl.queue.store import LoginError, QueueError, QueueStore
+from ximgctx.data.record import Post
+from ximgctx.queue.store import LoginError, QueueError, QueueStore
+from ximgctx.serve.auth import authorized
+from ximgctx.serve.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +110,11 @@ class _Routes:
     """The handlers, over one store inside one service (its auth check, error type and model)."""
 
     def __init__(self, service: Any, store: QueueStore) -> None:
-        from ximgctx.serve.app import ServiceError, _authorized
-
         self.service, self.store, self.page = service, store, _templates()
-        self.ServiceError, self._authorized = ServiceError, _authorized
 
     # ------------------------------------------------------------------------------------ helpers
     def fail(self, e: QueueError) -> Exception:
-        return self.ServiceError(e.status, str(e), "invalid_request_error", e.code)
+        return ServiceError(e.status, str(e), "invalid_request_error", e.code)
 
     def labeler(self, request: Request) -> int:
         """The labeler of a request: ``Bearer`` labeler token, or the page's session cookie."""
@@ -129,12 +128,12 @@ class _Routes:
         except LoginError as e:
             raise self.fail(e) from None
         message = "log in with your labeler token (Bearer TOKEN, or the /queue page)"
-        raise self.ServiceError(401, message, "invalid_request_error", "invalid_token")
+        raise ServiceError(401, message, "invalid_request_error", "invalid_token")
 
     def operator(self, request: Request) -> None:
-        if not self._authorized(self.service, request):
+        if not authorized(self.service.config, request):
             message = "this route needs an API key (Bearer KEY)"
-            raise self.ServiceError(401, message, "invalid_request_error", "invalid_api_key")
+            raise ServiceError(401, message, "invalid_request_error", "invalid_api_key")
 
     async def db(self, fn: Any, *args: Any) -> Any:
         """A store call off the event loop, its refusals as OpenAI-style errors."""
@@ -178,7 +177,7 @@ class _Routes:
     async def queue_page(self, request: Request) -> Response:
         try:
             who = self.labeler(request)
-        except self.ServiceError:
+        except ServiceError:
             return HTMLResponse(self.render(logged_in=False))
         lease = await self.db(self.store.lease, who)
         item = await self.view(who, lease.item_id) if lease is not None else None
@@ -189,7 +188,7 @@ class _Routes:
         token = (form.get("token") or [""])[0].strip()
         try:
             session = await self.db(self.store.login, token)
-        except self.ServiceError as e:
+        except ServiceError as e:
             return HTMLResponse(self.render(logged_in=False, error=e.message), status_code=401)
         resp = RedirectResponse("/queue", status_code=303)
         resp.set_cookie(
@@ -211,7 +210,7 @@ class _Routes:
     async def image(self, item_id: int, request: Request) -> Response:
         item = await self.db(self.store.item_for, self.labeler(request), item_id)
         if item.image is None:
-            raise self.ServiceError(404, f"item {item_id} has no image", "invalid_request_error", "not_found")
+            raise ServiceError(404, f"item {item_id} has no image", "invalid_request_error", "not_found")
         headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
         return Response(item.image, media_type="image/jpeg", headers=headers)
 
@@ -251,7 +250,7 @@ class _Routes:
         try:
             return await self.service.run(self.service._add_feedback, post, reviewer, note)
         except (
-            self.ServiceError,
+            ServiceError,
             QueueError,
             ValueError,
         ) as e:  # the vote stays stored; the memory skipped it
@@ -261,7 +260,7 @@ class _Routes:
     # ------------------------------------------------------------------------------------ operator
     async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:
         self.operator(request)
-        from ximgctx.hitl.queue.ingest import posts_from_records
+        from ximgctx.queue.ingest import posts_from_records
 
         posts = posts_from_records(body.posts, self.service.config)
         gold, source, priority = body.gold or None, body.source, body.priority
@@ -270,7 +269,7 @@ class _Routes:
 
     async def stats(self, request: Request) -> dict[str, Any]:
         self.operator(request)
-        from ximgctx.hitl.queue.report import queue_stats
+        from ximgctx.queue.report import queue_stats
 
         return await self.db(queue_stats, self.store)
 

@@ -1,5 +1,9 @@
 """The post record: one social-media post with its image, text, replies, labels and metadata.
 
+The lowest layer of ``ximgctx.data``: formats (:mod:`~ximgctx.data.files`, :mod:`~ximgctx.data.shards`,
+:mod:`~ximgctx.data.hf_datasets`, :mod:`~ximgctx.data.post_write`) build on it, and :mod:`ximgctx.data.io`
+(``load_posts`` / ``write_posts``) on them.
+
 The canonical on-disk form is JSONL, one post per line::
 
     {"id": "p17", "image": "images/p17.png", "text": "see you all saturday",
@@ -16,15 +20,14 @@ dataset ids and ``save_to_disk`` folders (with a column mapping) are read by :mo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ximgctx.data.problems import Problem
 from ximgctx.errors import InputError
@@ -43,11 +46,8 @@ __all__ = [
     "Post",
     "PostValidationError",
     "Reply",
-    "WriteReport",
-    "load_posts",
     "post_from_dict",
     "standard_record",
-    "write_posts",
 ]
 
 
@@ -364,212 +364,3 @@ def check_new_id(
         message = f"duplicate id {post_id!r} (first seen at {seen[post_id]})"
         raise PostValidationError(message, source=source, line=line, row=row, field="id")
     seen[post_id] = where
-
-
-_JSONL_CHUNK_BYTES = 1 << 20
-
-#: columns that Parquet files may store as JSON strings (a common way to keep mixed shapes in one column)
-_JSON_COLUMNS = frozenset({"replies", "labels", "meta"})
-
-
-def _parquet_value(key: str, value: Any) -> Any:
-    if key in _JSON_COLUMNS and isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-def _resolve_files(path: Path) -> tuple[Literal["jsonl", "parquet", "arrow"], list[str]]:
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
-            return "arrow", [str(path)]
-        jsonl = sorted(str(p) for p in path.glob("*.jsonl"))
-        parquet = sorted(str(p) for p in path.glob("*.parquet"))
-        if jsonl and parquet:
-            raise ValueError(f"{path} holds both .jsonl and .parquet files; point at one kind")
-        if jsonl:
-            return "jsonl", jsonl
-        if parquet:
-            return "parquet", parquet
-        raise FileNotFoundError(
-            f"{path} holds no .jsonl or .parquet shards and is not a saved datasets folder"
-        )
-    if not path.exists():
-        raise FileNotFoundError(f"no such manifest: {path}")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".zst", ".bz2", ".xz"} else path.suffix
-    if suffix.startswith(".parquet"):
-        return "parquet", [str(path)]
-    if suffix.startswith((".jsonl", ".json", ".ndjson")):
-        return "jsonl", [str(path)]
-    raise ValueError(f"{path}: unknown manifest format {suffix!r}; use .jsonl, .parquet or a datasets folder")
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Hide the "Generating train split" bars of ``datasets`` while reading, restoring the caller's
-    setting."""
-    from datasets import utils as ds_tqdm
-
-    was_disabled = ds_tqdm.are_progress_bars_disabled()
-    ds_tqdm.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            ds_tqdm.enable_progress_bars()
-
-
-def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
-    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError."""
-    import datasets
-
-    kind, files = _resolve_files(path)
-    if kind == "arrow":
-        ds = datasets.load_from_disk(files[0])
-        for i, row in enumerate(ds):
-            yield files[0], i + 1, {k: _parquet_value(k, v) for k, v in row.items()}
-        return
-    for f in files:
-        if kind == "jsonl":
-            # The "text" builder keeps every line (blank ones included), so row i is line i + 1.
-            with _quiet_datasets():
-                # 1 MiB read chunks (datasets' default is 10 MiB): measured flat memory over a 200k-post
-                # stream, where 10 MiB chunks let the allocator's footprint climb by ~100 MiB
-                ds = datasets.load_dataset(
-                    "text", data_files=f, split="train", streaming=streaming, chunksize=_JSONL_CHUNK_BYTES
-                )
-            for i, row in enumerate(ds):
-                raw = row["text"]
-                if not raw.strip():
-                    continue
-                try:
-                    yield f, i + 1, json.loads(raw)
-                except json.JSONDecodeError as e:
-                    yield (
-                        f,
-                        i + 1,
-                        PostValidationError(
-                            f"malformed JSON ({e.msg} at column {e.colno})", source=f, line=i + 1
-                        ),
-                    )
-        else:
-            with _quiet_datasets():
-                ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
-            for i, row in enumerate(ds):
-                rec = {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
-                yield f, i + 1, rec
-
-
-def _iter_posts(
-    path: Path,
-    image_root: Path | None,
-    streaming: bool,
-    on_error: str,
-    report: LoadReport,
-    labels: str = "check",
-) -> Iterator[Post]:
-    seen: dict[str, str] = {}  # id -> where it was first read
-    # relative image paths become absolute, so posts stay valid whatever the working folder and wherever
-    # write_posts puts them next
-    fixed_root = None if image_root is None else Path(os.path.abspath(image_root))
-    roots: dict[str, Path] = {}
-    for source, line, rec in _iter_records(path, streaming):
-        report.read += 1
-        try:
-            if isinstance(rec, PostValidationError):
-                raise rec
-            if labels == "ignore" and isinstance(rec, Mapping):  # inference: labels are not read
-                rec = {k: v for k, v in rec.items() if k != "labels"}
-            root = fixed_root
-            if root is None:
-                root = roots.get(source)
-                if root is None:
-                    root = roots[source] = Path(os.path.abspath(Path(source).parent))
-            post = post_from_dict(rec, source=source, line=line, image_root=root)
-            if not streaming:
-                check_new_id(post.id, seen, f"{source}:{line}", source=source, line=line)
-        except PostValidationError as e:
-            report.skip(e, on_error, logger)
-            continue
-        yield post
-
-
-def load_posts(
-    path: str | Path | Any,
-    *,
-    image_root: str | Path | None = None,
-    streaming: bool = False,
-    on_error: Literal["raise", "skip"] = "raise",
-    report: LoadReport | None = None,
-    labels: Literal["check", "ignore"] = "check",
-    columns: Mapping[str, Any] | None = None,
-    split: str | None = None,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> list[Post] | Iterator[Post]:
-    """Read posts from a manifest or a Hugging Face ``datasets`` source.
-
-    Args:
-        path: a ``.jsonl`` file, a ``.parquet`` file, a folder of JSONL or Parquet shards, a folder of shards
-            with embedded images (one with a ``shards.json`` index, written by ``ximgctx shard``, or of
-            WebDataset ``.tar`` files; see :mod:`ximgctx.data.shards`; images come as bytes), a folder written
-            by ``save_to_disk`` (a ``Dataset`` or ``DatasetDict``), a ``datasets.Dataset`` /
-            ``IterableDataset`` / ``DatasetDict`` object, or a hub dataset id (``"org/name"``). An
-            ``IterableDataset`` is streamed, never materialised (an iterator is returned). See
-            :mod:`ximgctx.data.hf_datasets`.
-        image_root: folder that relative image paths are resolved against; defaults to the folder of
-            the file each record came from.
-        streaming: return a lazy iterator that reads through ``datasets`` streaming, holding one
-            record at a time, for manifests larger than memory. Duplicate ids are not checked.
-        on_error: ``"raise"`` stops at the first bad record with a :class:`PostValidationError`
-            naming file, line and field; ``"skip"`` logs it, records it in ``report`` and goes on.
-        report: filled with what was skipped when ``on_error="skip"``.
-        labels: ``"ignore"`` drops every record's labels unread (inference does not use them, so a post whose
-            only fault is a label value is kept); ``"check"`` validates them.
-        columns: for ``datasets`` sources, which column holds each part of a post, e.g.
-            ``{"id": "post_id", "image": "img", "text": "caption", "replies": "comments",
-            "labels": {"intent": "label"}, "meta": ["lang"]}`` (defaults: the record's own field names; see
-            :class:`~ximgctx.data.hf_datasets.ColumnMap`).
-        split: the split of a ``DatasetDict``, a saved one or a hub dataset (required when it has several).
-        revision: the hub dataset's revision (branch, tag or commit).
-        cache_dir: the ``datasets`` cache a hub dataset is read from.
-
-    Returns:
-        A list of posts, or an iterator when ``streaming`` (or for an ``IterableDataset``).
-    """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    report = report if report is not None else LoadReport()
-    if labels not in ("check", "ignore"):
-        raise ValueError(f"labels must be 'check' or 'ignore', got {labels!r}")
-    from ximgctx.data import hf_datasets
-    from ximgctx.data.shards import is_shard_source, iter_shard_posts
-
-    if hf_datasets.is_dataset_source(path):
-        return hf_datasets.load_dataset_posts(
-            path,
-            columns=columns,
-            split=split,
-            revision=revision,
-            cache_dir=cache_dir,
-            image_root=image_root,
-            streaming=streaming,
-            on_error=on_error,
-            report=report,
-            labels=labels,
-        )
-    if is_shard_source(path):
-        it = iter_shard_posts(
-            Path(path), streaming=streaming, on_error=on_error, report=report, labels=labels
-        )
-    else:
-        it = _iter_posts(
-            Path(path), None if image_root is None else Path(image_root), streaming, on_error, report, labels
-        )
-    return it if streaming else list(it)
-
-
-# The writer lives in ximgctx.data.post_write (it needs Post, defined above); its names stay importable here.
-from ximgctx.data.post_write import WriteReport, write_posts  # noqa: E402
