@@ -67,23 +67,3 @@ def item_post(item: Any) -> Post:
     post = post_from_dict(json.loads(item.post))
     post.image = item.image
     return post
-
-
-def posts_from_records(records: list[dict[str, Any]], limits: Any) -> list[Post]:
-    """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (the server
-    never opens a path named in a request). Errors name the record."""
-    from ximgctx.data.record import PostValidationError
-    from ximgctx.errors import InputError
-    from ximgctx.serve.inputs import fetch_image
-
-    posts = []
-    for i, record in enumerate(records):
-        image = record.get("image") if isinstance(record, dict) else None
-        try:
-            post = post_from_dict({k: v for k, v in record.items() if k != "image"}, source="posts", line=i)
-        except (PostValidationError, AttributeError) as e:
-            raise InputError(f"posts[{i}]: {e}") from None
-        if image:
-            post.image = fetch_image(str(image), limits, f"posts[{i}].image")
-        posts.append(post)
-    return posts

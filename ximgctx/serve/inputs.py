@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ximgctx.data.record import Post, Reply
+from ximgctx.data.record import Post, PostValidationError, Reply, post_from_dict
 from ximgctx.errors import InputError
 from ximgctx.serve.config import ServeConfig
 
@@ -31,6 +31,7 @@ __all__ = [
     "PostContext",
     "SearchRequest",
     "fetch_image",
+    "posts_from_records",
     "posts_from_request",
 ]
 
@@ -258,3 +259,19 @@ def feedback_post(req: FeedbackRequest, limits: ServeConfig) -> Post:
         labels=dict(req.labels),
         meta=dict(p.meta),
     )
+
+
+def posts_from_records(records: list[dict[str, Any]], limits: Any) -> list[Post]:
+    """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (the server
+    never opens a path named in a request). Errors name the record."""
+    posts = []
+    for i, record in enumerate(records):
+        image = record.get("image") if isinstance(record, dict) else None
+        try:
+            post = post_from_dict({k: v for k, v in record.items() if k != "image"}, source="posts", line=i)
+        except (PostValidationError, AttributeError) as e:
+            raise InputError(f"posts[{i}]: {e}") from None
+        if image:
+            post.image = fetch_image(str(image), limits, f"posts[{i}].image")
+        posts.append(post)
+    return posts

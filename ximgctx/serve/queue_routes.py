@@ -260,7 +260,7 @@ class _Routes:
     # ------------------------------------------------------------------------------------ operator
     async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:
         self.operator(request)
-        from ximgctx.queue.ingest import posts_from_records
+        from ximgctx.serve.inputs import posts_from_records
 
         posts = posts_from_records(body.posts, self.service.config)
         gold, source, priority = body.gold or None, body.source, body.priority
