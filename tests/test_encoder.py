@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import time
-
 import open_clip
 import pytest
 import torch
@@ -14,6 +11,7 @@ from ximgctx.data.text import trim_tokens
 from ximgctx.models.encoder import PretrainedWeightsError
 from ximgctx.models.open_clip_encoder import ClipEncoder, _pools_class_token
 
+from ._offline import watch_network
 from .helpers import TASKS, tiny_model
 
 TEXTS = [
@@ -128,25 +126,21 @@ def test_missing_local_weights_file() -> None:
 
 def test_pretrained_tag_offline_fails_fast_with_help(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-
-    def no_network(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    start = time.perf_counter()
+    network = watch_network(monkeypatch)  # a machine without a network: every connection is refused
     with pytest.raises(PretrainedWeightsError) as info:
         ClipEncoder(EncoderConfig(arch="ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=str(tmp_path)))
-    assert time.perf_counter() - start < 5.0
+    assert len(network.connects) == 1  # one reachability probe, then no download tried
+    assert network.sleeps == []  # and no retry waited for
     message = str(info.value)
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message and "pretrained='/path/to/" in message
 
 
 def test_pretrained_tag_with_hub_offline_env(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
+    network = watch_network(monkeypatch)
     with pytest.raises(PretrainedWeightsError, match="offline"):
         ClipEncoder(EncoderConfig(arch="ViT-B-32", pretrained="openai", cache_dir=str(tmp_path)))
-    assert time.perf_counter() - start < 5.0
+    assert network.connects == [] and network.sleeps == []  # no download tried, no retry waited for
 
 
 def test_local_weights_file_loads(tmp_path) -> None:

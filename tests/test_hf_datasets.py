@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import zlib
 from itertools import islice
 from pathlib import Path
@@ -27,6 +26,7 @@ from ximgctx.governance import govern
 from ximgctx.inference.predictor import Predictor
 from ximgctx.training import train
 
+from ._offline import watch_network
 from .helpers import tiny_model, write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -218,10 +218,10 @@ def test_iterable_dataset_is_streamed_never_materialised() -> None:
 def test_hub_dataset_id_offline_and_uncached_fails_at_once_naming_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    start = time.monotonic()
+    network = watch_network(monkeypatch)
     with pytest.raises(HubDatasetError) as err:
         load_posts("org/missing-posts", split="train", revision="main", cache_dir=tmp_path)
-    assert time.monotonic() - start < 5
+    assert network.connects == [] and network.sleeps == []  # no download tried, no retry waited for
     message = str(err.value)
     assert "'org/missing-posts'" in message and "HF_HUB_OFFLINE" in message
     assert "save_to_disk('posts_ds')" in message and "load_posts('posts_ds')" in message

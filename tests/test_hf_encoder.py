@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from ximgctx.models.encoder import PretrainedWeightsError
 from ximgctx.models.hf_encoder import HFEncoder
 from ximgctx.models.lora import resolve_lora_targets
 
+from ._offline import watch_network
 from .helpers import TASKS
 from .hf_tiny import make_tiny_clip, make_tiny_siglip
 
@@ -171,10 +171,10 @@ def test_refuses_other_model_types_and_pretrained(hf_dirs, tmp_path) -> None:
 
 def test_uncached_hub_id_offline_fails_at_once_naming_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
+    network = watch_network(monkeypatch)
     with pytest.raises(PretrainedWeightsError) as err:
         HFEncoder(EncoderConfig(backend="transformers", arch="org/tiny-clip", cache_dir=str(tmp_path)))
-    assert time.monotonic() - start < 5
+    assert network.connects == [] and network.sleeps == []  # no download tried, no retry waited for
     message = str(err.value)
     assert "'org/tiny-clip'" in message and "arch='/path/to/folder'" in message and "offline" in message
 

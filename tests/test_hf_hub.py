@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ximgctx._artifacts import artifact_digest
 from ximgctx.errors import ArtifactError
 from ximgctx.models.hub import HubModelError
 
+from ._offline import watch_network
 from .helpers import tiny_model
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -82,10 +82,10 @@ def test_tampered_blob_and_link_out_of_the_cache_refused(hub_cache, tmp_path) ->
 
 def test_uncached_repo_offline_fails_at_once_naming_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
+    network = watch_network(monkeypatch)
     with pytest.raises(HubModelError) as err:
         ContextModel.from_pretrained("org/missing", cache_dir=tmp_path)
-    assert time.monotonic() - start < 5
+    assert network.connects == [] and network.sleeps == []  # no download tried, no retry waited for
     message = str(err.value)
     assert (
         "'org/missing'" in message

@@ -10,7 +10,6 @@ import os
 import pickle
 import random
 import struct
-import time
 import tracemalloc
 import warnings
 import zlib
@@ -104,11 +103,9 @@ def test_png_bomb_is_refused_fast_without_allocating_pixels(tmp_path, monkeypatc
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))
 
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(ImageDecodeError) as info:
             load_image(path)
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -116,7 +113,6 @@ def test_png_bomb_is_refused_fast_without_allocating_pixels(tmp_path, monkeypatc
     assert info.value.reason == "too_many_pixels"
     assert info.value.path == str(path)
     assert str(path) in str(info.value)
-    assert elapsed < 0.5
     assert peak < 50 * 1024 * 1024
     assert loads == []  # refused from the header: no decoder ever ran (Pillow's pixel buffers are C memory)
 
@@ -127,11 +123,9 @@ def test_custom_pixel_limit_applies_below_pillows_own_limit(tmp_path, monkeypatc
     path = _write(tmp_path, "big.png", _png_header_only(8000, 8000))
     loads = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self))
-    start = time.perf_counter()
     with pytest.raises(ImageDecodeError, match="max_pixels=40000000") as info:
         load_image(path)
     assert info.value.reason == "too_many_pixels"
-    assert time.perf_counter() - start < 0.5
     assert loads == []
 
 
@@ -559,16 +553,24 @@ def test_max_bytes_is_checked_before_reading(tmp_path):
     assert load_image(data, ImageLimits(max_bytes=len(data))).size == (64, 64)
 
 
-def test_huge_file_is_refused_from_its_size(tmp_path):
+def test_huge_file_is_refused_from_its_size(tmp_path, monkeypatch):
     path = tmp_path / "huge.png"
     with open(path, "wb") as fh:
         fh.write(_encode(Image.new("RGB", (2, 2)), "PNG"))
         fh.truncate(1 << 30)  # sparse: 1 GiB on paper, nothing on disk
-    start = time.perf_counter()
-    with pytest.raises(ImageDecodeError, match="max_bytes") as info:
-        load_image(path)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageDecodeError, match="max_bytes") as info:
+            load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert info.value.reason == "too_many_bytes"
-    assert time.perf_counter() - start < 0.5
+    assert opened == []  # refused from its size: Pillow never saw it
+    assert peak < 16 * 1024 * 1024  # and the 1 GiB was never read
 
 
 def test_wrong_source_types_are_type_errors():

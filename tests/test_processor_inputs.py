@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from ximgctx.errors import ArtifactError, InputError
 from ximgctx.inference.predictor import Predictor
 from ximgctx.models.hub import HubModelError
 
+from ._offline import watch_network
 from .helpers import tiny_model
 from .test_hf_hub import REV, fill_cache
 
@@ -185,8 +185,8 @@ def test_predictor_from_a_hub_id_in_the_cache_offline(tmp_path, monkeypatch, pos
         assert [p.to_dict() for p in predictor.predict(posts)] == [p.to_dict() for p in local]
     with pytest.raises(ArtifactError, match="does not match the expected"):
         Predictor.from_pretrained("org/tiny", cache_dir=tmp_path / "cache", expected_sha256="0" * 64)
-    start = time.monotonic()
+    network = watch_network(monkeypatch)
     with pytest.raises(HubModelError) as err:
         Predictor.from_pretrained("org/missing", cache_dir=tmp_path / "cache")
-    assert time.monotonic() - start < 5
+    assert network.connects == [] and network.sleeps == []  # no download tried, no retry waited for
     assert "'org/missing'" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)

@@ -10,8 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
@@ -85,7 +85,7 @@ def test_contextbench_loop_through_the_queue(tmp_path):
     for rnd in range(3):  # three rounds of 80 posts
         chunk = pool[rnd * 80 : (rnd + 1) * 80]
         assert store.enqueue(chunk, source="select").added == 80
-        while True:
+        for _ in range(80 * 5 + 1):  # every pass but the last casts at least one of the 80 x 5 votes
             progress = False
             for name in rng.permutation(crowd.names):
                 lease = store.lease(who[name])
@@ -94,6 +94,8 @@ def test_contextbench_loop_through_the_queue(tmp_path):
                     progress = True
             if not progress:
                 break
+        else:
+            pytest.fail(f"round {rnd}: the labelers still got leases after 401 passes over 400 answers")
         if rnd == 0:  # what the model could learn from before the next two rounds
             assert export_manifest(store, first_round)["posts"] == 80
     assert store.count()["votes"] == 240 * 5 * 2
@@ -208,34 +210,51 @@ def test_sigkill_mid_vote_loses_no_committed_vote_and_duplicates_none(tmp_path):
     proc = _serve(db, key_file, port, log)
     wait_port(url, proc=proc)
     committed, in_flight, lock = [], [], threading.Lock()
+    enough = threading.Event()  # 60 votes committed, or a labeler stopped
 
-    def labeler(token: str) -> None:
+    def labeler(token: str) -> list[tuple[str, int, str]]:
+        """Lease and vote until the server dies; returns the votes the live server answered with other than
+        200 (asserted on in the test's thread, where a failure is seen)."""
+        refused = []
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
-            while True:
-                try:
-                    item = c.post("/v1/queue/lease").json()["item"]
-                except httpx.HTTPError:
-                    return
-                body = {"labels": answer(item["item_id"]), "note": "k"}
-                try:
-                    r = c.post(f"/v1/queue/items/{item['item_id']}/vote", json=body)
-                except httpx.HTTPError:  # the server died while this vote was in flight
+            try:
+                while True:
+                    try:
+                        item = c.post("/v1/queue/lease").json()["item"]
+                    except httpx.HTTPError:
+                        return refused
+                    body = {"labels": answer(item["item_id"]), "note": "k"}
+                    try:
+                        r = c.post(f"/v1/queue/items/{item['item_id']}/vote", json=body)
+                    except httpx.HTTPError:  # the server died while this vote was in flight
+                        with lock:
+                            in_flight.append((token, item["item_id"], body))
+                        return refused
+                    if r.status_code != 200:
+                        refused.append((item["item_id"], r.status_code, r.text))
+                        return refused
                     with lock:
-                        in_flight.append((token, item["item_id"], body))
-                    return
-                assert r.status_code == 200, r.text
-                with lock:
-                    committed.append((token, item["item_id"], body))
+                        committed.append((token, item["item_id"], body))
+                        if len(committed) >= 60:
+                            enough.set()
+            finally:  # a labeler that stops before the kill (refused, or raised) wakes the test at once
+                enough.set()
 
-    threads = [threading.Thread(target=labeler, args=(t,)) for t in tokens]
-    for t in threads:
-        t.start()
-    while len(committed) < 60:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    for t in threads:
-        t.join(60)
+    pool = ThreadPoolExecutor(max_workers=len(tokens))
+    labelers = [pool.submit(labeler, t) for t in tokens]
+    try:
+        reached = enough.wait(timeout=120)
+        with lock:
+            seen = len(committed)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        _, running = wait(labelers, timeout=60)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert not running, f"{len(running)} labelers still running 60 s after the server was killed"
+    refusals = [r for f in labelers for r in f.result()]  # re-raises what a labeler raised
+    assert refusals == [], f"the live server refused votes: {refusals}"
+    assert reached and seen >= 60, f"only {seen} votes committed within 120 s before the kill"
 
     store = make_store(str(db), overlap=2, gold_rate=0.0)
     with store.engine.connect() as conn:
