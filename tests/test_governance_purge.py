@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ximgctx import purge as purge_cli
 from ximgctx._artifacts import seal_folder, verify_artifact
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import Post, Reply
 from ximgctx.governance import govern
-from ximgctx.governance import purge as purge_cli
 from ximgctx.governance.authors import (
     MODEL_AUTHORS_FILE,
     author_digests_of,

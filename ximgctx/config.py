@@ -33,7 +33,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-ENCODER_BACKENDS = ("open_clip", "transformers")
+#: the libraries an encoder can be built with (``ximgctx.models.backends.ENCODERS`` has one class each)
+EncoderBackend = Literal["open_clip", "transformers"]
+ENCODER_BACKENDS: tuple[str, ...] = typing.get_args(EncoderBackend)
 LORA_PRESETS = ("attn", "mlp", "conv", "embed", "all")
 MODALITIES = ("image", "text", "replies")
 
@@ -60,7 +62,7 @@ class EncoderConfig:
     # freeze base encoder weights (LoRA, if set, still trains); False fine-tunes everything
     freeze: bool = True
     grad_checkpointing: bool = False  # trade compute for memory in both towers during training
-    backend: str = "open_clip"  # which library builds the towers: open_clip | transformers
+    backend: EncoderBackend = "open_clip"  # which library builds the towers: open_clip | transformers
     revision: str | None = None  # transformers: hub revision (branch, tag or commit) of arch; None = main
 
     def __post_init__(self) -> None:

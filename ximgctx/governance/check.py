@@ -9,7 +9,6 @@ ungoverned posts is refused. The marker records a process, it is not a signature
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,11 +16,10 @@ from typing import Any
 
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError
-from ximgctx.governance.core import MARKER_KEY, MARKER_VERSION
+from ximgctx.governance.core import MARKER_KEY, GovernanceMarker
 from ximgctx.governance.pii import NOT_DETECTED
 
 logger = logging.getLogger(__name__)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class UngovernedDataError(InputError):
@@ -30,14 +28,7 @@ class UngovernedDataError(InputError):
 
 def is_governed(post: Post) -> bool:
     """Whether ``post`` carries a well-formed governance marker."""
-    m = post.meta.get(MARKER_KEY) if isinstance(post.meta, dict) else None
-    return (
-        isinstance(m, dict)
-        and m.get("version") == MARKER_VERSION
-        and not isinstance(m.get("version"), bool)
-        and isinstance(m.get("policy_sha256"), str)
-        and bool(_HEX64.fullmatch(m["policy_sha256"]))
-    )
+    return GovernanceMarker.from_meta(post.meta) is not None
 
 
 @dataclass
@@ -108,9 +99,10 @@ def _status(posts: Iterable[Post]) -> GovernanceStatus:
     hashes: Counter[str] = Counter()
     for p in posts:
         st.total += 1
-        if is_governed(p):
+        marker = GovernanceMarker.from_meta(p.meta)
+        if marker is not None:
             st.governed += 1
-            hashes[p.meta[MARKER_KEY]["policy_sha256"]] += 1
+            hashes[marker.policy_sha256] += 1
     st.policy_sha256 = [h for h, _ in hashes.most_common()]
     return st
 

@@ -52,6 +52,35 @@ logger = logging.getLogger(__name__)
 
 MARKER_KEY = "governance"
 MARKER_VERSION = 2  # 2: keyed policy digest (1 hashed the raw opt-out ids and is no longer accepted)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class GovernanceMarker:
+    """What governance leaves in each kept post's ``meta["governance"]``: which policy (keyed digest) and
+    which key made it. It records a process, it is not a signature."""
+
+    policy_sha256: str  # HMAC-SHA256 of the whole policy under the operator's key (64 hex)
+    key_id: str  # the key's short public name (16 hex)
+    version: int = MARKER_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "policy_sha256": self.policy_sha256, "key_id": self.key_id}
+
+    @classmethod
+    def from_meta(cls, meta: Any) -> GovernanceMarker | None:
+        """The marker in a post's ``meta``, or None when there is none or it is malformed."""
+        m = meta.get(MARKER_KEY) if isinstance(meta, dict) else None
+        if not isinstance(m, dict):
+            return None
+        version, digest = m.get("version"), m.get("policy_sha256")
+        if isinstance(version, bool) or version != MARKER_VERSION:
+            return None
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            return None
+        return cls(policy_sha256=digest, key_id=str(m.get("key_id") or ""), version=MARKER_VERSION)
+
+
 DROP_REASONS = (
     "opted_out_author",
     "direct_message",
@@ -250,8 +279,8 @@ def iter_govern(
         key, audit.key_held = load_key()
     redactor = Redactor(kinds=tuple(policy.redact), tokens=policy.tokens, regions=policy.phone_regions)
     with_handles = tuple(dict.fromkeys((*policy.redact, "handle")))
-    marker = {"version": MARKER_VERSION, "policy_sha256": policy.digest(key), "key_id": key_id(key)}
-    audit.policy_sha256 = marker["policy_sha256"]
+    marker = GovernanceMarker(policy_sha256=policy.digest(key), key_id=key_id(key))
+    audit.policy_sha256 = marker.policy_sha256
     audit.opted_out_authors = len(opted_out)
     for post in posts:
         audit.input_posts += 1
@@ -281,7 +310,7 @@ def iter_govern(
         meta = {k: v for k, v in post.meta.items() if k != MARKER_KEY}  # a previous marker is replaced
         if policy.redact_meta:
             meta = meta_redactor(meta)
-        meta[MARKER_KEY] = dict(marker)
+        meta[MARKER_KEY] = marker.to_dict()
         for k, n in counts.items():
             audit.redactions[k] += n
         audit.posts_with_redactions += bool(counts)

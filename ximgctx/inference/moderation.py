@@ -47,7 +47,7 @@ import torch
 from ximgctx.config import MODALITIES
 from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
-from ximgctx.inference.policy import ModerationPolicy, PolicyError, default_policy_path, worst
+from ximgctx.inference.policy import Decision, ModerationPolicy, PolicyError, default_policy_path, worst
 from ximgctx.inference.predictor import BatchResult, Predictor
 from ximgctx.models.context_model import ContextModel
 from ximgctx.models.fusion import FUSIONS
@@ -89,7 +89,7 @@ class ModerationResult:
     categories: dict[str, bool]
     category_scores: dict[str, float | None]  # None: the category's task abstained (no usable image)
     category_applied_input_types: dict[str, list[str]]
-    decision: str
+    decision: Decision
     category_decisions: dict[str, str]
     explanation: Explanation | None = None
     problems: list[str] = field(default_factory=list)

@@ -41,20 +41,30 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from ximgctx.config import TaskSpec, config_from_dict
 from ximgctx.errors import ConfigError
 
-__all__ = ["DECISIONS", "CategoryRule", "ModerationPolicy", "PolicyError", "default_policy_path", "worst"]
+__all__ = [
+    "DECISIONS",
+    "Decision",
+    "CategoryRule",
+    "ModerationPolicy",
+    "PolicyError",
+    "default_policy_path",
+    "worst",
+]
 
-#: Decisions from least to most severe.
-DECISIONS: tuple[str, ...] = ("allow", "review", "block")
+#: A moderation decision; :data:`DECISIONS` lists them from least to most severe.
+Decision = Literal["allow", "review", "block"]
+DECISIONS: tuple[str, ...] = typing.get_args(Decision)
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
 _INPUTS = ("image", "text", "replies")

@@ -6,10 +6,18 @@ Times are UTC seconds since the epoch (floats), the same on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Assignment", "Base", "Item", "Labeler", "Session", "Setting", "VoteRow"]
+
+
+#: an assignment's state: leased to a labeler until it expires, or answered
+AssignmentState = Literal["leased", "done"]
+LEASED: AssignmentState = "leased"
+DONE: AssignmentState = "done"
 
 
 class Base(DeclarativeBase):
@@ -72,7 +80,7 @@ class Assignment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
-    state: Mapped[str] = mapped_column(String(16))  # leased | done
+    state: Mapped[str] = mapped_column(String(16))  # an AssignmentState: leased | done
     leased_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     done_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -35,7 +35,17 @@ from ximgctx.errors import InputError
 from ximgctx.hitl.votes import Vote
 from ximgctx.queue.config import QueueConfig, database_url
 from ximgctx.queue.db import open_engine, transaction
-from ximgctx.queue.models import Assignment, Item, Labeler, Session, Setting, VoteRow
+from ximgctx.queue.models import (
+    DONE,
+    LEASED,
+    Assignment,
+    AssignmentState,
+    Item,
+    Labeler,
+    Session,
+    Setting,
+    VoteRow,
+)
 
 __all__ = [
     "ConflictError",
@@ -95,7 +105,7 @@ class ItemView:
     post: Post  # governed; ``image`` holds the stored JPEG bytes (or None)
     image: bytes | None  # JPEG
     scores: dict[str, dict[str, float]] | None  # model scores stored when the item was enqueued
-    state: str  # leased | done
+    state: AssignmentState
     expires_at: float
 
 
@@ -212,7 +222,7 @@ class QueueStore:
                 return False
             row.active = False
             s.execute(delete(Session).where(Session.labeler_id == row.id))
-            s.execute(delete(Assignment).where(Assignment.labeler_id == row.id, Assignment.state == "leased"))
+            s.execute(delete(Assignment).where(Assignment.labeler_id == row.id, Assignment.state == LEASED))
         return True
 
     def labeler_for_token(self, token: str) -> int:
@@ -299,7 +309,7 @@ class QueueStore:
         with self.sessions() as s:
             done = (
                 select(func.count())
-                .where(Assignment.item_id == Item.id, Assignment.state == "done")
+                .where(Assignment.item_id == Item.id, Assignment.state == DONE)
                 .scalar_subquery()
             )
             return {
@@ -317,14 +327,14 @@ class QueueStore:
         with transaction(self.sessions) as s:
             expired = s.scalars(
                 select(Assignment.item_id)
-                .where(Assignment.state == "leased", Assignment.expires_at <= now)
+                .where(Assignment.state == LEASED, Assignment.expires_at <= now)
                 .order_by(Assignment.item_id)
             ).all()
             if not expired:
                 return 0
             gone = s.execute(
                 delete(Assignment)
-                .where(Assignment.state == "leased", Assignment.expires_at <= now)
+                .where(Assignment.state == LEASED, Assignment.expires_at <= now)
                 .returning(Assignment.item_id)
             ).all()
             for (item_id,) in sorted(gone):
@@ -340,7 +350,7 @@ class QueueStore:
                 select(Assignment)
                 .where(
                     Assignment.labeler_id == labeler_id,
-                    Assignment.state == "leased",
+                    Assignment.state == LEASED,
                     Assignment.expires_at > now,
                 )
                 .order_by(Assignment.id)
@@ -387,7 +397,7 @@ class QueueStore:
                     Assignment(
                         item_id=item.id,
                         labeler_id=labeler_id,
-                        state="leased",
+                        state=LEASED,
                         leased_at=now,
                         expires_at=expires,
                     )
@@ -405,7 +415,7 @@ class QueueStore:
                 .where(
                     Assignment.item_id == item_id,
                     Assignment.labeler_id == labeler_id,
-                    Assignment.state == "leased",
+                    Assignment.state == LEASED,
                 )
                 .returning(Assignment.id)
             ).all()
@@ -469,7 +479,7 @@ class QueueStore:
             if a is None:
                 raise NotAssignedError(f"item {item_id} is not assigned to you (the lease may have expired)")
             item = s.get(Item, item_id)
-            if a.state == "done":
+            if a.state == DONE:
                 stored = {
                     v.task: json.loads(v.label)
                     for v in s.scalars(
@@ -490,7 +500,7 @@ class QueueStore:
                         created_at=now,
                     )
                 )
-            a.state, a.done_at = "done", now
+            a.state, a.done_at = DONE, now
         return VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
 
     def vote_rows(self, *, gold: bool | None = None) -> list[dict[str, Any]]:

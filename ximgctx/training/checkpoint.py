@@ -25,6 +25,7 @@ The layout assumes a file system shared by all processes (one machine, or a shar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from ximgctx._artifacts import output_errors, seal_folder, verify_artifact
 from ximgctx._distributed import any_process
 from ximgctx.errors import ArtifactError, OutputError
+from ximgctx.training.config import TrainConfig
 from ximgctx.training.state import TRAINER_STATE, TrainState
 
 __all__ = [
@@ -71,30 +73,34 @@ _ALLOWED = re.compile(
     r"^(model\.safetensors|optimizer\.pt|scheduler\.json|scaler\.json|trainer_state\.json|config\.yaml|"
     r"COMPLETE|manifest\.json|rng-rank\d{1,6}\.(json|safetensors))$"
 )
-#: dotted config keys that may differ between a checkpoint and the run resuming it: how long the run goes on,
+#: TrainConfig fields that may differ between a checkpoint and the run resuming it: how long the run goes on,
 #: how often it logs, validates and saves, how it shows progress. Everything else (model, data, optimizer,
-#: seed) must match, or the resumed run would not be the run that was checkpointed. train.batch_size and
-#: train.grad_accum_steps may differ when the global batch stays the same (another process count).
-RESUMABLE_KEYS = frozenset(
-    {
-        "train.max_steps",
-        "train.epochs",
-        "train.eval_every",
-        "train.save_every",
-        "train.log_every",
-        "train.keep_last",
-        "train.eval_batch_size",
-        "train.num_workers",  # a streamed run checks its (processes x workers) layout itself
-        "train.prefetch_factor",
-        "train.progress_bar",
-        "train.tensorboard",
-        "train.log_samples",
-        "train.collective_timeout_s",
-        "train.max_nonfinite_steps",
-        "train.output_dir",
-    }
+#: seed) must match, or the resumed run would not be the run that was checkpointed. batch_size and
+#: grad_accum_steps may differ when the global batch stays the same (another process count). The names are
+#: checked against the dataclass when this module loads, so a renamed field cannot silently stop resuming.
+_RESUMABLE_FIELDS = (
+    "max_steps",
+    "epochs",
+    "eval_every",
+    "save_every",
+    "log_every",
+    "keep_last",
+    "eval_batch_size",
+    "num_workers",  # a streamed run checks its (processes x workers) layout itself
+    "prefetch_factor",
+    "progress_bar",
+    "tensorboard",
+    "log_samples",
+    "collective_timeout_s",
+    "max_nonfinite_steps",
+    "output_dir",
 )
-_BATCH_KEYS = frozenset({"train.batch_size", "train.grad_accum_steps"})
+_BATCH_FIELDS = ("batch_size", "grad_accum_steps")
+_unknown = sorted(set(_RESUMABLE_FIELDS + _BATCH_FIELDS) - {f.name for f in dataclasses.fields(TrainConfig)})
+if _unknown:
+    raise ImportError(f"checkpoint: RESUMABLE fields that TrainConfig does not have: {_unknown}")
+RESUMABLE_KEYS = frozenset(f"train.{name}" for name in _RESUMABLE_FIELDS)
+_BATCH_KEYS = frozenset(f"train.{name}" for name in _BATCH_FIELDS)
 
 
 class CheckpointError(ArtifactError):
