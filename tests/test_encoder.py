@@ -9,7 +9,7 @@ import open_clip
 import pytest
 import torch
 
-from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
+from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
 from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError, _pools_class_token, trim_tokens
 
 from .helpers import TASKS, tiny_model
@@ -50,7 +50,7 @@ def test_pooled_position_shortcut_equals_open_clip_with_adapters() -> None:
         ModelConfig(
             tasks=TASKS,
             encoder=EncoderConfig(arch="ximgctx-tiny"),
-            lora=LoraConfig(r=2, alpha=4.0, targets=["all"]),
+            lora=LoraSpec(r=2, alpha=4.0, targets=["all"]),
         )
     ).eval()
     with torch.no_grad():

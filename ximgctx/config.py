@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ximgctx.errors import ConfigError
 
@@ -23,8 +23,7 @@ __all__ = [
     "DataConfig",
     "EncoderConfig",
     "FusionConfig",
-    "LoraConfig",
-    "LoraSettings",
+    "LoraSpec",
     "ModelConfig",
     "TaskSpec",
     "config_from_dict",
@@ -88,8 +87,9 @@ class EncoderConfig:
 
 
 @dataclass
-class LoraConfig:
-    """Low-rank adapters on the encoder, injected with peft."""
+class LoraSpec:
+    """Low-rank adapters on the encoder, injected with peft (translated to peft's own ``LoraConfig`` by
+    :func:`ximgctx.models.lora.peft_config`)."""
 
     r: int = 8  # rank of each adapter
     alpha: float = 16.0  # scaling numerator: the update is (alpha / r) * B @ A
@@ -112,9 +112,6 @@ class LoraConfig:
         self.targets = list(self.targets)
         self.towers = list(self.towers)
 
-
-#: The earlier name of :class:`LoraConfig` (kept so existing code keeps working).
-LoraSettings = LoraConfig
 
 
 @dataclass
@@ -237,11 +234,8 @@ class ModelConfig:
     tasks: list[TaskSpec]  # the heads
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    lora: LoraConfig | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
-    limits: DataConfig = field(default_factory=DataConfig)  # input caps (the key was ``data`` before 0.3)
-
-    #: former key -> current key, accepted when reading (model folders saved before the rename say ``data``)
-    _RENAMED: ClassVar[dict[str, str]] = {"data": "limits"}
+    lora: LoraSpec | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
+    limits: DataConfig = field(default_factory=DataConfig)  # input caps: replies, characters, image size
 
     def __post_init__(self) -> None:
         self.tasks = [
@@ -251,15 +245,6 @@ class ModelConfig:
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         _check(not dup, f"duplicate task names {dup}")
-
-    @property
-    def data(self) -> DataConfig:
-        """The input caps under their former name (``limits``); kept for code written against it."""
-        return self.limits
-
-    @data.setter
-    def data(self, value: DataConfig) -> None:
-        self.limits = value
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -329,11 +314,6 @@ def config_from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for old, new in getattr(cls, "_RENAMED", {}).items():
-        if old in data:
-            if new in data:
-                raise ConfigError(f"{path + '.' if path else ''}{old} is the former name of {new}: give one")
-            data = {(new if k == old else k): v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{path}." if path else ""
