@@ -28,6 +28,7 @@ __all__ = [
     "TaskSpec",
     "config_from_dict",
     "config_to_dict",
+    "flatten_config",
 ]
 
 T = TypeVar("T")
@@ -111,7 +112,6 @@ class LoraSpec:
         )
         self.targets = list(self.targets)
         self.towers = list(self.towers)
-
 
 
 @dataclass
@@ -269,6 +269,29 @@ def config_to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: config_to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def flatten_config(obj: Any) -> dict[str, Any]:
+    """A nested config (dataclasses and/or dicts) as one flat dict with dotted keys, in field order.
+
+    ``{"train": {"lr": {"lora": 1e-4}}, "seed": 0}`` -> ``{"train.lr.lora": 1e-4, "seed": 0}``. Leaves keep
+    their values (lists stay lists); an empty mapping has no leaves and adds no key. Used to compare a
+    checkpoint's config with a resuming run's and to log hyperparameters.
+    """
+    data = config_to_dict(obj)
+    if not isinstance(data, dict):
+        raise ConfigError(f"flatten_config takes a config dataclass or a mapping, got {type(obj).__name__}")
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[Any, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    walk(data, "")
+    return out
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
