@@ -227,15 +227,14 @@ class Predictor:
             memory: a label memory, or a memory folder to load (verified), or True for the model's own
                 (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
         """
-        from ximgctx._hub import looks_like_repo_id
-        from ximgctx.models.hub import download_model
+        from ximgctx.models.hub import resolve_model
 
-        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
-            # the verified snapshot in the Hugging Face cache: model_dir and model_digest name it
-            path = download_model(
-                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
-            )
-            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
+        # a hub id becomes the verified snapshot in the Hugging Face cache: model_dir and model_digest name it
+        path, verified = resolve_model(
+            path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+        )
+        if verified:  # links into the cache's blobs included
+            verify, expected_sha256 = False, None
         dev = resolve_device(device)
         model = ContextModel.from_pretrained(
             path,
