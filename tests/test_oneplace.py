@@ -168,3 +168,28 @@ def test_resolve_model_hub_id_goes_through_the_one_snapshot_call(tmp_path, monke
             error=lambda why: PretrainedWeightsError(f"'org/clip': {why}"),
         )
     assert calls[-1]["allow_patterns"] == ["*.json"] and calls[-1]["local_files_only"] is True
+
+
+def test_posts_arrow_schema_is_the_one_written_by_shards_and_manifests(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ximgctx.adapters._common import write_manifest
+    from ximgctx.data.post import Post
+    from ximgctx.data.post_schema import HF_FEATURES, posts_arrow_schema
+
+    shard = posts_arrow_schema(image_bytes=True)
+    assert shard.names == ["id", "image", "text", "replies", "labels", "meta"]
+    assert shard.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert all(shard.field(n).type == pa.string() for n in ("id", "text", "replies", "labels", "meta"))
+    assert json.loads(shard.metadata[b"huggingface"]) == {"info": {"features": HF_FEATURES}}
+    assert HF_FEATURES["image"] == {"_type": "Image"}
+    assert HF_FEATURES["meta"] == {"dtype": "string", "_type": "Value"}
+    manifest = posts_arrow_schema(image_bytes=False)
+    assert manifest.field("image").type == pa.string() and manifest.metadata is None
+
+    out = tmp_path / "posts.parquet"
+    write_manifest([Post("p1", text="hi", meta={"score": float("nan")})], out)
+    table = pq.read_table(out)
+    assert table.schema.equals(manifest)
+    assert json.loads(table.column("meta")[0].as_py()) == {"score": None}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ximgctx._json import json_safe
+from ximgctx.data.post_schema import JSON_FIELDS, POST_FIELDS
 from ximgctx.data.problems import Problem
 from ximgctx.errors import InputError
 
@@ -264,7 +265,7 @@ def post_from_dict(
     ctx = {"source": source, "line": line, "row": row}
     if not isinstance(record, Mapping):
         raise PostValidationError(f"a post is a JSON object, got {type(record).__name__}", **ctx)
-    unknown = set(record) - {"id", "image", "text", "replies", "labels", "meta"}
+    unknown = set(record) - set(POST_FIELDS)
     if unknown:
         raise PostValidationError(f"unknown fields {sorted(unknown)}", **ctx)
 
@@ -360,12 +361,9 @@ def check_new_id(
 
 _JSONL_CHUNK_BYTES = 1 << 20
 
-#: columns that Parquet files may store as JSON strings (a common way to keep mixed shapes in one column)
-_JSON_COLUMNS = frozenset({"replies", "labels", "meta"})
-
 
 def _parquet_value(key: str, value: Any) -> Any:
-    if key in _JSON_COLUMNS and isinstance(value, str) and value[:1] in "[{":
+    if key in JSON_FIELDS and isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
         except json.JSONDecodeError:
