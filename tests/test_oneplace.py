@@ -193,3 +193,32 @@ def test_posts_arrow_schema_is_the_one_written_by_shards_and_manifests(tmp_path)
     table = pq.read_table(out)
     assert table.schema.equals(manifest)
     assert json.loads(table.column("meta")[0].as_py()) == {"score": None}
+
+
+def test_one_forward_pass_serves_evaluation_and_inference(posts) -> None:
+    from torch.utils.data import DataLoader
+
+    from ximgctx.data.dataset import PostDataset
+    from ximgctx.evaluation.predict import predict
+    from ximgctx.inference.predictor import Predictor
+    from ximgctx.models.forward import run_forward
+    from ximgctx.models.modalities import Modalities
+
+    from .helpers import tiny_model
+
+    model = tiny_model("concat")
+    batch = model.processor(posts)
+    predictor = Predictor(model, device="cpu", dtype="fp32")
+    loader = DataLoader(PostDataset(posts), batch_size=len(posts), collate_fn=model.processor)
+    gathered = predict(model, loader, keys=("text", "image+replies"))
+    for key in ("text", "image+replies"):
+        with torch.no_grad():
+            want = model(batch, drop=Modalities.parse(key).dropped).logits
+        shared = run_forward(model, batch, key).logits
+        served = predictor.forward(batch, key).logits
+        for task, z in want.items():
+            assert torch.equal(shared[task], z) and torch.equal(served[task], z)
+            assert torch.equal(gathered[key].logits[task], z.float())
+    with torch.no_grad():
+        full = model(batch).logits
+    assert any(not torch.equal(full[t], want[t]) for t in full)  # the masking is real

@@ -1,8 +1,9 @@
 """Batched prediction with a trained context model.
 
-``Predictor`` is the one place where inference runs the model: moderation, search, batch prediction
-and the benchmark all go through :meth:`Predictor.run_batch`, so they share batching, device placement,
-``torch.inference_mode`` and autocast. The collate step is the model's own processor (safe image decode,
+``Predictor`` is the one place where inference batches posts: moderation, search, batch prediction and the
+benchmark all go through :meth:`Predictor.run_batch`, so they share batching, device placement,
+``torch.inference_mode`` and autocast. The forward pass itself is :func:`ximgctx.models.forward.run_forward`,
+the same one evaluation runs. The collate step is the model's own processor (safe image decode,
 capped text, tokens trimmed to the longest real sequence, identical replies encoded once); it never
 drops or reorders a post, and whatever was wrong with a post is named in that post's result.
 """
@@ -32,6 +33,7 @@ from ximgctx.data.text import cap_text
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
 from ximgctx.models.decision import decided_labels
+from ximgctx.models.forward import run_forward
 from ximgctx.models.modalities import ALL, Modalities
 
 if TYPE_CHECKING:
@@ -272,9 +274,8 @@ class Predictor:
         """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept
         ones: a :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``);
         the others are replaced by their learned null embeddings."""
-        keep = Modalities.parse(modalities)
-        with torch.inference_mode(), self.autocast():
-            return self.model(batch, drop=keep.dropped)
+        with torch.inference_mode():
+            return run_forward(self.model, batch, modalities, dtype=self.dtype)
 
     def scores(self, output: ContextOutput) -> dict[str, torch.Tensor]:
         """Calibrated per-task probabilities as float32 (B, C) tensors, blended with the label memory when
