@@ -222,3 +222,27 @@ def test_one_forward_pass_serves_evaluation_and_inference(posts) -> None:
     with torch.no_grad():
         full = model(batch).logits
     assert any(not torch.equal(full[t], want[t]) for t in full)  # the masking is real
+
+
+def test_run_server_is_the_one_uvicorn_start(monkeypatch) -> None:
+    import uvicorn
+
+    from ximgctx.serve.config import ServeConfig
+    from ximgctx.serve.run import run_server
+
+    calls: list[tuple[object, dict]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    app = object()
+    run_server(app, ServeConfig(host="127.0.0.1", port=8123, no_auth=True), graceful_timeout_s=5.0)
+    assert calls == [
+        (
+            app,
+            {
+                "host": "127.0.0.1",
+                "port": 8123,
+                "log_level": "info",
+                "timeout_graceful_shutdown": 5.0,
+                "access_log": False,
+            },
+        )
+    ]
