@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ximgctx import ContextModel, FusionConfig, LoraConfig, ModelConfig, TaskSpec
+from ximgctx import ContextModel, FusionConfig, LoraSpec, ModelConfig, TaskSpec
 
 TASKS = [
     TaskSpec("objects", ["circle", "square", "star"], "multilabel", "image", "a picture of a {}."),
@@ -21,7 +21,7 @@ def tiny_config(kind: str = "attention", lora: bool = True, **fusion) -> ModelCo
     return ModelConfig(
         tasks=[TaskSpec(**{**t.__dict__}) for t in TASKS],
         fusion=FusionConfig(kind=kind, hidden_dim=64, heads=4, layers=2, dropout=0.0, cross_dim=16, **fusion),
-        lora=LoraConfig(r=4, alpha=8.0) if lora else None,
+        lora=LoraSpec(r=4, alpha=8.0) if lora else None,
     )
 
 

@@ -24,8 +24,7 @@ def test_round_trip() -> None:
         ({"lora": {"towers": ["audio"]}}, "lora.towers"),
         ({"encoder": {"arch": ""}}, "encoder.arch"),
         ({"limits": {"max_replies": -1}}, "limits.max_replies must be >= 0, got -1"),
-        ({"data": {"max_replies": -1}}, "limits.max_replies must be >= 0, got -1"),  # the former key
-        ({"data": {}, "limits": {}}, "data is the former name of limits"),
+        ({"data": {"max_replies": 1}}, "unknown config keys ['data']"),  # the former name of limits
         ({"tasks": []}, "at least one task"),
         (
             {"tasks": [{"name": "a", "labels": ["x", "y"]}, {"name": "a", "labels": ["x", "y"]}]},
@@ -37,8 +36,6 @@ def test_round_trip() -> None:
 def test_bad_values_named(patch, message) -> None:
     d = tiny_config().to_dict()
     for key, value in patch.items():
-        if key == "data":  # the former name of limits: it replaces it
-            d.pop("limits")
         d[key] = value if not isinstance(value, dict) else {**(d.get(key) or {}), **value}
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         ModelConfig.from_dict(d)
@@ -59,12 +56,11 @@ def test_task_spec_validation(kwargs, message) -> None:
         TaskSpec(name="t", **kwargs)
 
 
-def test_limits_is_the_input_caps_key_and_data_still_reads() -> None:
-    """``ModelConfig.limits`` holds the input caps; configs saved with the former ``data`` key load the
-    same."""
+def test_limits_is_the_one_name_of_the_input_caps() -> None:
+    """``ModelConfig.limits`` holds the input caps; the former name ``data`` is gone as a key and as an
+    attribute (removed in 0.2.0)."""
     config = tiny_config("cross", cross_rank=4)
     d = config.to_dict()
     assert "limits" in d and "data" not in d
-    legacy = {("data" if k == "limits" else k): v for k, v in d.items()}
-    assert ModelConfig.from_dict(legacy) == config
-    assert config.data is config.limits  # the former attribute name reads the same object
+    assert ModelConfig.from_dict(d).limits == config.limits
+    assert not hasattr(config, "data")

@@ -6,7 +6,7 @@ import open_clip
 import pytest
 import torch
 
-from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
+from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.models.encoder import PretrainedWeightsError
 from ximgctx.models.open_clip_encoder import ClipEncoder, _pools_class_token
@@ -50,7 +50,7 @@ def test_pooled_position_shortcut_equals_open_clip_with_adapters() -> None:
         ModelConfig(
             tasks=TASKS,
             encoder=EncoderConfig(arch="ximgctx-tiny"),
-            lora=LoraConfig(r=2, alpha=4.0, targets=["all"]),
+            lora=LoraSpec(r=2, alpha=4.0, targets=["all"]),
         )
     ).eval()
     with torch.no_grad():

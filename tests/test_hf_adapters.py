@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
+from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
 from ximgctx.models.open_clip_encoder import build_clip
 
 from .helpers import TASKS
@@ -38,7 +38,7 @@ def _model(backend: str, hf_dirs, targets: list[str]) -> ContextModel:
         encoder = EncoderConfig(backend="transformers", arch=str(hf_dirs[backend]))
     torch.manual_seed(0)
     model = ContextModel(
-        ModelConfig(tasks=TASKS, encoder=encoder, lora=LoraConfig(r=4, alpha=8.0, targets=targets))
+        ModelConfig(tasks=TASKS, encoder=encoder, lora=LoraSpec(r=4, alpha=8.0, targets=targets))
     ).eval()
     with torch.no_grad():  # non-trivial adapters: B is zero at initialisation
         for name, p in model.named_parameters():

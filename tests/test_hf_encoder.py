@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
+from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
 from ximgctx.errors import ConfigError
 from ximgctx.models.encoder import PretrainedWeightsError
 from ximgctx.models.hf_encoder import HFEncoder
@@ -47,7 +47,7 @@ def _hf_config(folder, targets=("attn", "mlp"), lora=True) -> ModelConfig:
     return ModelConfig(
         tasks=TASKS,
         encoder=EncoderConfig(backend="transformers", arch=str(folder)),
-        lora=LoraConfig(r=4, alpha=8.0, targets=list(targets)) if lora else None,
+        lora=LoraSpec(r=4, alpha=8.0, targets=list(targets)) if lora else None,
     )
 
 
@@ -104,14 +104,14 @@ def test_clip_texts_are_trimmed_and_siglip_texts_are_not(hf_dirs) -> None:
 
 def test_hf_lora_presets_by_module_type(hf_dirs) -> None:
     enc = HFEncoder(EncoderConfig(backend="transformers", arch=str(hf_dirs["siglip"])))
-    attn = resolve_lora_targets(enc.clip, LoraConfig(targets=["attn"]))
+    attn = resolve_lora_targets(enc.clip, LoraSpec(targets=["attn"]))
     assert {n.rsplit(".", 1)[-1] for n in attn} == {"q_proj", "k_proj", "v_proj", "out_proj"}
     assert len(attn) == 4 * 2 * 2  # 4 projections x 2 layers x 2 towers; the pooling head's MHA is left out
-    mlp = resolve_lora_targets(enc.clip, LoraConfig(targets=["mlp"], towers=["text"]))
+    mlp = resolve_lora_targets(enc.clip, LoraSpec(targets=["mlp"], towers=["text"]))
     assert len(mlp) == 4 and all(n.startswith("text_model.") and n.endswith(("fc1", "fc2")) for n in mlp)
-    embed = resolve_lora_targets(enc.clip, LoraConfig(targets=["embed"]))
+    embed = resolve_lora_targets(enc.clip, LoraSpec(targets=["embed"]))
     assert embed == ["text_model.embeddings.token_embedding"]
-    conv = resolve_lora_targets(enc.clip, LoraConfig(targets=["conv"]))
+    conv = resolve_lora_targets(enc.clip, LoraSpec(targets=["conv"]))
     assert conv == ["vision_model.embeddings.patch_embedding"]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ximgctx import ContextModel, EncoderConfig, LoraConfig, ModelConfig
+from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
 from ximgctx.models.lora import base_name, resolve_lora_targets
 from ximgctx.models.open_clip_encoder import build_clip
 
@@ -17,7 +17,7 @@ def _model(arch: str, targets: list[str]) -> ContextModel:
     torch.manual_seed(0)
     return ContextModel(
         ModelConfig(
-            tasks=TASKS, encoder=EncoderConfig(arch=arch), lora=LoraConfig(r=4, alpha=8.0, targets=targets)
+            tasks=TASKS, encoder=EncoderConfig(arch=arch), lora=LoraSpec(r=4, alpha=8.0, targets=targets)
         )
     )
 
@@ -61,7 +61,7 @@ def test_one_step_trains_every_adapter_and_no_base_weight(arch, targets, posts) 
 
 def test_attn_preset_targets_whole_mha_not_out_proj() -> None:
     clip = build_clip(EncoderConfig(arch="ximgctx-tiny"))
-    names = resolve_lora_targets(clip, LoraConfig(targets=["attn"]))
+    names = resolve_lora_targets(clip, LoraSpec(targets=["attn"]))
     assert names and all(n.endswith(".attn") for n in names)
     n_mha = sum(isinstance(m, nn.MultiheadAttention) for _, m in clip.named_modules())
     assert len(names) == n_mha
@@ -70,10 +70,10 @@ def test_attn_preset_targets_whole_mha_not_out_proj() -> None:
 
 def test_tower_selection_and_bad_targets() -> None:
     clip = build_clip(EncoderConfig(arch="ximgctx-tiny"))
-    names = resolve_lora_targets(clip, LoraConfig(targets=["attn"], towers=["text"]))
+    names = resolve_lora_targets(clip, LoraSpec(targets=["attn"], towers=["text"]))
     assert names and not any(n.startswith("visual.") for n in names)
     with pytest.raises(ValueError, match="selects no module"):
-        resolve_lora_targets(clip, LoraConfig(targets=["conv"], towers=["text"]))
+        resolve_lora_targets(clip, LoraSpec(targets=["conv"], towers=["text"]))
 
 
 def test_mha_adapter_equals_merged_reference() -> None:
@@ -88,7 +88,7 @@ def test_mha_adapter_equals_merged_reference() -> None:
     holder = nn.Module()
     holder.attn = nn.MultiheadAttention(16, 2, batch_first=True)
     base = copy.deepcopy(holder.attn)
-    inject_adapter_in_model(peft_config(LoraConfig(r=2, alpha=2.0), ["attn"]), holder)
+    inject_adapter_in_model(peft_config(LoraSpec(r=2, alpha=2.0), ["attn"]), holder)
     with torch.no_grad():
         for name, p in holder.named_parameters():
             if "lora_" in name:
@@ -118,7 +118,7 @@ def test_adapters_land_on_the_named_towers_only(towers) -> None:
         ModelConfig(
             tasks=TASKS,
             encoder=EncoderConfig(arch="ximgctx-tiny"),
-            lora=LoraConfig(r=2, alpha=4.0, targets=["all"], towers=towers),
+            lora=LoraSpec(r=2, alpha=4.0, targets=["all"], towers=towers),
         )
     )
     clip = model.encoder.clip
@@ -130,7 +130,7 @@ def test_adapters_land_on_the_named_towers_only(towers) -> None:
         }
     )
     expected = resolve_lora_targets(
-        build_clip(EncoderConfig(arch="ximgctx-tiny")), LoraConfig(targets=["all"], towers=towers)
+        build_clip(EncoderConfig(arch="ximgctx-tiny")), LoraSpec(targets=["all"], towers=towers)
     )
     assert adapted == expected
     assert any(n.startswith("visual.") for n in adapted) == ("image" in towers)

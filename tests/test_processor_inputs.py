@@ -110,7 +110,7 @@ def test_pil_images_get_the_decoder_limits(model, tmp_path) -> None:
         model.processor.tokenizer,
         model.processor.image_transform,
         model.processor.image_size,
-        model.config.data,
+        model.config.limits,
         model.config.tasks,
         limits=ImageLimits(max_pixels=1000),
     )

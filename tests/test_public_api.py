@@ -19,9 +19,13 @@ import ximgctx
 #: kind: "dataclass" (a config or record: the parameters are its fields), "class" (the parameters are its
 #: constructor's), "exception" (a subclass of XimgctxError), "function" (the parameters are its own).
 SURFACE: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "Post": ("ximgctx.data.post", "dataclass", ("id", "image", "text", "replies", "labels", "meta")),
-    "Reply": ("ximgctx.data.post", "dataclass", ("text", "author")),
-    "load_posts": ("ximgctx.data.post", "function", ("path", "image_root", "streaming", "columns", "split")),
+    "Post": ("ximgctx.data.record", "dataclass", ("id", "image", "text", "replies", "labels", "meta")),
+    "Reply": ("ximgctx.data.record", "dataclass", ("text", "author")),
+    "load_posts": (
+        "ximgctx.data.io",
+        "function",
+        ("path", "image_root", "streaming", "columns", "split"),
+    ),
     "write_posts": ("ximgctx.data.post_write", "function", ("posts", "path")),
     "EncoderConfig": ("ximgctx.config", "dataclass", ("arch", "pretrained", "backend")),
     "FusionConfig": ("ximgctx.config", "dataclass", ("kind", "hidden_dim", "dropout", "cross_rank")),

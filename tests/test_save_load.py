@@ -75,12 +75,12 @@ def test_adapter_loads_with_peft_into_plain_open_clip(tmp_path) -> None:
     # ximgctx.models.lora). The anchored target regex must load as it was saved.
     from peft import PeftModel
 
-    from ximgctx.config import EncoderConfig, LoraConfig
+    from ximgctx.config import EncoderConfig, LoraSpec
     from ximgctx.models.open_clip_encoder import build_clip
 
     torch.manual_seed(0)
     config = tiny_config("concat")
-    config.lora = LoraConfig(r=4, alpha=8.0, targets=["mlp", "embed"], towers=["text"])
+    config.lora = LoraSpec(r=4, alpha=8.0, targets=["mlp", "embed"], towers=["text"])
     model = ContextModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ximgctx.errors import ConfigError
 
@@ -23,12 +23,12 @@ __all__ = [
     "DataConfig",
     "EncoderConfig",
     "FusionConfig",
-    "LoraConfig",
-    "LoraSettings",
+    "LoraSpec",
     "ModelConfig",
     "TaskSpec",
     "config_from_dict",
     "config_to_dict",
+    "flatten_config",
 ]
 
 T = TypeVar("T")
@@ -90,8 +90,9 @@ class EncoderConfig:
 
 
 @dataclass
-class LoraConfig:
-    """Low-rank adapters on the encoder, injected with peft."""
+class LoraSpec:
+    """Low-rank adapters on the encoder, injected with peft (translated to peft's own ``LoraConfig`` by
+    :func:`ximgctx.models.lora.peft_config`)."""
 
     r: int = 8  # rank of each adapter
     alpha: float = 16.0  # scaling numerator: the update is (alpha / r) * B @ A
@@ -113,10 +114,6 @@ class LoraConfig:
         )
         self.targets = list(self.targets)
         self.towers = list(self.towers)
-
-
-#: The earlier name of :class:`LoraConfig` (kept so existing code keeps working).
-LoraSettings = LoraConfig
 
 
 #: The fusion strategies; :data:`ximgctx.models.fusion.FUSIONS` maps each to its class (a test keeps
@@ -247,11 +244,8 @@ class ModelConfig:
     tasks: list[TaskSpec]  # the heads
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    lora: LoraConfig | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
-    limits: DataConfig = field(default_factory=DataConfig)  # input caps (the key was ``data`` before 0.3)
-
-    #: former key -> current key, accepted when reading (model folders saved before the rename say ``data``)
-    _RENAMED: ClassVar[dict[str, str]] = {"data": "limits"}
+    lora: LoraSpec | None = None  # None: no adapters (encoder frozen or fully trained per encoder.freeze)
+    limits: DataConfig = field(default_factory=DataConfig)  # input caps: replies, characters, image size
 
     def __post_init__(self) -> None:
         self.tasks = [
@@ -261,15 +255,6 @@ class ModelConfig:
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         _check(not dup, f"duplicate task names {dup}")
-
-    @property
-    def data(self) -> DataConfig:
-        """The input caps under their former name (``limits``); kept for code written against it."""
-        return self.limits
-
-    @data.setter
-    def data(self, value: DataConfig) -> None:
-        self.limits = value
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -294,6 +279,29 @@ def config_to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: config_to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def flatten_config(obj: Any) -> dict[str, Any]:
+    """A nested config (dataclasses and/or dicts) as one flat dict with dotted keys, in field order.
+
+    ``{"train": {"lr": {"lora": 1e-4}}, "seed": 0}`` -> ``{"train.lr.lora": 1e-4, "seed": 0}``. Leaves keep
+    their values (lists stay lists); an empty mapping has no leaves and adds no key. Used to compare a
+    checkpoint's config with a resuming run's and to log hyperparameters.
+    """
+    data = config_to_dict(obj)
+    if not isinstance(data, dict):
+        raise ConfigError(f"flatten_config takes a config dataclass or a mapping, got {type(obj).__name__}")
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[Any, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    walk(data, "")
+    return out
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
@@ -339,11 +347,6 @@ def config_from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for old, new in getattr(cls, "_RENAMED", {}).items():
-        if old in data:
-            if new in data:
-                raise ConfigError(f"{path + '.' if path else ''}{old} is the former name of {new}: give one")
-            data = {(new if k == old else k): v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{path}." if path else ""

@@ -364,6 +364,7 @@ def write_manifest(
     """
     from ximgctx._artifacts import atomic_output, output_errors
     from ximgctx.data.io import write_posts
+    from ximgctx.data.post_schema import JSON_FIELDS, posts_arrow_schema
     from ximgctx.data.record import standard_record
 
     path = Path(path)
@@ -373,7 +374,7 @@ def write_manifest(
     import pyarrow.parquet as pq
 
     report = report if report is not None else WriteReport()
-    schema = pa.schema([(k, pa.string()) for k in ("id", "image", "text", "replies", "labels", "meta")])
+    schema = posts_arrow_schema(image_bytes=False)
     n = 0
     with atomic_output(path, inputs=inputs) as tmp:
         with output_errors(path):
@@ -388,7 +389,7 @@ def write_manifest(
                     cols["id"].append(d["id"])
                     cols["image"].append(d.get("image"))
                     cols["text"].append(d["text"])
-                    for k in ("replies", "labels", "meta"):
+                    for k in JSON_FIELDS:
                         cols[k].append(json.dumps(d[k], ensure_ascii=False, allow_nan=False))
                 with output_errors(path):
                     writer.write_table(pa.table(cols, schema=schema))

@@ -111,15 +111,15 @@ def _png() -> bytes:
 
 
 def _model(arch: str, *, lora: bool, freeze: bool, replies: int) -> Any:
-    from ximgctx.config import EncoderConfig, LoraConfig, ModelConfig, TaskSpec
+    from ximgctx.config import EncoderConfig, LoraSpec, ModelConfig, TaskSpec
     from ximgctx.models.context_model import ContextModel
 
     config = ModelConfig(
         tasks=[TaskSpec(n, labels, kind=k) for n, labels, k in _TASKS],
         encoder=EncoderConfig(arch=arch, pretrained=None, freeze=freeze),
-        lora=LoraConfig() if lora else None,
+        lora=LoraSpec() if lora else None,
     )
-    config.data.max_replies = max(config.data.max_replies, replies)
+    config.limits.max_replies = max(config.limits.max_replies, replies)
     return ContextModel(config)
 
 

@@ -153,10 +153,11 @@ def offline_refusals(workdir: str | Path, *, rounds: int = 3) -> dict[str, Any]:
     disk."""
     from ximgctx.config import EncoderConfig
     from ximgctx.data.hf_datasets import HubDatasetError
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.models.context_model import ContextModel
-    from ximgctx.models.encoder import ClipEncoder, PretrainedWeightsError
+    from ximgctx.models.encoder import PretrainedWeightsError
     from ximgctx.models.hub import HubModelError
+    from ximgctx.models.open_clip_encoder import ClipEncoder
 
     workdir = Path(workdir)
     folder = _tiny_model_folder(workdir / "tiny-model")

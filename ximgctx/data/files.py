@@ -11,18 +11,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ximgctx.data.post_schema import JSON_FIELDS
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 
 logger = logging.getLogger("ximgctx.data")  # one logger for every skipped record
 
 _JSONL_CHUNK_BYTES = 1 << 20
 
-#: columns that Parquet files may store as JSON strings (a common way to keep mixed shapes in one column)
-_JSON_COLUMNS = frozenset({"replies", "labels", "meta"})
-
 
 def _parquet_value(key: str, value: Any) -> Any:
-    if key in _JSON_COLUMNS and isinstance(value, str) and value[:1] in "[{":
+    if key in JSON_FIELDS and isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
         except json.JSONDecodeError:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from ximgctx._json import json_safe
+from ximgctx.data.post_schema import POST_FIELDS
 from ximgctx.data.problems import Problem
 from ximgctx.errors import InputError
 
@@ -144,19 +146,6 @@ class Post:
         return _dumps(standard_record(self)[0])
 
 
-def _finite(value: Any, where: str, found: list[Problem]) -> Any:
-    """``value`` with every NaN/infinity replaced by None; each one replaced is recorded in ``found``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        top = where.split(".", 1)[0].split("[", 1)[0]
-        found.append(Problem(top, "non_finite", f"{where} was {value!r}; written as null"))
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v, f"{where}.{k}", found) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
-    return value
-
-
 def standard_record(post: Post) -> tuple[dict[str, Any], list[Problem]]:
     """The post's record as standard JSON can hold it, and what had to change.
 
@@ -164,8 +153,12 @@ def standard_record(post: Post) -> tuple[dict[str, Any], list[Problem]]:
     Arrow, PostgreSQL) refuse. They become null, each with a ``Problem(<field>, "non_finite", ...)``.
     """
     found: list[Problem] = []
-    record = {k: _finite(v, k, found) for k, v in post.to_dict().items()}
-    return record, found
+
+    def note(where: str, value: float) -> None:
+        top = where.split(".", 1)[0].split("[", 1)[0]
+        found.append(Problem(top, "non_finite", f"{where} was {value!r}; written as null"))
+
+    return json_safe(post.to_dict(), on_nonfinite=note), found
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -272,7 +265,7 @@ def post_from_dict(
     ctx = {"source": source, "line": line, "row": row}
     if not isinstance(record, Mapping):
         raise PostValidationError(f"a post is a JSON object, got {type(record).__name__}", **ctx)
-    unknown = set(record) - {"id", "image", "text", "replies", "labels", "meta"}
+    unknown = set(record) - set(POST_FIELDS)
     if unknown:
         raise PostValidationError(f"unknown fields {sorted(unknown)}", **ctx)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx.data.images import ALLOWED_FORMATS, ImageDecodeError, ImageLimits, load_image
+from ximgctx.data.post_schema import JSON_FIELDS, posts_arrow_schema
 from ximgctx.data.record import Post, _dumps, standard_record
 from ximgctx.data.shards import INDEX, INDEX_FORMAT, INDEX_VERSION, SHARD_FORMATS, _sha256
 from ximgctx.errors import ConfigError, InputError
@@ -32,15 +33,6 @@ __all__ = ["ShardWriteReport", "write_shards"]
 
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 _ROW_GROUP_ROWS = 256  # Parquet rows per row group: the granularity of a resume seek
-#: Hugging Face ``datasets`` features stored in the Parquet schema, so ``load_dataset`` sees an Image() column
-_HF_FEATURES = {
-    "id": {"dtype": "string", "_type": "Value"},
-    "image": {"_type": "Image"},
-    "text": {"dtype": "string", "_type": "Value"},
-    "replies": {"dtype": "string", "_type": "Value"},
-    "labels": {"dtype": "string", "_type": "Value"},
-    "meta": {"dtype": "string", "_type": "Value"},
-}
 
 
 @dataclass
@@ -117,12 +109,7 @@ class _ParquetShard:
         import pyarrow.parquet as pq
 
         self.pa = pa
-        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-        cols = [("id", pa.string()), ("image", image)] + [
-            (c, pa.string()) for c in ("text", "replies", "labels", "meta")
-        ]
-        meta = {b"huggingface": json.dumps({"info": {"features": _HF_FEATURES}}).encode()}
-        self.schema = pa.schema(cols, metadata=meta)
+        self.schema = posts_arrow_schema(image_bytes=True)
         self.writer = pq.ParquetWriter(path, self.schema)
         self.rows: list[dict[str, Any]] = []
 
@@ -143,7 +130,7 @@ class _ParquetShard:
                 "text": rec["text"],
                 **{
                     c: _dumps(rec[c])  # a lone surrogate (from a "\ud800" escape) stays an escape
-                    for c in ("replies", "labels", "meta")
+                    for c in JSON_FIELDS
                 },
             }
         )

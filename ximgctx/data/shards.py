@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ximgctx.data.post_schema import JSON_FIELDS
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.data.shard_formats import (
     IMAGE_FIELDS,
@@ -305,7 +306,7 @@ def _sha256(path: Path) -> str:
 
 
 def _json_field(attr: str, value: Any) -> Any:
-    if attr in ("replies", "labels", "meta") and isinstance(value, str):
+    if attr in JSON_FIELDS and isinstance(value, str):
         return json.loads(value)
     return value
 

@@ -1,8 +1,9 @@
 """Run a model over posts with modalities masked, gathering logits from every process exactly once.
 
-This is the one place where predictions are collected, for validation during training, for ``evaluate``
-and for the quickstart, so they cannot drift apart. Each batch is collated once and run once per
-kept-modality key (``model(batch, drop=...)`` skips the encoder for masked inputs). Under Accelerate,
+This is the one place where evaluation predictions are collected, for validation during training, for
+``evaluate`` and for the quickstart, so they cannot drift apart; the forward pass is
+:func:`ximgctx.models.forward.run_forward`, the same one inference runs. Each batch is collated once and
+run once per kept-modality key (masked inputs skip the encoder). Under Accelerate,
 ``gather_for_metrics`` drops the duplicates that even batches add at the end of the data; each post's
 position in the dataset is gathered along with its logits and checked, so a post counted twice or not at
 all is an error, not a silently wrong metric.
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ximgctx.data.dataset import PostDataset  # re-exported: its home moved to ximgctx.data
+from ximgctx.models.forward import run_forward
 from ximgctx.models.modalities import Modalities
 
 __all__ = [
@@ -120,7 +122,6 @@ def predict(
     parts: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     index_parts: list[torch.Tensor] = []
     problems: dict[int, set[str]] = {}  # dataset position -> Problem.key set (this process's posts)
-    drops = {k: drop_for(k) for k in keys}
     model_device = next(model.parameters()).device
     try:
         for batch in loader:
@@ -134,7 +135,7 @@ def predict(
             index_parts.append(gather(idx).cpu())
             labels = gather({"targets": batch.targets, "mask": batch.label_mask})
             for key in keys:
-                out = model(batch, drop=drops[key])
+                out = run_forward(model, batch, key)
                 logits = {t: z.float() for t, z in out.logits.items()}
                 parts[key].append(
                     {

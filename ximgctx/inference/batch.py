@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx._artifacts import atomic_output, output_errors
+from ximgctx._json import json_safe
 from ximgctx.data.io import load_posts
 from ximgctx.data.record import LoadReport, Post
 from ximgctx.errors import ConfigError, OutputError
@@ -106,22 +107,11 @@ def output_format(path: str | Path) -> str:
     raise ConfigError(f"{path}: the output must end in .jsonl or .parquet, got {suffix or 'no extension'!r}")
 
 
-def _finite(value: Any, where: str, found: list[str]) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        found.append(where)
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
-    return value
-
-
 def finite_record(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with every NaN or infinite float replaced by None (standard JSON has neither), and a
     problem naming each replaced field appended to its ``problems`` (when it has that list)."""
     found: list[str] = []
-    out = _finite(record, "", found)
+    out = json_safe(record, on_nonfinite=lambda where, _value: found.append(where))
     if found and isinstance(out.get("problems"), list):
         out["problems"] = [
             *out["problems"],

@@ -57,7 +57,13 @@ def openai_mapping(policy: Any) -> dict[str, list[str]]:
     return out
 
 
-def _finite(x: float) -> float:
+def _score_or_zero(x: float) -> float:
+    """A category score as OpenAI's wire format holds it: a NaN or infinite score is 0.0, not null.
+
+    Unlike :func:`ximgctx._json.json_safe` (null), on purpose: ``category_scores`` values are non-optional
+    floats in OpenAI's ``ModerationCreateResponse``, so null would fail the official client's parsing. The
+    ``flagged``/``categories`` booleans and the ``decision`` are computed from the model's own results.
+    """
     return float(x) if math.isfinite(x) else 0.0
 
 
@@ -69,7 +75,7 @@ def openai_result(result: Any, mapping: dict[str, list[str]]) -> dict[str, Any]:
     for c, allowed in OPENAI_CATEGORIES.items():
         own = mapping.get(c, [])
         categories[c] = any(result.categories.get(n, False) for n in own)
-        scores[c] = max((_finite(result.category_scores[n]) for n in own), default=0.0)
+        scores[c] = max((_score_or_zero(result.category_scores[n]) for n in own), default=0.0)
         read: set[str] = set()
         for n in own:
             for m in result.category_applied_input_types.get(n, ()):
@@ -86,7 +92,7 @@ def openai_result(result: Any, mapping: dict[str, list[str]]) -> dict[str, Any]:
         "ximgctx": {
             "id": result.id,
             "categories": dict(result.categories),
-            "category_scores": {k: _finite(v) for k, v in result.category_scores.items()},
+            "category_scores": {k: _score_or_zero(v) for k, v in result.category_scores.items()},
             "category_decisions": dict(result.category_decisions),
             "unscored": [c for c in OPENAI_CATEGORIES if not mapping.get(c)],
             "problems": [str(p) for p in result.problems],

@@ -1,8 +1,9 @@
 """Batched prediction with a trained context model.
 
-``Predictor`` is the one place where inference runs the model: moderation, search, batch prediction
-and the benchmark all go through :meth:`Predictor.run_batch`, so they share batching, device placement,
-``torch.inference_mode`` and autocast. The collate step is the model's own processor (safe image decode,
+``Predictor`` is the one place where inference batches posts: moderation, search, batch prediction and the
+benchmark all go through :meth:`Predictor.run_batch`, so they share batching, device placement,
+``torch.inference_mode`` and autocast. The forward pass itself is :func:`ximgctx.models.forward.run_forward`,
+the same one evaluation runs. The collate step is the model's own processor (safe image decode,
 capped text, tokens trimmed to the longest real sequence, identical replies encoded once); it never
 drops or reorders a post, and whatever was wrong with a post is named in that post's result.
 """
@@ -32,6 +33,7 @@ from ximgctx.data.text import cap_text
 from ximgctx.errors import ConfigError
 from ximgctx.models.context_model import ContextModel, ContextOutput
 from ximgctx.models.decision import decided_labels
+from ximgctx.models.forward import run_forward
 from ximgctx.models.modalities import ALL, Modalities
 
 if TYPE_CHECKING:
@@ -227,15 +229,14 @@ class Predictor:
             memory: a label memory, or a memory folder to load (verified), or True for the model's own
                 (``<path>.memory`` beside the model folder, when it exists); None or False: no memory.
         """
-        from ximgctx._hub import looks_like_repo_id
-        from ximgctx.models.hub import download_model
+        from ximgctx.models.hub import resolve_model
 
-        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
-            # the verified snapshot in the Hugging Face cache: model_dir and model_digest name it
-            path = download_model(
-                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
-            )
-            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
+        # a hub id becomes the verified snapshot in the Hugging Face cache: model_dir and model_digest name it
+        path, verified = resolve_model(
+            path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+        )
+        if verified:  # links into the cache's blobs included
+            verify, expected_sha256 = False, None
         dev = resolve_device(device)
         model = ContextModel.from_pretrained(
             path,
@@ -273,9 +274,8 @@ class Predictor:
         """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept
         ones: a :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``);
         the others are replaced by their learned null embeddings."""
-        keep = Modalities.parse(modalities)
-        with torch.inference_mode(), self.autocast():
-            return self.model(batch, drop=keep.dropped)
+        with torch.inference_mode():
+            return run_forward(self.model, batch, modalities, dtype=self.dtype)
 
     def scores(self, output: ContextOutput) -> dict[str, torch.Tensor]:
         """Calibrated per-task probabilities as float32 (B, C) tensors, blended with the label memory when

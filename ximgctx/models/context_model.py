@@ -375,17 +375,14 @@ class ContextModel(nn.Module):
         ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``; cache only when ``HF_HUB_OFFLINE``
         is set) and always verified.
         """
-        from ximgctx._hub import looks_like_repo_id
         from ximgctx.models._serialization import load_model
-        from ximgctx.models.hub import download_model
+        from ximgctx.models.hub import resolve_model
 
-        if isinstance(path, str) and not Path(path).is_dir() and looks_like_repo_id(path):
-            folder = download_model(
-                path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
-            )
-            verify, expected_sha256 = False, None  # verified above, links into the cache's blobs included
-        else:
-            folder = Path(path)
+        folder, verified = resolve_model(
+            path, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+        )
+        if verified:  # a hub snapshot, verified with the links into the cache's blobs
+            verify, expected_sha256 = False, None
         return load_model(
             cls,
             folder,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ximgctx._fsutil import sha256_file
-from ximgctx._hub import hub_reachable, looks_like_repo_id
+from ximgctx._hub import looks_like_repo_id, snapshot
 from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
@@ -64,24 +64,14 @@ def resolve_checkpoint(config: EncoderConfig) -> tuple[Path, str | None]:
         return Path(arch).expanduser(), None
     if os.sep in arch.strip("/").replace("/", "", 1) or arch.startswith((".", "/", "~")):
         raise PretrainedWeightsError(f"encoder.arch={arch!r} looks like a folder but no such folder exists")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    offline = not hub_reachable()
-    try:
-        folder = snapshot_download(
-            arch,
-            revision=config.revision,
-            cache_dir=config.cache_dir,
-            allow_patterns=_ALLOW,
-            local_files_only=offline,
-        )
-    except (LocalEntryNotFoundError, HFValidationError) as e:
-        why = "it is not in the local cache and the hub is unreachable (offline)" if offline else str(e)
-        raise PretrainedWeightsError(_offline(arch, why)) from None
-    except OSError as e:  # network and HTTP errors of huggingface_hub derive from OSError
-        raise PretrainedWeightsError(_offline(arch, f"download failed ({e})")) from None
-    return Path(folder), Path(folder).name
+    folder = snapshot(
+        arch,
+        revision=config.revision,
+        cache_dir=config.cache_dir,
+        allow_patterns=_ALLOW,
+        error=lambda why: PretrainedWeightsError(_offline(arch, why)),
+    )
+    return folder, folder.name
 
 
 def _model_type(folder: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx._artifacts import verify_artifact
-from ximgctx._hub import hub_reachable, looks_like_repo_id
+from ximgctx._hub import is_hub_id, looks_like_repo_id, snapshot
 from ximgctx.errors import ArtifactError
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "download_model",
     "looks_like_repo_id",
     "push_folder",
+    "resolve_model",
 ]  # looks_like_repo_id: from ximgctx._hub
 
 
@@ -48,34 +49,38 @@ def download_model(
     expected_sha256: str | None = None,
 ) -> Path:
     """The verified local snapshot of model repo ``repo_id`` (downloaded or from the cache)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    offline = not hub_reachable()
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=None if cache_dir is None else str(cache_dir),
-                local_files_only=offline,
-            )
-        )
-    except HFValidationError as e:
-        raise HubModelError(f"{repo_id!r} is neither a model folder nor a valid hub repo id ({e})") from None
-    except LocalEntryNotFoundError:
-        why = (
-            "it is not in the local cache and the hub is unreachable or HF_HUB_OFFLINE is set (and no "
-            "folder "
-            f"{repo_id!r} exists here)"
-        )
-        raise HubModelError(_uncached(repo_id, why)) from None
-    except OSError as e:  # huggingface_hub's HTTP errors (repo not found, gated, network) derive from OSError
-        raise HubModelError(_uncached(repo_id, f"download failed ({e})")) from None
+    folder = snapshot(
+        repo_id,
+        revision=revision,
+        cache_dir=cache_dir,
+        error=lambda why: HubModelError(_uncached(repo_id, f"{why}, and no folder {repo_id!r} exists here")),
+    )
     # snapshots/<commit>/ -> models--org--name/: the blobs the snapshot links to live under it
     repo_cache = folder.parent.parent
     verify_artifact(folder, "model", expected_sha256=expected_sha256, link_root=repo_cache)
     return folder
+
+
+def resolve_model(
+    source: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    expected_sha256: str | None = None,
+) -> tuple[Path, bool]:
+    """The local folder of a model source, and whether it is verified already.
+
+    A hub repo id (a ``str`` such as ``"org/name"`` that is no existing path) is downloaded or found in the
+    cache and verified against its manifest (and ``expected_sha256``), links into the cache's blobs
+    included: ``(snapshot, True)``. Anything else is a local folder, returned as given and not yet verified:
+    ``(Path(source), False)``.
+    """
+    if is_hub_id(source):
+        folder = download_model(
+            str(source), revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+        )
+        return folder, True
+    return Path(source), False
 
 
 def push_folder(

@@ -35,7 +35,7 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_mo
 from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from torch import nn
 
-from ximgctx.config import LORA_PRESETS, LoraConfig
+from ximgctx.config import LORA_PRESETS, LoraSpec
 
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
@@ -72,7 +72,7 @@ def _inside_block(name: str) -> bool:
     return ".resblocks." in name
 
 
-def resolve_lora_targets(model: nn.Module, settings: LoraConfig) -> list[str]:
+def resolve_lora_targets(model: nn.Module, settings: LoraSpec) -> list[str]:
     """Full module names of ``model`` (an open_clip or transformers CLIP/SigLIP model) the presets select.
 
     transformers models: ``attn`` = ``q_proj``/``k_proj``/``v_proj``/``out_proj``, ``mlp`` = ``fc1``/``fc2``,
@@ -152,7 +152,7 @@ class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
         return (result[0].to(previous_dtype), result[1].to(previous_dtype) if result[1] is not None else None)
 
 
-def peft_config(settings: LoraConfig, targets: Iterable[str]) -> PeftLoraConfig:
+def peft_config(settings: LoraSpec, targets: Iterable[str]) -> PeftLoraConfig:
     """peft's config for exactly ``targets`` (full module names).
 
     A *list* of names would make peft match by suffix: the text tower's ``transformer.resblocks.0.attn`` also
@@ -170,7 +170,7 @@ def peft_config(settings: LoraConfig, targets: Iterable[str]) -> PeftLoraConfig:
     return config
 
 
-def apply_lora(model: nn.Module, settings: LoraConfig) -> PeftLoraConfig:
+def apply_lora(model: nn.Module, settings: LoraSpec) -> PeftLoraConfig:
     """Inject adapters into ``model`` in place and return the peft config used.
 
     Only the adapters are left trainable inside ``model``; every other encoder weight is frozen.

@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from ximgctx._json import json_safe
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError, XimgctxError
 from ximgctx.inference.openai_format import openai_mapping, openai_response
@@ -138,7 +139,7 @@ class Service:
         return {
             "id": f"pred-{time.time_ns():x}",
             "model": self.model_name,
-            "results": [_standard(r.to_dict()) for r in results],
+            "results": [json_safe(r.to_dict()) for r in results],
         }
 
     async def search(self, req: SearchRequest) -> dict[str, Any]:
@@ -169,7 +170,7 @@ class Service:
         else:
             data = fetch_image(req.image, self.config, "image")
             hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
-        return {"object": "list", "model": self.model_name, "data": [_standard(h.to_dict()) for h in hits]}
+        return {"object": "list", "model": self.model_name, "data": [json_safe(h.to_dict()) for h in hits]}
 
     def _search_image(self, data: bytes, k: int, space: str, where: dict) -> list[Any]:
         result = self.predictor.run_batch([Post(id="query", image=data)])
@@ -236,17 +237,6 @@ class Service:
                 "queue_full",
                 headers={"Retry-After": str(self.config.retry_after_s)},
             ) from None
-
-
-def _standard(obj: Any) -> Any:
-    """JSON-safe: NaN/Infinity become null (standard JSON)."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: _standard(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_standard(v) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------ app

@@ -103,14 +103,7 @@ def main(argv: list[str] | None = None, command: str = "serve") -> int:
     except XimgctxError as e:
         print(f"ximgctx serve: {e}", file=sys.stderr)
         return 2
-    import uvicorn
+    from ximgctx.serve.run import run_server
 
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="info",
-        timeout_graceful_shutdown=args.graceful_timeout,
-        access_log=False,  # request lines could carry ids; metrics count requests instead
-    )
+    run_server(app, config, graceful_timeout_s=args.graceful_timeout)
     return 0

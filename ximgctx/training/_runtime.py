@@ -19,7 +19,7 @@ from accelerate import Accelerator
 
 import ximgctx._distributed as _distributed
 from ximgctx._artifacts import check_output_folder, folder_lock, output_errors
-from ximgctx.config import TaskSpec
+from ximgctx.config import TaskSpec, flatten_config
 from ximgctx.data.io import load_posts
 from ximgctx.data.problems import split_key
 from ximgctx.data.record import LoadReport, Post
@@ -32,7 +32,7 @@ __all__ = [
     "DataReport",
     "StreamSplit",
     "count_problems",
-    "flat_config",
+    "hparams",
     "load_split",
     "load_splits",
     "make_accelerator",
@@ -134,21 +134,13 @@ def stream_loader(
     )
 
 
-def flat_config(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as flat ``a.b.c`` scalars (TensorBoard's hparams accept nothing else)."""
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flat_config(v, f"{prefix}{k}."))
-        return out
-    key = prefix[:-1]
-    if isinstance(d, (int, float, str, bool)):
-        out[key] = d
-    elif d is None:
-        out[key] = "null"
-    else:
-        out[key] = str(d)
-    return out
+def hparams(resolved: dict[str, Any]) -> dict[str, int | float | str | bool]:
+    """The resolved config as flat ``a.b.c`` scalars (TensorBoard's hparams accept nothing else): None is
+    ``"null"``, a list its ``str``."""
+    return {
+        k: v if isinstance(v, (int, float, str, bool)) else "null" if v is None else str(v)
+        for k, v in flatten_config(resolved).items()
+    }
 
 
 @dataclass

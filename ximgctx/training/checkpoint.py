@@ -44,6 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from ximgctx._artifacts import output_errors, seal_folder, verify_artifact
 from ximgctx._distributed import any_process
+from ximgctx.config import flatten_config
 from ximgctx.errors import ArtifactError, OutputError
 from ximgctx.training.config import TrainConfig
 from ximgctx.training.state import TRAINER_STATE, TrainState
@@ -132,19 +133,10 @@ def check_files(path: Path) -> None:
             )
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def config_differences(saved: dict[str, Any], new: dict[str, Any], *, same_global_batch: bool) -> list[str]:
     """Dotted keys whose values differ between a checkpoint's config and the resuming run's, except the
     keys that may differ (:data:`RESUMABLE_KEYS`; the batch keys when the global batch is unchanged)."""
-    a, b = _flat(saved), _flat(new)
+    a, b = flatten_config(saved), flatten_config(new)
     allowed = RESUMABLE_KEYS | (_BATCH_KEYS if same_global_batch else frozenset())
     return [
         f"{k} (checkpoint: {a.get(k, '<absent>')!r}, now: {b.get(k, '<absent>')!r})"

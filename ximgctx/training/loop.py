@@ -37,7 +37,7 @@ from ximgctx.config import ConfigError
 from ximgctx.data.processor import PostBatch
 from ximgctx.data.streaming import StreamLoader, StreamPosition
 from ximgctx.errors import XimgctxError
-from ximgctx.training._runtime import DataReport, count_problems, flat_config, note_problems, write_run_config
+from ximgctx.training._runtime import DataReport, count_problems, hparams, note_problems, write_run_config
 from ximgctx.training.checkpoint import CheckpointError, CheckpointManager, config_differences
 from ximgctx.training.config import TrainConfig
 from ximgctx.training.optim import build_scheduler
@@ -183,7 +183,7 @@ class _Loop:
         acc.wait_for_everyone()
         # Trackers start before the RNG states are restored, so nothing they do can shift the random stream.
         if cfg.tensorboard:
-            acc.init_trackers(self.recipe.name, config=flat_config(self.run.resolved))
+            acc.init_trackers(self.recipe.name, config=hparams(self.run.resolved))
         if resume is not None:
             self._resume(resume)  # refused before anything is written when its config differs
         if acc.is_main_process:

@@ -7,26 +7,16 @@ and RNG states, lives here as plain JSON data.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ximgctx._json import json_safe
 from ximgctx.errors import ArtifactError
 
 __all__ = ["TRAINER_STATE", "TrainState"]
 
 TRAINER_STATE = "trainer_state.json"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 @dataclass
@@ -54,7 +44,7 @@ class TrainState:
 
     def to_json(self) -> str:
         """Standard JSON: a NaN/inf validation metric is written as null."""
-        return json.dumps(_finite(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return json.dumps(json_safe(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, where: str = TRAINER_STATE) -> TrainState:

@@ -119,11 +119,10 @@ def _add(args: argparse.Namespace) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ximgctx.inference.predictor import Predictor
     from ximgctx.serve.app import create_app
     from ximgctx.serve.config import ServeConfig, read_api_keys
+    from ximgctx.serve.run import run_server
 
     config = ServeConfig(
         host=args.host, port=args.port, api_keys=read_api_keys(args.api_key_file), no_auth=args.no_auth
@@ -132,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(args.model)
     store = _store(args, list(predictor.model.config.tasks))
     app = create_app(predictor, config=config, memory=args.memory, governance=store.governance, queue=store)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    run_server(app, config, log_level="warning")
     return 0
 
 
