@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx.data.io import load_posts
@@ -347,7 +347,7 @@ def run_sharded(
     batch_size: int,
     schema: Any = None,
     image_root: str | Path | None = None,
-    on_error: str = "skip",
+    on_error: Literal["raise", "skip"] = "skip",
     progress: bool = True,
     desc: str = "predict",
 ) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def _run_sharded(
     batch_size: int,
     schema: Any,
     image_root: str | Path | None,
-    on_error: str,
+    on_error: Literal["raise", "skip"],
     progress: bool,
     desc: str,
 ) -> dict[str, Any]:
