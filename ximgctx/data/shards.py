@@ -118,7 +118,7 @@ class ShardMapping:
     def parse(cls, spec: str) -> ShardMapping:
         """``"id=key,text=caption|txt"``: the named attributes replaced, the others the defaults."""
         known = {f.name for f in fields(cls) if f.name != "source_meta"}
-        given: dict[str, tuple[str, ...]] = {}
+        given: dict[str, Any] = {}
         for part in (p.strip() for p in spec.split(",") if p.strip()):
             attr, eq, cols = part.partition("=")
             attr = attr.strip()
@@ -179,19 +179,19 @@ def _read_index(root: Path) -> list[ShardInfo]:
     if not isinstance(raw.get("version"), int) or raw["version"] > INDEX_VERSION:
         raise ArtifactError(f"{ipath}: index version {raw.get('version')!r} is newer than this ximgctx reads")
     out = []
-    for i, e in enumerate(raw["shards"]):
+    for i, entry in enumerate(raw["shards"]):
         where = f"{ipath} shards[{i}]"
-        if not isinstance(e, dict):
+        if not isinstance(entry, dict):
             raise ArtifactError(f"{where}: an entry is an object")
-        count, sha, fmt = e.get("count"), e.get("sha256"), e.get("format")
+        count, sha, fmt = entry.get("count"), entry.get("sha256"), entry.get("format")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ArtifactError(f"{where}: count must be a non-negative integer, got {count!r}")
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise ArtifactError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
         if fmt not in SHARD_FORMATS:
             raise ArtifactError(f"{where}: format must be one of {sorted(SHARD_FORMATS)}, got {fmt!r}")
-        path = _confined(root, e.get("name"), str(ipath))
-        out.append(ShardInfo(name=e["name"], path=path, count=count, sha256=sha, format=fmt))
+        path = _confined(root, entry.get("name"), str(ipath))
+        out.append(ShardInfo(name=entry["name"], path=path, count=count, sha256=sha, format=fmt))
     return sorted(out, key=lambda s: s.name)
 
 
