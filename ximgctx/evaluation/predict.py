@@ -111,7 +111,7 @@ def predict(
     Returns:
         ``{key: Predictions}``, rows sorted by dataset position, each post exactly once.
     """
-    dataset = loader.dataset
+    dataset: Any = loader.dataset  # a PostDataset: its posts in order
     position = {p.id: i for i, p in enumerate(dataset.posts)}
     n_expected = len(dataset) if n_posts is None else n_posts
     gather = accelerator.gather_for_metrics if accelerator is not None else _identity
@@ -134,8 +134,8 @@ def predict(
             index_parts.append(gather(idx).cpu())
             labels = gather({"targets": batch.targets, "mask": batch.label_mask})
             for key in keys:
-                out = model(batch, drop=drops[key])
-                logits = {t: z.float() for t, z in out.logits.items()}
+                output = model(batch, drop=drops[key])
+                logits = {t: z.float() for t, z in output.logits.items()}
                 parts[key].append(
                     {
                         "logits": {t: z.cpu() for t, z in gather(logits).items()},
