@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -352,7 +352,7 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
 
 def read_shard(
     shard: ShardInfo, *, start: int = 0, mapping: ShardMapping | None = None, verify: bool = True
-) -> Iterator[tuple[int, Post | ShardProblem]]:
+) -> Generator[tuple[int, Post | ShardProblem], None, None]:
     """Records of one shard in stored order as (position, post); a record that cannot become a post yields a
     ximgctx.data.problems.Problem naming shard + position instead (never raises for one bad record); a
     truncated / unreadable shard yields one Problem naming the shard after what could be read. ``start`` skips

@@ -250,8 +250,9 @@ def iter_govern(
         key, audit.key_held = load_key()
     redactor = Redactor(kinds=tuple(policy.redact), tokens=policy.tokens, regions=policy.phone_regions)
     with_handles = tuple(dict.fromkeys((*policy.redact, "handle")))
-    marker = {"version": MARKER_VERSION, "policy_sha256": policy.digest(key), "key_id": key_id(key)}
-    audit.policy_sha256 = marker["policy_sha256"]
+    policy_sha256 = policy.digest(key)
+    marker = {"version": MARKER_VERSION, "policy_sha256": policy_sha256, "key_id": key_id(key)}
+    audit.policy_sha256 = policy_sha256
     audit.opted_out_authors = len(opted_out)
     for post in posts:
         audit.input_posts += 1

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from accelerate import Accelerator
 
@@ -62,7 +62,9 @@ def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[
     """Read a manifest (a shard folder too, whole: ``load_posts`` reads both), skipping (or raising on)
     malformed records as ``data.on_error`` says."""
     try:
-        return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
+        # DataConfig.__post_init__ admits only "skip" and "raise" for the str field
+        on_error = cast('Literal["raise", "skip"]', data.on_error)
+        return list(load_posts(path, image_root=data.image_root, on_error=on_error, report=report))
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
 
