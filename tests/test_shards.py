@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from ximgctx.data.images import ImageLimits
 from ximgctx.data.record import Post, Reply
 from ximgctx.data.shard_formats import MAX_FIELD_BYTES
 from ximgctx.data.shard_write import write_shards
@@ -377,6 +378,20 @@ def test_reencodes_a_non_allowlisted_name_and_keeps_unknown_bytes_counted(tmp_pa
     m, j, gone = (x for _, _, x in read_shards(tmp_path / "s"))
     assert Image.open(io.BytesIO(m.image)).format == "PNG"
     assert j.image == junk.read_bytes() and gone.image is None
+
+
+def test_in_memory_pil_image_is_stored_as_png_and_limits_apply(tmp_path: Path) -> None:
+    # a Post may hold a PIL image (Post.image's type says so); it used to reach os.open and raise TypeError
+    pixels = Image.new("RGB", (6, 4), (10, 20, 30))
+    huge = Image.new("RGB", (100, 100))
+    posts = [Post("p", pixels), Post("h", huge)]
+    report = write_shards(posts, tmp_path / "s", posts_per_shard=5, limits=ImageLimits(max_pixels=1000))
+    assert report.images_reencoded == 1
+    assert dict(report.problems) == {"image: too_many_pixels": 1}
+    p, h = (x for _, _, x in read_shards(tmp_path / "s"))
+    stored = Image.open(io.BytesIO(p.image))
+    assert stored.format == "PNG" and stored.size == (6, 4) and stored.getpixel((0, 0)) == (10, 20, 30)
+    assert h.image is None
 
 
 def test_webdataset_reads_our_tars_and_we_read_its_tarwriter_output(tmp_path: Path) -> None:

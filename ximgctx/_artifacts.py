@@ -229,7 +229,8 @@ def verify_artifact(
             + (f" (and {len(unlisted) - 1} more files)" if len(unlisted) > 1 else "")
             + "; an artifact may hold only the files its manifest lists"
         )
-    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
+    given = raw.get("meta")
+    meta: dict[str, Any] = given if isinstance(given, dict) else {}
     return Manifest(
         path=root, kind=got_kind, version=version, files=files, digest=sha256_file(mpath), meta=meta
     )

@@ -314,9 +314,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if len(non_none) == 1:
             return _convert(non_none[0], value, path)
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return config_from_dict(tp, value, path)
-    if origin is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+    if origin is dict and len(args) == 2 and isinstance(args[1], type) and dataclasses.is_dataclass(args[1]):
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping, got {type(value).__name__}")
         key_field = getattr(args[1], "_KEY_FIELD", None)  # the entry's key fills this field (a rule's name)
@@ -326,7 +326,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             )
             for k, v in value.items()
         }
-    if origin is list and args and dataclasses.is_dataclass(args[0]):
+    if origin is list and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list, got {type(value).__name__}")
         return [config_from_dict(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]

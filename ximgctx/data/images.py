@@ -399,27 +399,29 @@ def _open_source(
 
     if not callable(getattr(source, "read", None)):
         raise TypeError(f"source must be a path, bytes or a binary file object, got {type(source).__name__}")
-    name = getattr(source, "name", None)
-    path = name if isinstance(name, str) else None
+    stream_name = getattr(source, "name", None)
+    stream_path = stream_name if isinstance(stream_name, str) else None
     try:
         if not isinstance(source.read(0), (bytes, bytearray)):
-            raise ImageDecodeError("unreadable", "the stream is not in binary mode (open it with 'rb')", path)
+            raise ImageDecodeError(
+                "unreadable", "the stream is not in binary mode (open it with 'rb')", stream_path
+            )
         seekable = bool(source.seekable()) if hasattr(source, "seekable") else False
         if seekable:
             size = source.seek(0, io.SEEK_END)
-            _check_bytes(size, limits, path)
+            _check_bytes(size, limits, stream_path)
             source.seek(0)
             stream: BinaryIO = source
         else:
             data = source.read(limits.max_bytes + 1)
             size = len(data)
-            _check_bytes(size, limits, path)
+            _check_bytes(size, limits, stream_path)
             stream = io.BytesIO(data)
     except ImageDecodeError:
         raise
     except (OSError, ValueError) as e:  # closed file, broken pipe, ...
-        raise ImageDecodeError("unreadable", f"cannot read the stream ({e})", path) from e
-    yield stream, size, path
+        raise ImageDecodeError("unreadable", f"cannot read the stream ({e})", stream_path) from e
+    yield stream, size, stream_path
 
 
 def _require_regular_file(mode: int, path: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ximgctx.data import hf_datasets
 from ximgctx.data.files import iter_file_posts
@@ -14,6 +14,54 @@ from ximgctx.data.record import LoadReport, Post
 from ximgctx.data.shards import is_shard_source, iter_shard_posts
 
 __all__ = ["LoadReport", "WriteReport", "load_posts", "write_posts"]
+
+
+@overload
+def load_posts(
+    path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    streaming: Literal[False] = False,
+    on_error: Literal["raise", "skip"] = "raise",
+    report: LoadReport | None = None,
+    labels: Literal["check", "ignore"] = "check",
+    columns: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[Post]: ...
+
+
+@overload
+def load_posts(
+    path: str | Path | Any,
+    *,
+    image_root: str | Path | None = None,
+    streaming: Literal[True],
+    on_error: Literal["raise", "skip"] = "raise",
+    report: LoadReport | None = None,
+    labels: Literal["check", "ignore"] = "check",
+    columns: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Iterator[Post]: ...
+
+
+@overload
+def load_posts(
+    path: str | Path | Any,
+    *,
+    image_root: str | Path | None = None,
+    streaming: bool = False,
+    on_error: Literal["raise", "skip"] = "raise",
+    report: LoadReport | None = None,
+    labels: Literal["check", "ignore"] = "check",
+    columns: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[Post] | Iterator[Post]: ...
 
 
 def load_posts(
@@ -57,7 +105,8 @@ def load_posts(
         cache_dir: the ``datasets`` cache a hub dataset is read from.
 
     Returns:
-        A list of posts, or an iterator when ``streaming`` (or for an ``IterableDataset``).
+        A list of posts, or an iterator when ``streaming`` (or for an ``IterableDataset``). For a file or
+        folder path the type says which: ``list[Post]`` unless ``streaming=True``.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

@@ -293,8 +293,8 @@ class PostProcessor:
         return self.image_transform(image)
 
     def __call__(self, posts: Sequence[PostInput]) -> PostBatch:
-        posts = [as_post(p, i) for i, p in enumerate(posts)]
-        b = len(posts)
+        parsed = [as_post(p, i) for i, p in enumerate(posts)]
+        b = len(parsed)
         s = self.image_size
         pixels = torch.zeros(b, 3, s, s)
         image_mask = torch.zeros(b, dtype=torch.bool)
@@ -302,7 +302,7 @@ class PostProcessor:
         texts: list[str] = []
         text_mask = torch.zeros(b, dtype=torch.bool)
         reply_lists: list[list[str]] = []
-        for i, post in enumerate(posts):
+        for i, post in enumerate(parsed):
             img = self._image(post, problems[i])
             if img is not None:
                 pixels[i] = img
@@ -331,8 +331,8 @@ class PostProcessor:
         unique: dict[str, int] = {}
         reply_index = torch.zeros(b, k, dtype=torch.long)
         reply_mask = torch.zeros(b, k, dtype=torch.bool)
-        for i, replies in enumerate(reply_lists):
-            for j, text in enumerate(replies):
+        for i, row in enumerate(reply_lists):
+            for j, text in enumerate(row):
                 if not text.strip():
                     continue
                 reply_index[i, j] = unique.setdefault(text, len(unique))
@@ -343,7 +343,7 @@ class PostProcessor:
         for spec in self.tasks:
             t = torch.zeros(b, spec.num_labels)
             m = torch.zeros(b, dtype=torch.bool)
-            for i, post in enumerate(posts):
+            for i, post in enumerate(parsed):
                 if spec.name not in post.labels:
                     continue
                 try:
@@ -355,7 +355,7 @@ class PostProcessor:
             label_mask[spec.name] = m
 
         return PostBatch(
-            ids=[p.id for p in posts],
+            ids=[p.id for p in parsed],
             pixels=pixels,
             image_mask=image_mask,
             text_tokens=self.tokenize(texts),

@@ -262,7 +262,7 @@ def post_from_dict(
     Raises:
         PostValidationError: naming ``source``, ``line`` and the offending field.
     """
-    ctx = {"source": source, "line": line, "row": row}
+    ctx: dict[str, Any] = {"source": source, "line": line, "row": row}
     if not isinstance(record, Mapping):
         raise PostValidationError(f"a post is a JSON object, got {type(record).__name__}", **ctx)
     unknown = set(record) - set(POST_FIELDS)

@@ -140,7 +140,8 @@ def _tar_groups(tf: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo
             if key is not None:
                 yield key, group  # its members are checked (an oversized one refused) before any is read
             raise
-        tf.members.clear()  # tarfile keeps every header it has read; one shard can hold millions
+        # tarfile keeps every header it has read; one shard can hold millions (members: not in typeshed)
+        tf.members.clear()  # type: ignore[attr-defined]
         if member is None:
             break
         if member.isdir():

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ximgctx.data.images import ALLOWED_FORMATS, ImageDecodeError, ImageLimits, load_image
+from ximgctx.data.images import ALLOWED_FORMATS, ImageDecodeError, ImageLimits, from_pil, load_image
 from ximgctx.data.post_schema import JSON_FIELDS, posts_arrow_schema
 from ximgctx.data.record import Post, _dumps, standard_record
 from ximgctx.data.shards import INDEX, INDEX_FORMAT, INDEX_VERSION, SHARD_FORMATS, _sha256
@@ -74,6 +74,16 @@ def embed_image(post: Post, limits: ImageLimits, report: ShardWriteReport) -> tu
         return None, None
     if isinstance(post.image, (bytes, bytearray)):
         data = bytes(post.image)
+    elif not isinstance(post.image, str):  # a PIL image held in memory: checked like a file, stored as PNG
+        try:
+            image = from_pil(post.image, limits)
+        except ImageDecodeError as e:
+            report.problems[f"image: {e.reason}"] += 1
+            return None, None
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        report.images_reencoded += 1
+        return buf.getvalue(), "png"
     else:
         try:
             data = _read_bounded(post.image, limits)

@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ class ShardMapping:
     def parse(cls, spec: str) -> ShardMapping:
         """``"id=key,text=caption|txt"``: the named attributes replaced, the others the defaults."""
         known = {f.name for f in fields(cls) if f.name != "source_meta"}
-        given: dict[str, tuple[str, ...]] = {}
+        given: dict[str, Any] = {}
         for part in (p.strip() for p in spec.split(",") if p.strip()):
             attr, eq, cols = part.partition("=")
             attr = attr.strip()
@@ -180,19 +180,19 @@ def _read_index(root: Path) -> list[ShardInfo]:
     if not isinstance(raw.get("version"), int) or raw["version"] > INDEX_VERSION:
         raise ArtifactError(f"{ipath}: index version {raw.get('version')!r} is newer than this ximgctx reads")
     out = []
-    for i, e in enumerate(raw["shards"]):
+    for i, entry in enumerate(raw["shards"]):
         where = f"{ipath} shards[{i}]"
-        if not isinstance(e, dict):
+        if not isinstance(entry, dict):
             raise ArtifactError(f"{where}: an entry is an object")
-        count, sha, fmt = e.get("count"), e.get("sha256"), e.get("format")
+        count, sha, fmt = entry.get("count"), entry.get("sha256"), entry.get("format")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ArtifactError(f"{where}: count must be a non-negative integer, got {count!r}")
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise ArtifactError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
         if fmt not in SHARD_FORMATS:
             raise ArtifactError(f"{where}: format must be one of {sorted(SHARD_FORMATS)}, got {fmt!r}")
-        path = _confined(root, e.get("name"), str(ipath))
-        out.append(ShardInfo(name=e["name"], path=path, count=count, sha256=sha, format=fmt))
+        path = _confined(root, entry.get("name"), str(ipath))
+        out.append(ShardInfo(name=entry["name"], path=path, count=count, sha256=sha, format=fmt))
     return sorted(out, key=lambda s: s.name)
 
 
@@ -353,7 +353,7 @@ def _to_post(record: dict[str, Any], mapping: ShardMapping, name: str, pos: int)
 
 def read_shard(
     shard: ShardInfo, *, start: int = 0, mapping: ShardMapping | None = None, verify: bool = True
-) -> Iterator[tuple[int, Post | ShardProblem]]:
+) -> Generator[tuple[int, Post | ShardProblem], None, None]:
     """Records of one shard in stored order as (position, post); a record that cannot become a post yields a
     ximgctx.data.problems.Problem naming shard + position instead (never raises for one bad record); a
     truncated / unreadable shard yields one Problem naming the shard after what could be read. ``start`` skips

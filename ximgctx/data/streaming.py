@@ -157,9 +157,9 @@ class StreamPosition:
         consumed = data.get("consumed") if ok else None
         nxt = data.get("next_worker") if ok else None
         ok = ok and isinstance(consumed, list) and len(consumed) == workers
-        ok = ok and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in consumed)
+        ok = ok and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in consumed or ())
         ok = ok and isinstance(nxt, int) and not isinstance(nxt, bool) and 0 <= nxt < workers
-        if not ok:
+        if not ok or consumed is None or nxt is None:
             raise ConfigError(f"{where}: not a stream position for {workers} workers: {data!r}")
         return cls(list(consumed), nxt)
 
@@ -264,7 +264,9 @@ class StreamingPosts(IterableDataset):
         reader skips or never reaches (a truncated shard) becomes a placeholder with its problem."""
         reader = self.reader
         if reader is None:
-            from ximgctx.data.shards import read_shard as reader  # noqa: PLC0415 (the shard format, lazily)
+            from ximgctx.data.shards import read_shard  # noqa: PLC0415 (the shard format, lazily)
+
+            reader = read_shard
         offset = 0
         for piece in pieces:
             if offset + len(piece) <= first:
@@ -411,6 +413,7 @@ class StreamLoader:
                 item = next(it, None)
                 if self.any_done(item is None):  # collective: a rank that ran dry ends the epoch everywhere
                     return
+                assert item is not None  # this rank's own flag was False
                 worker, covered, batch = item
                 pos = self.dataset.position
                 pos.consumed[worker] += covered

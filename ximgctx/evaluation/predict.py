@@ -113,7 +113,7 @@ def predict(
     Returns:
         ``{key: Predictions}``, rows sorted by dataset position, each post exactly once.
     """
-    dataset = loader.dataset
+    dataset: Any = loader.dataset  # a PostDataset: its posts in order
     position = {p.id: i for i, p in enumerate(dataset.posts)}
     n_expected = len(dataset) if n_posts is None else n_posts
     gather = accelerator.gather_for_metrics if accelerator is not None else _identity

@@ -93,7 +93,7 @@ class GovernancePolicy:
             else self.opt_out_authors
         )
         self.opt_out_authors = sorted(
-            {normalize_author(a) for a in _strings("opt_out_authors", raw)} - {None}
+            {a for a in (normalize_author(a) for a in _strings("opt_out_authors", raw)) if a is not None}
         )
         self._check_redaction()
         self.meta_keep_keys = _strings("meta_keep_keys", self.meta_keep_keys)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 import tldextract
-from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     CryptoRecognizer,
@@ -262,7 +262,7 @@ def _phone_context_ok(text: str, start: int, end: int) -> bool:
     return not _NOT_PHONE_BEFORE.search(text[max(0, start - 24) : start])
 
 
-def build_recognizers(regions: tuple[str, ...]) -> list[PatternRecognizer]:
+def build_recognizers(regions: tuple[str, ...]) -> list[EntityRecognizer]:
     """One instance of every recognizer; ``regions`` are the phone regions national numbers are read in."""
     phone = _Phone(supported_regions=tuple(regions))
     return [

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,8 @@ import pandas as pd
 from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, load_tasks, read_votes
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DS_MODELS",
@@ -186,21 +188,30 @@ def _fit(
         return probas, {w: 1.0 for w in pd.unique(df["worker"])}
     with _quiet():
         if method == "majority":
-            agg = MajorityVote().fit(df)
-            return agg.probas_, {str(k): float(v) for k, v in agg.skills_.items()}
+            majority = MajorityVote().fit(df)
+            skills = _fitted(majority.skills_).items()
+            return _fitted(majority.probas_), {str(k): float(v) for k, v in skills}
         if ds_model == "one_coin":
-            agg = OneCoinDawidSkene(n_iter=n_iter, tol=tol).fit(df)
-            return agg.probas_, {str(k): float(v) for k, v in agg.skills_.items()}
+            one_coin = OneCoinDawidSkene(n_iter=n_iter, tol=tol).fit(df)
+            skills = _fitted(one_coin.skills_).items()
+            return _fitted(one_coin.probas_), {str(k): float(v) for k, v in skills}
         agg = DawidSkene(n_iter=n_iter, tol=tol).fit(df)
     # probability of a correct answer: sum over true labels c of prior(c) * P(answer c | truth c)
-    errors, priors = agg.errors_, agg.priors_
+    errors, priors = _fitted(agg.errors_), _fitted(agg.priors_)
     reliability = {}
     for worker, block in errors.groupby(level="worker", sort=False):
         block = block.droplevel("worker")
         reliability[str(worker)] = float(
             sum(priors[c] * block.at[c, c] for c in priors.index if c in block.index)
         )
-    return agg.probas_, reliability
+    return _fitted(agg.probas_), reliability
+
+
+def _fitted(estimate: _T | None) -> _T:
+    """An estimate crowd-kit declares optional and sets in ``fit``."""
+    if estimate is None:
+        raise RuntimeError("crowd-kit left an estimate unset after fit")
+    return estimate
 
 
 def _jaccard(a: Iterable[str], b: Iterable[str]) -> float:

@@ -67,7 +67,8 @@ class LabelerPool:
         rng, spam = self.rng, labeler in self.spammer_ids
         if spec.kind == "multiclass":
             if isinstance(truth, dict):
-                truth = max(truth, key=lambda k: truth[k])
+                dist = truth
+                truth = max(dist, key=lambda k: dist[k])
             elif isinstance(truth, list):
                 truth = truth[0]
             if spam:
@@ -94,7 +95,7 @@ class LabelerPool:
     def vote(self, truth: Mapping[str, Mapping[str, LabelValue]], tasks: Sequence[TaskSpec]) -> list[Vote]:
         """Votes on every post of ``truth`` (``{post_id: {task: true label}}``) for every task it has a label
         for, by ``votes_per_post`` distinct labelers chosen at random per post."""
-        out = []
+        out: list[Vote] = []
         for pid, labels in truth.items():
             who = self.rng.choice(self.n_labelers, size=self.votes_per_post, replace=False)
             for spec in tasks:

@@ -147,7 +147,7 @@ def _scores_and_embeddings(
 
 
 @contextlib.contextmanager
-def dropout_on(model: nn.Module, p: float | None = None) -> Iterator[int]:
+def dropout_on(model: ContextModel, p: float | None = None) -> Iterator[int]:
     """Switch on the dropout layers of ``model.fusion`` (everything else stays in eval mode), at their own
     rate or at ``p`` where that rate is 0 (or at ``p`` everywhere when ``p`` is given and larger). Yields
     how many layers were switched; restores rates and modes on exit."""
@@ -266,12 +266,11 @@ def select_for_labeling(
         raise ConfigError(f"k must be >= 0, got {k!r}")
     if mc_samples < 2 and strategy == "mc_dropout":
         raise ConfigError(f"mc_samples must be >= 2, got {mc_samples!r}")
-    if isinstance(pool, (str, Path)):
-        pool = load_posts(pool)
+    posts = load_posts(pool) if isinstance(pool, (str, Path)) else pool
     labeled = set(labeled_ids)
     seen: set[str] = set()
     candidates = []
-    for post in pool:
+    for post in posts:
         if post.id not in labeled and post.id not in seen:
             seen.add(post.id)
             candidates.append(post)
@@ -283,7 +282,7 @@ def select_for_labeling(
         return [Selection(candidates[i].id, r, 0.0) for r, i in enumerate(order)]
 
     base = _as_predictor(predictor)
-    kinds = {s.name: s.kind for s in base.model.config.tasks}
+    kinds: dict[str, str] = {s.name: s.kind for s in base.model.config.tasks}
     if task is not None and task not in kinds:
         raise ConfigError(f"task must be one of {sorted(kinds)}, got {task!r}")
     kinds = {t: kinds[t] for t in ([task] if task is not None else list(kinds))}

@@ -387,6 +387,7 @@ def _pretrain(config: SimulationConfig, pool: list[Post], out: Path, progress: b
     )
     fit = pretrain(experiment, train_posts=pool, overwrite=True)  # a stale run of other settings
     stamp_file.write_text(json.dumps(stamp))
+    assert fit.model_dir is not None  # a single-process run writes its model
     return str(Path(fit.model_dir) / ENCODER_WEIGHTS)
 
 
@@ -412,7 +413,7 @@ def _strategy_curve(
     pool, pool_feats, test_feats = shared.pool, shared.pool_feats, shared.test_feats
     truth, test_truth, specs = shared.truth, shared.test_truth, shared.specs
     spec_by = {s.name: s for s in specs}
-    kinds = {s.name: s.kind for s in specs}
+    kinds: dict[str, str] = {s.name: s.kind for s in specs}
     model = shared.model
     model.load_state_dict(shared.initial)
     torch.manual_seed(config.seed)  # the same dropout stream for every strategy
@@ -451,7 +452,7 @@ def _strategy_curve(
         acc = _evaluate(model, test_feats, test_truth)
         clock["end"] = time.time()
         phases = list(clock)
-        point = {
+        point: dict[str, Any] = {
             "round": r,
             "labels": len(votes),
             "posts": len(set(labeled)),

@@ -235,7 +235,7 @@ def _check_row(
 
 def _task_kinds(parsed: list[_Parsed], specs: dict[str, TaskSpec] | None) -> dict[str, str]:
     """Each task's kind: from its spec, else multilabel when any vote on it is a list."""
-    kinds = {name: s.kind for name, s in specs.items()} if specs is not None else {}
+    kinds: dict[str, str] = {name: s.kind for name, s in specs.items()} if specs is not None else {}
     for *_, task, label in parsed:
         kinds.setdefault(task, "multiclass")
         if isinstance(label, list) and specs is None:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ximgctx._artifacts import atomic_output, output_errors
 from ximgctx._json import json_safe
@@ -337,7 +337,7 @@ def run_sharded(
     batch_size: int,
     schema: Any = None,
     image_root: str | Path | None = None,
-    on_error: str = "skip",
+    on_error: Literal["raise", "skip"] = "skip",
     progress: bool = True,
     desc: str = "predict",
 ) -> dict[str, Any]:
@@ -371,7 +371,7 @@ def _run_sharded(
     batch_size: int,
     schema: Any,
     image_root: str | Path | None,
-    on_error: str,
+    on_error: Literal["raise", "skip"],
     progress: bool,
     desc: str,
 ) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def choose_block_threshold(
     else:
         if n == 0:
             return operating_point(scores, positives, None, target, False, "no negatives in the set")
-        ok = fp / n <= target_fpr
+        ok = fp / n <= value  # value is target_fpr here
     if not ok.any():
         return operating_point(
             scores,

@@ -288,9 +288,9 @@ class Predictor:
 
     def run_batch(self, posts: Sequence[PostInput], batch: PostBatch | None = None) -> BatchResult:
         """Collate (unless ``batch`` is given) and run one forward pass over ``posts``."""
-        posts = [as_post(p, i) for i, p in enumerate(posts)]
+        parsed = [as_post(p, i) for i, p in enumerate(posts)]
         if batch is None:
-            batch = self.collate(posts)
+            batch = self.collate(parsed)
         output = self.forward(batch)
         problems = [list(p) for p in batch.problems]
         text_mask = batch.text_mask.tolist()
@@ -298,7 +298,7 @@ class Predictor:
             if not has_text:
                 problems[i].append(EMPTY_TEXT)
         return BatchResult(
-            posts=posts, batch=batch, output=output, scores=self.scores(output), problems=problems
+            posts=parsed, batch=batch, output=output, scores=self.scores(output), problems=problems
         )
 
     def iter_batches(

@@ -153,12 +153,14 @@ def _renumbered(index: Any, keep: np.ndarray) -> Any:
     kept = np.sort(ids[np.isin(ids, keep)])
     vectors = index.reconstruct_batch(kept) if len(kept) else np.zeros((0, index.d), np.float32)
     new_rows = np.searchsorted(keep, kept).astype(np.int64)
+    out: Any  # IndexIDMap2 or IndexIVFFlat
     if hasattr(index, "id_map"):
         out = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
     else:
         out = faiss.clone_index(index)
         out.reset()
-        out.set_direct_map_type(faiss.DirectMap.Hashtable)
+        # faiss's bundled stubs (1.15) lack DirectMap
+        out.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     if len(kept):
         out.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_rows)
     return out
@@ -174,6 +176,7 @@ def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | N
     import faiss
 
     n, d = vectors.shape
+    index: Any  # IndexIDMap2 or IndexIVFFlat
     if mode == "exact":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
     else:
@@ -183,7 +186,8 @@ def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | N
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
         if n:
             index.train(vectors)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct(row) for "more like this"
+        # reconstruct(row) for "more like this" (faiss's bundled stubs lack DirectMap)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     if n:
         index.add_with_ids(vectors, rows.astype(np.int64))
     return index
@@ -432,15 +436,16 @@ class SearchIndex:
             return [[] for _ in range(len(q))]
         sel = None if allowed is None else faiss.IDSelectorBatch(allowed.astype(np.int64))
         fetch = min(k + (1 if exclude is not None else 0), max(index.ntotal, 1))
+        params: Any  # faiss's bundled stubs (1.15) lack the keyword constructors of search parameters
         if self.mode == "ivf":
             if nprobe is None:
                 nprobe = self.nprobe
                 if allowed is not None:  # visit more cells when few posts pass, to meet as many candidates
                     share = allowed.size / max(len(self.records), 1)
                     nprobe = min(int(index.nlist), math.ceil(nprobe / share))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))  # type: ignore[call-arg]
         else:
-            params = faiss.SearchParameters(sel=sel) if sel is not None else None
+            params = faiss.SearchParameters(sel=sel) if sel is not None else None  # type: ignore[call-arg]
         scores, rows = index.search(q, fetch, params=params)
         hits = []
         for qi in range(len(q)):

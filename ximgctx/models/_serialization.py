@@ -228,8 +228,13 @@ def read_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
             f"{path / 'config.json'}: model format version {raw.get('format_version')!r}; this ximgctx reads "
             f"version {FORMAT_VERSION}"
         )
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        raise ModelFolderError(
+            f"{path / 'config.json'}: 'model' must be a mapping, got {type(model).__name__}"
+        )
     try:
-        config = ModelConfig.from_dict(raw.get("model"))
+        config = ModelConfig.from_dict(model)
     except (TypeError, ValueError) as e:
         raise ModelFolderError(f"{path / 'config.json'}: {e}") from None
     return config, raw

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +16,13 @@ from ximgctx.config import MODALITIES, ModelConfig
 from ximgctx.data.images import ImageLimits, ImageRoot
 from ximgctx.data.processor import PostBatch, PostProcessor
 from ximgctx.models.backends import build_encoder
+from ximgctx.models.encoder import Encoder
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
+
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +69,15 @@ class ContextModel(nn.Module):
         >>> out = model(batch, drop=("image",))      # the same posts with the image masked out
     """
 
-    def __init__(self, config: ModelConfig, encoder: nn.Module | None = None) -> None:
+    def __init__(self, config: ModelConfig, encoder: Encoder | None = None) -> None:
         super().__init__()
         self.config = config
         self.card: dict[
             str, Any
         ] = {}  # model-card sections kept across save/load (metrics, governance, data)
         self.card_metadata: dict[str, Any] = {}  # Hugging Face model-card metadata set by the caller
-        self.encoder = encoder if encoder is not None else build_encoder(config.encoder)
-        self.lora_config = None
+        self.encoder: Encoder = encoder if encoder is not None else build_encoder(config.encoder)
+        self.lora_config: PeftLoraConfig | None = None
         if config.lora is not None:
             self.lora_config = apply_lora(self.encoder.clip, config.lora)
         elif config.encoder.freeze:
@@ -211,7 +215,7 @@ class ContextModel(nn.Module):
             and replies is not None
             and (posts.shape[1] == replies.shape[1] or self.encoder.pads_with_zero)
         )
-        if not mergeable:
+        if not mergeable or posts is None or replies is None:
             return (
                 None if posts is None else self.encoder.encode_text(posts),
                 None if replies is None else self.encoder.encode_text(replies),
@@ -269,7 +273,7 @@ class ContextModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------------------------ utilities
-    def trainable_parameters(self) -> dict[str, int]:
+    def trainable_parameters(self) -> dict[str, float]:
         """Counts of trainable and total parameters, and the trainable share."""
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -133,7 +133,6 @@ class Encoder(nn.Module, abc.ABC):
     def preprocess(self) -> dict[str, Any]:
         """The image preprocessing settings saved with a model (size, mean, std, resize mode)."""
 
-    @property
     @abc.abstractmethod
     def image_transform(self) -> Any:
         """``transform(PIL image) -> FloatTensor (3, S, S)``."""

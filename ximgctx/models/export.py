@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ximgctx._artifacts import write_artifact
+from ximgctx.models.hf_encoder import HFEncoder
 from ximgctx.models.lora import base_name, lora_state_dict
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ def peft_reproduces(clip: nn.Module) -> bool:
 def save_adapter(model: ContextModel, folder: Path) -> None:
     """The LoRA adapter of ``model`` into ``folder``: peft's format where stock peft reproduces it, else
     ours."""
+    if model.lora_config is None:
+        raise ValueError("the model has no LoRA adapter to save (its config has lora: null)")
     folder.mkdir()
     config = copy.deepcopy(model.lora_config)
     config.base_model_name_or_path, config.revision = model.encoder.base_identity()
@@ -85,7 +88,8 @@ def merged_state_dict(clip: nn.Module) -> dict[str, torch.Tensor]:
         key = base_name(name) + (".in_proj_weight" if is_mha else ".weight")
         for adapter in module.active_adapters:
             if adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {}):
-                delta = module.get_delta_weight(adapter).detach().cpu()
+                # every concrete LoraLayer (Linear, Embedding, Conv, MultiheadAttention) defines it
+                delta = cast(Any, module).get_delta_weight(adapter).detach().cpu()
                 state[key] = state[key] + delta.to(state[key].dtype)
     return {k: v.contiguous() for k, v in state.items()}
 
@@ -111,8 +115,8 @@ def export_encoder(model: ContextModel, path: str | Path, *, overwrite: bool = F
     clip = model.encoder.clip
     state = merged_state_dict(clip)
     with write_artifact(Path(path), EXPORT_KIND, overwrite=overwrite) as tmp:
-        if model.config.encoder.backend == "transformers":
-            plain = type(clip)(clip.config)
+        if isinstance(model.encoder, HFEncoder):
+            plain = type(model.encoder.clip)(model.encoder.clip.config)
             plain.load_state_dict(state)
             plain.save_pretrained(str(tmp))
             model.encoder.hf_tokenizer.save_pretrained(str(tmp))

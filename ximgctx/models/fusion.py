@@ -190,7 +190,7 @@ class AttentionFusion(nn.Module):
         rep = self.in_proj[self.REPLY](replies) + self.type_embed[self.REPLY]  # (B, K, W)
         rep = torch.where(reply_mask.unsqueeze(-1), rep, torch.zeros((), dtype=rep.dtype, device=rep.device))
         post = [self.cls.expand(b, -1, -1), img.unsqueeze(1), txt.unsqueeze(1)]
-        if self.interaction is not None:
+        if self.interaction is not None and self.inter_proj is not None:
             inter = (
                 self.inter_proj(self.interaction(image, text)) + self.type_embed[self.INTERACTION]
             )  # (B, W)
@@ -205,6 +205,7 @@ class AttentionFusion(nn.Module):
             if w is not None:
                 weights = w
         fused = self.ln(x[:, 0])  # (B, W)
+        assert weights is not None  # the last block returns them (config validation: fusion.layers > 0)
         cls_to_rep = weights[:, 0, n_post:]  # (B, K)
         cls_to_rep = cls_to_rep * reply_mask.to(cls_to_rep.dtype)
         cls_to_rep = cls_to_rep / cls_to_rep.sum(1, keepdim=True).clamp(min=1e-12)
@@ -212,7 +213,7 @@ class AttentionFusion(nn.Module):
 
 
 #: fusion kind -> class. A plain dict: no registration by import side effects.
-FUSIONS: dict[str, type[nn.Module]] = {
+FUSIONS: dict[str, type[ConcatFusion] | type[CrossFusion] | type[AttentionFusion]] = {
     "concat": ConcatFusion,
     "cross": CrossFusion,
     "attention": AttentionFusion,

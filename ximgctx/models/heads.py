@@ -8,6 +8,9 @@ model, so they are saved and loaded with the weights.
 
 from __future__ import annotations
 
+from collections.abc import ItemsView
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +22,9 @@ __all__ = ["TaskHead", "TaskHeads", "masked_task_loss", "probabilities"]
 
 class TaskHead(nn.Module):
     """One task's classifier with its temperature and thresholds."""
+
+    temperature: torch.Tensor  # () buffer
+    thresholds: torch.Tensor  # (C,) buffer
 
     def __init__(self, spec: TaskSpec, fused_dim: int, embed_dim: int) -> None:
         super().__init__()
@@ -50,6 +56,12 @@ class TaskHeads(nn.ModuleDict):
 
     def __init__(self, specs: list[TaskSpec], fused_dim: int, embed_dim: int) -> None:
         super().__init__({s.name: TaskHead(s, fused_dim, embed_dim) for s in specs})
+
+    def __getitem__(self, key: str) -> TaskHead:
+        return cast(TaskHead, super().__getitem__(key))
+
+    def items(self) -> ItemsView[str, TaskHead]:
+        return cast("ItemsView[str, TaskHead]", super().items())
 
     def forward(self, fused: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(fused, image) for name, head in self.items()}

@@ -147,6 +147,9 @@ class HFEncoder(Encoder):
 
     backend = "transformers"
 
+    #: a transformers ``CLIPModel`` or ``SiglipModel`` (its class is chosen from the checkpoint's config)
+    clip: Any
+
     def __init__(self, config: EncoderConfig, folder: Path | None = None, load_weights: bool = True) -> None:
         super().__init__()
         import transformers
@@ -208,7 +211,7 @@ class HFEncoder(Encoder):
         ``processor_config.json``."""
         return self.image_processor.to_dict()
 
-    def image_transform(self):
+    def image_transform(self) -> Any:
         """PIL image -> (3, S, S) tensor with the checkpoint's own image processor."""
         processor = self.image_processor
 

@@ -133,7 +133,7 @@ class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
         if self.disable_adapters or self.merged or not active:
             return super().forward(query, *args, **kwargs)
         previous_dtype = query.dtype
-        base = self.get_base_layer()
+        base: Any = self.get_base_layer()  # the wrapped nn.MultiheadAttention; out_proj is a peft LoRA Linear
         out_base = base.out_proj.get_base_layer()
         w_in = base._parameters["in_proj_weight"]
         w_out = out_base._parameters["weight"]
@@ -161,7 +161,8 @@ def peft_config(settings: LoraSpec, targets: Iterable[str]) -> PeftLoraConfig:
     """
     config = PeftLoraConfig(
         r=settings.r,
-        lora_alpha=settings.alpha,
+        # peft annotates lora_alpha as int, but scales by lora_alpha / r as a float
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]
         lora_dropout=settings.dropout,
         target_modules="^(?:" + "|".join(re.escape(t) for t in sorted(targets)) + ")$",
         bias="none",
@@ -186,12 +187,12 @@ def apply_lora(model: nn.Module, settings: LoraSpec) -> PeftLoraConfig:
 _PEFT_PREFIX = "base_model.model."
 
 
-def lora_state_dict(model: nn.Module) -> dict:
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights keyed as in peft's ``adapter_model.safetensors``."""
     return {_PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(model).items()}
 
 
-def load_lora_state_dict(model: nn.Module, state: dict) -> None:
+def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     state = {k[len(_PEFT_PREFIX) :] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", [])

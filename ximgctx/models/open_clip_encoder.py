@@ -96,7 +96,7 @@ def check_arch(arch: str) -> None:
         )
 
 
-def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict:
+def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict[str, Any]:
     from open_clip.factory import _get_hf_config
 
     schema, _, ident = arch.partition(":")
@@ -109,7 +109,7 @@ def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict:
     return text_cfg if isinstance(text_cfg, dict) else {}
 
 
-def make_tokenizer(arch: str, cache_dir: str | None = None):
+def make_tokenizer(arch: str, cache_dir: str | None = None) -> Any:
     """open_clip's tokenizer for ``arch``. For a registered architecture it is open_clip's own; for an
     opted-in remote one it is built here from the remote config's tokenizer name and the few settings in
     ``_SAFE_TOKENIZER_KWARGS`` only, with ``trust_remote_code=False``."""
@@ -123,9 +123,8 @@ def make_tokenizer(arch: str, cache_dir: str | None = None):
     name = text_cfg.get("hf_tokenizer_name")
     if not name:
         return SimpleTokenizer(context_length=context_length)
-    raw_kwargs = (
-        text_cfg.get("tokenizer_kwargs") if isinstance(text_cfg.get("tokenizer_kwargs"), dict) else {}
-    )
+    given = text_cfg.get("tokenizer_kwargs")
+    raw_kwargs: dict[str, Any] = given if isinstance(given, dict) else {}
     kwargs = {k: raw_kwargs[k] for k in _SAFE_TOKENIZER_KWARGS if k in raw_kwargs}
     dropped = sorted(set(raw_kwargs) - set(kwargs))
     if dropped:
@@ -259,7 +258,7 @@ def _plain_blocks(transformer: nn.Module) -> bool:
     )
 
 
-def _pools_class_token(visual: nn.Module) -> bool:
+def _pools_class_token(visual: Any) -> bool:
     return (
         isinstance(visual, VisionTransformer)
         and hasattr(visual, "_embeds")
@@ -272,7 +271,10 @@ def _pools_class_token(visual: nn.Module) -> bool:
 
 
 def _block_at(
-    block: nn.Module, x: torch.Tensor, index: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    block: ResidualAttentionBlock,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """An open_clip ``ResidualAttentionBlock``'s output at one position per row: (N, L, W) -> (N, W).
 
@@ -304,10 +306,16 @@ class ClipEncoder(Encoder):
 
     backend = "open_clip"
 
+    #: open_clip's ``CLIP`` or ``CustomTextCLIP``; its towers are read by attribute name
+    clip: Any
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
         self.clip = build_clip(config)
+        size = self.clip.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.context_length = int(getattr(self.clip, "context_length", 77))
         #: where the starting weights came from: the tag or file, and the file's SHA-256 (model cards)
         self.provenance: dict[str, str | None] = _provenance(config)
         self.embed_dim: int = int(self._infer_embed_dim())
@@ -330,15 +338,6 @@ class ClipEncoder(Encoder):
         with torch.no_grad():
             size = self.image_size
             return self.clip.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
-
-    @property
-    def image_size(self) -> int:
-        size = self.clip.visual.image_size
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-    @property
-    def context_length(self) -> int:
-        return int(getattr(self.clip, "context_length", 77))
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -391,7 +390,7 @@ class ClipEncoder(Encoder):
         """Whether token id 0 is padding for this text tower (open_clip's own tokenizer, trimmable towers)."""
         return self._text_parts() is not None
 
-    def _text_parts(self) -> nn.Module | None:
+    def _text_parts(self) -> Any:
         # The built-in CLIP text tower keeps its parts on the model; CustomTextCLIP keeps them on .text.
         # Both are trimmable when they pool at a token position under a causal mask.
         owner = self.clip.text if hasattr(self.clip, "text") else self.clip
@@ -417,7 +416,7 @@ class ClipEncoder(Encoder):
             return self.clip.encode_text(tokens)
         return encode_by_length(tokens, lambda rows: self._encode_trimmed(owner, rows))
 
-    def _encode_trimmed(self, owner: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    def _encode_trimmed(self, owner: Any, tokens: torch.Tensor) -> torch.Tensor:
         """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D)."""
         tokens = trim_tokens(tokens)
         seq_len = tokens.shape[1]
@@ -429,7 +428,7 @@ class ClipEncoder(Encoder):
         if pool == "argmax":
             idx = tokens.argmax(dim=-1)
         else:
-            eos = getattr(owner, "text_eos_id", getattr(owner, "eos_id", None))
+            eos: Any = getattr(owner, "text_eos_id", getattr(owner, "eos_id", None))
             idx = (tokens == eos).int().argmax(dim=-1)
         transformer = owner.transformer
         if _plain_blocks(transformer):

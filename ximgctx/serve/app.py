@@ -24,6 +24,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,7 +84,7 @@ class Service:
         self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
-        common = {
+        common: dict[str, Any] = {
             "max_batch_size": config.max_batch_size,
             "max_wait_ms": config.max_wait_ms,
             "max_queue": config.max_queue,
@@ -168,6 +169,7 @@ class Service:
                 lambda: index.search_post(req.post_id, k=req.k, space=req.space or "fused", where=where)
             )
         else:
+            assert req.image is not None  # exactly one of text, image, post_id was given
             data = fetch_image(req.image, self.config, "image")
             hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
         return {"object": "list", "model": self.model_name, "data": [json_safe(h.to_dict()) for h in hits]}
@@ -296,8 +298,9 @@ def create_app(
 
     config = config or ServeConfig()
     config.check_auth()
-    predictor = model
-    if not isinstance(model, Predictor):
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
         predictor = Predictor.from_pretrained(model, device=device, expected_sha256=expected_sha256)
     _limit_decoding(predictor, config)
     if memory is not None and Path(memory).exists():
@@ -313,7 +316,7 @@ def create_app(
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         yield
         await service.stop()
@@ -371,7 +374,7 @@ class _Guard:
         route = path if path in _ROUTES else "other"
         status = {"code": 500}
 
-        async def send_counted(message: dict) -> None:
+        async def send_counted(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)

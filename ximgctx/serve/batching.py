@@ -137,7 +137,7 @@ class Batcher:
                 start += len(job.items)
 
     @staticmethod
-    def _answer(job: _Job, results: list[Any]) -> None:
+    def _answer(job: _Job, results: Sequence[Any]) -> None:
         if not job.future.done():
             job.future.set_result(results)
 

@@ -211,10 +211,10 @@ def posts_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post
     else:
         texts, images = [], []
         for k, part in enumerate(inp):
-            if isinstance(part, TextPart):
-                texts.append(part.text)
-            else:
+            if isinstance(part, ImagePart):
                 images.append(fetch_image(part.image_url.url, limits, f"input[{k}].image_url"))
+            else:
+                texts.append(part if isinstance(part, str) else part.text)
         if len(images) > 1:
             raise InputError(f"input: {len(images)} images in one post; a post has at most one image")
         items = [("\n".join(texts), images[0] if images else None)]

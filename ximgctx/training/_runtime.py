@@ -10,10 +10,10 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 from accelerate import Accelerator
 
@@ -62,7 +62,9 @@ def load_split(path: str | Path, data: DataSources, report: LoadReport) -> list[
     """Read a manifest (a shard folder too, whole: ``load_posts`` reads both), skipping (or raising on)
     malformed records as ``data.on_error`` says."""
     try:
-        return list(load_posts(path, image_root=data.image_root, on_error=data.on_error, report=report))  # type: ignore[arg-type]
+        # DataConfig.__post_init__ admits only "skip" and "raise" for the str field
+        on_error = cast('Literal["raise", "skip"]', data.on_error)
+        return list(load_posts(path, image_root=data.image_root, on_error=on_error, report=report))
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
 
@@ -218,7 +220,7 @@ def note_problems(seen: dict[str, set[str]], ids: Sequence[str], problems: Seque
             seen.setdefault(pid, set()).update(p.key for p in plist)
 
 
-def count_problems(per_rank: Iterable[dict[str, Iterable[str]]]) -> dict[str, int]:
+def count_problems(per_rank: Iterable[Mapping[str, Iterable[str]]]) -> dict[str, int]:
     """``{post id: kinds}`` from every process (and earlier runs) -> ``{kind: distinct posts}``."""
     seen: dict[str, set[str]] = {}
     for d in per_rank:
@@ -288,6 +290,30 @@ def start_run(
         if _distributed.any_process(accelerator, error is not None):
             raise error or OutputError(f"{out}: the main process could not take this output folder")
         yield accelerator, out
+
+
+@overload
+def load_splits(
+    data: DataSources,
+    train_posts: Any,
+    val_posts: Any,
+    report: DataReport,
+    train_required: str,
+    *,
+    stream: Literal[False] = False,
+) -> tuple[list[Post], list[Post] | None]: ...
+
+
+@overload
+def load_splits(
+    data: DataSources,
+    train_posts: Any,
+    val_posts: Any,
+    report: DataReport,
+    train_required: str,
+    *,
+    stream: bool,
+) -> tuple[list[Post] | StreamSplit, list[Post] | None]: ...
 
 
 def load_splits(

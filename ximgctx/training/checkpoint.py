@@ -35,7 +35,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -153,7 +153,10 @@ def _rng_files(folder: Path, rank: int) -> tuple[Path, Path]:
 def _save_rng(folder: Path, rank: int) -> None:
     """This process's python, numpy, torch CPU and CUDA RNG states, as JSON and safetensors."""
     version, keys, gauss = random.getstate()
-    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    # the legacy (default) form is the MT19937 tuple
+    name, np_keys, pos, has_gauss, cached = cast(
+        "tuple[str, np.ndarray, int, int, float]", np.random.get_state()
+    )
     data = {
         "python": {"version": version, "state": list(keys), "gauss_next": gauss},
         "numpy": {

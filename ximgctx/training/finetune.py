@@ -169,26 +169,26 @@ def _prepare(
     run."""
     tc = cfg.train
     report = DataReport()
-    train_posts, val_posts = load_splits(
+    train_data, val_posts = load_splits(
         cfg.data, train_posts, val_posts, report, "the manifest of labeled training posts", stream=True
     )
-    streamed = isinstance(train_posts, StreamSplit)
+    streamed = isinstance(train_data, StreamSplit)
     # a streamed split is checked on a sample up front; every streamed post is checked again as it comes
-    checked = train_posts.sample if isinstance(train_posts, StreamSplit) else train_posts
+    checked = train_data.sample if isinstance(train_data, StreamSplit) else train_data
     governance = check_governed(
         checked, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
     ).to_dict()
-    if isinstance(train_posts, StreamSplit):
-        governance.update(sampled=True, posts=train_posts.count)
+    if isinstance(train_data, StreamSplit):
+        governance.update(sampled=True, posts=train_data.count)
     if val_posts is not None:
         governance["validation"] = check_governed(
             val_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.val
         ).to_dict()
-    if isinstance(train_posts, StreamSplit):
-        report.train_posts, report.val_posts = train_posts.count, len(val_posts or [])
+    if isinstance(train_data, StreamSplit):
+        report.train_posts, report.val_posts = train_data.count, len(val_posts or [])
     else:
-        report.train_posts, report.val_posts = len(train_posts), len(val_posts or [])
-        report.count_unlabeled(train_posts, cfg.model.tasks)
+        report.train_posts, report.val_posts = len(train_data), len(val_posts or [])
+        report.count_unlabeled(train_data, cfg.model.tasks)
 
     model = ContextModel(cfg.model)
     groups = model.parameter_groups()
@@ -196,11 +196,11 @@ def _prepare(
         groups = split_lora_by_tower(groups, model.encoder.image_tower)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
-    if isinstance(train_posts, StreamSplit):  # split by (rank, worker) itself: not Accelerate's to shard
+    if isinstance(train_data, StreamSplit):  # split by (rank, worker) itself: not Accelerate's to shard
         model, optimizer = accelerator.prepare(model, optimizer)
-        train_loader = stream_loader(train_posts, processor, tc, cfg.data, accelerator)
+        train_loader = stream_loader(train_data, processor, tc, cfg.data, accelerator)
     else:
-        train_loader = _loader(train_posts, processor, tc.batch_size, tc, train=True)
+        train_loader = _loader(train_data, processor, tc.batch_size, tc, train=True)
         model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     val_loader = None
     if val_posts:

@@ -227,11 +227,12 @@ class _Loop:
         """The batches of ``epoch``, after those a resumed run already trained on: Accelerate skips them for
         in-memory data; a stream (a shard folder) continues from each (rank, worker)'s saved position."""
         loader, state = self.run.train_loader, self.state
-        loader.set_epoch(epoch)
+        # Accelerate's prepared loaders and StreamLoader both define set_epoch; Run declares a DataLoader
+        loader.set_epoch(epoch)  # type: ignore[attr-defined]
         skip = state.samples_in_epoch // self.batch if epoch == state.epoch else 0
         if isinstance(loader, StreamLoader):
             if skip:
-                position = state.stream["ranks"][self.acc.process_index]  # type: ignore[index]
+                position = state.stream["ranks"][self.acc.process_index]
                 loader.set_position(
                     StreamPosition.from_dict(position, loader.dataset.workers, "stream"), skip
                 )

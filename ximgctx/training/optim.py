@@ -39,7 +39,7 @@ def build_optimizer(groups: dict[str, list[nn.Parameter]], config: OptimConfig) 
             "nothing to train: the model has no trainable parameter (encoder frozen, no LoRA, "
             "and no fusion or heads?)"
         )
-    return torch.optim.AdamW(param_groups, betas=tuple(config.betas), eps=config.eps)
+    return torch.optim.AdamW(param_groups, betas=(config.betas[0], config.betas[1]), eps=config.eps)
 
 
 def split_lora_by_tower(
