@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
-from ximgctx.errors import ArtifactError
+from ximgctx.errors import ArtifactError, XimgctxError
 from ximgctx.models.backends import ENCODERS
 from ximgctx.models.encoder import Encoder
 from ximgctx.models.export import save_adapter
@@ -244,6 +244,8 @@ def _saved_encoder(path: Path, config: ModelConfig) -> Encoder:
     """The encoder's architecture (random weights, no download) from the saved folder; weights follow."""
     try:
         return ENCODERS[config.encoder.backend].for_saved_model(config.encoder, path)
+    except XimgctxError:  # a refusal (a remote architecture, say) keeps its own type and message
+        raise
     except (OSError, ValueError) as e:
         raise ModelFolderError(f"{path}: the saved encoder cannot be rebuilt ({e})") from None
 
