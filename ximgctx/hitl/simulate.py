@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ximgctx._extras import require
 from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
 from ximgctx.data.post import Post, load_posts
 from ximgctx.data.processor import encode_label
@@ -571,8 +572,7 @@ def _choose(
 
 
 def _plot(curve: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    matplotlib = require("matplotlib", feature="the simulated labeling loop's curve.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ximgctx._extras import require
 from ximgctx.errors import XimgctxError
 
 __all__ = ["main"]
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None, command: str = "serve") -> int:
     except XimgctxError as e:
         print(f"ximgctx serve: {e}", file=sys.stderr)
         return 2
-    import uvicorn
+    uvicorn = require("uvicorn", feature="ximgctx serve")
 
     uvicorn.run(
         app,

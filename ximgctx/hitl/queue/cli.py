@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from ximgctx._extras import require
 from ximgctx.errors import XimgctxError
 
 __all__ = ["main"]
@@ -119,7 +120,7 @@ def _add(args: argparse.Namespace) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    uvicorn = require("uvicorn", feature="ximgctx queue serve")
 
     from ximgctx.inference.predictor import Predictor
     from ximgctx.serve.app import create_app
