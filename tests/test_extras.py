@@ -225,3 +225,14 @@ def test_without_tensorboard_training_goes_on_with_one_warning(
         "pip install 'ximgctx[tensorboard]'; training goes on without them "
         "(train.tensorboard: false silences this)"
     ]
+
+
+@pytest.mark.slow
+def test_a_command_whose_extra_is_missing_prints_one_line_and_exits_2() -> None:
+    code = "from ximgctx.cli import main\nraise SystemExit(main(['serve', '--model', 'x']))"
+    proc = blocked(["fastapi"], code)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "ximgctx serve: the service (ximgctx serve) needs the 'serve' extra (fastapi is not installed): "
+        "pip install 'ximgctx[serve]'"
+    ]
