@@ -13,7 +13,7 @@ ROOT = Path(ximgctx.__file__).parent
 #: top-level package or module -> stage
 STAGE = {
     **dict.fromkeys(
-        ["errors", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_cli", "_distributed"], 0
+        ["errors", "_extras", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_cli", "_distributed"], 0
     ),
     **dict.fromkeys(["data", "adapters", "contextbench", "governance"], 1),
     "models": 2,
