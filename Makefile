@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OUT ?= runs/quickstart
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart test lint core-smoke clean
 
+# ximgctx[dev] is ximgctx[all] (every extra) plus the test tools: the two commands below install everything.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
@@ -27,5 +28,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The core install alone (`pip install .`, no extras) in a second venv: build, train a step, predict, save/load.
+core-smoke:
+	TORCH_SPEC="$(TORCH_SPEC)" CORE_VENV=$(VENV)-core bash .ci/core_smoke.sh
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-core runs .pytest_cache .ruff_cache

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ximgctx._extras import MissingExtraError
+
 #: subcommand -> (module with ``main(argv)``, one-line help). A plain dict: the whole CLI in one place.
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("ximgctx.quickstart", "generate ContextBench, pretrain, fine-tune, evaluate (offline)"),
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _ = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
+    except MissingExtraError as e:  # the command's extra is not installed: one line naming it
+        print(f"ximgctx {name}: {e}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
             print(f"ximgctx: command {name!r} is not available in this version", file=sys.stderr)

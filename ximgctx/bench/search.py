@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ximgctx._extras import require
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=50_000, help="indexed vectors (synthetic)")
@@ -144,8 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"filtered_recall@{args.k}": round(_recall(truth_f, hits_d, args.k), 4),
         "filtered_qps": round(qps_d, 1),
     }
-    import faiss
-
+    faiss = require("faiss", feature="ximgctx bench search")
     return {
         "source": source,
         "n": n,

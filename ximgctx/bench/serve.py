@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from ximgctx._extras import require
+
 _MALFORMED: list[tuple[str, bytes, dict[str, str]]] = [
     ("broken_json", b'{"input": "x"', {}),
     ("wrong_type", b'{"input": 42}', {}),
@@ -135,8 +137,7 @@ def _offline(model_dir: Path, posts: list[Any], batch_size: int, rounds: int = 3
 
 
 def _drive(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
-    import httpx
-
+    httpx = require("httpx", feature="ximgctx bench serve")
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lock = threading.Lock()
@@ -175,8 +176,7 @@ def _drive(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[
 
 
 def _mixed(url: str, bodies: list[bytes], n: int, share: float, seed: int) -> dict[str, Any]:
-    import httpx
-
+    httpx = require("httpx", feature="ximgctx bench serve")
     rng = np.random.default_rng(seed)
     plan: list[tuple[str, bytes]] = []
     for i in range(n):
@@ -232,8 +232,7 @@ def _serve(model_dir: Path, port: int, args: argparse.Namespace) -> subprocess.P
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    import httpx
-
+    httpx = require("httpx", feature="ximgctx bench serve")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from ximgctx._extras import missing_extra
+
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as e:
+    raise missing_extra(e, feature="evaluation plots (plots=False / --no-plots skips them)") from None
 
 __all__ = ["PngFile", "plot_ablations", "plot_confusion", "plot_reliability", "write_plots"]
 

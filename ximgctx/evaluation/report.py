@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ximgctx._extras import require
 from ximgctx.data.dataset import PostDataset
 from ximgctx.data.io import load_posts
 from ximgctx.data.record import LoadReport, Post
@@ -26,6 +27,8 @@ from ximgctx.evaluation.metrics import label_arrays, task_loss, task_metrics
 from ximgctx.evaluation.predict import ABLATION_KEYS, FULL, predict
 
 logger = logging.getLogger(__name__)
+
+_PLOTS = "evaluation plots (plots=False / --no-plots skips them)"  # a feature of the plots extra
 
 __all__ = ["calibrate", "evaluate", "load_oracle", "to_markdown", "write_report"]
 
@@ -215,6 +218,8 @@ def evaluate(
     Returns:
         The report dict (the content of ``report.json``).
     """
+    if plots and out_dir is not None:  # before the evaluation, not after it
+        require("matplotlib", feature=_PLOTS)
     posts, load_report = _as_posts(posts)
     if accelerator is not None:
         model.to(accelerator.device)
@@ -338,6 +343,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out_dir: Path, *, plots: bool = True) -> Path:
     """``report.json``, ``report.md`` and (``plots``) the PNGs into ``out_dir``; returns the JSON path."""
+    if plots:
+        require("matplotlib", feature=_PLOTS)  # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(to_markdown(report), encoding="utf-8")

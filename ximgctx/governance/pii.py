@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from ximgctx._extras import missing_extra
+
 if TYPE_CHECKING:  # Presidio (and spaCy under it) load on the first redaction, not on import
     from presidio_analyzer import AnalyzerEngine
 
@@ -119,8 +121,11 @@ def matching_view(text: str) -> tuple[str, list[int], list[int]]:
 
 @lru_cache(maxsize=8)
 def _analyzer(regions: tuple[str, ...]) -> AnalyzerEngine:
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NoOpNlpEngine
+    try:
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+    except ImportError as e:
+        raise missing_extra(e, feature="PII redaction (govern)") from None
 
     from ximgctx.governance.recognizers import build_recognizers
 

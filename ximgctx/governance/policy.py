@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
-
+from ximgctx._extras import require
 from ximgctx.config import config_from_dict, read_yaml
 from ximgctx.errors import ConfigError
 from ximgctx.governance import flags
@@ -140,6 +139,7 @@ class GovernancePolicy:
                 raise ConfigError(f"governance policy: tokens.{k} must be a non-empty string, got {v!r}")
             tokens[k] = v
         self.tokens = tokens
+        phonenumbers = require("phonenumbers", feature="governance (GovernancePolicy, govern)")
         for r in [self.phone_region, *_strings("extra_phone_regions", self.extra_phone_regions)]:
             if not isinstance(r, str) or r.upper() not in phonenumbers.SUPPORTED_REGIONS:
                 raise ConfigError(

@@ -26,17 +26,22 @@ import re
 from functools import lru_cache
 from typing import Any
 
-import tldextract
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
-from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
-    CryptoRecognizer,
-    EmailRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
-    PhoneRecognizer,
-    UsSsnRecognizer,
-)
+from ximgctx._extras import missing_extra, require
+
+try:
+    import tldextract
+    from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        CryptoRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
+    )
+except ImportError as e:
+    raise missing_extra(e, feature="PII redaction (govern)") from None
 
 _FLAGS = re.DOTALL | re.MULTILINE  # Presidio's default adds IGNORECASE, which street names must not have
 
@@ -230,8 +235,7 @@ class _Phone(PhoneRecognizer):
     digit runs count only in the primary region's plan."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
-        import phonenumbers
-
+        phonenumbers = require("phonenumbers", feature="PII redaction (govern)")
         results: list[RecognizerResult] = []
         seen: set[tuple[int, int]] = set()
         for region in self.supported_regions:

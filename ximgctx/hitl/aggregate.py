@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from ximgctx._extras import missing_extra
 from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.votes import BadVote, Vote, VoteSet, load_tasks, read_votes
@@ -180,7 +181,10 @@ def _fit(
 
     ``df`` has columns task (post id), worker, label.
     """
-    from crowdkit.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
+    try:
+        from crowdkit.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
+    except ImportError as e:
+        raise missing_extra(e, feature="vote aggregation (aggregate_votes)") from None
 
     values = pd.unique(df["label"])
     if len(values) == 1:  # every vote agrees: nothing to estimate, and no EM to run

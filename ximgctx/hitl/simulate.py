@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ximgctx._extras import require
 from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
 from ximgctx.data.io import load_posts
 from ximgctx.data.processor import encode_label
@@ -573,8 +574,7 @@ def _choose(
 
 
 def _plot(curve: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    matplotlib = require("matplotlib", feature="the simulated labeling loop's curve.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

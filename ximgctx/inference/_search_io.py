@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx._extras import require
 from ximgctx.errors import ArtifactError
 from ximgctx.inference._authors import parse_author_key
 
@@ -61,7 +62,7 @@ def write_index_folder(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> Path:
     """Write ``index`` as a ``search-index`` artifact at ``path``; return the resolved path."""
-    import faiss
+    faiss = require("faiss", feature="the search index (SearchIndex)")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -113,7 +114,7 @@ def read_index_folder(path: str | os.PathLike[str], *, expected_sha256: str | No
     Raises:
         SearchIndexError: naming the file that is missing, unlisted, altered or malformed.
     """
-    import faiss
+    faiss = require("faiss", feature="the search index (SearchIndex)")
     import pyarrow.parquet as pq
 
     root = Path(path)

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx._extras import require
 from ximgctx.config import TaskSpec
 from ximgctx.data.io import load_posts
 from ximgctx.data.processor import LabelError, encode_label
@@ -330,8 +331,7 @@ class LabelMemory:
     # ------------------------------------------------------------------------------------ reading
     def _task_index(self, task: str) -> tuple[Any, np.ndarray, np.ndarray] | None:
         if task not in self._index:
-            import faiss
-
+            faiss = require("faiss", feature="the label memory (LabelMemory)")
             rows = np.array([i for i, lab in enumerate(self.labels) if task in lab], dtype=np.int64)
             if len(rows) == 0:
                 return None

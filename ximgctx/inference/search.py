@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ximgctx._extras import require
 from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference._authors import digests_of, new_author_key, post_author_digests
@@ -131,8 +132,7 @@ class SearchHit:
 
 def _ids_of(index: Any) -> np.ndarray:
     """The ids (record rows) held by a FAISS index built by :func:`_make_index`."""
-    import faiss
-
+    faiss = require("faiss", feature="the search index (SearchIndex)")
     if hasattr(index, "id_map"):  # IndexIDMap2 (exact)
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     lists = index.invlists  # IndexIVFFlat
@@ -147,8 +147,7 @@ def _ids_of(index: Any) -> np.ndarray:
 def _renumbered(index: Any, keep: np.ndarray) -> Any:
     """A copy of a FAISS index holding only the rows ``keep`` (sorted old row numbers), renumbered to their
     positions in ``keep``; an IVF index keeps its trained cells."""
-    import faiss
-
+    faiss = require("faiss", feature="the search index (SearchIndex)")
     ids = _ids_of(index)
     kept = np.sort(ids[np.isin(ids, keep)])
     vectors = index.reconstruct_batch(kept) if len(kept) else np.zeros((0, index.d), np.float32)
@@ -173,8 +172,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | None) -> Any:
-    import faiss
-
+    faiss = require("faiss", feature="the search index (SearchIndex)")
     n, d = vectors.shape
     index: Any  # IndexIDMap2 or IndexIVFFlat
     if mode == "exact":
@@ -419,8 +417,7 @@ class SearchIndex:
                 filtered query meets about as many candidates as an unfiltered one.
             exclude: per query, a row number to leave out of its hits (the query post itself).
         """
-        import faiss
-
+        faiss = require("faiss", feature="the search index (SearchIndex)")
         if space not in self.indexes:
             raise SearchIndexError(f"this index has no {space!r} space; it has {self.spaces}")
         if k < 1:

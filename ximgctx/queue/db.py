@@ -7,9 +7,14 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from ximgctx._extras import missing_extra, require
+
+try:
+    from sqlalchemy import Engine, create_engine, event
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session, sessionmaker
+except ImportError as e:
+    raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
 
 from ximgctx.errors import ConfigError
 
@@ -61,7 +66,7 @@ def open_engine(url: str, *, migrate_schema: bool = True) -> Engine:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Run the shipped Alembic migrations up to ``revision`` on ``engine`` (idempotent)."""
-    from alembic import command
+    command = require("alembic.command", feature="the queue database's migrations")
     from alembic.config import Config
 
     config = Config()

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from ximgctx._extras import missing_extra
+
+try:
+    from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+except ImportError as e:
+    raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
 
 __all__ = ["Assignment", "Base", "Item", "Labeler", "Session", "Setting", "VoteRow"]
 

@@ -25,9 +25,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from ximgctx._extras import missing_extra
+
+try:
+    from sqlalchemy import delete, exists, func, select, update
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import sessionmaker
+except ImportError as e:
+    raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
 
 from ximgctx.config import TaskSpec
 from ximgctx.data.record import Post

@@ -30,9 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from ximgctx._extras import missing_extra
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+except ImportError as e:
+    raise missing_extra(e, feature="the service (ximgctx serve)") from None
 
 from ximgctx._json import json_safe
 from ximgctx.data.record import Post

@@ -19,7 +19,12 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from ximgctx._extras import missing_extra, require
+
+try:
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError as e:
+    raise missing_extra(e, feature="the service's request models") from None
 
 from ximgctx.data.record import Post, PostValidationError, Reply, post_from_dict
 from ximgctx.errors import InputError
@@ -147,7 +152,7 @@ def fetch_image(url: str, limits: ServeConfig, where: str) -> bytes:
         raise InputError(
             f"{where}: host {host!r} is not on this server's allowlist; send the image as a data: URL"
         )
-    import httpx
+    httpx = require("httpx", feature="reading image URLs of allowed hosts")
 
     try:
         with httpx.stream("GET", url, timeout=limits.url_timeout_s, follow_redirects=False) as resp:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from ximgctx._extras import missing_extra
+
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
+except ImportError as e:
+    raise missing_extra(e, feature="the service's Prometheus metrics") from None
 
 __all__ = ["ServiceMetrics"]
 

@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from ximgctx._extras import missing_extra, require
+
+try:
+    from fastapi import APIRouter, Request
+    from fastapi.responses import HTMLResponse, RedirectResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError as e:
+    raise missing_extra(e, feature="the labeling queue's page and API") from None
 
 from ximgctx.data.record import Post
 from ximgctx.queue.store import LoginError, QueueError, QueueStore
@@ -64,8 +69,7 @@ def static_files() -> StaticFiles:
 
 
 def _templates() -> Any:
-    import jinja2
-
+    jinja2 = require("jinja2", feature="the labeling queue's page")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(STATIC), autoescape=True, undefined=jinja2.StrictUndefined
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ximgctx._extras import require
 from ximgctx.serve.config import ServeConfig
 
 __all__ = ["run_server"]
@@ -25,8 +26,7 @@ def run_server(
         graceful_timeout_s: seconds in-flight requests get to finish on shutdown (None: wait for them).
         log_level: uvicorn's log level.
     """
-    import uvicorn
-
+    uvicorn = require("uvicorn", feature="the ximgctx server")
     uvicorn.run(
         app,
         host=config.host,

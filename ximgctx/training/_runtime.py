@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Literal, cast, overload
 
 from accelerate import Accelerator
+from accelerate.utils import is_tensorboard_available
 
 import ximgctx._distributed as _distributed
 from ximgctx._artifacts import check_output_folder, folder_lock, output_errors
+from ximgctx._extras import MissingExtraError
 from ximgctx.config import TaskSpec, flatten_config
 from ximgctx.data.io import load_posts
 from ximgctx.data.problems import split_key
@@ -46,12 +48,18 @@ __all__ = [
 def make_accelerator(config: TrainConfig, output_dir: Path) -> Accelerator:
     """The Accelerator of a run (see :func:`ximgctx._distributed.make_accelerator`): the config's collective
     timeout, precision, accumulation and tracker; Accelerate's seedable sampler seeded with
-    ``config.seed``."""
+    ``config.seed``. Without TensorBoard installed (the ``tensorboard`` extra) the run goes on without its
+    tracker, after one warning naming the extra; the run's own logs (samples, metrics, checkpoints) stay."""
+    log_with = "tensorboard" if config.tensorboard else None
+    if log_with and not is_tensorboard_available():
+        missing = MissingExtraError("train.tensorboard (TensorBoard logs)", "tensorboard", "tensorboard")
+        logger.warning("%s; training goes on without them (train.tensorboard: false silences this)", missing)
+        log_with = None
     return _distributed.make_accelerator(
         timeout_s=config.collective_timeout_s,
         precision=config.mixed_precision,
         grad_accum_steps=config.grad_accum_steps,
-        log_with="tensorboard" if config.tensorboard else None,
+        log_with=log_with,
         project_dir=output_dir,
         data_seed=config.seed,
         find_unused_parameters=config.find_unused_parameters,
