@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from ximgctx._artifacts import seal_folder, verify_artifact
+from ximgctx.cli import purge as purge_cli
+from ximgctx.cli.hitl import main as hitl_main
+from ximgctx.cli.inference import main as inference_main
 from ximgctx.data.post import Post, Reply, load_posts, write_posts
 from ximgctx.governance import govern
-from ximgctx.governance import purge as purge_cli
 from ximgctx.governance.authors import (
     MODEL_AUTHORS_FILE,
     author_digests_of,
@@ -20,9 +22,7 @@ from ximgctx.governance.authors import (
     trained_on_counts,
 )
 from ximgctx.governance.check import is_governed
-from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor, SearchIndex
-from ximgctx.inference.cli import main as inference_main
 
 from ._inference_fixtures import make_posts, model_dir, tiny_model
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.post import write_posts
 from ximgctx.inference.batch import finite_record, write_records
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import make_posts, model_dir
 

@@ -12,9 +12,7 @@ import ximgctx
 ROOT = Path(ximgctx.__file__).parent
 #: top-level package or module -> stage
 STAGE = {
-    **dict.fromkeys(
-        ["errors", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_cli", "_distributed"], 0
-    ),
+    **dict.fromkeys(["errors", "_artifacts", "_fsutil", "_yaml", "_hub", "config", "_distributed"], 0),
     **dict.fromkeys(["data", "adapters", "contextbench", "governance"], 1),
     "models": 2,
     **dict.fromkeys(["training", "evaluation", "inference"], 3),
@@ -28,9 +26,6 @@ ALLOWED = {
         "ximgctx.models.fusion",
     ): "fusion.kind is validated against the one FUSIONS registry (lazy)",
     ("governance/purge.py", "ximgctx.models._serialization"): "ximgctx purge reads a model's author digests",
-    ("governance/purge.py", "ximgctx.inference.search"): "ximgctx purge erases authors from search indexes",
-    ("governance/purge.py", "ximgctx.hitl.memory"): "ximgctx purge erases authors from label memories",
-    ("governance/purge.py", "ximgctx.hitl.queue"): "ximgctx purge erases authors from labeling queues",
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.post import write_posts
 from ximgctx.inference import ModerationPolicy, Moderator, PolicyError, Predictor, default_policy_path
 from ximgctx.inference.calibration import (
@@ -19,7 +20,6 @@ from ximgctx.inference.calibration import (
     choose_review_threshold,
     operating_point,
 )
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import TASKS, bad_posts, make_posts, model_dir
 

@@ -8,8 +8,8 @@ import os
 import pytest
 from PIL import Image
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.post import Post, write_posts
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import model_dir
 
