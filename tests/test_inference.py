@@ -272,7 +272,7 @@ def test_inference_benchmark_paths_agree(tmp_path: Path) -> None:
             "4",
             "--batch-size",
             "2",
-            "--rounds",
+            "--repeats",
             "1",
             "--replies",
             "4",

@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for fn in paths.values():  # warm-up: one batch each
             fn(posts[: args.batch_size])
         sync()
-        wall, cpu = _time_interleaved(paths, list(_chunks(posts, args.batch_size)), args.rounds, sync)
+        wall, cpu = _time_interleaved(paths, list(_chunks(posts, args.batch_size)), args.repeats, sync)
         # Same results with and without the savings (checked once, outside the timed runs).
         paths["naive_context"](posts, keep=True)
         shipped_scores = np.array(
@@ -332,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "replies_per_post": args.replies,
         "long_reply_share": args.long_replies,
         "batch_size": args.batch_size,
-        "rounds": args.rounds,
+        "rounds": args.repeats,
         **_figures(wall, cpu, args.n),
         **breakdown,
         "naive_vs_shipped_max_abs_score_diff": max_diff,

@@ -222,6 +222,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--replies": {"type": int, "help": "replies per generated post" + _DEFAULT},
     "--threads": {"type": int, "help": "torch CPU threads (default: torch's own)"},
     "--workdir": {"help": "where generated files go (default: a temporary folder)"},
+    "--repeats": {"type": int, "help": "times each figure is measured (the median is reported)" + _DEFAULT},
+    "--mc-samples": {"type": int, "help": "mc_dropout: stochastic forward passes per post" + _DEFAULT},
+    "--n-test": {"type": int, "help": "ContextBench test posts generated" + _DEFAULT},
     "--quick": {"action": "store_true", "help": "tiny sizes, for tests (the figures mean little)"},
 }
 
@@ -473,6 +476,8 @@ def add_dataclass_args(
         flag = "--" + f.name.replace("_", "-")
         if flag in FLAGS:
             add(p, flag, default=default)
+        elif tp is bool and default is False:
+            p.add_argument(flag, action="store_true", help=f.comment)
         elif tp is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.comment)
         else:

@@ -34,7 +34,7 @@ def _inference(p: argparse.ArgumentParser) -> None:
     add(p, "--replies", default=8)
     add(p, "--n", default=32)
     add(p, "--batch-size", default=16)
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
+    add(p, "--repeats", default=3)
     add(p, "--device", default="auto")
     add(p, "--dtype", default="auto")
     p.add_argument("--fusion", default="attention", choices=["attention", "concat", "cross"], help="fusion")
@@ -114,7 +114,7 @@ def _cli(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--commands", default=None, help="comma-separated commands to time (default: all, with sub-commands)"
     )
-    p.add_argument("--repeats", type=int, default=3, help="fresh processes per figure (median reported)")
+    add(p, "--repeats", default=3)
     p.add_argument("--no-startup", action="store_true", help="skip the real command's start-up figure")
 
 

@@ -79,7 +79,7 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
         help="with --data: write the manifest with the aggregated labels merged in",
     )
     p.add_argument(
-        "--labelers",
+        "--labelers-out",
         default=None,
         help="labelers report, JSON (default: next to --out, <name>.labelers.json; none with --out -)",
     )
@@ -109,7 +109,7 @@ def _aggregate(args: argparse.Namespace) -> int:
     votes = check_votes(rows, tasks=tasks, post_ids=None if posts is None else [p.id for p in posts])
     result = aggregate_votes(votes, args.method, tasks=tasks, posts=posts, ds_model=args.ds_model)
     result.write(args.out, inputs=[args.votes, args.data])
-    labelers = args.labelers
+    labelers = args.labelers_out
     if labelers is None and args.out != "-":
         labelers = str(Path(args.out).with_name(Path(args.out).stem + ".labelers.json"))
     if labelers is not None:
@@ -178,7 +178,7 @@ def _select_parser(p: argparse.ArgumentParser) -> None:
         "--task", default=None, help="score uncertainty on this task only (default: mean over tasks)"
     )
     add(p, "--memory")
-    p.add_argument("--mc-samples", type=int, default=8, help="mc_dropout: stochastic forward passes")
+    add(p, "--mc-samples", default=8)
     add(p, "--seed", default=0)
     p.add_argument(
         "--posts-out", default=None, help="also write the chosen posts' records (a manifest to label)"
