@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections import defaultdict
 
 import pytest
@@ -146,3 +147,45 @@ def test_choices_read_from_source_match_the_library() -> None:
     assert source_constant("ximgctx.evaluation.predict:ABLATION_KEYS") == ABLATION_KEYS
     assert source_constant("ximgctx.evaluation.calibration:THRESHOLD_OBJECTIVES") == THRESHOLD_OBJECTIVES
     assert sorted(FLAGS["--method"]["choices"]) == sorted(METHODS)
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """``ximgctx ...`` command lines in the README, config headers and the CLI's own descriptions."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    texts = {"README.md": (root / "README.md").read_text(encoding="utf-8")}
+    texts |= {
+        p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in root.glob("configs/**/*.yaml")
+    }
+    texts |= {" ".join(prefix): parser.format_help() for prefix, parser in command_parsers()}
+    for where, text in texts.items():
+        for line in text.replace("\\\n", " ").splitlines():
+            for command in re.findall(r"ximgctx [^`&;#]*", line):  # one command per backtick span or && part
+                words = command.split()
+                if len(words) > 1 and not words[1].startswith("-") and "<" not in command:
+                    found.append((where, command))
+    return found
+
+
+def test_documented_command_lines_use_flags_that_exist() -> None:
+    """Every ``--flag`` of a command line in the README, a config header or a command's help is one of that
+    command's flags (a rename leaves no stale example behind)."""
+    parsers = {" ".join(prefix): p for prefix, p in command_parsers()}
+    stale = []
+    lines = _documented_commands()
+    assert len(lines) > 40
+    for where, line in lines:
+        words = line.replace("`", " ").replace("[", " ").replace("]", " ").replace("(", " ").split()[1:]
+        command = next(
+            (c for c in sorted(parsers, key=len, reverse=True) if words[: len(c.split())] == c.split()), None
+        )
+        if command is None:
+            continue  # prose such as "ximgctx train's options"
+        options = {o for a in parsers[command]._actions for o in a.option_strings}
+        for word in words:
+            flag = word.split("=")[0].rstrip(",.;:'\"|")
+            if flag.startswith("--") and len(flag) > 2 and flag not in options:
+                stale.append(f"{where}: ximgctx {command} has no {flag}: {line.strip()}")
+    assert not stale, "\n".join(stale)
