@@ -378,7 +378,7 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
             "explanation",
         }
         assert row["decision"] == line["decision"] and row["category_scores"] == line["category_scores"]
-    assert (
+    with pytest.raises(SystemExit) as missing:  # a missing policy is an argument error
         cli_main(
             [
                 "--model",
@@ -395,5 +395,4 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
             ],
             command="moderate",
         )
-        == 2
-    )
+    assert missing.value.code == 2

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     wanted = [c.strip() for c in (args.commands or "").split(",") if c.strip()]
     prefixes = [prefix for prefix, _ in command_parsers() if not wanted or prefix[0] in wanted]
-    baseline = fresh_process(["--import", "torch,open_clip"], args.repeats)
+    bare = ["--import", "torch,open_clip"]
+    baseline = fresh_process(bare, args.repeats)
     rows = []
     for prefix in [[]] * (not wanted) + prefixes:
         row = fresh_process([*prefix, "--help"], args.repeats)
@@ -126,10 +127,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 str(Path(tmp) / "p.jsonl"),
             ]
             argv += ["--device", "cpu", "--no-progress"]
-            startup = fresh_process(argv, args.repeats)
+            # interleaved with the bare import, so that a busy machine's changing load falls on both alike
+            pairs = [(fresh_process(bare), fresh_process(argv)) for _ in range(args.repeats)]
+        startup = {**pairs[-1][1], "wall_s": statistics.median(s["wall_s"] for _, s in pairs)}
+        startup["peak_rss_mb"] = max(s["peak_rss_mb"] for _, s in pairs)
+        baseline["wall_s_interleaved"] = statistics.median(b["wall_s"] for b, _ in pairs)
         if startup["rc"] != 0:
             raise RuntimeError(f"ximgctx {' '.join(argv)} exited {startup['rc']}")
-        ratio = startup["wall_s"] / baseline["wall_s"]
+        ratio = startup["wall_s"] / baseline["wall_s_interleaved"]
         result["startup"] = {"command": "ximgctx predict (tiny model, one post)", **startup}
         result["summary"].update(
             {
