@@ -1,16 +1,19 @@
 """Argument helpers every command shares, so a flag means one thing everywhere.
 
-This module imports only the standard library and :mod:`ximgctx.errors`: every command's ``--help`` and
-every argument error is answered with it alone, before torch is imported.
+This module imports only the standard library, :mod:`ximgctx.errors` and :mod:`ximgctx._artifacts` (stdlib
+only): every command's ``--help`` and every argument error is answered with it alone, before torch is
+imported.
 
 * :data:`FLAGS` is the vocabulary: flag name -> its one meaning (dest, type, action, choices, help). Commands
-  take their flags from it with :func:`add`, which may change only ``default`` and ``required``.
-
-* ``--data``: the posts a command reads; ``--out``: what it writes (``-`` for stdout where the output is
-  JSONL); ``--model``: a model folder (or hub id); ``--overwrite``: replace an output that is not the
-  command's own kind of artifact.
-* :func:`add_dataclass_args` makes one flag per field of a config dataclass, with the field's own comment as
-  its help, so a command that mirrors a config (``synth``, ``simulate-labeling``) cannot drift from it.
+  take their flags from it with :func:`add`, which may change only ``default``, ``required`` and ``metavar``.
+  ``--data`` is always the posts a command reads; ``--out`` what it writes (``-`` for stdout where the output
+  is JSONL); ``--model`` a model folder or hub id; ``--policy`` the moderation policy; ``--governance`` the
+  governance policy; ``--key-file`` the governance key and ``--queue-key-file`` the queue's.
+* Input paths are checked by argparse ``type`` functions (:func:`existing_path`, :func:`existing_file`,
+  :func:`existing_dir`, :func:`model_ref`): a missing file is an argument error naming the flag and the path.
+* :func:`add_dataclass_args` makes one flag per scalar field of a config dataclass, its default the field's
+  and its help the field's comment, read from the module's source (:func:`source_fields`) so that nothing
+  heavy is imported; a command that mirrors a config cannot drift from it.
 * :func:`run` turns a user's mistake (:class:`~ximgctx.errors.XimgctxError`) into one line on stderr and exit
   status 2; anything else is a bug and keeps its traceback.
 """
