@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         startup = {**pairs[-1][1], "wall_s": statistics.median(s["wall_s"] for _, s in pairs)}
         startup["peak_rss_mb"] = max(s["peak_rss_mb"] for _, s in pairs)
         baseline["wall_s_interleaved"] = statistics.median(b["wall_s"] for b, _ in pairs)
+        result["baseline"]["wall_s_interleaved"] = baseline["wall_s_interleaved"]
         if startup["rc"] != 0:
             raise RuntimeError(f"ximgctx {' '.join(argv)} exited {startup['rc']}")
         ratio = startup["wall_s"] / baseline["wall_s_interleaved"]
