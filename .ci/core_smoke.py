@@ -79,7 +79,7 @@ def check_missing_extras(tmp: Path) -> None:
         import ximgctx.serve.app  # noqa: F401
 
     def queue() -> None:
-        import ximgctx.hitl.queue  # noqa: F401
+        import ximgctx.queue  # noqa: F401
 
     fails("governance", govern)
     fails("search", search)
@@ -93,7 +93,7 @@ def smoke(tmp: Path) -> None:
 
     from ximgctx import ContextModel
     from ximgctx.contextbench import generate
-    from ximgctx.data.post import load_posts
+    from ximgctx.data.io import load_posts
     from ximgctx.inference.predictor import Predictor
     from ximgctx.training import train
 

@@ -4,7 +4,7 @@ Same arguments as ``ximgctx pretrain``; also ``torchrun --nproc_per_node 2 scrip
 FILE``.
 """
 
-from ximgctx.training.cli import main
+from ximgctx.cli.train import main
 
 if __name__ == "__main__":
     raise SystemExit(main(command="pretrain"))

@@ -3,7 +3,7 @@
 Same arguments as ``ximgctx train``; also ``torchrun --nproc_per_node 2 scripts/train.py --config FILE``.
 """
 
-from ximgctx.training.cli import main
+from ximgctx.cli.train import main
 
 if __name__ == "__main__":
     raise SystemExit(main(command="train"))

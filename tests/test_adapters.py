@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ximgctx.adapters import ADAPTERS, AdapterError, write_manifest
-from ximgctx.adapters import cli as convert_cli
+from ximgctx.cli import convert as convert_cli
 from ximgctx.data.io import load_posts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -529,9 +529,13 @@ def test_cli_list_and_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all(name in listed for name in ADAPTERS)
     src = _hateful_memes(tmp_path / "hm")
     out = tmp_path / "hm.jsonl"
-    assert convert_cli.main(["--format", "hateful_memes", "--src", str(src), "--out", str(out)]) == 0
+    assert convert_cli.main(["--format", "hateful_memes", "--dataset-dir", str(src), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "4 posts" in printed and f"{src / 'train.jsonl'}:4: label:" in printed
     assert len(load_posts(out)) == 4
-    assert convert_cli.main(["--format", "mmsd", "--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    (tmp_path / "nothing").mkdir()
+    assert (
+        convert_cli.main(["--format", "mmsd", "--dataset-dir", str(tmp_path / "nothing"), "--out", str(out)])
+        == 2
+    )
     assert "no MMSD split file" in capsys.readouterr().err

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ximgctx.bench import main as bench_main
 from ximgctx.bench.dataloader import generate, stream_rss_in_process
 from ximgctx.bench.streaming import _reset_peak
+from ximgctx.cli.bench import main as bench_main
 
 
 def test_bench_dataloader_quick_writes_json_with_the_fields(tmp_path: Path, capsys) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ximgctx.bench import main
 from ximgctx.bench.gpu import bf16_peak
+from ximgctx.cli.bench import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

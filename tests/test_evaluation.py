@@ -212,7 +212,7 @@ def test_masking_a_modality_changes_predictions(bench: Path, model: ContextModel
 def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(
     bench: Path, model: ContextModel, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from ximgctx.evaluation.cli import main
+    from ximgctx.cli.evaluate import main
 
     model.save_pretrained(tmp_path / "model")
     code = main(
@@ -251,7 +251,7 @@ def test_evaluate_cli_finds_the_oracle_and_saves_the_calibrated_model(
         report["tasks"]["intent"]["calibration"]["temperature"]
     )
     assert "| kept |" in capsys.readouterr().out
-    assert (
+    with pytest.raises(SystemExit) as missing:  # a missing model folder is an argument error
         main(["--model", str(tmp_path / "nope"), "--data", str(bench / "test.jsonl")], command="evaluate")
-        == 2
-    )
+    assert missing.value.code == 2
+    assert "argument --model: no such model folder" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def missing(modules: list[str], call: str) -> dict:
     [
         (["fastapi"], "import ximgctx.serve.app", "serve", "fastapi"),
         (["prometheus_client"], "import ximgctx.serve.metrics", "serve", "prometheus_client"),
-        (["sqlalchemy"], "import ximgctx.hitl.queue", "queue", "sqlalchemy"),
+        (["sqlalchemy"], "import ximgctx.queue", "queue", "sqlalchemy"),
         (["phonenumbers"], "from ximgctx.governance import govern\ngovern([])", "governance", "phonenumbers"),
         (
             ["presidio_analyzer"],

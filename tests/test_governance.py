@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ximgctx.cli import govern as govern_cli
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import Post, Reply
 from ximgctx.governance import (
@@ -23,7 +24,6 @@ from ximgctx.governance import (
     is_direct_message,
     is_governed,
 )
-from ximgctx.governance import cli as govern_cli
 from ximgctx.governance.keys import key_id, load_key
 from ximgctx.governance.pii import NOT_DETECTED, luhn_ok
 
@@ -410,7 +410,7 @@ def test_govern_cli(
                 str(out),
                 "--report",
                 str(report),
-                "--policy",
+                "--governance",
                 str(policy),
                 "--opt-out",
                 str(opt_out),
@@ -433,11 +433,11 @@ def test_govern_cli(
     bad.write_text(data.read_text() + '{"id": "z", "text": "SECRET-bad-record", "replies": "oops"}\n')
     assert govern_cli.main(["--data", str(bad), "--out", str(out), "--report", str(report)]) == 2
     err = capsys.readouterr().err
-    assert "bad.jsonl:13" in err and "--skip-bad-records" in err and "SECRET" not in err
+    assert "bad.jsonl:13" in err and "--on-error skip" in err and "SECRET" not in err
     with caplog.at_level(logging.DEBUG):
         assert (
             govern_cli.main(
-                ["--data", str(bad), "--out", str(out), "--report", str(report), "--skip-bad-records"]
+                ["--data", str(bad), "--out", str(out), "--report", str(report), "--on-error", "skip"]
             )
             == 0
         )

@@ -289,8 +289,8 @@ def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_govern_cli_keys_the_digest_and_writes_the_author_set(tmp_path: Path) -> None:
+    from ximgctx.cli import govern as govern_cli
     from ximgctx.data.io import load_posts, write_posts
-    from ximgctx.governance import cli as govern_cli
     from ximgctx.governance.authors import read_author_digests, trained_on_counts
 
     data = tmp_path / "posts.jsonl"

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ximgctx import purge as purge_cli
 from ximgctx._artifacts import seal_folder, verify_artifact
+from ximgctx.cli import purge as purge_cli
+from ximgctx.cli.hitl import main as hitl_main
+from ximgctx.cli.inference import main as inference_main
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import Post, Reply
 from ximgctx.governance import govern
@@ -21,9 +23,7 @@ from ximgctx.governance.authors import (
     trained_on_counts,
 )
 from ximgctx.governance.check import is_governed
-from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor, SearchIndex
-from ximgctx.inference.cli import main as inference_main
 
 from ._inference_fixtures import make_posts, model_dir, tiny_model
 

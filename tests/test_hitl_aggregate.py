@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ximgctx import Post, TaskSpec, load_posts, write_posts
+from ximgctx.cli.hitl import main as hitl_main
 from ximgctx.data.processor import encode_label
 from ximgctx.hitl import LabelerPool, Vote, aggregate_votes, read_votes
-from ximgctx.hitl.cli import main as hitl_main
 
 MEANING = TaskSpec("meaning", ["literal", "ironic", "symbolic"])
 INTENT = TaskSpec("intent", ["joke", "protest", "threat", "meme"], "multilabel")
@@ -206,10 +206,10 @@ def test_cli_aggregate_merges_into_a_manifest_and_reads_meta_votes(tmp_path: Pat
         [
             "--votes",
             str(votes),
-            "--posts",
+            "--data",
             str(manifest),
             "--meta-votes",
-            "--tasks",
+            "--task-specs",
             str(tasks),
             "--method",
             "soft",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ximgctx import Post, Reply, write_posts
+from ximgctx.cli.hitl import main as hitl_main
 from ximgctx.hitl import select_for_labeling
-from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.inference import Predictor
 from ximgctx.inference.memory import LabelMemory, MemoryConfig, default_memory_dir
 

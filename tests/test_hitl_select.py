@@ -10,8 +10,8 @@ import pytest
 from torch import nn
 
 from ximgctx import Post, Reply, write_posts
+from ximgctx.cli.hitl import main as hitl_main
 from ximgctx.hitl import STRATEGIES, pairwise_distance, select_for_labeling
-from ximgctx.hitl.cli import main as hitl_main
 from ximgctx.hitl.select import dropout_on
 from ximgctx.inference import Predictor
 
@@ -132,7 +132,7 @@ def test_cli_select(setup: tuple[Predictor, list[Post]], tmp_path: Path) -> None
         [
             "--model",
             str(model_dir),
-            "--pool",
+            "--data",
             str(manifest),
             "-k",
             "5",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ximgctx.cli.hitl import main as hitl_main
 from ximgctx.hitl import SimulationConfig, simulate_labeling
-from ximgctx.hitl.cli import main as hitl_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

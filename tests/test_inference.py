@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -15,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.inference import Predictor
 from ximgctx.inference.batch import output_format
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import bad_posts, make_posts, model_dir
 
@@ -262,18 +261,18 @@ def test_two_process_sharded_predict_equals_one_process(posts: list, tmp_path: P
 def test_inference_benchmark_paths_agree(tmp_path: Path) -> None:
     """The benchmark's three paths run, and naive and shipped compute the same scores."""
     from ximgctx.bench import inference
+    from ximgctx.cli.bench import build_parser
 
-    parser = argparse.ArgumentParser()
-    inference.add_arguments(parser)
-    args = parser.parse_args(
+    args = build_parser().parse_args(
         [
+            "inference",
             "--arch",
             "ximgctx-tiny",
-            "--posts",
+            "--n",
             "4",
             "--batch-size",
             "2",
-            "--rounds",
+            "--repeats",
             "1",
             "--replies",
             "4",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.inference.batch import finite_record, write_records
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import make_posts, model_dir
 
@@ -84,15 +84,19 @@ def test_cli_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
         "--out",
         str(tmp_path / "o.jsonl"),
     ]
-    assert cli_main([*args, "--device", "cpu"], command="predict") == 2
+    with pytest.raises(SystemExit) as exit_:  # an argument error, before the model loads
+        cli_main([*args, "--device", "cpu"], command="predict")
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "--data" in err and "nope.jsonl: no such file or folder" in err and "Traceback" not in err
-    assert cli_main(["--index", str(tmp_path / "no-index"), "--post", "p"], command="search") == 2
-    assert "--index" in capsys.readouterr().err
+    assert "argument --data: no such file or folder" in err and "nope.jsonl" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--index", str(tmp_path / "no-index"), "--post", "p"], command="search")
+    assert exit_.value.code == 2
+    assert "argument --index: no such folder" in capsys.readouterr().err
 
 
 def test_cli_lets_real_bugs_show_their_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ximgctx.inference import cli
+    from ximgctx.cli import inference as cli
 
     def broken(args: object) -> int:
         raise ValueError("a bug, not a user mistake")

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.inference import ModerationPolicy, Moderator, PolicyError, Predictor, default_policy_path
 from ximgctx.inference.calibration import (
@@ -19,7 +20,6 @@ from ximgctx.inference.calibration import (
     choose_review_threshold,
     operating_point,
 )
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import TASKS, bad_posts, make_posts, model_dir
 
@@ -378,7 +378,7 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
             "explanation",
         }
         assert row["decision"] == line["decision"] and row["category_scores"] == line["category_scores"]
-    assert (
+    with pytest.raises(SystemExit) as missing:  # a missing policy is an argument error
         cli_main(
             [
                 "--model",
@@ -395,5 +395,4 @@ def test_moderate_cli(predictor: Predictor, posts: list, tmp_path: Path) -> None
             ],
             command="moderate",
         )
-        == 2
-    )
+    assert missing.value.code == 2

@@ -20,7 +20,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ximgctx.quickstart import main
+    from ximgctx.cli.quickstart import main
 
     out = tmp_path_factory.mktemp("quickstart")
     with contextlib.redirect_stdout(io.StringIO()):

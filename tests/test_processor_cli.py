@@ -8,9 +8,9 @@ import os
 import pytest
 from PIL import Image
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.data.record import Post
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import model_dir
 

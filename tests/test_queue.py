@@ -285,7 +285,7 @@ def test_cli_labeler_add_export_stats(tmp_path, capsys):
     key = tmp_path / "queue.key"
     key.write_bytes(KEY)
     db = str(tmp_path / "cli.sqlite")
-    common = ["--db", db, "--key-file", str(key), "--overlap", "1"]
+    common = ["--db", db, "--queue-key-file", str(key), "--overlap", "1"]
     write_posts(public_posts(4, "cli"), tmp_path / "posts.jsonl")
     assert (
         main(["queue", "add", "--data", str(tmp_path / "posts.jsonl"), "--model", str(model_dir()), *common])

@@ -190,7 +190,7 @@ def _serve(db: Path, key_file: Path, port: int, log) -> subprocess.Popen:
         "--db",
         str(db),
     ]
-    cmd += ["--key-file", str(key_file), "--no-auth", "--port", str(port)]
+    cmd += ["--queue-key-file", str(key_file), "--no-auth", "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 

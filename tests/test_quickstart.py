@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ximgctx import ContextModel
+from ximgctx.cli.quickstart import main
 from ximgctx.evaluation import ABLATION_KEYS
-from ximgctx.quickstart import QuickstartConfig, load_quickstart_config, main
+from ximgctx.quickstart import QuickstartConfig, load_quickstart_config
 
 
 @pytest.fixture(scope="module")

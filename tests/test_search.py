@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.inference import Predictor, SearchIndex, SearchIndexError
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import make_posts, model_dir, tiny_model
 
@@ -239,14 +238,22 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
 
 def test_search_benchmark_reports_recall() -> None:
     from ximgctx.bench import search
+    from ximgctx.cli.bench import build_parser
 
-    parser = argparse.ArgumentParser()
-    search.add_arguments(parser)
-    result = search.run(
-        parser.parse_args(
-            ["--n", "3000", "--dim", "32", "--clusters", "30", "--queries", "50", "--nprobe", "1,1000"]
-        )
-    )
+    argv = [
+        "search",
+        "--n",
+        "3000",
+        "--dim",
+        "32",
+        "--clusters",
+        "30",
+        "--queries",
+        "50",
+        "--nprobes",
+        "1,1000",
+    ]
+    result = search.run(build_parser().parse_args(argv))
     by_probe = {r["nprobe"]: r for r in result["ivf"]}
     assert result["nlist"] == max(1, min(int(4 * 3000**0.5), 3000 // 39))
     assert by_probe[result["nlist"]]["recall@10"] == 1.0  # visiting every cell is exact

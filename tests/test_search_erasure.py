@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.data.record import Reply
 from ximgctx.errors import OutputError
 from ximgctx.inference import Predictor, SearchIndex, SearchIndexError
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import bad_posts, make_posts, model_dir, tiny_model
 

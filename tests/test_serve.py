@@ -285,7 +285,7 @@ def test_moderate_format_openai_validates_against_the_sdk(tmp_path):
         str(data),
         "--out",
         str(out),
-        "--format",
+        "--output-format",
         "openai",
     ]
     assert main([*argv, "--no-progress"]) == 0
@@ -296,4 +296,4 @@ def test_moderate_format_openai_validates_against_the_sdk(tmp_path):
         moderation = Moderation.model_validate(record)  # strict pydantic validation, not lenient construct
         _check_every_category(moderation)
         assert record["id"] and record["ximgctx"]["id"] == record["id"]
-    assert main([*argv[:-2], "--format", "openai", "--out", str(tmp_path / "x.parquet")]) == 2
+    assert main([*argv[:-2], "--output-format", "openai", "--out", str(tmp_path / "x.parquet")]) == 2

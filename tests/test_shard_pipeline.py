@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from ximgctx import ContextModel, Post, evaluate, govern
+from ximgctx.cli.govern import main as govern_main
+from ximgctx.cli.inference import main as cli_main
+from ximgctx.cli.shard import main as shard_main
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import LoadReport, PostValidationError
-from ximgctx.data.shard_cli import main as shard_main
 from ximgctx.data.shard_write import write_shards
 from ximgctx.data.shards import list_shards
-from ximgctx.governance.cli import main as govern_main
-from ximgctx.inference.cli import main as cli_main
 
 from ._inference_fixtures import make_posts, model_dir
 
@@ -131,7 +131,7 @@ def test_shard_cli_refuses_ungoverned_posts_and_shards_governed_ones(tmp_path: P
         str(governed),
         "--out",
         str(tmp_path / "s"),
-        "--format",
+        "--shard-format",
         "webdataset",
         "--posts-per-shard",
         "4",

@@ -185,7 +185,7 @@ def test_ximgctx_train_command_streams_a_shard_folder(shards: Path, tmp_path: Pa
     """``ximgctx train --config X data.train=SHARDS``: the command line takes the streamed path too."""
     import yaml
 
-    from ximgctx.training.cli import main
+    from ximgctx.cli.train import main
 
     cfg = experiment(shards, tmp_path / "cli", max_steps=2, save_every=2, num_workers=0)
     cfg["data"]["train"] = str(shards / "governed_train.jsonl")  # the file says JSONL; the override streams

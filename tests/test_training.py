@@ -305,7 +305,7 @@ def test_cli_refuses_ungoverned_data_with_a_reason(
 ) -> None:
     import yaml
 
-    from ximgctx.training.cli import main
+    from ximgctx.cli.train import main
 
     cfg = experiment(bench, tmp_path / "run", max_steps=1)
     cfg["data"] = {"train": str(bench / "train.jsonl")}

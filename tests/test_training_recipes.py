@@ -96,7 +96,7 @@ def test_the_cli_passes_overwrite_and_resume(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_used_output_dir_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from ximgctx.training.cli import main
+    from ximgctx.cli.train import main
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "old.txt").write_text("keep me")

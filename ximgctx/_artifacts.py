@@ -36,16 +36,18 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ximgctx._fsutil import replace_folder, sha256_file
 from ximgctx.errors import ArtifactError, OutputError
 
 __all__ = [
+    "open_text_out",
     "MANIFEST",
     "Manifest",
     "artifact_digest",
@@ -458,3 +460,14 @@ def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def open_text_out(path: str | Path, *, inputs: Iterable[str | Path | None] = ()) -> Iterator[TextIO]:
+    """A text output: stdout for ``-``, else a file written atomically (refusing a path that is an input)."""
+    if str(path) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with atomic_output(path, inputs=inputs) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f

@@ -1,4 +1,5 @@
-"""``ximgctx purge``: erase opted-out authors from everything built so far, and say which models used them.
+"""Erase opted-out authors from everything built so far, and say which models used them
+(``ximgctx purge``, in :mod:`ximgctx.cli.purge`).
 
     ximgctx purge --opt-out opt_out.txt [--index DIR]... [--memory DIR]... [--data FILE]... \
         [--model DIR]... [--key-file governance.key] [--report purge.jsonl]
@@ -18,17 +19,14 @@ appended).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import Post
-from ximgctx.errors import XimgctxError
 from ximgctx.governance.identity import identities, post_authors
 
 logger = logging.getLogger(__name__)
@@ -105,87 +103,3 @@ def model_report(folder: str | Path, authors: set[str], key: bytes, key_held: bo
         )
     n = trained_on_counts(digests, authors, key)
     return {"trained_on_opted_out_authors": n, "authors_in_model": len(digests), "retrain": n > 0}
-
-
-def _parser(command: str) -> argparse.ArgumentParser:
-    from ximgctx._cli import parser
-
-    p = parser(command, __doc__ or "")
-    p.add_argument("--opt-out", required=True, help="file of opted-out author ids, one per line")
-    p.add_argument("--index", action="append", default=[], help="search index folder (repeatable)")
-    p.add_argument("--memory", action="append", default=[], help="label memory folder (repeatable)")
-    p.add_argument("--data", action="append", default=[], help="posts manifest to rewrite (repeatable)")
-    p.add_argument("--model", action="append", default=[], help="model folder to report on (repeatable)")
-    p.add_argument(
-        "--queue",
-        action="append",
-        default=[],
-        help="labeling queue database (SQLite file or postgresql:// URL; repeatable): the authors' queued "
-        "items, their votes and their replies under other posts are erased",
-    )
-    p.add_argument("--queue-key-file", default=None, help="the queue's key (default: $XIMGCTX_QUEUE_KEY)")
-    p.add_argument("--key-file", default=None, help="governance key (default: $XIMGCTX_GOVERNANCE_KEY)")
-    p.add_argument("--report", default=None, help="append the audit lines (JSON) to this file")
-    return p
-
-
-def _run(args: argparse.Namespace, authors: set[str]) -> list[dict[str, Any]]:
-    from ximgctx.governance.keys import load_key
-
-    lines: list[dict[str, Any]] = []
-    for path in args.data:
-        lines.append({"target": "data", "path": path, **purge_manifest(path, authors)})
-    for path in args.index:
-        from ximgctx.inference.search import SearchIndex
-
-        index = SearchIndex.load(path)
-        removed = index.remove_authors(authors)
-        index.save(path)
-        lines.append({"target": "index", "path": path, "removed": int(removed), "remaining": len(index)})
-    for path in args.memory:
-        from ximgctx.inference.memory import LabelMemory
-
-        memory = LabelMemory.load(path)
-        removed = memory.remove_authors(authors)
-        memory.save(path)
-        lines.append({"target": "memory", "path": path, "removed": int(removed), "remaining": len(memory)})
-    for db in args.queue:
-        from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
-
-        store = QueueStore(QueueConfig(db=db, key=read_queue_key(args.queue_key_file)))
-        try:
-            lines.append({"target": "queue", "path": db, **store.purge_authors(authors)})
-        finally:
-            store.close()
-    if args.model:
-        key, held = load_key(args.key_file)
-        for path in args.model:
-            lines.append({"target": "model", "path": path, **model_report(path, authors, key, held)})
-    return lines
-
-
-def main(argv: list[str] | None = None, command: str = "purge") -> int:
-    from ximgctx.governance.policy import read_opt_out_file
-
-    args = _parser(command).parse_args(argv)
-    if not (args.index or args.memory or args.data or args.model or args.queue):
-        print(
-            f"ximgctx {command}: name at least one --index, --memory, --data, --queue or --model",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        authors = read_opt_out_file(args.opt_out)
-        lines = _run(args, authors)
-    except XimgctxError as e:
-        print(f"ximgctx {command}: {e}", file=sys.stderr)
-        return 2
-    for line in lines:
-        line = {"command": command, "opted_out_authors": len(authors), **line}
-        text = json.dumps(line, sort_keys=True)
-        print(text)
-        logger.info("purge: %s", text)
-        if args.report:
-            with open(args.report, "a", encoding="utf-8") as f:
-                f.write(text + "\n")
-    return 0

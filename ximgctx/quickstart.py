@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,6 @@ from typing import Any
 
 from ximgctx.config import ConfigError, EncoderConfig, ModelConfig, config_from_dict, config_to_dict
 from ximgctx.contextbench._generate import ContextBenchConfig
-from ximgctx.errors import XimgctxError
 from ximgctx.training.config import (
     ContrastiveConfig,
     DataSources,
@@ -47,7 +45,6 @@ __all__ = [
     "QuickstartConfig",
     "check_targets",
     "format_table",
-    "main",
     "run",
 ]
 
@@ -507,43 +504,3 @@ def _run(cfg: QuickstartConfig, root: Path, quiet: bool) -> dict[str, Any]:
     say(f"\ndone in {timings['total']:.0f}s ({stages}).")
     say(f"reports: {root / 'eval'}; model: {model_dir}")
     return summary
-
-
-def main(argv: list[str] | None = None, command: str = "quickstart") -> int:
-    from ximgctx._cli import parser
-
-    p = parser("quickstart", (__doc__ or "").split("\n\n")[0])
-    p.add_argument("--out", help="output folder (default: runs/quickstart)")
-    p.add_argument(
-        "--config", help="a quickstart YAML (default: the built-in settings, as in configs/quickstart.yaml)"
-    )
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=3 contextbench.n_train=2000"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny sizes: the whole pipeline in under a minute (checks the wiring, not the accuracy)",
-    )
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # open_clip warns on every random initialisation; here that is the plan (the encoder is trained from
-    # scratch, and loading a saved model first builds a random skeleton), so the warning is only noise.
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: "No pretrained weights loaded" not in record.getMessage())
-    try:
-        cfg = load_quickstart_config(args.config, [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides])
-    except XimgctxError as e:
-        print(f"ximgctx quickstart: {e}", file=sys.stderr)
-        return 2
-    try:
-        run(cfg, out=args.out, quiet=args.quiet)
-    except XimgctxError as e:
-        print(f"ximgctx quickstart: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Benchmarks: ``ximgctx bench <name> --out FILE.json``.
+"""Benchmarks: ``ximgctx bench <name> --out FILE.json`` (the flags live in :mod:`ximgctx.cli.bench`).
 
 Each benchmark measures ratios side by side in one run and writes JSON with the environment (torch
 version, threads, dtype) next to the figures. Speed and memory targets live here, never in unit tests.
@@ -6,15 +6,13 @@ version, threads, dtype) next to the figures. Speed and memory targets live here
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-#: benchmark name -> module exposing ``add_arguments(parser)`` and ``run(args) -> dict``.
+#: benchmark name -> module exposing ``run(args) -> dict``.
 BENCHMARKS: dict[str, str] = {
     "synth": "ximgctx.bench.synth",
     "streaming": "ximgctx.bench.streaming",
@@ -23,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "serve": "ximgctx.bench.serve",
     "dataloader": "ximgctx.bench.dataloader",
     "gpu": "ximgctx.bench.gpu",
+    "cli": "ximgctx.bench.startup",
 }
 
 
@@ -60,45 +59,3 @@ def write_result(result: dict[str, Any], out: str | Path | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")
     print(text)
-
-
-def _usage() -> str:
-    from ximgctx._cli import plain
-
-    lines = [
-        "usage: ximgctx bench <benchmark> [options] --out FILE.json",
-        "",
-        inspect.cleandoc(__doc__ or "").split("\n\n")[1],
-        "",
-        "benchmarks:",
-    ]
-    width = max(len(n) for n in BENCHMARKS)
-    for name, module_name in BENCHMARKS.items():
-        doc = inspect.getdoc(importlib.import_module(module_name)) or ""
-        lines.append(f"  {name:<{width}}  {plain(doc.split(chr(10))[0])}")
-    lines += ["", "Run 'ximgctx bench <benchmark> --help' for its options."]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None, command: str = "bench") -> int:
-    from ximgctx._cli import parser as make_parser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
-        unknown = bool(argv) and argv[0] not in ("-h", "--help")
-        print(_usage(), file=sys.stderr if unknown or not argv else sys.stdout)
-        return 0 if argv and not unknown else 2
-    module = importlib.import_module(BENCHMARKS[argv[0]])
-    parser = make_parser(f"bench {argv[0]}", inspect.getdoc(module) or "")
-    parser.add_argument("--out", default=None, help="write the JSON result here (also printed)")
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    from ximgctx.errors import XimgctxError
-
-    try:
-        result = {"benchmark": argv[0], "environment": environment(), **module.run(args)}
-    except XimgctxError as e:  # a benchmark that cannot run here (no GPU, bad sizes): one line, no traceback
-        print(f"ximgctx bench {argv[0]}: {e}", file=sys.stderr)
-        return 2
-    write_result(result, args.out)
-    return 0

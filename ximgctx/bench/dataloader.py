@@ -278,24 +278,9 @@ def stream_rss(folder: Path, n: int) -> dict[str, Any]:
     return in_fresh_process("ximgctx.bench.dataloader:stream_rss_in_process", folder, n)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default=None, help="encoder architecture (default: the quickstart's)")
-    parser.add_argument("--batch-size", type=int, default=32, help="posts per batch (pipeline and step)")
-    parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
-    parser.add_argument("--posts", type=int, default=2048, help="posts timed per worker count")
-    parser.add_argument("--steps", type=int, default=8, help="training steps timed")
-    parser.add_argument("--rss-sizes", default="20000,200000,1000000", help="posts streamed for RSS")
-    parser.add_argument("--posts-per-shard", type=int, default=10_000, help="records per generated shard")
-    parser.add_argument("--image-px", type=int, default=32, help="side of the generated PNG images")
-    parser.add_argument("--format", choices=("parquet", "webdataset"), default="parquet", help="shard format")
-    parser.add_argument("--workdir", default=None, help="where to generate the shards (default: a temp dir)")
-    parser.add_argument("--device", default="cpu", help="where the training step runs: cpu, cuda, auto")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests (figures mean little)")
-
-
 def _sizes(args: argparse.Namespace) -> tuple[list[int], list[int]]:
     if args.quick:
-        args.posts, args.steps, args.batch_size, args.posts_per_shard = 64, 2, 16, 500
+        args.n, args.steps, args.batch_size, args.posts_per_shard = 64, 2, 16, 500
         args.rss_sizes = "1000,2000"
     rss = sorted(int(s) for s in str(args.rss_sizes).split(",") if s.strip())
     workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
@@ -314,15 +299,19 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     arch = args.arch or ARCH
     folder = workdir / "shards"
     write_s = generate(
-        folder, max(rss_sizes), posts_per_shard=args.posts_per_shard, image_px=args.image_px, fmt=args.format
+        folder,
+        max(rss_sizes),
+        posts_per_shard=args.posts_per_shard,
+        image_px=args.image_px,
+        fmt=args.shard_format,
     )
     shards = list_shards(folder)
     model = _model(arch)
     # enough shards that every worker has its own and none runs dry before `posts` are timed
-    need = math.ceil((args.posts + args.batch_size) * 2 / args.posts_per_shard) + max(workers)
+    need = math.ceil((args.n + args.batch_size) * 2 / args.posts_per_shard) + max(workers)
     timed = shards[: max(need, 1)]
-    pipeline = [pipeline_rate(model, timed, w, args.batch_size, args.posts) for w in workers]
-    stages = stage_rates(model, timed, args.posts)
+    pipeline = [pipeline_rate(model, timed, w, args.batch_size, args.n) for w in workers]
+    stages = stage_rates(model, timed, args.n)
     step = step_rate(model, timed, args.batch_size, args.steps, args.device)
     memory = {str(n): stream_rss(folder, n) for n in rss_sizes}
     small, large = memory[str(rss_sizes[0])], memory[str(rss_sizes[-1])]
@@ -330,7 +319,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {
         "arch": arch,
         "image_size": model.processor.image_size,
-        "format": args.format,
+        "format": args.shard_format,
         "quick": bool(args.quick),
         "torch_threads": torch.get_num_threads(),
         "generated": {

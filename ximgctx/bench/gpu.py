@@ -52,18 +52,6 @@ _TASKS = [
 _REPLIES = ["lol", "same", "this is so true", "no way", "who made this", "😂😂😂", "ratio", "facts"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--quick", action="store_true", help="a tiny run (the tiny ViT, batch 4) of the same path"
-    )
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --quick, for CI)")
-    parser.add_argument("--archs", default=None, help="comma-separated (default ViT-B-32,ViT-L-14)")
-    parser.add_argument("--batch-size", type=int, default=None, help="posts per batch (default 256)")
-    parser.add_argument("--replies", type=int, default=8, help="replies per post (ximgctx paths)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per measurement (default 3)")
-    parser.add_argument("--iters", type=int, default=None, help="timed runs per measurement (default 10)")
-
-
 def bf16_peak(name: str | None) -> float | None:
     """The device's dense bf16 peak in TFLOP/s, or None when it is not in :data:`BF16_PEAK_TFLOPS`."""
     for key, peak in BF16_PEAK_TFLOPS.items():

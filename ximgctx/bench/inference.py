@@ -68,36 +68,6 @@ def _reply(rng: np.random.Generator, p_long: float) -> str:
     return " ".join(rng.choice(_WORDS, size=n))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture")
-    parser.add_argument("--pretrained", default=None, help="pretrained tag or file (default: random weights)")
-    parser.add_argument("--replies", type=int, default=8, help="replies per post")
-    parser.add_argument(
-        "--n", "--posts", dest="n", type=int, default=32, help="posts timed per round and path"
-    )
-    parser.add_argument("--batch-size", type=int, default=16, help="posts per forward pass (all paths)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median reported)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype for all paths; auto is bf16 on GPU, fp32 on CPU",
-    )
-    parser.add_argument("--fusion", default="attention", choices=["attention", "concat", "cross"])
-    parser.add_argument(
-        "--image-size", type=int, default=640, help="side of the source JPEGs (decoded each run)"
-    )
-    parser.add_argument(
-        "--long-replies",
-        type=float,
-        default=0.08,
-        help="share of replies that are long (15-35 words); the rest are stock reactions or 3-12 words",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def _make_posts(
     folder: Path, n: int, replies: int, image_size: int, seed: int, p_long: float = 0.08
 ) -> list[Any]:
@@ -337,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for fn in paths.values():  # warm-up: one batch each
             fn(posts[: args.batch_size])
         sync()
-        wall, cpu = _time_interleaved(paths, list(_chunks(posts, args.batch_size)), args.rounds, sync)
+        wall, cpu = _time_interleaved(paths, list(_chunks(posts, args.batch_size)), args.repeats, sync)
         # Same results with and without the savings (checked once, outside the timed runs).
         paths["naive_context"](posts, keep=True)
         shipped_scores = np.array(
@@ -362,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "replies_per_post": args.replies,
         "long_reply_share": args.long_replies,
         "batch_size": args.batch_size,
-        "rounds": args.rounds,
+        "rounds": args.repeats,
         **_figures(wall, cpu, args.n),
         **breakdown,
         "naive_vs_shipped_max_abs_score_diff": max_diff,

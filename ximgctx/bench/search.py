@@ -25,28 +25,6 @@ import numpy as np
 from ximgctx._extras import require
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=50_000, help="indexed vectors (synthetic)")
-    parser.add_argument(
-        "--dim", type=int, default=256, help="vector width (synthetic; 256 = default fused width)"
-    )
-    parser.add_argument("--clusters", type=int, default=500, help="mixture components (synthetic)")
-    parser.add_argument(
-        "--spread",
-        type=float,
-        default=1.0,
-        help="within-cluster noise norm relative to the centre's (1.0: about 0.5 cosine within a cluster)",
-    )
-    parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default: about 4 sqrt(n))")
-    parser.add_argument("--nprobe", default="1,4,16,64", help="comma-separated nprobe values to measure")
-    parser.add_argument("--model", default=None, help="use this model's embeddings of --data instead")
-    parser.add_argument("--data", default=None)
-    parser.add_argument("--space", default="fused", choices=["fused", "image"])
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def _synthetic(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((args.clusters, args.dim)).astype(np.float32)
@@ -126,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     truth, exact_qps = timed(exact)
     truth_f, exact_qps_f = timed(exact, where=["tag=rare"])
     results = []
-    for nprobe in [int(v) for v in str(args.nprobe).split(",") if v.strip()]:
+    for nprobe in [int(v) for v in str(args.nprobes).split(",") if v.strip()]:
         nprobe = min(nprobe, nlist)
         hits, qps = timed(ivf, nprobe=nprobe)
         hits_f, qps_f = timed(ivf, nprobe=nprobe, where=["tag=rare"])

@@ -55,25 +55,6 @@ _MALFORMED: list[tuple[str, bytes, dict[str, str]]] = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights)")
-    parser.add_argument("--replies", type=int, default=8, help="replies per post")
-    parser.add_argument(
-        "--n", "--posts", dest="n", type=int, default=64, help="distinct posts (cycled by the clients)"
-    )
-    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time per concurrency level")
-    parser.add_argument(
-        "--max-batch-size", type=int, default=16, help="server batch size = offline batch size"
-    )
-    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="server batching wait")
-    parser.add_argument("--mixed", type=int, default=1000, help="requests in the robustness run")
-    parser.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests there")
-    parser.add_argument("--image-size", type=int, default=320, help="side of the source JPEGs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of both paths")
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def _model(arch: str, folder: Path) -> Path:
     import torch
 

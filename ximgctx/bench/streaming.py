@@ -212,14 +212,6 @@ def compare(
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sizes", default="20000,100000,200000", help="comma-separated post counts to compare"
-    )
-    parser.add_argument("--formats", default="jsonl,parquet", help="comma-separated: jsonl, parquet")
-    parser.add_argument("--workdir", default=None, help="where to write the manifests (default: a temp dir)")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sorted(int(s) for s in str(args.sizes).split(",") if s.strip())
     formats = [f.strip() for f in str(args.formats).split(",") if f.strip()]

@@ -14,12 +14,6 @@ from pathlib import Path
 from typing import Any
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=10_000, help="posts to generate")
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ximgctx.contextbench import _generate, _oracle
 

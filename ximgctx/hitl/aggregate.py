@@ -122,7 +122,7 @@ class AggregationResult:
     def write(self, path: str | Path, *, inputs: Iterable[str | Path | None] = ()) -> str | Path:
         """One JSON object per post: ``{"id", "labels", "agreement", "votes"}`` (JSONL), written atomically;
         ``"-"`` writes to stdout. An output that is one of ``inputs`` is refused."""
-        from ximgctx._cli import open_text_out
+        from ximgctx._artifacts import open_text_out
 
         with open_text_out(path, inputs=inputs) as f:
             for p in self.posts:

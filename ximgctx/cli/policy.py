@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ximgctx.errors import XimgctxError
+from ximgctx.cli._args import add
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 DESCRIPTION = """\
 Write a starter moderation policy for a model: every label of its whole-post tasks becomes a review-only
@@ -18,18 +18,33 @@ which. Choose real thresholds on labeled data with `ximgctx calibrate`.
 """
 
 
-def main(argv: list[str] | None = None, command: str = "policy") -> int:
+def build_parser(command: str = "policy") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ximgctx policy", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"ximgctx {command}",
+        description="Moderation policies for a model: 'policy init' writes a starter policy from its "
+        "tasks.\n\n"
+        "  ximgctx policy init --model runs/x/best --out configs/moderation/mine.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="action", required=True)
-    init = sub.add_parser("init", help="write a starter policy from a model's tasks", description=DESCRIPTION)
-    init.add_argument(
-        "--model", required=True, help="model folder written by save_pretrained / ximgctx train"
+    init = sub.add_parser(
+        "init",
+        help="write a starter policy from a model's tasks",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add(init, "--model", required=True)
+    add(init, "--expect-sha256")
+    add(init, "--trust-remote-arch")
     init.add_argument("--out", required=True, help="policy YAML to write ('-' for stdout)")
     init.add_argument("--review", type=float, default=0.5, help="review threshold of every category")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, command: str = "policy") -> int:
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    from ximgctx.errors import XimgctxError
+
     try:
         import yaml
 
@@ -37,7 +52,9 @@ def main(argv: list[str] | None = None, command: str = "policy") -> int:
         from ximgctx.inference.policy_init import starter_policy
         from ximgctx.models.context_model import ContextModel
 
-        model = ContextModel.from_pretrained(args.model)
+        model = ContextModel.from_pretrained(
+            args.model, expected_sha256=args.expect_sha256, trust_remote_arch=args.trust_remote_arch
+        )
         policy = starter_policy(model, review=args.review)
         header = (
             f"# ximgctx moderate --model {args.model} --data posts.jsonl --out decisions.jsonl --policy "

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import asdict
 
-from ximgctx import _cli
-from ximgctx.contextbench._generate import ContextBenchConfig, generate
+from ximgctx.cli import _args as _cli
+
+__all__ = ["build_parser", "main"]
+
+_CONFIG = "ximgctx.contextbench._generate:ContextBenchConfig"
 
 DESCRIPTION = """
 Generate ContextBench: synthetic posts whose meaning and intent need image, text and replies together,
@@ -15,19 +20,21 @@ with the exact best-possible accuracy for every subset of modalities (oracle.jso
 """
 
 
-def build_parser(command: str = "synth"):
+def build_parser(command: str = "synth") -> argparse.ArgumentParser:
     p = _cli.parser(command, DESCRIPTION)
-    _cli.add_output_args(p, help="dataset folder to write (created if missing)")
-    _cli.add_dataclass_args(p, ContextBenchConfig)
+    p.add_argument("--out", required=True, help="dataset folder to write (created if missing)")
+    _cli.add_dataclass_args(p, _CONFIG)
     return p
 
 
 def main(argv: list[str] | None = None, command: str = "synth") -> int:
-    args = build_parser(command).parse_args(argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     return _cli.run(command, lambda: _synth(args))
 
 
-def _synth(args) -> int:
+def _synth(args: argparse.Namespace) -> int:
+    from ximgctx.contextbench._generate import ContextBenchConfig, generate
+
     config = _cli.dataclass_from_args(ContextBenchConfig, args)
     result = generate(args.out, **asdict(config))
     full = "+".join(result["modalities"])

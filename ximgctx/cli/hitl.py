@@ -1,7 +1,7 @@
 """The human-in-the-loop commands: ``aggregate``, ``select``, ``memory add``, ``simulate-labeling``.
 
     ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
-                      [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out
+                      [--task-specs configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out
                       merged.jsonl]]
     ximgctx select    --model DIR --data pool.jsonl -k 50 --out next.jsonl
                       [--strategy entropy|margin|mc_dropout|diverse] [--labeled labels.jsonl]
@@ -19,9 +19,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ximgctx.errors import ConfigError, InputError
+from ximgctx.cli._args import (
+    add,
+    add_dataclass_args,
+    existing_file,
+    existing_path,
+    parser,
+    run,
+    source_constant,
+    source_default,
+)
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_SIMULATION = "ximgctx.hitl.simulate:SimulationConfig"
 
 
 def _emit(summary: dict[str, Any]) -> None:
@@ -32,10 +43,9 @@ def _emit(summary: dict[str, Any]) -> None:
 
 
 def _aggregate_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx.hitl.aggregate import DS_MODELS, METHODS
-
     p.add_argument(
         "--votes",
+        type=existing_file,
         default=None,
         help="votes: .jsonl, .csv, .tsv or .parquet rows with post_id, labeler, task, label",
     )
@@ -44,31 +54,20 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
         required=True,
         help="aggregated labels, JSONL: {id, labels, agreement, votes} per post ('-' for stdout)",
     )
-    p.add_argument(
-        "--method",
-        default="dawid_skene",
-        choices=METHODS,
-        help="majority vote, Dawid-Skene hard labels, or Dawid-Skene posteriors as soft labels",
-    )
+    add(p, "--method", default="dawid_skene")
     p.add_argument(
         "--ds-model",
         default="one_coin",
-        choices=DS_MODELS,
+        choices=source_constant("ximgctx.hitl.aggregate:DS_MODELS"),
         help="one_coin: one accuracy per labeler (robust with few votes each); full: a confusion matrix each",
     )
     p.add_argument(
-        "--tasks",
+        "--task-specs",
         default=None,
         help="task specs (a configs/tasks YAML, an experiment YAML, a model folder, or 'contextbench'); "
         "unknown tasks and labels are then skipped and reported",
     )
-    p.add_argument(
-        "--data",
-        "--posts",
-        dest="data",
-        default=None,
-        help="the posts' manifest; votes on other posts are skipped and reported (--posts: the former name)",
-    )
+    add(p, "--data", default=None)
     p.add_argument(
         "--meta-votes",
         action="store_true",
@@ -80,15 +79,16 @@ def _aggregate_parser(p: argparse.ArgumentParser) -> None:
         help="with --data: write the manifest with the aggregated labels merged in",
     )
     p.add_argument(
-        "--labelers",
+        "--labelers-out",
         default=None,
         help="labelers report, JSON (default: next to --out, <name>.labelers.json; none with --out -)",
     )
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from ximgctx._cli import open_text_out
+    from ximgctx.cli._args import open_text_out
     from ximgctx.data.io import load_posts, write_posts
+    from ximgctx.errors import ConfigError, InputError
     from ximgctx.hitl.aggregate import aggregate_votes
     from ximgctx.hitl.votes import check_votes, iter_vote_rows, load_tasks, votes_from_posts
 
@@ -96,7 +96,7 @@ def _aggregate(args: argparse.Namespace) -> int:
         raise ConfigError("give --votes FILE, or --data MANIFEST --meta-votes")
     if (args.meta_votes or args.merge_out) and args.data is None:
         raise ConfigError("--meta-votes and --merge-out need --data MANIFEST")
-    tasks = load_tasks(args.tasks) if args.tasks else None
+    tasks = load_tasks(args.task_specs) if args.task_specs else None
     posts = load_posts(args.data) if args.data else None
     rows: list[tuple[str, int, Any]] = []
     if args.votes is not None:
@@ -109,7 +109,7 @@ def _aggregate(args: argparse.Namespace) -> int:
     votes = check_votes(rows, tasks=tasks, post_ids=None if posts is None else [p.id for p in posts])
     result = aggregate_votes(votes, args.method, tasks=tasks, posts=posts, ds_model=args.ds_model)
     result.write(args.out, inputs=[args.votes, args.data])
-    labelers = args.labelers
+    labelers = args.labelers_out
     if labelers is None and args.out != "-":
         labelers = str(Path(args.out).with_name(Path(args.out).stem + ".labelers.json"))
     if labelers is not None:
@@ -137,35 +137,49 @@ def _aggregate(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- select
 
 
-def _select_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx._cli import add_data_args, add_model_args, add_output_args
-    from ximgctx.hitl.select import STRATEGIES
+def _model_args(p: argparse.ArgumentParser) -> None:
+    add(p, "--model", required=True)
+    add(p, "--expect-sha256")
+    add(p, "--trust-remote-arch")
+    add(p, "--device", default="auto")
+    add(p, "--batch-size", default=32)
 
-    add_model_args(p)
-    add_data_args(
-        p, help="unlabeled candidate posts: .jsonl, .parquet or a folder of shards", former="--pool"
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    add(p, "--data", required=True)
+    add(p, "--image-root")
+    add(p, "--on-error", default="skip")
+
+
+def _select_parser(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    _data_args(p)
+    add(p, "-k", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="chosen posts, JSONL: {id, rank, score, per_task} per post ('-' for stdout)",
     )
-    p.add_argument("-k", type=int, required=True, help="how many posts to choose")
-    add_output_args(p, help="chosen posts, JSONL: {id, rank, score, per_task} per post", stdout=True)
     p.add_argument(
         "--strategy",
         default="diverse",
-        choices=STRATEGIES,
+        choices=source_constant("ximgctx.hitl.select:STRATEGIES"),
         help="entropy / margin: the k most uncertain; mc_dropout: BALD over dropout passes; "
         "diverse: an uncertainty-weighted diverse batch (greedy k-means++ weights)",
     )
     p.add_argument(
         "--labeled",
         action="append",
+        type=existing_file,
         default=[],
         help="posts already labeled (a manifest or an aggregate output); never chosen again. Repeatable",
     )
     p.add_argument(
         "--task", default=None, help="score uncertainty on this task only (default: mean over tasks)"
     )
-    p.add_argument("--memory", default=None, help="a label memory folder to apply before scoring")
-    p.add_argument("--mc-samples", type=int, default=8, help="mc_dropout: stochastic forward passes")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random baseline and the dropout masks")
+    add(p, "--memory")
+    add(p, "--mc-samples", default=8)
+    add(p, "--seed", default=0)
     p.add_argument(
         "--posts-out", default=None, help="also write the chosen posts' records (a manifest to label)"
     )
@@ -173,6 +187,8 @@ def _select_parser(p: argparse.ArgumentParser) -> None:
 
 def _ids_in(path: str) -> list[str]:
     """The ``id`` of every record of a JSONL or Parquet file (a manifest, or ``ximgctx aggregate`` output)."""
+    from ximgctx.errors import InputError
+
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -205,7 +221,7 @@ def _predictor(args: argparse.Namespace, memory: Any = None) -> Any:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from ximgctx._cli import open_text_out
+    from ximgctx.cli._args import open_text_out
     from ximgctx.data.io import load_posts, write_posts
     from ximgctx.hitl.select import select_for_labeling
 
@@ -246,44 +262,40 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _memory_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx._cli import add_data_args, add_model_args
-
     sub = p.add_subparsers(dest="action", required=True)
-    add = sub.add_parser(
+    add_ = sub.add_parser(
         "add",
         help="add labeled posts to a model's label memory",
         description="Embed labeled posts with the model and add them to its label memory, so "
-        "predictions for similar posts shift at once, before any retraining.",
+        "predictions for similar posts shift at once, before any retraining. --memory defaults to the "
+        "folder beside the model, <model>.memory.",
     )
-    add_model_args(add)
-    add_data_args(add, help="labeled posts (a manifest; labels may be soft)")
-    add.add_argument(
-        "--memory", default=None, help="memory folder (default: beside the model, <model>.memory)"
-    )
-    add.add_argument(
+    _model_args(add_)
+    _data_args(add_)
+    add(add_, "--memory")
+    add_.add_argument(
         "--reference",
+        type=existing_path,
         default=None,
         help="posts like those the memory will be asked about (a sample of the pool), to centre "
         "similarities on a new memory (default: the --data posts)",
     )
-    add.add_argument(
+    add_.add_argument(
         "--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)"
     )
-    add.add_argument(
+    add_.add_argument(
         "--threshold",
         type=float,
         default=None,
         help="cosine similarity below which an example has no effect (new memory: 0.9)",
     )
-    add.add_argument(
+    add_.add_argument(
         "--temperature",
         type=float,
         default=None,
         help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
     )
-    add.add_argument(
-        "--allow-ungoverned", action="store_true", help="add posts that did not pass ximgctx govern"
-    )
+    add(add_, "--allow-ungoverned")
 
 
 def _memory(args: argparse.Namespace) -> int:
@@ -333,32 +345,35 @@ def _memory(args: argparse.Namespace) -> int:
 
 
 def _simulate_parser(p: argparse.ArgumentParser) -> None:
-    from ximgctx._cli import add_dataclass_args
-    from ximgctx.hitl.simulate import SimulationConfig
-
-    d = SimulationConfig(out_dir="")
     p.add_argument("--out", required=True, help="folder for curve.json, curve.png and the generated data")
     p.add_argument(
-        "--data", default=None, help="an existing ContextBench folder (default: generate under --out)"
+        "--contextbench",
+        default=None,
+        help="an existing ContextBench folder with train.jsonl and test.jsonl "
+        "(default: generate under --out)",
     )
     p.add_argument(
         "--strategies",
-        default=",".join(d.strategies),
-        help="comma-separated, compared: random,entropy,margin,mc_dropout,diverse",
+        default=",".join(source_default(_SIMULATION, "strategies")),
+        help="comma-separated, compared: random,entropy,margin,mc_dropout,diverse (default: %(default)s)",
     )
-    p.add_argument("--tasks", default=",".join(d.tasks), help="ContextBench tasks the labelers answer")
-    add_dataclass_args(p, SimulationConfig, exclude={"out_dir", "data_dir", "strategies", "tasks"})
+    p.add_argument(
+        "--tasks",
+        default=",".join(source_default(_SIMULATION, "tasks")),
+        help="comma-separated ContextBench tasks the labelers answer (default: %(default)s)",
+    )
+    add_dataclass_args(p, _SIMULATION, exclude={"out_dir", "data_dir", "strategies", "tasks"})
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ximgctx._cli import dataclass_from_args
+    from ximgctx.cli._args import dataclass_from_args
     from ximgctx.hitl.simulate import SimulationConfig, simulate_labeling
 
     config = dataclass_from_args(
         SimulationConfig,
         args,
         out_dir=args.out,
-        data_dir=args.data,
+        data_dir=args.contextbench,
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
     )
@@ -389,7 +404,8 @@ _DESCRIPTIONS = {
         record per post and a labelers report; the summary goes to stderr.
 
           ximgctx aggregate --votes votes.csv --out labels.jsonl [--method majority|dawid_skene|soft]
-              [--tasks configs/tasks/x.yaml] [--data posts.jsonl [--meta-votes] [--merge-out m.jsonl]]""",
+              [--task-specs configs/tasks/x.yaml]
+              [--data posts.jsonl [--meta-votes] [--merge-out m.jsonl]]""",
     "select": """Choose the next posts to label: the k most uncertain under the model (entropy, margin, BALD
         over dropout passes) or an uncertainty-weighted diverse batch. Posts already labeled are never
         chosen again.
@@ -408,14 +424,16 @@ _DESCRIPTIONS = {
 }
 
 
-def main(argv: list[str] | None = None, command: str = "aggregate") -> int:
-    """Entry point of the four human-in-the-loop commands; ``command`` picks which."""
-    from ximgctx._cli import parser, run
-
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``aggregate``, ``select``, ``memory`` or ``simulate-labeling``."""
     if command not in _COMMANDS:
         raise ValueError(f"command must be one of {sorted(_COMMANDS)}, got {command!r}")
-    build, body = _COMMANDS[command]
     p = parser(command, _DESCRIPTIONS[command])
-    build(p)
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    return run(command, lambda: body(args))
+    _COMMANDS[command][0](p)
+    return p
+
+
+def main(argv: list[str] | None = None, command: str = "aggregate") -> int:
+    """Entry point of the four human-in-the-loop commands; ``command`` picks which."""
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    return run(command, lambda: _COMMANDS[command][1](args))

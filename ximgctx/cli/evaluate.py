@@ -9,12 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from ximgctx._distributed import launched_world_size, make_accelerator, resolve_device
-from ximgctx.errors import ConfigError, InputError
-from ximgctx.evaluation.calibration import THRESHOLD_OBJECTIVES
-from ximgctx.evaluation.predict import ABLATION_KEYS
+from ximgctx.cli._args import add, existing_file, existing_path, parser, run, source_constant
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 DESCRIPTION = """Evaluate a model on labeled posts: metrics per task, the seven modality ablations (which of
@@ -25,35 +22,47 @@ DESCRIPTION = """Evaluate a model on labeled posts: metrics per task, the seven 
     (--save-calibrated DIR keeps the calibrated model). Under torchrun / accelerate launch the posts are
     sharded across processes and every post is counted once.
 
-      ximgctx evaluate --model DIR --data test.jsonl [--val val.jsonl] [--out DIR]"""
+      ximgctx evaluate --model DIR --data test.jsonl [--val val.jsonl] [--out DIR]
+
+    The posts must be labeled. --oracle-split names the ContextBench split to compare with (default: the
+    --data file's name)."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    from ximgctx._cli import add_model_args, parser
-
-    p = parser("evaluate", DESCRIPTION)
-    add_model_args(p)
+def build_parser(command: str = "evaluate") -> argparse.ArgumentParser:
+    keys = list(source_constant("ximgctx.evaluation.predict:ABLATION_KEYS"))
+    p = parser(command, DESCRIPTION)
+    add(p, "--model", required=True)
+    add(p, "--expect-sha256")
+    add(p, "--trust-remote-arch")
+    add(p, "--device", default="auto")
+    add(p, "--batch-size", default=32)
+    add(p, "--data", required=True)
     p.add_argument(
-        "--data", required=True, help="labeled posts to evaluate (.jsonl, .parquet or a datasets folder)"
-    )
-    p.add_argument(
-        "--val", help="labeled validation posts: fit temperature scaling and per-label thresholds on them"
+        "--val",
+        type=existing_path,
+        help="labeled validation posts: fit temperature scaling and per-label thresholds on them",
     )
     p.add_argument(
         "--out", help="folder for report.json, report.md and plots (default: <model>/eval-<data name>)"
     )
-    p.add_argument("--oracle", help="ContextBench oracle.json (default: the one beside --data, if any)")
-    p.add_argument("--split", help="the oracle split to compare with (default: the --data file's name)")
+    p.add_argument(
+        "--oracle",
+        type=existing_file,
+        help="ContextBench oracle.json (default: the one beside --data, if any)",
+    )
+    p.add_argument(
+        "--oracle-split", help="the oracle split to compare with (default: the --data file's name)"
+    )
     p.add_argument(
         "--keys",
         nargs="+",
-        default=list(ABLATION_KEYS),
-        choices=list(ABLATION_KEYS),
+        default=keys,
+        choices=keys,
         help="kept-modality combinations to evaluate (default: all seven)",
     )
     p.add_argument(
         "--threshold-objective",
-        choices=list(THRESHOLD_OBJECTIVES),
+        choices=list(source_constant("ximgctx.evaluation.calibration:THRESHOLD_OBJECTIVES")),
         default="accuracy",
         help="per-label thresholds maximise accuracy (consistent with the exact-match accuracy reported) "
         "or F1",
@@ -68,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 def _oracles(args: argparse.Namespace, split: str) -> tuple[dict | None, dict | None]:
     """The split's oracle ceilings (from ``oracle.json``) and, for ContextBench posts carrying their latents,
     the ceilings realised on these very posts."""
+    from ximgctx.errors import ConfigError, InputError
     from ximgctx.evaluation.report import load_oracle
 
     data = Path(args.data)
@@ -93,10 +103,11 @@ def _oracles(args: argparse.Namespace, split: str) -> tuple[dict | None, dict | 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ximgctx._distributed import launched_world_size, make_accelerator, resolve_device
     from ximgctx.evaluation.report import evaluate, to_markdown
     from ximgctx.models.context_model import ContextModel
 
-    split = args.split or Path(args.data).name.split(".")[0]
+    split = args.oracle_split or Path(args.data).name.split(".")[0]
     oracle, sample_oracle = _oracles(args, split)
     accelerator = make_accelerator() if launched_world_size() > 1 else None
     device = accelerator.device if accelerator is not None else resolve_device(args.device)
@@ -132,9 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None, command: str = "evaluate") -> int:
-    from ximgctx._cli import run
-
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

@@ -5,28 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
-from ximgctx.data.io import WriteReport
-from ximgctx.errors import OutputError
+from ximgctx.cli._args import existing_dir, parser
+
+__all__ = ["build_parser", "main"]
 
 DESCRIPTION = """Convert a published dataset, in the layout its authors publish, to a post manifest (JSONL, or
     Parquet by extension): Hateful Memes, MMHS150K, Memotion, Fakeddit, CrisisMMD, MMSD, MultiOFF. Rows that
     cannot become posts are skipped and listed with file and row.
 
       ximgctx convert --list
-      ximgctx convert --format hateful_memes --data ~/data/hateful_memes --out data/hm.jsonl
+      ximgctx convert --format hateful_memes --dataset-dir ~/data/hateful_memes --out data/hm.jsonl
           [--split train]"""
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    from ximgctx._cli import parser
+def build_parser(command: str = "convert") -> argparse.ArgumentParser:
+    from ximgctx.adapters import ADAPTERS  # the adapter registry: plain modules, no torch or numpy
 
     p = parser(command, DESCRIPTION)
     p.add_argument("--list", action="store_true", help="list the dataset formats and exit")
     p.add_argument("--format", choices=sorted(ADAPTERS), help="dataset format (see --list)")
-    p.add_argument(
-        "--data", "--src", dest="data", help="the dataset folder, as downloaded (--src: the former name)"
-    )
+    p.add_argument("--dataset-dir", type=existing_dir, help="the dataset folder, as downloaded")
     p.add_argument("--out", help="output manifest (.jsonl, or .parquet; '-': JSONL on stdout)")
     p.add_argument("--split", default=None, help="convert only this split (default: every split present)")
     p.add_argument(
@@ -39,20 +37,26 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, command: str = "convert") -> int:
-    parser = _parser(command)
-    args = parser.parse_args(argv)
+    p = build_parser(command)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    from ximgctx.adapters import ADAPTERS, AdapterError, get_adapter, write_manifest
+    from ximgctx.data.io import WriteReport
+    from ximgctx.errors import OutputError
+
     if args.list:
         width = max(len(n) for n in ADAPTERS)
         for name, mod in ADAPTERS.items():
             print(f"{name:<{width}}  {mod.DESCRIPTION}  [splits: {', '.join(mod.SPLITS)}]")
         return 0
-    missing = [f"--{a}" for a in ("format", "data", "out") if getattr(args, a) is None]
+    missing = [
+        f"--{a.replace('_', '-')}" for a in ("format", "dataset_dir", "out") if getattr(args, a) is None
+    ]
     if missing:
-        parser.error(f"{', '.join(missing)} required (or --list)")
+        p.error(f"{', '.join(missing)} required (or --list)")
     adapter = get_adapter(args.format)
     try:
         result = adapter.convert(
-            args.data, split=args.split, missing_image="keep" if args.keep_missing_images else "skip"
+            args.dataset_dir, split=args.split, missing_image="keep" if args.keep_missing_images else "skip"
         )
     except AdapterError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)

@@ -8,13 +8,11 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ximgctx.data.io import load_posts, write_posts
-from ximgctx.data.record import LoadReport, Post, PostValidationError
-from ximgctx.errors import ConfigError, XimgctxError
-from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
-from ximgctx.governance.keys import load_key
-from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
+from ximgctx.cli._args import add, parser
+
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +26,8 @@ DESCRIPTION = """Filter and redact posts before training, with an audit report: 
     The manifest is streamed twice (opt-out flags first, then filtering), so its size is not bounded by
     memory. The report and the log hold counts only. With --authors FILE, the keyed digests of every author
     whose words were kept are written there too; the key (--key-file or $XIMGCTX_GOVERNANCE_KEY) is never
-    written."""
+    written. A malformed record stops the command unless --on-error skip (then it is counted in the
+    report)."""
 
 
 def _is_shards(data: str) -> bool:
@@ -42,6 +41,8 @@ class _WhereOnly(logging.Filter):
     messages can quote a record's values, which must not reach governance logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from ximgctx.data.record import PostValidationError
+
         err = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if isinstance(err, PostValidationError):
             record.msg = "skipping bad record at %s:%s field %r"
@@ -49,45 +50,33 @@ class _WhereOnly(logging.Filter):
         return True
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    from ximgctx._cli import parser
-
+def build_parser(command: str = "govern") -> argparse.ArgumentParser:
     p = parser(command, DESCRIPTION)
-    p.add_argument("--data", required=True, help="input manifest (.jsonl, .parquet or a folder of shards)")
+    add(p, "--data", required=True)
     p.add_argument(
         "--out",
         required=True,
         help="governed manifest to write (JSONL, '-' for stdout; a shard folder for shards)",
     )
-    p.add_argument("--report", required=True, help="audit report to write (JSON, counts only)")
-    p.add_argument(
-        "--governance",
-        "--policy",
-        dest="policy",
-        default=None,
-        help="governance policy YAML (default: the built-in default policy; --policy: the former name)",
-    )
-    p.add_argument("--opt-out", default=None, help="file of opted-out author ids, one per line")
-    p.add_argument(
-        "--key-file",
-        default=None,
-        help="the operator's governance key (default: $XIMGCTX_GOVERNANCE_KEY, else a random one per run)",
-    )
+    add(p, "--report", required=True)
+    add(p, "--governance")
+    add(p, "--opt-out")
+    add(p, "--key-file")
     p.add_argument(
         "--authors", default=None, help="also write the keyed digest set of the kept authors here (JSON)"
     )
-    p.add_argument(
-        "--skip-bad-records",
-        action="store_true",
-        help="skip malformed records (counted in the report) instead of stopping at the first",
-    )
+    add(p, "--on-error", default="raise")
     return p
 
 
 def main(argv: list[str] | None = None, command: str = "govern") -> int:
-    args = _parser(command).parse_args(argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    from ximgctx.errors import XimgctxError
+    from ximgctx.governance.keys import load_key
+    from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
+
     try:
-        policy = GovernancePolicy.from_yaml(args.policy) if args.policy else GovernancePolicy()
+        policy = GovernancePolicy.from_yaml(args.governance) if args.governance else GovernancePolicy()
         if args.opt_out:
             policy = policy.with_opt_outs(read_opt_out_file(args.opt_out))
         args.key, args.key_held = load_key(args.key_file)
@@ -104,7 +93,7 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
     if Path(args.out).suffix == ".jsonl" and _is_shards(args.data):
         print(f"ximgctx {command}: --out {args.out}: shards in, shards out: give a folder", file=sys.stderr)
         return 2
-    on_error = "skip" if args.skip_bad_records else "raise"
+    on_error = args.on_error
     loader_log = logging.getLogger("ximgctx.data")
     where_only = _WhereOnly()
     loader_log.addFilter(where_only)
@@ -114,9 +103,11 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         loader_log.removeFilter(where_only)
 
 
-def _write(args: argparse.Namespace, posts: Iterator[Post]) -> None:
+def _write(args: argparse.Namespace, posts: Iterator[Any]) -> None:
     """JSONL, or shards (images embedded) when the input is a shard folder: its posts carry image bytes."""
+    from ximgctx.data.io import write_posts
     from ximgctx.data.shards import is_shard_source, list_shards
+    from ximgctx.errors import ConfigError
 
     if not is_shard_source(args.data):
         write_posts(posts, args.out)
@@ -129,8 +120,12 @@ def _write(args: argparse.Namespace, posts: Iterator[Post]) -> None:
     write_shards(posts, args.out, format=fmt, inputs=[args.data], meta={"governed": True})
 
 
-def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, command: str) -> int:
+def _run(args: argparse.Namespace, policy: Any, on_error: str, command: str) -> int:
+    from ximgctx.data.io import load_posts
+    from ximgctx.data.record import LoadReport, PostValidationError
+    from ximgctx.errors import XimgctxError
     from ximgctx.governance.authors import write_author_digests
+    from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
 
     audit = new_audit(policy)
     audit.key_held = args.key_held
@@ -148,7 +143,7 @@ def _run(args: argparse.Namespace, policy: GovernancePolicy, on_error: str, comm
         if isinstance(e, PostValidationError):
             where += f": {e.reason.split(',')[0]}"
         print(
-            f"ximgctx {command}: cannot read {args.data}: {where}; fix the record or pass --skip-bad-records",
+            f"ximgctx {command}: cannot read {args.data}: {where}; fix the record or pass --on-error skip",
             file=sys.stderr,
         )
         return 2

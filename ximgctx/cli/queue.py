@@ -7,22 +7,27 @@ import json
 import logging
 import sys
 
-from ximgctx.errors import XimgctxError
+from ximgctx.cli._args import add, add_dataclass_args
+from ximgctx.cli.serve import add_server_args
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_QUEUE_CONFIG = "ximgctx.queue.config:QueueConfig"
 
 DESCRIPTION = """\
 The review and labeling queue. Votes live in SQLite (a file, the default) or PostgreSQL (--db URL).
 
-  ximgctx queue labeler add alice --db q.sqlite --key-file queue.key      # prints alice's login token once
-  ximgctx queue add --data picks.jsonl --source select --model runs/x/best --db q.sqlite --key-file queue.key
-  ximgctx queue serve --model runs/x/best --db q.sqlite --key-file queue.key --api-key-file keys.txt \\
-      --memory runs/x/best.memory                                          # page at http://127.0.0.1:8000/queue
-  ximgctx queue export --out labels.jsonl --db q.sqlite --key-file queue.key
-  ximgctx queue stats --db q.sqlite --key-file queue.key --out -
+  ximgctx queue labeler add alice --db q.sqlite --queue-key-file q.key     # prints alice's login token once
+  ximgctx queue add --data picks.jsonl --source select --model runs/x/best --db q.sqlite \\
+      --queue-key-file q.key
+  ximgctx queue serve --model runs/x/best --db q.sqlite --queue-key-file q.key --api-key-file keys.txt \\
+      --memory runs/x/best.memory                                       # page at http://127.0.0.1:8000/queue
+  ximgctx queue export --out labels.jsonl --db q.sqlite --queue-key-file q.key
+  ximgctx queue stats --db q.sqlite --queue-key-file q.key --out -
 
-The key (--key-file or XIMGCTX_QUEUE_KEY, at least 16 bytes) turns labeler names and authors into keyed
-digests; keep it with the operator. 'queue serve' is 'ximgctx serve' with the queue mounted.
+The key (--queue-key-file or XIMGCTX_QUEUE_KEY, at least 16 bytes) turns labeler names and authors into keyed
+digests; keep it with the operator. 'queue serve' is 'ximgctx serve' with the queue mounted: it takes
+the same server flags.
 """
 
 
@@ -35,49 +40,45 @@ _HELP = {
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default="queue.sqlite", help="SQLite file or postgresql://user@host/db URL")
-    p.add_argument("--key-file", default=None, help="the queue's HMAC key (else XIMGCTX_QUEUE_KEY)")
-    p.add_argument("--overlap", type=int, default=3, help="distinct labelers per item")
-    p.add_argument("--lease-s", type=float, default=600.0, help="seconds before an unvoted lease expires")
-    p.add_argument("--gold-rate", type=float, default=0.1, help="share of leases given to gold items")
-    p.add_argument("--governance", default=None, help="governance policy YAML (default: the shipped one)")
+def _common(p: argparse.ArgumentParser, *, governance: bool = True) -> None:
+    """The queue's own flags (``queue serve`` takes ``--governance`` with the server flags)."""
+    add_dataclass_args(p, _QUEUE_CONFIG, only={"db", "overlap", "lease_s", "gold_rate"})
+    add(p, "--queue-key-file")
+    if governance:
+        add(p, "--governance")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser(command: str = "queue") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ximgctx queue", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"ximgctx {command}",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="action", required=True)
     lab = sub.add_parser("labeler", help=_HELP["labeler"])
     lab.add_argument("op", choices=["add", "revoke"])
     lab.add_argument("name", help="the labeler's account name (stored as a keyed digest only)")
-    add = sub.add_parser("add", help=_HELP["add"])
-    add.add_argument("--data", required=True, help="posts (JSONL/Parquet manifest)")
-    add.add_argument(
+    enqueue = sub.add_parser("add", help=_HELP["add"])
+    add(enqueue, "--data", required=True)
+    enqueue.add_argument(
         "--source", default="file", choices=["review", "select", "file"], help="where they come from"
     )
-    add.add_argument("--gold", action="store_true", help="the posts' own labels are gold answers")
-    add.add_argument("--model", default=None, help="model folder: its tasks are asked and its scores stored")
+    enqueue.add_argument("--gold", action="store_true", help="the posts' own labels are gold answers")
+    add(enqueue, "--model", default=None)
+    add(enqueue, "--expect-sha256")
+    add(enqueue, "--trust-remote-arch")
     serve = sub.add_parser("serve", help=_HELP["serve"])
-    serve.add_argument("--model", required=True, help="model folder")
-    serve.add_argument("--memory", default=None, help="label memory folder every vote is added to")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port")
-    serve.add_argument("--api-key-file", default=None, help="operators' API keys (one per line)")
-    serve.add_argument("--no-auth", action="store_true", help="no operator keys (loopback only)")
+    add_server_args(serve)
     exp = sub.add_parser("export", help=_HELP["export"])
     exp.add_argument("--out", required=True, help="JSONL manifest (images go to OUT.images/)")
-    exp.add_argument(
-        "--method", default="soft", choices=["soft", "dawid_skene", "majority"], help="aggregation"
-    )
+    add(exp, "--method", default="soft")
     stats = sub.add_parser("stats", help=_HELP["stats"])
     stats.add_argument("--out", default="-", help="JSON file, or - for stdout")
     examples = [
         line.strip() for line in DESCRIPTION.splitlines() if line.strip().startswith("ximgctx queue ")
     ]
-    for s, what in ((lab, "labeler"), (add, "add"), (serve, "serve"), (exp, "export"), (stats, "stats")):
-        _common(s)
+    for s, what in ((lab, "labeler"), (enqueue, "add"), (serve, "serve"), (exp, "export"), (stats, "stats")):
+        _common(s, governance=what != "serve")
         s.formatter_class = argparse.RawDescriptionHelpFormatter
         shown = [e for e in examples if e.startswith(f"ximgctx queue {what} ")]
         s.description = f"ximgctx queue {what}: {_HELP[what]}." + "".join(f"\n\n  {e}" for e in shown)
@@ -85,16 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace, tasks=None):  # noqa: ANN001, ANN202
+    from ximgctx.cli.serve import governance_policy
     from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
 
-    governance = None
-    if args.governance:
-        from ximgctx.governance import GovernancePolicy
-
-        governance = GovernancePolicy.from_yaml(args.governance)
+    governance = governance_policy(args.governance)
     config = QueueConfig(
         db=args.db,
-        key=read_queue_key(args.key_file),
+        key=read_queue_key(args.queue_key_file),
         overlap=args.overlap,
         lease_s=args.lease_s,
         gold_rate=args.gold_rate,
@@ -110,7 +108,9 @@ def _add(args: argparse.Namespace) -> dict:
     if args.model:
         from ximgctx.inference.predictor import Predictor
 
-        predictor = Predictor.from_pretrained(args.model)
+        predictor = Predictor.from_pretrained(
+            args.model, expected_sha256=args.expect_sha256, trust_remote_arch=args.trust_remote_arch
+        )
         tasks = list(predictor.model.config.tasks)
         scores = {p.id: {n: dict(t.scores) for n, t in p.tasks.items()} for p in predictor.predict(posts)}
     store = _store(args, tasks)
@@ -119,19 +119,28 @@ def _add(args: argparse.Namespace) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ximgctx.cli.serve import serve, server_config
     from ximgctx.inference.predictor import Predictor
     from ximgctx.serve.app import create_app
-    from ximgctx.serve.config import ServeConfig, read_api_keys
-    from ximgctx.serve.run import run_server
 
-    config = ServeConfig(
-        host=args.host, port=args.port, api_keys=read_api_keys(args.api_key_file), no_auth=args.no_auth
+    config = server_config(args)
+    predictor = Predictor.from_pretrained(
+        args.model,
+        device=args.device,
+        expected_sha256=args.expect_sha256,
+        trust_remote_arch=args.trust_remote_arch,
     )
-    config.check_auth()
-    predictor = Predictor.from_pretrained(args.model)
     store = _store(args, list(predictor.model.config.tasks))
-    app = create_app(predictor, config=config, memory=args.memory, governance=store.governance, queue=store)
-    run_server(app, config, log_level="warning")
+    app = create_app(
+        predictor,
+        config=config,
+        policy=args.policy,
+        index=args.index,
+        memory=args.memory,
+        governance=store.governance,
+        queue=store,
+    )
+    serve(app, config, args, log_level="warning")
     return 0
 
 
@@ -147,7 +156,9 @@ def _write(obj: dict, out: str) -> None:
 
 
 def main(argv: list[str] | None = None, command: str = "queue") -> int:
-    args = _parser().parse_args(argv)
+    from ximgctx.errors import XimgctxError
+
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.action == "labeler":

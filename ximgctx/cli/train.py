@@ -11,19 +11,27 @@ import logging
 import os
 import sys
 
-from ximgctx.errors import ConfigError, XimgctxError
+from ximgctx.cli._args import add, parser
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_AFTER = """
+    --overwrite empties a train.output_dir that holds another run's files first (without it such a folder is
+    refused, so that a later --resume latest cannot continue the wrong run). --allow-ungoverned records in
+    the model card that the posts did not pass ximgctx govern."""
 
 _DESCRIPTIONS = {
-    "train": "Fine-tune a context model (LoRA on the encoder, fusion and heads) with Accelerate.",
-    "pretrain": "Contrastive domain adaptation of the encoder on unlabeled image+text posts (CLIP loss).",
+    "train": "Fine-tune a context model (LoRA on the encoder, fusion and heads) with Accelerate.\n" + _AFTER,
+    "pretrain": "Contrastive domain adaptation of the encoder on unlabeled image+text posts (CLIP loss).\n"
+    + _AFTER,
 }
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"ximgctx {command}", description=_DESCRIPTIONS[command])
-    p.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+def build_parser(command: str = "train") -> argparse.ArgumentParser:
+    if command not in _DESCRIPTIONS:
+        raise ValueError(f"command must be one of {sorted(_DESCRIPTIONS)}, got {command!r}")
+    p = parser(command, _DESCRIPTIONS[command])
+    add(p, "--config", required=True)
     p.add_argument(
         "overrides",
         nargs="*",
@@ -36,18 +44,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         help="continue exactly from the newest complete checkpoint of train.output_dir, or a checkpoint "
         "folder",
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="empty a train.output_dir that holds another run's files first (without it such a folder is "
-        "refused, so that a later --resume latest cannot continue the wrong run)",
-    )
-    p.add_argument(
-        "--allow-ungoverned",
-        action="store_true",
-        help="train on posts that did not pass `ximgctx govern` (private posts, DMs, opted-out authors "
-        "or personal data may be in them); the model card records that you did",
-    )
+    add(p, "--overwrite")
+    add(p, "--allow-ungoverned")
     p.add_argument(
         "--stop-after",
         type=int,
@@ -66,14 +64,13 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
-    if command not in _DESCRIPTIONS:
-        raise ConfigError(f"command must be one of {sorted(_DESCRIPTIONS)}, got {command!r}")
-    args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     overrides = list(args.overrides)
     if args.allow_ungoverned:
         overrides.append("data.allow_ungoverned=true")
 
+    from ximgctx.errors import XimgctxError
     from ximgctx.training.loop import NonFiniteLossError
 
     # A user's problem is one line and exit status 2 (1 for a diverged run); anything else is a bug and keeps

@@ -20,43 +20,28 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["main"]
+from ximgctx.cli._args import add, existing_file, parser
+
+__all__ = ["build_parser", "main"]
 
 
-def _common(p: argparse.ArgumentParser, *, out_help: str, data: bool = True) -> None:
-    p.add_argument("--model", required=True, help="model folder written by save_pretrained / ximgctx train")
-    if data:
-        p.add_argument("--data", required=True, help="posts: .jsonl, .parquet, or a folder of shards")
-        p.add_argument(
-            "--image-root",
-            default=None,
-            help="resolve relative image paths here (default: the manifest's folder)",
-        )
-        p.add_argument(
-            "--confine-images",
-            action="store_true",
-            help="read images only from inside --image-root (or the manifest's folder): no absolute paths "
-            "elsewhere, no '..' out, no symlinks out; problems never name a server path",
-        )
+def _common(p: argparse.ArgumentParser, *, out_help: str, on_error: str) -> None:
+    """The flags of the commands that run a model over posts."""
+    add(p, "--model", required=True)
+    add(p, "--expect-sha256")
+    add(p, "--trust-remote-arch")
+    add(p, "--data", required=True)
+    add(p, "--image-root")
+    add(p, "--confine-images")
+    add(p, "--on-error", default=on_error)
     p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass")
-    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto is bf16 on GPU and fp32 on CPU",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add(p, "--batch-size", default=32)
+    add(p, "--device", default="auto")
+    add(p, "--dtype", default="auto")
+    add(p, "--no-progress")
 
 
-def _sharded(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--on-error",
-        default="skip",
-        choices=["skip", "raise"],
-        help="a malformed manifest record is skipped and reported (default) or stops the job",
-    )
+def _barrier(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--barrier-timeout",
         type=float,
@@ -68,29 +53,25 @@ def _sharded(p: argparse.ArgumentParser) -> None:
 def _search_args(p: argparse.ArgumentParser, command: str) -> None:
     """The arguments of ``index`` and ``search``."""
     if command == "index":
-        _common(p, out_help="index folder to write (refused if it holds anything but a search index)")
-        p.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="replace --out even when it holds files that are not a search index",
+        _common(
+            p,
+            out_help="index folder to write (refused if it holds anything but a search index)",
+            on_error="raise",
         )
+        add(p, "--overwrite")
         p.add_argument(
             "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
         )
-        p.add_argument("--nlist", type=int, default=None, help="IVF cells (default about 4 sqrt(N))")
-        p.add_argument(
-            "--nprobe", type=int, default=16, help="IVF cells visited per query (saved as the default)"
-        )
-        p.add_argument(
-            "--allow-ungoverned", action="store_true", help="index posts that did not pass ximgctx govern"
-        )
+        add(p, "--nlist")
+        add(p, "--nprobe", default=16)
+        add(p, "--allow-ungoverned")
     elif command == "search":
-        p.add_argument("--index", required=True, help="index folder written by ximgctx index")
+        add(p, "--index", required=True)
         q = p.add_mutually_exclusive_group(required=True)
         q.add_argument("--text", help="text query")
-        q.add_argument("--image", help="image file query")
+        q.add_argument("--image", type=existing_file, help="image file query")
         q.add_argument("--post", help="post id in the index: more like this")
-        p.add_argument("-k", type=int, default=10, help="hits to return")
+        add(p, "-k", default=10)
         p.add_argument(
             "--where",
             action="append",
@@ -98,19 +79,12 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
             metavar="TASK=LABEL",
             help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
         )
-        p.add_argument(
-            "--space",
-            choices=["fused", "image"],
-            default=None,
-            help="vector space (default: image for --text/--image, fused for --post)",
-        )
-        p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited (default: the index's)")
-        p.add_argument(
-            "--model",
-            default=None,
-            help="model for text/image queries (default: the one recorded in the index)",
-        )
-        p.add_argument("--device", default="auto")
+        add(p, "--space", default=None)
+        add(p, "--nprobe", default=None)
+        add(p, "--model", default=None)
+        add(p, "--expect-sha256")
+        add(p, "--trust-remote-arch")
+        add(p, "--device", default="auto")
 
 
 _DESCRIPTIONS = {
@@ -119,11 +93,12 @@ _DESCRIPTIONS = {
 
           ximgctx predict --model DIR --data posts.jsonl --out preds.jsonl|.parquet|-""",
     "moderate": """Moderation decisions for each post: allow / review / block per policy category, calibrated
-        scores, and explanations (which of image, text and replies carried the decision). --format openai
-        writes OpenAI Moderation objects. Streams the input; shards across processes under torchrun.
+        scores, and explanations (which of image, text and replies carried the decision).
+        --output-format openai writes OpenAI Moderation objects. Streams the input; shards across processes
+        under torchrun.
 
           ximgctx moderate --model DIR --data posts.jsonl --out decisions.jsonl|-
-              [--policy FILE] [--explain flagged]""",
+              [--policy FILE] [--explain flagged] [--output-format native|openai]""",
     "calibrate": """Choose a policy's thresholds on labeled validation posts: the block threshold for a target
         precision or false-positive rate, the review threshold for a recall; writes the updated policy.
 
@@ -131,47 +106,42 @@ _DESCRIPTIONS = {
               (--target-precision 0.9 | --target-fpr 0.01) [--review-recall 0.95] [--policy FILE]
               [--report calibration.json]""",
     "index": """Build a search index over posts (fused, image or text embeddings; exact or IVF with FAISS),
-        governed posts only unless told.
+        governed posts only unless told. --nprobe is saved as the index's default.
 
           ximgctx index --model DIR --data posts.jsonl --out index_dir [--mode exact|ivf]""",
     "search": """Query a search index by text, by image, or by a post of the index (more like this),
         optionally filtered by predicted labels; prints the hits as JSON.
 
           ximgctx search --index index_dir (--text Q | --image PATH | --post ID) [-k 10]
-              [--where intent=threat]""",
+              [--where intent=threat]
+
+        --space defaults to image for --text/--image and to fused for --post; --nprobe to the index's own;
+        --model to the model recorded in the index.""",
 }
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    from ximgctx._cli import parser
-
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``predict``, ``moderate``, ``calibrate``, ``index`` or ``search``."""
     p = parser(command, _DESCRIPTIONS[command])
     if command == "predict":
-        _common(p, out_help="predictions, .jsonl or .parquet ('-': JSONL on stdout)")
-        _sharded(p)
+        _common(p, out_help="predictions, .jsonl or .parquet ('-': JSONL on stdout)", on_error="skip")
+        _barrier(p)
         p.add_argument("--embeddings", action="store_true", help="also write each post's fused embedding")
     elif command == "moderate":
-        _common(p, out_help="moderation results, .jsonl or .parquet ('-': JSONL on stdout)")
-        _sharded(p)
+        _common(p, out_help="moderation results, .jsonl or .parquet ('-': JSONL on stdout)", on_error="skip")
+        _barrier(p)
+        add(p, "--policy")
+        add(p, "--explain", default="flagged")
         p.add_argument(
-            "--policy", default=None, help="policy YAML (default: configs/moderation/default.yaml)"
-        )
-        p.add_argument(
-            "--explain",
-            default="flagged",
-            choices=["flagged", "all", "none"],
-            help="which posts get explanations (each costs three extra forward passes)",
-        )
-        p.add_argument(
-            "--format",
+            "--output-format",
             default="native",
             choices=["native", "openai"],
             help="native: ximgctx's result records; openai: one OpenAI Moderation object per line (JSONL), "
             "with the policy's categories mapped onto OpenAI's 13",
         )
     elif command == "calibrate":
-        _common(p, out_help="the updated policy YAML")
-        p.add_argument("--policy", default=None, help="policy to start from (default: the shipped default)")
+        _common(p, out_help="the updated policy YAML", on_error="raise")
+        add(p, "--policy")
         target = p.add_mutually_exclusive_group()
         target.add_argument(
             "--target-precision",
@@ -194,12 +164,24 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--category", action="append", default=None, help="calibrate only this category (repeatable)"
         )
-        p.add_argument("--report", default=None, help="also write the operating points as JSON here")
+        add(p, "--report")
     elif command in ("index", "search"):
         _search_args(p, command)
     else:  # pragma: no cover - the dispatcher only routes the commands above
         raise ValueError(f"unknown command {command!r}")
     return p
+
+
+def _load(args: argparse.Namespace, model: str | None = None, **kwargs: Any) -> Any:
+    """The command's :class:`~ximgctx.inference.predictor.Predictor` (digest checked, remote arch opt-in)."""
+    from ximgctx.inference.predictor import Predictor
+
+    return Predictor.from_pretrained(
+        model or args.model,
+        expected_sha256=args.expect_sha256,
+        trust_remote_arch=args.trust_remote_arch,
+        **kwargs,
+    )
 
 
 def _confine_images(args: argparse.Namespace, predictor: Any) -> None:
@@ -221,12 +203,10 @@ def _stderr_json(obj: dict[str, Any]) -> None:
 
 def _run_batch_job(args: argparse.Namespace, command: str) -> int:
     from ximgctx.inference.batch import distributed_shard, run_sharded
-    from ximgctx.inference.predictor import Predictor, prediction_schema
+    from ximgctx.inference.predictor import prediction_schema
 
     shard = distributed_shard(None if args.device == "auto" else args.device, timeout_s=args.barrier_timeout)
-    predictor = Predictor.from_pretrained(
-        args.model, device=shard.device, dtype=args.dtype, batch_size=args.batch_size
-    )
+    predictor = _load(args, device=shard.device, dtype=args.dtype, batch_size=args.batch_size)
     _confine_images(args, predictor)
     if command == "predict":
         schema = prediction_schema(predictor, embeddings=args.embeddings)
@@ -238,13 +218,13 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
 
         moderator = Moderator(predictor, args.policy, explain=args.explain)
         schema = moderator.moderation_schema()
-        if args.format == "openai":
+        if args.output_format == "openai":
             from ximgctx.inference.openai_format import openai_mapping, openai_result
 
             if str(args.out).endswith(".parquet"):
                 from ximgctx.errors import InputError
 
-                raise InputError("--format openai writes JSONL; give --out FILE.jsonl")
+                raise InputError("--output-format openai writes JSONL; give --out FILE.jsonl")
             mapping, schema = openai_mapping(moderator.policy), None
 
             def job(posts: list[Any]) -> list[dict[str, Any]]:
@@ -276,7 +256,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ximgctx.inference.calibration import calibrate_policy
     from ximgctx.inference.moderation import Moderator
     from ximgctx.inference.policy import default_policy_path
-    from ximgctx.inference.predictor import Predictor
 
     if args.target_precision is None and args.target_fpr is None and args.review_recall is None:
         print(
@@ -284,13 +263,11 @@ def _calibrate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    predictor = Predictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
-    )
+    predictor = _load(args, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     _confine_images(args, predictor)
     policy_path = args.policy or default_policy_path()
     moderator = Moderator(predictor, policy_path, explain="none")
-    posts = load_posts(args.data, streaming=True, image_root=args.image_root)
+    posts = load_posts(args.data, streaming=True, image_root=args.image_root, on_error=args.on_error)
     policy, report = calibrate_policy(
         moderator,
         posts,
@@ -328,14 +305,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from ximgctx.data.io import load_posts
     from ximgctx.governance import require_governed
-    from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
-    predictor = Predictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
-    )
+    predictor = _load(args, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     _confine_images(args, predictor)
-    posts = load_posts(args.data, streaming=True, image_root=args.image_root)
+    posts = load_posts(args.data, streaming=True, image_root=args.image_root, on_error=args.on_error)
     posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
     index = SearchIndex.build(
         predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
@@ -354,7 +328,6 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from ximgctx.inference.predictor import Predictor
     from ximgctx.inference.search import SearchIndex
 
     index = SearchIndex.load(args.index)
@@ -363,7 +336,7 @@ def _search(args: argparse.Namespace) -> int:
         if not model_dir:
             print("ximgctx search: text and image queries need the model; pass --model DIR", file=sys.stderr)
             return 2
-        index.attach(Predictor.from_pretrained(model_dir, device=args.device))
+        index.attach(_load(args, model_dir, device=args.device))
     if args.text is not None:
         space = args.space or "image"
         hits = index.search_text(args.text, k=args.k, space=space, where=args.where, nprobe=args.nprobe)
@@ -392,25 +365,12 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_inputs(args: argparse.Namespace) -> None:
-    """Missing input paths are the user's to fix: one InputError naming the flag and the path."""
-    from pathlib import Path
-
-    from ximgctx.errors import InputError
-
-    for flag in ("data", "index", "image_root"):
-        value = getattr(args, flag, None)
-        if value is not None and not Path(value).exists():
-            raise InputError(f"--{flag.replace('_', '-')} {value}: no such file or folder")
-
-
 def main(argv: list[str] | None = None, command: str = "predict") -> int:
     """Entry point for the inference commands (``command`` is the subcommand name)."""
     from ximgctx.errors import XimgctxError
 
-    args = _parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        _check_inputs(args)
         if command in ("predict", "moderate"):
             return _run_batch_job(args, command)
         if command == "calibrate":

@@ -1,6 +1,7 @@
 """``ximgctx shard``: write posts into shards with their image bytes inside, for training at scale.
 
-    ximgctx shard --data governed.jsonl --out shards/ [--format parquet|webdataset] [--posts-per-shard 10000]
+    ximgctx shard --data governed.jsonl --out shards/ [--shard-format parquet|webdataset]
+        [--posts-per-shard 10000]
 
 Writes ``shard-00000.parquet`` (or ``.tar``) files, each holding up to ``--posts-per-shard`` posts with their
 images embedded (kept byte for byte when the decoder's allowlist names their format, re-encoded to PNG
@@ -15,34 +16,34 @@ import argparse
 import json
 import sys
 
-from ximgctx._cli import parser, run
-from ximgctx.data.images import ImageLimits
-from ximgctx.data.shards import SHARD_FORMATS
+from ximgctx.cli._args import add, parser, run, source_default
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_LIMITS = "ximgctx.data.images:ImageLimits"
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
+def build_parser(command: str = "shard") -> argparse.ArgumentParser:
     p = parser(command, __doc__ or "")
-    p.add_argument("--data", required=True, help="posts: .jsonl, .parquet, or a folder of shards")
+    add(p, "--data", required=True)
     p.add_argument("--out", required=True, help="the shard folder to write")
-    p.add_argument("--format", choices=sorted(SHARD_FORMATS), default="parquet", help="shard file format")
-    p.add_argument("--posts-per-shard", type=int, default=10_000, help="records per shard file")
-    p.add_argument("--image-root", default=None, help="folder relative image paths are read from")
+    add(p, "--shard-format", default="parquet")
+    add(p, "--posts-per-shard", default=10_000)
+    add(p, "--image-root")
     p.add_argument(
         "--image-max-bytes",
         type=int,
-        default=ImageLimits().max_bytes,
-        help="largest image file embedded; larger ones are counted and the post written without an image",
+        default=source_default(_LIMITS, "max_bytes"),
+        help="largest image file embedded; larger ones are counted and the post written without an image"
+        " (default: %(default)s)",
     )
-    p.add_argument(
-        "--allow-ungoverned", action="store_true", help="shard posts that did not pass ximgctx govern"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an output folder that is not shards")
+    add(p, "--allow-ungoverned")
+    add(p, "--overwrite")
     return p
 
 
 def _shard(args: argparse.Namespace, command: str) -> int:
+    from ximgctx.data.images import ImageLimits
     from ximgctx.data.io import load_posts
     from ximgctx.data.shard_write import write_shards
     from ximgctx.governance import require_governed
@@ -52,7 +53,7 @@ def _shard(args: argparse.Namespace, command: str) -> int:
     report = write_shards(
         posts,
         args.out,
-        format=args.format,
+        format=args.shard_format,
         posts_per_shard=args.posts_per_shard,
         overwrite=args.overwrite,
         inputs=[args.data, args.image_root],
@@ -75,5 +76,5 @@ def _shard(args: argparse.Namespace, command: str) -> int:
 
 
 def main(argv: list[str] | None = None, command: str = "shard") -> int:
-    args = _parser(command).parse_args(argv)
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     return run(command, lambda: _shard(args, command))

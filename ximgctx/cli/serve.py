@@ -1,0 +1,124 @@
+"""``ximgctx serve``: the moderation and search service (FastAPI on uvicorn), one process per replica.
+
+:func:`add_server_args` and :func:`serve` are shared with ``ximgctx queue serve``, which is this service with
+the labeling queue mounted: the two take the same server flags. Every :class:`ServeConfig` field is a flag,
+generated from the dataclass (``api_keys`` is read from ``--api-key-file``, ``allow_url_hosts`` from the
+repeatable ``--allow-url-host``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from ximgctx.cli._args import add, add_dataclass_args, existing_file, parser
+
+__all__ = ["add_server_args", "build_parser", "main", "serve", "server_config"]
+
+SERVE_CONFIG = "ximgctx.serve.config:ServeConfig"
+
+DESCRIPTION = """\
+Serve a model over HTTP: OpenAI-compatible POST /v1/moderations (image + text + replies), /v1/predict,
+/v1/search, /v1/feedback, /healthz, /readyz, /metrics.
+
+  ximgctx serve --model runs/x/best --api-key-file keys.txt [--index runs/index] [--memory runs/x/best.memory]
+  ximgctx serve --model runs/x/best --no-auth            # loopback only (127.0.0.1)
+
+API keys: --api-key-file (one per line) and/or XIMGCTX_API_KEYS (comma-separated); clients send
+Authorization: Bearer KEY. Without keys the server binds loopback only, with --no-auth. --governance is the
+policy that /v1/feedback posts must pass.
+"""
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """The flags of a served model: ``serve`` and ``queue serve`` take exactly these."""
+    add(p, "--model", required=True)
+    add(p, "--expect-sha256")
+    add(p, "--trust-remote-arch")
+    add(p, "--device", default="auto")
+    add(p, "--index")
+    add(p, "--memory")
+    add(p, "--policy")
+    add(p, "--governance")
+    p.add_argument(
+        "--api-key-file", type=existing_file, default=None, help="operators' API keys, one per line"
+    )
+    p.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="an http(s) host images may be fetched from (repeatable); none by default: data: URLs only",
+    )
+    add(p, "--explain", default="flagged")
+    add_dataclass_args(p, SERVE_CONFIG, exclude={"api_keys", "allow_url_hosts", "explain"})
+    p.add_argument(
+        "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get at shutdown"
+    )
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    """The :class:`ServeConfig` the flags describe, its keys checked (before any model loads)."""
+    from ximgctx.cli._args import dataclass_from_args
+    from ximgctx.serve.config import ServeConfig, read_api_keys
+
+    config = dataclass_from_args(
+        ServeConfig,
+        args,
+        api_keys=read_api_keys(args.api_key_file),
+        allow_url_hosts=args.allow_url_host,
+    )
+    config.check_auth()  # a misconfigured server fails at once
+    return config
+
+
+def governance_policy(path: str | None) -> Any:
+    """The governance policy of ``--governance`` (None without it)."""
+    if not path:
+        return None
+    from ximgctx.governance import GovernancePolicy
+
+    return GovernancePolicy.from_yaml(path)
+
+
+def serve(app: Any, config: Any, args: argparse.Namespace, *, log_level: str = "info") -> None:
+    """Run ``app`` until it is stopped, through the one server start (ximgctx.serve.run.run_server)."""
+    from ximgctx.serve.run import run_server
+
+    run_server(app, config, graceful_timeout_s=args.graceful_timeout, log_level=log_level)
+
+
+def build_parser(command: str = "serve") -> argparse.ArgumentParser:
+    p = parser(command, DESCRIPTION)
+    add_server_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None, command: str = "serve") -> int:
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ximgctx.errors import XimgctxError
+
+    try:
+        from ximgctx.models.open_clip_encoder import trust_remote_arch
+        from ximgctx.serve.app import create_app
+
+        config = server_config(args)
+        with trust_remote_arch(args.trust_remote_arch):
+            app = create_app(
+                args.model,
+                config=config,
+                policy=args.policy,
+                index=args.index,
+                memory=args.memory,
+                governance=governance_policy(args.governance),
+                device=args.device,
+                expected_sha256=args.expect_sha256,
+            )
+    except XimgctxError as e:
+        print(f"ximgctx {command}: {e}", file=sys.stderr)
+        return 2
+    serve(app, config, args)
+    return 0

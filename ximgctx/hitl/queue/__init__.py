@@ -1,1 +1,0 @@
-"""Temporary home of the queue command until it moves to ximgctx.cli."""
