@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ximgctx.data.io import WriteReport
+from ximgctx.data.post_write import WriteReport
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError
 
