@@ -387,6 +387,23 @@ def test_pretraining_pairs_images_with_their_alt_text(bench: Path) -> None:
     assert [p.text for p in pairs] == [p.text for p in posts] and dropped["no_text"] == 0
 
 
+def test_pretraining_pairs_accept_posts_holding_a_pil_image() -> None:
+    """A post built in memory with a PIL image is checked like a file, not refused as a bad source type."""
+    from PIL import Image
+
+    from ximgctx.config import DataConfig
+    from ximgctx.data.record import Post
+    from ximgctx.training.pretrain import usable_pairs
+
+    posts = [
+        Post(id="held", image=Image.new("RGB", (32, 32), "red"), text="a red square"),
+        Post(id="huge", image=Image.new("RGB", (1200, 1000)), text="too many pixels"),
+    ]
+    pairs, dropped = usable_pairs(posts, "text", DataConfig(image_max_pixels=1000 * 1000))
+    assert [p.id for p in pairs] == ["held"]
+    assert dropped == {"no_image": 0, "no_text": 0, "image_too_many_pixels": 1}
+
+
 # ---------------------------------------------------------------------------------------- distributed
 
 _DRIVER = textwrap.dedent('''

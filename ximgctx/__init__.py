@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from ximgctx.inference import ModerationPolicy, Moderator, Predictor, SearchIndex
     from ximgctx.models.context_model import ContextModel
     from ximgctx.models.open_clip_encoder import trust_remote_arch
-    from ximgctx.training import pretrain, train
+    from ximgctx.training.finetune import train
+    from ximgctx.training.pretrain import pretrain
 
 __all__ = [
     "ArtifactError",

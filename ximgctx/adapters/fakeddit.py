@@ -43,7 +43,7 @@ from ximgctx.adapters._common import (
     read_delimited,
     resolve_image,
 )
-from ximgctx.data.record import Post, Reply
+from ximgctx.data.record import LabelValue, Post, Reply
 from ximgctx.errors import ConfigError
 
 NAME = "fakeddit"
@@ -120,7 +120,7 @@ def _convert_row(
     if not pid:
         result.add(Problem(str(path), line, "id", "id is empty"))
         return
-    labels: dict[str, str] = {}
+    labels: dict[str, LabelValue] = {}
     for task in TASKS:
         col = _LABEL_COLUMNS[task.name]
         v = parse_int_label(row.get(col))

@@ -30,7 +30,7 @@ from ximgctx.adapters._common import (
     public_meta,
     resolve_image,
 )
-from ximgctx.data.record import Post
+from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 
 NAME = "hateful_memes"
@@ -100,7 +100,7 @@ def _convert_line(
     img = rec["img"]
     if not isinstance(img, str) or not img.strip():
         return bad("img", f"img must be a path string, got {type(img).__name__}")
-    post_labels = {}
+    post_labels: dict[str, LabelValue] = {}
     if rec.get("label") is not None:
         value = parse_int_label(rec["label"])
         if value is None or not 0 <= value < len(labels):

@@ -32,7 +32,7 @@ from ximgctx.adapters._common import (
     read_delimited,
     resolve_image,
 )
-from ximgctx.data.record import Post
+from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 
 NAME = "memotion"
@@ -73,11 +73,12 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
     ocr_col = table.pick("text_ocr", "ocr_extracted_text")
     if text_col is None and ocr_col is None:
         table.require("text_corrected")
-    label_cols = {}
+    label_cols: dict[str, str] = {}
     for task, names in _LABEL_COLUMNS.items():
         col = table.pick(*names)
         if col is None:
-            table.require(names[0])
+            table.require(names[0])  # raises: no published spelling of the column is there
+            continue
         label_cols[task] = col
     images = path.parent / "images"
     result = ConversionResult(dataset=NAME, files=[str(path)])
@@ -94,7 +95,7 @@ def convert(src: Path, *, split: str | None = None, missing_image: MissingImage 
         text = (row.get(text_col) or "").strip() if text_col else ""
         if not text and ocr_col:
             text = (row.get(ocr_col) or "").strip()
-        labels: dict[str, str] = {}
+        labels: dict[str, LabelValue] = {}
         bad = False
         for task, col in label_cols.items():
             raw = row.get(col)

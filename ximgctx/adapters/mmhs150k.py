@@ -35,7 +35,7 @@ from ximgctx.adapters._common import (
     public_meta,
     resolve_image,
 )
-from ximgctx.data.record import Post
+from ximgctx.data.record import LabelValue, Post
 from ximgctx.errors import ConfigError
 
 NAME = "mmhs150k"
@@ -136,7 +136,7 @@ def _convert_entry(
         return None
     counts = Counter(CATEGORIES[v] for v in votes)
     n_hate = sum(1 for v in votes if v != 0)
-    labels = {
+    labels: dict[str, LabelValue] = {
         "hate_category": {c: counts[c] / len(votes) for c in CATEGORIES if counts[c]},
         "hateful": "hateful" if n_hate * 2 > len(votes) else "not_hateful",
     }

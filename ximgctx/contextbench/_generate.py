@@ -115,7 +115,7 @@ def sample_post(
     return post, picture
 
 
-def _check(name: str, value: Any, low: float, high: float, kind: type = int) -> None:
+def _check(name: str, value: Any, low: float, high: float, kind: type[int] | type[float] = int) -> None:
     if isinstance(value, bool) or not isinstance(value, (kind, int)) or not low <= value <= high:
         raise ConfigError(f"{name} must be a {kind.__name__} in [{low}, {high}], got {value!r}")
 
@@ -131,6 +131,7 @@ def write_split(
         post, picture = sample_post(
             seed, split, index, image_size=image_size, label_noise=label_noise, max_replies=max_replies
         )
+        assert isinstance(post.image, str)  # sample_post names the image file relative to the dataset
         picture.save(out_dir / post.image, format="PNG", compress_level=1)
         posts.append(post)
     return write_posts(posts, out_dir / f"{split}.jsonl")

@@ -204,13 +204,11 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
                 if task not in post.labels or post.labels[task] is None:
                     continue
                 counts[(task, subset_name(subset), key)][_canonical(task, post.labels[task])] += 1
-    for (task, subset, key), dist in counts.items():
-        tied = [_hashable(x) for x in rules[task][subset].get(key, [])]
+    for (task, name, key), dist in counts.items():
+        tied = [_hashable(x) for x in rules[task][name].get(key, [])]
         n = sum(dist.values())
-        hits[task][subset][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(
-            len(tied), 1
-        )
-        hits[task][subset][1] += n
+        hits[task][name][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(len(tied), 1)
+        hits[task][name][1] += n
     return {t: {s: (h / n if n else float("nan")) for s, (h, n) in by.items()} for t, by in hits.items()}
 
 

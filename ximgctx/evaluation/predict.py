@@ -135,8 +135,8 @@ def predict(
             index_parts.append(gather(idx).cpu())
             labels = gather({"targets": batch.targets, "mask": batch.label_mask})
             for key in keys:
-                out = run_forward(model, batch, key)
-                logits = {t: z.float() for t, z in out.logits.items()}
+                forward = run_forward(model, batch, key)
+                logits = {t: z.float() for t, z in forward.logits.items()}
                 parts[key].append(
                     {
                         "logits": {t: z.cpu() for t, z in gather(logits).items()},

@@ -49,7 +49,11 @@ def load_oracle(path: str | Path, split: str) -> dict[str, dict[str, float]]:
 
 
 def _loader(
-    model: Any, posts: Sequence[Post], batch_size: int, num_workers: int, accelerator: Any | None
+    model: Any,
+    posts: Sequence[Post] | PostDataset,
+    batch_size: int,
+    num_workers: int,
+    accelerator: Any | None,
 ) -> DataLoader:
     loader = DataLoader(
         posts if isinstance(posts, PostDataset) else PostDataset(posts),
@@ -61,7 +65,7 @@ def _loader(
     return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
 
 
-def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[Sequence[Post], LoadReport]:
+def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[Sequence[Post] | PostDataset, LoadReport]:
     from ximgctx.data.shards import is_shard_source
 
     report = LoadReport()
@@ -77,7 +81,7 @@ def _as_posts(posts: Sequence[Post] | str | Path) -> tuple[Sequence[Post], LoadR
 @torch.no_grad()
 def calibrate(
     model: Any,
-    val_posts: Sequence[Post],
+    val_posts: Sequence[Post] | PostDataset,
     *,
     threshold_objective: str = "accuracy",
     batch_size: int = 64,
@@ -220,7 +224,7 @@ def evaluate(
     """
     if plots and out_dir is not None:  # before the evaluation, not after it
         require("matplotlib", feature=_PLOTS)
-    posts, load_report = _as_posts(posts)
+    test, load_report = _as_posts(posts)
     if accelerator is not None:
         model.to(accelerator.device)
     was_training = model.training
@@ -239,7 +243,7 @@ def evaluate(
     keys = list(keys)
     main_key = FULL if FULL in keys else keys[-1]
     preds = predict(
-        model, _loader(model, posts, batch_size, num_workers, accelerator), keys=keys, accelerator=accelerator
+        model, _loader(model, test, batch_size, num_workers, accelerator), keys=keys, accelerator=accelerator
     )
     model.train(was_training)
 
@@ -249,7 +253,7 @@ def evaluate(
     }
     report = {
         "name": name,
-        "posts": len(posts),
+        "posts": len(test),
         "skipped_records": load_report.skipped,
         "problems": dict(sorted(preds[main_key].problems.items())),
         "keys": keys,

@@ -90,7 +90,7 @@ class ModerationResult:
     category_scores: dict[str, float | None]  # None: the category's task abstained (no usable image)
     category_applied_input_types: dict[str, list[str]]
     decision: Decision
-    category_decisions: dict[str, str]
+    category_decisions: dict[str, Decision]
     explanation: Explanation | None = None
     problems: list[str] = field(default_factory=list)
     unusable_inputs: list[str] = field(default_factory=list)  # required inputs that could not be used

@@ -64,7 +64,7 @@ __all__ = [
 
 #: A moderation decision; :data:`DECISIONS` lists them from least to most severe.
 Decision = Literal["allow", "review", "block"]
-DECISIONS: tuple[str, ...] = typing.get_args(Decision)
+DECISIONS: tuple[Decision, ...] = typing.get_args(Decision)
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
 _INPUTS = ("image", "text", "replies")
@@ -74,7 +74,7 @@ class PolicyError(ConfigError):
     """A policy is invalid; the message names the file, the field and the bad value."""
 
 
-def worst(decisions: list[str]) -> str:
+def worst(decisions: list[Decision]) -> Decision:
     """The most severe of ``decisions`` (``"allow"`` for none)."""
     return max(decisions, key=DECISIONS.index, default="allow")
 
@@ -156,7 +156,7 @@ class CategoryRule:
                 f"got {self.openai!r}"
             )
 
-    def decide(self, score: float | None) -> str:
+    def decide(self, score: float | None) -> Decision:
         """``"block"``, ``"review"`` or ``"allow"`` for one score (see the module docstring); a category
         with no score (None: its task abstained) decides ``"allow"``."""
         if score is None:
@@ -196,7 +196,7 @@ class ModerationPolicy:
     description: str = ""
     explain_replies: int = 3  # replies named in each explanation (those that weighed most)
     version: int = 1  # file format version
-    unreadable_input: str = "review"  # least severe decision for a post with an unusable required input
+    unreadable_input: Decision = "review"  # least severe decision for a post with an unusable required input
     required_inputs: list[str] = field(default_factory=list)  # inputs every post must have, given or not
 
     def __post_init__(self) -> None:
@@ -303,7 +303,7 @@ class ModerationPolicy:
                     f"use 'max'"
                 )
 
-    def decide(self, category_scores: dict[str, float | None]) -> tuple[str, dict[str, str]]:
+    def decide(self, category_scores: dict[str, float | None]) -> tuple[Decision, dict[str, Decision]]:
         """The post's decision and each category's decision (before the unusable-input rule)."""
         per = {name: self.categories[name].decide(score) for name, score in category_scores.items()}
         return worst(list(per.values())), per

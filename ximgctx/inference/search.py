@@ -158,8 +158,7 @@ def _renumbered(index: Any, keep: np.ndarray) -> Any:
     else:
         out = faiss.clone_index(index)
         out.reset()
-        # faiss's bundled stubs (1.15) lack DirectMap
-        out.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        out.set_direct_map_type(faiss.DirectMap.Hashtable)
     if len(kept):
         out.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), new_rows)
     return out
@@ -184,8 +183,8 @@ def _make_index(vectors: np.ndarray, rows: np.ndarray, mode: str, nlist: int | N
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
         if n:
             index.train(vectors)
-        # reconstruct(row) for "more like this" (faiss's bundled stubs lack DirectMap)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        # reconstruct(row) for "more like this"
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
     if n:
         index.add_with_ids(vectors, rows.astype(np.int64))
     return index
@@ -440,9 +439,9 @@ class SearchIndex:
                 if allowed is not None:  # visit more cells when few posts pass, to meet as many candidates
                     share = allowed.size / max(len(self.records), 1)
                     nprobe = min(int(index.nlist), math.ceil(nprobe / share))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))  # type: ignore[call-arg]
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe))
         else:
-            params = faiss.SearchParameters(sel=sel) if sel is not None else None  # type: ignore[call-arg]
+            params = faiss.SearchParameters(sel=sel) if sel is not None else None
         scores, rows = index.search(q, fetch, params=params)
         hits = []
         for qi in range(len(q)):

@@ -85,7 +85,7 @@ class Assignment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
-    state: Mapped[str] = mapped_column(String(16))  # an AssignmentState: leased | done
+    state: Mapped[AssignmentState] = mapped_column(String(16))  # leased | done
     leased_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     done_at: Mapped[float | None] = mapped_column(Float, nullable=True)

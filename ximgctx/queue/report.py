@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ximgctx._artifacts import atomic_output, output_errors
+from ximgctx.data.record import Post
 from ximgctx.hitl.aggregate import aggregate_votes
 from ximgctx.queue.ingest import item_post
 from ximgctx.queue.models import Item
@@ -100,13 +101,14 @@ def export_manifest(
         answers[r["post_id"]].add(r["labeler"])
     agg = aggregate_votes(store.votes(gold=False), method=method, tasks=store.tasks) if plain else None
     exported_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    posts, images = [], {}
+    posts: list[Post] = []
+    images: dict[str, bytes | None] = {}  # the JPEG bytes stored with each exported item
     with store.sessions() as s:
         for item in s.query(Item).order_by(Item.id):
             post = item_post(item)
             if item.gold is not None:
                 post.labels = json.loads(item.gold)
-                prov = {"source": "ximgctx queue", "kind": "gold"}
+                prov: dict[str, Any] = {"source": "ximgctx queue", "kind": "gold"}
             elif agg is not None and len(answers.get(item.post_id, ())) >= min_answers:
                 a = agg[item.post_id]
                 post.labels = dict(a.labels)
@@ -121,16 +123,17 @@ def export_manifest(
             else:
                 continue
             post.meta["label_provenance"] = {**prov, "queue_source": item.source, "exported_at": exported_at}
-            images[post.id] = post.image
+            images[post.id] = item.image
             post.image = None
             posts.append(post)
     governed = govern(posts, governance)
     folder = out.with_name(out.name + ".images")
     with atomic_output(out) as tmp, output_errors(out), open(tmp, "w", encoding="utf-8") as f:
         for i, post in enumerate(governed.posts):
-            if images.get(post.id) is not None:
+            jpeg = images.get(post.id)
+            if jpeg is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{i:06d}.jpg").write_bytes(images[post.id])
+                (folder / f"{i:06d}.jpg").write_bytes(jpeg)
                 post.image = f"{folder.name}/{i:06d}.jpg"
             f.write(post.to_json() + "\n")
     return {

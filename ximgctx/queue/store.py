@@ -28,8 +28,9 @@ from typing import Any
 from ximgctx._extras import missing_extra
 
 try:
-    from sqlalchemy import delete, exists, func, select, update
+    from sqlalchemy import CursorResult, Result, delete, exists, func, select, update
     from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session as OrmSession
     from sqlalchemy.orm import sessionmaker
 except ImportError as e:
     raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
@@ -290,14 +291,15 @@ class QueueStore:
         rows, result.dropped, result.problems = governed_items(self, list(posts), self.governance)
         now = time.time()
         for row in rows:
-            is_gold = gold is not None and row["post_id"] in gold
+            gold_labels = gold.get(row["post_id"]) if gold is not None else None
+            is_gold = gold_labels is not None
             item = Item(
                 **row,
                 source=source,
                 priority=rank,
                 overlap=self.config.gold_overlap if is_gold else (overlap or self.config.overlap),
                 taken=0,
-                gold=_json(dict(gold[row["post_id"]])) if is_gold else None,
+                gold=_json(dict(gold_labels)) if gold_labels is not None else None,
                 scores=_json(scores[row["post_id"]]) if scores and row["post_id"] in scores else None,
                 created_at=now,
             )
@@ -362,7 +364,7 @@ class QueueStore:
                 .limit(1)
             )
             if held is not None:
-                return Lease(held.item_id, s.get(Item, held.item_id).post_id, held.expires_at)
+                return Lease(held.item_id, _item(s, held.item_id).post_id, held.expires_at)
         self._reclaim(now)
         want_gold = self._rng.random() < self.config.gold_rate
         for attempt in range(200):
@@ -483,7 +485,7 @@ class QueueStore:
             a = s.scalar(query)
             if a is None:
                 raise NotAssignedError(f"item {item_id} is not assigned to you (the lease may have expired)")
-            item = s.get(Item, item_id)
+            item = _item(s, item_id)
             if a.state == DONE:
                 stored = {
                     v.task: json.loads(v.label)
@@ -553,9 +555,9 @@ class QueueStore:
         with transaction(self.sessions) as s:
             ids = s.scalars(select(Item.id).where(Item.author.in_(digests))).all()
             if ids:
-                counts["votes"] = s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))).rowcount
+                counts["votes"] = _rowcount(s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))))
                 s.execute(delete(Assignment).where(Assignment.item_id.in_(ids)))
-                counts["items"] = s.execute(delete(Item).where(Item.id.in_(ids))).rowcount
+                counts["items"] = _rowcount(s.execute(delete(Item).where(Item.id.in_(ids))))
             for item in s.scalars(select(Item).where(Item.reply_authors.contains('"'))):
                 reply_authors = json.loads(item.reply_authors)
                 keep = [i for i, d in enumerate(reply_authors) if d not in digests]
@@ -567,3 +569,18 @@ class QueueStore:
                 item.reply_authors = _json([reply_authors[i] for i in keep])
                 counts["replies"] += len(reply_authors) - len(keep)
         return counts
+
+
+def _item(s: OrmSession, item_id: int) -> Item:
+    """The item an assignment points at (a foreign key, so it exists while the assignment does)."""
+    item = s.get(Item, item_id)
+    if item is None:
+        raise LookupError(f"item {item_id} is missing, though an assignment refers to it")
+    return item
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """The rows a DELETE removed: a DML statement's result is a CursorResult."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of a DML statement, got {type(result).__name__}")
+    return result.rowcount

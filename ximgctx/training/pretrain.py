@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader
 from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import DataConfig, EncoderConfig, TaskSpec, config_to_dict
 from ximgctx.data.dataset import PostDataset
-from ximgctx.data.images import ImageDecodeError, ImageLimits, load_image
+from ximgctx.data.images import ImageDecodeError, ImageLimits, from_pil, load_image
 from ximgctx.data.processor import PostBatch, PostProcessor
 from ximgctx.data.record import Post
 from ximgctx.errors import ArtifactError
@@ -122,7 +123,10 @@ def usable_pairs(posts: Sequence[Post], texts: str, data: DataConfig) -> tuple[l
             dropped[missing_text] += 1
             continue
         try:
-            load_image(post.image, limits)
+            if isinstance(post.image, Image.Image):  # a post built in memory may hold the decoded image
+                from_pil(post.image, limits)
+            else:
+                load_image(post.image, limits)
         except ImageDecodeError as e:
             key = f"image_{e.reason}"
             dropped[key] = dropped.get(key, 0) + 1
