@@ -354,6 +354,8 @@ def _stage_pretrain(
     )
     say(f"[3/6] contrastive pretraining of {pre_cfg.encoder.arch} on {len(train_posts)} image+text pairs ...")
     pre = pretrain(pre_cfg, train_posts=train_posts, overwrite=True)
+    if pre.model_dir is None:  # pretraining always saves its final weights; a run that did not is a bug
+        raise RuntimeError("pretraining returned no model folder")
     return str(pre.model_dir / ENCODER_WEIGHTS)
 
 

@@ -117,7 +117,9 @@ def _model(arch: str) -> Any:
 
 def stage_rates(model: Any, shards: list[Any], posts: int) -> dict[str, Any]:
     """Where a worker's time goes: posts/s of each stage alone, in one process, over the same ``posts``."""
-    from ximgctx.data.images import load_image
+    from PIL import Image
+
+    from ximgctx.data.images import from_pil, load_image
     from ximgctx.data.shards import read_shard
 
     proc = model.processor
@@ -126,7 +128,13 @@ def stage_rates(model: Any, shards: list[Any], posts: int) -> dict[str, Any]:
     got = list(itertools.islice(stream, posts))
     timings = {"read": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    images = [load_image(p.image, proc.limits) for p in got if p.image is not None]
+    images = [
+        from_pil(p.image, proc.limits)
+        if isinstance(p.image, Image.Image)
+        else load_image(p.image, proc.limits)
+        for p in got
+        if p.image is not None
+    ]
     timings["decode"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for im in images:

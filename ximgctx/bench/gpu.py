@@ -28,7 +28,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from ximgctx.errors import ConfigError
 
@@ -45,7 +45,7 @@ BF16_PEAK_TFLOPS: dict[str, float] = {
     "L4": 121.0,
 }
 
-_TASKS = [
+_TASKS: list[tuple[str, list[str], Literal["multiclass", "multilabel"]]] = [
     ("meaning", ["literal", "ironic", "symbolic"], "multiclass"),
     ("intent", ["joke", "protest", "threat", "meme"], "multilabel"),
 ]

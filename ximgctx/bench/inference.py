@@ -195,7 +195,8 @@ def _paths(su: _Setup, batch_size: int, naive_scores: list[np.ndarray]) -> dict[
     def naive_batch(chunk: list[Any]) -> Any:
         batch = model.processor(chunk)  # images decoded exactly as shipped
         texts = [cap_text(p.text, config.limits.max_text_chars) for p in chunk]
-        copies, index = [], torch.zeros_like(batch.reply_index)
+        copies: list[str] = []
+        index = torch.zeros_like(batch.reply_index)
         for i, p in enumerate(chunk):
             for j in range(batch.reply_mask.shape[1]):
                 if bool(batch.reply_mask[i, j]):

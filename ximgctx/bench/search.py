@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     x, queries, exclude, source = _vectors(args)
     n, dim = x.shape
     # a filter label on ~10% of the posts, independent of the clusters
-    records = [
-        {"id": f"v{i}", "labels": {"tag": ["rare"] if r < 0.1 else []}} for i, r in enumerate(rng.random(n))
+    draws = [float(r) for r in rng.random(int(n))]
+    records: list[dict[str, Any]] = [
+        {"id": f"v{i}", "labels": {"tag": ["rare"] if r < 0.1 else []}} for i, r in enumerate(draws)
     ]
     tasks = {"tag": ["rare"]}
     rows = np.arange(n)

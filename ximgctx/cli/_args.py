@@ -321,8 +321,9 @@ def _const(node: ast.AST, names: dict[str, Any]) -> Any:
                 return _const(kw.value, names)
             if kw.arg == "default_factory" and isinstance(kw.value, ast.Lambda):
                 return _const(kw.value.body, names)
-            if kw.arg == "default_factory" and getattr(kw.value, "id", None) in ("list", "dict", "tuple"):
-                return {"list": [], "dict": {}, "tuple": ()}[kw.value.id]
+            factory = kw.value.id if isinstance(kw.value, ast.Name) else None
+            if kw.arg == "default_factory" and factory in ("list", "dict", "tuple"):
+                return {"list": [], "dict": {}, "tuple": ()}[factory]
     return dataclasses.MISSING
 
 

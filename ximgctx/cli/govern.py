@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ximgctx.cli._args import add, parser
 
@@ -120,7 +120,7 @@ def _write(args: argparse.Namespace, posts: Iterator[Any]) -> None:
     write_shards(posts, args.out, format=fmt, inputs=[args.data], meta={"governed": True})
 
 
-def _run(args: argparse.Namespace, policy: Any, on_error: str, command: str) -> int:
+def _run(args: argparse.Namespace, policy: Any, on_error: Literal["raise", "skip"], command: str) -> int:
     from ximgctx.data.io import load_posts
     from ximgctx.data.record import LoadReport, PostValidationError
     from ximgctx.errors import XimgctxError

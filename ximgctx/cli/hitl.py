@@ -105,6 +105,8 @@ def _aggregate(args: argparse.Namespace) -> int:
             raise InputError(f"no such votes file: {path}")
         rows += [(str(path), r, rec) for r, rec in iter_vote_rows(path)]
     if args.meta_votes:
+        if posts is None:
+            raise InputError("--meta-votes reads the votes in --data's posts: give --data")
         rows += votes_from_posts(posts, source=str(args.data))
     votes = check_votes(rows, tasks=tasks, post_ids=None if posts is None else [p.id for p in posts])
     result = aggregate_votes(votes, args.method, tasks=tasks, posts=posts, ds_model=args.ds_model)
@@ -126,6 +128,8 @@ def _aggregate(args: argparse.Namespace) -> int:
         "skipped": [str(p) for p in result.problems[:20]],
     }
     if args.merge_out:
+        if posts is None:
+            raise InputError("--merge-out merges the labels into --data's posts: give --data")
         summary["merged"] = write_posts(result.merge(posts), args.merge_out)
         summary["merge_out"] = args.merge_out
     if result.labelers:
