@@ -1,5 +1,5 @@
 """The type checker is clean on the package (mypy, configured in ``mypy.ini``: the public-surface modules with
-every function annotated, ``strict_equality`` so a comparison of a Literal kind with a misspelt string fails)."""
+every function annotated; ``strict_equality``, so comparing a Literal kind with a misspelt string fails)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install mypy)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install -e '.[dev]')"
+)
 def test_mypy_is_clean_on_the_package() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "mypy.ini")],
