@@ -142,6 +142,11 @@ class Encoder(nn.Module, abc.ABC):
         """Write what this backend needs beside ``model.safetensors`` to rebuild it offline (nothing for
         open_clip, whose architectures are registered configs)."""
 
+    @abc.abstractmethod
+    def export_plain(self, state: dict[str, torch.Tensor], folder: Path) -> None:
+        """Write ``state`` (the backbone's weights, LoRA merged) into ``folder`` in the backend's own
+        checkpoint format, loadable without ximgctx."""
+
     @classmethod
     def for_saved_model(cls, config: EncoderConfig, folder: Path) -> Encoder:
         """The architecture of a saved model's encoder with random weights, built without any download

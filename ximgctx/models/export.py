@@ -26,7 +26,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ximgctx._artifacts import write_artifact
-from ximgctx.models.hf_encoder import HFEncoder
 from ximgctx.models.lora import base_name, lora_state_dict
 
 if TYPE_CHECKING:
@@ -94,16 +93,6 @@ def merged_state_dict(clip: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in state.items()}
 
 
-def _open_clip_config(model: ContextModel) -> dict[str, Any]:
-    import open_clip
-
-    arch = model.config.encoder.arch
-    model_cfg = open_clip.get_model_config(arch)
-    if model_cfg is None:
-        raise ValueError(f"open_clip has no config for architecture {arch!r}; cannot export it")
-    return {"model_cfg": model_cfg, "preprocess_cfg": model.encoder.preprocess}
-
-
 def export_encoder(model: ContextModel, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the encoder with its LoRA merged as a plain checkpoint that loads without ximgctx.
 
@@ -115,13 +104,5 @@ def export_encoder(model: ContextModel, path: str | Path, *, overwrite: bool = F
     clip = model.encoder.clip
     state = merged_state_dict(clip)
     with write_artifact(Path(path), EXPORT_KIND, overwrite=overwrite) as tmp:
-        if isinstance(model.encoder, HFEncoder):
-            plain = type(model.encoder.clip)(model.encoder.clip.config)
-            plain.load_state_dict(state)
-            plain.save_pretrained(str(tmp))
-            model.encoder.hf_tokenizer.save_pretrained(str(tmp))
-            model.encoder.image_processor.save_pretrained(str(tmp))
-        else:
-            save_file(state, str(tmp / "open_clip_model.safetensors"), metadata={"format": "pt"})
-            (tmp / "open_clip_config.json").write_text(json.dumps(_open_clip_config(model), indent=2) + "\n")
+        model.encoder.export_plain(state, tmp)
     return Path(path).resolve()

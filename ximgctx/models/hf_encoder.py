@@ -229,6 +229,15 @@ class HFEncoder(Encoder):
         self.hf_tokenizer.save_pretrained(str(out))
         self.image_processor.save_pretrained(str(out))
 
+    def export_plain(self, state: dict[str, torch.Tensor], folder: Path) -> None:
+        """A ``save_pretrained`` folder (weights, config, tokenizer, image processor) for
+        ``CLIPModel``/``SiglipModel.from_pretrained(folder)``."""
+        plain = type(self.clip)(self.clip.config)
+        plain.load_state_dict(state)
+        plain.save_pretrained(str(folder))
+        self.hf_tokenizer.save_pretrained(str(folder))
+        self.image_processor.save_pretrained(str(folder))
+
     @classmethod
     def for_saved_model(cls, config: EncoderConfig, folder: Path) -> HFEncoder:
         """The architecture, tokenizer and image processor from the saved model's own ``hf/`` copy."""

@@ -20,6 +20,7 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from safetensors.torch import save_file
 from torch import nn
 
 from ximgctx._fsutil import sha256_file
@@ -321,6 +322,18 @@ class ClipEncoder(Encoder):
         self.embed_dim: int = int(self._infer_embed_dim())
         if config.grad_checkpointing:
             self.clip.set_grad_checkpointing(True)
+
+    def export_plain(self, state: dict[str, torch.Tensor], folder: Path) -> None:
+        """``open_clip_config.json`` + ``open_clip_model.safetensors``, loaded with
+        ``open_clip.create_model("local-dir:" + folder)``."""
+        model_cfg = open_clip.get_model_config(self.config.arch)
+        if model_cfg is None:
+            raise ValueError(
+                f"open_clip has no config for architecture {self.config.arch!r}; cannot export it"
+            )
+        save_file(state, str(folder / "open_clip_model.safetensors"), metadata={"format": "pt"})
+        config = {"model_cfg": model_cfg, "preprocess_cfg": self.preprocess}
+        (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def base_model(self) -> str | None:
         pretrained = self.config.pretrained
