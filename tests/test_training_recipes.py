@@ -57,31 +57,36 @@ def test_the_simulated_loop_trains_with_the_task_weight() -> None:
 def test_the_cli_reports_a_used_output_dir_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ximgctx.cli import train as cli
     from ximgctx.errors import OutputError
-    from ximgctx.training import cli, finetune
+    from ximgctx.training import finetune
 
     def used(*args: object, **kwargs: object) -> None:
         raise OutputError(f"{tmp_path}: train.output_dir already holds files of another run")
 
     monkeypatch.setattr(finetune, "train", used)
-    assert cli.main(["--config", "x.yaml"], command="train") == 2
+    (tmp_path / "x.yaml").touch()  # --config must exist (an argument error otherwise)
+    assert cli.main(["--config", str(tmp_path / "x.yaml")], command="train") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"ximgctx train: {tmp_path}: train.output_dir already holds files of another run"]
 
 
-def test_the_cli_lets_a_bug_keep_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ximgctx.training import cli, finetune
+def test_the_cli_lets_a_bug_keep_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ximgctx.cli import train as cli
+    from ximgctx.training import finetune
 
     def bug(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug, not a user's mistake")
 
     monkeypatch.setattr(finetune, "train", bug)
+    (tmp_path / "x.yaml").touch()
     with pytest.raises(KeyError, match="a bug"):
-        cli.main(["--config", "x.yaml"], command="train")
+        cli.main(["--config", str(tmp_path / "x.yaml")], command="train")
 
 
 def test_the_cli_passes_overwrite_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ximgctx.training import cli, finetune
+    from ximgctx.cli import train as cli
+    from ximgctx.training import finetune
 
     seen: dict = {}
 
@@ -90,8 +95,9 @@ def test_the_cli_passes_overwrite_and_resume(tmp_path: Path, monkeypatch: pytest
         raise SystemExit(0)
 
     monkeypatch.setattr(finetune, "train", record)
+    (tmp_path / "x.yaml").touch()
     with pytest.raises(SystemExit):
-        cli.main(["--config", "x.yaml", "--overwrite", "--resume", "latest"], command="train")
+        cli.main(["--config", str(tmp_path / "x.yaml"), "--overwrite", "--resume", "latest"], command="train")
     assert seen["overwrite"] is True and seen["resume"] == "latest"
 
 
