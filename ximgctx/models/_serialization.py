@@ -35,7 +35,7 @@ from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError, XimgctxError
 from ximgctx.models.backends import ENCODERS
-from ximgctx.models.encoder import Encoder
+from ximgctx.models.encoder import Encoder, ModelFolderError
 from ximgctx.models.export import save_adapter
 from ximgctx.models.lora import base_name, load_lora_state_dict
 from ximgctx.models.open_clip_encoder import quiet_random_init, trust_remote_arch
@@ -47,10 +47,6 @@ KIND = "model"
 FORMAT = "ximgctx-model"
 FORMAT_VERSION = 2
 _MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refused before parsing
-
-
-class ModelFolderError(ArtifactError):
-    """A saved model folder is incomplete, altered, or not an ximgctx model."""
 
 
 def _weights_line(model: ContextModel) -> str:

@@ -16,9 +16,20 @@ import torch
 from torch import nn
 
 from ximgctx.config import EncoderConfig
-from ximgctx.errors import XimgctxError
+from ximgctx.errors import ArtifactError, XimgctxError
 
-__all__ = ["GROUP_OVERHEAD_TOKENS", "Encoder", "PretrainedWeightsError", "encode_by_length", "length_groups"]
+__all__ = [
+    "GROUP_OVERHEAD_TOKENS",
+    "Encoder",
+    "ModelFolderError",
+    "PretrainedWeightsError",
+    "encode_by_length",
+    "length_groups",
+]
+
+
+class ModelFolderError(ArtifactError):
+    """A saved model folder is incomplete, altered, or not an ximgctx model."""
 
 
 class PretrainedWeightsError(XimgctxError, RuntimeError):

@@ -28,7 +28,7 @@ from ximgctx._hub import looks_like_repo_id, snapshot
 from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
-from ximgctx.models.encoder import Encoder, PretrainedWeightsError, encode_by_length
+from ximgctx.models.encoder import Encoder, ModelFolderError, PretrainedWeightsError, encode_by_length
 
 __all__ = ["HF_MODEL_TYPES", "HFEncoder", "resolve_checkpoint"]
 
@@ -242,10 +242,13 @@ class HFEncoder(Encoder):
     def for_saved_model(cls, config: EncoderConfig, folder: Path) -> HFEncoder:
         """The architecture, tokenizer and image processor from the saved model's own ``hf/`` copy."""
         if not (folder / HF_DIR).is_dir():
-            raise FileNotFoundError(
+            raise ModelFolderError(
                 f"{folder / HF_DIR}: missing, but the config's encoder is a transformers model"
             )
-        return cls(config, folder=folder / HF_DIR, load_weights=False)
+        try:
+            return cls(config, folder=folder / HF_DIR, load_weights=False)
+        except (OSError, ValueError) as e:  # a ConfigError too: the saved copy names code (auto_map), ...
+            raise ModelFolderError(f"{folder / HF_DIR}: not a usable transformers checkpoint ({e})") from None
 
     def base_identity(self) -> tuple[str, str | None]:
         # the hub commit; for a local folder the weights file's SHA-256
