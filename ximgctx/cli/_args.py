@@ -132,7 +132,7 @@ def model_ref(value: str) -> str:
 _DEFAULT = " (default: %(default)s)"
 
 #: flag -> its one meaning, shared by every command that takes it. :func:`add` may change only ``default``
-#: and ``required`` (and, for repeatable targets, make it ``append``); ``tests/test_cli_flags.py`` checks
+#: and ``required`` (and, for repeatable targets, make it ``append``); ``tests/cli/test_cli_flags.py`` checks
 #: that every command's parser agrees with this table.
 FLAGS: dict[str, dict[str, Any]] = {
     # inputs and outputs
@@ -258,7 +258,7 @@ def add(
 
 # ------------------------------------------------------------------------------ dataclasses from source
 # A config dataclass's fields are read from its module's source with ``ast`` (never imported): the module
-# may import numpy or torch, and ``--help`` must not. ``tests/test_cli_flags.py`` checks the values read
+# may import numpy or torch, and ``--help`` must not. ``tests/cli/test_cli_flags.py`` checks the values read
 # against the imported dataclass.
 
 

@@ -1,0 +1,33 @@
+"""Personal-data batteries through ``govern``: recall and precision overall, per kind and per channel.
+
+Battery A was written before the recognizers were tuned (first score: recall 0.933, precision 0.993, most
+misses being battery mistakes: GB/NL IBANs without their bank-code letters). Battery B was written after
+that tuning (first score: recall 0.932, precision 0.979) and then prompted more fixes, so battery C was
+written last, independently, and scored once before the fixes it prompted (recall 0.953, precision 0.986;
+its remaining misses are its own mistakes: a Bitcoin address with a bad checksum, emails at the reserved
+``.example`` suffix). All three must reach 0.95 overall."""
+
+from __future__ import annotations
+
+import pytest
+
+from .. import _pii_battery_a as battery_a
+from .. import _pii_battery_b as battery_b
+from .. import _pii_battery_c as battery_c
+from .._pii_eval import score
+
+
+@pytest.mark.parametrize("battery", [battery_a, battery_b, battery_c], ids=["A", "B", "C"])
+def test_battery_recall_and_precision(battery, capsys: pytest.CaptureFixture[str]) -> None:
+    items = battery.items()
+    assert len(items) >= 300 and len({k for k, _, _ in items}) >= 10 and len(battery.BENIGN) >= 100
+    result = score(items, battery.BENIGN)
+    with capsys.disabled():
+        per = ", ".join(f"{k} {h}/{n}" for k, (h, n) in result["per"].items())
+        print(
+            f"\n{battery.__name__}: recall {result['recall']:.3f} precision {result['precision']:.3f}; {per}"
+        )
+    assert result["recall"] >= 0.95, result["misses"][:10]
+    assert result["precision"] >= 0.95, result["benign_changed"][:10]
+    for key, (hit, total) in result["per"].items():
+        assert hit / total >= 0.75, (key, result["misses"][:10])  # C's crypto: 15/20 (its bad checksum)

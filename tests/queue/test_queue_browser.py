@@ -1,0 +1,238 @@
+"""A real browser on the labeling page: Debian's headless Chromium through Selenium logs in with a token,
+labels 10 posts with keys and clicks, and the database holds exactly those votes. Screenshots of the page
+(desktop and phone width) go to /tmp for the record. Skipped, with the reason, where Chromium is missing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ximgctx.serve import ServeConfig, create_app
+
+from .._inference_fixtures import model_dir
+from .._queue_fixtures import make_store, public_posts
+from .._serve_fixtures import API_KEY, running
+from ..helpers import missing_service
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SHOTS = Path("/tmp/ximgctx-queue-screens")
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
+    if not (CHROMIUM and DRIVER):
+        missing_service(
+            "Debian's chromium and chromium-driver are not installed (.ci/services.sh installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wanted(i: int) -> dict:
+    return {
+        "meaning": ["literal", "ironic", "symbolic"][i % 3],
+        "intent": ["joke"] if i % 2 else ["protest", "meme"],
+        "objects": ["circle"] if i % 3 == 0 else [],
+    }
+
+
+def _inputs(driver, task: str, labels: list[str]):
+    from selenium.webdriver.common.by import By
+
+    return [
+        driver.find_element(By.CSS_SELECTOR, f'fieldset[data-task="{task}"] input[value="{x}"]')
+        for x in labels
+    ]
+
+
+def _moved_on(post_id: str | None):
+    """A wait condition: the page shows another post than ``post_id``, or the empty-queue message. Chromium's
+    driver may answer a lookup on a node the page just replaced with a generic inspector error rather than
+    StaleElementReferenceException (so ``staleness_of`` can raise mid-swap): any driver error is "not yet"."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    def check(driver) -> bool:
+        try:
+            if driver.find_elements(By.ID, "empty"):
+                return True
+            shown = driver.find_elements(By.ID, "post")
+            return bool(shown) and shown[0].get_attribute("data-item") != post_id
+        except WebDriverException:
+            return False
+
+    return check
+
+
+def test_label_ten_posts_with_keys_and_clicks(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    store = make_store(str(tmp_path / "q.sqlite"), overlap=1, gold_rate=0.0)
+    posts = public_posts(10)
+    for i, p in enumerate(posts):
+        p.image = _png(tmp_path / f"{p.id}.png", i)
+    posts[0].text = "when monday hits and the whole office shows up"
+    assert store.enqueue(posts).added == 10
+    token = store.add_labeler("browser-person")
+    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    wait = WebDriverWait(browser, 60)
+    expected = {}
+    with running(app) as url:
+        browser.get(f"{url}/queue")
+        browser.find_element(By.ID, "token").send_keys("xq_wrong")
+        browser.find_element(By.ID, "login-button").click()
+        assert (
+            "unknown or revoked" in wait.until(ec.presence_of_element_located((By.CLASS_NAME, "error"))).text
+        )
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "login-button").click()
+        for i in range(10):
+            form = wait.until(ec.presence_of_element_located((By.ID, "vote")))
+            post_id = browser.find_element(By.ID, "post").get_attribute("data-item")
+            assert browser.find_element(By.ID, "post-image").get_property("naturalWidth") > 0
+            if i == 0:
+                SHOTS.mkdir(exist_ok=True)
+                browser.save_screenshot(str(SHOTS / "page-desktop.png"))
+                browser.set_window_size(390, 844)  # a phone
+                width = browser.execute_script("return document.documentElement.scrollWidth")
+                post_box = browser.find_element(By.ID, "post").rect
+                vote_box = form.rect
+                browser.save_screenshot(str(SHOTS / "page-phone.png"))
+                browser.set_window_size(1280, 900)
+                assert width <= 390  # nothing wider than the screen
+                assert vote_box["y"] >= post_box["y"] + post_box["height"]  # one column: the form below
+            want, note = _wanted(i), f"note {i}: the replies read it this way"
+            picks = _inputs(browser, "meaning", [want["meaning"]]) + _inputs(
+                browser, "intent", want["intent"]
+            )
+            picks += _inputs(browser, "objects", want["objects"])
+            if i % 2 == 0:  # keys only
+                body = browser.find_element(By.TAG_NAME, "body")
+                body.send_keys("".join(x.get_attribute("data-key") for x in picks))
+                body.send_keys("n")
+                browser.switch_to.active_element.send_keys(note)
+                browser.switch_to.active_element.send_keys(Keys.CONTROL, Keys.ENTER)
+            else:  # clicks
+                for x in picks:
+                    x.click()
+                browser.find_element(By.ID, "note").send_keys(note)
+                browser.find_element(By.ID, "submit").click()
+            wait.until(_moved_on(post_id))
+            expected[int(post_id)] = (want, note)
+        wait.until(ec.presence_of_element_located((By.ID, "empty")))
+    rows = store.vote_rows()
+    ids = {v.post_id: k for k, v in _items(store).items()}
+    got = {(ids[r["post_id"]], r["task"], _norm(r["label"]), r["note"]) for r in rows}
+    assert got == {
+        (item, task, _norm(label), note)
+        for item, (want, note) in expected.items()
+        for task, label in want.items()
+    }
+    assert len(rows) == 30 and len(expected) == 10
+
+
+def _norm(label):
+    return tuple(sorted(label)) if isinstance(label, list) else label
+
+
+def _items(store):
+    from ximgctx.queue.models import Item
+
+    with store.sessions() as s:
+        return {i.id: i for i in s.query(Item)}
+
+
+def _png(path: Path, i: int) -> str:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (320, 240), (40 + 20 * i, 90, 160))
+    d = ImageDraw.Draw(im)
+    d.ellipse([60, 40, 200, 180], fill=(250, 210, 40))
+    d.rectangle([180, 120, 300, 220], fill=(30, 30, 30))
+    im.save(path)
+    return str(path)
+
+
+def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(browser, tmp_path):
+    memory_module = pytest.importorskip(
+        "ximgctx.inference.memory", reason="the label memory inside Predictor lands with the inference branch"
+    )
+    assert memory_module.LabelMemory
+    import base64
+
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    store = make_store(str(tmp_path / "q.sqlite"), overlap=1, gold_rate=0.0)
+    (post,) = public_posts(1, "near")
+    post.image = _png(tmp_path / "near.png", 3)
+    post.text = "everyone meet at the square at noon, bring signs"
+    store.enqueue([post], source="review")
+    token = store.add_labeler("memory-person")
+    # the operator's memory, centred on a sample of the pool (one post alone cannot centre it)
+    from ximgctx import Predictor
+
+    from .._inference_fixtures import make_posts
+
+    predictor = Predictor.from_pretrained(model_dir())
+    memory = memory_module.LabelMemory.for_predictor(predictor)
+    memory.set_center(predictor.embed(make_posts(48, seed=7, folder="centre")))
+    memory.save(tmp_path / "memory")
+    app = create_app(
+        predictor, config=ServeConfig(api_keys=[API_KEY]), queue=store, memory=tmp_path / "memory"
+    )
+
+    def moderate(url: str, text: str, image: Path) -> dict:
+        data = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+        body = {
+            "input": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": data}}],
+            "ximgctx": {"replies": [r.text for r in post.replies]},  # the same replies as the queued post
+        }
+        r = httpx.post(
+            f"{url}/v1/moderations", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["results"][0]["category_scores"]
+
+    far_image = Path(_png(tmp_path / "far.png", 9))
+    with running(app) as url:
+        near_text = post.text + "!"  # a near-duplicate: same image, one character more
+        before = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
+        wait = WebDriverWait(browser, 60)
+        browser.get(f"{url}/queue")
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "vote")))
+        post_id = browser.find_element(By.ID, "post").get_attribute("data-item")
+        for x in _inputs(browser, "meaning", ["literal"]) + _inputs(browser, "intent", ["threat"]):
+            x.click()
+        browser.find_element(By.ID, "note").send_keys("a call to gather with a threat in the replies")
+        browser.find_element(By.ID, "submit").click()
+        wait.until(_moved_on(post_id))
+        after = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
+    assert len(store.vote_rows()) == 3
+    assert len(memory_module.LabelMemory.load(tmp_path / "memory")) == 1  # the vote is in the saved memory
+    assert after[0] != before[0]  # the near-duplicate moved at once
+    assert after[1] == before[1]  # the far post did not
