@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from peft.tuners.lora import LoraLayer
-from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from safetensors.torch import save_file
 from torch import nn
 
@@ -51,6 +49,8 @@ in peft's key layout.
 
 def peft_reproduces(clip: nn.Module) -> bool:
     """Whether stock peft loads this model's adapters with identical outputs (no adapted MHA layer)."""
+    from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
+
     return not any(isinstance(m, PeftLoraMultiheadAttention) for m in clip.modules())
 
 
@@ -77,6 +77,9 @@ def save_adapter(model: ContextModel, folder: Path) -> None:
 @torch.no_grad()
 def merged_state_dict(clip: nn.Module) -> dict[str, torch.Tensor]:
     """The plain model's weights with every active adapter merged in (``W + dW``), under unadapted names."""
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
+
     state = {
         base_name(k): v.detach().cpu().clone() for k, v in clip.state_dict().items() if ".lora_" not in k
     }

@@ -12,30 +12,32 @@ raw weights.
 
 peft's own MHA layer runs each forward by adding the adapter delta into the base weights and subtracting it
 again afterwards. In floating point ``(W + d) - d != W``, so the frozen base weights drift a little on every
-step (measured: every adapted in_proj and out_proj weight differs after one training step). ximgctx swaps
-in :class:`ExactLoraMultiheadAttention`, which hands MHA the merged weight as a temporary tensor and puts the
-original Parameter object back untouched, so base weights stay bit-identical (tested). peft 0.21's layer
-also adds the out_proj delta twice (``W + 2 dW``; huggingface/peft#3774); this one applies ``W + dW``, checked
-against a plain ``nn.MultiheadAttention`` holding the merged weights. Because stock peft would reload such an
-adapter with the doubled delta, adapters with an MHA target are saved in ximgctx's own adapter format (no
-``adapter_config.json``, so ``PeftModel.from_pretrained`` refuses them loudly); every other adapter is saved
-in peft's format and reloads in stock peft with identical outputs (see
+step (measured: every adapted in_proj and out_proj weight differs after one training step). ximgctx swaps in
+:class:`~ximgctx.models._peft.ExactLoraMultiheadAttention`, which hands MHA the merged weight as a temporary
+tensor and puts the original Parameter object back untouched, so base weights stay bit-identical (tested).
+peft 0.21's layer also adds the out_proj delta twice (``W + 2 dW``; huggingface/peft#3774); this one applies
+``W + dW``, checked against a plain ``nn.MultiheadAttention`` holding the merged weights. Because stock peft
+would reload such an adapter with the doubled delta, adapters with an MHA target are saved in ximgctx's own
+adapter format (no ``adapter_config.json``, so ``PeftModel.from_pretrained`` refuses them loudly); every other
+adapter is saved in peft's format and reloads in stock peft with identical outputs (see
 :func:`ximgctx.models.export.save_adapter`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMultiheadAttention
 from torch import nn
 
 from ximgctx.config import LORA_PRESETS, LoraSpec
+
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
+
+# peft (and the transformers it imports, ~1 s) loads only when a model has adapters: the peft-specific code is
+# in ximgctx.models._peft, imported by the functions below when they run.
 
 __all__ = ["apply_lora", "lora_state_dict", "load_lora_state_dict", "resolve_lora_targets", "peft_config"]
 
@@ -125,50 +127,11 @@ def resolve_lora_targets(model: nn.Module, settings: LoraSpec) -> list[str]:
     return sorted(names)
 
 
-class ExactLoraMultiheadAttention(PeftLoraMultiheadAttention):
-    """peft's LoRA for ``nn.MultiheadAttention`` without mutating the base weights."""
-
-    def forward(self, query: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        active = [a for a in self.active_adapters if a in self.lora_A]
-        if self.disable_adapters or self.merged or not active:
-            return super().forward(query, *args, **kwargs)
-        previous_dtype = query.dtype
-        base: Any = self.get_base_layer()  # the wrapped nn.MultiheadAttention; out_proj is a peft LoRA Linear
-        out_base = base.out_proj.get_base_layer()
-        w_in = base._parameters["in_proj_weight"]
-        w_out = out_base._parameters["weight"]
-        merged_in = w_in + sum(self.get_delta_weight(a).to(w_in.dtype) for a in active)  # (3E, E)
-        merged_out = w_out + sum(base.out_proj.get_delta_weight(a).to(w_out.dtype) for a in active)  # (E, E)
-        try:
-            # nn.MultiheadAttention reads these attributes inside its forward
-            # (F.multi_head_attention_forward); a plain tensor in their place routes gradients to the
-            # adapters and leaves the Parameters alone.
-            base._parameters["in_proj_weight"] = merged_in
-            out_base._parameters["weight"] = merged_out
-            result = base(query, *args, **kwargs)
-        finally:
-            base._parameters["in_proj_weight"] = w_in
-            out_base._parameters["weight"] = w_out
-        return (result[0].to(previous_dtype), result[1].to(previous_dtype) if result[1] is not None else None)
-
-
 def peft_config(settings: LoraSpec, targets: Iterable[str]) -> PeftLoraConfig:
-    """peft's config for exactly ``targets`` (full module names).
+    """peft's config for exactly ``targets`` (full module names): :func:`ximgctx.models._peft.peft_config`."""
+    from ximgctx.models._peft import peft_config as _peft_config
 
-    A *list* of names would make peft match by suffix: the text tower's ``transformer.resblocks.0.attn`` also
-    matches the image tower's ``visual.transformer.resblocks.0.attn``, so ``towers: [text]`` would adapt both.
-    One anchored regex (peft full-matches a string) selects the named modules and nothing else.
-    """
-    config = PeftLoraConfig(
-        r=settings.r,
-        # peft annotates lora_alpha as int, but scales by lora_alpha / r as a float
-        lora_alpha=settings.alpha,  # type: ignore[arg-type]
-        lora_dropout=settings.dropout,
-        target_modules="^(?:" + "|".join(re.escape(t) for t in sorted(targets)) + ")$",
-        bias="none",
-    )
-    config._register_custom_module({nn.MultiheadAttention: ExactLoraMultiheadAttention})
-    return config
+    return _peft_config(settings, targets)
 
 
 def apply_lora(model: nn.Module, settings: LoraSpec) -> PeftLoraConfig:
@@ -176,6 +139,8 @@ def apply_lora(model: nn.Module, settings: LoraSpec) -> PeftLoraConfig:
 
     Only the adapters are left trainable inside ``model``; every other encoder weight is frozen.
     """
+    from peft import inject_adapter_in_model
+
     config = peft_config(settings, resolve_lora_targets(model, settings))
     inject_adapter_in_model(config, model)
     for name, param in model.named_parameters():
@@ -189,10 +154,14 @@ _PEFT_PREFIX = "base_model.model."
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights keyed as in peft's ``adapter_model.safetensors``."""
+    from peft import get_peft_model_state_dict
+
     return {_PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(model).items()}
 
 
 def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
     state = {k[len(_PEFT_PREFIX) :] if k.startswith(_PEFT_PREFIX) else k: v for k, v in state.items()}
     result = set_peft_model_state_dict(model, state)
     unexpected = getattr(result, "unexpected_keys", [])
