@@ -228,8 +228,10 @@ def test_without_tensorboard_training_goes_on_with_one_warning(
 
 
 @pytest.mark.slow
-def test_a_command_whose_extra_is_missing_prints_one_line_and_exits_2() -> None:
-    code = "from ximgctx.cli import main\nraise SystemExit(main(['serve', '--model', 'x']))"
+def test_a_command_whose_extra_is_missing_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    model = tmp_path / "model"  # a folder, so the command's argument checks pass and the extra is what fails
+    model.mkdir()
+    code = f"from ximgctx.cli import main\nraise SystemExit(main(['serve', '--model', {str(model)!r}]))"
     proc = blocked(["fastapi"], code)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
