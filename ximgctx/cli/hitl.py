@@ -281,8 +281,8 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         "--reference",
         type=existing_path,
         default=None,
-        help="posts like those the memory will be asked about (a sample of the pool), to centre "
-        "similarities on a new memory (default: the --data posts)",
+        help="governed posts like those the memory will be asked about (a sample of the training data or "
+        "of the pool), to centre similarities on a new memory: required when the memory is created",
     )
     add_.add_argument(
         "--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)"
@@ -307,6 +307,7 @@ def _memory(args: argparse.Namespace) -> int:
 
     from ximgctx.data.io import load_posts
     from ximgctx.data.record import LoadReport
+    from ximgctx.errors import ConfigError
     from ximgctx.governance import require_governed
     from ximgctx.inference.memory import LabelMemory, default_memory_dir
 
@@ -329,7 +330,24 @@ def _memory(args: argparse.Namespace) -> int:
             posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
         )
     )
-    reference = load_posts(args.reference, on_error="skip") if args.reference else None
+    if memory.center is None and not args.reference:
+        raise ConfigError(
+            f"ximgctx memory add: {folder} is a new label memory: give --reference FILE (governed posts like "
+            "those it will be asked about, a sample of the training data or of the pool) to centre its "
+            "similarities on"
+        )
+    reference = (
+        list(
+            require_governed(
+                load_posts(args.reference, on_error="skip"),
+                allow_ungoverned=args.allow_ungoverned,
+                source=args.reference,
+                command="memory add --reference",
+            )
+        )
+        if args.reference and memory.center is None
+        else None
+    )
     added = memory.add(predictor, posts, reference=reference)
     memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(
