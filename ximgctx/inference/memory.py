@@ -15,7 +15,7 @@ with no labeled neighbour above ``threshold`` keeps its scores bit for bit.
 One entry cannot steer posts that are not near-exact copies of it. An entry at similarity ``s_j >=
 near_duplicate`` (0.95 by default) is a near-exact copy; when a post has one, only its near-exact copies move
 it (as above). A post with none is moved by the entries between ``threshold`` and ``near_duplicate`` at most
-``max_shift`` (0.1 by default) on any label's score: ``alpha`` is lowered to ``max_shift / max_c |memory_c -
+``max_shift`` (0.05 by default) on any label's score: ``alpha`` is lowered to ``max_shift / max_c |memory_c -
 scores_c|`` where it would move a score further. A ``max``-reduced moderation category therefore moves by at
 most ``max_shift``, so only a post whose score lies within ``max_shift`` of a policy threshold can change its
 decision because of an entry it does not copy. :meth:`LabelMemory.blend_explained` reports, per post, the
@@ -119,7 +119,7 @@ class MemoryConfig:
     threshold: float = 0.9  # cosine similarity below which a labeled example has no effect
     temperature: float = 0.05  # kernel exp((s - 1) / T): influence fades as similarity drops below 1
     near_duplicate: float = 0.95  # cosine from which an entry is a near-exact copy (max_shift not applied)
-    max_shift: float = 0.1  # the most entries below near_duplicate can move any label's score, in [0, 1]
+    max_shift: float = 0.05  # the most entries below near_duplicate can move any label's score, in [0, 1]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
