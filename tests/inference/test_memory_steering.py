@@ -269,3 +269,10 @@ def test_cli_memory_add_needs_a_reference_for_a_new_memory(
     assert hitl_main([*argv, "--allow-ungoverned"], command="memory") == 2
     assert "--reference" in capsys.readouterr().err
     assert not memory.exists()
+    reference = tmp_path / "reference.jsonl"
+    write_posts(world["reference"], reference)
+    argv += ["--reference", str(reference), "--max-shift", "0.02", "--near-duplicate", "0.97"]
+    assert hitl_main([*argv, "--allow-ungoverned"], command="memory") == 0
+    created = LabelMemory.load(memory)
+    assert created.reference_size == len(world["reference"]) and created.ids == [world["target"].id]
+    assert (created.config.max_shift, created.config.near_duplicate) == (0.02, 0.97)

@@ -299,6 +299,19 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
     )
+    add_.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=None,
+        help="cosine similarity from which an entry is a near-exact copy of a post; entries below it move a "
+        "post's scores by at most --max-shift (new memory: 0.95)",
+    )
+    add_.add_argument(
+        "--max-shift",
+        type=float,
+        default=None,
+        help="the most entries below --near-duplicate can move any label's score (new memory: 0.05)",
+    )
     add(add_, "--allow-ungoverned")
 
 
@@ -319,7 +332,9 @@ def _memory(args: argparse.Namespace) -> int:
         else LabelMemory.for_predictor(predictor)
     )
     overrides = {
-        k: getattr(args, k) for k in ("weight", "threshold", "temperature") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("weight", "threshold", "temperature", "near_duplicate", "max_shift")
+        if getattr(args, k) is not None
     }
     if overrides:
         memory.config = replace(memory.config, **overrides)
