@@ -79,10 +79,26 @@ def test_memory_add_refuses_ungoverned_posts_unless_told(
     write_posts(raw, data)
     write_posts(govern(raw, key=KEY).posts, governed)
     memory = tmp_path / "memory"
-    base = ["add", "--model", str(model), "--memory", str(memory), "--device", "cpu"]
+    reference = tmp_path / "reference.jsonl"  # the governed sample a new memory centres on
+    write_posts(govern(_with_authors(make_posts(8, seed=14)), key=KEY).posts, reference)
+    base = [
+        "add",
+        "--model",
+        str(model),
+        "--memory",
+        str(memory),
+        "--device",
+        "cpu",
+        "--reference",
+        str(reference),
+    ]
     assert hitl_main([*base, "--data", str(data)], command="memory") == 2
     assert "has not passed through data governance" in capsys.readouterr().err
     assert not memory.exists()  # nothing stored
+    # an ungoverned reference is refused too
+    assert hitl_main([*base[:-1], str(data), "--data", str(governed)], command="memory") == 2
+    assert "has not passed through data governance" in capsys.readouterr().err
+    assert not memory.exists()
     assert hitl_main([*base, "--data", str(governed)], command="memory") == 0
     assert hitl_main([*base, "--data", str(data), "--allow-ungoverned"], command="memory") == 0
 
@@ -211,7 +227,7 @@ def test_purge_removes_authors_from_an_index_and_a_memory(
     index = SearchIndex.build(predictor, governed)
     index_dir = index.save(tmp_path / "index")
     vectors = {p.id: index.indexes["fused"].reconstruct(i) for i, p in enumerate(governed)}
-    memory = LabelMemory.for_predictor(predictor)
+    memory = LabelMemory.for_predictor(predictor, reference=governed)
     memory.add(predictor, governed)
     memory_dir = memory.save(tmp_path / "memory")
     rc = purge_cli.main(

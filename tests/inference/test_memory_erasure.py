@@ -35,7 +35,7 @@ def _labeled() -> list:
 
 def test_remove_authors_then_no_neighbour_is_theirs(predictor: Predictor, tmp_path: Path) -> None:
     posts = _labeled()
-    memory = LabelMemory.for_predictor(predictor)
+    memory = LabelMemory.for_predictor(predictor, reference=make_posts(32, seed=31, with_labels=False))
     assert memory.add(predictor, posts) == 8
     assert "u_gone" not in json.dumps(memory.authors)  # keyed digests only
     assert memory.remove_authors(["U_GONE"]) == 2
@@ -58,7 +58,7 @@ def test_remove_authors_then_no_neighbour_is_theirs(predictor: Predictor, tmp_pa
 
 
 def test_memory_folder_is_verified_and_never_clobbers(predictor: Predictor, tmp_path: Path) -> None:
-    memory = LabelMemory.for_predictor(predictor)
+    memory = LabelMemory.for_predictor(predictor, reference=make_posts(32, seed=31, with_labels=False))
     memory.add(predictor, _labeled()[:3])
     folder = memory.save(tmp_path / "mem")
     text = (folder / "memory.json").read_text()

@@ -197,10 +197,16 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     import base64
     from pathlib import Path
 
+    from ximgctx.inference import Predictor
+    from ximgctx.inference.memory import LabelMemory
+
     from .._inference_fixtures import make_posts
 
     memory = tmp_path / "model.memory"
-    app = create_app(model_dir(), config=ServeConfig(no_auth=True), memory=memory)
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    reference = make_posts(48, seed=21, folder="serve-reference", with_labels=False)  # the governed sample
+    LabelMemory.for_predictor(predictor, reference=reference).save(memory)  # created empty, centred
+    app = create_app(predictor, config=ServeConfig(no_auth=True), memory=memory)
     warm = make_posts(40, seed=7, folder="serve-feedback", with_labels=False)
 
     def parts(post):
@@ -214,7 +220,7 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     far = next(p for p in warm if p.image and p is not target and p.text != target.text)
     with running(app) as url:
         client = openai.OpenAI(api_key="unused", base_url=f"{url}/v1", max_retries=0)
-        client.moderations.create(input=[p.text for p in warm[:32]])  # posts this server has been asked about
+        client.moderations.create(input=[p.text for p in warm[:32]])  # requests never centre the memory
 
         def violence(post, text_suffix=""):
             body = parts(post)
@@ -256,8 +262,6 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     assert far_after == far_before  # and not for a far post
     assert private.status_code == 422 and private.json()["error"]["code"] == "not_governed"
     assert "non_public" in private.json()["error"]["message"]
-    from ximgctx.inference.memory import LabelMemory
-
     stored = LabelMemory.load(memory)  # persisted atomically, as a verified artifact
     assert stored.ids == [target.id]
     assert stored.posts[0]["meta"]["feedback"]["reviewer"] == "reviewer-7"

@@ -281,8 +281,8 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         "--reference",
         type=existing_path,
         default=None,
-        help="posts like those the memory will be asked about (a sample of the pool), to centre "
-        "similarities on a new memory (default: the --data posts)",
+        help="governed posts like those the memory will be asked about (a sample of the training data or "
+        "of the pool), to centre similarities on a new memory: required when the memory is created",
     )
     add_.add_argument(
         "--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)"
@@ -299,6 +299,19 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
     )
+    add_.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=None,
+        help="cosine similarity from which an entry is a near-exact copy of a post; entries below it move a "
+        "post's scores by at most --max-shift (new memory: 0.95)",
+    )
+    add_.add_argument(
+        "--max-shift",
+        type=float,
+        default=None,
+        help="the most entries below --near-duplicate can move any label's score (new memory: 0.05)",
+    )
     add(add_, "--allow-ungoverned")
 
 
@@ -307,6 +320,7 @@ def _memory(args: argparse.Namespace) -> int:
 
     from ximgctx.data.io import load_posts
     from ximgctx.data.record import LoadReport
+    from ximgctx.errors import ConfigError
     from ximgctx.governance import require_governed
     from ximgctx.inference.memory import LabelMemory, default_memory_dir
 
@@ -318,7 +332,9 @@ def _memory(args: argparse.Namespace) -> int:
         else LabelMemory.for_predictor(predictor)
     )
     overrides = {
-        k: getattr(args, k) for k in ("weight", "threshold", "temperature") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("weight", "threshold", "temperature", "near_duplicate", "max_shift")
+        if getattr(args, k) is not None
     }
     if overrides:
         memory.config = replace(memory.config, **overrides)
@@ -329,7 +345,24 @@ def _memory(args: argparse.Namespace) -> int:
             posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
         )
     )
-    reference = load_posts(args.reference, on_error="skip") if args.reference else None
+    if memory.center is None and not args.reference:
+        raise ConfigError(
+            f"ximgctx memory add: {folder} is a new label memory: give --reference FILE (governed posts like "
+            "those it will be asked about, a sample of the training data or of the pool) to centre its "
+            "similarities on"
+        )
+    reference = (
+        list(
+            require_governed(
+                load_posts(args.reference, on_error="skip"),
+                allow_ungoverned=args.allow_ungoverned,
+                source=args.reference,
+                command="memory add --reference",
+            )
+        )
+        if args.reference and memory.center is None
+        else None
+    )
     added = memory.add(predictor, posts, reference=reference)
     memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(

@@ -20,7 +20,6 @@ server path; a post whose image cannot be decoded gets a result naming the probl
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -96,18 +95,14 @@ class Service:
             "on_batch": self.metrics.observe_batch,
             "on_depth": self.metrics.set_depth,
         }
-        # recent request posts (kept in memory only): the reference a new label memory centres on
-        self._recent: collections.deque[Post] = collections.deque(maxlen=256)
         self.moderations = Batcher("moderations", self._moderate, self.executor, **common)
         self.predictions = Batcher("predict", self._predict, self.executor, **common)
         self.ready = False
 
     def _moderate(self, posts: list[Post]) -> list[Any]:
-        self._recent.extend(posts)
         return self.moderator.moderate(posts)
 
     def _predict(self, posts: list[Post]) -> list[Any]:
-        self._recent.extend(posts)
         return self.predictor.predict(posts)
 
     # ------------------------------------------------------------------------------------ life cycle
@@ -200,7 +195,6 @@ class Service:
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
         from ximgctx.governance import govern
-        from ximgctx.inference.memory import LabelMemory
 
         governed = govern([post], self.governance)
         if not governed.posts:
@@ -219,13 +213,16 @@ class Service:
             **({"note": note} if note else {}),
         }
         memory = self.predictor.memory
-        reference = None
-        if (
-            memory is None
-        ):  # a new memory centres its similarities on the posts this server has been asked about
-            memory = LabelMemory.for_predictor(self.predictor)
-            reference = list(self._recent) + [kept]
-        added = memory.add(self.predictor, [kept], reference=reference)
+        if memory is None or memory.center is None:  # never centred on requests: their senders could steer it
+            raise ServiceError(
+                409,
+                "this server's label memory has no reference statistics yet; create it from governed "
+                "reference posts (ximgctx memory add --model DIR --data FILE --reference FILE --memory DIR) "
+                "and restart",
+                "invalid_request_error",
+                "no_memory_reference",
+            )
+        added = memory.add(self.predictor, [kept])
         if added == 0:
             raise InputError("labels: none of the labels names a task of the model")
         memory.save(self.memory_dir)
@@ -292,8 +289,9 @@ def create_app(
         config: limits, batching and keys (:class:`ServeConfig`); ``check_auth`` is enforced.
         policy: a moderation policy or its YAML path (the shipped default when None).
         index: a search index folder or :class:`~ximgctx.SearchIndex`, for ``/v1/search``.
-        memory: the label memory folder ``/v1/feedback`` adds to (created on the first label); an existing one
-            is loaded and blended into every prediction.
+        memory: the label memory folder ``/v1/feedback`` adds to, loaded and blended into every prediction;
+            feedback needs it created first from governed reference posts (``ximgctx memory add
+            --reference``), never centred on requests.
         governance: the governance policy feedback must pass (the default policy when None).
         expected_sha256: pin the model folder's artifact digest.
         queue: a :class:`~ximgctx.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
