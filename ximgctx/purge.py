@@ -27,7 +27,7 @@ from typing import Any
 
 from ximgctx.data.io import load_posts, write_posts
 from ximgctx.data.record import Post
-from ximgctx.governance.identity import identities, post_authors
+from ximgctx.governance.identity import erasure, identities, post_authors
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,11 @@ def purge_posts(posts: Iterable[Post], authors: set[str], counts: dict[str, int]
     """``posts`` without those by (or quoting) ``authors`` and without their replies; fills ``counts``."""
     for post in posts:
         counts["posts"] = counts.get("posts", 0) + 1
-        if post_authors(post.meta) & authors:
+        rule = erasure(post_authors(post.meta), [identities(r.author) for r in post.replies], authors)
+        if rule.drop_post:
             counts["removed_posts"] = counts.get("removed_posts", 0) + 1
             continue
-        kept = [r for r in post.replies if not identities(r.author) & authors]
+        kept = [r for i, r in enumerate(post.replies) if i not in rule.drop_replies]
         counts["removed_replies"] = counts.get("removed_replies", 0) + len(post.replies) - len(kept)
         if len(kept) != len(post.replies):
             post = Post(

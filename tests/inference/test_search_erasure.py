@@ -139,4 +139,4 @@ def test_index_folder_is_verified(tmp_path: Path, predictor: Predictor) -> None:
     assert SearchIndex.load(path, expected_sha256=hashlib.sha256(pin).hexdigest()).records
     with pytest.raises(SearchIndexError, match="does not match the expected"):
         SearchIndex.load(path, expected_sha256="0" * 64)
-    assert len(meta["author_key"]) == 64
+    assert "author_key" not in meta and len(meta["author_key_id"]) == 16
