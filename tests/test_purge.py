@@ -109,7 +109,8 @@ def test_purge_rewrites_a_manifest_without_the_authors(
     assert all(r.author not in GONE for p in kept for r in p.replies) and all(is_governed(p) for p in kept)
     line = json.loads(capsys.readouterr().out)
     assert line == {"command": "purge", "opted_out_authors": 2, "target": "data", "path": str(data),
-                    "posts": len(governed), "removed_posts": len(by_gone), "removed_replies": replies_gone}  # fmt: skip  # noqa: E501
+                    "posts": len(governed), "removed_posts": len(by_gone), "removed_replies": replies_gone,
+                    "purge": line["purge"], "state": "completed", "attempt": 1}  # fmt: skip
     assert json.loads(report.read_text()) == line and "u_gone" not in report.read_text()
     assert purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(data)]) == 0  # idempotent
     assert json.loads(capsys.readouterr().out)["removed_posts"] == 0

@@ -560,9 +560,10 @@ class QueueStore:
             ids = []
             for item in s.scalars(select(Item)):
                 post = json.loads(item.post)
-                own = {item.author} | {self.author_digest(a) for a in post_authors(post.get("meta"))}
+                named = [item.author, *(self.author_digest(a) for a in post_authors(post.get("meta")))]
+                own = {d for d in named if d}
                 reply_authors = json.loads(item.reply_authors or "[]")
-                rule = erasure(own - {None}, [[d] if d else [] for d in reply_authors], digests)
+                rule = erasure(own, [[d] if d else [] for d in reply_authors], digests)
                 if rule.drop_post:
                     ids.append(item.id)
                 elif rule.drop_replies:
