@@ -24,6 +24,7 @@ from ximgctx.governance.authors import (
 )
 from ximgctx.governance.check import is_governed
 from ximgctx.inference import Predictor, SearchIndex
+from ximgctx.inference._authors import AuthorKey
 
 from ._inference_fixtures import make_posts, model_dir, tiny_model
 
@@ -232,3 +233,110 @@ def test_purge_removes_authors_from_an_index_and_a_memory(
             index.search_post(pid)
     memory = LabelMemory.load(memory_dir)
     assert len(memory) == len(governed) - len(gone_ids) and not set(memory.ids) & gone_ids
+
+
+# --- purge: one audited, resumable operation (the journal) ----------------------------------------------
+
+
+def _index_and_memory(tmp_path: Path) -> tuple[list[Post], Path, Path, set[str]]:
+    from ximgctx.inference.memory import LabelMemory
+
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    governed = govern(_with_authors(make_posts(12, seed=11)), key=KEY).posts
+    gone = {p.id for p in governed if p.meta["author"] in GONE or any(r.author in GONE for r in p.replies)}
+    index_dir = SearchIndex.build(predictor, governed, author_key=KEY).save(tmp_path / "index")
+    memory = LabelMemory.for_predictor(predictor)
+    memory.author_key = AuthorKey.operator(KEY)
+    memory.add(predictor, governed)
+    return governed, index_dir, memory.save(tmp_path / "memory"), gone
+
+
+def test_a_purge_killed_midway_is_resumed_and_completes_the_same_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ximgctx.inference.memory import LabelMemory
+
+    governed, index_dir, memory_dir, gone = _index_and_memory(tmp_path)
+    journal = tmp_path / "journal.json"
+    argv = ["--opt-out", str(_opt_out(tmp_path)), "--index", str(index_dir), "--memory", str(memory_dir)]
+    key_file = tmp_path / "governance.key"
+    key_file.write_bytes(KEY)
+    argv += ["--journal", str(journal), "--key-file", str(key_file)]
+
+    def killed(self: object, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the process dies while the memory is being written
+
+    with monkeypatch.context() as m:
+        m.setattr(LabelMemory, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            purge_cli.main(argv)
+    capsys.readouterr()
+    (record,) = json.loads(journal.read_text())["purges"]
+    assert record["state"] == "started" and record["completed"] is None  # written first, not completed
+    states = {t["target"]: t["state"] for t in record["targets"]}
+    assert states == {"index": "done", "memory": "running"}
+    assert "u_gone" not in journal.read_text() and "u_left" not in journal.read_text()
+    assert len(SearchIndex.load(index_dir)) == len(governed) - len(gone)  # the index was already purged
+    assert len(LabelMemory.load(memory_dir)) == len(governed)  # the memory not yet
+    assert purge_cli.main(argv) == 0
+    captured = capsys.readouterr()
+    lines = {x["target"]: x for x in map(json.loads, captured.out.splitlines())}
+    assert "resumed and completed purge " + record["id"] in captured.err
+    # the index reports what the first attempt removed, not "removed 0"
+    assert lines["index"]["removed"] == len(gone) and lines["index"]["attempt"] == 1
+    assert lines["memory"]["removed"] == len(gone) and lines["memory"]["attempt"] == 2
+    assert lines["memory"]["interrupted_attempt_before"] is True
+    assert {x["purge"] for x in lines.values()} == {record["id"]} and lines["index"]["state"] == "completed"
+    (done,) = json.loads(journal.read_text())["purges"]  # one audit record, not two
+    assert done["id"] == record["id"] and done["state"] == "completed" and done["attempts"] == 2
+    assert done["counts"] == {"index.removed": len(gone), "memory.removed": len(gone)}
+    assert len(LabelMemory.load(memory_dir)) == len(governed) - len(gone)
+
+
+def test_a_failed_model_check_erases_nothing_and_a_failed_purge_is_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ximgctx.inference.memory import LabelMemory
+
+    governed, index_dir, memory_dir, gone = _index_and_memory(tmp_path)
+    folder = _model_with_authors(tmp_path, author_digests_of(governed, KEY), KEY)
+    right, wrong = tmp_path / "governance.key", tmp_path / "wrong.key"
+    right.write_bytes(KEY)
+    wrong.write_bytes(b"w" * 32)
+    report = tmp_path / "purge.jsonl"
+    argv = ["--opt-out", str(_opt_out(tmp_path)), "--index", str(index_dir), "--memory", str(memory_dir)]
+    argv += ["--model", str(folder), "--report", str(report)]
+    memory_json = (memory_dir / "memory.json").read_bytes()
+    (memory_dir / "memory.json").write_bytes(memory_json.replace(b'"weight": 0.8', b'"weight": 0.9'))
+    assert purge_cli.main([*argv, "--key-file", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "not the key given" in err and "recorded as started" in err
+    # models are checked first: nothing was erased, and the failure is on record (report and journal)
+    assert len(SearchIndex.load(index_dir)) == len(governed)
+    (failed,) = [json.loads(x) for x in report.read_text().splitlines()]
+    assert (
+        failed["target"] == "model"
+        and failed["state"] == "started"
+        and "not the key given" in failed["error"]
+    )
+    journal = Path(str(report) + ".journal.json")
+    (record,) = json.loads(journal.read_text())["purges"]
+    assert record["state"] == "started" and record["targets"][0]["state"] == "failed"
+    # the memory fails next (altered on disk): the index is purged, the record stays started
+    assert purge_cli.main([*argv, "--key-file", str(right)]) == 2
+    assert "recorded as started" in capsys.readouterr().err
+    records = json.loads(journal.read_text())["purges"]
+    assert [r["state"] for r in records] == ["abandoned", "started"]  # the wrong key's try erased nothing
+    assert len(SearchIndex.load(index_dir)) == len(governed) - len(gone)
+    (memory_dir / "memory.json").write_bytes(memory_json)  # the operator restores the memory
+    assert purge_cli.main([*argv, "--key-file", str(right)]) == 0  # the same command: resumed, completed
+    lines = [json.loads(x) for x in report.read_text().splitlines()]
+    assert [x["target"] for x in lines] == ["model", "model", "index", "memory", "model", "index", "memory"]
+    assert lines[1]["retrain"] is True and lines[1]["trained_on_opted_out_authors"] == 2
+    # the rerun reports what the first attempt removed from the index, not "removed 0"
+    assert lines[5]["removed"] == lines[6]["removed"] == len(gone) and lines[5]["attempt"] == 1
+    assert lines[6]["attempt"] == 2 and lines[6]["state"] == "completed"
+    abandoned, done = json.loads(journal.read_text())["purges"]
+    assert done["id"] == lines[6]["purge"] != abandoned["id"] and done["state"] == "completed"
+    assert done["counts"]["model.trained_on_opted_out_authors"] == 2 and done["attempts"] == 2
+    assert len(LabelMemory.load(memory_dir)) == len(governed) - len(gone)

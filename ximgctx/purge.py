@@ -213,7 +213,8 @@ class Target:
 
 def opt_out_digest(authors: set[str], key: bytes | None) -> str:
     """Which opt-out list a purge is of, without naming anyone: an HMAC (the operator's governance key) of
-    the sorted normalised ids; with no key held, a SHA-256 of them (``sha256:`` prefixed)."""
+    the sorted normalised ids. With no key held, a SHA-256 of them (``sha256:`` prefixed), which lets whoever
+    reads the journal confirm a guessed whole list: give the governance key to every purge to avoid it."""
     text = "\n".join(sorted(authors)).encode("utf-8")
     if key is not None:
         return "hmac-sha256:" + hmac.new(key, text, hashlib.sha256).hexdigest()
@@ -224,10 +225,10 @@ class PurgeJournal:
     """The audit records of purges, one JSON file written atomically after every change.
 
     Each record: ``id``, ``state`` (``started`` | ``completed`` | ``abandoned``: it erased nothing and a purge
-    of the same list with other targets took its place), ``opt_out`` (:func:`opt_out_digest`),
-    ``opted_out_authors`` (a count), ``started`` / ``completed`` times, ``attempts``, ``targets`` (each: kind,
-    path, ``state`` pending | running | done | failed, ``result`` counts, ``error``, ``attempt``) and, once
-    completed, ``counts`` (totals). No author id is ever written.
+    of the same list took its place), ``opt_out`` (:func:`opt_out_digest`), ``key_id`` (the governance key's
+    public id, or None), ``opted_out_authors`` (a count), ``started`` / ``completed`` times, ``attempts``,
+    ``targets`` (each: kind, path, ``state`` pending | running | done | failed, ``result`` counts, ``error``,
+    ``attempt``) and, once completed, ``counts`` (totals). No author id is ever written.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -304,6 +305,17 @@ def _target_keys(record: dict[str, Any]) -> list[list[str]]:
     return [[t["target"], t["path"]] for t in record["targets"]]
 
 
+def _erased_any(record: dict[str, Any]) -> bool:
+    """Whether a record's purge may have erased something (a target done, or running when it was killed)."""
+    return any(t["state"] in ("done", "running") and t["target"] != "model" for t in record["targets"])
+
+
+def _key_id(key: bytes | None) -> str | None:
+    from ximgctx.governance.keys import key_id
+
+    return key_id(key) if key is not None else None
+
+
 def _sorted_keys(keys: list[list[str]]) -> list[list[str]]:
     """Targets in the order a purge runs them: models first (read only), then by kind and path."""
     return sorted(keys, key=lambda k: (TARGETS.index(k[0]), k[1]))
@@ -331,7 +343,7 @@ def run_purge(
     wanted = _sorted_keys([list(k) for k in dict.fromkeys(tuple(t.key()) for t in targets)])
     record = log.unfinished(digest)
     if record is not None and _sorted_keys(_target_keys(record)) != wanted:
-        if any(t["state"] in ("done", "running") and t["target"] != "model" for t in record["targets"]):
+        if _erased_any(record):
             have = ", ".join(f"--{k} {p}" for k, p in _target_keys(record))
             raise ConfigError(
                 f"{log.path}: purge {record['id']} of this opt-out list (started {record['started']}) erased "
@@ -340,6 +352,16 @@ def run_purge(
             )
         record["state"] = "abandoned"  # it erased nothing: a purge with other targets takes its place
         record = None
+    if record is None:  # a start under another key that erased nothing is this purge's failed first try
+        for other in log.records:
+            if (
+                other["state"] == "started"
+                and other.get("key_id") != _key_id(key)
+                and other.get("opted_out_authors") == len(authors)
+                and _sorted_keys(_target_keys(other)) == wanted
+                and not _erased_any(other)
+            ):
+                other["state"] = "abandoned"
     resumed = record is not None
     if record is not None:
         record["attempts"] = int(record.get("attempts", 1)) + 1
@@ -348,6 +370,7 @@ def run_purge(
             "id": secrets.token_hex(8),
             "state": "started",
             "opt_out": digest,
+            "key_id": _key_id(key),
             "opted_out_authors": len(authors),
             "started": _now(),
             "completed": None,
