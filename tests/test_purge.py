@@ -340,3 +340,52 @@ def test_a_failed_model_check_erases_nothing_and_a_failed_purge_is_resumed(
     assert done["id"] == lines[6]["purge"] != abandoned["id"] and done["state"] == "completed"
     assert done["counts"]["model.trained_on_opted_out_authors"] == 2 and done["attempts"] == 2
     assert len(LabelMemory.load(memory_dir)) == len(governed) - len(gone)
+
+
+# --- purge --data on a shard folder ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shard_format", ["parquet", "webdataset"])
+def test_purge_data_writes_a_new_verified_shard_artifact_without_the_authors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shard_format: str
+) -> None:
+    import os
+
+    from ximgctx.cli import main as cli_main
+    from ximgctx.data.shards import list_shards
+
+    governed = govern(_with_authors(make_posts(12, seed=13)), key=KEY).posts
+    data = tmp_path / "governed.jsonl"
+    write_posts(governed, data)
+    shards = tmp_path / "shards"
+    argv = ["shard", "--data", str(data), "--out", str(shards), "--posts-per-shard", "5"]
+    assert cli_main([*argv, "--shard-format", shard_format]) == 0
+    capsys.readouterr()
+    before = list_shards(shards)
+    assert len(before) == 3 and sum(s.count for s in before) == 12
+    assert any(b"u_gone" in s.path.read_bytes() for s in before)  # the test can fail
+    old = tmp_path / "old-first-shard"
+    os.link(before[0].path, old)  # the very file the folder held: an in-place edit would change it
+    gone_posts = {p.id for p in governed if p.meta["author"] in GONE}
+    gone_images = {Path(p.image).read_bytes() for p in governed if p.id in gone_posts and p.image}
+    assert gone_images
+    assert purge_cli.main(["--opt-out", str(_opt_out(tmp_path)), "--data", str(shards)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["target"] == "data" and line["removed_posts"] == len(gone_posts) > 0
+    assert line["removed_replies"] > 0
+    # a new artifact, verified, without the authors: their posts, replies and images are in no file
+    verify_artifact(shards, "shards")
+    after = list_shards(shards)
+    assert sum(s.count for s in after) == 12 - len(gone_posts) and after[0].format == shard_format
+    index = json.loads((shards / "shards.json").read_text())
+    assert index["governed"] is True and index["shard_format"] == shard_format
+    kept = load_posts(shards)
+    assert sorted(p.id for p in kept) == sorted(p.id for p in governed if p.id not in gone_posts)
+    assert all(is_governed(p) for p in kept) and all(r.author not in GONE for p in kept for r in p.replies)
+    for f in shards.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes()
+            assert b"u_gone" not in blob and b"u_left" not in blob, f
+            assert not any(img in blob for img in gone_images), f
+    assert hashlib.sha256(old.read_bytes()).hexdigest() == before[0].sha256  # never edited in place
+    assert not list(tmp_path.glob(".shards*"))  # no leftover temporary or old folder beside it
