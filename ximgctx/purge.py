@@ -135,13 +135,15 @@ def purge_shards(path: str | Path, authors: set[str]) -> dict[str, int]:
 
 
 def _verified_files(folder: Path) -> set[str]:
-    """The files of a model folder, after every one is checked against its manifest (the artifact
-    module's, or the model saver's own ``ximgctx-model`` manifest of folders saved before it)."""
-    from ximgctx._artifacts import verify_artifact
+    """The files of a model folder (or of a ``pretrain`` encoder export), after every one is checked against
+    its manifest (the artifact module's, or the model saver's own ``ximgctx-model`` manifest of folders saved
+    before it)."""
+    from ximgctx._artifacts import artifact_kind, verify_artifact
     from ximgctx.errors import ArtifactError
 
+    kind = "pretrained-encoder" if artifact_kind(folder) == "pretrained-encoder" else "model"  # pretrain's
     try:
-        return set(verify_artifact(folder, "model").files)
+        return set(verify_artifact(folder, kind).files)
     except ArtifactError:
         from ximgctx.models._serialization import FORMAT, ModelFolderError, verify_folder
 
