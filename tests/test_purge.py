@@ -389,3 +389,42 @@ def test_purge_data_writes_a_new_verified_shard_artifact_without_the_authors(
             assert not any(img in blob for img in gone_images), f
     assert hashlib.sha256(old.read_bytes()).hexdigest() == before[0].sha256  # never edited in place
     assert not list(tmp_path.glob(".shards*"))  # no leftover temporary or old folder beside it
+
+
+def test_index_and_memory_add_key_their_digests_with_the_key_file_purge_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    governed = govern(_with_authors(make_posts(8, seed=17)), key=KEY).posts
+    data = tmp_path / "governed.jsonl"
+    write_posts(governed, data)
+    gone = {p.id for p in governed if p.meta["author"] in GONE or any(r.author in GONE for r in p.replies)}
+    key_file = tmp_path / "governance.key"
+    key_file.write_bytes(KEY)
+    common = [
+        "--model",
+        str(model_dir()),
+        "--device",
+        "cpu",
+        "--data",
+        str(data),
+        "--key-file",
+        str(key_file),
+    ]
+    assert inference_main([*common, "--no-progress", "--out", str(tmp_path / "idx")], command="index") == 0
+    assert hitl_main(["add", *common, "--memory", str(tmp_path / "mem")], command="memory") == 0
+    capsys.readouterr()
+    argv = [
+        "--opt-out",
+        str(_opt_out(tmp_path)),
+        "--index",
+        str(tmp_path / "idx"),
+        "--memory",
+        str(tmp_path / "mem"),
+    ]
+    assert (
+        purge_cli.main(argv) == 2
+    )  # without the key the digests cannot be recomputed: refused, nothing erased
+    assert "give that key" in capsys.readouterr().err
+    assert purge_cli.main([*argv, "--key-file", str(key_file)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["removed"] for x in lines] == [len(gone), len(gone)] and gone
