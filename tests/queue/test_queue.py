@@ -152,6 +152,26 @@ def test_purge_finds_the_author_under_any_key_governance_reads(store):
     assert store.purge_authors(["gone"])["items"] == 2
 
 
+def test_purge_removes_a_queued_post_quoting_the_author_as_the_index_does(store):
+    """One erasure rule: a post quoting an opted-out author goes from the queue, as it goes from the search
+    index and the label memory (governance.identity.erasure); a reply by them leaves only the reply."""
+    from ximgctx.governance.identity import erasure
+
+    posts = public_posts(3)
+    posts[0].meta = {
+        "visibility": "public",
+        "author": "u1",
+        "quoted_status": {"user": {"screen_name": "Gone"}},
+    }
+    posts[1].meta = {"visibility": "public", "author": "u2", "retweeted_status": {"author": "@gone"}}
+    store.enqueue(posts)
+    assert store.purge_authors(["gone"])["items"] == 2
+    assert erasure({"u1", "gone"}, [[]], {"gone"}).drop_post  # the rule the index applies to these posts
+    assert erasure({"u1"}, None, {"gone"}) == (False, ())
+    assert erasure({"u1"}, [["x"], ["gone"]], {"gone"}) == (False, (1,))
+    assert erasure({"u1", "gone"}, None, {"gone"}).drop_post  # replies inseparable: digests of all authors
+
+
 def test_ximgctx_purge_erases_the_authors_from_a_queue_database(store, tmp_path, capsys):
     from ximgctx.cli import main
 

@@ -313,6 +313,7 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         help="the most entries below --near-duplicate can move any label's score (new memory: 0.05)",
     )
     add(add_, "--allow-ungoverned")
+    add(add_, "--key-file")
 
 
 def _memory(args: argparse.Namespace) -> int:
@@ -322,15 +323,18 @@ def _memory(args: argparse.Namespace) -> int:
     from ximgctx.data.record import LoadReport
     from ximgctx.errors import ConfigError
     from ximgctx.governance import require_governed
+    from ximgctx.governance.keys import load_key
+    from ximgctx.inference._authors import AuthorKey
     from ximgctx.inference.memory import LabelMemory, default_memory_dir
 
     predictor = _predictor(args)
     folder = Path(args.memory) if args.memory else default_memory_dir(args.model)
-    memory = (
-        LabelMemory.load(folder)
-        if (folder / "memory.json").is_file()
-        else LabelMemory.for_predictor(predictor)
-    )
+    key, held = load_key(args.key_file)  # keys the entries' author digests; only its id is saved
+    if (folder / "memory.json").is_file():
+        memory = LabelMemory.load(folder, author_key=key if held else None)
+    else:
+        memory = LabelMemory.for_predictor(predictor)
+        memory.author_key = AuthorKey.operator(key if held else None)
     overrides = {
         k: getattr(args, k)
         for k in ("weight", "threshold", "temperature", "near_duplicate", "max_shift")

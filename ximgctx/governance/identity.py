@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import unicodedata
-from typing import Any
+from collections.abc import Iterable, Sequence, Set
+from typing import Any, NamedTuple
 
 from ximgctx.data.record import ACCOUNT_ID_KEYS, AUTHOR_KEYS
 
@@ -20,6 +21,7 @@ __all__ = [
     "MENTION_KEYS",
     "author_digest",
     "author_of",
+    "erasure",
     "identities",
     "normalize_author",
     "post_authors",
@@ -111,3 +113,29 @@ def author_of(meta: Any) -> str | None:
         if norm:
             return norm
     return None
+
+
+class Erasure(NamedTuple):
+    """What an opt-out takes out of one post: the whole post, or some of its replies (by position)."""
+
+    drop_post: bool
+    drop_replies: tuple[int, ...]
+
+
+def erasure(
+    post_authors: Iterable[str], reply_authors: Sequence[Iterable[str]] | None, opted_out: Set[str]
+) -> Erasure:
+    """The one erasure rule, shared by every place that holds posts (manifests, shard folders, the search
+    index, the label memory, the labeling queue), whether it compares normalised ids or keyed digests.
+
+    A post goes when one of ``post_authors`` (its own author and the authors of posts it quotes or reposts:
+    :func:`post_authors`) opted out: a quote carries its author's words. A reply by an opted-out author is
+    taken out of the post, which stays. When the replies cannot be taken out alone (``reply_authors`` None:
+    an embedding or a digest set computed over the post with its replies), a reply by an opted-out author
+    takes the whole post with it, since what is kept would still be derived from their words.
+    """
+    if reply_authors is None:
+        return Erasure(not opted_out.isdisjoint(post_authors), ())
+    if not opted_out.isdisjoint(post_authors):
+        return Erasure(True, ())
+    return Erasure(False, tuple(i for i, who in enumerate(reply_authors) if not opted_out.isdisjoint(who)))

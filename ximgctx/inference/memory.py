@@ -43,14 +43,15 @@ no pickle)::
 
     manifest.json           SHA-256 and size of every other file (checked before anything is read)
     memory.json             config, tasks, the model it was built with, ids, labels and keyed author digests
-                            of the entries, and the memory's own random author key
+                            of the entries, and the public id of the governance key of those digests
     embeddings.safetensors  (N, H) float32 fused embeddings as the model gave them, and the (H,) centre
     posts.jsonl             the labeled posts, so :meth:`LabelMemory.refresh` can re-embed them after
     retraining
 
-Each entry keeps the keyed digests (:func:`ximgctx.governance.identity.author_digest`, under the memory's
-key) of its post's author and its replies' authors, so :meth:`LabelMemory.remove_authors` can erase an
-author who opted out without the memory holding author ids.
+Each entry keeps the keyed digests (:func:`ximgctx.governance.identity.author_digest`, under the operator's
+governance key: ``$XIMGCTX_GOVERNANCE_KEY`` or the ``author_key`` given; the folder holds only its id) of its
+post's author and its replies' authors, so :meth:`LabelMemory.remove_authors` can erase an author who opted
+out without the memory holding author ids, or a key that would let anyone test who is in it.
 
 Its default place is beside the model folder (``<model>.memory``), not inside it: a saved model refuses to
 load with unlisted weight files in its folder. The embeddings belong to the model that computed them;
@@ -77,7 +78,8 @@ from ximgctx.data.io import load_posts
 from ximgctx.data.processor import LabelError, encode_label
 from ximgctx.data.record import LabelValue, Post, post_from_dict
 from ximgctx.errors import ArtifactError, ConfigError, InputError
-from ximgctx.inference._authors import digests_of, new_author_key, parse_author_key, post_author_digests
+from ximgctx.governance.identity import erasure
+from ximgctx.inference._authors import AuthorKey, digests_of, post_author_digests
 
 if TYPE_CHECKING:
     from ximgctx.inference.predictor import Predictor
@@ -94,7 +96,7 @@ class LabelMemoryError(ArtifactError):
 
 
 FORMAT = "ximgctx-label-memory"
-FORMAT_VERSION = 2  # 2: an artifact (manifest.json) with keyed author digests per entry
+FORMAT_VERSION = 3  # 2: keyed author digests per entry; 3: their key is the operator's, only its id saved
 _MIN_REFERENCE = 32  # fewer reference posts than this give a noisy centre (a warning says so)
 _NO_REFERENCE = (
     "this label memory has no reference statistics yet: give governed reference posts when it is created "
@@ -166,7 +168,7 @@ class LabelMemory:
         self.labels: list[dict[str, LabelValue]] = []
         self.posts: list[dict[str, Any] | None] = []  # the post records, for refresh()
         self.authors: list[list[str]] = []  # per entry: keyed digests of the post's and its replies' authors
-        self.author_key = new_author_key()  # this memory's key for those digests (saved with it)
+        self.author_key = AuthorKey.operator()  # the operator's key of those digests (only its id is saved)
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)  # (N, H) raw fused embeddings
         self.center: np.ndarray | None = None  # (H,) subtracted before normalising; None: not set yet
         self.reference_size: int | None = None  # how many reference posts the centre is the mean of
@@ -262,7 +264,7 @@ class LabelMemory:
 
     def author_digests(self, post: Post) -> list[str]:
         """The keyed digests (under this memory's key) of a post's author and its replies' authors."""
-        return post_author_digests(post, self.author_key)
+        return post_author_digests(post, self.author_key.require("this label memory"))
 
     def set_center(self, embeddings: np.ndarray) -> None:
         """Centre similarities on the mean of these fused embeddings (N, H) of reference posts."""
@@ -345,10 +347,27 @@ class LabelMemory:
         """Forget every entry whose post or one of whose replies is by one of ``authors`` (an erasure after
         an opt-out). Authors are compared by the governance identity rule (``normalize_author``), through
         this memory's keyed digests. Returns how many entries were removed (the caller saves)."""
-        drop = set(digests_of(authors, self.author_key))
+        drop = set(digests_of(authors, self.author_key.require("this label memory")))
         if not drop:
             return 0
-        return self._keep([i for i, who in enumerate(self.authors) if drop.isdisjoint(who)])
+        keep = [i for i, who in enumerate(self.authors) if not erasure(who, None, drop).drop_post]
+        if len(keep) == len(self.ids):
+            return 0
+        self._recentre_after_erasure(keep)
+        return self._keep(keep)
+
+    def _recentre_after_erasure(self, keep: list[int]) -> None:
+        """Leave no trace of erased entries in the centre: a centre that is the mean of the entries (a memory
+        centred on its own labeled posts) becomes the mean of the entries kept, exactly what a memory that
+        never had the erased ones would hold. A centre from reference posts is the reference's and is kept
+        (a reference from governed data is the same whether or not the author's entries were added)."""
+        if self.center is None or not len(self.embeddings):
+            return
+        own = self.embeddings.mean(0)  # (H,)
+        if not np.allclose(self.center, own, rtol=1e-5, atol=1e-6):
+            logger.info("label memory: the centre comes from reference posts, not the entries; kept")
+            return
+        self.center = self.embeddings[keep].mean(0) if keep else None
 
     def refresh(
         self, predictor: Predictor, batch_size: int | None = None, *, reference: Iterable[Post] | None = None
@@ -506,7 +525,7 @@ class LabelMemory:
             "dim": self.dim,
             "model_digest": self.model_digest,
             "reference_size": self.reference_size,
-            "author_key": self.author_key.hex(),
+            **self.author_key.to_json(),
             "tasks": [asdict(t) for t in self.tasks.values()],
             "entries": [
                 {"id": pid, "labels": lab, "authors": list(who)}
@@ -534,8 +553,13 @@ class LabelMemory:
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, *, expected_sha256: str | None = None) -> LabelMemory:
-        """Read a folder written by :meth:`save`, after verifying every file against its manifest."""
+    def load(
+        cls, folder: str | Path, *, expected_sha256: str | None = None, author_key: bytes | None = None
+    ) -> LabelMemory:
+        """Read a folder written by :meth:`save`, after verifying every file against its manifest.
+
+        ``author_key`` (default ``$XIMGCTX_GOVERNANCE_KEY``) is needed to add posts or erase authors; the
+        folder names the key's id only, and a memory loaded without that key can still be read."""
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -557,15 +581,17 @@ class LabelMemory:
             entries = meta["entries"]
             size = meta.get("reference_size")
             memory.reference_size = None if size is None else int(size)
-            memory.author_key = parse_author_key(meta.get("author_key"), str(path))
+            memory.author_key = AuthorKey.for_saved(meta, author_key, str(path))
             memory.ids = [str(e["id"]) for e in entries]
             memory.labels = [dict(e["labels"]) for e in entries]
             memory.authors = [[str(d) for d in e.get("authors", [])] for e in entries]
         except (ValueError, KeyError, TypeError) as e:
+            if isinstance(e, ArtifactError):
+                raise LabelMemoryError(str(e)) from None
             raise LabelMemoryError(
                 f"{path}: not a valid version-{FORMAT_VERSION} {FORMAT} file ({e})"
             ) from None
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("format_version") not in (2, FORMAT_VERSION):
             raise LabelMemoryError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} file")
         tensors = load_file(str(folder / "embeddings.safetensors"))
         emb = tensors["embeddings"]

@@ -545,29 +545,37 @@ class QueueStore:
 
     # -------------------------------------------------------------------------------------- erasure
     def purge_authors(self, authors: Iterable[Any]) -> dict[str, int]:
-        """Erase what an opt-out covers: queued items of these authors' posts with their assignments and
-        votes, and their replies under other posts. Authors are matched by the governance identity rule
-        (through keyed digests). Returns counts only: ``{"items", "votes", "replies"}``."""
+        """Erase what an opt-out covers, by the one erasure rule (:func:`ximgctx.governance.identity.erasure`,
+        as the search index, the label memory and manifests apply it): queued items of posts these authors
+        wrote, quoted or reposted, with their assignments and votes, and their replies under other posts.
+        Authors are matched by the governance identity rule (through keyed digests). Returns counts only:
+        ``{"items", "votes", "replies"}``."""
+        from ximgctx.governance.identity import erasure, post_authors
+
         digests = {d for d in (self.author_digest(a) for a in authors) if d}
         counts = {"items": 0, "votes": 0, "replies": 0}
         if not digests:
             return counts
         with transaction(self.sessions) as s:
-            ids = s.scalars(select(Item.id).where(Item.author.in_(digests))).all()
+            ids = []
+            for item in s.scalars(select(Item)):
+                post = json.loads(item.post)
+                named = [item.author, *(self.author_digest(a) for a in post_authors(post.get("meta")))]
+                own = {d for d in named if d}
+                reply_authors = json.loads(item.reply_authors or "[]")
+                rule = erasure(own, [[d] if d else [] for d in reply_authors], digests)
+                if rule.drop_post:
+                    ids.append(item.id)
+                elif rule.drop_replies:
+                    keep = [i for i in range(len(reply_authors)) if i not in rule.drop_replies]
+                    post["replies"] = [post["replies"][i] for i in keep]
+                    item.post = _json(post)
+                    item.reply_authors = _json([reply_authors[i] for i in keep])
+                    counts["replies"] += len(rule.drop_replies)
             if ids:
                 counts["votes"] = _rowcount(s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))))
                 s.execute(delete(Assignment).where(Assignment.item_id.in_(ids)))
                 counts["items"] = _rowcount(s.execute(delete(Item).where(Item.id.in_(ids))))
-            for item in s.scalars(select(Item).where(Item.reply_authors.contains('"'))):
-                reply_authors = json.loads(item.reply_authors)
-                keep = [i for i, d in enumerate(reply_authors) if d not in digests]
-                if len(keep) == len(reply_authors):
-                    continue
-                post = json.loads(item.post)
-                post["replies"] = [post["replies"][i] for i in keep]
-                item.post = _json(post)
-                item.reply_authors = _json([reply_authors[i] for i in keep])
-                counts["replies"] += len(reply_authors) - len(keep)
         return counts
 
 
