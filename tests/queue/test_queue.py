@@ -195,7 +195,9 @@ def test_export_is_a_governed_manifest_with_provenance(store, tmp_path):
 def served(tmp_path_factory):
     db = tmp_path_factory.mktemp("served") / "q.sqlite"
     store = make_store(str(db), overlap=3, gold_rate=0.0)
-    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
     with running(app) as url:
         yield url, store
     store.close()

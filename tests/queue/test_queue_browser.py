@@ -94,7 +94,9 @@ def test_label_ten_posts_with_keys_and_clicks(browser, tmp_path):
     posts[0].text = "when monday hits and the whole office shows up"
     assert store.enqueue(posts).added == 10
     token = store.add_labeler("browser-person")
-    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
     wait = WebDriverWait(browser, 60)
     expected = {}
     with running(app) as url:
@@ -201,7 +203,10 @@ def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(brow
     memory.set_center(predictor.embed(make_posts(48, seed=7, folder="centre")))
     memory.save(tmp_path / "memory")
     app = create_app(
-        predictor, config=ServeConfig(api_keys=[API_KEY]), queue=store, memory=tmp_path / "memory"
+        predictor,
+        config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]),
+        queue=store,
+        memory=tmp_path / "memory",
     )
 
     def moderate(url: str, text: str, image: Path) -> dict:

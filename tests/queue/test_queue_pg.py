@@ -41,7 +41,9 @@ def test_twenty_labelers_at_once_postgres(postgres):
     store = make_store(postgres.create_db("crowd"), overlap=3, gold_rate=0.0)
     store.enqueue(public_posts(30, "c"))
     tokens = [store.add_labeler(f"crowd{i}") for i in range(20)]
-    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
     with running(app) as url:
         accepted = label_concurrently(url, tokens, per_labeler=6)
     check_concurrent_result(store, accepted, items=30, overlap=3, labelers=20, per_labeler=6)

@@ -26,9 +26,12 @@ Serve a model over HTTP: OpenAI-compatible POST /v1/moderations (image + text + 
   ximgctx serve --model runs/x/best --api-key-file keys.txt [--index runs/index] [--memory runs/x/best.memory]
   ximgctx serve --model runs/x/best --no-auth            # loopback only (127.0.0.1)
 
-API keys: --api-key-file (one per line) and/or XIMGCTX_API_KEYS (comma-separated); clients send
-Authorization: Bearer KEY. Without keys the server binds loopback only, with --no-auth. --governance is the
-policy that /v1/feedback posts must pass.
+API keys: --api-key-file, one key a line as KEY [scope,scope] [name=NAME], and/or XIMGCTX_API_KEYS
+(comma-separated); clients send Authorization: Bearer KEY. Scopes: moderate (/v1/moderations, /v1/predict),
+search (/v1/search), review (/v1/feedback), admin (queue operator routes, DELETE /v1/feedback/ID). A key
+line without scopes means moderate,search. The store records name= (or a digest of the key) as who acted.
+Without keys the server binds loopback only, with --no-auth. --governance is the policy that /v1/feedback
+posts must pass.
 """
 
 
@@ -43,7 +46,10 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     add(p, "--policy")
     add(p, "--governance")
     p.add_argument(
-        "--api-key-file", type=existing_file, default=None, help="operators' API keys, one per line"
+        "--api-key-file",
+        type=existing_file,
+        default=None,
+        help="operators' API keys, one a line: KEY [scope,scope] [name=NAME]",
     )
     p.add_argument(
         "--allow-url-host",

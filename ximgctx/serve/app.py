@@ -43,7 +43,7 @@ from ximgctx._json import json_safe
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError, XimgctxError
 from ximgctx.inference.openai_format import openai_mapping, openai_response
-from ximgctx.serve.auth import authorized
+from ximgctx.serve.auth import Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
 from ximgctx.serve.config import ServeConfig
 from ximgctx.serve.errors import ServiceError, error_response
@@ -187,7 +187,12 @@ class Service:
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.index.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where)[0]
 
-    async def feedback(self, req: FeedbackRequest) -> dict[str, Any]:
+    async def feedback(self, req: FeedbackRequest, who: Caller) -> dict[str, Any]:
+        if req.reviewer is not None:
+            raise InputError(
+                "reviewer: the request may not name the reviewer; the server records the API key's identity "
+                f"({who.identity}) as the reviewer"
+            )
         if self.memory_dir is None:
             raise ServiceError(
                 404,
@@ -196,7 +201,7 @@ class Service:
                 "no_memory",
             )
         post = feedback_post(req, self.config)
-        return await self.run(self._add_feedback, post, req.reviewer, req.note)
+        return await self.run(self._add_feedback, post, who.identity, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
         from ximgctx.governance import govern
@@ -396,20 +401,9 @@ class _Guard:
             if declared > limit:
                 service.metrics.error("body_too_large")
                 await answer(_too_large(limit))
-            elif (
-                (path.startswith("/v1/") or path == "/metrics")
-                and not path.startswith("/v1/queue/")  # labelers' own tokens; the router checks them
-                and not authorized(service.config, request)
-            ):
-                service.metrics.error("unauthorized")
-                await answer(
-                    error_response(
-                        401,
-                        "missing or invalid API key (Authorization: Bearer KEY)",
-                        "invalid_request_error",
-                        "invalid_api_key",
-                    )
-                )
+            elif (denied := _denied(service, request, scope)) is not None:
+                service.metrics.error("unauthorized" if denied.status_code == 401 else "forbidden")
+                await answer(denied)
             elif path.startswith("/v1/") and not service.ready:
                 await answer(
                     error_response(
@@ -441,6 +435,40 @@ class _Guard:
             service.metrics.observe_request(route, status["code"], time.perf_counter() - start)
 
 
+def _denied(service: Service, request: Request, scope: dict) -> Response | None:
+    """401 without a valid key, 403 when the key lacks the route's scope; None when the call may go on.
+    The caller is kept in the request's state (``request.state.caller``) for the routes that record it."""
+    path = scope.get("path", "")
+    if not (path.startswith("/v1/") or path == "/metrics"):
+        return None
+    if path.startswith("/v1/queue/"):  # labelers' own tokens; the router checks them (and operator scopes)
+        return None
+    who = caller(service.config, request)
+    if who is None:
+        return error_response(
+            401,
+            "missing or invalid API key (Authorization: Bearer KEY)",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    need = required_scope(scope.get("method", "GET"), path)
+    if need is not None and not who.may(need):
+        return forbidden(need, f"{scope.get('method', 'GET')} {path}")
+    scope.setdefault("state", {})["caller"] = who
+    return None
+
+
+def forbidden(scope_name: str, route: str) -> JSONResponse:
+    """403: the key is valid but lacks ``scope_name`` (OpenAI-style error naming the scope)."""
+    return error_response(
+        403,
+        f"this API key lacks the '{scope_name}' scope, which {route} needs",
+        "permission_error",
+        "missing_scope",
+        param=scope_name,
+    )
+
+
 def _too_large(limit: int) -> JSONResponse:
     return error_response(
         413, f"request body over the server's {limit} byte limit", "invalid_request_error", "body_too_large"
@@ -464,8 +492,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return await service.search(req)
 
     @app.post("/v1/feedback")
-    async def feedback(req: FeedbackRequest) -> dict[str, Any]:
-        return await service.feedback(req)
+    async def feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:
+        return await service.feedback(req, request.state.caller)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -16,7 +16,7 @@ class ServiceError(Exception):
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str, headers: dict | None = None
+    status: int, message: str, type_: str, code: str, headers: dict | None = None, param: str | None = None
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)

@@ -34,7 +34,7 @@ except ImportError as e:
 
 from ximgctx.data.record import Post
 from ximgctx.queue.store import LoginError, QueueError, QueueStore
-from ximgctx.serve.auth import authorized
+from ximgctx.serve.auth import Caller, caller
 from ximgctx.serve.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -134,10 +134,21 @@ class _Routes:
         message = "log in with your labeler token (Bearer TOKEN, or the /queue page)"
         raise ServiceError(401, message, "invalid_request_error", "invalid_token")
 
-    def operator(self, request: Request) -> None:
-        if not authorized(self.service.config, request):
+    def operator(self, request: Request) -> Caller:
+        """The operator of a request: an API key with the ``admin`` scope (401 without a key, 403 without
+        the scope)."""
+        who = caller(self.service.config, request)
+        if who is None:
             message = "this route needs an API key (Bearer KEY)"
             raise ServiceError(401, message, "invalid_request_error", "invalid_api_key")
+        if not who.may("admin"):
+            raise ServiceError(
+                403,
+                f"this API key lacks the 'admin' scope, which {request.method} {request.url.path} needs",
+                "permission_error",
+                "missing_scope",
+            )
+        return who
 
     async def db(self, fn: Any, *args: Any) -> Any:
         """A store call off the event loop, its refusals as OpenAI-style errors."""
