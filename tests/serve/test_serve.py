@@ -198,9 +198,10 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     from pathlib import Path
 
     from .._inference_fixtures import make_posts
+    from .._queue_fixtures import make_store
 
-    memory = tmp_path / "model.memory"
-    app = create_app(model_dir(), config=ServeConfig(no_auth=True), memory=memory)
+    store = make_store(str(tmp_path / "loop.sqlite"))
+    app = create_app(model_dir(), config=ServeConfig(no_auth=True), state=store)
     warm = make_posts(40, seed=7, folder="serve-feedback", with_labels=False)
 
     def parts(post):
@@ -241,7 +242,7 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
             timeout=60,
         )
         assert resp.status_code == 200, resp.text
-        assert resp.json()["added"] == 1 and resp.json()["memory_size"] == 1
+        assert resp.json()["memory_size"] == 1 and resp.json()["reviewer"] == "local"
         near_after, far_after = violence(target, "!"), violence(far)
         private = httpx.post(
             f"{url}/v1/feedback",
@@ -254,14 +255,13 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     assert far_after == far_before  # and not for a far post
     assert private.status_code == 422 and private.json()["error"]["code"] == "not_governed"
     assert "non_public" in private.json()["error"]["message"]
-    from ximgctx.inference.memory import LabelMemory
+    from ximgctx.queue.loop import LoopState
 
-    stored = LabelMemory.load(memory)  # persisted atomically, as a verified artifact
-    assert stored.ids == [target.id]
-    assert stored.posts[0]["meta"]["feedback"]["reviewer"] == "local"  # --no-auth on loopback: the machine
-    assert stored.posts[0]["image"] == base64.b64decode(image.split(",", 1)[1])  # the memory owns the image
-    stored.save(tmp_path / "again")
-    assert LabelMemory.load(tmp_path / "again").posts[0]["image"] == stored.posts[0]["image"]
+    (row,) = LoopState(store).history()["rows"]  # the store holds the row: who, the post, its labels
+    assert (row["post_id"], row["who"], row["role"]) == (target.id, "local", "reviewer")
+    assert row["labels"] == {"intent": ["threat"], "meaning": "literal"}
+    (entry,) = LoopState(store).effective()[1]
+    assert entry.post.image == base64.b64decode(image.split(",", 1)[1])  # the store owns the image
 
 
 def test_moderate_format_openai_validates_against_the_sdk(tmp_path):

@@ -43,11 +43,13 @@ from ximgctx.queue.config import QueueConfig, database_url
 from ximgctx.queue.db import open_engine, transaction
 from ximgctx.queue.models import (
     DONE,
+    LABELER,
     LEASED,
     Assignment,
     AssignmentState,
     Item,
     Labeler,
+    LabelRow,
     Session,
     Setting,
     VoteRow,
@@ -125,6 +127,7 @@ class VoteResult:
     duplicate: bool
     gold: bool  # a gold item: not fed to the label memory
     labels: dict[str, Any] = field(default_factory=dict)
+    changed: bool = False  # the vote changed the post's effective labels (the served answers)
 
 
 @dataclass
@@ -217,9 +220,12 @@ class QueueStore:
                 s.execute(delete(Session).where(Session.labeler_id == row.id))
         return token
 
-    def revoke_labeler(self, name: str) -> bool:
-        """Revoke a labeler's token and sessions (their votes stay). False when nobody has that name."""
+    def revoke_labeler(self, name: str, *, by: str = "operator", why: str = "") -> bool:
+        """Revoke a labeler's token and sessions. Their votes stay stored but stop counting toward the
+        served labels at once (audited; the generation moves when they counted). False when nobody has that
+        name."""
         from ximgctx.governance.identity import normalize_author
+        from ximgctx.queue.loop import LoopState
 
         digest = self.digest("labeler:" + (normalize_author(name) or ""))
         with transaction(self.sessions) as s:
@@ -227,6 +233,7 @@ class QueueStore:
             if row is None:
                 return False
             row.active = False
+            LoopState(self).labeler_revoked(s, row, who=by, why=why)
             s.execute(delete(Session).where(Session.labeler_id == row.id))
             s.execute(delete(Assignment).where(Assignment.labeler_id == row.id, Assignment.state == LEASED))
         return True
@@ -253,6 +260,15 @@ class QueueStore:
                 )
             )
         return session
+
+    def logout(self, session: str) -> bool:
+        """End a browser session: its row is deleted, so the cookie no longer works anywhere. False when
+        there was no such session."""
+        with transaction(self.sessions) as s:
+            gone = _rowcount(
+                s.execute(delete(Session).where(Session.token_hash == self.digest("session:" + session)))
+            )
+        return bool(gone)
 
     def labeler_for_session(self, session: str) -> int:
         with self.sessions() as s:
@@ -496,6 +512,9 @@ class QueueStore:
                 if stored == labels:
                     return VoteResult(item_id, item.post_id, 0, True, item.gold is not None, labels)
                 raise ConflictError(f"item {item_id}: you already voted on it, with other labels")
+            changed = False
+            if item.gold is None:  # gold items check labelers; they never reach the served answers
+                changed = _label_row_for_vote(s, item, a.labeler_id, labels, note, now)
             for task, value in labels.items():
                 s.add(
                     VoteRow(
@@ -508,7 +527,9 @@ class QueueStore:
                     )
                 )
             a.state, a.done_at = DONE, now
-        return VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
+        result = VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
+        result.changed = changed
+        return result
 
     def vote_rows(self, *, gold: bool | None = None) -> list[dict[str, Any]]:
         """Every stored vote: ``{post_id, labeler (digest), task, label, note, time, gold}``; ``gold`` filters
@@ -569,6 +590,43 @@ class QueueStore:
                 item.reply_authors = _json([reply_authors[i] for i in keep])
                 counts["replies"] += len(reply_authors) - len(keep)
         return counts
+
+
+def _label_row_for_vote(
+    s: OrmSession, item: Item, labeler_id: int, labels: Mapping[str, Any], note: str, now: float
+) -> bool:
+    """A labeler's vote as a label row (inside the vote's transaction); True (and the generation bumped,
+    with an audit row) when it changed the post's effective labels under the rule."""
+    from ximgctx.queue.ingest import item_post
+    from ximgctx.queue.loop import audit, bump, effective_of, post_digest
+
+    labeler = s.get(Labeler, labeler_id)
+    if labeler is None:
+        raise LoginError("unknown labeler")
+    digest = post_digest(item_post(item))
+    before = effective_of(s, digest)
+    row = LabelRow(
+        post_id=item.post_id,
+        post_digest=digest,
+        post=item.post,
+        image=item.image,
+        author=item.author,
+        reply_authors=item.reply_authors,
+        who="labeler:" + labeler.digest[:16],
+        role=LABELER,
+        labeler_id=labeler_id,
+        labels=_json(dict(labels)),
+        note=note,
+        created_at=now,
+    )
+    s.add(row)
+    s.flush()
+    after = effective_of(s, digest)
+    if after == before:
+        return False
+    audit(s, row.who, LABELER, "vote", str(row.id), {"post_digest": digest, "before": before, "after": after})
+    bump(s)
+    return True
 
 
 def _item(s: OrmSession, item_id: int) -> Item:

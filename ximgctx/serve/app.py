@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ class Service:
         memory_dir: str | Path | None = None,
         governance: Any = None,
         queue: Any = None,
+        state: Any = None,
     ) -> None:
         from ximgctx.inference.moderation import Moderator
 
@@ -86,6 +86,19 @@ class Service:
         self.memory_dir = Path(memory_dir) if memory_dir is not None else None
         self.governance = governance
         self.queue = queue  # a QueueStore: review decisions wait there, /queue and /v1/queue/ serve it
+        # the loop's state (feedback and votes as rows, the rule, the generation): the queue's database, or
+        # a store given for it alone. The served label memory is derived from it: the memory loaded from
+        # files (``base``) plus the store's effective labels, rebuilt when the store's generation moves.
+        self.loop = None
+        store = state if state is not None else queue
+        if store is not None:
+            from ximgctx.queue.loop import LoopState
+
+            self.loop = LoopState(store)
+        self._base_memory = predictor.memory
+        self._generation: int | None = None
+        self._embedded: dict[str, Any] = {}  # post digest -> fused embedding (H,), the rebuild's cache
+        self._poller: asyncio.Task | None = None
         self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
@@ -117,10 +130,29 @@ class Service:
         loop = asyncio.get_running_loop()
         warm = Post(id="warm-up", text="warm up", replies=[])
         await loop.run_in_executor(self.executor, self.moderator.moderate, [warm])
+        if self.loop is not None:
+            await self.run(self.sync_memory)
+            self._poller = asyncio.create_task(self._poll())
         self.ready = True
+
+    async def _poll(self) -> None:
+        """Watch the store's generation; rebuild the memory cache when another process changed it."""
+        assert self.loop is not None
+        while True:
+            await asyncio.sleep(self.config.state_poll_s)
+            try:
+                generation = await asyncio.to_thread(self.loop.generation)
+                if generation != self._generation:
+                    await self.run(self.sync_memory)
+            except Exception:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
+                logger.exception("loop store: could not refresh the label memory")
 
     async def stop(self) -> None:
         self.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         await self.moderations.stop()
         await self.predictions.stop()
         self.executor.shutdown(wait=True)
@@ -193,20 +225,22 @@ class Service:
                 "reviewer: the request may not name the reviewer; the server records the API key's identity "
                 f"({who.identity}) as the reviewer"
             )
-        if self.memory_dir is None:
+        if self.loop is None:
             raise ServiceError(
                 404,
-                "this server has no label memory (start it with --memory DIR)",
+                "this server has no loop store for feedback (start it with: ximgctx queue serve --db DB)",
                 "invalid_request_error",
-                "no_memory",
+                "no_store",
             )
         post = feedback_post(req, self.config)
         return await self.run(self._add_feedback, post, who.identity, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
+        """A reviewer's feedback as a row in the store (governed; labels checked against the model's tasks),
+        then the served memory rebuilt from the store before the answer."""
         from ximgctx.governance import govern
-        from ximgctx.inference.memory import LabelMemory
 
+        assert self.loop is not None
         governed = govern([post], self.governance)
         if not governed.posts:
             reasons = sorted(k for k, v in governed.audit.to_dict()["posts"]["dropped"].items() if v)
@@ -218,24 +252,91 @@ class Service:
                 "not_governed",
             )
         kept = governed.posts[0]
-        kept.meta["feedback"] = {
-            "reviewer": reviewer,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **({"note": note} if note else {}),
-        }
+        _check_labels(kept.labels, self.predictor.model.config.tasks)
+        row = self.loop.add_feedback(kept, who=reviewer, note=note)
+        self.sync_memory()
         memory = self.predictor.memory
-        reference = None
-        if (
-            memory is None
-        ):  # a new memory centres its similarities on the posts this server has been asked about
+        return {
+            "id": row["id"],
+            "post_digest": row["post_digest"],
+            "reviewer": reviewer,
+            "generation": self._generation,
+            "memory_size": len(memory) if memory is not None else 0,
+        }
+
+    async def remove_feedback(self, row_id: int, who: Caller, why: str) -> dict[str, Any]:
+        if self.loop is None:
+            raise ServiceError(404, "this server has no loop store", "invalid_request_error", "no_store")
+        loop = self.loop
+        removed = await asyncio.to_thread(lambda: loop.remove_row(row_id, who=who.identity, why=why))
+        if not removed:
+            raise ServiceError(
+                404, f"no live feedback row {row_id}", "invalid_request_error", "not_found", param="id"
+            )
+        await self.run(self.sync_memory)
+        return {"id": row_id, "removed": True, "generation": self._generation}
+
+    # --------------------------------------------------------------------------------- label memory
+    def sync_memory(self) -> bool:
+        """Rebuild the served label memory from the store when its generation moved (on the model thread).
+        The memory is the files' memory (if any) plus one entry per post with effective labels; embeddings
+        are cached by post content, so a rebuild embeds only new posts. Returns whether it rebuilt."""
+        assert self.loop is not None
+        generation, entries = self.loop.effective()
+        if generation == self._generation:
+            return False
+        self.predictor.memory = self._derive_memory(entries)
+        self._generation = generation
+        return True
+
+    def _derive_memory(self, entries: list[Any]) -> Any:
+        import numpy as np
+
+        from ximgctx.inference.memory import LabelMemory
+
+        base = self._base_memory
+        if base is None and not entries:
+            return None  # exactly the answers of a server that never had feedback
+        if base is not None:
+            memory = LabelMemory(list(base.tasks.values()), base.dim, base.config, base.model_digest)
+            memory.author_key, memory.center = base.author_key, base.center
+            if len(base):
+                memory.add_embeddings(base.ids, base.embeddings, base.labels, base.posts, base.authors)
+        else:
             memory = LabelMemory.for_predictor(self.predictor)
-            reference = list(self._recent) + [kept]
-        added = memory.add(self.predictor, [kept], reference=reference)
-        if added == 0:
-            raise InputError("labels: none of the labels names a task of the model")
-        memory.save(self.memory_dir)
-        self.predictor.memory = memory
-        return {"id": kept.id, "added": added, "memory_size": len(memory)}
+        if memory.center is None:
+            memory.center = self._shared_center(entries)
+        missing = [e for e in entries if e.post_digest not in self._embedded]
+        if missing:
+            vectors = self.predictor.embed([e.post for e in missing])
+            for e, vector in zip(missing, vectors, strict=True):
+                self._embedded[e.post_digest] = vector
+        if entries:
+            memory.add_embeddings(
+                [e.entry_id for e in entries],
+                np.stack([self._embedded[e.post_digest] for e in entries]),
+                [e.labels for e in entries],
+                [e.post.to_dict() for e in entries],
+                [memory.author_digests(e.post) for e in entries],
+            )
+        return memory
+
+    def _shared_center(self, entries: list[Any]) -> Any:
+        """The centre of a memory built without a files' memory: the one stored for this model (so every
+        replica centres alike), else one computed here from the reference posts and stored."""
+        import numpy as np
+
+        assert self.loop is not None
+        digest = self.predictor.model_digest
+        center = self.loop.memory_center(digest)
+        if center is None:
+            reference = self._reference_posts([e.post for e in entries])
+            center = self.loop.store_memory_center(digest, self.predictor.embed(reference).mean(0).tolist())
+        return np.asarray(center, dtype=np.float32)
+
+    def _reference_posts(self, labeled: list[Post]) -> list[Post]:
+        """The posts a new memory centres its similarities on."""
+        return list(self._recent) + labeled
 
     async def _submit(self, batcher: Batcher, posts: list[Post]) -> list[Any]:
         try:
@@ -255,7 +356,7 @@ class Service:
 def _install_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
-        return error_response(e.status, e.message, e.type, e.code, e.headers)
+        return error_response(e.status, e.message, e.type, e.code, e.headers, param=e.param)
 
     @app.exception_handler(XimgctxError)
     async def _input_error(request: Request, e: XimgctxError) -> JSONResponse:
@@ -289,6 +390,7 @@ def create_app(
     device: str = "auto",
     expected_sha256: str | None = None,
     queue: Any = None,
+    state: Any = None,
 ) -> FastAPI:
     """The service as a FastAPI app (for ``uvicorn``, embedding and tests).
 
@@ -302,7 +404,12 @@ def create_app(
         governance: the governance policy feedback must pass (the default policy when None).
         expected_sha256: pin the model folder's artifact digest.
         queue: a :class:`~ximgctx.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
-            routes, and every ``review`` decision queued (labelers log in with their own tokens there).
+            routes, and every ``review`` decision queued (labelers log in with their own tokens there). Its
+            database is also the loop's store (``state``) unless another is given.
+        state: a :class:`~ximgctx.queue.QueueStore` holding the loop's state without mounting the queue:
+            ``/v1/feedback`` rows, the label rule and the generation; the served label memory (``memory``'s
+            files plus the store's effective labels) is rebuilt when the generation moves (every
+            ``config.state_poll_s``), so replicas on one store answer alike.
     """
     from ximgctx.inference.predictor import Predictor
 
@@ -322,7 +429,14 @@ def create_app(
 
         index = SearchIndex.load(index, predictor=predictor)
     service = Service(
-        predictor, config, policy=policy, index=index, memory_dir=memory, governance=governance, queue=queue
+        predictor,
+        config,
+        policy=policy,
+        index=index,
+        memory_dir=memory,
+        governance=governance,
+        queue=queue,
+        state=state,
     )
 
     @contextlib.asynccontextmanager
@@ -342,6 +456,22 @@ def create_app(
         app.include_router(queue_router(service, queue))
         app.mount("/queue/static", static_files(), name="queue-static")
     return app
+
+
+def _check_labels(labels: dict[str, Any], tasks: Any) -> None:
+    """Feedback labels name the model's tasks and fit them (errors name the task)."""
+    from ximgctx.data.processor import LabelError, encode_label
+
+    specs = {t.name: t for t in tasks}
+    if not labels:
+        raise InputError("labels: give at least one task's label")
+    for task, value in labels.items():
+        if task not in specs:
+            raise InputError(f"labels.{task}: not a task of the model (tasks: {sorted(specs)})")
+        try:
+            encode_label(value, specs[task])
+        except LabelError as e:
+            raise InputError(f"labels.{task}: {e}") from None
 
 
 def _version() -> str:
@@ -494,6 +624,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/feedback")
     async def feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:
         return await service.feedback(req, request.state.caller)
+
+    @app.delete("/v1/feedback/{row_id}")
+    async def remove_feedback(row_id: int, request: Request, why: str = "") -> dict[str, Any]:
+        return await service.remove_feedback(row_id, request.state.caller, why[:2000])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
