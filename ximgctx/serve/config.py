@@ -117,9 +117,7 @@ class ServeConfig:
     explain: str = "flagged"  # moderation explanations: all, flagged, none
     model_name: str = ""  # the "model" reported in responses (default: ximgctx/<model folder name>)
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
-    state_poll_s: float = (
-        1.0  # how often a replica checks the loop store's generation (and rebuilds its memory)
-    )
+    state_poll_s: float = 1.0  # seconds between checks of the loop store's generation (memory rebuilt)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars"):
