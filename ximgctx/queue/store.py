@@ -568,12 +568,15 @@ class QueueStore:
     def purge_authors(self, authors: Iterable[Any]) -> dict[str, int]:
         """Erase what an opt-out covers: queued items of these authors' posts with their assignments and
         votes, and their replies under other posts. Authors are matched by the governance identity rule
-        (through keyed digests). Returns counts only: ``{"items", "votes", "replies"}``."""
+        (through keyed digests). The loop's label rows of their posts go too, and their replies are cut
+        from other posts' rows; the generation moves when any did, so servers drop them from their memory.
+        Returns counts only: ``{"items", "votes", "replies", "label_rows"}``."""
         digests = {d for d in (self.author_digest(a) for a in authors) if d}
-        counts = {"items": 0, "votes": 0, "replies": 0}
+        counts = {"items": 0, "votes": 0, "replies": 0, "label_rows": 0}
         if not digests:
             return counts
         with transaction(self.sessions) as s:
+            counts["label_rows"] = _purge_label_rows(s, digests)
             ids = s.scalars(select(Item.id).where(Item.author.in_(digests))).all()
             if ids:
                 counts["votes"] = _rowcount(s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))))
@@ -590,6 +593,33 @@ class QueueStore:
                 item.reply_authors = _json([reply_authors[i] for i in keep])
                 counts["replies"] += len(reply_authors) - len(keep)
         return counts
+
+
+def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
+    """Delete the label rows of posts by these authors and cut their replies from other rows (the post's
+    content digest changes with them); bump the generation when anything changed. Returns rows deleted."""
+    from ximgctx.queue.loop import bump, post_digest
+
+    deleted = _rowcount(s.execute(delete(LabelRow).where(LabelRow.author.in_(digests))))
+    changed = deleted > 0
+    for row in s.scalars(select(LabelRow).where(LabelRow.reply_authors.contains('"'))):
+        reply_authors = json.loads(row.reply_authors)
+        keep = [i for i, d in enumerate(reply_authors) if d not in digests]
+        if len(keep) == len(reply_authors):
+            continue
+        record = json.loads(row.post)
+        record["replies"] = [record["replies"][i] for i in keep]
+        row.post = _json(record)
+        row.reply_authors = _json([reply_authors[i] for i in keep])
+        from ximgctx.data.record import post_from_dict
+
+        post = post_from_dict(record)
+        post.image = row.image
+        row.post_digest = post_digest(post)
+        changed = True
+    if changed:
+        bump(s)
+    return deleted
 
 
 def _label_row_for_vote(
