@@ -125,3 +125,25 @@ def test_logout_deletes_the_session_row(store):
     assert store.logout(session) is False
     with store.sessions() as s:
         assert s.scalar(select(func.count(Session.id))) == 0
+
+
+def test_a_queue_database_of_the_first_schema_upgrades_with_its_votes(tmp_path):
+    """A database made by migration 0001 opens at head: the loop's tables are added, the generation starts at
+    0 under the default rule, and votes become label rows."""
+    from ximgctx.queue.db import migrate, open_engine
+
+    db = tmp_path / "old.sqlite"
+    engine = open_engine(f"sqlite:///{db}", migrate_schema=False)
+    migrate(engine, "0001")
+    engine.dispose()
+    store = make_store(str(db), overlap=1, gold_rate=0.0)  # migrates to head on open
+    store.enqueue(public_posts(1))
+    who = store.labeler_for_token(store.add_labeler("ann"))
+    store.vote(who, store.lease(who).item_id, {"meaning": "literal"})
+    loop = LoopState(store)
+    assert loop.generation() == 0 and loop.rule() == LabelRule() and len(store.vote_rows()) == 1
+    assert [r["who"][:8] for r in loop.history()["rows"]] == ["labeler:"]
+    with store.engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert version is not None and version >= "0002"
+    store.close()

@@ -501,6 +501,8 @@ class QueueStore:
             a = s.scalar(query)
             if a is None:
                 raise NotAssignedError(f"item {item_id} is not assigned to you (the lease may have expired)")
+            if self.dialect == "postgresql":  # votes on one item in turn: each sees the others' label rows
+                s.execute(select(Item.id).where(Item.id == item_id).with_for_update())
             item = _item(s, item_id)
             if a.state == DONE:
                 stored = {
@@ -598,6 +600,7 @@ class QueueStore:
 def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
     """Delete the label rows of posts by these authors and cut their replies from other rows (the post's
     content digest changes with them); bump the generation when anything changed. Returns rows deleted."""
+    from ximgctx.data.record import post_from_dict
     from ximgctx.queue.loop import bump, post_digest
 
     deleted = _rowcount(s.execute(delete(LabelRow).where(LabelRow.author.in_(digests))))
@@ -611,8 +614,6 @@ def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
         record["replies"] = [record["replies"][i] for i in keep]
         row.post = _json(record)
         row.reply_authors = _json([reply_authors[i] for i in keep])
-        from ximgctx.data.record import post_from_dict
-
         post = post_from_dict(record)
         post.image = row.image
         row.post_digest = post_digest(post)
