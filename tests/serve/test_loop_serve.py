@@ -212,3 +212,70 @@ def test_logout_revokes_the_session_for_every_request(tmp_path):
         replay = httpx.post(f"{url}/v1/queue/lease", cookies={"ximgctx_queue": cookie}, timeout=60)
         assert replay.status_code == 401 and replay.json()["error"]["code"] == "invalid_token"
     store.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
+    """Two ``ximgctx serve --db`` processes on 127.0.0.1 (no auth: loopback, so the caller may review)."""
+    import os
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "shared.sqlite")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "XIMGCTX_QUEUE_KEY": KEY.decode(),
+        "OMP_NUM_THREADS": "1",
+    }
+    ports = [_free_port(), _free_port()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ximgctx.cli", "serve", "--model", str(model_dir()), "--no-auth"]
+            + ["--port", str(port), "--db", db, "--state-poll-s", str(POLL_S), "--device", "cpu"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        for url, proc in zip(urls, procs, strict=True):
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"{url} did not become ready"
+                time.sleep(0.2)
+        target, warm = _posts()
+        for url in urls:
+            _warm(url, warm)
+        before = _moderate(urls[1], target)
+        reviewed = _feedback(urls[0], target)
+        assert reviewed.status_code == 200 and reviewed.json()["reviewer"] == "local"
+        answer_a = _moderate(urls[0], target)
+        assert answer_a != before
+        answer_b, seconds = _until(lambda: _moderate(urls[1], target), answer_a)
+        assert answer_b == answer_a and seconds <= BOUND_S
+        print(f"two processes: replica B agreed after {seconds:.2f} s (poll {POLL_S} s)")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
