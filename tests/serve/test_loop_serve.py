@@ -223,7 +223,7 @@ def _free_port() -> int:
 
 
 def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
-    """Two ``ximgctx serve --db`` processes on 127.0.0.1 (no auth: loopback, so the caller may review)."""
+    """Two ``ximgctx serve --loop-db`` processes on 127.0.0.1 (no auth: loopback; the caller may review)."""
     import os
     import subprocess
     import sys
@@ -239,7 +239,7 @@ def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "ximgctx.cli", "serve", "--model", str(model_dir()), "--no-auth"]
-            + ["--port", str(port), "--db", db, "--state-poll-s", str(POLL_S), "--device", "cpu"],
+            + ["--port", str(port), "--loop-db", db, "--state-poll-s", str(POLL_S), "--device", "cpu"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -209,6 +209,10 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--key-file": {"help": "the operator's governance key file (default: $XIMGCTX_GOVERNANCE_KEY)"},
     "--queue-key-file": {"help": "the labeling queue's HMAC key file (default: $XIMGCTX_QUEUE_KEY)"},
+    "--loop-db": {
+        "help": "the loop store (a SQLite file or postgresql:// URL, keyed by --queue-key-file) that "
+        "/v1/feedback writes to and every replica reads (queue serve: the queue's --db unless given)"
+    },
     "--opt-out": {"type": existing_file, "help": "file of opted-out author ids, one per line"},
     # human in the loop
     "--method": {

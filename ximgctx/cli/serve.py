@@ -25,7 +25,7 @@ Serve a model over HTTP: OpenAI-compatible POST /v1/moderations (image + text + 
 
   ximgctx serve --model runs/x/best --api-key-file keys.txt [--index runs/index] [--memory runs/x/best.memory]
   ximgctx serve --model runs/x/best --no-auth            # loopback only (127.0.0.1)
-  ximgctx serve --model runs/x/best --api-key-file keys.txt --db loop.sqlite --queue-key-file q.key
+  ximgctx serve --model runs/x/best --api-key-file keys.txt --loop-db loop.sqlite --queue-key-file q.key
                                                          # replicas on one loop store answer alike
 
 API keys: --api-key-file, one key a line as KEY [scope,scope] [name=NAME], and/or XIMGCTX_API_KEYS
@@ -62,6 +62,7 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     )
     add(p, "--explain", default="flagged")
     add_dataclass_args(p, SERVE_CONFIG, exclude={"api_keys", "allow_url_hosts", "explain"})
+    add(p, "--loop-db")
     p.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get at shutdown"
     )
@@ -101,23 +102,17 @@ def serve(app: Any, config: Any, args: argparse.Namespace, *, log_level: str = "
 def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     p = parser(command, DESCRIPTION)
     add_server_args(p)
-    p.add_argument(
-        "--db",
-        default=None,
-        help="the loop store (a SQLite file or postgresql:// URL; the queue's database) that /v1/feedback "
-        "writes to and every replica reads: without it the server takes no feedback",
-    )
     add(p, "--queue-key-file")
     return p
 
 
 def loop_store(args: argparse.Namespace) -> Any:
-    """The loop store of ``--db`` (None without it)."""
-    if not args.db:
+    """The loop store of ``--loop-db`` (None without it)."""
+    if not args.loop_db:
         return None
     from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
 
-    return QueueStore(QueueConfig(db=args.db, key=read_queue_key(args.queue_key_file)))
+    return QueueStore(QueueConfig(db=args.loop_db, key=read_queue_key(args.queue_key_file)))
 
 
 def main(argv: list[str] | None = None, command: str = "serve") -> int:

@@ -228,7 +228,7 @@ class Service:
         if self.loop is None:
             raise ServiceError(
                 404,
-                "this server has no loop store for feedback (start it with: ximgctx queue serve --db DB)",
+                "this server has no loop store for feedback (start it with --loop-db DB, or as queue serve)",
                 "invalid_request_error",
                 "no_store",
             )
