@@ -195,8 +195,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--index": {"type": existing_dir, "help": "search index folder written by ximgctx index"},
     "--memory": {
-        "help": "label memory folder: blended into predictions; memory add, /v1/feedback and queue votes "
-        "add to it"
+        "help": "label memory folder: blended into predictions; memory add writes it, a server reads it "
+        "as the base under the loop store's feedback and votes"
     },
     "--nlist": {"type": int, "help": "IVF cells (default: about 4 sqrt(N))"},
     "--nprobe": {"type": int, "help": "IVF cells visited per query" + _DEFAULT},

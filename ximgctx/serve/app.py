@@ -7,14 +7,16 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
   :mod:`ximgctx.inference.openai_format`), plus ``decision`` and ``explanation`` per result;
 * ``POST /v1/predict``: every task's scores and labels for the same inputs;
 * ``POST /v1/search``: posts of the index by text, image (a data URL) or post id, with label filters;
-* ``POST /v1/feedback``: a reviewer's labels for a post, governed, added to the label memory (effective on the
-  next request) and saved atomically;
+* ``POST /v1/feedback`` (scope ``review``): a reviewer's labels for a post, governed, stored as a row of the
+  loop store under the key's identity (:mod:`ximgctx.queue.loop`), effective on the next request;
+  ``DELETE /v1/feedback/{id}`` (scope ``admin``): that row stops counting, with an audit row;
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
 
-Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed),
-401 (no or wrong key), 413 (body too large), 422 (a request the server understood but refuses, such as
-ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No error carries a traceback or a
-server path; a post whose image cannot be decoded gets a result naming the problem, not an error.
+Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed), 401
+(no or wrong key), 403 (the key lacks the route's scope), 413 (body too large), 422 (a request the server
+understood but refuses, such as ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No
+error carries a traceback or a server path; a post whose image cannot be decoded gets a result naming the
+problem, not an error.
 """
 
 from __future__ import annotations
