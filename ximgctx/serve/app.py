@@ -313,6 +313,8 @@ class Service:
             vectors = self.predictor.embed([e.post for e in missing])
             for e, vector in zip(missing, vectors, strict=True):
                 self._embedded[e.post_digest] = vector
+        # keep only what is served: a removed or purged post's embedding does not outlive its rows
+        self._embedded = {e.post_digest: self._embedded[e.post_digest] for e in entries}
         if entries:
             memory.add_embeddings(
                 [e.entry_id for e in entries],
