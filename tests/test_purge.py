@@ -261,7 +261,7 @@ def _index_and_memory(tmp_path: Path) -> tuple[list[Post], Path, Path, set[str]]
     governed = govern(_with_authors(make_posts(12, seed=11)), key=KEY).posts
     gone = {p.id for p in governed if p.meta["author"] in GONE or any(r.author in GONE for r in p.replies)}
     index_dir = SearchIndex.build(predictor, governed, author_key=KEY).save(tmp_path / "index")
-    memory = LabelMemory.for_predictor(predictor)
+    memory = LabelMemory.for_predictor(predictor, reference=governed)
     memory.author_key = AuthorKey.operator(KEY)
     memory.add(predictor, governed)
     return governed, index_dir, memory.save(tmp_path / "memory"), gone
@@ -427,7 +427,8 @@ def test_index_and_memory_add_key_their_digests_with_the_key_file_purge_is_given
         str(key_file),
     ]
     assert inference_main([*common, "--no-progress", "--out", str(tmp_path / "idx")], command="index") == 0
-    assert hitl_main(["add", *common, "--memory", str(tmp_path / "mem")], command="memory") == 0
+    memory_argv = ["add", *common, "--reference", str(data), "--memory", str(tmp_path / "mem")]
+    assert hitl_main(memory_argv, command="memory") == 0
     capsys.readouterr()
     argv = [
         "--opt-out",

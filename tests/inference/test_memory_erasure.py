@@ -91,7 +91,7 @@ def test_saved_folder_alone_cannot_tell_whether_an_author_is_in_it(
 
     memory = LabelMemory(predictor.model.config.tasks, predictor.model.config.fusion.hidden_dim)
     memory.author_key = AuthorKey.operator(KEY)
-    memory.add(predictor, _labeled())
+    memory.add(predictor, _labeled(), reference=make_posts(32, seed=31, with_labels=False))
     folder = memory.save(tmp_path / "mem")
     saved = b"".join(f.read_bytes() for f in folder.rglob("*") if f.is_file())
     assert KEY not in saved and KEY.hex().encode() not in saved
@@ -119,7 +119,7 @@ def test_older_memory_with_its_key_inside_is_refused_with_a_rebuild_note(
 ) -> None:
     from ximgctx._artifacts import seal_folder
 
-    memory = LabelMemory.for_predictor(predictor)
+    memory = LabelMemory.for_predictor(predictor, reference=make_posts(32, seed=31, with_labels=False))
     memory.add(predictor, _labeled()[:2])
     folder = memory.save(tmp_path / "mem")
     meta = json.loads((folder / "memory.json").read_text())
@@ -132,22 +132,29 @@ def test_older_memory_with_its_key_inside_is_refused_with_a_rebuild_note(
         LabelMemory.load(folder)
 
 
-def test_erasure_recomputes_the_centre_as_if_the_author_never_was(predictor: Predictor) -> None:
-    """After erasure, every post scores as in a memory built without the author: the centre (the mean of
-    the entries) is recomputed, so near-duplicates of the kept posts are not moved by the erased ones."""
+def test_erasure_leaves_the_memory_a_memory_that_never_had_the_author(predictor: Predictor) -> None:
+    """After erasure the memory equals one built without the author: the same entries and embeddings, and
+    the same centre (the governed reference's, which entries never move), so every post scores alike."""
     import numpy as np
 
     posts = _labeled()
+    reference = make_posts(32, seed=31, with_labels=False)
     kept = [p for p in posts if p.id not in ("p8-0001", "p8-0005")]
-    erased = LabelMemory.for_predictor(predictor)
+    erased = LabelMemory.for_predictor(predictor, reference=reference)
     erased.add(predictor, posts)
-    never = LabelMemory.for_predictor(predictor)
+    never = LabelMemory.for_predictor(predictor, reference=reference)
     never.add(predictor, kept)
-    assert erased.center is not None and never.center is not None
-    before = float(np.abs(erased.center - never.center).max())
-    assert before > 1e-3  # the test can fail: the author's posts did move the centre
+    assert len(erased) == len(never) + 2  # the test can fail: the author's posts were in the memory
     assert erased.remove_authors(["u_gone"]) == 2
+    assert erased.ids == never.ids
+    assert erased.center is not None and never.center is not None
     assert float(np.abs(erased.center - never.center).max()) < 1e-6
+    assert float(np.abs(erased.embeddings - never.embeddings).max()) < 1e-6
+    probe = [replace(p, id=p.id + "-probe", text=p.text + "!") for p in posts]
+    a = Predictor(predictor.model, device="cpu", memory=erased).predict(probe)
+    b = Predictor(predictor.model, device="cpu", memory=never).predict(probe)
+    scores = [{t: p.scores for t, p in x.tasks.items()} for x in a]
+    assert scores == [{t: p.scores for t, p in x.tasks.items()} for x in b]
     queries = [replace(p, id=p.id + "-near", text=p.text + "!") for p in posts]  # near-duplicates
     fused = predictor.embed(queries)
     for task in ("meaning",):
@@ -160,4 +167,5 @@ def test_erasure_recomputes_the_centre_as_if_the_author_never_was(predictor: Pre
     scores = {"meaning": torch.full((len(queries), len(never.tasks["meaning"].labels)), 0.5)}
     a, b = erased.blend(scores, fused)["meaning"], never.blend(scores, fused)["meaning"]
     assert float((a - b).abs().max()) < 1e-6
-    assert erased.remove_authors(["u_stay"]) == 6 and erased.center is None  # nothing left to centre on
+    assert erased.remove_authors(["u_stay"]) == 6 and len(erased) == 0
+    assert erased.center is not None  # the governed reference's centre stays: entries never made it

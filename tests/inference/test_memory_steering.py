@@ -29,6 +29,7 @@ from ximgctx.inference.policy import ModerationPolicy
 from ximgctx.serve import ServeConfig, create_app
 
 from .._inference_fixtures import make_posts, model_dir
+from .._queue_fixtures import make_store
 from .._serve_fixtures import running
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -128,7 +129,10 @@ def test_junk_requests_before_the_first_feedback_change_no_decision(world: dict,
         memory = tmp_path / f"memory-{junk}"
         LabelMemory.load(folder).save(memory)
         served = Predictor.from_pretrained(model_dir(), device="cpu")  # the server limits its reads
-        app = create_app(served, config=ServeConfig(no_auth=True), memory=memory, policy=world["policy"])
+        store = make_store(str(tmp_path / f"loop-{junk}.sqlite"))  # the loop store keeps the feedback row
+        app = create_app(
+            served, config=ServeConfig(no_auth=True), memory=memory, policy=world["policy"], state=store
+        )
         with running(app) as url:
             for i in range(junk):  # varied junk: the kind that moved the old request-derived centre most
                 r = httpx.post(f"{url}/v1/moderations", json={"input": "zz " * (i + 1)}, timeout=60)
@@ -142,7 +146,6 @@ def test_junk_requests_before_the_first_feedback_change_no_decision(world: dict,
                     **({"image": data_url(target)} if target.image else {}),
                 },
                 "labels": LABEL,
-                "reviewer": "reviewer-1",
             }
             r = httpx.post(f"{url}/v1/feedback", json=feedback, timeout=60)
             assert r.status_code == 200, r.text
@@ -163,7 +166,8 @@ def test_junk_requests_before_the_first_feedback_change_no_decision(world: dict,
         assert near["explanation"]["memory"]["entry"] == target.id
         assert near["explanation"]["memory"]["similarity"] >= config.near_duplicate
     assert flipped[8] == flipped[0]  # the junk changed nothing
-    memory = LabelMemory.load(tmp_path / "memory-8")
+    memory = LabelMemory.load(folder)  # what the server served: the created memory plus the one feedback
+    memory.add(predictor, [replace(target, labels=LABEL)])
     bound = _near_copies(world, memory) | _at_risk(world, config.max_shift)
     assert flipped[0] <= bound, (flipped[0], bound)
     assert len(bound) < len(unrelated)  # the bound says something
@@ -233,14 +237,16 @@ def test_a_memory_is_never_centred_without_governed_reference_posts(world: dict,
 
 def test_feedback_to_a_server_whose_memory_has_no_reference_is_refused(world: dict, tmp_path: Path) -> None:
     memory = tmp_path / "memory"
-    app = create_app(Predictor.from_pretrained(model_dir()), config=ServeConfig(no_auth=True), memory=memory)
+    store = make_store(str(tmp_path / "loop.sqlite"))
+    app = create_app(
+        Predictor.from_pretrained(model_dir()), config=ServeConfig(no_auth=True), memory=memory, state=store
+    )
     with running(app) as url:
         r = httpx.post(
             f"{url}/v1/feedback",
             json={
                 "post": {"id": "p", "text": "hi", "meta": {"visibility": "public", "author": "u1"}},
                 "labels": LABEL,
-                "reviewer": "reviewer-1",
             },
             timeout=60,
         )

@@ -29,6 +29,30 @@ POLL_S = 0.2
 BOUND_S = 10.0  # the deadline of every wait for a replica (its poll interval is POLL_S)
 
 
+GOVERNANCE_KEY = "loop-serve-governance-key-0123456789"  # the operator's: keys the memory's author digests
+
+
+@pytest.fixture(autouse=True)
+def _governance_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XIMGCTX_GOVERNANCE_KEY", GOVERNANCE_KEY)  # servers (and their processes) read it
+
+
+@pytest.fixture(scope="module")
+def reference_memory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty label memory centred on governed reference posts (never on requests): what the servers serve
+    and the store's effective labels are added to."""
+    from ximgctx.inference import Predictor
+    from ximgctx.inference.memory import LabelMemory
+
+    folder = tmp_path_factory.mktemp("loop-serve") / "memory"
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    reference = make_posts(48, seed=21, folder="loop-serve-reference", with_labels=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XIMGCTX_GOVERNANCE_KEY", GOVERNANCE_KEY)
+        LabelMemory.for_predictor(predictor, reference=reference).save(folder)
+    return folder
+
+
 def _posts() -> tuple[Post, list[Post]]:
     warm = make_posts(40, seed=7, folder="loop-serve", with_labels=False)
     target = next(p for p in warm if p.image and p.replies)
@@ -91,10 +115,17 @@ def _until(fn, want, bound: float = BOUND_S):  # noqa: ANN001, ANN202
         time.sleep(0.05)
 
 
-def test_feedback_needs_review_changes_the_next_answer_and_revert_restores_it_exactly(tmp_path, monkeypatch):
+def test_feedback_needs_review_changes_the_next_answer_and_revert_restores_it_exactly(
+    tmp_path, monkeypatch, reference_memory
+):
     store = make_store(str(tmp_path / "loop.sqlite"))
     target, warm = _posts()
-    app = create_app(model_dir(), config=ServeConfig(api_keys=KEYS, state_poll_s=POLL_S), state=store)
+    app = create_app(
+        model_dir(),
+        config=ServeConfig(api_keys=KEYS, state_poll_s=POLL_S),
+        state=store,
+        memory=reference_memory,
+    )
     with running(app) as url:
         _warm(url, warm)
         before = _moderate(url, target)
@@ -145,12 +176,17 @@ def test_feedback_needs_review_changes_the_next_answer_and_revert_restores_it_ex
     store.close()
 
 
-def test_votes_count_by_the_rule_and_revoking_undoes_them(tmp_path):
+def test_votes_count_by_the_rule_and_revoking_undoes_them(tmp_path, reference_memory):
     store = make_store(str(tmp_path / "q.sqlite"), overlap=3, gold_rate=0.0)
     target, warm = _posts()
     store.enqueue([Post(target.id, target.image, target.text, target.replies, {}, {"visibility": "public"})])
     tokens = {name: store.add_labeler(name) for name in ("ann", "bob")}
-    app = create_app(model_dir(), config=ServeConfig(api_keys=KEYS, state_poll_s=POLL_S), queue=store)
+    app = create_app(
+        model_dir(),
+        config=ServeConfig(api_keys=KEYS, state_poll_s=POLL_S),
+        queue=store,
+        memory=reference_memory,
+    )
 
     def vote(url: str, token: str) -> dict:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
@@ -174,14 +210,14 @@ def test_votes_count_by_the_rule_and_revoking_undoes_them(tmp_path):
     store.close()
 
 
-def test_two_replicas_on_one_store_answer_alike_after_a_review(tmp_path):
+def test_two_replicas_on_one_store_answer_alike_after_a_review(tmp_path, reference_memory):
     db = str(tmp_path / "shared.sqlite")
     a_store, b_store = make_store(db), make_store(db)
     target, warm = _posts()
     config = ServeConfig(api_keys=KEYS, state_poll_s=POLL_S)
     a, b = (
-        create_app(model_dir(), config=config, state=a_store),
-        create_app(model_dir(), config=config, state=b_store),
+        create_app(model_dir(), config=config, state=a_store, memory=reference_memory),
+        create_app(model_dir(), config=config, state=b_store, memory=reference_memory),
     )
     with running(a) as url_a, running(b) as url_b:
         _warm(url_a, warm)
@@ -200,10 +236,10 @@ def test_two_replicas_on_one_store_answer_alike_after_a_review(tmp_path):
     b_store.close()
 
 
-def test_logout_revokes_the_session_for_every_request(tmp_path):
+def test_logout_revokes_the_session_for_every_request(tmp_path, reference_memory):
     store = make_store(str(tmp_path / "q.sqlite"))
     token = store.add_labeler("ann")
-    app = create_app(model_dir(), config=ServeConfig(api_keys=KEYS), queue=store)
+    app = create_app(model_dir(), config=ServeConfig(api_keys=KEYS), queue=store, memory=reference_memory)
     with running(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.post("/queue/login", data={"token": token}).status_code in (200, 303)
         cookie = c.cookies.get("ximgctx_queue")
@@ -222,7 +258,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
+def test_two_serve_processes_on_one_store_answer_alike(tmp_path, reference_memory):
     """Two ``ximgctx serve --loop-db`` processes on 127.0.0.1 (no auth: loopback; the caller may review)."""
     import os
     import subprocess
@@ -239,7 +275,8 @@ def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "ximgctx.cli", "serve", "--model", str(model_dir()), "--no-auth"]
-            + ["--port", str(port), "--loop-db", db, "--state-poll-s", str(POLL_S), "--device", "cpu"],
+            + ["--port", str(port), "--loop-db", db, "--state-poll-s", str(POLL_S), "--device", "cpu"]
+            + ["--memory", str(reference_memory)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -264,7 +301,7 @@ def test_two_serve_processes_on_one_store_answer_alike(tmp_path):
             _warm(url, warm)
         before = _moderate(urls[1], target)
         reviewed = _feedback(urls[0], target)
-        assert reviewed.status_code == 200 and reviewed.json()["reviewer"] == "local"
+        assert reviewed.status_code == 200 and reviewed.json()["reviewer"] == "local", reviewed.text
         answer_a = _moderate(urls[0], target)
         assert answer_a != before
         answer_b, seconds = _until(lambda: _moderate(urls[1], target), answer_a)
