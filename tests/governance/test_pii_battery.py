@@ -31,3 +31,24 @@ def test_battery_recall_and_precision(battery, capsys: pytest.CaptureFixture[str
     assert result["precision"] >= 0.95, result["benign_changed"][:10]
     for key, (hit, total) in result["per"].items():
         assert hit / total >= 0.75, (key, result["misses"][:10])  # C's crypto: 15/20 (its bad checksum)
+
+
+def test_the_fast_path_gives_the_same_outputs_as_the_unoptimised_one() -> None:
+    """The prefilter, the per-kind gate and the cache change no output on any battery (benign text too)."""
+    import json
+
+    from ximgctx.governance import govern, pii
+
+    from .._pii_eval import CHANNELS, _post
+
+    posts = []
+    for battery in (battery_a, battery_b, battery_c):
+        strings = [t.format(v) for _, v, t in battery.items()] + list(battery.BENIGN)
+        posts += [_post(len(posts) + i, CHANNELS[i % len(CHANNELS)], s) for i, s in enumerate(strings)]
+    key = b"f" * 32
+    fast = govern(posts, key=key)
+    with pii.unoptimised():
+        slow = govern(posts, key=key)
+    assert fast.audit.redactions == slow.audit.redactions and sum(fast.audit.redactions.values()) > 500
+    for a, b in zip(fast.posts, slow.posts, strict=True):
+        assert json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True), a.id

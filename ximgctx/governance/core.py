@@ -278,7 +278,8 @@ class _MetaRedactor:
         out, c = self.redactor.redact(value)
         self.counts.update(c)
         out, n = scrub_names(out, self.opted_out, self.handle)
-        self.counts["handle"] += n
+        if n:
+            self.counts["handle"] += n
         return out
 
     def _opted(self, value: Any) -> bool:
@@ -384,7 +385,8 @@ def iter_govern(
             out, c = redactor.redact(r.text, None if who else with_handles)
             counts.update(c)
             out, n = scrub_names(out, opted_out, redactor._tokens["handle"])
-            counts["handle"] += n
+            if n:
+                counts["handle"] += n
             authors |= who
             replies.append(Reply(text=out, author=r.author))
         audit.kept_replies += len(replies)

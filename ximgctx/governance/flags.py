@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 _FALSE = {"false", "no", "0", "off", "n", "f", "", "none", "null"}
@@ -86,6 +87,15 @@ NO_UNAUTHENTICATED = "!no-unauthenticated"
 
 def norm_value(value: Any) -> str:
     """A string value in the comparable form: NFKC, CamelCase split, case-folded, separators to ``_``."""
+    return _norm(value) if isinstance(value, str) else _norm_text(value)
+
+
+@lru_cache(maxsize=65536)
+def _norm(value: str) -> str:  # keys and vocabulary values repeat across posts
+    return _norm_text(value)
+
+
+def _norm_text(value: Any) -> str:
     text = unicodedata.normalize("NFKC", str(value)).strip()
     text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
     return re.sub(r"[\s.\-/#]+", "_", text.casefold()).strip("_")

@@ -17,8 +17,11 @@ sees.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -97,11 +100,14 @@ def luhn_ok(digits: str) -> bool:
 
 def matching_view(text: str) -> tuple[str, list[int], list[int]]:
     """``(view, starts, ends)``: the NFKC, defanged text and, per view character, its source span."""
+    matches = list(_DEFANG.finditer(text))
+    if not matches and text.isascii():  # the common case: the view is the text
+        return text, list(range(len(text))), list(range(1, len(text) + 1))
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     pos = 0
-    for m in [*_DEFANG.finditer(text), None]:
+    for m in [*matches, None]:
         stop = m.start() if m else len(text)
         for i in range(pos, stop):
             piece = unicodedata.normalize("NFKC", text[i]) if ord(text[i]) > 127 else text[i]
@@ -119,13 +125,52 @@ def matching_view(text: str) -> tuple[str, list[int], list[int]]:
     return "".join(out), starts, ends
 
 
-@lru_cache(maxsize=8)
-def _analyzer(regions: tuple[str, ...]) -> AnalyzerEngine:
+_HEAVY = ("transformers", "torch", "torchvision")
+
+
+def import_presidio() -> None:
+    """Import ``presidio_analyzer`` without the model stacks its NLP-engine modules pull in at import
+    (transformers, torch: seconds of start-up for engines the pattern analyzer never uses). Those not
+    already imported are hidden while Presidio imports (it treats them as absent, as it does when they are
+    not installed) and visible again afterwards."""
+    if "presidio_analyzer" in sys.modules:
+        return
+    hidden = [m for m in _HEAVY if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # "import m" raises ImportError meanwhile
     try:
-        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+        import presidio_analyzer  # noqa: F401
+        import presidio_analyzer.nlp_engine  # noqa: F401
     except ImportError as e:
         raise missing_extra(e, feature="PII redaction (govern)") from None
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+
+
+#: whether the fast paths run (the prefilter, the cache); tests and the benchmark compare both
+_OPTIMISED = True
+
+
+@contextmanager
+def unoptimised() -> Iterator[None]:
+    """Within the block every string goes through the analyzer: no prefilter, no cache (the reference the
+    optimised path must equal)."""
+    global _OPTIMISED
+    before, _OPTIMISED = _OPTIMISED, False
+    try:
+        yield
+    finally:
+        _OPTIMISED = before
+
+
+@lru_cache(maxsize=8)
+def _analyzer(regions: tuple[str, ...]) -> AnalyzerEngine:
+    """One analyzer per process and phone-region tuple, built on first use and shared by every redactor."""
+    import_presidio()
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
     from ximgctx.governance.recognizers import build_recognizers
 
@@ -166,16 +211,22 @@ def find_pii(
     text: str, kinds: tuple[str, ...] | list[str], *, regions: tuple[str, ...] = DEFAULT_REGIONS
 ) -> list[Span]:
     """Non-overlapping spans of personal data in ``text`` (offsets into ``text``), for the given kinds."""
+    wanted = tuple(k for k in KINDS if k in kinds)
+    if not _OPTIMISED:
+        return list(_find.__wrapped__(text, wanted, tuple(regions))) if text else []
     if not text or not _MAYBE.search(unicodedata.normalize("NFKC", text) if not text.isascii() else text):
         return []
-    return list(_find(text, tuple(k for k in KINDS if k in kinds), tuple(regions)))
+    return list(_find(text, wanted, tuple(regions)))
 
 
 @lru_cache(maxsize=65536)
 def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[Span, ...]:
     view, starts, ends = matching_view(text)
+    wanted = _possible(view, kinds) if _OPTIMISED else kinds
+    if not wanted:
+        return ()
     results = _analyzer(regions).analyze(
-        text=view, language="en", entities=[_KIND_ENTITY[k] for k in kinds], score_threshold=0.3
+        text=view, language="en", entities=[_KIND_ENTITY[k] for k in wanted], score_threshold=0.3
     )
     order = {k: i for i, k in enumerate(KINDS)}
     found: list[Span] = []
@@ -193,6 +244,35 @@ def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[
         if all(sp.end <= c.start or sp.start >= c.end for c in chosen):
             chosen.append(sp)
     return tuple(sorted(chosen, key=lambda sp: sp.start))
+
+
+_DIGIT = re.compile(r"\d")
+_IBAN_START = re.compile(r"[A-Za-z]{2}\s?\d{2}")
+_IP_SHAPE = re.compile(r"\d\.\d|:.*:")
+_LONG_RUN = re.compile(r"[0-9A-Za-z]{26}")
+_SPELLED_AT = re.compile(r"(?i)\sat\s")
+
+
+def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds ``view`` can hold at all, by conditions every match of their recognizers meets (digits a
+    phone/card/SSN/IBAN needs at least, the characters an email, URL, handle, IP or wallet cannot do
+    without): the analyzer runs only those recognizers. Output-preserving: Presidio resolves overlaps
+    within one entity type only, and the rest happens here after (tests compare with :func:`unoptimised`)."""
+    digits = len(_DIGIT.findall(view))
+    at = "@" in view
+    ok = {
+        "phone": digits >= 7,
+        "card": digits >= 12,
+        "ssn": digits >= 9,
+        "iban": digits >= 8 and bool(_IBAN_START.search(view)),
+        "ip": bool(_IP_SHAPE.search(view)),
+        "crypto": bool(_LONG_RUN.search(view)),
+        "email": at or bool(_SPELLED_AT.search(view)),
+        "url": "." in view or "://" in view,
+        "handle": at or "u/" in view,
+        "address": digits >= 1,
+    }
+    return tuple(k for k in kinds if ok.get(k, True))
 
 
 def _in_code_or_number(text: str, s: int, e: int, kind: str) -> bool:
