@@ -286,7 +286,7 @@ class _MetaRedactor:
         return bool(self.opted_out) and normalize_author(value) in self.opted_out
 
     def _id_like(self, path: str, value: Any) -> bool:
-        leaf = path.rsplit(".", 1)[-1]
+        leaf = flags.norm_value(path.rsplit(".", 1)[-1])  # userId, user-id and user_id are one key
         return (
             self.keep_ids
             # an id, or an author (the post's own, a quoted post's)
@@ -312,8 +312,10 @@ class _MetaRedactor:
         return value
 
     def __call__(self, value: Any, path: str = "", depth: int = 0) -> Any:
-        if path in self.keep or value is None or isinstance(value, bool):
+        if value is None or isinstance(value, bool):
             return value
+        if path in self.keep and not isinstance(value, (dict, list)):
+            return value  # a kept path holds a value; objects under it (extra columns) are read like any
         if depth > _MAX_DEPTH:
             return None  # deeper than any real export: dropped rather than left unread
         if isinstance(value, str):
@@ -382,13 +384,21 @@ def iter_govern(
             if not who and policy.unknown_reply_author == "drop":
                 audit.removed_replies["unknown_author"] += 1
                 continue
+            author = r.author
+            if (
+                author is not None
+                and "@" in author.strip().lstrip("@＠")
+                and redactor.spans(author, ("email",))
+            ):
+                author = redactor._tokens["email"]  # an email is not an account id to keep
+                counts["email"] += 1
             out, c = redactor.redact(r.text, None if who else with_handles)
             counts.update(c)
             out, n = scrub_names(out, opted_out, redactor._tokens["handle"])
             if n:
                 counts["handle"] += n
             authors |= who
-            replies.append(Reply(text=out, author=r.author))
+            replies.append(Reply(text=out, author=author))
         audit.kept_replies += len(replies)
         meta = {k: v for k, v in post.meta.items() if k != MARKER_KEY}  # a previous marker is replaced
         if policy.redact_meta:

@@ -98,8 +98,15 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+#: scripts written without spaces between words (CJK, kana, Hangul, Thai): a boundary is made at each change
+_NO_SPACE_SCRIPT = re.compile(
+    "[\u0e00-\u0e7f\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]"
+)
+
+
 def matching_view(text: str) -> tuple[str, list[int], list[int]]:
-    """``(view, starts, ends)``: the NFKC, defanged text and, per view character, its source span."""
+    """``(view, starts, ends)``: the NFKC, defanged text with every decimal digit as ASCII and a space
+    between a no-space script (CJK, Thai) and anything else, and, per view character, its source span."""
     matches = list(_DEFANG.finditer(text))
     if not matches and text.isascii():  # the common case: the view is the text
         return text, list(range(len(text))), list(range(1, len(text) + 1))
@@ -107,10 +114,23 @@ def matching_view(text: str) -> tuple[str, list[int], list[int]]:
     starts: list[int] = []
     ends: list[int] = []
     pos = 0
+    prev_cjk = False
     for m in [*matches, None]:
         stop = m.start() if m else len(text)
         for i in range(pos, stop):
-            piece = unicodedata.normalize("NFKC", text[i]) if ord(text[i]) > 127 else text[i]
+            ch = text[i]
+            cjk = False
+            if ord(ch) > 127:
+                # Arabic-Indic, Persian, Devanagari, full-width... digits read as ASCII ones
+                piece = str(unicodedata.decimal(ch)) if ch.isdecimal() else unicodedata.normalize("NFKC", ch)
+                cjk = bool(_NO_SPACE_SCRIPT.match(ch))
+            else:
+                piece = ch
+            if cjk != prev_cjk and out and not ch.isspace() and not out[-1][-1:].isspace():
+                out.append(" ")  # scripts written without spaces: a boundary the patterns can see,
+                starts.append(i)  # mapped to no source character
+                ends.append(i)
+            prev_cjk = cjk
             out.append(piece)
             starts.extend([i] * len(piece))
             ends.extend([i + 1] * len(piece))
@@ -250,7 +270,7 @@ _DIGIT = re.compile(r"\d")
 _IBAN_START = re.compile(r"[A-Za-z]{2}\s?\d{2}")
 _IP_SHAPE = re.compile(r"\d\.\d|:.*:")
 _LONG_RUN = re.compile(r"[0-9A-Za-z]{26}")
-_SPELLED_AT = re.compile(r"(?i)\sat\s")
+_SPELLED_AT = re.compile(r"(?i)\s(?:at|arroba|\[at\])\s")
 
 
 def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
@@ -269,7 +289,7 @@ def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
         "crypto": bool(_LONG_RUN.search(view)),
         "email": at or bool(_SPELLED_AT.search(view)),
         "url": "." in view or "://" in view,
-        "handle": at or "u/" in view,
+        "handle": at or "u/" in view or "#" in view or ":" in view,
         "address": digits >= 1,
     }
     return tuple(k for k in kinds if ok.get(k, True))
@@ -323,6 +343,8 @@ class Redactor:
 
     def number_kind(self, value: int | float) -> str | None:
         """The kind of personal data a bare number is (a phone or card number stored as an integer)."""
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e19:
+            value = int(value)  # a phone number stored as a float by a spreadsheet or a CSV reader
         if isinstance(value, bool) or not isinstance(value, int) or value < 1_000_000:
             return None
         digits = str(value)
