@@ -33,7 +33,13 @@ FOUND = [
     ("abito in Via Roma 10", "abito in [ADDRESS]"),
     ("Keizersgracht 123 Amsterdam", "[ADDRESS] Amsterdam"),
     ("東京都新宿区西新宿2-8-1", "[ADDRESS]"),
-    ("look at google.com for it", "look at [URL] for it"),  # a URL, not "look at" an email
+    ("look at google.com for it", "look at [URL] for it"),
+    ("Born 12/25/1990, graduated 2012", "Born [DOB], graduated 2012"),
+    ("my birthday is March 3, 1990", "my birthday is [DOB]"),
+    ("my NI number is QQ 12 34 56 C", "my NI number is [ID_NUMBER]"),
+    ("NI: AB 12 34 56 C", "NI: [ID_NUMBER]"),
+    ("Passport no. C01X00T47 ok", "Passport no. [ID_NUMBER] ok"),
+    ("driving licence MORGA753116SM9IJ", "driving licence [ID_NUMBER]"),  # a URL, not "look at" an email
 ]
 NOT_PERSONAL = [
     "Chrome 123.0.6312.86 crashed again",
@@ -44,6 +50,10 @@ NOT_PERSONAL = [
     "meet me at the cafe.",
     "score 3-1 at 10:30, what a game",
     "released in 2024 by team#4",
+    "the meeting is on 12/03/2025",
+    "I was born in 1990",
+    "I need a new passport 2 weeks before the trip",
+    "DL is the best 2024",
 ]
 
 

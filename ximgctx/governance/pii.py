@@ -32,12 +32,15 @@ if TYPE_CHECKING:  # Presidio (and spaCy under it) load on the first redaction, 
     from presidio_analyzer import AnalyzerEngine
 
 #: redaction kinds, in the order overlapping matches are resolved
-KINDS = ("email", "card", "iban", "ssn", "ip", "crypto", "url", "handle", "phone", "address")
+KINDS = (
+    "email", "card", "iban", "ssn", "id_number", "dob", "ip", "crypto", "url", "handle", "phone", "address",
+)  # fmt: skip
 
 #: personal data this redactor does not find, for the model card
 NOT_DETECTED = (
-    "personal names and street addresses without a house number (no named-entity model is installed: "
-    "spaCy's English models are not published on the package index by their authors)"
+    "personal names and street addresses without a house number (no named-entity model ran: spaCy's "
+    "English models are not published on the package index by their authors); passport, driving-licence "
+    "and national-id numbers only after the words that name them; dates of birth only after birth words"
 )
 
 DEFAULT_TOKENS = {kind: f"[{kind.upper()}]" for kind in KINDS}
@@ -49,6 +52,8 @@ _KIND_ENTITY = {
     "card": "CREDIT_CARD",
     "iban": "IBAN_CODE",
     "ssn": "US_SSN",
+    "id_number": "ID_NUMBER",  # UK NI numbers; passports and driving licences after their words
+    "dob": "DATE_OF_BIRTH",  # a date after "born", "DOB", "date of birth", "birthday"...
     "ip": "IP_ADDRESS",
     "crypto": "CRYPTO",
     "url": "URL",
@@ -291,6 +296,8 @@ def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
         "url": "." in view or "://" in view,
         "handle": at or "u/" in view or "#" in view or ":" in view,
         "address": digits >= 1,
+        "id_number": digits >= 6,
+        "dob": digits >= 1,
     }
     return tuple(k for k in kinds if ok.get(k, True))
 

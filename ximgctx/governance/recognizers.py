@@ -243,6 +243,49 @@ class _AnyCaseIban(PatternRecognizer):
         return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
+class _IdNumber(PatternRecognizer):
+    """UK National Insurance numbers (their prefix rules: no D/F/I/Q/U/V, no O second, not BG/GB/KN/NK/NT/TN/
+    ZZ), and passport / driving-licence / national-id numbers after the words that name them."""
+
+    NI = r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+    LABELLED = (
+        r"(?<=(?i:\b(?:passport|pasaporte|passeport|reisepass|driv(?:ing|er'?s)\s+licen[cs]e|licen[cs]e|DL|"
+        r"national\s+id|id\s+card|personalausweis|dni|nie|aadhaar|pan|NI)"
+        r"(?:\s+(?:no|number|num|nr|card))?\.?\s*(?:is|:|#)?\s*))"
+        r"(?<![\w-])(?=[A-Z]{0,5}[ -]?\d)[A-Z0-9](?:[A-Z0-9]|[ -](?=[A-Z0-9])){5,18}\b"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ID_NUMBER",
+            patterns=[Pattern("uk ni", self.NI, 0.6), Pattern("labelled id", self.LABELLED, 0.6)],
+            name="id_number",
+            global_regex_flags=_FLAGS,
+        )
+
+
+class _DateOfBirth(PatternRecognizer):
+    """A date right after the words that make it a birth date (a date alone is not personal data)."""
+
+    DATE = (
+        r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}(?:st|nd|rd|th)?\s+"
+        r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?,?\s+\d{4}|"
+        r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"
+    )
+    PATTERN = (
+        r"(?<=(?i:\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?|birthday(?:\s+is)?|birth\s*date|"
+        r"geboren(?:\s+am)?|née?\s+le|nacid[oa]\s+el|fecha\s+de\s+nacimiento))\W{0,3}(?:(?i:is|on)\s+)?)"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "DATE_OF_BIRTH",
+            patterns=[Pattern("dob", self.PATTERN + self.DATE, 0.6)],
+            name="dob",
+            global_regex_flags=_FLAGS,
+        )
+
+
 class _Ip(IpRecognizer):
     """Presidio's IP recognizer without the bare ``::`` and without 4-part version numbers."""
 
@@ -390,6 +433,8 @@ def build_recognizers(regions: tuple[str, ...]) -> list[EntityRecognizer]:
         _AnyCaseIban(),
         _Ssn(),
         _Itin(),
+        _IdNumber(),
+        _DateOfBirth(),
         _Ip(),
         _Crypto(),
         _Url(),
