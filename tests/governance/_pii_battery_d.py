@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (generated values written inline)
 """Personal-data battery D, written after every recognizer change of issue 24 and scored once before any
 change it could prompt: formats, hosts, names, templates and benign sentences not used by A-C or by the
 cases the recognizers were tuned on (test_pii_scripts). Phone numbers are phonenumbers' own example numbers
@@ -74,7 +75,7 @@ def items(seed: int = 2424) -> list[tuple[str, str, str]]:
         iban = _iban(rng, country, letters, digits)
         iban = iban if i % 2 else " ".join(iban[j : j + 4] for j in range(0, len(iban), 4))
         out.append(("iban", iban, rng.choice(TEMPLATES)))
-    for i in range(16):
+    for _ in range(16):
         area, group, serial = rng.randint(100, 665), rng.randint(10, 99), rng.randint(1000, 9999)
         out.append(("ssn", f"{area}-{group}-{serial}", rng.choice(["SSN {}", "social security no. {}",
                                                                    "ssn: {}", "{} (my SSN)"])))  # fmt: skip
