@@ -34,6 +34,7 @@ FOUND = [
     ("Keizersgracht 123 Amsterdam", "[ADDRESS] Amsterdam"),
     ("東京都新宿区西新宿2-8-1", "[ADDRESS]"),
     ("look at google.com for it", "look at [URL] for it"),
+    ("my server 98.138.222.154", "my server [IP]"),  # "server" ends in "ver", it is not a version
     ("Born 12/25/1990, graduated 2012", "Born [DOB], graduated 2012"),
     ("my birthday is March 3, 1990", "my birthday is [DOB]"),
     ("my NI number is QQ 12 34 56 C", "my NI number is [ID_NUMBER]"),

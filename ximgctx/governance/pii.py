@@ -307,7 +307,7 @@ def _in_code_or_number(text: str, s: int, e: int, kind: str) -> bool:
     ``f(user.name)`` (code, not a URL), a card-like run inside a longer dashed number (an order number)."""
     before, after = text[max(0, s - 12) : s], text[e : e + 2]
     if kind == "ip":
-        return bool(re.search(r"(?i)(?:\bv|version\s*|ver\.?\s*|firmware\s*|build\s*|release\s*)$", before))
+        return bool(re.search(r"(?i)\b(?:v|version\s*|ver\.?\s*|firmware\s*|build\s*|release\s*)$", before))
     if kind == "url" and not re.match(r"(?i)(?:https?|ftp)://|www\d{0,3}\.", text[s:e]):
         return bool(re.search(r"\w\($", before) or after.startswith("("))
     if kind == "card":
