@@ -278,6 +278,21 @@ _LONG_RUN = re.compile(r"[0-9A-Za-z]{26}")
 _SPELLED_AT = re.compile(r"(?i)\s(?:at|arroba|\[at\])\s")
 
 
+_BIRTH_WORD = re.compile(r"(?i)d\.?o\.?b|birth|born|geboren|n[ée]e?\s+le|nacid|nacimiento")
+_ID_WORD = re.compile(
+    r"(?i)passport|pasaporte|passeport|reisepass|licen[cs]e|\bdl\b|\bid\b|personalausweis|\bdni\b|\bnie\b|"
+    r"aadhaar|\bpan\b|\bni\b"
+)
+#: what every address pattern holds besides a digit: a capital (a street or town name), CJK, an ordinal
+#: street name, or a street word of the patterns written in any case
+_ADDRESS_HINT = re.compile(
+    "[A-ZÀ-Ý\u3040-\u30ff\u4e00-\u9fff]|\\d(?:st|nd|rd|th)\\b|(?i:rue|av|bd|boulevard|place|chemin|all[ée]e|"
+    "impasse|quai|calle|c/|via|viale|piazza|corso|vicolo|rua|travessa|pra[çc]a|alameda|paseo|plaza|carrer|"
+    "rambla|calzada)"
+)
+_NI_SHAPE = re.compile(r"[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]")
+
+
 def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
     """The kinds ``view`` can hold at all, by conditions every match of their recognizers meets (digits a
     phone/card/SSN/IBAN needs at least, the characters an email, URL, handle, IP or wallet cannot do
@@ -295,9 +310,9 @@ def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
         "email": at or bool(_SPELLED_AT.search(view)),
         "url": "." in view or "://" in view,
         "handle": at or "u/" in view or "#" in view or ":" in view,
-        "address": digits >= 1,
-        "id_number": digits >= 6,
-        "dob": digits >= 1,
+        "address": digits >= 1 and bool(_ADDRESS_HINT.search(view)),
+        "id_number": digits >= 6 and bool(_ID_WORD.search(view) or _NI_SHAPE.search(view)),
+        "dob": bool(_BIRTH_WORD.search(view)),
     }
     return tuple(k for k in kinds if ok.get(k, True))
 
