@@ -41,8 +41,10 @@ def test_the_fast_path_gives_the_same_outputs_as_the_unoptimised_one() -> None:
 
     from .._pii_eval import CHANNELS, _post
 
+    from . import _pii_battery_d as battery_d
+
     posts = []
-    for battery in (battery_a, battery_b, battery_c):
+    for battery in (battery_a, battery_b, battery_c, battery_d):
         strings = [t.format(v) for _, v, t in battery.items()] + list(battery.BENIGN)
         posts += [_post(len(posts) + i, CHANNELS[i % len(CHANNELS)], s) for i, s in enumerate(strings)]
     key = b"f" * 32
