@@ -40,7 +40,6 @@ def test_the_fast_path_gives_the_same_outputs_as_the_unoptimised_one() -> None:
     from ximgctx.governance import govern, pii
 
     from .._pii_eval import CHANNELS, _post
-
     from . import _pii_battery_d as battery_d
 
     posts = []
