@@ -12,6 +12,13 @@ drop reason, so the counts add up to the input); the vocabulary is :mod:`ximgctx
 5. ``visibility_missing`` / ``visibility_unknown`` / ``non_public``: every visibility field present must be
    among the policy's public values (fail closed: an unknown value is dropped).
 
+A record in a known export shape (:mod:`ximgctx.governance.shapes`: X, Mastodon, ActivityPub, Bluesky,
+Reddit, Threads, Telegram, Discord, Slack, Instagram) is first read by its row of the shape table (its DM,
+deleted, private and opt-out fields; a raw public record of a platform whose records are public needs no
+visibility field); unknown shapes keep the fail-closed rules above. Opt-outs are widened to every id an
+account object gives (``{"id", "screen_name"}``, ``{did, handle}``, a local ``acct``), and a post that only
+mentions an opted-out person is kept with their ids, handles, DIDs and bare names redacted.
+
 In kept posts, replies by opted-out authors are removed (``opted_out_author``), replies whose author
 cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
 then personal data is redacted in the text, every reply and (``redact_meta``) every string and

@@ -17,7 +17,6 @@ sees.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ximgctx._extras import missing_extra
+from ximgctx.governance._presidio import import_presidio
 
 if TYPE_CHECKING:  # Presidio (and spaCy under it) load on the first redaction, not on import
     from presidio_analyzer import AnalyzerEngine
@@ -148,30 +147,6 @@ def matching_view(text: str) -> tuple[str, list[int], list[int]]:
         ends.extend([m.end()] * len(piece))
         pos = m.end()
     return "".join(out), starts, ends
-
-
-_HEAVY = ("transformers", "torch", "torchvision")
-
-
-def import_presidio() -> None:
-    """Import ``presidio_analyzer`` without the model stacks its NLP-engine modules pull in at import
-    (transformers, torch: seconds of start-up for engines the pattern analyzer never uses). Those not
-    already imported are hidden while Presidio imports (it treats them as absent, as it does when they are
-    not installed) and visible again afterwards."""
-    if "presidio_analyzer" in sys.modules:
-        return
-    hidden = [m for m in _HEAVY if m not in sys.modules]
-    for m in hidden:
-        sys.modules[m] = None  # type: ignore[assignment]  # "import m" raises ImportError meanwhile
-    try:
-        import presidio_analyzer  # noqa: F401
-        import presidio_analyzer.nlp_engine  # noqa: F401
-    except ImportError as e:
-        raise missing_extra(e, feature="PII redaction (govern)") from None
-    finally:
-        for m in hidden:
-            if sys.modules.get(m, 0) is None:
-                del sys.modules[m]
 
 
 #: whether the fast paths run (the prefilter, the cache); tests and the benchmark compare both

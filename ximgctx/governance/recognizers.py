@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 from ximgctx._extras import missing_extra, require
-from ximgctx.governance.pii import import_presidio
+from ximgctx.governance._presidio import import_presidio
 
 import_presidio()  # without the NLP model stacks (see there)
 try:
