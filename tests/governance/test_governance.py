@@ -218,7 +218,7 @@ _ORDINARY = [
     "Flight 1234 leaves gate 17 at 18:45, seat 23C.",
     "3 cats, 2 dogs and 1 very confused parrot.",
     "That's 50% off, down from $80 to $40!!!",
-    "Born 12/25/1990, graduated 2012, married 2016.",
+    "Moved 12/25/2019, graduated 2012, married 2016.",  # a birth date would be personal data (dob)
     "Temperature hit 104.5F at 3pm yesterday.",
     "The score was 21-14 at halftime, final 35-28.",
     "Grade 10 students read pages 120-145 for Monday.",

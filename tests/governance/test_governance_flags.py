@@ -48,7 +48,7 @@ DROPPED = [
     ({**PUBLIC, "deleted": "1"}, "deleted"),
     ({"visibility": "public", "author": "[deleted]"}, "deleted"),  # Reddit
     ({**PUBLIC, "protected": True}, "private_account"),  # Twitter/X
-    ({**PUBLIC, "user": {"id": "9", "protected": "true"}}, "private_account"),
+    ({**PUBLIC, "user": {"id": "8", "protected": "true"}}, "private_account"),  # not user 9 (opted out)
     ({**PUBLIC, "locked": 1}, "private_account"),  # Mastodon
     ({**PUBLIC, "is_private": "on"}, "private_account"),  # Instagram
     ({**PUBLIC, "labels": [{"val": "!no-unauthenticated"}]}, "private_account"),  # Bluesky self-label

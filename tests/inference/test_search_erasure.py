@@ -16,7 +16,7 @@ import torch
 from ximgctx.cli.inference import main as cli_main
 from ximgctx.data.io import write_posts
 from ximgctx.data.record import Reply
-from ximgctx.errors import OutputError
+from ximgctx.errors import ArtifactError, OutputError
 from ximgctx.inference import Predictor, SearchIndex, SearchIndexError
 
 from .._inference_fixtures import bad_posts, make_posts, model_dir, tiny_model
@@ -139,4 +139,34 @@ def test_index_folder_is_verified(tmp_path: Path, predictor: Predictor) -> None:
     assert SearchIndex.load(path, expected_sha256=hashlib.sha256(pin).hexdigest()).records
     with pytest.raises(SearchIndexError, match="does not match the expected"):
         SearchIndex.load(path, expected_sha256="0" * 64)
-    assert len(meta["author_key"]) == 64
+    assert "author_key" not in meta and len(meta["author_key_id"]) == 16
+
+
+def test_saved_index_alone_cannot_tell_whether_an_author_is_in_it(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    """index.json names the operator key's id, never the key: the folder alone cannot recompute an author's
+    digest; the key holder can erase them; a format-2 folder (key inside) is refused with a rebuild note."""
+    from ximgctx._artifacts import seal_folder
+    from ximgctx.governance.identity import author_digest
+    from ximgctx.governance.keys import key_id
+
+    key = b"operator-governance-key-for-index"
+    path = SearchIndex.build(predictor, _authored(), author_key=key).save(tmp_path / "idx")
+    meta = json.loads((path / "index.json").read_text())
+    assert "author_key" not in meta and meta["author_key_id"] == key_id(key) and meta["author_key_held"]
+    assert all(key not in f.read_bytes() and key.hex().encode() not in f.read_bytes() for f in path.iterdir())
+    stored = {d for r in SearchIndex.load(path).records for d in r["authors"]}
+    candidates = [str(v).encode() for v in meta.values() if isinstance(v, (str, int))]
+    assert all(author_digest("u_gone", c) not in stored for c in candidates)
+    assert author_digest("u_gone", key) in stored
+    with pytest.raises(ArtifactError, match=f"governance key {key_id(key)}"):
+        SearchIndex.load(path, author_key=b"some-other-operator-key-00000").remove_authors(["u_gone"])
+    assert SearchIndex.load(path, author_key=key).remove_authors(["u_gone"]) == 3
+    meta.update(format_version=2, author_key="cd" * 32)  # what ximgctx 0.1 wrote
+    del meta["author_key_id"], meta["author_key_held"]
+    (path / "index.json").write_text(json.dumps(meta))
+    (path / "manifest.json").unlink()
+    seal_folder(path, "search-index", version=2)
+    with pytest.raises(SearchIndexError, match=r"ximgctx < 0.2.*rebuild"):
+        SearchIndex.load(path)

@@ -137,7 +137,18 @@ def test_purge_removes_the_authors_items_votes_and_replies(store, tmp_path):
     for i in range(10):
         store.vote(who, store.lease(who).item_id, answer(i))
     counts = store.purge_authors(["@AUTHOR1", "Replier2"])  # the governance identity rule applies
-    assert counts == {"items": 2, "votes": 6, "replies": 3}  # replier2 replied under p2, p5, p8 (p... kept)
+    # replier2 replied under p2, p5, p8 (p... kept); the loop's label rows of p1, p6 go, replies are cut
+    assert counts == {"items": 2, "votes": 6, "replies": 3, "label_rows": 2}
+    from sqlalchemy import select
+
+    from ximgctx.queue.models import LabelRow
+
+    with store.sessions() as s:
+        rows = list(s.scalars(select(LabelRow)))
+    assert sorted(r.post_id for r in rows) == [f"p{i}" for i in (0, 2, 3, 4, 5, 7, 8, 9)]
+    cut = ("replier2", '"reply 2"', '"reply 5"', '"reply 8"')
+    assert not any(text in r.post for r in rows for text in cut)
+    assert sum('"reply ' in r.post for r in rows) == 5  # the other replies stay
     out = export_manifest(store, tmp_path / "labels.jsonl", method="majority")
     posts = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert out["posts"] == 8 and {p["id"] for p in posts} == {f"p{i}" for i in range(10)} - {"p1", "p6"}
@@ -150,6 +161,26 @@ def test_purge_finds_the_author_under_any_key_governance_reads(store):
     posts[1].meta = {"visibility": "public", "user": {"id": "gone", "name": "G"}}
     store.enqueue(posts)
     assert store.purge_authors(["gone"])["items"] == 2
+
+
+def test_purge_removes_a_queued_post_quoting_the_author_as_the_index_does(store):
+    """One erasure rule: a post quoting an opted-out author goes from the queue, as it goes from the search
+    index and the label memory (governance.identity.erasure); a reply by them leaves only the reply."""
+    from ximgctx.governance.identity import erasure
+
+    posts = public_posts(3)
+    posts[0].meta = {
+        "visibility": "public",
+        "author": "u1",
+        "quoted_status": {"user": {"screen_name": "Gone"}},
+    }
+    posts[1].meta = {"visibility": "public", "author": "u2", "retweeted_status": {"author": "@gone"}}
+    store.enqueue(posts)
+    assert store.purge_authors(["gone"])["items"] == 2
+    assert erasure({"u1", "gone"}, [[]], {"gone"}).drop_post  # the rule the index applies to these posts
+    assert erasure({"u1"}, None, {"gone"}) == (False, ())
+    assert erasure({"u1"}, [["x"], ["gone"]], {"gone"}) == (False, (1,))
+    assert erasure({"u1", "gone"}, None, {"gone"}).drop_post  # replies inseparable: digests of all authors
 
 
 def test_ximgctx_purge_erases_the_authors_from_a_queue_database(store, tmp_path, capsys):
@@ -195,7 +226,9 @@ def test_export_is_a_governed_manifest_with_provenance(store, tmp_path):
 def served(tmp_path_factory):
     db = tmp_path_factory.mktemp("served") / "q.sqlite"
     store = make_store(str(db), overlap=3, gold_rate=0.0)
-    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
     with running(app) as url:
         yield url, store
     store.close()

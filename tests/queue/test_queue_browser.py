@@ -94,7 +94,9 @@ def test_label_ten_posts_with_keys_and_clicks(browser, tmp_path):
     posts[0].text = "when monday hits and the whole office shows up"
     assert store.enqueue(posts).added == 10
     token = store.add_labeler("browser-person")
-    app = create_app(model_dir(), config=ServeConfig(api_keys=[API_KEY]), queue=store)
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
     wait = WebDriverWait(browser, 60)
     expected = {}
     with running(app) as url:
@@ -200,8 +202,15 @@ def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(brow
     memory = memory_module.LabelMemory.for_predictor(predictor)
     memory.set_center(predictor.embed(make_posts(48, seed=7, folder="centre")))
     memory.save(tmp_path / "memory")
+    from ximgctx.queue.loop import LabelRule, LoopState
+
+    loop = LoopState(store)
+    loop.set_rule(LabelRule(k=1), who="ops", why="one labeler decides in this test")  # default: k=2
     app = create_app(
-        predictor, config=ServeConfig(api_keys=[API_KEY]), queue=store, memory=tmp_path / "memory"
+        predictor,
+        config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]),
+        queue=store,
+        memory=tmp_path / "memory",
     )
 
     def moderate(url: str, text: str, image: Path) -> dict:
@@ -233,6 +242,7 @@ def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(brow
         wait.until(_moved_on(post_id))
         after = moderate(url, near_text, Path(post.image)), moderate(url, "a quiet cat asleep", far_image)
     assert len(store.vote_rows()) == 3
-    assert len(memory_module.LabelMemory.load(tmp_path / "memory")) == 1  # the vote is in the saved memory
+    assert len(memory_module.LabelMemory.load(tmp_path / "memory")) == 0  # files: a base, not the truth
+    assert [e.labels["intent"] for e in loop.effective()[1]] == [["threat"]]  # the store holds the label
     assert after[0] != before[0]  # the near-duplicate moved at once
     assert after[1] == before[1]  # the far post did not

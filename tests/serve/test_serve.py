@@ -197,10 +197,18 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     import base64
     from pathlib import Path
 
+    from ximgctx.inference import Predictor
+    from ximgctx.inference.memory import LabelMemory
+
     from .._inference_fixtures import make_posts
+    from .._queue_fixtures import make_store
 
     memory = tmp_path / "model.memory"
-    app = create_app(model_dir(), config=ServeConfig(no_auth=True), memory=memory)
+    predictor = Predictor.from_pretrained(model_dir(), device="cpu")
+    reference = make_posts(48, seed=21, folder="serve-reference", with_labels=False)  # the governed sample
+    LabelMemory.for_predictor(predictor, reference=reference).save(memory)  # created empty, centred
+    store = make_store(str(tmp_path / "loop.sqlite"))
+    app = create_app(predictor, config=ServeConfig(no_auth=True), memory=memory, state=store)
     warm = make_posts(40, seed=7, folder="serve-feedback", with_labels=False)
 
     def parts(post):
@@ -214,7 +222,7 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
     far = next(p for p in warm if p.image and p is not target and p.text != target.text)
     with running(app) as url:
         client = openai.OpenAI(api_key="unused", base_url=f"{url}/v1", max_retries=0)
-        client.moderations.create(input=[p.text for p in warm[:32]])  # posts this server has been asked about
+        client.moderations.create(input=[p.text for p in warm[:32]])  # requests never centre the memory
 
         def violence(post, text_suffix=""):
             body = parts(post)
@@ -237,33 +245,30 @@ def test_feedback_changes_the_next_result_for_a_near_duplicate_only(tmp_path):
                     "meta": {"visibility": "public", "author": "u1"},
                 },
                 "labels": {"intent": ["threat"], "meaning": "literal"},
-                "reviewer": "reviewer-7",
             },
             timeout=60,
         )
         assert resp.status_code == 200, resp.text
-        assert resp.json()["added"] == 1 and resp.json()["memory_size"] == 1
+        assert resp.json()["memory_size"] == 1 and resp.json()["reviewer"] == "local"
         near_after, far_after = violence(target, "!"), violence(far)
         private = httpx.post(
             f"{url}/v1/feedback",
             json={
                 "post": {"id": "dm1", "text": "hi", "meta": {"visibility": "private"}},
                 "labels": {"intent": ["threat"]},
-                "reviewer": "reviewer-7",
             },
         )
     assert near_after > near_before + 0.05  # the label took effect at once, for the near-duplicate
     assert far_after == far_before  # and not for a far post
     assert private.status_code == 422 and private.json()["error"]["code"] == "not_governed"
     assert "non_public" in private.json()["error"]["message"]
-    from ximgctx.inference.memory import LabelMemory
+    from ximgctx.queue.loop import LoopState
 
-    stored = LabelMemory.load(memory)  # persisted atomically, as a verified artifact
-    assert stored.ids == [target.id]
-    assert stored.posts[0]["meta"]["feedback"]["reviewer"] == "reviewer-7"
-    assert stored.posts[0]["image"] == base64.b64decode(image.split(",", 1)[1])  # the memory owns the image
-    stored.save(tmp_path / "again")
-    assert LabelMemory.load(tmp_path / "again").posts[0]["image"] == stored.posts[0]["image"]
+    (row,) = LoopState(store).history()["rows"]  # the store holds the row: who, the post, its labels
+    assert (row["post_id"], row["who"], row["role"]) == (target.id, "local", "reviewer")
+    assert row["labels"] == {"intent": ["threat"], "meaning": "literal"}
+    (entry,) = LoopState(store).effective()[1]
+    assert entry.post.image == base64.b64decode(image.split(",", 1)[1])  # the store owns the image
 
 
 def test_moderate_format_openai_validates_against_the_sdk(tmp_path):

@@ -200,6 +200,15 @@ def test_ximgctx_train_command_streams_a_shard_folder(shards: Path, tmp_path: Pa
     assert state["stream"]["workers"] == 1 and state["stream"]["ranks"][0]["consumed"] == [8]
     result = json.loads((tmp_path / "cli" / "train_result.json").read_text())
     assert result["data"]["train_posts"] == 48 and result["steps"] == 2
+    # the model says who trained it: every author of the whole streamed folder, not just the first batches
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digests_of
+    from ximgctx.governance.keys import load_key
+
+    saved = sorted((tmp_path / "cli").rglob(MODEL_AUTHORS_FILE))
+    expected = author_digests_of(load_posts(shards / "governed_train.jsonl"), load_key()[0])
+    assert saved and len(expected) > 48
+    for path in saved:  # every model the run saved
+        assert set(json.loads(path.read_text())["digests"]) == expected, path
 
 
 def test_an_ungoverned_shard_folder_is_refused_before_training(shards: Path, tmp_path: Path) -> None:

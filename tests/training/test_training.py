@@ -300,6 +300,38 @@ def test_ungoverned_data_is_refused_unless_allowed(bench: Path, tmp_path: Path) 
     assert '"allowed_ungoverned": true' in (result.model_dir / "README.md").read_text()
 
 
+def test_a_trained_model_says_which_opted_out_authors_trained_it(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Training writes the keyed author set of its training posts into the model it saves, so `purge
+    --model` counts the opted-out authors whose words trained it (without naming anyone else)."""
+    from ximgctx.cli import purge as purge_cli
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE
+    from ximgctx.governance.keys import key_id
+
+    key = "training-governance-key-0123456789"
+    monkeypatch.setenv("XIMGCTX_GOVERNANCE_KEY", key)
+    cfg = experiment(bench, tmp_path / "run", max_steps=1, save_every=100, eval_every=100)
+    cfg["data"]["val"] = None
+    result = train(cfg)
+    assert result.model_dir is not None
+    authors_file = result.model_dir / MODEL_AUTHORS_FILE
+    record = json.loads(authors_file.read_text())
+    trained = load_posts(bench / "governed_train.jsonl")
+    post_author = trained[0].meta["author"]
+    reply_author = next(r.author for p in trained for r in p.replies if r.author)
+    val_only = {p.meta["author"] for p in load_posts(bench / "governed_val.jsonl")}
+    val_only -= {p.meta["author"] for p in trained} | {r.author for p in trained for r in p.replies}
+    assert record["key_id"] == key_id(key.encode()) and len(record["digests"]) > 48
+    assert post_author not in authors_file.read_text() and key not in authors_file.read_text()
+    opt_out = tmp_path / "opt_out.txt"
+    opt_out.write_text(f"{post_author}\n@{reply_author.upper()}\n{sorted(val_only)[0]}\nnever-posted\n")
+    assert purge_cli.main(["--opt-out", str(opt_out), "--model", str(result.model_dir)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["trained_on_opted_out_authors"] == 2 and line["retrain"] is True
+    assert line["authors_in_model"] == len(record["digests"])
+
+
 def test_cli_refuses_ungoverned_data_with_a_reason(
     bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -360,6 +392,16 @@ def test_pretrain_writes_encoder_weights_fine_tuning_can_start_from(bench: Path,
     )
     weights_file = res.model_dir / "open_clip_model.safetensors"
     assert weights_file.is_file() and math.isfinite(res.best_metric)
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digests_of
+    from ximgctx.governance.keys import load_key
+    from ximgctx.purge import model_report
+
+    # the export says who pretrained it (pairs only: posts with an image and a text), checked as purge does
+    digests = json.loads((res.model_dir / MODEL_AUTHORS_FILE).read_text())["digests"]
+    key, _ = load_key()  # no operator key in this test: the process's own
+    assert set(digests) <= author_digests_of(load_posts(bench / "governed_train.jsonl"), key) and digests
+    first = load_posts(bench / "governed_train.jsonl")[0].meta["author"]
+    assert model_report(res.model_dir, {first, "never-posted"}, key, True)["authors_in_model"] == len(digests)
     assert any((tmp_path / "pre" / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
     cfg = experiment(bench, tmp_path / "ft", max_steps=1, save_every=100, eval_every=100)
     cfg["model"]["encoder"]["pretrained"] = str(weights_file)

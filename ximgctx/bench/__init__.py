@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "dataloader": "ximgctx.bench.dataloader",
     "gpu": "ximgctx.bench.gpu",
     "cli": "ximgctx.bench.startup",
+    "govern": "ximgctx.bench.govern",
 }
 
 

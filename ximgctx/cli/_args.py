@@ -195,8 +195,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--index": {"type": existing_dir, "help": "search index folder written by ximgctx index"},
     "--memory": {
-        "help": "label memory folder: blended into predictions; memory add, /v1/feedback and queue votes "
-        "add to it"
+        "help": "label memory folder: blended into predictions; memory add writes it, a server reads it "
+        "as the base under the loop store's feedback and votes"
     },
     "--nlist": {"type": int, "help": "IVF cells (default: about 4 sqrt(N))"},
     "--nprobe": {"type": int, "help": "IVF cells visited per query" + _DEFAULT},
@@ -209,6 +209,10 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--key-file": {"help": "the operator's governance key file (default: $XIMGCTX_GOVERNANCE_KEY)"},
     "--queue-key-file": {"help": "the labeling queue's HMAC key file (default: $XIMGCTX_QUEUE_KEY)"},
+    "--loop-db": {
+        "help": "the loop store (a SQLite file or postgresql:// URL, keyed by --queue-key-file) that "
+        "/v1/feedback writes to and every replica reads (queue serve: the queue's --db unless given)"
+    },
     "--opt-out": {"type": existing_file, "help": "file of opted-out author ids, one per line"},
     # human in the loop
     "--method": {

@@ -118,6 +118,14 @@ def _cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-startup", action="store_true", help="skip the real command's start-up figure")
 
 
+def _govern(p: argparse.ArgumentParser) -> None:
+    add(p, "--n", default=5000)
+    p.add_argument("--pii", type=float, default=0.3, help="share of posts holding personal data")
+    p.add_argument("--check", type=int, default=300, help="posts compared with the unoptimised path")
+    add(p, "--repeats", default=3)  # fresh processes timed for the start-up figure (0: none)
+    add(p, "--seed", default=0)
+
+
 #: benchmark -> (module under ximgctx.bench, its flags).
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "synth": ("synth", _synth),
@@ -128,6 +136,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "dataloader": ("dataloader", _dataloader),
     "gpu": ("gpu", _gpu),
     "cli": ("startup", _cli),
+    "govern": ("govern", _govern),
 }
 
 

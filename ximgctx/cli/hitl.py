@@ -6,6 +6,7 @@
     ximgctx select    --model DIR --data pool.jsonl -k 50 --out next.jsonl
                       [--strategy entropy|margin|mc_dropout|diverse] [--labeled labels.jsonl]
     ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]
+    ximgctx memory history|revert|remove|rule ... --db q.sqlite --queue-key-file q.key   (the loop store)
     ximgctx simulate-labeling --out DIR [--rounds 5] [--per-round 100] [--strategies random,entropy,diverse]
 
 Summaries go to stderr as JSON; results to ``--out``. Skipped votes are listed with their file and row.
@@ -281,8 +282,8 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         "--reference",
         type=existing_path,
         default=None,
-        help="posts like those the memory will be asked about (a sample of the pool), to centre "
-        "similarities on a new memory (default: the --data posts)",
+        help="governed posts like those the memory will be asked about (a sample of the training data or "
+        "of the pool), to centre similarities on a new memory: required when the memory is created",
     )
     add_.add_argument(
         "--weight", type=float, default=None, help="most the memory can move a score (new memory: 0.5)"
@@ -299,26 +300,140 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="kernel exp((s - 1) / T): how fast influence fades with similarity (new memory: 0.05)",
     )
+    add_.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=None,
+        help="cosine similarity from which an entry is a near-exact copy of a post; entries below it move a "
+        "post's scores by at most --max-shift (new memory: 0.95)",
+    )
+    add_.add_argument(
+        "--max-shift",
+        type=float,
+        default=None,
+        help="the most entries below --near-duplicate can move any label's score (new memory: 0.05)",
+    )
     add(add_, "--allow-ungoverned")
+    add(add_, "--key-file")
+    helps = {
+        "history": "a post's (or every) feedback and vote rows and audit rows in the loop store",
+        "revert": "undo the latest live row of a post: it is answered as before that row",
+        "remove": "stop a post's rows (or one row, --row) counting: its memory entry goes",
+        "rule": "show or set when rows take effect (a reviewer alone; k agreeing labelers)",
+    }
+    for name, text in helps.items():
+        sp = sub.add_parser(
+            name,
+            help=text,
+            description=text + ". The loop store is the queue's database (--db, --queue-key-file); every "
+            "change is an audit row (--by, --why) and reaches running servers within their poll interval.",
+        )
+        add_dataclass_args(sp, "ximgctx.queue.config:QueueConfig", only={"db"})
+        add(sp, "--queue-key-file")
+        if name in ("history", "revert", "remove"):
+            sp.add_argument(
+                "post",
+                nargs="?" if name != "revert" else None,
+                default=None,
+                help="the post's id or content digest"
+                + (" (history: every post when left out)" * (name == "history")),
+            )
+        if name == "remove":
+            sp.add_argument("--row", type=int, default=None, help="one row's id instead of a post's rows")
+        if name == "rule":
+            sp.add_argument("--k", type=int, default=None, help="agreeing labelers a label needs")
+            sp.add_argument(
+                "--reviewer-alone",
+                choices=["yes", "no"],
+                default=None,
+                help="yes: a reviewer's feedback decides by itself; no: it counts as one vote",
+            )
+        if name != "history":
+            sp.add_argument(
+                "--why", required=name != "rule", default="", help="the reason, kept in the audit"
+            )
+            sp.add_argument(
+                "--by", default=None, help="who makes the change (default: operator:<login name>)"
+            )
 
 
 def _memory(args: argparse.Namespace) -> int:
+    if args.action != "add":
+        return _memory_store(args)
+    return _memory_add(args)
+
+
+def _memory_store(args: argparse.Namespace) -> int:
+    """``memory history|revert|remove|rule`` on the loop store (no model needed)."""
+    import getpass
+
+    from ximgctx.errors import InputError
+    from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
+    from ximgctx.queue.loop import LabelRule, LoopState
+
+    store = QueueStore(QueueConfig(db=args.db, key=read_queue_key(args.queue_key_file)))
+    try:
+        loop = LoopState(store)
+        who = getattr(args, "by", None) or f"operator:{getpass.getuser()}"
+        if args.action == "history":
+            result: dict[str, Any] = loop.history(args.post)
+        elif args.action == "revert":
+            undone = loop.revert(args.post, who=who, why=args.why)
+            if undone is None:
+                raise InputError(f"memory revert: post {args.post!r} has no live row in the loop store")
+            result = {"reverted": undone, "generation": loop.generation()}
+        elif args.action == "remove":
+            if (args.row is None) == (args.post is None):
+                raise InputError("memory remove: give a post (id or digest) or --row ID, not both")
+            if args.row is not None:
+                if not loop.remove_row(args.row, who=who, why=args.why):
+                    raise InputError(f"memory remove: no live row {args.row} in the loop store")
+                removed = 1
+            else:
+                removed = loop.remove_post(args.post, who=who, why=args.why)
+                if not removed:
+                    raise InputError(f"memory remove: post {args.post!r} has no live row in the loop store")
+            result = {"removed": removed, "generation": loop.generation()}
+        else:
+            rule = loop.rule()
+            if args.k is not None or args.reviewer_alone is not None:
+                rule = LabelRule(
+                    reviewer_alone=rule.reviewer_alone
+                    if args.reviewer_alone is None
+                    else args.reviewer_alone == "yes",
+                    k=rule.k if args.k is None else args.k,
+                )
+                loop.set_rule(rule, who=who, why=args.why)
+            result = {"rule": rule.to_dict(), "generation": loop.generation()}
+    finally:
+        store.close()
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _memory_add(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ximgctx.data.io import load_posts
     from ximgctx.data.record import LoadReport
+    from ximgctx.errors import ConfigError
     from ximgctx.governance import require_governed
+    from ximgctx.governance.keys import load_key
+    from ximgctx.inference._authors import AuthorKey
     from ximgctx.inference.memory import LabelMemory, default_memory_dir
 
     predictor = _predictor(args)
     folder = Path(args.memory) if args.memory else default_memory_dir(args.model)
-    memory = (
-        LabelMemory.load(folder)
-        if (folder / "memory.json").is_file()
-        else LabelMemory.for_predictor(predictor)
-    )
+    key, held = load_key(args.key_file)  # keys the entries' author digests; only its id is saved
+    if (folder / "memory.json").is_file():
+        memory = LabelMemory.load(folder, author_key=key if held else None)
+    else:
+        memory = LabelMemory.for_predictor(predictor)
+        memory.author_key = AuthorKey.operator(key if held else None)
     overrides = {
-        k: getattr(args, k) for k in ("weight", "threshold", "temperature") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("weight", "threshold", "temperature", "near_duplicate", "max_shift")
+        if getattr(args, k) is not None
     }
     if overrides:
         memory.config = replace(memory.config, **overrides)
@@ -329,7 +444,24 @@ def _memory(args: argparse.Namespace) -> int:
             posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="memory add"
         )
     )
-    reference = load_posts(args.reference, on_error="skip") if args.reference else None
+    if memory.center is None and not args.reference:
+        raise ConfigError(
+            f"ximgctx memory add: {folder} is a new label memory: give --reference FILE (governed posts like "
+            "those it will be asked about, a sample of the training data or of the pool) to centre its "
+            "similarities on"
+        )
+    reference = (
+        list(
+            require_governed(
+                load_posts(args.reference, on_error="skip"),
+                allow_ungoverned=args.allow_ungoverned,
+                source=args.reference,
+                command="memory add --reference",
+            )
+        )
+        if args.reference and memory.center is None
+        else None
+    )
     added = memory.add(predictor, posts, reference=reference)
     memory.save(folder, inputs=[args.data, args.reference, args.model])
     _emit(
@@ -418,7 +550,14 @@ _DESCRIPTIONS = {
     "memory": """A model's label memory: labeled posts whose embeddings shift predictions for similar posts at
         once, before any retraining.
 
-          ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]""",
+          ximgctx memory add --model DIR --data corrections.jsonl [--memory DIR]
+
+        Served feedback and queue votes live in the loop store (the queue's database); undo there, audited:
+
+          ximgctx memory history [POST] --db q.sqlite --queue-key-file q.key
+          ximgctx memory revert POST --why "misread" --db q.sqlite --queue-key-file q.key
+          ximgctx memory remove POST|--row ID --why "..." --db q.sqlite --queue-key-file q.key
+          ximgctx memory rule [--k 3] [--reviewer-alone yes|no] --db q.sqlite --queue-key-file q.key""",
     "simulate-labeling": """A simulated labeling loop on ContextBench: a crowd with honest labelers and
         spammers labels the posts each strategy picks, round after round; writes the learning curve per
         strategy.

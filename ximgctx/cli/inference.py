@@ -59,6 +59,7 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
             on_error="raise",
         )
         add(p, "--overwrite")
+        add(p, "--key-file")
         p.add_argument(
             "--mode", default="exact", choices=["exact", "ivf"], help="exact (flat) or IVF (approximate)"
         )
@@ -311,8 +312,17 @@ def _index(args: argparse.Namespace) -> int:
     _confine_images(args, predictor)
     posts = load_posts(args.data, streaming=True, image_root=args.image_root, on_error=args.on_error)
     posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
+    from ximgctx.governance.keys import load_key
+
+    key, held = load_key(args.key_file)  # keys the posts' author digests; only its id is saved
     index = SearchIndex.build(
-        predictor, posts, mode=args.mode, nlist=args.nlist, nprobe=args.nprobe, progress=not args.no_progress
+        predictor,
+        posts,
+        mode=args.mode,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        progress=not args.no_progress,
+        author_key=key if held else None,
     )
     path = index.save(args.out, overwrite=args.overwrite, inputs=[args.data, args.model, args.image_root])
     _stderr_json(

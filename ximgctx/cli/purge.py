@@ -23,15 +23,18 @@ DESCRIPTION = """Erase opted-out authors from everything built so far, and say w
 - --index: every post and reply of those authors leaves the search index, which is saved again in place.
 - --memory: the same for a label memory.
 - --data: a manifest is rewritten atomically without their posts (own, quoted or reposted) and without
-  their replies.
+  their replies; a shard folder is written again as a new verified shard artifact (never edited in place).
 - --queue: the authors' queued items, their votes and their replies under other posts are erased from a
   labeling queue database (SQLite file or postgresql:// URL).
 - --model: nothing is changed (weights cannot forget); the count of opted-out authors whose words trained it
   is reported from the folder's keyed digest set, a retrain signal that names nobody. It needs the key that
   governed the training data.
 
-One audit line per target (counts only, never ids) goes to stdout, the log, and --report (JSON lines,
-appended)."""
+Models are checked first. The purge is recorded in --journal (default: beside --report, else beside the
+opt-out list) before anything is erased, target by target as each is done, and completed last; a purge that
+fails or is killed midway is resumed and completed by running the same command again. One audit line per
+target (counts only, never ids, with the purge's id and state) goes to stdout, the log, and --report (JSON
+lines, appended)."""
 
 
 def build_parser(command: str = "purge") -> argparse.ArgumentParser:
@@ -50,43 +53,37 @@ def build_parser(command: str = "purge") -> argparse.ArgumentParser:
     add(p, "--queue-key-file")
     add(p, "--key-file")
     add(p, "--report")
+    p.add_argument(
+        "--journal",
+        default=None,
+        help="the purge journal (JSON; the audit record that makes a purge resumable; default: "
+        "--report's path + .journal.json, else the opt-out list's)",
+    )
     return p
 
 
-def _run(args: argparse.Namespace, authors: set[str]) -> list[dict[str, Any]]:
-    from ximgctx.governance.keys import load_key
-    from ximgctx.purge import model_report, purge_manifest
+def _targets(args: argparse.Namespace) -> list[Any]:
+    from ximgctx.purge import Target
 
-    lines: list[dict[str, Any]] = []
-    for path in args.data:
-        lines.append({"target": "data", "path": path, **purge_manifest(path, authors)})
-    for path in args.index:
-        from ximgctx.inference.search import SearchIndex
+    return [
+        Target(kind, path)
+        for kind, paths in (
+            ("model", args.model),
+            ("data", args.data),
+            ("queue", args.queue),
+            ("index", args.index),
+            ("memory", args.memory),
+        )
+        for path in paths
+    ]
 
-        index = SearchIndex.load(path)
-        removed = index.remove_authors(authors)
-        index.save(path)
-        lines.append({"target": "index", "path": path, "removed": int(removed), "remaining": len(index)})
-    for path in args.memory:
-        from ximgctx.inference.memory import LabelMemory
 
-        memory = LabelMemory.load(path)
-        removed = memory.remove_authors(authors)
-        memory.save(path)
-        lines.append({"target": "memory", "path": path, "removed": int(removed), "remaining": len(memory)})
-    for db in args.queue:
-        from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
-
-        store = QueueStore(QueueConfig(db=db, key=read_queue_key(args.queue_key_file)))
-        try:
-            lines.append({"target": "queue", "path": db, **store.purge_authors(authors)})
-        finally:
-            store.close()
-    if args.model:
-        key, held = load_key(args.key_file)
-        for path in args.model:
-            lines.append({"target": "model", "path": path, **model_report(path, authors, key, held)})
-    return lines
+def _journal_path(args: argparse.Namespace) -> str:
+    """--journal, or beside --report, or beside the opt-out list."""
+    if args.journal:
+        return str(args.journal)
+    beside = args.report or args.opt_out
+    return str(beside) + ".journal.json"
 
 
 def main(argv: list[str] | None = None, command: str = "purge") -> int:
@@ -98,20 +95,48 @@ def main(argv: list[str] | None = None, command: str = "purge") -> int:
         )
         return 2
     from ximgctx.errors import XimgctxError
+    from ximgctx.governance.keys import load_key
     from ximgctx.governance.policy import read_opt_out_file
+    from ximgctx.purge import run_purge
 
+    journal = _journal_path(args)
     try:
         authors = read_opt_out_file(args.opt_out)
-        lines = _run(args, authors)
+        key, held = load_key(args.key_file)
+        outcome = run_purge(
+            authors, _targets(args), journal, key=key if held else None, queue_key_file=args.queue_key_file
+        )
     except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
-    for line in lines:
-        line = {"command": command, "opted_out_authors": len(authors), **line}
+    record = outcome.record
+    for entry in record["targets"]:
+        if entry["state"] not in ("done", "failed"):
+            continue
+        line = {
+            "command": command,
+            "purge": record["id"],
+            "state": record["state"],
+            "opted_out_authors": len(authors),
+            "target": entry["target"],
+            "path": entry["path"],
+            "attempt": entry["attempt"],
+            **(entry["result"] or {}),
+            **({"error": entry["error"]} if entry["state"] == "failed" else {}),
+        }
         text = json.dumps(line, sort_keys=True)
         print(text)
         logger.info("purge: %s", text)
         if args.report:
             with open(args.report, "a", encoding="utf-8") as f:
                 f.write(text + "\n")
+    if outcome.error is not None:
+        print(
+            f"ximgctx {command}: {outcome.error}\n  purge {record['id']} is recorded as started in "
+            f"{journal}; fix the cause and run the same command again to resume and complete it",
+            file=sys.stderr,
+        )
+        return 2
+    if outcome.resumed:
+        print(f"ximgctx {command}: resumed and completed purge {record['id']} ({journal})", file=sys.stderr)
     return 0

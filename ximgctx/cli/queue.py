@@ -119,7 +119,7 @@ def _add(args: argparse.Namespace) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ximgctx.cli.serve import serve, server_config
+    from ximgctx.cli.serve import loop_store, serve, server_config
     from ximgctx.inference.predictor import Predictor
     from ximgctx.serve.app import create_app
 
@@ -139,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
         memory=args.memory,
         governance=store.governance,
         queue=store,
+        state=loop_store(args),
     )
     serve(app, config, args, log_level="warning")
     return 0

@@ -25,10 +25,15 @@ Serve a model over HTTP: OpenAI-compatible POST /v1/moderations (image + text + 
 
   ximgctx serve --model runs/x/best --api-key-file keys.txt [--index runs/index] [--memory runs/x/best.memory]
   ximgctx serve --model runs/x/best --no-auth            # loopback only (127.0.0.1)
+  ximgctx serve --model runs/x/best --api-key-file keys.txt --loop-db loop.sqlite --queue-key-file q.key
+                                                         # replicas on one loop store answer alike
 
-API keys: --api-key-file (one per line) and/or XIMGCTX_API_KEYS (comma-separated); clients send
-Authorization: Bearer KEY. Without keys the server binds loopback only, with --no-auth. --governance is the
-policy that /v1/feedback posts must pass.
+API keys: --api-key-file, one key a line as KEY [scope,scope] [name=NAME], and/or XIMGCTX_API_KEYS
+(comma-separated); clients send Authorization: Bearer KEY. Scopes: moderate (/v1/moderations, /v1/predict),
+search (/v1/search), review (/v1/feedback), admin (queue operator routes, DELETE /v1/feedback/ID). A key
+line without scopes means moderate,search. The store records name= (or a digest of the key) as who acted.
+Without keys the server binds loopback only, with --no-auth. --governance is the policy that /v1/feedback
+posts must pass.
 """
 
 
@@ -43,7 +48,10 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     add(p, "--policy")
     add(p, "--governance")
     p.add_argument(
-        "--api-key-file", type=existing_file, default=None, help="operators' API keys, one per line"
+        "--api-key-file",
+        type=existing_file,
+        default=None,
+        help="operators' API keys, one a line: KEY [scope,scope] [name=NAME]",
     )
     p.add_argument(
         "--allow-url-host",
@@ -54,6 +62,7 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     )
     add(p, "--explain", default="flagged")
     add_dataclass_args(p, SERVE_CONFIG, exclude={"api_keys", "allow_url_hosts", "explain"})
+    add(p, "--loop-db")
     p.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get at shutdown"
     )
@@ -93,7 +102,17 @@ def serve(app: Any, config: Any, args: argparse.Namespace, *, log_level: str = "
 def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     p = parser(command, DESCRIPTION)
     add_server_args(p)
+    add(p, "--queue-key-file")
     return p
+
+
+def loop_store(args: argparse.Namespace) -> Any:
+    """The loop store of ``--loop-db`` (None without it)."""
+    if not args.loop_db:
+        return None
+    from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
+
+    return QueueStore(QueueConfig(db=args.loop_db, key=read_queue_key(args.queue_key_file)))
 
 
 def main(argv: list[str] | None = None, command: str = "serve") -> int:
@@ -116,6 +135,7 @@ def main(argv: list[str] | None = None, command: str = "serve") -> int:
                 governance=governance_policy(args.governance),
                 device=args.device,
                 expected_sha256=args.expect_sha256,
+                state=loop_store(args),
             )
     except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)

@@ -2,14 +2,14 @@
 
 ``govern`` returns :attr:`GovernanceResult.author_digests`: HMAC-SHA256 (the operator's key) of every
 author whose words were kept (post authors, quoted authors, reply authors); :func:`author_digests_of`
-computes the same set from a governed manifest's posts. Training writes that set into the model folder as
-:data:`MODEL_AUTHORS_FILE` (listed in the folder's manifest like every other file)::
+computes the same set from a governed manifest's posts. Training (``train`` and ``pretrain``) writes the
+set of its training posts, under ``$XIMGCTX_GOVERNANCE_KEY``, into every model folder it saves as
+:data:`MODEL_AUTHORS_FILE` (listed in the folder's manifest like every other file); by hand::
 
-    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, author_digests_of, model_authors_bytes
+    from ximgctx.governance.authors import author_digests_of, model_authors_bytes
     from ximgctx.governance.keys import load_key
     key, held = load_key(key_file)                      # the key that governed the data
-    data = model_authors_bytes(author_digests_of(train_posts, key), key)
-    # inside save_model's `with write_artifact(...) as tmp:`  (tmp / MODEL_AUTHORS_FILE).write_bytes(data)
+    model.save_pretrained(out, authors=model_authors_bytes(author_digests_of(train_posts, key), key))
 
 Later, ``ximgctx purge --model DIR --opt-out FILE --key-file KEY`` counts how many opted-out authors are in
 the set (:func:`trained_on_counts`): a retrain signal that reveals nobody else, since testing membership
@@ -78,21 +78,31 @@ def read_author_digests(path: str | Path) -> tuple[set[str], str]:
     try:
         if path.stat().st_size > 80 * _MAX_DIGESTS:
             raise ArtifactError(f"{path}: too large for an author digest set")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError as e:
         raise ArtifactError(
             f"{path}: no author digest set; the model was saved without governance.authors "
             "(retrain from governed data with the author set passed to save_pretrained)"
         ) from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except OSError as e:
         raise ArtifactError(f"{path}: not a readable author digest set: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ArtifactError(f"{path}: not an author digest set (format {FORMAT!r}, version {VERSION})")
-    digests, kid = data.get("digests"), data.get("key_id")
+    return parse_author_digests(data, str(path))
+
+
+def parse_author_digests(data: bytes, where: str) -> tuple[set[str], str]:
+    """``(digests, key_id)`` from the bytes of a digest-set file; ArtifactError naming ``where`` if
+    malformed."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{where}: not a readable author digest set: {e}") from e
+    if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("version") != VERSION:
+        raise ArtifactError(f"{where}: not an author digest set (format {FORMAT!r}, version {VERSION})")
+    digests, kid = record.get("digests"), record.get("key_id")
     if not isinstance(digests, list) or not all(isinstance(d, str) and _HEX64.fullmatch(d) for d in digests):
-        raise ArtifactError(f"{path}: 'digests' must be a list of 64-hex HMAC-SHA256 digests")
+        raise ArtifactError(f"{where}: 'digests' must be a list of 64-hex HMAC-SHA256 digests")
     if not isinstance(kid, str):
-        raise ArtifactError(f"{path}: 'key_id' is missing")
+        raise ArtifactError(f"{where}: 'key_id' is missing")
     return set(digests), kid
 
 

@@ -12,6 +12,13 @@ drop reason, so the counts add up to the input); the vocabulary is :mod:`ximgctx
 5. ``visibility_missing`` / ``visibility_unknown`` / ``non_public``: every visibility field present must be
    among the policy's public values (fail closed: an unknown value is dropped).
 
+A record in a known export shape (:mod:`ximgctx.governance.shapes`: X, Mastodon, ActivityPub, Bluesky,
+Reddit, Threads, Telegram, Discord, Slack, Instagram) is first read by its row of the shape table (its DM,
+deleted, private and opt-out fields; a raw public record of a platform whose records are public needs no
+visibility field); unknown shapes keep the fail-closed rules above. Opt-outs are widened to every id an
+account object gives (``{"id", "screen_name"}``, ``{did, handle}``, a local ``acct``), and a post that only
+mentions an opted-out person is kept with their ids, handles, DIDs and bare names redacted.
+
 In kept posts, replies by opted-out authors are removed (``opted_out_author``), replies whose author
 cannot be read follow ``policy.unknown_reply_author`` (kept with handles redacted, or ``unknown_author``),
 then personal data is redacted in the text, every reply and (``redact_meta``) every string and
@@ -33,13 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ximgctx.data.record import Post, Reply
-from ximgctx.governance import flags
+from ximgctx.governance import flags, shapes
 from ximgctx.governance.flags import is_direct_message
 from ximgctx.governance.identity import (
     AUTHOR_KEYS,
     MENTION_KEYS,
     author_digest,
-    author_of,
     identities,
     normalize_author,
     post_authors,
@@ -165,33 +171,102 @@ class GovernanceResult:
 def collect_opt_outs(posts: Iterable[Post], policy: GovernancePolicy) -> set[str]:
     """Normalised opted-out author ids: the policy's list plus the authors of posts with an opt-out flag."""
     out = set(policy.opt_out_authors)
-    if policy.honor_post_opt_out:
+    # a fediverse account opted out as name@host also answers to its local acct "name" on its own server
+    out |= {a.split("@", 1)[0] for a in out if a.count("@") == 1 and not a.startswith("@") and "." in a}
+    listed = set(out)
+    if policy.honor_post_opt_out or listed:
         extra = tuple(policy.opt_out_flags)
         for p in posts:
-            if isinstance(p.meta, dict) and flags.is_opted_out(p.meta, extra):
-                own = author_of(p.meta)
-                if own:
-                    out.add(own)
+            if not isinstance(p.meta, dict):
+                continue
+            if policy.honor_post_opt_out and flags.is_opted_out(p.meta, extra):
+                out |= own_identities(p.meta)  # every id the record gives: id, username, DID, acct
+            elif listed:  # an account object naming a listed author by one id gives its other ids too
+                for ids in account_groups(p.meta):
+                    if ids & listed:
+                        out |= ids
+    return out
+
+
+def own_identities(meta: dict[str, Any]) -> set[str]:
+    """Every identity a record gives for its own author: the author keys' values (an account object's every
+    id) and the author paths of its export shape (:mod:`ximgctx.governance.shapes`)."""
+    found: set[str] = set()
+    for key in AUTHOR_KEYS:
+        if key in meta:
+            found |= identities(meta[key])
+    shape = shapes.detect(meta)
+    if shape is not None:
+        found |= shapes.own_authors(meta, shape)
+    return {a for a in found if a not in flags.DELETED_MARKERS}
+
+
+def account_groups(meta: Any, _depth: int = 0) -> list[set[str]]:
+    """The identity sets of every account object in ``meta`` (``{"id": "2299", "screen_name": "x"}``)."""
+    out: list[set[str]] = []
+    if _depth > 8:
+        return out
+    if isinstance(meta, dict):
+        ids = identities(meta)
+        if len(ids) > 1:
+            out.append(ids)
+        for v in meta.values():
+            if isinstance(v, (dict, list)):
+                out.extend(account_groups(v, _depth + 1))
+    elif isinstance(meta, list):
+        for v in meta:
+            out.extend(account_groups(v, _depth + 1))
     return out
 
 
 def _drop_reason(post: Post, policy: GovernancePolicy, opted_out: set[str]) -> str | None:
     meta = post.meta if isinstance(post.meta, dict) else {}
+    shape = shapes.detect(meta)
     if (policy.honor_post_opt_out and flags.is_opted_out(meta, tuple(policy.opt_out_flags))) or (
-        opted_out and post_authors(meta) & opted_out
+        opted_out and (post_authors(meta) | own_identities(meta)) & opted_out
     ):
         return "opted_out_author"
+    if shape is not None:
+        reason = shapes.shape_reason(meta, shape)
+        if reason is not None:
+            return reason
+        meta = {k: v for k, v in meta.items() if k not in shape.ignore}
     if is_direct_message(meta, (*flags.DM_TYPES, *policy.dm_types)):
         return "direct_message"
     if policy.drop_deleted and flags.is_deleted(meta, post.text):
         return "deleted"
     if flags.is_private_account(meta):
         return "private_account"
-    return flags.visibility_reason(
+    reason = flags.visibility_reason(
         meta,
         tuple(policy.allowed_visibilities),
         (*flags.NON_PUBLIC_VISIBILITIES, *flags.DM_VISIBILITIES, *policy.non_public_visibilities),
     )
+    if reason == "visibility_missing" and shape is not None and shapes.is_public(meta, shape):
+        return None  # a raw export of a platform whose records are public unless marked otherwise
+    return reason
+
+
+_NAME_TOKEN = re.compile(r"did:[a-z0-9]+:[\w.-]+|@?\w[\w.-]*(?:@[\w-]+(?:\.[\w-]+)+)?")
+
+
+def scrub_names(text: str, opted_out: set[str], token: str) -> tuple[str, int]:
+    """``text`` with every word naming an opted-out person (a handle with or without ``@``, a DID inside an
+    AT-URI, ``name@host``) replaced by ``token``: a post that mentions them is kept, their name is not.
+    Bare digit runs are left alone (an account id in prose is indistinguishable from a number)."""
+    if not opted_out or not text:
+        return text, 0
+    n = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal n
+        word = m.group().rstrip(".-")
+        if word.lstrip("@").isdigit() or normalize_author(word) not in opted_out:
+            return m.group()
+        n += 1
+        return token + m.group()[len(word) :]
+
+    return _NAME_TOKEN.sub(sub, text), n
 
 
 class _MetaRedactor:
@@ -209,10 +284,16 @@ class _MetaRedactor:
     def text(self, value: str) -> str:
         out, c = self.redactor.redact(value)
         self.counts.update(c)
+        out, n = scrub_names(out, self.opted_out, self.handle)
+        if n:
+            self.counts["handle"] += n
         return out
 
+    def _opted(self, value: Any) -> bool:
+        return bool(self.opted_out) and normalize_author(value) in self.opted_out
+
     def _id_like(self, path: str, value: Any) -> bool:
-        leaf = path.rsplit(".", 1)[-1]
+        leaf = flags.norm_value(path.rsplit(".", 1)[-1])  # userId, user-id and user_id are one key
         return (
             self.keep_ids
             # an id, or an author (the post's own, a quoted post's)
@@ -238,14 +319,22 @@ class _MetaRedactor:
         return value
 
     def __call__(self, value: Any, path: str = "", depth: int = 0) -> Any:
-        if path in self.keep or value is None or isinstance(value, bool):
+        if value is None or isinstance(value, bool):
             return value
+        if path in self.keep and not isinstance(value, (dict, list)):
+            return value  # a kept path holds a value; objects under it (extra columns) are read like any
         if depth > _MAX_DEPTH:
             return None  # deeper than any real export: dropped rather than left unread
         if isinstance(value, str):
+            if self._opted(value):  # an opted-out person's id or handle, wherever it sits, is redacted
+                self.counts["handle"] += 1
+                return self.handle
             kept = self._kept(path, value)
             return kept if kept is not None else self.text(value)
         if isinstance(value, (int, float)):
+            if self._opted(value):  # in_reply_to_user_id of an opted-out person, as a number
+                self.counts["handle"] += 1
+                return self.handle
             kind = None if self._id_like(path, value) else self.redactor.number_kind(value)
             if kind is None:
                 return value
@@ -302,10 +391,21 @@ def iter_govern(
             if not who and policy.unknown_reply_author == "drop":
                 audit.removed_replies["unknown_author"] += 1
                 continue
+            author = r.author
+            if (
+                author is not None
+                and "@" in author.strip().lstrip("@＠")
+                and redactor.spans(author, ("email",))
+            ):
+                author = redactor._tokens["email"]  # an email is not an account id to keep
+                counts["email"] += 1
             out, c = redactor.redact(r.text, None if who else with_handles)
             counts.update(c)
+            out, n = scrub_names(out, opted_out, redactor._tokens["handle"])
+            if n:
+                counts["handle"] += n
             authors |= who
-            replies.append(Reply(text=out, author=r.author))
+            replies.append(Reply(text=out, author=author))
         audit.kept_replies += len(replies)
         meta = {k: v for k, v in post.meta.items() if k != MARKER_KEY}  # a previous marker is replaced
         if policy.redact_meta:

@@ -16,7 +16,7 @@ What counts as privacy, taken from real exports (the lists are defaults; a polic
   chat type ``private``); a DM-only field present (``dm_conversation_id``, ``dm_event_id``,
   ``recipient_id``); a visibility of ``direct``/``dm``.
 - **Visibility** (``visibility``, ``audience``, ``privacy`` / ``privacy.value`` of Facebook exports,
-  ``scope``, ``subreddit_type``, ``reply_audience``): every one present must be public (``public``,
+  ``scope``, ``subreddit_type``): every one present must be public (``public``,
   ``everyone``, ``open``). Known non-public values (Mastodon ``unlisted``/``private``, Facebook
   ``SELF``/``ALL_FRIENDS``/``CUSTOM``, Reddit ``private``/``restricted``/``employees_only``, ``followers``,
   ``friends``, ``circle``...) drop the post as ``non_public``; values in neither list as
@@ -38,12 +38,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 _FALSE = {"false", "no", "0", "off", "n", "f", "", "none", "null"}
 _TRUE = {"true", "yes", "1", "on", "y", "t"}
 
-DM_FLAGS = ("is_dm", "dm", "is_direct_message", "direct_message", "is_private_message", "private_message")
+DM_FLAGS = (
+    "is_dm", "dm", "is_direct_message", "direct_message", "is_private_message", "private_message",
+    "one_to_one", "is_one_to_one", "is_im", "is_mpim", "is_group_dm", "is_direct",
+)  # fmt: skip
 DM_TYPE_KEYS = (
     "type",
     "kind",
@@ -53,14 +57,18 @@ DM_TYPE_KEYS = (
     "post_type",
     "chat_type",
     "channel_type",
+    "channel",
+    "conversation_type",
+    "thread_type",
 )
 DM_TYPES = (
     "dm", "direct", "direct_message", "direct_messages", "private_message", "message", "message_create",
-    "messagecreate", "dm_event", "t4", "private", "chat",
+    "messagecreate", "dm_event", "t4", "private", "chat", "im", "mpim", "one_to_one", "direct_text_chat",
+    "direct_group_text_chat", "group_dm", "personal_chat", "private_chat",
 )  # fmt: skip
 DM_TYPE_PREFIXES = ("chat_bsky_convo",)  # Bluesky chat records ($type chat.bsky.convo.*)
-DM_KEYS = ("dm_conversation_id", "dm_event_id", "recipient_id", "message_create")
-VISIBILITY_KEYS = ("visibility", "audience", "privacy", "scope", "subreddit_type", "reply_audience")
+DM_KEYS = ("dm_conversation_id", "dm_event_id", "recipient_id", "message_create", "recipient", "recipients")
+VISIBILITY_KEYS = ("visibility", "audience", "privacy", "scope", "subreddit_type")
 PUBLIC_VISIBILITIES = ("public", "everyone", "open", "all")
 NON_PUBLIC_VISIBILITIES = (
     "private", "unlisted", "followers", "followers_only", "friends", "all_friends", "friends_of_friends",
@@ -79,6 +87,15 @@ NO_UNAUTHENTICATED = "!no-unauthenticated"
 
 def norm_value(value: Any) -> str:
     """A string value in the comparable form: NFKC, CamelCase split, case-folded, separators to ``_``."""
+    return _norm(value) if isinstance(value, str) else _norm_text(value)
+
+
+@lru_cache(maxsize=65536)
+def _norm(value: str) -> str:  # keys and vocabulary values repeat across posts
+    return _norm_text(value)
+
+
+def _norm_text(value: Any) -> str:
     text = unicodedata.normalize("NFKC", str(value)).strip()
     text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
     return re.sub(r"[\s.\-/#]+", "_", text.casefold()).strip("_")
@@ -107,26 +124,69 @@ def clearly_true(value: Any) -> bool:
     return isinstance(value, str) and unicodedata.normalize("NFKC", value).strip().casefold() in _TRUE
 
 
+def norm_keys(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with its keys in :func:`norm_value` form (``isDM``, ``IsDirectMessage``, ``opt-out``)."""
+    return {norm_value(k) if isinstance(k, str) else k: v for k, v in meta.items()}
+
+
 def any_flag(meta: dict[str, Any], names: tuple[str, ...] | list[str]) -> bool:
-    return any(truthy(meta[n]) for n in names if n in meta)
+    nmeta = norm_keys(meta)
+    return any(truthy(nmeta[n]) for n in names if n in nmeta)
 
 
 def _accounts(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [meta, *[meta[k] for k in ACCOUNT_KEYS if isinstance(meta.get(k), dict)]]
 
 
+#: keys (normalised, by prefix) holding someone else's record or account: quoted posts, mentions, replies
+FOREIGN_PREFIXES = (
+    "quot", "retweet", "reblog", "repost", "embed", "include", "mention", "entit", "facet", "reply", "parent",
+    "in_reply", "tag", "original", "shared", "referenced", "replies", "recipient", "participants", "to", "cc",
+)  # fmt: skip
+_LIST_FLAG_KEYS = ("flags", "labels", "self_labels", "tags", "settings", "preferences", "permissions")
+
+
+def _own_dicts(meta: dict[str, Any], depth: int = 0) -> list[dict[str, Any]]:
+    """``meta`` and every object inside it that still speaks for its author (settings, profile, user...),
+    never a quoted post, a mention or a reply (:data:`FOREIGN_PREFIXES`)."""
+    out = [meta]
+    if depth < 4:
+        for k, v in meta.items():
+            if isinstance(v, dict) and not norm_value(k).startswith(FOREIGN_PREFIXES):
+                out.extend(_own_dicts(v, depth + 1))
+    return out
+
+
+def _squash(name: str) -> str:
+    return name.replace("_", "")
+
+
 def is_opted_out(meta: dict[str, Any], extra: tuple[str, ...] = ()) -> bool:
-    """Whether the post's own flags say its author opted out."""
-    for m in _accounts(meta):
-        if any_flag(m, (*OPT_OUT_FLAGS, *extra)):
-            return True
-        if any(k in m and not clearly_true(m[k]) for k in OPT_IN_FLAGS):
-            return True
+    """Whether the post's own flags say its author opted out: an opt-out key (any case or separator:
+    ``optOut``, ``opt-out``, ``OPT_OUT``) set at any depth of the author's own objects
+    (``settings.do_not_train``, ``profile.noai``), an opt-out word in a flag list (``flags: ["noai"]``),
+    or ``indexable`` not true."""
+    names = {_squash(norm_value(n)) for n in (*OPT_OUT_FLAGS, *extra)}
+    for m in _own_dicts(meta):
+        for k, v in m.items():
+            if not isinstance(k, str):
+                continue
+            nk = norm_value(k)
+            if _squash(nk) in names and truthy(v):
+                return True
+            if nk in OPT_IN_FLAGS and not clearly_true(v):
+                return True
+            if nk in _LIST_FLAG_KEYS and isinstance(v, list):
+                for x in v:
+                    x = x.get("val") if isinstance(x, dict) else x
+                    if isinstance(x, str) and _squash(norm_value(x)) in names:
+                        return True
     return False
 
 
 def is_direct_message(meta: dict[str, Any], dm_types: tuple[str, ...] = DM_TYPES) -> bool:
     """Whether ``meta`` marks a direct/private message (the fields are listed in the module docstring)."""
+    meta = norm_keys(meta)
     if any_flag(meta, DM_FLAGS) or any(k in meta and meta[k] is not None for k in DM_KEYS):
         return True
     for key in DM_TYPE_KEYS:
@@ -164,7 +224,7 @@ def visibility_reason(
 
 def is_private_account(meta: dict[str, Any]) -> bool:
     """A protected/locked/private account, or Bluesky's "no unauthenticated viewers" self-label."""
-    if any(any_flag(m, PRIVATE_ACCOUNT_FLAGS) for m in _accounts(meta)):
+    if any(any_flag(m, PRIVATE_ACCOUNT_FLAGS) for m in _accounts(norm_keys(meta))):
         return True
     for key in ("labels", "self_labels"):
         v = meta.get(key)

@@ -13,6 +13,13 @@ real and not a file extension or a dotted code name such as ``ASP.NET``/``Socket
 (``jane dot doe at example dot com``) and street addresses (US/UK number-street-suffix, German
 ``Hauptstraße 5``, French ``12 rue de Rivoli``).
 
+Also: handles of every platform (``@name.bsky.social``, ``did:plc:``, Discord ``name#1234``, ``IG: name``),
+emails with a spaced or spelled ``@`` (``name @ host``, ``arroba``), street-first addresses (ES/IT/PT/BR/MX,
+Dutch ``-straat``/``-gracht``), UK addresses ending in a postcode, Japanese addresses, any-case IBANs
+(mod-97), SSNs and ITINs after their words, and phone numbers of many countries after a phone word in
+many languages (:data:`CONTEXT_REGIONS`). Numbers that validate as phones but are versions, builds,
+INT_MAX, long decimals or UPC/EAN barcodes (checksum) are refused.
+
 Not detected: personal names and addresses without a street number, which need a named-entity model.
 No spaCy English model is published on the package index by its authors (only third-party re-uploads),
 so none is installed; the model card's governance section states this gap
@@ -27,7 +34,9 @@ from functools import lru_cache
 from typing import Any
 
 from ximgctx._extras import missing_extra, require
+from ximgctx.governance._presidio import import_presidio
 
+import_presidio()  # without the NLP model stacks (see there)
 try:
     import tldextract
     from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
@@ -77,14 +86,18 @@ class _SpelledEmail(PatternRecognizer):
         + _TLD
         + r"\b"
     )
+    # "name @ host.com", "name arroba host.com" (a spaced @ or a spelled one: plain dots are enough)
+    SPACED = r"(?i)(?<![\w@.])[\w+-]+(?:\.[\w+-]+)*(?:\s+@\s+|@\s+|\s+arroba\s+|\s+\[at\]\s+)[\w-]+(?:\.[\w-]+)*\.[a-z]{2,24}\b"  # noqa: E501
 
     def __init__(self) -> None:
         super().__init__(
-            "EMAIL_ADDRESS", patterns=[Pattern("spelled email", self.PATTERN, 0.6)], name="spelled"
+            "EMAIL_ADDRESS",
+            patterns=[Pattern("spelled email", self.PATTERN, 0.6), Pattern("spaced email", self.SPACED, 0.6)],
+            name="spelled",
         )
 
     def validate_result(self, pattern_text: str) -> bool:
-        host = re.split(r"(?i)\s+(?:at|@)\s+", pattern_text)[-1]
+        host = re.split(r"(?i)\s+(?:at|arroba)\s+|\s*@\s*", pattern_text)[-1]
         return bool(real_suffix(re.sub(r"(?i)" + self._SEP, ".", host)))
 
 
@@ -130,6 +143,11 @@ class _Handle(PatternRecognizer):
         Pattern("fediverse", r"(?<![\w@])@[\w.]{1,30}@(?:[\w-]+\.)+[\w-]{2,}", 0.8),
         Pattern("at handle", r"(?<![\w@./+-])@(?!\d{1,2}(?::\d\d)?\s*(?:am|pm)\b)\w(?:[\w.]{0,62}\w)?(?![\w@])", 0.6),  # noqa: E501
         Pattern("reddit", r"(?<![\w/])/?u/[\w-]{3,20}\b", 0.6),
+        Pattern("domain handle", r"(?<![\w@./+-])@?[\w-]+(?:\.[\w-]+)*\.(?:bsky\.social|bsky\.team)\b", 0.7),
+        Pattern("at domain handle", r"(?<![\w@./+-])@\w[\w-]*(?:\.[\w-]+)+(?![\w@])", 0.6),
+        Pattern("did", r"\bdid:(?:plc|web):[\w.:-]{8,}", 0.8),
+        Pattern("discord tag", r"(?<![\w#@])[\w.]{2,32}#\d{4}(?!\d)", 0.6),
+        Pattern("labelled handle", r"(?i)(?<=\b(?:ig|insta|instagram|twitter|tw|x|tiktok|tt|snap|snapchat|discord|threads|bsky|bluesky|telegram|tg):\s)@?[\w.]{2,30}\w", 0.6),  # noqa: E501
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -137,7 +155,7 @@ class _Handle(PatternRecognizer):
 
 
 _SUFFIX = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+    r"(?:Gardens|Grove|Mews|Row|Hill|Green|Walk|Rise|Heights|Park|Lane|Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
     r"Parkway|Pkwy|Highway|Hwy|Square|Sq|Close|Crescent|Circle|Cir|Trail|Plaza)"
 )
 _NAME = r"(?:[A-Z][\w'’-]+|\d+(?:st|nd|rd|th))"
@@ -153,6 +171,10 @@ class _Address(PatternRecognizer):
         ),
         Pattern("german words", r"\b[A-ZÄÖÜ][\wäöüß-]+\s+(?i:straße|strasse|str\.|weg|platz|allee|gasse|ring)\s+\d{1,4}[a-z]?\b", 0.6),  # noqa: E501
         Pattern("german", r"\b[A-ZÄÖÜ][\wäöüß-]*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b", 0.6),  # noqa: E501
+        Pattern("street first", r"(?i:calle|c/|avenida|avda\.?|av\.|via|viale|piazza|corso|vicolo|rua|travessa|praça|alameda|paseo|plaza|carrer|rambla|calzada)\s+(?:(?i:de|del|da|do|dos|das|la|las|los|di|della|dei)\s+)*[A-ZÀ-Ý0-9][\w'’.-]+(?:\s+(?:(?i:de|del|da|do|la|di)\s+)?[A-ZÀ-Ý][\w'’.-]+){0,3},?\s+(?:(?i:n[º°o]|num\.?|número|nr\.?)\s*)?\d{1,5}[a-zA-Z]?\b", 0.6),  # noqa: E501
+        Pattern("dutch", r"\b[A-Z][a-zà-ÿ]+(?:straat|laan|gracht|weg|plein|kade|singel|dijk|steeg|hof)\s+\d{1,4}(?:-?[a-zA-Z]|-\d{1,3})?\b", 0.6),  # noqa: E501
+        Pattern("uk postcode after street", r"\b\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][\w'’-]+\s+){1,4}(?:[A-Z][\w'’-]+),?\s+(?:[A-Z][\w'’-]+\s+)?[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b", 0.6),  # noqa: E501
+        Pattern("japanese", r"(?:東京都|北海道|京都府|大阪府|[\u4e00-\u9fff]{2,3}県)\s?[\u4e00-\u9fff\u3040-\u30ff]{1,14}\s?\d{1,4}\s?(?:(?:[-−‐ー]|丁目|番地?|号|の)\s?\d{1,4}\s?){1,3}(?:号)?", 0.6),  # noqa: E501
         Pattern("french", r"(?i)\b\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai)\s+(?:de\s+la\s+|de\s+l'|du\s+|des\s+|de\s+)?[\w'’-]+", 0.6),  # noqa: E501
     ]  # fmt: skip
 
@@ -180,6 +202,11 @@ class _Ssn(UsSsnRecognizer):
         Pattern("ssn dashed", r"\b([0-9]{3})-([0-9]{2})-([0-9]{4})\b", 0.5),
         *[p for p in UsSsnRecognizer.PATTERNS if p.score >= 0.5],
         Pattern("ssn after label", r"(?i)(?<=ssn[:#\s])\s*[0-9]{9}\b|(?<=ssn)\s*[:#]?\s*[0-9]{9}\b", 0.5),
+        Pattern(
+            "ssn after words",
+            r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\W{0,3}(?:is\s+|number\s+|no\.?\s*|:\s*|#\s*)?[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}\b",  # noqa: E501
+            0.5,
+        ),
     ]
 
     def __init__(self) -> None:
@@ -187,6 +214,76 @@ class _Ssn(UsSsnRecognizer):
 
     def invalidate_result(self, pattern_text: str) -> bool:
         return super().invalidate_result(re.sub(r"[^0-9 .-]", "", pattern_text).strip())
+
+
+class _Itin(PatternRecognizer):
+    """US ITINs (9XX-7X-XXXX and the other middle ranges) after the word ITIN or taxpayer id: the SSN
+    rules refuse a leading 9, which is what an ITIN has."""
+
+    PATTERN = r"(?i)\b(?:itin|taxpayer id(?:entification)?(?: number)?)\W{0,3}(?:is\s+|number\s+|no\.?\s*)?9\d{2}[- ]?(?:5\d|6[0-5]|7\d|8[0-8]|9[0-24-9])[- ]?\d{4}\b"  # noqa: E501
+
+    def __init__(self) -> None:
+        super().__init__("US_SSN", patterns=[Pattern("itin", self.PATTERN, 0.6)], name="itin")
+
+
+class _AnyCaseIban(PatternRecognizer):
+    """IBANs in any case and grouping (``de89 3704 0044 0532 0130 00``), kept only when the ISO 7064
+    mod-97 checksum holds."""
+
+    PATTERN = r"(?i)\b[a-z]{2}\d{2}(?:[ ]?[a-z0-9]{4}){2,7}(?:[ ]?[a-z0-9]{1,4})?\b"
+
+    def __init__(self) -> None:
+        super().__init__("IBAN_CODE", patterns=[Pattern("any-case iban", self.PATTERN, 0.6)], name="iban_any")
+
+    def validate_result(self, pattern_text: str) -> bool:
+        code = re.sub(r"\s", "", pattern_text).upper()
+        if not 15 <= len(code) <= 34:
+            return False
+        moved = code[4:] + code[:4]
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+class _IdNumber(PatternRecognizer):
+    """UK National Insurance numbers (their prefix rules: no D/F/I/Q/U/V, no O second, not BG/GB/KN/NK/NT/TN/
+    ZZ), and passport / driving-licence / national-id numbers after the words that name them."""
+
+    NI = r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+    LABELLED = (
+        r"(?<=(?i:\b(?:passport|pasaporte|passeport|reisepass|driv(?:ing|er'?s)\s+licen[cs]e|licen[cs]e|DL|"
+        r"national\s+id|id\s+card|personalausweis|dni|nie|aadhaar|pan|NI)"
+        r"(?:\s+(?:no|number|num|nr|card))?\.?\s*(?:is|:|#)?\s*))"
+        r"(?<![\w-])(?=[A-Z]{0,5}[ -]?\d)[A-Z0-9](?:[A-Z0-9]|[ -](?=[A-Z0-9])){5,18}\b"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ID_NUMBER",
+            patterns=[Pattern("uk ni", self.NI, 0.6), Pattern("labelled id", self.LABELLED, 0.6)],
+            name="id_number",
+            global_regex_flags=_FLAGS,
+        )
+
+
+class _DateOfBirth(PatternRecognizer):
+    """A date right after the words that make it a birth date (a date alone is not personal data)."""
+
+    DATE = (
+        r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}(?:st|nd|rd|th)?\s+"
+        r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?,?\s+\d{4}|"
+        r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"
+    )
+    PATTERN = (
+        r"(?<=(?i:\b(?:d\.?o\.?b\.?|date\s+of\s+birth|born(?:\s+on)?|birthday(?:\s+is)?|birth\s*date|"
+        r"geboren(?:\s+am)?|née?\s+le|nacid[oa]\s+el|fecha\s+de\s+nacimiento))\W{0,3}(?:(?i:is|on)\s+)?)"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "DATE_OF_BIRTH",
+            patterns=[Pattern("dob", self.PATTERN + self.DATE, 0.6)],
+            name="dob",
+            global_regex_flags=_FLAGS,
+        )
 
 
 class _Ip(IpRecognizer):
@@ -249,10 +346,69 @@ class _Phone(PhoneRecognizer):
                 formatted = digits >= 10 and bool(
                     _FORMATTED_PHONE.fullmatch(raw.lstrip("[(") if raw[:1] == "[" else raw)
                 )
+                if _not_phone(text, m.start, raw):
+                    continue
                 if formatted or (digits >= 7 and phonenumbers.is_valid_number(m.number)):
                     seen.add((m.start, m.end))
                     results.append(RecognizerResult("PHONE_NUMBER", m.start, m.end, 0.6))
+        for m in _CONTEXT_CANDIDATE.finditer(text):  # any country's number right after a phone word
+            if (m.start(), m.end()) in seen or any(s <= m.start() < e for s, e in seen):
+                continue
+            if not _PHONE_WORD.search(text[max(0, m.start() - 32) : m.start()]):
+                continue
+            if not _phone_context_ok(text, m.start(), m.end()) or _not_phone(text, m.start(), m.group()):
+                continue
+            if _valid_anywhere(phonenumbers, m.group()):
+                seen.add((m.start(), m.end()))
+                results.append(RecognizerResult("PHONE_NUMBER", m.start(), m.end(), 0.6))
         return results
+
+
+#: regions whose numbers are accepted after a phone word (a bare run elsewhere counts only in the policy's)
+CONTEXT_REGIONS = (
+    "US", "GB", "DE", "FR", "IN", "IR", "BR", "EG", "CN", "JP", "KR", "MX", "ES", "IT", "NL", "RU", "TR",
+    "SA", "AE", "PK", "ID", "NG", "ZA", "AU", "CA", "AR", "CO", "PL", "PT", "SE", "PH", "VN", "TH",
+)  # fmt: skip
+_PHONE_WORD = re.compile(
+    r"(?i)(?:phone|tel|call|cell|mobile|mob|whats\s?app|sms|text me|fax|contact|number|telefone|telefon|"
+    r"téléphone|teléfono|celular|móvil|movil|portable|handy|numero|número|nummer|звони|телефон|"
+    r"電話|电话|手机|携帯|연락처|전화|شماره|تلفن|موبایل|هاتف|رقم|फ़ोन|फोन|मोबाइल|नंबर)\W{0,12}(?:\w+\W{1,3}){0,2}$"
+)
+_CONTEXT_CANDIDATE = re.compile(r"(?<![\w+.])\+?\d[\d ()-]{5,17}\d(?![\w.]\d)")
+_NOT_A_NUMBER = {"2147483647", "4294967295", "9223372036854775807", "18446744073709551615"}
+_VERSION_BEFORE = re.compile(
+    r"(?i)(?:version|ver\.?|v|build|chrome|firefox|safari|edge|android|ios|kernel|firmware|release|update|"
+    r"patch|sdk|api|python|node|java)\s*$"
+)
+
+
+def _not_phone(text: str, start: int, raw: str) -> bool:
+    """Numbers that validate as phones but are something else: versions and builds (``Chrome
+    123.0.6312.86``), INT_MAX and friends, decimals with many places, UPC/EAN barcodes (checksum)."""
+    digits = re.sub(r"\D", "", raw)
+    if digits in _NOT_A_NUMBER:
+        return True
+    if "." in raw and (_VERSION_BEFORE.search(text[max(0, start - 12) : start]) or raw.count(".") >= 3):
+        return not raw.startswith("+") and " " not in raw.strip()
+    if re.fullmatch(r"\d+\.\d{5,}", raw.strip()):
+        return True  # a decimal with many places
+    return raw.strip().isdigit() and len(digits) in (12, 13) and _gtin_ok(digits)  # UPC-A / EAN-13
+
+
+def _gtin_ok(digits: str) -> bool:
+    total = sum((3 if i % 2 else 1) * int(d) for i, d in enumerate(reversed(digits[:-1])))
+    return (10 - total % 10) % 10 == int(digits[-1])
+
+
+def _valid_anywhere(phonenumbers: Any, raw: str) -> bool:
+    for region in CONTEXT_REGIONS:
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
 
 
 def _phone_context_ok(text: str, start: int, end: int) -> bool:
@@ -274,7 +430,11 @@ def build_recognizers(regions: tuple[str, ...]) -> list[EntityRecognizer]:
         _SpelledEmail(),
         _Card(),
         IbanRecognizer(),
+        _AnyCaseIban(),
         _Ssn(),
+        _Itin(),
+        _IdNumber(),
+        _DateOfBirth(),
         _Ip(),
         _Crypto(),
         _Url(),

@@ -6,7 +6,8 @@ Files (no pickle anywhere)::
 
     manifest.json     the artifact manifest (checked before anything else is read)
     index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with (path and
-                      the SHA-256 of its manifest), and the index's random author key
+                      the SHA-256 of its manifest), and the public id of the governance key that made
+                      the author digests (never the key)
     posts.parquet     one row per post: id, image path, text (first 280 characters), predicted labels, and
                       the keyed digests of the post's and its replies' authors
     fused.faiss       faiss.write_index of the fused space (ids = row numbers in posts.parquet)
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ximgctx._artifacts import verify_artifact, write_artifact
 from ximgctx._extras import require
 from ximgctx.errors import ArtifactError
-from ximgctx.inference._authors import parse_author_key
+from ximgctx.inference._authors import AuthorKey
 
 if TYPE_CHECKING:
     from ximgctx.inference.search import SearchIndex
@@ -46,7 +47,7 @@ SPACES = ("fused", "image")
 
 KIND = "search-index"
 FORMAT = "ximgctx-search-index"
-FORMAT_VERSION = 2  # 2: an artifact (manifest.json) with keyed author digests per post
+FORMAT_VERSION = 3  # 2: keyed author digests per post; 3: their key is the operator's, only its id saved
 _MAX_INDEX_JSON = 1 << 20  # index.json holds tasks and a few numbers; 1 MiB is plenty
 
 
@@ -102,14 +103,17 @@ def write_index_folder(
             "spaces": spaces,
             "tasks": index.tasks,
             "model": index.model,
-            "author_key": index.author_key.hex(),
+            **index.author_key.to_json(),
         }
         (tmp / "index.json").write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
     return out
 
 
-def read_index_folder(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> dict[str, Any]:
-    """Verify an index folder, then read it: the keyword arguments of ``SearchIndex(...)``.
+def read_index_folder(
+    path: str | os.PathLike[str], *, expected_sha256: str | None = None, author_key: bytes | None = None
+) -> dict[str, Any]:
+    """Verify an index folder, then read it: the keyword arguments of ``SearchIndex(...)``. The author key
+    is ``author_key`` (or the operator's from the environment) when it is the one the folder names.
 
     Raises:
         SearchIndexError: naming the file that is missing, unlisted, altered or malformed.
@@ -129,17 +133,17 @@ def read_index_folder(path: str | os.PathLike[str], *, expected_sha256: str | No
         raise SearchIndexError(f"{where}: larger than {_MAX_INDEX_JSON} bytes; not an index description")
     try:
         meta = json.loads(where.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("format_version") not in (2, FORMAT_VERSION):
             raise SearchIndexError(f"{where}: not a version-{FORMAT_VERSION} ximgctx search index")
+        key = AuthorKey.for_saved(meta, author_key, str(where))
         spaces = {s: str(info["file"]) for s, info in meta["spaces"].items()}
         bad = sorted(s for s, f in spaces.items() if s not in SPACES or f != f"{s}.faiss")
         if bad:
             raise SearchIndexError(f"{where}: unknown spaces or files {bad}")
-        key = parse_author_key(meta.get("author_key"), str(where))
         settings = {"mode": meta["mode"], "tasks": meta["tasks"], "nprobe": int(meta["nprobe"])}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        if isinstance(e, SearchIndexError):
-            raise
+        if isinstance(e, ArtifactError):
+            raise SearchIndexError(str(e)) from None
         raise SearchIndexError(f"{where}: malformed ({type(e).__name__}: {e})") from None
     records = pq.read_table(root / "posts.parquet").to_pylist()
     for r in records:

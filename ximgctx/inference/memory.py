@@ -12,10 +12,24 @@ of its nearest labeled neighbours (FAISS inner product on centred, normalised em
 So an exact duplicate of a corrected post moves by ``weight``, a near-duplicate a little less, and a post
 with no labeled neighbour above ``threshold`` keeps its scores bit for bit.
 
+One entry cannot steer posts that are not near-exact copies of it. An entry at similarity ``s_j >=
+near_duplicate`` (0.95 by default) is a near-exact copy; when a post has one, only its near-exact copies move
+it (as above). A post with none is moved by the entries between ``threshold`` and ``near_duplicate`` at most
+``max_shift`` (0.05 by default) on any label's score: ``alpha`` is lowered to ``max_shift / max_c |memory_c -
+scores_c|`` where it would move a score further. A ``max``-reduced moderation category therefore moves by at
+most ``max_shift``, so only a post whose score lies within ``max_shift`` of a policy threshold can change its
+decision because of an entry it does not copy. :meth:`LabelMemory.blend_explained` reports, per post, the
+entry that moved it most (``{"entry", "similarity", "weight"}``, ``weight`` being the ``alpha`` applied),
+which moderation explanations carry as ``memory``.
+
 Fused embeddings are anisotropic: with the tiny models, any two ContextBench posts have a median cosine of
 0.92 (attention fusion) to 0.99 (concat), so a raw-cosine threshold cannot tell a near-duplicate from a
-stranger. The memory therefore subtracts a *centre*, the mean fused embedding of reference posts (a sample of
-the pool, or the labeled posts themselves), before normalising. Centred, the median pair sits near 0, 99.9%
+stranger. The memory therefore subtracts a *centre*, the mean fused embedding of reference posts, before
+normalising. The reference is governed data the operator chooses when the memory is created (a sample of the
+training data or of the pool: ``LabelMemory.for_predictor(predictor, reference=posts)``, ``ximgctx memory add
+--reference FILE``), never the requests a server has seen: whoever sends requests could otherwise move the
+centre so that every post looks like a labeled one. A memory without a centre refuses to add entries.
+Centred, the median pair sits near 0, 99.9%
 of pairs below 0.78-0.90, and a post with one more reply or one more character of text at a median of
 0.93-0.99 from its original — hence the default threshold of 0.9. ``y_j`` is the label as the loss
 reads it (one-hot, multi-hot, or a soft distribution from aggregated votes); multiclass scores stay
@@ -29,14 +43,15 @@ no pickle)::
 
     manifest.json           SHA-256 and size of every other file (checked before anything is read)
     memory.json             config, tasks, the model it was built with, ids, labels and keyed author digests
-                            of the entries, and the memory's own random author key
+                            of the entries, and the public id of the governance key of those digests
     embeddings.safetensors  (N, H) float32 fused embeddings as the model gave them, and the (H,) centre
     posts.jsonl             the labeled posts, so :meth:`LabelMemory.refresh` can re-embed them after
     retraining
 
-Each entry keeps the keyed digests (:func:`ximgctx.governance.identity.author_digest`, under the memory's
-key) of its post's author and its replies' authors, so :meth:`LabelMemory.remove_authors` can erase an
-author who opted out without the memory holding author ids.
+Each entry keeps the keyed digests (:func:`ximgctx.governance.identity.author_digest`, under the operator's
+governance key: ``$XIMGCTX_GOVERNANCE_KEY`` or the ``author_key`` given; the folder holds only its id) of its
+post's author and its replies' authors, so :meth:`LabelMemory.remove_authors` can erase an author who opted
+out without the memory holding author ids, or a key that would let anyone test who is in it.
 
 Its default place is beside the model folder (``<model>.memory``), not inside it: a saved model refuses to
 load with unlisted weight files in its folder. The embeddings belong to the model that computed them;
@@ -63,7 +78,8 @@ from ximgctx.data.io import load_posts
 from ximgctx.data.processor import LabelError, encode_label
 from ximgctx.data.record import LabelValue, Post, post_from_dict
 from ximgctx.errors import ArtifactError, ConfigError, InputError
-from ximgctx.inference._authors import digests_of, new_author_key, parse_author_key, post_author_digests
+from ximgctx.governance.identity import erasure
+from ximgctx.inference._authors import AuthorKey, digests_of, post_author_digests
 
 if TYPE_CHECKING:
     from ximgctx.inference.predictor import Predictor
@@ -80,8 +96,14 @@ class LabelMemoryError(ArtifactError):
 
 
 FORMAT = "ximgctx-label-memory"
-FORMAT_VERSION = 2  # 2: an artifact (manifest.json) with keyed author digests per entry
+FORMAT_VERSION = 3  # 2: keyed author digests per entry; 3: their key is the operator's, only its id saved
 _MIN_REFERENCE = 32  # fewer reference posts than this give a noisy centre (a warning says so)
+_NO_REFERENCE = (
+    "this label memory has no reference statistics yet: give governed reference posts when it is created "
+    "(LabelMemory.for_predictor(predictor, reference=posts), memory.add(..., reference=posts), or "
+    "'ximgctx memory add --reference FILE'), a sample of the training data or of the posts it will be asked "
+    "about; the memory never centres on labeled posts or on requests"
+)
 
 
 def default_memory_dir(model_dir: str | Path) -> Path:
@@ -98,6 +120,8 @@ class MemoryConfig:
     k: int = 8  # labeled neighbours read per post and task
     threshold: float = 0.9  # cosine similarity below which a labeled example has no effect
     temperature: float = 0.05  # kernel exp((s - 1) / T): influence fades as similarity drops below 1
+    near_duplicate: float = 0.95  # cosine from which an entry is a near-exact copy (max_shift not applied)
+    max_shift: float = 0.05  # the most entries below near_duplicate can move any label's score, in [0, 1]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -108,6 +132,12 @@ class MemoryConfig:
             raise ConfigError(f"memory threshold is a cosine similarity in [-1, 1], got {self.threshold!r}")
         if not self.temperature > 0:
             raise ConfigError(f"memory temperature must be positive, got {self.temperature!r}")
+        if not -1.0 <= self.near_duplicate <= 1.0:
+            raise ConfigError(
+                f"memory near_duplicate is a cosine similarity in [-1, 1], got {self.near_duplicate!r}"
+            )
+        if not 0.0 <= self.max_shift <= 1.0:
+            raise ConfigError(f"memory max_shift must be in [0, 1], got {self.max_shift!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,17 +168,36 @@ class LabelMemory:
         self.labels: list[dict[str, LabelValue]] = []
         self.posts: list[dict[str, Any] | None] = []  # the post records, for refresh()
         self.authors: list[list[str]] = []  # per entry: keyed digests of the post's and its replies' authors
-        self.author_key = new_author_key()  # this memory's key for those digests (saved with it)
+        self.author_key = AuthorKey.operator()  # the operator's key of those digests (only its id is saved)
         self.embeddings = np.zeros((0, self.dim), dtype=np.float32)  # (N, H) raw fused embeddings
-        self.center: np.ndarray | None = None  # (H,) subtracted before normalising; None: raw cosine
+        self.center: np.ndarray | None = None  # (H,) subtracted before normalising; None: not set yet
+        self.reference_size: int | None = None  # how many reference posts the centre is the mean of
         # task -> (faiss index, rows, targets)
         self._index: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def for_predictor(cls, predictor: Predictor, config: MemoryConfig | None = None) -> LabelMemory:
-        """An empty memory matching a predictor's model."""
+    def for_predictor(
+        cls,
+        predictor: Predictor,
+        config: MemoryConfig | None = None,
+        *,
+        reference: Iterable[Post] | None = None,
+        batch_size: int | None = None,
+    ) -> LabelMemory:
+        """An empty memory matching a predictor's model, centred on ``reference`` posts when given (a governed
+        sample of the training data or of the pool; see the module docstring). Without a reference the memory
+        has no centre yet: :meth:`add` then needs ``reference``."""
         model = predictor.model
-        return cls(model.config.tasks, model.config.fusion.hidden_dim, config, predictor.model_digest)
+        memory = cls(model.config.tasks, model.config.fusion.hidden_dim, config, predictor.model_digest)
+        if reference is not None:
+            memory._center_on(predictor, reference, batch_size)
+        return memory
+
+    def _center_on(self, predictor: Predictor, reference: Iterable[Post], batch_size: int | None) -> None:
+        posts = list(reference)
+        if not posts:
+            raise InputError("label memory: the reference is empty; give governed reference posts")
+        self.set_center(predictor.embed(posts, batch_size))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -215,7 +264,7 @@ class LabelMemory:
 
     def author_digests(self, post: Post) -> list[str]:
         """The keyed digests (under this memory's key) of a post's author and its replies' authors."""
-        return post_author_digests(post, self.author_key)
+        return post_author_digests(post, self.author_key.require("this label memory"))
 
     def set_center(self, embeddings: np.ndarray) -> None:
         """Centre similarities on the mean of these fused embeddings (N, H) of reference posts."""
@@ -232,6 +281,7 @@ class LabelMemory:
                 _MIN_REFERENCE,
             )
         self.center = embeddings.mean(0)
+        self.reference_size = len(embeddings)
         self._index.clear()
 
     def add(
@@ -244,18 +294,20 @@ class LabelMemory:
     ) -> int:
         """Embed labeled ``posts`` with ``predictor`` and add them. Posts without labels are skipped.
 
-        The first time (no centre yet) the centre is set from ``reference`` posts (a sample of the posts the
-        memory will be asked about), or from the added posts themselves when none are given.
+        A memory without a centre yet is centred on ``reference`` posts (governed posts like those the memory
+        will be asked about: a sample of the training data or of the pool); without them it refuses
+        (:class:`LabelMemoryError`), since centring on the labeled posts, or on whatever a server was asked,
+        lets whoever chose those posts decide what counts as similar. A memory that has a centre ignores
+        ``reference``.
         """
         posts = list(posts)
         labeled = [p for p in posts if any(t in self.tasks for t in p.labels)]
         self._check_model(predictor)
-        emb = self._embed(predictor, labeled, batch_size)  # (N, H)
         if self.center is None:
-            if reference is not None:
-                self.set_center(predictor.embed(list(reference), batch_size))
-            elif labeled:
-                self.set_center(emb)
+            if reference is None:
+                raise LabelMemoryError(_NO_REFERENCE)
+            self._center_on(predictor, reference, batch_size)
+        emb = self._embed(predictor, labeled, batch_size)  # (N, H)
         if not labeled:
             return 0
         if self.model_digest is None:
@@ -295,17 +347,37 @@ class LabelMemory:
         """Forget every entry whose post or one of whose replies is by one of ``authors`` (an erasure after
         an opt-out). Authors are compared by the governance identity rule (``normalize_author``), through
         this memory's keyed digests. Returns how many entries were removed (the caller saves)."""
-        drop = set(digests_of(authors, self.author_key))
+        drop = set(digests_of(authors, self.author_key.require("this label memory")))
         if not drop:
             return 0
-        return self._keep([i for i, who in enumerate(self.authors) if drop.isdisjoint(who)])
+        keep = [i for i, who in enumerate(self.authors) if not erasure(who, None, drop).drop_post]
+        if len(keep) == len(self.ids):
+            return 0
+        self._recentre_after_erasure(keep)
+        return self._keep(keep)
+
+    def _recentre_after_erasure(self, keep: list[int]) -> None:
+        """Leave no trace of erased entries in the centre: a centre that is the mean of the entries (a memory
+        centred on its own labeled posts) becomes the mean of the entries kept, exactly what a memory that
+        never had the erased ones would hold. A centre from reference posts is the reference's and is kept
+        (a reference from governed data is the same whether or not the author's entries were added)."""
+        if self.center is None or not len(self.embeddings):
+            return
+        own = self.embeddings.mean(0)  # (H,)
+        if not np.allclose(self.center, own, rtol=1e-5, atol=1e-6):
+            logger.info("label memory: the centre comes from reference posts, not the entries; kept")
+            return
+        self.center = self.embeddings[keep].mean(0) if keep else None
 
     def refresh(
         self, predictor: Predictor, batch_size: int | None = None, *, reference: Iterable[Post] | None = None
     ) -> int:
         """Re-embed every stored post with ``predictor`` (after retraining) and recompute the centre from
-        ``reference`` posts (or the stored ones); entries stored without their post are dropped. Returns how
-        many entries remain."""
+        ``reference`` posts (required: the old centre means nothing to the new model); entries stored without
+        their post are dropped. Returns how many entries remain."""
+        if reference is None:
+            raise LabelMemoryError("refresh: " + _NO_REFERENCE)
+        reference = list(reference)
         kept = [
             (pid, lab, rec, who)
             for pid, lab, rec, who in zip(self.ids, self.labels, self.posts, self.authors, strict=True)
@@ -319,10 +391,7 @@ class LabelMemory:
         self._keep([])
         self.model_digest = predictor.model_digest
         self.center = None
-        if reference is not None:
-            self.set_center(predictor.embed(list(reference), batch_size))
-        elif len(emb):
-            self.set_center(emb)
+        self._center_on(predictor, reference, batch_size)
         self.add_embeddings(
             [k[0] for k in kept], emb, [k[1] for k in kept], [k[2] for k in kept], [k[3] for k in kept]
         )
@@ -359,19 +428,31 @@ class LabelMemory:
         """Heads' calibrated scores (task -> (B, C)) moved toward the labels of each post's labeled
         neighbours; ``fused`` are the posts' fused embeddings (B, H). Rows with no neighbour above the
         threshold are returned unchanged (the same values, bit for bit)."""
-        if not len(self):
-            return scores
+        return self.blend_explained(scores, fused)[0]
+
+    def blend_explained(
+        self, scores: dict[str, torch.Tensor], fused: torch.Tensor | np.ndarray
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any] | None]]:
+        """:meth:`blend`, and per post the entry that moved it most: ``{"entry": id, "similarity": cosine,
+        "weight": alpha}`` over every task (None: no entry moved it)."""
         q = self._unit(fused)
+        effects: list[dict[str, Any] | None] = [None] * len(q)
+        if not len(self):
+            return scores, effects
         cfg = self.config
         out = dict(scores)
         for task, p in scores.items():
             found = self._task_index(task) if task in self.tasks else None
             if found is None:
                 continue
-            index, _, targets = found
+            index, rows, targets = found
             sims, idx = index.search(q, min(cfg.k, len(targets)))  # (B, k)
+            sims = np.minimum(sims.astype(np.float64), 1.0)
             valid = (idx >= 0) & (sims >= cfg.threshold)
-            kernel = np.where(valid, np.exp((np.minimum(sims, 1.0) - 1.0) / cfg.temperature), 0.0)  # (B, k)
+            near = valid & (sims >= cfg.near_duplicate)
+            has_near = near.any(axis=1)  # (B,)
+            use = np.where(has_near[:, None], near, valid)  # a near-exact copy: only such copies count
+            kernel = np.where(use, np.exp((sims - 1.0) / cfg.temperature), 0.0)  # (B, k)
             alpha = cfg.weight * kernel.max(axis=1)  # (B,)
             moved = np.nonzero(alpha > 0)[0]
             if len(moved) == 0:
@@ -380,12 +461,28 @@ class LabelMemory:
             mem = (kern[..., None] * targets[np.maximum(idx[moved], 0)]).sum(1) / kern.sum(
                 1, keepdims=True
             )  # (M, C)
+            a = alpha[moved]
+            far = ~has_near[moved]
+            if far.any():  # no near-exact copy: no label's score moves further than max_shift
+                gap = np.abs(mem - p[torch.as_tensor(moved, device=p.device)].double().cpu().numpy()).max(1)
+                cap = np.where(gap > 0, cfg.max_shift / np.maximum(gap, 1e-12), np.inf)
+                a = np.where(far, np.minimum(a, cap), a)
             new = p.clone()
-            a = torch.as_tensor(alpha[moved], dtype=p.dtype, device=p.device)[:, None]  # (M, 1)
-            rows = torch.as_tensor(moved, device=p.device)
-            new[rows] = (1 - a) * p[rows] + a * torch.as_tensor(mem, dtype=p.dtype, device=p.device)
+            alpha_t = torch.as_tensor(a, dtype=p.dtype, device=p.device)[:, None]  # (M, 1)
+            at = torch.as_tensor(moved, device=p.device)
+            new[at] = (1 - alpha_t) * p[at] + alpha_t * torch.as_tensor(mem, dtype=p.dtype, device=p.device)
             out[task] = new
-        return out
+            best = kern.argmax(axis=1)  # the entry with the largest kernel: the most similar one used
+            for m, row in enumerate(moved.tolist()):
+                weight = float(a[m])
+                if effects[row] is None or weight > effects[row]["weight"]:
+                    j = int(best[m])
+                    effects[row] = {
+                        "entry": self.ids[int(rows[idx[row, j]])],
+                        "similarity": float(sims[row, j]),
+                        "weight": weight,
+                    }
+        return out, effects
 
     def _unit(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """Fused embeddings (B, H), centred and L2-normalised, as FAISS reads them."""
@@ -427,7 +524,8 @@ class LabelMemory:
             "config": self.config.to_dict(),
             "dim": self.dim,
             "model_digest": self.model_digest,
-            "author_key": self.author_key.hex(),
+            "reference_size": self.reference_size,
+            **self.author_key.to_json(),
             "tasks": [asdict(t) for t in self.tasks.values()],
             "entries": [
                 {"id": pid, "labels": lab, "authors": list(who)}
@@ -455,8 +553,13 @@ class LabelMemory:
         return Path(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, *, expected_sha256: str | None = None) -> LabelMemory:
-        """Read a folder written by :meth:`save`, after verifying every file against its manifest."""
+    def load(
+        cls, folder: str | Path, *, expected_sha256: str | None = None, author_key: bytes | None = None
+    ) -> LabelMemory:
+        """Read a folder written by :meth:`save`, after verifying every file against its manifest.
+
+        ``author_key`` (default ``$XIMGCTX_GOVERNANCE_KEY``) is needed to add posts or erase authors; the
+        folder names the key's id only, and a memory loaded without that key can still be read."""
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -476,15 +579,19 @@ class LabelMemory:
                 meta.get("model_digest"),
             )
             entries = meta["entries"]
-            memory.author_key = parse_author_key(meta.get("author_key"), str(path))
+            size = meta.get("reference_size")
+            memory.reference_size = None if size is None else int(size)
+            memory.author_key = AuthorKey.for_saved(meta, author_key, str(path))
             memory.ids = [str(e["id"]) for e in entries]
             memory.labels = [dict(e["labels"]) for e in entries]
             memory.authors = [[str(d) for d in e.get("authors", [])] for e in entries]
         except (ValueError, KeyError, TypeError) as e:
+            if isinstance(e, ArtifactError):
+                raise LabelMemoryError(str(e)) from None
             raise LabelMemoryError(
                 f"{path}: not a valid version-{FORMAT_VERSION} {FORMAT} file ({e})"
             ) from None
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("format_version") not in (2, FORMAT_VERSION):
             raise LabelMemoryError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} file")
         tensors = load_file(str(folder / "embeddings.safetensors"))
         emb = tensors["embeddings"]

@@ -13,7 +13,8 @@ For each post the :class:`Moderator` returns::
          "scores_without": {"image": {"threat": 0.41}, "text": {...}, "replies": {...}},
          "decisions_without": {"image": "allow", "text": "block", "replies": "review"},
          "top_replies": [{"index": 2, "text": "he means it", "weight": 0.61}, ...],
-         "reply_weights": "attention"},
+         "reply_weights": "attention",
+         "memory": {"entry": "p3", "similarity": 0.93, "weight": 0.1}},   # or null: no memory entry moved it
      "unusable_inputs": [],                            # required inputs that could not be used
      "problems": []}
 
@@ -25,7 +26,10 @@ replaced by its learned null embedding (``model(batch, drop=(m,))``), not an est
 ``category_scores`` is how much that modality moved the score. ``top_replies`` are the replies with the
 largest ``reply_weights`` (the attention fusion's last-layer attention from its summary token; with the
 ``concat`` and ``cross`` fusions every reply weighs the same, which ``reply_weights: "uniform"`` says: a
-fusion class declares it with ``learns_reply_weights``).
+fusion class declares it with ``learns_reply_weights``). ``memory`` names the label-memory entry that moved
+the post's scores most, its cosine similarity to the post and the weight it moved the scores by (see
+:mod:`ximgctx.inference.memory`: below the near-duplicate similarity that weight moves no score by more than
+the memory's ``max_shift``); null when the predictor has no memory or no entry is similar enough.
 
 A post whose required input could not be used (an image that does not decode; see the policy's
 ``unreadable_input`` and ``required_inputs``) lists it in ``unusable_inputs`` and gets at least the
@@ -70,6 +74,7 @@ class Explanation:
     decisions_without: dict[str, str]  # modality -> the post's decision with that modality removed
     top_replies: list[dict[str, Any]]  # [{"index", "text", "weight"}], heaviest first
     reply_weights: str  # "attention" (learned weights) or "uniform" (mean-pooling fusions)
+    memory: dict[str, Any] | None = None  # {"entry", "similarity", "weight"}: the entry that moved it most
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,7 @@ class Explanation:
             "decisions_without": dict(self.decisions_without),
             "top_replies": [dict(r) for r in self.top_replies],
             "reply_weights": self.reply_weights,
+            "memory": None if self.memory is None else dict(self.memory),
         }
 
 
@@ -227,6 +233,7 @@ class Moderator:
                 decisions_without={m: self.policy.decide(scores_without[m])[0] for m in MODALITIES},
                 top_replies=top,
                 reply_weights="uniform" if self._uniform_replies else "attention",
+                memory=None if result.memory_effects is None else result.memory_effects[i],
             )
         return explanations
 
@@ -297,6 +304,12 @@ class Moderator:
                     ),
                 ),
                 ("reply_weights", pa.string()),
+                (
+                    "memory",
+                    pa.struct(
+                        [("entry", pa.string()), ("similarity", pa.float64()), ("weight", pa.float64())]
+                    ),
+                ),
             ]
         )
         return pa.schema(

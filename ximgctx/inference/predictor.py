@@ -140,6 +140,8 @@ class BatchResult:
     output: ContextOutput
     scores: dict[str, torch.Tensor]  # task -> (B, C) float32 calibrated probabilities
     problems: list[list[Problem]]  # per post: the processor's problems plus the predictor's (empty text)
+    # per post: the label-memory entry that moved its scores most, {"entry", "similarity", "weight"}, or None
+    memory_effects: list[dict[str, Any] | None] | None = None
 
 
 def model_digest(path: str | Path) -> str | None:
@@ -286,6 +288,17 @@ class Predictor:
             scores = self._memory.blend(scores, output.fused)
         return scores
 
+    def scores_explained(
+        self, output: ContextOutput
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any] | None] | None]:
+        """:meth:`scores`, and per post the label-memory entry that moved them most
+        (:meth:`~ximgctx.inference.memory.LabelMemory.blend_explained`; None without a memory)."""
+        with torch.inference_mode():
+            scores = {k: v.float() for k, v in self.model.scores(output.logits, calibrated=True).items()}
+        if self._memory is None:
+            return scores, None
+        return self._memory.blend_explained(scores, output.fused)
+
     def run_batch(self, posts: Sequence[PostInput], batch: PostBatch | None = None) -> BatchResult:
         """Collate (unless ``batch`` is given) and run one forward pass over ``posts``."""
         parsed = [as_post(p, i) for i, p in enumerate(posts)]
@@ -297,8 +310,9 @@ class Predictor:
         for i, has_text in enumerate(text_mask):
             if not has_text:
                 problems[i].append(EMPTY_TEXT)
+        scores, effects = self.scores_explained(output)
         return BatchResult(
-            posts=parsed, batch=batch, output=output, scores=self.scores(output), problems=problems
+            posts=parsed, batch=batch, output=output, scores=scores, problems=problems, memory_effects=effects
         )
 
     def iter_batches(

@@ -52,7 +52,8 @@ import numpy as np
 from ximgctx._extras import require
 from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError, InputError
-from ximgctx.inference._authors import digests_of, new_author_key, post_author_digests
+from ximgctx.governance.identity import erasure
+from ximgctx.inference._authors import AuthorKey, digests_of, post_author_digests
 from ximgctx.inference._search_io import SPACES, SearchIndexError, read_index_folder, write_index_folder
 from ximgctx.inference.predictor import Predictor
 
@@ -207,7 +208,7 @@ class SearchIndex:
         nprobe: int = 16,
         model: dict[str, Any] | None = None,
         predictor: Predictor | None = None,
-        author_key: bytes | None = None,
+        author_key: AuthorKey | bytes | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -222,7 +223,8 @@ class SearchIndex:
         self.tasks = {t: list(labels) for t, labels in tasks.items()}
         self.nprobe = int(nprobe)
         self.model = dict(model or {})
-        self.author_key = author_key if author_key is not None else new_author_key()  # for records' authors
+        # the key of the records' author digests: the operator's (never saved; only its id is)
+        self.author_key = author_key if isinstance(author_key, AuthorKey) else AuthorKey.operator(author_key)
         self._row_of: dict[str, int] = {}
         for i, r in enumerate(records):
             if r["id"] in self._row_of:
@@ -261,13 +263,14 @@ class SearchIndex:
         nlist: int | None = None,
         nprobe: int = 16,
         model: dict[str, Any] | None = None,
-        author_key: bytes | None = None,
+        author_key: AuthorKey | bytes | None = None,
     ) -> SearchIndex:
         """An index over given vectors.
 
         Args:
             records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``image``, ``text``, and
-                ``authors``: the keyed digests of its authors under ``author_key``).
+                ``authors``: the keyed digests of its authors under ``author_key``, the operator's
+                governance key; by default ``$XIMGCTX_GOVERNANCE_KEY``).
             vectors: space -> ``(rows, vectors)``: which records (row numbers) have a vector in that space,
                 and the (n, d) vectors (normalised here).
             tasks: task -> labels, for filters.
@@ -305,12 +308,17 @@ class SearchIndex:
         nprobe: int = 16,
         batch_size: int | None = None,
         progress: bool = False,
+        author_key: bytes | None = None,
     ) -> SearchIndex:
         """Run the model over ``posts`` and index their fused and image embeddings and predicted labels
-        (an abstained task, e.g. an image task on a post without a usable image, indexes no label)."""
+        (an abstained task, e.g. an image task on a post without a usable image, indexes no label).
+
+        The posts' authors are kept as digests keyed by ``author_key``, the operator's governance key (by
+        default ``$XIMGCTX_GOVERNANCE_KEY``; without one, a random key that no purge can use later)."""
         from tqdm.auto import tqdm
 
-        key = new_author_key()
+        akey = AuthorKey.operator(author_key)
+        key = akey.require("the new search index")
         records: list[dict[str, Any]] = []
         fused: list[np.ndarray] = []
         image: list[np.ndarray] = []
@@ -353,7 +361,7 @@ class SearchIndex:
             "arch": model.config.encoder.arch,
         }
         index = cls.from_vectors(
-            records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta, author_key=key
+            records, vectors, tasks=tasks, mode=mode, nlist=nlist, nprobe=nprobe, model=meta, author_key=akey
         )
         index.attach(predictor)
         return index
@@ -554,10 +562,12 @@ class SearchIndex:
         an opt-out), from the records and every vector space. Authors are compared by the governance
         identity rule (``normalize_author``) through the index's keyed digests. Returns how many posts were
         removed; the caller saves."""
-        drop = set(digests_of(authors, self.author_key))
+        drop = set(digests_of(authors, self.author_key.require("this search index")))
         if not drop:
             return 0
-        keep = [i for i, r in enumerate(self.records) if drop.isdisjoint(r.get("authors") or ())]
+        keep = [
+            i for i, r in enumerate(self.records) if not erasure(r.get("authors") or (), None, drop).drop_post
+        ]
         return self._keep_rows(np.array(keep, np.int64))
 
     # ------------------------------------------------------------------------------------ saving
@@ -577,8 +587,17 @@ class SearchIndex:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, predictor: Predictor | None = None, expected_sha256: str | None = None
+        cls,
+        path: str | Path,
+        *,
+        predictor: Predictor | None = None,
+        expected_sha256: str | None = None,
+        author_key: bytes | None = None,
     ) -> SearchIndex:
         """Open an index folder after verifying every file against its manifest (and ``expected_sha256``,
-        the artifact digest, when given)."""
-        return cls(**read_index_folder(path, expected_sha256=expected_sha256), predictor=predictor)
+        the artifact digest, when given). ``author_key`` (default ``$XIMGCTX_GOVERNANCE_KEY``) is needed
+        only to erase authors: the folder holds the key's id, never the key."""
+        return cls(
+            **read_index_folder(path, expected_sha256=expected_sha256, author_key=author_key),
+            predictor=predictor,
+        )

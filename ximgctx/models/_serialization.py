@@ -145,9 +145,12 @@ def save_model(
     overwrite: bool = False,
     inputs: tuple[str | Path, ...] = (),
     metadata: dict[str, Any] | None = None,
+    authors: bytes | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; ``card`` sections are added to those the model already has,
-    ``metadata`` to its Hugging Face card metadata."""
+    ``metadata`` to its Hugging Face card metadata; ``authors`` (a keyed author set, checked first) becomes
+    :data:`ximgctx.governance.authors.MODEL_AUTHORS_FILE`."""
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, parse_author_digests
     from ximgctx.version import __version__
 
     sections = {**getattr(model, "card", {}), **card}
@@ -180,6 +183,10 @@ def save_model(
         _write_json(tmp / "processor_config.json", processor)
         _write_json(tmp / "card.json", json.loads(json.dumps(sections, default=str)))
         (tmp / "README.md").write_text(_model_card(model, sections, meta))
+        if authors is not None:
+            parse_author_digests(authors, "the author set given to save_pretrained")
+            (tmp / MODEL_AUTHORS_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / MODEL_AUTHORS_FILE).write_bytes(authors)
     return Path(path).resolve()
 
 

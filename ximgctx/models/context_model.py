@@ -303,10 +303,14 @@ class ContextModel(nn.Module):
         card: dict[str, Any] | None = None,
         overwrite: bool = False,
         metadata: dict[str, Any] | None = None,
+        authors: bytes | None = None,
     ) -> Path:
         """Write config, safetensors weights, the peft adapter, processor settings, a model card and a
-        verified manifest to ``path`` (atomically). ``card`` adds sections to the model card (metrics, data
-        governance, training data) on top of those the model already carries.
+        verified manifest to ``path`` (atomically). ``authors`` (the bytes of
+        :func:`ximgctx.governance.authors.model_authors_bytes`: who trained it, as keyed digests) is written
+        as :data:`ximgctx.governance.authors.MODEL_AUTHORS_FILE`; training always gives it. ``card`` adds
+        sections to the model card (metrics, data governance, training data) on top of those the model
+        already carries.
 
         ``path`` may be new, empty, or a model folder (replaced); a folder holding anything else is refused
         unless ``overwrite=True``. ``metadata`` sets Hugging Face model-card metadata (``license``,
@@ -314,7 +318,9 @@ class ContextModel(nn.Module):
         own (kept across save/load)."""
         from ximgctx.models._serialization import save_model
 
-        return save_model(self, Path(path), card=card or {}, overwrite=overwrite, metadata=metadata or {})
+        return save_model(
+            self, Path(path), card=card or {}, overwrite=overwrite, metadata=metadata or {}, authors=authors
+        )
 
     def export_encoder(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Merge the LoRA adapters into the encoder and write a plain checkpoint that needs no ximgctx:

@@ -16,7 +16,18 @@ try:
 except ImportError as e:
     raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
 
-__all__ = ["Assignment", "Base", "Item", "Labeler", "Session", "Setting", "VoteRow"]
+__all__ = [
+    "Assignment",
+    "AuditRow",
+    "Base",
+    "Generation",
+    "Item",
+    "LabelRow",
+    "Labeler",
+    "Session",
+    "Setting",
+    "VoteRow",
+]
 
 
 #: an assignment's state: leased to a labeler until it expires, or answered
@@ -103,3 +114,53 @@ class VoteRow(Base):
     label: Mapped[str] = mapped_column(Text)  # JSON: a label, or a list for a multilabel task
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
+
+
+#: who wrote a label row: a reviewer (an API key with the ``review`` scope) or a labeler (a queue vote)
+REVIEWER, LABELER = "reviewer", "labeler"
+
+
+class LabelRow(Base):
+    """One person's labels for one post: a reviewer's feedback or a labeler's queue vote. Rows are never
+    overwritten; removing one marks it (who, when, why) and it stops counting at once."""
+
+    __tablename__ = "label_rows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(512), index=True)  # the id the post came with
+    post_digest: Mapped[str] = mapped_column(String(64), index=True)  # SHA-256 of the post's content
+    post: Mapped[str] = mapped_column(Text)  # the governed post as JSON, without labels (image kept apart)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    author: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # keyed digest
+    reply_authors: Mapped[str] = mapped_column(Text, default="[]")  # JSON keyed digest per reply (or null)
+    who: Mapped[str] = mapped_column(String(128))  # an API key's identity, or a labeler's digest
+    role: Mapped[str] = mapped_column(String(16))  # reviewer | labeler
+    labeler_id: Mapped[int | None] = mapped_column(
+        ForeignKey("labelers.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    labels: Mapped[str] = mapped_column(Text)  # JSON {task: label}
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    removed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    removed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class AuditRow(Base):
+    """Every change to what the loop serves: who, in which role, when, what and why."""
+
+    __tablename__ = "loop_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    who: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))  # reviewer | labeler | admin
+    action: Mapped[str] = mapped_column(String(32))  # feedback | vote | remove | revert | revoke | rule
+    target: Mapped[str] = mapped_column(String(512))  # a row id, post digest or labeler digest
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    why: Mapped[str] = mapped_column(Text, default="")
+
+
+class Generation(Base):
+    """One row: bumped by every change that alters served answers; replicas poll it."""
+
+    __tablename__ = "loop_generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)

@@ -43,11 +43,13 @@ from ximgctx.queue.config import QueueConfig, database_url
 from ximgctx.queue.db import open_engine, transaction
 from ximgctx.queue.models import (
     DONE,
+    LABELER,
     LEASED,
     Assignment,
     AssignmentState,
     Item,
     Labeler,
+    LabelRow,
     Session,
     Setting,
     VoteRow,
@@ -125,6 +127,7 @@ class VoteResult:
     duplicate: bool
     gold: bool  # a gold item: not fed to the label memory
     labels: dict[str, Any] = field(default_factory=dict)
+    changed: bool = False  # the vote changed the post's effective labels (the served answers)
 
 
 @dataclass
@@ -217,9 +220,12 @@ class QueueStore:
                 s.execute(delete(Session).where(Session.labeler_id == row.id))
         return token
 
-    def revoke_labeler(self, name: str) -> bool:
-        """Revoke a labeler's token and sessions (their votes stay). False when nobody has that name."""
+    def revoke_labeler(self, name: str, *, by: str = "operator", why: str = "") -> bool:
+        """Revoke a labeler's token and sessions. Their votes stay stored but stop counting toward the
+        served labels at once (audited; the generation moves when they counted). False when nobody has that
+        name."""
         from ximgctx.governance.identity import normalize_author
+        from ximgctx.queue.loop import LoopState
 
         digest = self.digest("labeler:" + (normalize_author(name) or ""))
         with transaction(self.sessions) as s:
@@ -227,6 +233,7 @@ class QueueStore:
             if row is None:
                 return False
             row.active = False
+            LoopState(self).labeler_revoked(s, row, who=by, why=why)
             s.execute(delete(Session).where(Session.labeler_id == row.id))
             s.execute(delete(Assignment).where(Assignment.labeler_id == row.id, Assignment.state == LEASED))
         return True
@@ -253,6 +260,15 @@ class QueueStore:
                 )
             )
         return session
+
+    def logout(self, session: str) -> bool:
+        """End a browser session: its row is deleted, so the cookie no longer works anywhere. False when
+        there was no such session."""
+        with transaction(self.sessions) as s:
+            gone = _rowcount(
+                s.execute(delete(Session).where(Session.token_hash == self.digest("session:" + session)))
+            )
+        return bool(gone)
 
     def labeler_for_session(self, session: str) -> int:
         with self.sessions() as s:
@@ -485,6 +501,8 @@ class QueueStore:
             a = s.scalar(query)
             if a is None:
                 raise NotAssignedError(f"item {item_id} is not assigned to you (the lease may have expired)")
+            if self.dialect == "postgresql":  # votes on one item in turn: each sees the others' label rows
+                s.execute(select(Item.id).where(Item.id == item_id).with_for_update())
             item = _item(s, item_id)
             if a.state == DONE:
                 stored = {
@@ -496,6 +514,9 @@ class QueueStore:
                 if stored == labels:
                     return VoteResult(item_id, item.post_id, 0, True, item.gold is not None, labels)
                 raise ConflictError(f"item {item_id}: you already voted on it, with other labels")
+            changed = False
+            if item.gold is None:  # gold items check labelers; they never reach the served answers
+                changed = _label_row_for_vote(s, item, a.labeler_id, labels, note, now)
             for task, value in labels.items():
                 s.add(
                     VoteRow(
@@ -508,7 +529,9 @@ class QueueStore:
                     )
                 )
             a.state, a.done_at = DONE, now
-        return VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
+        result = VoteResult(item_id, item.post_id, len(labels), False, item.gold is not None, labels)
+        result.changed = changed
+        return result
 
     def vote_rows(self, *, gold: bool | None = None) -> list[dict[str, Any]]:
         """Every stored vote: ``{post_id, labeler (digest), task, label, note, time, gold}``; ``gold`` filters
@@ -545,30 +568,104 @@ class QueueStore:
 
     # -------------------------------------------------------------------------------------- erasure
     def purge_authors(self, authors: Iterable[Any]) -> dict[str, int]:
-        """Erase what an opt-out covers: queued items of these authors' posts with their assignments and
-        votes, and their replies under other posts. Authors are matched by the governance identity rule
-        (through keyed digests). Returns counts only: ``{"items", "votes", "replies"}``."""
+        """Erase what an opt-out covers, by the one erasure rule (:func:`ximgctx.governance.identity.erasure`,
+        as the search index, the label memory and manifests apply it): queued items of posts these authors
+        wrote, quoted or reposted, with their assignments and votes, and their replies under other posts.
+        Authors are matched by the governance identity rule (through keyed digests). The loop's label rows of
+        their posts go too, and their replies are cut from other posts' rows; the generation moves when any
+        did, so servers drop them from their memory. Returns counts only:
+        ``{"items", "votes", "replies", "label_rows"}``."""
+        from ximgctx.governance.identity import erasure, post_authors
+
         digests = {d for d in (self.author_digest(a) for a in authors) if d}
-        counts = {"items": 0, "votes": 0, "replies": 0}
+        counts = {"items": 0, "votes": 0, "replies": 0, "label_rows": 0}
         if not digests:
             return counts
         with transaction(self.sessions) as s:
-            ids = s.scalars(select(Item.id).where(Item.author.in_(digests))).all()
+            counts["label_rows"] = _purge_label_rows(s, digests)
+            ids = []
+            for item in s.scalars(select(Item)):
+                post = json.loads(item.post)
+                named = [item.author, *(self.author_digest(a) for a in post_authors(post.get("meta")))]
+                own = {d for d in named if d}
+                reply_authors = json.loads(item.reply_authors or "[]")
+                rule = erasure(own, [[d] if d else [] for d in reply_authors], digests)
+                if rule.drop_post:
+                    ids.append(item.id)
+                elif rule.drop_replies:
+                    keep = [i for i in range(len(reply_authors)) if i not in rule.drop_replies]
+                    post["replies"] = [post["replies"][i] for i in keep]
+                    item.post = _json(post)
+                    item.reply_authors = _json([reply_authors[i] for i in keep])
+                    counts["replies"] += len(rule.drop_replies)
             if ids:
                 counts["votes"] = _rowcount(s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))))
                 s.execute(delete(Assignment).where(Assignment.item_id.in_(ids)))
                 counts["items"] = _rowcount(s.execute(delete(Item).where(Item.id.in_(ids))))
-            for item in s.scalars(select(Item).where(Item.reply_authors.contains('"'))):
-                reply_authors = json.loads(item.reply_authors)
-                keep = [i for i, d in enumerate(reply_authors) if d not in digests]
-                if len(keep) == len(reply_authors):
-                    continue
-                post = json.loads(item.post)
-                post["replies"] = [post["replies"][i] for i in keep]
-                item.post = _json(post)
-                item.reply_authors = _json([reply_authors[i] for i in keep])
-                counts["replies"] += len(reply_authors) - len(keep)
         return counts
+
+
+def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
+    """Delete the label rows of posts by these authors and cut their replies from other rows (the post's
+    content digest changes with them); bump the generation when anything changed. Returns rows deleted."""
+    from ximgctx.data.record import post_from_dict
+    from ximgctx.queue.loop import bump, post_digest
+
+    deleted = _rowcount(s.execute(delete(LabelRow).where(LabelRow.author.in_(digests))))
+    changed = deleted > 0
+    for row in s.scalars(select(LabelRow).where(LabelRow.reply_authors.contains('"'))):
+        reply_authors = json.loads(row.reply_authors)
+        keep = [i for i, d in enumerate(reply_authors) if d not in digests]
+        if len(keep) == len(reply_authors):
+            continue
+        record = json.loads(row.post)
+        record["replies"] = [record["replies"][i] for i in keep]
+        row.post = _json(record)
+        row.reply_authors = _json([reply_authors[i] for i in keep])
+        post = post_from_dict(record)
+        post.image = row.image
+        row.post_digest = post_digest(post)
+        changed = True
+    if changed:
+        bump(s)
+    return deleted
+
+
+def _label_row_for_vote(
+    s: OrmSession, item: Item, labeler_id: int, labels: Mapping[str, Any], note: str, now: float
+) -> bool:
+    """A labeler's vote as a label row (inside the vote's transaction); True (and the generation bumped,
+    with an audit row) when it changed the post's effective labels under the rule."""
+    from ximgctx.queue.ingest import item_post
+    from ximgctx.queue.loop import audit, bump, effective_of, post_digest
+
+    labeler = s.get(Labeler, labeler_id)
+    if labeler is None:
+        raise LoginError("unknown labeler")
+    digest = post_digest(item_post(item))
+    before = effective_of(s, digest)
+    row = LabelRow(
+        post_id=item.post_id,
+        post_digest=digest,
+        post=item.post,
+        image=item.image,
+        author=item.author,
+        reply_authors=item.reply_authors,
+        who="labeler:" + labeler.digest[:16],
+        role=LABELER,
+        labeler_id=labeler_id,
+        labels=_json(dict(labels)),
+        note=note,
+        created_at=now,
+    )
+    s.add(row)
+    s.flush()
+    after = effective_of(s, digest)
+    if after == before:
+        return False
+    audit(s, row.who, LABELER, "vote", str(row.id), {"post_digest": digest, "before": before, "after": after})
+    bump(s)
+    return True
 
 
 def _item(s: OrmSession, item_id: int) -> Item:

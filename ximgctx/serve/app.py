@@ -7,26 +7,26 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
   :mod:`ximgctx.inference.openai_format`), plus ``decision`` and ``explanation`` per result;
 * ``POST /v1/predict``: every task's scores and labels for the same inputs;
 * ``POST /v1/search``: posts of the index by text, image (a data URL) or post id, with label filters;
-* ``POST /v1/feedback``: a reviewer's labels for a post, governed, added to the label memory (effective on the
-  next request) and saved atomically;
+* ``POST /v1/feedback`` (scope ``review``): a reviewer's labels for a post, governed, stored as a row of the
+  loop store under the key's identity (:mod:`ximgctx.queue.loop`), effective on the next request;
+  ``DELETE /v1/feedback/{id}`` (scope ``admin``): that row stops counting, with an audit row;
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
 
-Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed),
-401 (no or wrong key), 413 (body too large), 422 (a request the server understood but refuses, such as
-ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No error carries a traceback or a
-server path; a post whose image cannot be decoded gets a result naming the problem, not an error.
+Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed), 401
+(no or wrong key), 403 (the key lacks the route's scope), 413 (body too large), 422 (a request the server
+understood but refuses, such as ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No
+error carries a traceback or a server path; a post whose image cannot be decoded gets a result naming the
+problem, not an error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from ximgctx._json import json_safe
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError, XimgctxError
 from ximgctx.inference.openai_format import openai_mapping, openai_response
-from ximgctx.serve.auth import authorized
+from ximgctx.serve.auth import Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
 from ximgctx.serve.config import ServeConfig
 from ximgctx.serve.errors import ServiceError, error_response
@@ -75,6 +75,7 @@ class Service:
         memory_dir: str | Path | None = None,
         governance: Any = None,
         queue: Any = None,
+        state: Any = None,
     ) -> None:
         from ximgctx.inference.moderation import Moderator
 
@@ -86,6 +87,19 @@ class Service:
         self.memory_dir = Path(memory_dir) if memory_dir is not None else None
         self.governance = governance
         self.queue = queue  # a QueueStore: review decisions wait there, /queue and /v1/queue/ serve it
+        # the loop's state (feedback and votes as rows, the rule, the generation): the queue's database, or
+        # a store given for it alone. The served label memory is derived from it: the memory loaded from
+        # files (``base``) plus the store's effective labels, rebuilt when the store's generation moves.
+        self.loop = None
+        store = state if state is not None else queue
+        if store is not None:
+            from ximgctx.queue.loop import LoopState
+
+            self.loop = LoopState(store)
+        self._base_memory = predictor.memory
+        self._generation: int | None = None
+        self._embedded: dict[str, Any] = {}  # post digest -> fused embedding (H,), the rebuild's cache
+        self._poller: asyncio.Task | None = None
         self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
@@ -96,18 +110,14 @@ class Service:
             "on_batch": self.metrics.observe_batch,
             "on_depth": self.metrics.set_depth,
         }
-        # recent request posts (kept in memory only): the reference a new label memory centres on
-        self._recent: collections.deque[Post] = collections.deque(maxlen=256)
         self.moderations = Batcher("moderations", self._moderate, self.executor, **common)
         self.predictions = Batcher("predict", self._predict, self.executor, **common)
         self.ready = False
 
     def _moderate(self, posts: list[Post]) -> list[Any]:
-        self._recent.extend(posts)
         return self.moderator.moderate(posts)
 
     def _predict(self, posts: list[Post]) -> list[Any]:
-        self._recent.extend(posts)
         return self.predictor.predict(posts)
 
     # ------------------------------------------------------------------------------------ life cycle
@@ -117,10 +127,29 @@ class Service:
         loop = asyncio.get_running_loop()
         warm = Post(id="warm-up", text="warm up", replies=[])
         await loop.run_in_executor(self.executor, self.moderator.moderate, [warm])
+        if self.loop is not None:
+            await self.run(self.sync_memory)
+            self._poller = asyncio.create_task(self._poll())
         self.ready = True
+
+    async def _poll(self) -> None:
+        """Watch the store's generation; rebuild the memory cache when another process changed it."""
+        assert self.loop is not None
+        while True:
+            await asyncio.sleep(self.config.state_poll_s)
+            try:
+                generation = await asyncio.to_thread(self.loop.generation)
+                if generation != self._generation:
+                    await self.run(self.sync_memory)
+            except Exception:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
+                logger.exception("loop store: could not refresh the label memory")
 
     async def stop(self) -> None:
         self.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         await self.moderations.stop()
         await self.predictions.stop()
         self.executor.shutdown(wait=True)
@@ -187,21 +216,28 @@ class Service:
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.index.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where)[0]
 
-    async def feedback(self, req: FeedbackRequest) -> dict[str, Any]:
-        if self.memory_dir is None:
+    async def feedback(self, req: FeedbackRequest, who: Caller) -> dict[str, Any]:
+        if req.reviewer is not None:
+            raise InputError(
+                "reviewer: the request may not name the reviewer; the server records the API key's identity "
+                f"({who.identity}) as the reviewer"
+            )
+        if self.loop is None:
             raise ServiceError(
                 404,
-                "this server has no label memory (start it with --memory DIR)",
+                "this server has no loop store for feedback (start it with --loop-db DB, or as queue serve)",
                 "invalid_request_error",
-                "no_memory",
+                "no_store",
             )
         post = feedback_post(req, self.config)
-        return await self.run(self._add_feedback, post, req.reviewer, req.note)
+        return await self.run(self._add_feedback, post, who.identity, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
+        """A reviewer's feedback as a row in the store (governed; labels checked against the model's tasks),
+        then the served memory rebuilt from the store before the answer."""
         from ximgctx.governance import govern
-        from ximgctx.inference.memory import LabelMemory
 
+        assert self.loop is not None
         governed = govern([post], self.governance)
         if not governed.posts:
             reasons = sorted(k for k, v in governed.audit.to_dict()["posts"]["dropped"].items() if v)
@@ -213,24 +249,106 @@ class Service:
                 "not_governed",
             )
         kept = governed.posts[0]
-        kept.meta["feedback"] = {
-            "reviewer": reviewer,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **({"note": note} if note else {}),
-        }
+        _check_labels(kept.labels, self.predictor.model.config.tasks)
+        if self._center() is None:  # refused before anything is stored
+            raise ServiceError(
+                409,
+                "this server's label memory has no reference statistics yet; create it from governed "
+                "reference posts (ximgctx memory add --model DIR --data FILE --reference FILE --memory DIR) "
+                "and start the server with --memory DIR",
+                "invalid_request_error",
+                "no_memory_reference",
+            )
+        row = self.loop.add_feedback(kept, who=reviewer, note=note)
+        self.sync_memory()
         memory = self.predictor.memory
-        reference = None
-        if (
-            memory is None
-        ):  # a new memory centres its similarities on the posts this server has been asked about
+        return {
+            "id": row["id"],
+            "post_digest": row["post_digest"],
+            "reviewer": reviewer,
+            "generation": self._generation,
+            "memory_size": len(memory) if memory is not None else 0,
+        }
+
+    async def remove_feedback(self, row_id: int, who: Caller, why: str) -> dict[str, Any]:
+        if self.loop is None:
+            raise ServiceError(404, "this server has no loop store", "invalid_request_error", "no_store")
+        loop = self.loop
+        removed = await asyncio.to_thread(lambda: loop.remove_row(row_id, who=who.identity, why=why))
+        if not removed:
+            raise ServiceError(
+                404, f"no live feedback row {row_id}", "invalid_request_error", "not_found", param="id"
+            )
+        await self.run(self.sync_memory)
+        return {"id": row_id, "removed": True, "generation": self._generation}
+
+    # --------------------------------------------------------------------------------- label memory
+    def sync_memory(self) -> bool:
+        """Rebuild the served label memory from the store when its generation moved (on the model thread).
+        The memory is the files' memory (if any) plus one entry per post with effective labels; embeddings
+        are cached by post content, so a rebuild embeds only new posts. Returns whether it rebuilt."""
+        assert self.loop is not None
+        generation, entries = self.loop.effective()
+        if generation == self._generation:
+            return False
+        self.predictor.memory = self._derive_memory(entries)
+        self._generation = generation
+        return True
+
+    def _derive_memory(self, entries: list[Any]) -> Any:
+        import numpy as np
+
+        from ximgctx.inference.memory import LabelMemory
+
+        base = self._base_memory
+        if base is None and not entries:
+            return None  # exactly the answers of a server that never had feedback
+        if base is not None:
+            memory = LabelMemory(list(base.tasks.values()), base.dim, base.config, base.model_digest)
+            memory.author_key, memory.center = base.author_key, base.center
+            if len(base):
+                memory.add_embeddings(base.ids, base.embeddings, base.labels, base.posts, base.authors)
+        else:
             memory = LabelMemory.for_predictor(self.predictor)
-            reference = list(self._recent) + [kept]
-        added = memory.add(self.predictor, [kept], reference=reference)
-        if added == 0:
-            raise InputError("labels: none of the labels names a task of the model")
-        memory.save(self.memory_dir)
-        self.predictor.memory = memory
-        return {"id": kept.id, "added": added, "memory_size": len(memory)}
+        if memory.center is None:
+            center = self._center()
+            if center is None:  # never centred on requests: their senders could steer it
+                logger.warning(
+                    "label memory: %d effective labels wait for reference statistics (ximgctx memory add "
+                    "--reference ... --memory DIR, then serve --memory DIR); served without them",
+                    len(entries),
+                )
+                return base
+            memory.center = center
+        missing = [e for e in entries if e.post_digest not in self._embedded]
+        if missing:
+            vectors = self.predictor.embed([e.post for e in missing])
+            for e, vector in zip(missing, vectors, strict=True):
+                self._embedded[e.post_digest] = vector
+        # keep only what is served: a removed or purged post's embedding does not outlive its rows
+        self._embedded = {e.post_digest: self._embedded[e.post_digest] for e in entries}
+        if entries:
+            memory.add_embeddings(
+                [e.entry_id for e in entries],
+                np.stack([self._embedded[e.post_digest] for e in entries]),
+                [e.labels for e in entries],
+                [e.post.to_dict() for e in entries],
+                [memory.author_digests(e.post) for e in entries],
+            )
+        return memory
+
+    def _center(self) -> Any:
+        """The reference centre the served memory measures similarity around: the files' memory's (built from
+        governed reference posts), else one stored in the loop store for this model (so replicas centre
+        alike); None when there is none. Never computed from requests."""
+        import numpy as np
+
+        if self._base_memory is not None and self._base_memory.center is not None:
+            return self._base_memory.center
+        if self.loop is None:
+            return None
+        center = self.loop.memory_center(self.predictor.model_digest)
+        return None if center is None else np.asarray(center, dtype=np.float32)
 
     async def _submit(self, batcher: Batcher, posts: list[Post]) -> list[Any]:
         try:
@@ -250,7 +368,7 @@ class Service:
 def _install_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
-        return error_response(e.status, e.message, e.type, e.code, e.headers)
+        return error_response(e.status, e.message, e.type, e.code, e.headers, param=e.param)
 
     @app.exception_handler(XimgctxError)
     async def _input_error(request: Request, e: XimgctxError) -> JSONResponse:
@@ -284,6 +402,7 @@ def create_app(
     device: str = "auto",
     expected_sha256: str | None = None,
     queue: Any = None,
+    state: Any = None,
 ) -> FastAPI:
     """The service as a FastAPI app (for ``uvicorn``, embedding and tests).
 
@@ -292,12 +411,18 @@ def create_app(
         config: limits, batching and keys (:class:`ServeConfig`); ``check_auth`` is enforced.
         policy: a moderation policy or its YAML path (the shipped default when None).
         index: a search index folder or :class:`~ximgctx.SearchIndex`, for ``/v1/search``.
-        memory: the label memory folder ``/v1/feedback`` adds to (created on the first label); an existing one
-            is loaded and blended into every prediction.
+        memory: the label memory folder ``/v1/feedback`` adds to, loaded and blended into every prediction;
+            feedback needs it created first from governed reference posts (``ximgctx memory add
+            --reference``), never centred on requests.
         governance: the governance policy feedback must pass (the default policy when None).
         expected_sha256: pin the model folder's artifact digest.
         queue: a :class:`~ximgctx.queue.QueueStore`: the labeling page (``/queue``) and ``/v1/queue/``
-            routes, and every ``review`` decision queued (labelers log in with their own tokens there).
+            routes, and every ``review`` decision queued (labelers log in with their own tokens there). Its
+            database is also the loop's store (``state``) unless another is given.
+        state: a :class:`~ximgctx.queue.QueueStore` holding the loop's state without mounting the queue:
+            ``/v1/feedback`` rows, the label rule and the generation; the served label memory (``memory``'s
+            files plus the store's effective labels) is rebuilt when the generation moves (every
+            ``config.state_poll_s``), so replicas on one store answer alike.
     """
     from ximgctx.inference.predictor import Predictor
 
@@ -317,7 +442,14 @@ def create_app(
 
         index = SearchIndex.load(index, predictor=predictor)
     service = Service(
-        predictor, config, policy=policy, index=index, memory_dir=memory, governance=governance, queue=queue
+        predictor,
+        config,
+        policy=policy,
+        index=index,
+        memory_dir=memory,
+        governance=governance,
+        queue=queue,
+        state=state,
     )
 
     @contextlib.asynccontextmanager
@@ -337,6 +469,22 @@ def create_app(
         app.include_router(queue_router(service, queue))
         app.mount("/queue/static", static_files(), name="queue-static")
     return app
+
+
+def _check_labels(labels: dict[str, Any], tasks: Any) -> None:
+    """Feedback labels name the model's tasks and fit them (errors name the task)."""
+    from ximgctx.data.processor import LabelError, encode_label
+
+    specs = {t.name: t for t in tasks}
+    if not labels:
+        raise InputError("labels: give at least one task's label")
+    for task, value in labels.items():
+        if task not in specs:
+            raise InputError(f"labels.{task}: not a task of the model (tasks: {sorted(specs)})")
+        try:
+            encode_label(value, specs[task])
+        except LabelError as e:
+            raise InputError(f"labels.{task}: {e}") from None
 
 
 def _version() -> str:
@@ -396,20 +544,9 @@ class _Guard:
             if declared > limit:
                 service.metrics.error("body_too_large")
                 await answer(_too_large(limit))
-            elif (
-                (path.startswith("/v1/") or path == "/metrics")
-                and not path.startswith("/v1/queue/")  # labelers' own tokens; the router checks them
-                and not authorized(service.config, request)
-            ):
-                service.metrics.error("unauthorized")
-                await answer(
-                    error_response(
-                        401,
-                        "missing or invalid API key (Authorization: Bearer KEY)",
-                        "invalid_request_error",
-                        "invalid_api_key",
-                    )
-                )
+            elif (denied := _denied(service, request, scope)) is not None:
+                service.metrics.error("unauthorized" if denied.status_code == 401 else "forbidden")
+                await answer(denied)
             elif path.startswith("/v1/") and not service.ready:
                 await answer(
                     error_response(
@@ -441,6 +578,40 @@ class _Guard:
             service.metrics.observe_request(route, status["code"], time.perf_counter() - start)
 
 
+def _denied(service: Service, request: Request, scope: dict) -> Response | None:
+    """401 without a valid key, 403 when the key lacks the route's scope; None when the call may go on.
+    The caller is kept in the request's state (``request.state.caller``) for the routes that record it."""
+    path = scope.get("path", "")
+    if not (path.startswith("/v1/") or path == "/metrics"):
+        return None
+    if path.startswith("/v1/queue/"):  # labelers' own tokens; the router checks them (and operator scopes)
+        return None
+    who = caller(service.config, request)
+    if who is None:
+        return error_response(
+            401,
+            "missing or invalid API key (Authorization: Bearer KEY)",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    need = required_scope(scope.get("method", "GET"), path)
+    if need is not None and not who.may(need):
+        return forbidden(need, f"{scope.get('method', 'GET')} {path}")
+    scope.setdefault("state", {})["caller"] = who
+    return None
+
+
+def forbidden(scope_name: str, route: str) -> JSONResponse:
+    """403: the key is valid but lacks ``scope_name`` (OpenAI-style error naming the scope)."""
+    return error_response(
+        403,
+        f"this API key lacks the '{scope_name}' scope, which {route} needs",
+        "permission_error",
+        "missing_scope",
+        param=scope_name,
+    )
+
+
 def _too_large(limit: int) -> JSONResponse:
     return error_response(
         413, f"request body over the server's {limit} byte limit", "invalid_request_error", "body_too_large"
@@ -464,8 +635,12 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return await service.search(req)
 
     @app.post("/v1/feedback")
-    async def feedback(req: FeedbackRequest) -> dict[str, Any]:
-        return await service.feedback(req)
+    async def feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:
+        return await service.feedback(req, request.state.caller)
+
+    @app.delete("/v1/feedback/{row_id}")
+    async def remove_feedback(row_id: int, request: Request, why: str = "") -> dict[str, Any]:
+        return await service.remove_feedback(row_id, request.state.caller, why[:2000])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

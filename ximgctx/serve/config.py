@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -9,7 +10,56 @@ from pathlib import Path
 
 from ximgctx.errors import ConfigError
 
-__all__ = ["ServeConfig", "is_loopback", "read_api_keys"]
+__all__ = ["SCOPES", "ApiKey", "ServeConfig", "is_loopback", "parse_api_key", "read_api_keys"]
+
+#: What an API key may do: ``moderate`` (/v1/moderations, /v1/predict), ``search`` (/v1/search), ``review``
+#: (/v1/feedback: labels that change served answers), ``admin`` (queue operator routes, undoing feedback).
+SCOPES = ("moderate", "search", "review", "admin")
+#: The scopes of a key line that names none (today's meaning of a plain key: moderation and search).
+DEFAULT_SCOPES = frozenset({"moderate", "search"})
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One operator key: the secret, what it may do, and the name the audit records (never the key)."""
+
+    key: str = field(repr=False)
+    scopes: frozenset[str] = DEFAULT_SCOPES
+    name: str = ""
+
+    @property
+    def identity(self) -> str:
+        """Who the key is in the store's rows: its name, or a digest of the key (keys are >= 16 random
+        characters, so the digest names the key without revealing it)."""
+        if self.name:
+            return self.name
+        return "key:" + hashlib.sha256(b"ximgctx-api-key\0" + self.key.encode()).hexdigest()[:16]
+
+
+def parse_api_key(line: str, where: str = "API key") -> ApiKey:
+    """One key line: ``KEY [scope,scope,...] [name=NAME]``. A bare ``KEY`` keeps the meaning keys had before
+    scopes: ``moderate`` and ``search``. Errors name the line, never the key."""
+    parts = line.split()
+    if not parts:
+        raise ConfigError(f"{where}: empty key line")
+    key, scopes, name = parts[0], set(DEFAULT_SCOPES), ""
+    named_scopes = False
+    for part in parts[1:]:
+        if part.startswith("name="):
+            name = part[len("name=") :]
+            if not name or len(name) > 64 or not all(c.isalnum() or c in "-_.@" for c in name):
+                raise ConfigError(f"{where}: name= must be 1-64 letters, digits or -_.@")
+        elif not named_scopes:
+            given = {s.strip() for s in part.split(",") if s.strip()}
+            unknown = sorted(given - set(SCOPES))
+            if unknown or not given:
+                raise ConfigError(f"{where}: unknown scope(s) {unknown or [part]}; scopes are {list(SCOPES)}")
+            scopes, named_scopes = given, True
+        else:
+            raise ConfigError(f"{where}: expected KEY [scope,scope] [name=NAME], got {len(parts)} fields")
+    if len(key) < 16:
+        raise ConfigError(f"{where}: API keys must be at least 16 characters")
+    return ApiKey(key, frozenset(scopes), name)
 
 
 def is_loopback(host: str) -> bool:
@@ -23,7 +73,8 @@ def is_loopback(host: str) -> bool:
 
 
 def read_api_keys(path: str | os.PathLike[str] | None = None, env: str = "XIMGCTX_API_KEYS") -> list[str]:
-    """API keys from a file (one per line, ``#`` comments) and/or a comma-separated environment variable."""
+    """API key lines from a file (one per line, ``KEY [scope,scope] [name=NAME]``, ``#`` comments) and/or a
+    comma-separated environment variable (keys with the default scopes, or ``KEY scope,scope`` entries)."""
     keys: list[str] = []
     if path is not None:
         try:
@@ -34,9 +85,11 @@ def read_api_keys(path: str | os.PathLike[str] | None = None, env: str = "XIMGCT
             line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]
     keys += [k.strip() for k in os.environ.get(env, "").split(",") if k.strip()]
-    short = [k for k in keys if len(k) < 16]
+    short = [k for k in keys if len(k.split()[0]) < 16]
     if short:
         raise ConfigError(f"API keys must be at least 16 characters; {len(short)} key(s) are shorter")
+    for i, line in enumerate(keys, start=1):
+        parse_api_key(line, f"API key {i}")
     return keys
 
 
@@ -46,7 +99,9 @@ class ServeConfig:
 
     host: str = "127.0.0.1"  # address to bind; anything but loopback requires API keys
     port: int = 8000  # TCP port
-    api_keys: list[str] = field(default_factory=list, repr=False)  # Bearer keys accepted (never logged)
+    api_keys: list[str] = field(
+        default_factory=list, repr=False
+    )  # key lines: KEY [scopes] [name=] (never logged)
     no_auth: bool = False  # serve without keys: allowed on a loopback host only
     max_batch_size: int = 16  # posts coalesced into one model batch
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others to join it
@@ -62,6 +117,7 @@ class ServeConfig:
     explain: str = "flagged"  # moderation explanations: all, flagged, none
     model_name: str = ""  # the "model" reported in responses (default: ximgctx/<model folder name>)
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
+    state_poll_s: float = 1.0  # seconds between checks of the loop store's generation (memory rebuilt)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars"):
@@ -72,7 +128,14 @@ class ServeConfig:
             raise ConfigError(f"serve.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if self.explain not in ("all", "flagged", "none"):
             raise ConfigError(f"serve.explain must be all, flagged or none, got {self.explain!r}")
+        if not self.state_poll_s > 0:
+            raise ConfigError(f"serve.state_poll_s must be > 0, got {self.state_poll_s!r}")
         self.allow_url_hosts = [h.lower().strip() for h in self.allow_url_hosts if h.strip()]
+        self.parsed_keys()  # every key line checked at once
+
+    def parsed_keys(self) -> list[ApiKey]:
+        """The API keys with their scopes and names."""
+        return [parse_api_key(line, f"serve.api_keys[{i}]") for i, line in enumerate(self.api_keys)]
 
     def check_auth(self) -> None:
         """Refuse to serve without keys anywhere but on loopback."""

@@ -10,13 +10,22 @@ __all__ = ["ServiceError", "error_response"]
 class ServiceError(Exception):
     """An error answered as OpenAI-style JSON."""
 
-    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        headers: dict | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+        self.param = param
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str, headers: dict | None = None
+    status: int, message: str, type_: str, code: str, headers: dict | None = None, param: str | None = None
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)

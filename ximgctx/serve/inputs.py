@@ -117,7 +117,8 @@ class FeedbackRequest(BaseModel):
 
     post: FeedbackPost
     labels: dict[str, str | list[str] | dict[str, float]]
-    reviewer: str = Field(min_length=1, max_length=200)
+    # refused when given: the reviewer is the API key's identity, never a name the caller writes
+    reviewer: str | None = Field(None, max_length=200)
     note: str = Field("", max_length=2000)
 
 

@@ -5,11 +5,12 @@ page's login form, which opens a session kept in an HttpOnly, SameSite=Strict co
 items leased to them. Operators (the service's API keys) add items and read the statistics:
 
 * ``GET /queue``: the page (login form, or the labeler's current item: image, text, replies, model scores,
-  the model's tasks and a note); ``POST /queue/login`` / ``/queue/logout``;
+  the model's tasks and a note); ``POST /queue/login`` / ``/queue/logout`` (deletes the session row);
 * ``POST /v1/queue/lease``: the labeler's item; ``GET /v1/queue/items/{id}``; ``GET /queue/items/{id}/image``;
-* ``POST /v1/queue/items/{id}/vote`` ``{labels, note}``: stored, then added to the label memory at once
-  (the path ``/v1/feedback`` takes); ``POST /v1/queue/items/{id}/release``: skip it;
-* ``POST /v1/queue/items`` (API key): posts to queue; ``GET /v1/queue/stats`` (API key).
+* ``POST /v1/queue/items/{id}/vote`` ``{labels, note}``: stored as a row; it changes served answers only
+  when the store's rule makes it effective (default: k = 2 agreeing labelers); ``POST
+  /v1/queue/items/{id}/release``: skip it;
+* ``POST /v1/queue/items`` and ``GET /v1/queue/stats``: API keys with the ``admin`` scope.
 
 Every ``review`` decision of ``/v1/moderations`` is queued too (:func:`queue_reviews`).
 """
@@ -34,7 +35,7 @@ except ImportError as e:
 
 from ximgctx.data.record import Post
 from ximgctx.queue.store import LoginError, QueueError, QueueStore
-from ximgctx.serve.auth import authorized
+from ximgctx.serve.auth import Caller, caller
 from ximgctx.serve.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -134,10 +135,21 @@ class _Routes:
         message = "log in with your labeler token (Bearer TOKEN, or the /queue page)"
         raise ServiceError(401, message, "invalid_request_error", "invalid_token")
 
-    def operator(self, request: Request) -> None:
-        if not authorized(self.service.config, request):
+    def operator(self, request: Request) -> Caller:
+        """The operator of a request: an API key with the ``admin`` scope (401 without a key, 403 without
+        the scope)."""
+        who = caller(self.service.config, request)
+        if who is None:
             message = "this route needs an API key (Bearer KEY)"
             raise ServiceError(401, message, "invalid_request_error", "invalid_api_key")
+        if not who.may("admin"):
+            raise ServiceError(
+                403,
+                f"this API key lacks the 'admin' scope, which {request.method} {request.url.path} needs",
+                "permission_error",
+                "missing_scope",
+            )
+        return who
 
     async def db(self, fn: Any, *args: Any) -> Any:
         """A store call off the event loop, its refusals as OpenAI-style errors."""
@@ -206,7 +218,11 @@ class _Routes:
         )
         return resp
 
-    async def logout(self) -> Response:
+    async def logout(self, request: Request) -> Response:
+        """The session row is deleted (the cookie stops working everywhere), then the cookie."""
+        session = request.cookies.get(COOKIE)
+        if session:
+            await self.db(self.store.logout, session)
         resp = RedirectResponse("/queue", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
@@ -233,33 +249,18 @@ class _Routes:
         return {"released": await self.db(self.store.release, self.labeler(request), item_id)}
 
     async def vote(self, item_id: int, body: VoteIn, request: Request) -> dict[str, Any]:
+        """A vote is a row; it reaches the served answers only when it changes the post's effective labels
+        under the store's rule (by default: k agreeing labelers), and then at once on this replica."""
         who = self.labeler(request)
         result = await self.db(self.store.vote, who, item_id, body.labels, body.note)
-        memory = None
-        if not result.duplicate and not result.gold and self.service.memory_dir is not None:
-            memory = await self.remember(who, item_id, result.labels, body.note)
+        if result.changed and self.service.loop is not None:
+            await self.service.run(self.service.sync_memory)
         return {
             "item_id": result.item_id,
             "stored": result.votes,
             "duplicate": result.duplicate,
-            "memory": memory,
+            "effective_changed": result.changed,
         }
-
-    async def remember(self, who: int, item_id: int, labels: dict[str, Any], note: str) -> dict[str, Any]:
-        """The vote into the label memory through the service's feedback path (governed, saved at once)."""
-        item = await self.db(self.store.item_for, who, item_id)
-        post = item.post
-        post.labels = dict(labels)
-        reviewer = "queue:" + (await self.db(self.store.labeler_digest, who))[:16]
-        try:
-            return await self.service.run(self.service._add_feedback, post, reviewer, note)
-        except (
-            ServiceError,
-            QueueError,
-            ValueError,
-        ) as e:  # the vote stays stored; the memory skipped it
-            logger.warning("queue: the vote on item %d did not reach the label memory: %s", item_id, e)
-            return {"error": getattr(e, "message", str(e))}
 
     # ------------------------------------------------------------------------------------ operator
     async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:

@@ -398,3 +398,29 @@ def write_run_config(out: Path, resolved: dict[str, Any]) -> None:
 
     with atomic_output(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+
+
+def training_authors(train_data: Any) -> bytes:
+    """The bytes of the model's author set (:data:`ximgctx.governance.authors.MODEL_AUTHORS_FILE`): the
+    digests, keyed by the operator's governance key (``$XIMGCTX_GOVERNANCE_KEY``), of every author whose words
+    ``train_data`` holds (post, quoted and reply authors), so ``ximgctx purge --model`` can say whether an
+    opted-out author trained the model. A streamed split is read once more for it (records only; what cannot
+    be read is skipped, as training skips it). Without an operator key the set is keyed by a random one that
+    nobody can match later, and a warning says so."""
+    from ximgctx.governance.authors import author_digests_of, model_authors_bytes
+    from ximgctx.governance.keys import ENV_VAR, load_key
+
+    key, held = load_key()
+    if isinstance(train_data, StreamSplit):
+        posts: Iterable[Post] = load_posts(train_data.source, streaming=True, on_error="skip")
+    else:
+        posts = train_data
+    digests = author_digests_of(posts, key)
+    if not held:
+        logger.warning(
+            "no governance key ($%s): the model's author set (%d authors) is keyed by a random key, so "
+            "`ximgctx purge --model` can never tell whether an opted-out author trained it",
+            ENV_VAR,
+            len(digests),
+        )
+    return model_authors_bytes(digests, key)

@@ -21,7 +21,14 @@ from ximgctx.evaluation.metrics import task_loss, task_metrics
 from ximgctx.evaluation.predict import FULL, predict
 from ximgctx.governance import check_governed
 from ximgctx.models.context_model import ContextModel, ContextOutput, LossOutput
-from ximgctx.training._runtime import DataReport, StreamSplit, load_splits, start_run, stream_loader
+from ximgctx.training._runtime import (
+    DataReport,
+    StreamSplit,
+    load_splits,
+    start_run,
+    stream_loader,
+    training_authors,
+)
 from ximgctx.training.config import ExperimentConfig, load_experiment
 from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer, split_lora_by_tower
@@ -100,12 +107,18 @@ class FinetuneRecipe:
         return validation_metrics(model, loader, self.accelerator)
 
     def export(
-        self, model: torch.nn.Module, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+        self,
+        model: torch.nn.Module,
+        full: dict[str, torch.Tensor] | None,
+        path: Path,
+        card: dict[str, Any],
+        *,
+        authors: bytes | None = None,
     ) -> None:
         if full is not None:  # sharded live model (FSDP): save a full copy rebuilt from the gathered state
             model = ContextModel._skeleton(model.config)  # type: ignore[arg-type]
             model.load_state_dict(full)
-        model.save_pretrained(path, card=card)  # type: ignore[operator]
+        model.save_pretrained(path, card=card, authors=authors)  # type: ignore[operator]
 
 
 def train(
@@ -220,7 +233,10 @@ def _prepare(
         "Data governance": governance,
         "Training": {"config": cfg.to_dict(), "processes": accelerator.num_processes, "streamed": streamed},
     }
-    return Run(accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report)
+    authors = training_authors(train_data) if accelerator.is_main_process else None
+    return Run(
+        accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report, authors
+    )
 
 
 def _loader(

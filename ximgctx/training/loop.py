@@ -67,10 +67,18 @@ class Recipe(Protocol):
         ...
 
     def export(
-        self, model: torch.nn.Module, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+        self,
+        model: torch.nn.Module,
+        full: dict[str, torch.Tensor] | None,
+        path: Path,
+        card: dict[str, Any],
+        *,
+        authors: bytes | None = None,
     ) -> None:
         """Write a usable model to ``path`` (main process only). ``full`` is the gathered state dict when the
-        live model is sharded (FSDP) and must be loaded into a fresh copy first; else None."""
+        live model is sharded (FSDP) and must be loaded into a fresh copy first; else None. ``authors`` is
+        the keyed author set of the training posts, written into the folder
+        (:data:`ximgctx.governance.authors.MODEL_AUTHORS_FILE`)."""
         ...
 
 
@@ -87,6 +95,7 @@ class Run:
     resolved: dict[str, Any]  # the whole resolved config: beside each checkpoint, logged as hparams
     card: dict[str, Any]  # model-card sections added to every exported model (governance, data...)
     report: DataReport  # what the run read and skipped; problems are added by the loop
+    authors: bytes | None = None  # governance.authors.MODEL_AUTHORS_FILE: who trained it (keyed digests)
 
 
 @dataclass
@@ -465,7 +474,7 @@ class _Loop:
         )
         if self.acc.is_main_process:
             card = {**self.run.card, "Training data": self.run.report.to_dict(), "Metrics": metrics}
-            self.recipe.export(self.core, full, self.out / folder, card)
+            self.recipe.export(self.core, full, self.out / folder, card, authors=self.run.authors)
 
     def _finish_trackers(self) -> None:
         """Close the TensorBoard writers. Not ``end_training``: it also destroys the process group, which

@@ -37,9 +37,10 @@ from ximgctx.data.processor import PostBatch, PostProcessor
 from ximgctx.data.record import Post
 from ximgctx.errors import ArtifactError
 from ximgctx.governance import check_governed
+from ximgctx.governance.authors import MODEL_AUTHORS_FILE
 from ximgctx.models.context_model import ContextModel
 from ximgctx.models.open_clip_encoder import ClipEncoder
-from ximgctx.training._runtime import DataReport, load_splits, start_run
+from ximgctx.training._runtime import DataReport, load_splits, start_run, training_authors
 from ximgctx.training.config import ContrastiveConfig, PretrainExperiment, load_pretrain_experiment
 from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer
@@ -182,16 +183,28 @@ class PretrainRecipe:
         }
 
     def export(
-        self, model: nn.Module, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+        self,
+        model: nn.Module,
+        full: dict[str, torch.Tensor] | None,
+        path: Path,
+        card: dict[str, Any],
+        *,
+        authors: bytes | None = None,
     ) -> None:
-        export_encoder(model, full, path, card)  # type: ignore[arg-type]
+        export_encoder(model, full, path, card, authors=authors)  # type: ignore[arg-type]
 
 
 def export_encoder(
-    model: ContrastiveModel, full: dict[str, torch.Tensor] | None, path: Path, card: dict[str, Any]
+    model: ContrastiveModel,
+    full: dict[str, torch.Tensor] | None,
+    path: Path,
+    card: dict[str, Any],
+    *,
+    authors: bytes | None = None,
 ) -> None:
     """``open_clip_model.safetensors`` + ``encoder.json`` + a short README, written as a sealed artifact of
-    kind ``pretrained-encoder`` (read it back with :func:`load_pretrained_export`)."""
+    kind ``pretrained-encoder`` (read it back with :func:`load_pretrained_export`), with the author set of its
+    training posts (``authors``: :data:`ximgctx.governance.authors.MODEL_AUTHORS_FILE`) when given."""
     if full is not None:  # sharded live model (FSDP): the gathered full state, under "encoder.clip." names
         clip_state = {k[len("encoder.clip.") :]: v for k, v in full.items() if k.startswith("encoder.clip.")}
     else:
@@ -211,6 +224,9 @@ def export_encoder(
         save_file(state, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
         (tmp / "encoder.json").write_text(json.dumps(config_to_dict(model.encoder.config), indent=2) + "\n")
         (tmp / "README.md").write_text("\n".join(lines))
+        if authors is not None:
+            (tmp / MODEL_AUTHORS_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / MODEL_AUTHORS_FILE).write_bytes(authors)
 
 
 def load_pretrained_export(
@@ -302,4 +318,7 @@ def _prepare(
         "Data governance": governance,
         "Pretraining": {"config": cfg.to_dict(), "processes": accelerator.num_processes},
     }
-    return Run(accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report)
+    authors = training_authors(train_pairs) if accelerator.is_main_process else None
+    return Run(
+        accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report, authors
+    )
