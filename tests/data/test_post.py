@@ -277,3 +277,32 @@ def test_write_posts_output_has_the_usual_file_mode(tmp_path):
     os.umask(old)
     write_posts([Post("a", text="x")], tmp_path / "o.jsonl")
     assert (tmp_path / "o.jsonl").stat().st_mode & 0o777 == 0o666 & ~old  # not mkstemp's 0600
+
+
+def test_jsonl_lines_split_at_newline_only_compressed_or_not_and_bad_bytes_name_their_line(
+    tmp_path,
+) -> None:
+    """JSONL is read line by line by ximgctx: a JSON string holding U+2028 or a lone CR stays one record (a
+    splitter on every Unicode line break would cut it), gzip works, and a line that is not UTF-8 is a problem
+    naming its line while the others are read."""
+    import gzip
+
+    records = [
+        {"id": "a", "text": "one\u2028two"},
+        {"id": "b", "text": "cr\rinside"},
+        {"id": "c", "text": "ok"},
+    ]
+    body = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode() + b"\n\n"
+    plain, packed = tmp_path / "p.jsonl", tmp_path / "p.jsonl.gz"
+    plain.write_bytes(body)
+    packed.write_bytes(gzip.compress(body))
+    for path in (plain, packed):
+        posts = load_posts(path)
+        assert [(p.id, p.text) for p in posts] == [(r["id"], r["text"]) for r in records]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(body.replace(b'"ok"', b'"\xff"'))
+    report = LoadReport()
+    posts = load_posts(broken, on_error="skip", report=report)
+    assert [p.id for p in posts] == ["a", "b"]
+    (error,) = report.errors
+    assert error.line == 3 and "UTF-8" in str(error)

@@ -3,13 +3,16 @@ names its file, line and field), Parquet, and ``save_to_disk`` folders."""
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import json
 import logging
+import lzma
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from ximgctx.data.post_schema import JSON_FIELDS
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
@@ -68,45 +71,82 @@ def quiet_datasets() -> Iterator[None]:
             ds_tqdm.enable_progress_bars()
 
 
+def _open_jsonl(path: str) -> BinaryIO | None:
+    """A JSONL file as bytes, through the standard library's decompressor for its suffix; None for a
+    compression only ``datasets`` reads (``.zst``)."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if path.endswith(".xz"):
+        return lzma.open(path, "rb")
+    if path.endswith(".zst"):
+        return None
+    return open(path, "rb")  # noqa: SIM115 (closed by the caller's with-block)
+
+
+def _jsonl_record(f: str, line: int, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        return PostValidationError(f"malformed JSON ({e.msg} at column {e.colno})", source=f, line=line)
+
+
+def _jsonl_records(f: str, streaming: bool) -> Iterator[tuple[str, int, Any]]:
+    """``(source, line, record_or_error)`` for every non-blank line. Lines are split at ``\n`` only (a JSON
+    string may hold U+2028 or a lone CR), read one at a time, so memory stays flat however long the file."""
+    fh = _open_jsonl(f)
+    if fh is None:  # .zst: read through datasets' "text" builder, which keeps every line (row i is line i+1)
+        import datasets
+
+        with quiet_datasets():
+            # 1 MiB read chunks (datasets' default is 10 MiB): flat memory over a 200k-post stream
+            ds = datasets.load_dataset(
+                "text", data_files=f, split="train", streaming=streaming, chunksize=_JSONL_CHUNK_BYTES
+            )
+        for i, row in enumerate(ds):
+            if row["text"].strip():
+                yield f, i + 1, _jsonl_record(f, i + 1, row["text"])
+        return
+    with fh:
+        for i, raw in enumerate(fh):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield (
+                    f,
+                    i + 1,
+                    PostValidationError(
+                        f"not UTF-8 text ({e.reason} at byte {e.start})", source=f, line=i + 1
+                    ),
+                )
+                continue
+            if text.strip():
+                yield f, i + 1, _jsonl_record(f, i + 1, text)
+
+
 def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
-    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError."""
+    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError. JSONL is
+    read line by line here (no ``datasets`` import for the most common manifest); Parquet and ``save_to_disk``
+    folders through ``datasets``."""
+    kind, files = _resolve_files(path)
+    if kind == "jsonl":
+        for f in files:
+            yield from _jsonl_records(f, streaming)
+        return
     import datasets
 
-    kind, files = _resolve_files(path)
     if kind == "arrow":
         ds = datasets.load_from_disk(files[0])
         for i, row in enumerate(ds):
             yield files[0], i + 1, {k: _parquet_value(k, v) for k, v in row.items()}
         return
     for f in files:
-        if kind == "jsonl":
-            # The "text" builder keeps every line (blank ones included), so row i is line i + 1.
-            with quiet_datasets():
-                # 1 MiB read chunks (datasets' default is 10 MiB): measured flat memory over a 200k-post
-                # stream, where 10 MiB chunks let the allocator's footprint climb by ~100 MiB
-                ds = datasets.load_dataset(
-                    "text", data_files=f, split="train", streaming=streaming, chunksize=_JSONL_CHUNK_BYTES
-                )
-            for i, row in enumerate(ds):
-                raw = row["text"]
-                if not raw.strip():
-                    continue
-                try:
-                    yield f, i + 1, json.loads(raw)
-                except json.JSONDecodeError as e:
-                    yield (
-                        f,
-                        i + 1,
-                        PostValidationError(
-                            f"malformed JSON ({e.msg} at column {e.colno})", source=f, line=i + 1
-                        ),
-                    )
-        else:
-            with quiet_datasets():
-                ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
-            for i, row in enumerate(ds):
-                rec = {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
-                yield f, i + 1, rec
+        with quiet_datasets():
+            ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
+        for i, row in enumerate(ds):
+            rec = {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
+            yield f, i + 1, rec
 
 
 def iter_file_posts(
