@@ -12,7 +12,7 @@ import lzma
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import IO, Any, Literal, cast
 
 from ximgctx.data.post_schema import JSON_FIELDS
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
@@ -71,15 +71,15 @@ def quiet_datasets() -> Iterator[None]:
             ds_tqdm.enable_progress_bars()
 
 
-def _open_jsonl(path: str) -> BinaryIO | None:
+def _open_jsonl(path: str) -> IO[bytes] | None:
     """A JSONL file as bytes, through the standard library's decompressor for its suffix; None for a
     compression only ``datasets`` reads (``.zst``)."""
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     if path.endswith(".bz2"):
-        return bz2.open(path, "rb")
+        return cast(IO[bytes], bz2.open(path, "rb"))
     if path.endswith(".xz"):
-        return lzma.open(path, "rb")
+        return cast(IO[bytes], lzma.open(path, "rb"))
     if path.endswith(".zst"):
         return None
     return open(path, "rb")  # noqa: SIM115 (closed by the caller's with-block)
