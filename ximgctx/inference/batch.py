@@ -31,6 +31,7 @@ import heapq
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -88,6 +89,12 @@ def distributed_shard(device: str | None = None, timeout_s: float = 1800.0) -> S
     from ximgctx._distributed import partial_state, wants_cpu
 
     cpu = wants_cpu(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not launched: one process, no process group to set up
+        import torch
+
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = "cpu" if cpu else (auto if device in (None, "auto") else str(device))
+        return Shard(rank=0, world=1, device=dev, barrier=lambda: None)
     state = partial_state(cpu=cpu, timeout_s=timeout_s)
     dev = str(state.device) if device in (None, "auto") else device
     if cpu:
