@@ -56,7 +56,8 @@ def _imported(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
                 parts = package.split(".")
                 parts = parts[: len(parts) - node.level + 1]
                 base = ".".join([*parts, *([node.module] if node.module else [])])
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            # ``from pkg import submodule`` runs pkg's __init__ too: it imports the package and the submodule
+            targets = [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
         for t in targets:
             while t not in known and "." in t:
                 t = t.rpartition(".")[0]

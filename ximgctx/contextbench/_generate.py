@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ximgctx.contextbench import _oracle, _render, _text
-from ximgctx.contextbench import _rules as R
+import ximgctx.contextbench._oracle as _oracle
+import ximgctx.contextbench._render as _render
+import ximgctx.contextbench._rules as R
+import ximgctx.contextbench._text as _text
 from ximgctx.contextbench._readme import readme
 from ximgctx.data.io import write_posts
 from ximgctx.data.record import Post, Reply

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from ximgctx.contextbench import _rules as R
+import ximgctx.contextbench._rules as R
 
 #: ContextBench's data version, written to oracle.json: 2 added ``meta["alt_text"]``.
 VERSION = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ximgctx.contextbench import _rules as R
+import ximgctx.contextbench._rules as R
 from ximgctx.contextbench._oracle import subset_name
 
 

@@ -39,8 +39,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import ximgctx.governance.flags as flags
+import ximgctx.governance.shapes as shapes
 from ximgctx.data.record import Post, Reply
-from ximgctx.governance import flags, shapes
 from ximgctx.governance.flags import is_direct_message
 from ximgctx.governance.identity import (
     AUTHOR_KEYS,

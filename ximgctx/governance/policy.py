@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ximgctx.governance.flags as flags
 from ximgctx._extras import require
 from ximgctx.config import config_from_dict, read_yaml
 from ximgctx.errors import ConfigError
-from ximgctx.governance import flags
 from ximgctx.governance.identity import normalize_author
 from ximgctx.governance.pii import DEFAULT_REGIONS, DEFAULT_TOKENS, KINDS
 

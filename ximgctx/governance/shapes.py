@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ximgctx.governance import flags
+import ximgctx.governance.flags as flags
 
 AS_PUBLIC = ("https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public")
 
