@@ -353,21 +353,7 @@ class LabelMemory:
         keep = [i for i, who in enumerate(self.authors) if not erasure(who, None, drop).drop_post]
         if len(keep) == len(self.ids):
             return 0
-        self._recentre_after_erasure(keep)
-        return self._keep(keep)
-
-    def _recentre_after_erasure(self, keep: list[int]) -> None:
-        """Leave no trace of erased entries in the centre: a centre that is the mean of the entries (a memory
-        centred on its own labeled posts) becomes the mean of the entries kept, exactly what a memory that
-        never had the erased ones would hold. A centre from reference posts is the reference's and is kept
-        (a reference from governed data is the same whether or not the author's entries were added)."""
-        if self.center is None or not len(self.embeddings):
-            return
-        own = self.embeddings.mean(0)  # (H,)
-        if not np.allclose(self.center, own, rtol=1e-5, atol=1e-6):
-            logger.info("label memory: the centre comes from reference posts, not the entries; kept")
-            return
-        self.center = self.embeddings[keep].mean(0) if keep else None
+        return self._keep(keep)  # the centre is the governed reference's: no entry ever moved it
 
     def refresh(
         self, predictor: Predictor, batch_size: int | None = None, *, reference: Iterable[Post] | None = None
