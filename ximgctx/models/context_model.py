@@ -161,7 +161,8 @@ class ContextModel(nn.Module):
         dev = self.device
 
         img_present = self._modality_dropout(batch.image_mask.to(dev) & ("image" not in drop))  # (B,)
-        image = self.null_image.expand(b, d)
+        # a copy, not a view: a view of a parameter keeps requires_grad under no_grad, and shares its storage
+        image = self.null_image.expand(b, d).clone()
         if bool(img_present.any()):
             enc = F.normalize(self.encoder.encode_image(batch.pixels[img_present]), dim=-1)  # (Ni, D)
             full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put(
@@ -180,7 +181,7 @@ class ContextModel(nn.Module):
         reply_tokens = batch.reply_tokens if bool(reply_mask.any()) else None  # (U, T')
         post_enc, reply_enc = self._encode_texts(post_tokens, reply_tokens)
 
-        text = self.null_text.expand(b, d)
+        text = self.null_text.expand(b, d).clone()
         if post_enc is not None:
             enc = F.normalize(post_enc, dim=-1)  # (Nt, D)
             full = torch.zeros(b, d, dtype=enc.dtype, device=dev).index_put(
@@ -189,7 +190,7 @@ class ContextModel(nn.Module):
             text = torch.where(txt_present[:, None], full, text.to(enc.dtype))
 
         k = reply_mask.shape[1]
-        replies = self.null_reply.expand(b, k, d)
+        replies = self.null_reply.expand(b, k, d).clone()
         if reply_enc is not None:
             enc = F.normalize(reply_enc, dim=-1)  # (U, D) distinct replies
             replies = torch.where(
