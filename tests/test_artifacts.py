@@ -173,3 +173,27 @@ def test_second_writer_fails_at_once_naming_the_first(tmp_path):
         p.join(10)
     with folder_lock(tmp_path / "out"):  # released when the holder ends
         pass
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo"])
+def test_a_planted_lock_file_is_refused_and_its_target_kept(tmp_path, plant):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    lock = tmp_path / ".out.lock"
+    if plant == "symlink":
+        lock.symlink_to(victim)
+    elif plant == "hardlink":
+        os.link(victim, lock)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(OutputError, match=r"\.out\.lock"), folder_lock(tmp_path / "out"):
+        pass
+    assert victim.read_text() == "precious\n"
+    assert os.path.lexists(lock)  # refused, not removed: the operator sees what was planted
+
+
+def test_a_stale_lock_file_from_a_crashed_holder_is_taken(tmp_path):
+    (tmp_path / ".out.lock").write_text("12345\n")
+    with folder_lock(tmp_path / "out") as lock:
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()

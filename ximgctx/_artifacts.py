@@ -418,6 +418,31 @@ def atomic_output(
 
 
 # ----------------------------------------------------------------------------------------------- lock
+def _open_lock_file(lock: Path, out: Path) -> int:
+    """Create the lock file exclusively, or open the one a holder (or a crashed holder) left: never through a
+    symlink (``O_NOFOLLOW``), and only a plain file with one link, so a planted ``.NAME.lock`` pointing at (or
+    hard-linked to) another file cannot make the lock truncate it."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with output_errors(out):
+        try:
+            return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(lock, flags | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError:  # the holder removed it in between: create it on the next try
+            return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise OutputError(f"{lock}: the lock file of {out} is a symlink; remove it") from None
+            raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise OutputError(f"{lock}: the lock file of {out} is not a plain file with one link; remove it")
+    return fd
+
+
 @contextlib.contextmanager
 def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     """An advisory, non-blocking lock on an output (file ``.NAME.lock`` beside it, holding the holder's pid).
@@ -432,8 +457,7 @@ def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     with output_errors(out):
         out.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(20):
-        with output_errors(out):
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(lock, out)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
