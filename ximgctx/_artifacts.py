@@ -57,6 +57,7 @@ __all__ = [
     "folder_lock",
     "output_errors",
     "verify_artifact",
+    "pinned_copy",
     "write_artifact",
 ]
 
@@ -157,6 +158,133 @@ def _walk(root: Path, link_root: Path | None) -> Iterator[tuple[str, Path]]:
                 yield p.relative_to(root).as_posix(), p
 
 
+def _check_header(
+    root: Path, raw: dict[str, Any], kind: str | Iterable[str] | None, max_version: int | None
+) -> tuple[str, int, dict[str, Any]]:
+    """The manifest's kind, version and file list, checked against what the caller reads."""
+    mpath = root / MANIFEST
+    got_kind, version, files = raw.get("kind"), raw.get("version"), raw.get("files")
+    kinds = (kind,) if isinstance(kind, str) else (tuple(kind) if kind is not None else None)
+    if not isinstance(got_kind, str) or (kinds is not None and got_kind not in kinds):
+        want = kinds[0] if kinds and len(kinds) == 1 else list(kinds or ())
+        raise ArtifactError(f"{root}: holds an artifact of kind {got_kind!r}, not {want!r}")
+    if not isinstance(version, int) or version < 1:
+        raise ArtifactError(f"{mpath}: version must be a positive integer, got {version!r}")
+    if max_version is not None and version > max_version:
+        raise ArtifactError(
+            f"{root}: {got_kind} format version {version} is newer than this ximgctx reads ({max_version}); "
+            f"upgrade ximgctx"
+        )
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{mpath}: 'files' must be a mapping of path -> {{sha256, bytes}}")
+    return got_kind, version, files
+
+
+def _refuse_unlisted(root: Path, present: dict[str, Path], files: dict[str, Any]) -> None:
+    unlisted = sorted(set(present) - set(files))
+    if unlisted:
+        raise ArtifactError(
+            f"{root / unlisted[0]}: not listed in {MANIFEST}"
+            + (f" (and {len(unlisted) - 1} more files)" if len(unlisted) > 1 else "")
+            + "; an artifact may hold only the files its manifest lists"
+        )
+
+
+def _open_listed(p: Path, link_root: Path | None) -> int:
+    """Open a listed file for reading without following a link (a link into ``link_root`` is resolved once,
+    and its target opened the same way); only a regular file."""
+    if link_root is not None and os.path.islink(p):
+        target = p.resolve()
+        if not target.is_relative_to(link_root):
+            raise ArtifactError(f"{p}: a symbolic link; an artifact holds regular files only")
+        p = target
+    try:
+        fd = os.open(
+            p, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except FileNotFoundError:
+        raise ArtifactError(f"{p}: listed in {MANIFEST} but missing") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ArtifactError(f"{p}: a symbolic link; an artifact holds regular files only") from None
+        raise ArtifactError(f"{p}: unreadable ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArtifactError(f"{p}: not a regular file")
+    return fd
+
+
+@contextlib.contextmanager
+def pinned_copy(
+    path: str | os.PathLike[str],
+    kind: str | Iterable[str] | None = None,
+    *,
+    expected_sha256: str,
+    max_version: int | None = None,
+    link_root: str | os.PathLike[str] | None = None,
+) -> Iterator[Manifest]:
+    """Verify a pinned artifact while copying it into a private temporary folder; yield its manifest, whose
+    ``path`` is the copy (removed when the block ends).
+
+    What a pinned load reads is then exactly what was hashed: each listed file is opened once (no link
+    followed), hashed while it is copied, and the copy is what the caller loads, so a file swapped or
+    rewritten in the original folder after the check cannot reach the load. The manifest is read once too:
+    its digest and its list come from the same bytes.
+    """
+    root = Path(path).absolute()
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: no such folder")
+    lroot = Path(link_root).resolve() if link_root is not None else None
+    fd = _open_listed(root / MANIFEST, lroot)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(_MAX_MANIFEST_BYTES + 1)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256.strip().lower():
+        raise ArtifactError(
+            f"{root}: artifact digest {digest} does not match the expected {expected_sha256}; "
+            f"this is not the artifact that was pinned"
+        )
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{root / MANIFEST}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ArtifactError(f"{root / MANIFEST}: not an ximgctx artifact manifest (format={_short(raw)})")
+    got_kind, version, files = _check_header(root, raw, kind, max_version)
+    present = {rel: p for rel, p in _walk(root, lroot) if rel != MANIFEST}
+    _refuse_unlisted(root, present, files)
+    with tempfile.TemporaryDirectory(prefix="ximgctx-pinned-") as tmp:
+        dest = Path(tmp) / root.name
+        dest.mkdir(mode=0o700)
+        (dest / MANIFEST).write_bytes(data)
+        for rel, info in files.items():
+            _check_relpath(rel, root / MANIFEST)
+            if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+                raise ArtifactError(f"{root / MANIFEST}: entry for {rel!r} has no sha256")
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            h, size = hashlib.sha256(), 0
+            with os.fdopen(_open_listed(root / rel, lroot), "rb") as src, open(out, "xb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            if size != info.get("bytes") or h.hexdigest() != info["sha256"]:
+                raise ArtifactError(
+                    f"{root / rel}: changed while it was being loaded (it no longer matches {MANIFEST}); "
+                    f"refusing to load it"
+                )
+        given = raw.get("meta")
+        yield Manifest(
+            path=dest,
+            kind=got_kind,
+            version=version,
+            files=files,
+            digest=digest,
+            meta=given if isinstance(given, dict) else {},
+        )
+
+
 def verify_artifact(
     path: str | os.PathLike[str],
     kind: str | Iterable[str] | None = None,
@@ -180,20 +308,7 @@ def verify_artifact(
     root = Path(path).absolute()
     raw = _read_manifest(root, Path(link_root).resolve() if link_root is not None else None)
     mpath = root / MANIFEST
-    got_kind, version, files = raw.get("kind"), raw.get("version"), raw.get("files")
-    kinds = (kind,) if isinstance(kind, str) else (tuple(kind) if kind is not None else None)
-    if not isinstance(got_kind, str) or (kinds is not None and got_kind not in kinds):
-        want = kinds[0] if kinds and len(kinds) == 1 else list(kinds or ())
-        raise ArtifactError(f"{root}: holds an artifact of kind {got_kind!r}, not {want!r}")
-    if not isinstance(version, int) or version < 1:
-        raise ArtifactError(f"{mpath}: version must be a positive integer, got {version!r}")
-    if max_version is not None and version > max_version:
-        raise ArtifactError(
-            f"{root}: {got_kind} format version {version} is newer than this ximgctx reads ({max_version}); "
-            f"upgrade ximgctx"
-        )
-    if not isinstance(files, dict):
-        raise ArtifactError(f"{mpath}: 'files' must be a mapping of path -> {{sha256, bytes}}")
+    got_kind, version, files = _check_header(root, raw, kind, max_version)
     if expected_sha256 is not None:
         digest = sha256_file(mpath)
         if digest != expected_sha256.strip().lower():
@@ -224,13 +339,7 @@ def verify_artifact(
                 f"{f}: SHA-256 {digest[:16]}... does not match {MANIFEST} ({info['sha256'][:16]}...); "
                 f"the file was altered or corrupted after saving. Refusing to load it."
             )
-    unlisted = sorted(set(present) - set(files))
-    if unlisted:
-        raise ArtifactError(
-            f"{root / unlisted[0]}: not listed in {MANIFEST}"
-            + (f" (and {len(unlisted) - 1} more files)" if len(unlisted) > 1 else "")
-            + "; an artifact may hold only the files its manifest lists"
-        )
+    _refuse_unlisted(root, present, files)
     given = raw.get("meta")
     meta: dict[str, Any] = given if isinstance(given, dict) else {}
     return Manifest(

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx._artifacts import Manifest, pinned_copy, verify_artifact, write_artifact
 from ximgctx._extras import require
 from ximgctx.errors import ArtifactError
 from ximgctx.inference._authors import AuthorKey
@@ -118,16 +118,24 @@ def read_index_folder(
     Raises:
         SearchIndexError: naming the file that is missing, unlisted, altered or malformed.
     """
-    faiss = require("faiss", feature="the search index (SearchIndex)")
-    import pyarrow.parquet as pq
-
+    require("faiss", feature="the search index (SearchIndex)")
     root = Path(path)
     if not (root / "index.json").is_file():
         raise SearchIndexError(f"{root}: no index.json; not a folder written by SearchIndex.save")
     try:
-        manifest = verify_artifact(root, KIND, max_version=FORMAT_VERSION, expected_sha256=expected_sha256)
+        if expected_sha256 is not None:  # pinned: read exactly the bytes that were hashed
+            with pinned_copy(root, KIND, max_version=FORMAT_VERSION, expected_sha256=expected_sha256) as m:
+                return _read_index(m.path, m, author_key)
+        manifest = verify_artifact(root, KIND, max_version=FORMAT_VERSION)
     except ArtifactError as e:
         raise SearchIndexError(str(e)) from None
+    return _read_index(root, manifest, author_key)
+
+
+def _read_index(root: Path, manifest: Manifest, author_key: bytes | None) -> dict[str, Any]:
+    faiss = require("faiss", feature="the search index (SearchIndex)")
+    import pyarrow.parquet as pq
+
     where = root / "index.json"
     if manifest.files["index.json"]["bytes"] > _MAX_INDEX_JSON:
         raise SearchIndexError(f"{where}: larger than {_MAX_INDEX_JSON} bytes; not an index description")

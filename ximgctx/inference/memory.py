@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx._artifacts import pinned_copy, verify_artifact, write_artifact
 from ximgctx._extras import require
 from ximgctx.config import TaskSpec
 from ximgctx.data.io import load_posts
@@ -546,15 +546,26 @@ class LabelMemory:
 
         ``author_key`` (default ``$XIMGCTX_GOVERNANCE_KEY``) is needed to add posts or erase authors; the
         folder names the key's id only, and a memory loaded without that key can still be read."""
-        from safetensors.numpy import load_file
-
         folder = Path(folder)
         if not (folder / "memory.json").is_file():
             raise LabelMemoryError(
                 f"{folder}: not a label memory (no memory.json); create one with "
                 f"'ximgctx memory add --model DIR --data FILE'"
             )
-        verify_artifact(folder, KIND, max_version=FORMAT_VERSION, expected_sha256=expected_sha256)
+        if expected_sha256 is not None:  # pinned: read exactly the bytes that were hashed
+            try:
+                pin = pinned_copy(folder, KIND, max_version=FORMAT_VERSION, expected_sha256=expected_sha256)
+                with pin as m:
+                    return cls._read(m.path, author_key)
+            except ArtifactError as e:
+                raise LabelMemoryError(str(e)) from None
+        verify_artifact(folder, KIND, max_version=FORMAT_VERSION)
+        return cls._read(folder, author_key)
+
+    @classmethod
+    def _read(cls, folder: Path, author_key: bytes | None) -> LabelMemory:
+        from safetensors.numpy import load_file
+
         path = folder / "memory.json"
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ximgctx._artifacts import verify_artifact, write_artifact
+from ximgctx._artifacts import pinned_copy, verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError, XimgctxError
 from ximgctx.models.backends import ENCODERS
@@ -262,8 +262,22 @@ def load_model(
     expected_sha256: str | None = None,
     trust_remote_arch_: bool = False,
 ) -> ContextModel:
-    if verify or expected_sha256 is not None:
-        verify_folder(path, expected_sha256=expected_sha256)
+    if expected_sha256 is not None:  # pinned: load exactly the bytes that were hashed
+        if not Path(path).is_dir():
+            raise ModelFolderError(f"{path}: no such model folder")
+        try:
+            with pinned_copy(path, KIND, max_version=1, expected_sha256=expected_sha256) as m:
+                return _load(cls, m.path, device=device, trust_remote_arch_=trust_remote_arch_)
+        except ArtifactError as e:
+            raise ModelFolderError(str(e)) from None
+    if verify:
+        verify_folder(path)
+    return _load(cls, path, device=device, trust_remote_arch_=trust_remote_arch_)
+
+
+def _load(
+    cls: type[ContextModel], path: Path, *, device: torch.device, trust_remote_arch_: bool
+) -> ContextModel:
     config, raw = read_config(path)
     with trust_remote_arch(trust_remote_arch_), quiet_random_init():
         model = cls(config, encoder=_saved_encoder(path, config))
