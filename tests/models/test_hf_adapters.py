@@ -14,6 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from ximgctx import ContextModel, EncoderConfig, LoraSpec, ModelConfig
+from ximgctx.models.encoder import portable_ref
 from ximgctx.models.open_clip_encoder import build_clip
 
 from ..helpers import TASKS
@@ -106,7 +107,7 @@ def test_stock_peft_reproduces_or_refuses(backend, preset, hf_dirs, tmp_path) ->
             PeftModel.from_pretrained(base, str(adapter))
         return
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == model.config.encoder.arch
+    assert config["base_model_name_or_path"] == portable_ref(model.config.encoder.arch)  # no local folder
     assert config["revision"] == model.encoder.provenance["sha256"]
     theirs = _plain_outputs(backend, model, PeftModel.from_pretrained(base, str(adapter)).eval(), pixels)
     for a, b in zip(ours, theirs, strict=True):

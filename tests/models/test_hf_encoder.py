@@ -148,7 +148,7 @@ def test_train_save_reload_reproduces_logits(hf_dirs, kind, posts, tmp_path, mon
         a, b = model(batch), loaded(batch)
     for task in a.logits:
         assert torch.equal(a.logits[task], b.logits[task]), task
-    assert loaded.encoder.provenance["pretrained"] == str(source)
+    assert loaded.encoder.provenance["pretrained"] == source.name  # a saved model names no local folder
     assert loaded.encoder.provenance["sha256"] == model.encoder.provenance["sha256"] is not None
 
 

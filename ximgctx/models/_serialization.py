@@ -35,7 +35,7 @@ from ximgctx._artifacts import pinned_copy, verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError, XimgctxError
 from ximgctx.models.backends import ENCODERS
-from ximgctx.models.encoder import Encoder, ModelFolderError
+from ximgctx.models.encoder import Encoder, ModelFolderError, portable_ref
 from ximgctx.models.export import save_adapter
 from ximgctx.models.lora import base_name, load_lora_state_dict
 from ximgctx.models.open_clip_encoder import quiet_random_init, trust_remote_arch
@@ -51,7 +51,7 @@ _MAX_JSON_BYTES = 16 << 20  # config.json / card.json larger than this are refus
 
 def _weights_line(model: ContextModel) -> str:
     prov = getattr(model.encoder, "provenance", None) or {}
-    name = prov.get("pretrained")
+    name = portable_ref(prov.get("pretrained"))
     if name is None:
         return "random init (no pretrained weights)"
     digest = prov.get("sha256")
@@ -99,7 +99,8 @@ def _model_card(model: ContextModel, card: dict[str, Any], meta: dict[str, Any])
         "`ximgctx.Predictor.from_pretrained(path)`.",
         "",
         "## Architecture",
-        f"- encoder: {cfg.encoder.backend} `{cfg.encoder.arch}`, starting weights {_weights_line(model)}",
+        f"- encoder: {cfg.encoder.backend} `{portable_ref(cfg.encoder.arch)}`, starting weights "
+        f"{_weights_line(model)}",
         f"- LoRA: {_lora_line(cfg.lora)}",
         f"- fusion: `{cfg.fusion.kind}`, hidden {cfg.fusion.hidden_dim}",
         f"- parameters: {counts['total']:,} ({counts['trainable']:,} trainable when saved)",
@@ -167,13 +168,15 @@ def save_model(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "ximgctx_version": __version__,
-            "model": model.config.to_dict(),
-            "provenance": dict(model.encoder.provenance),
+            "model": _portable_model_config(model.config.to_dict()),
+            "provenance": {
+                k: portable_ref(v) if k == "pretrained" else v for k, v in model.encoder.provenance.items()
+            },
             "card_metadata": meta,
         }
         _write_json(tmp / "config.json", config)
         processor = {
-            "tokenizer": model.config.encoder.arch,
+            "tokenizer": portable_ref(model.config.encoder.arch),
             "context_length": model.encoder.context_length,
             "image_size": model.encoder.image_size,
             "preprocess": model.encoder.preprocess,
@@ -188,6 +191,16 @@ def save_model(
             (tmp / MODEL_AUTHORS_FILE).parent.mkdir(parents=True, exist_ok=True)
             (tmp / MODEL_AUTHORS_FILE).write_bytes(authors)
     return Path(path).resolve()
+
+
+def _portable_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The model config as saved: local paths reduced to their last component (:func:`portable_ref`), the
+    download cache dropped; the architecture itself is rebuilt from the artifact, not from these."""
+    enc = dict(config["encoder"])
+    enc["arch"] = portable_ref(enc.get("arch"))
+    enc["pretrained"] = portable_ref(enc.get("pretrained"))
+    enc["cache_dir"] = None
+    return {**config, "encoder": enc}
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -40,6 +40,21 @@ class PretrainedWeightsError(XimgctxError, RuntimeError):
 GROUP_OVERHEAD_TOKENS = 256
 
 
+def portable_ref(value: str | None) -> str | None:
+    """How a saved artifact names a model source: a hub id or an open_clip name as it is, a local path by
+    its last component only. Saved configs, cards and adapter configs must not carry the saving machine's
+    folders (``push_to_hub`` would publish them); the weights a path pointed to are in the artifact and
+    named by their SHA-256 in its provenance. (An open_clip ``local-dir:`` architecture is kept: the saved
+    model is rebuilt from it, on a machine that has that folder and trusts it.)"""
+    if value is None or value.startswith(("local-dir:", "hf-hub:")):
+        return value
+    local = value.startswith(("/", "./", "../", "~", "file:")) or "\\" in value or Path(value).exists()
+    if not local:
+        return value
+    name = Path(value.removeprefix("file:").rstrip("/\\")).name
+    return name or "local"
+
+
 def length_groups(lengths: list[int], overhead: int | None = None) -> list[list[int]]:
     """Split rows into groups of similar token length, minimising total padded tokens plus a per-call cost.
 

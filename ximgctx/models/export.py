@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ximgctx._artifacts import write_artifact
+from ximgctx.models.encoder import portable_ref
 from ximgctx.models.lora import base_name, lora_state_dict
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def save_adapter(model: ContextModel, folder: Path) -> None:
         raise ValueError("the model has no LoRA adapter to save (its config has lora: null)")
     folder.mkdir()
     config = copy.deepcopy(model.lora_config)
-    config.base_model_name_or_path, config.revision = model.encoder.base_identity()
+    base, config.revision = model.encoder.base_identity()
+    config.base_model_name_or_path = portable_ref(base)
     clip = model.encoder.clip
     if peft_reproduces(clip):
         config.save_pretrained(str(folder))
