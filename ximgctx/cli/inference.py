@@ -203,14 +203,16 @@ def _stderr_json(obj: dict[str, Any]) -> None:
 
 
 def _run_batch_job(args: argparse.Namespace, command: str) -> int:
-    from ximgctx.inference.batch import distributed_shard, run_sharded
+    from ximgctx.inference.batch import distributed_shard, output_format, run_sharded
     from ximgctx.inference.predictor import prediction_schema
 
     shard = distributed_shard(None if args.device == "auto" else args.device, timeout_s=args.barrier_timeout)
     predictor = _load(args, device=shard.device, dtype=args.dtype, batch_size=args.batch_size)
     _confine_images(args, predictor)
+    # a schema (and pyarrow) only for Parquet output; "-" is JSONL on stdout
+    parquet = str(args.out) != "-" and output_format(args.out) == "parquet"
     if command == "predict":
-        schema = prediction_schema(predictor, embeddings=args.embeddings)
+        schema = prediction_schema(predictor, embeddings=args.embeddings) if parquet else None
 
         def job(posts: list[Any]) -> list[dict[str, Any]]:
             return [p.to_dict() for p in predictor.predict(posts, embeddings=args.embeddings)]
@@ -218,7 +220,7 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
         from ximgctx.inference.moderation import Moderator
 
         moderator = Moderator(predictor, args.policy, explain=args.explain)
-        schema = moderator.moderation_schema()
+        schema = moderator.moderation_schema() if parquet else None
         if args.output_format == "openai":
             from ximgctx.inference.openai_format import openai_mapping, openai_result
 

@@ -10,12 +10,47 @@ memory=...)``).
 - ``ximgctx predict | moderate | calibrate | index | search`` are the command-line front ends.
 """
 
-from ximgctx.inference.calibration import calibrate_policy, choose_block_threshold, choose_review_threshold
-from ximgctx.inference.memory import LabelMemory, LabelMemoryError, MemoryConfig
-from ximgctx.inference.moderation import Explanation, ModerationResult, Moderator
-from ximgctx.inference.policy import CategoryRule, ModerationPolicy, PolicyError, default_policy_path
-from ximgctx.inference.predictor import BatchResult, PostPrediction, Predictor, TaskPrediction
-from ximgctx.inference.search import SearchHit, SearchIndex, SearchIndexError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module that defines it; imported on first use (PEP 562), so that ``ximgctx predict``
+#: does not import the memory, search, calibration and governance code it never runs.
+_LAZY: dict[str, str] = {
+    "calibrate_policy": "ximgctx.inference.calibration",
+    "choose_block_threshold": "ximgctx.inference.calibration",
+    "choose_review_threshold": "ximgctx.inference.calibration",
+    "LabelMemory": "ximgctx.inference.memory",
+    "LabelMemoryError": "ximgctx.inference.memory",
+    "MemoryConfig": "ximgctx.inference.memory",
+    "Explanation": "ximgctx.inference.moderation",
+    "ModerationResult": "ximgctx.inference.moderation",
+    "Moderator": "ximgctx.inference.moderation",
+    "CategoryRule": "ximgctx.inference.policy",
+    "ModerationPolicy": "ximgctx.inference.policy",
+    "PolicyError": "ximgctx.inference.policy",
+    "default_policy_path": "ximgctx.inference.policy",
+    "BatchResult": "ximgctx.inference.predictor",
+    "PostPrediction": "ximgctx.inference.predictor",
+    "Predictor": "ximgctx.inference.predictor",
+    "TaskPrediction": "ximgctx.inference.predictor",
+    "SearchHit": "ximgctx.inference.search",
+    "SearchIndex": "ximgctx.inference.search",
+    "SearchIndexError": "ximgctx.inference.search",
+}
+
+if TYPE_CHECKING:
+    from ximgctx.inference.calibration import (
+        calibrate_policy,
+        choose_block_threshold,
+        choose_review_threshold,
+    )
+    from ximgctx.inference.memory import LabelMemory, LabelMemoryError, MemoryConfig
+    from ximgctx.inference.moderation import Explanation, ModerationResult, Moderator
+    from ximgctx.inference.policy import CategoryRule, ModerationPolicy, PolicyError, default_policy_path
+    from ximgctx.inference.predictor import BatchResult, PostPrediction, Predictor, TaskPrediction
+    from ximgctx.inference.search import SearchHit, SearchIndex, SearchIndexError
 
 __all__ = [
     "BatchResult",
@@ -39,3 +74,15 @@ __all__ = [
     "choose_review_threshold",
     "default_policy_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ximgctx.inference' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
