@@ -16,7 +16,11 @@ The parent reads the temporary files in shard order and writes the governed fold
 :func:`ximgctx.data.shard_write.write_shards` exactly as the one-process run does (same chunking, same
 index, a verified ``shards`` artifact), then removes them. A bad record stops the run at the first one in
 shard order, the one a single process would meet (``on_error="skip"``: counted instead). The key reaches
-the processes through their start-up arguments only; nothing of it is written.
+the processes through their start-up arguments only; nothing of it is written. The temporary files need
+about the governed folder's size on the output's disk while the run lasts.
+
+The processes are spawned (as on macOS and Windows): a script that calls ``govern_shards(...,
+processes=N)`` must do so under ``if __name__ == "__main__":``, as with any ``multiprocessing`` pool.
 """
 
 from __future__ import annotations
