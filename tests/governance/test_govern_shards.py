@@ -102,11 +102,14 @@ def test_processes_meet_the_same_bad_shard_and_skip_it_the_same_way(tmp_path: Pa
     audits, digests = [], []
     for n in (1, 2):
         found: set[str] = set()
-        audit = govern_shards(tmp_path / "in", tmp_path / f"skip{n}", policy, key=KEY, processes=n,
-                              on_error="skip", author_digests=found)  # fmt: skip
+        out = tmp_path / f"skip{n}" / "governed"  # in a folder not made yet
+        audit = govern_shards(tmp_path / "in", out, policy, key=KEY, processes=n, on_error="skip",
+                              author_digests=found)  # fmt: skip
+        assert os.listdir(out.parent) == ["governed"]  # no temporary file left beside it
         audits.append(audit.to_dict())
         digests.append(found)
     assert audits[0] == audits[1] and audits[0]["posts"]["skipped_malformed"] == 1
     assert digests[0] == digests[1] and len(digests[0]) > 5
-    assert _files(tmp_path / "skip1") == _files(tmp_path / "skip2")
-    assert {p.id for p in load_posts(tmp_path / "skip2")}.isdisjoint({f"p{i}" for i in range(16, 24)})
+    assert _files(tmp_path / "skip1" / "governed") == _files(tmp_path / "skip2" / "governed")
+    kept = {p.id for p in load_posts(tmp_path / "skip2" / "governed")}
+    assert kept.isdisjoint({f"p{i}" for i in range(16, 24)})  # the altered third shard

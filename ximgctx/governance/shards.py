@@ -251,7 +251,9 @@ def govern_shards(
         audit.skipped_records = report.skipped
         audit.check()
         return audit
-    tmp = Path(tempfile.mkdtemp(prefix=".govern-", dir=os.path.dirname(os.path.abspath(out)) or "."))
+    parent = Path(os.path.abspath(out)).parent
+    parent.mkdir(parents=True, exist_ok=True)  # as write_shards does; the temporary files go beside out
+    tmp = Path(tempfile.mkdtemp(prefix=".govern-", dir=parent))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of this one's threads
     try:
         with ProcessPoolExecutor(
