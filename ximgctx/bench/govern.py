@@ -141,6 +141,8 @@ def processes_figure(posts: list[Any], policy: Any, key: bytes) -> dict[str, Any
             walls[n] = time.perf_counter() - t
             digests[n] = _folder_digest(out)
     return {
+        "posts": len(posts),
+        "shards": 8,
         "processes": many,
         "cores": os.cpu_count(),
         "wall_seconds_1": round(walls[1], 3),
