@@ -16,8 +16,7 @@ from ximgctx.data.io import load_posts
 from ximgctx.data.record import Post, PostValidationError, Reply
 from ximgctx.data.shard_write import write_shards
 from ximgctx.data.shards import list_shards
-from ximgctx.governance import GovernancePolicy, check_governed, govern
-from ximgctx.governance.shards import govern_shards
+from ximgctx.governance import GovernancePolicy, check_governed, govern, govern_shards
 
 KEY = b"s" * 32
 PNG = bytes.fromhex(
