@@ -30,3 +30,5 @@ def test_bench_govern_reports_rate_startup_and_equality(tmp_path: Path, capsys) 
     assert result["posts_per_second_per_core"] > 0 and result["cpu_seconds"] > 0
     assert result["startup"]["wall_best"] > 0
     assert result["same_outputs_as_unoptimised"] == {"posts": 40, "equal": True}
+    folder = result["shard_folder"]
+    assert folder["same_output_bytes"] is True and folder["processes"] >= 2 and folder["speedup"] > 0

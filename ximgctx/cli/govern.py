@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,27 +26,18 @@ DESCRIPTION = """Filter and redact posts before training, with an audit report: 
     memory. The report and the log hold counts only. With --authors FILE, the keyed digests of every author
     whose words were kept are written there too; the key (--key-file or $XIMGCTX_GOVERNANCE_KEY) is never
     written. A malformed record stops the command unless --on-error skip (then it is counted in the
-    report)."""
+    report).
+
+    A shard folder in gives a shard folder out; --processes N splits it by shard across N processes, with
+    the same output and audit as one process. Person names are redacted only with a NER model: --ner-model
+    (or ner_model in the policy) names a spaCy pipeline, a saved folder or an installed package (never
+    downloaded); without one the report and this command say that names were not redacted."""
 
 
 def _is_shards(data: str) -> bool:
     from ximgctx.data.shards import is_shard_source
 
     return is_shard_source(data)
-
-
-class _WhereOnly(logging.Filter):
-    """Rewrites the loader's "skipping bad record" warnings to name only file, line and field: its
-    messages can quote a record's values, which must not reach governance logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from ximgctx.data.record import PostValidationError
-
-        err = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if isinstance(err, PostValidationError):
-            record.msg = "skipping bad record at %s:%s field %r"
-            record.args = (err.source, err.line, err.field)
-        return True
 
 
 def build_parser(command: str = "govern") -> argparse.ArgumentParser:
@@ -66,6 +56,18 @@ def build_parser(command: str = "govern") -> argparse.ArgumentParser:
         "--authors", default=None, help="also write the keyed digest set of the kept authors here (JSON)"
     )
     add(p, "--on-error", default="raise")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes governing a shard folder, split by shard; same output as one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ner-model",
+        default=None,
+        help="spaCy pipeline that finds person names (a folder saved with nlp.to_disk, or an installed "
+        "package); overrides the policy's ner_model; never downloaded",
+    )
     return p
 
 
@@ -73,13 +75,17 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
     args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     from ximgctx.errors import XimgctxError
     from ximgctx.governance.keys import load_key
+    from ximgctx.governance.names import describe
     from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
 
     try:
         policy = GovernancePolicy.from_yaml(args.governance) if args.governance else GovernancePolicy()
         if args.opt_out:
             policy = policy.with_opt_outs(read_opt_out_file(args.opt_out))
+        if args.ner_model is not None:
+            policy = GovernancePolicy.from_dict({**policy.to_dict(), "ner_model": args.ner_model})
         args.key, args.key_held = load_key(args.key_file)
+        describe(policy.ner_model, "name" in policy.redact)  # a NER model that cannot load fails here
     except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
@@ -90,12 +96,25 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
             file=sys.stderr,
         )
         return 2
-    if Path(args.out).suffix == ".jsonl" and _is_shards(args.data):
+    shards_in = _is_shards(args.data)
+    if Path(args.out).suffix == ".jsonl" and shards_in:
         print(f"ximgctx {command}: --out {args.out}: shards in, shards out: give a folder", file=sys.stderr)
         return 2
+    if args.out == "-" and shards_in:
+        print(
+            f"ximgctx {command}: --out -: governed shards keep their images, so they are written to a folder",
+            file=sys.stderr,
+        )
+        return 2
+    if args.processes < 1 or (args.processes > 1 and not shards_in):
+        why = "must be at least 1" if args.processes < 1 else "splits shard folders; `ximgctx shard` it first"
+        print(f"ximgctx {command}: --processes {args.processes}: {why}", file=sys.stderr)
+        return 2
     on_error = args.on_error
+    from ximgctx.governance.shards import WhereOnly
+
     loader_log = logging.getLogger("ximgctx.data")
-    where_only = _WhereOnly()
+    where_only = WhereOnly()
     loader_log.addFilter(where_only)
     try:
         return _run(args, policy, on_error, command)
@@ -103,38 +122,45 @@ def main(argv: list[str] | None = None, command: str = "govern") -> int:
         loader_log.removeFilter(where_only)
 
 
-def _write(args: argparse.Namespace, posts: Iterator[Any]) -> None:
-    """JSONL, or shards (images embedded) when the input is a shard folder: its posts carry image bytes."""
-    from ximgctx.data.io import write_posts
-    from ximgctx.data.shards import is_shard_source, list_shards
-    from ximgctx.errors import ConfigError
+def _govern_jsonl(args: argparse.Namespace, policy: Any, audit: Any, digests: set[str]) -> None:
+    """A manifest streamed twice: opt-out flags first, then governed into JSONL."""
+    from ximgctx.data.io import load_posts, write_posts
+    from ximgctx.data.record import LoadReport
+    from ximgctx.governance.core import collect_opt_outs, iter_govern
 
-    if not is_shard_source(args.data):
-        write_posts(posts, args.out)
-        return
-    from ximgctx.data.shard_write import write_shards
-
-    if args.out == "-":
-        raise ConfigError("--out -: governed shards keep their images, so they are written to a folder")
-    fmt = list_shards(args.data)[0].format
-    write_shards(posts, args.out, format=fmt, inputs=[args.data], meta={"governed": True})
+    opted_out = collect_opt_outs(load_posts(args.data, streaming=True, on_error=args.on_error), policy)
+    load_report = LoadReport()
+    posts = load_posts(args.data, streaming=True, on_error=args.on_error, report=load_report)
+    write_posts(iter_govern(posts, policy, audit, opted_out, key=args.key, author_digests=digests), args.out)
+    audit.skipped_records = load_report.skipped
 
 
 def _run(args: argparse.Namespace, policy: Any, on_error: Literal["raise", "skip"], command: str) -> int:
-    from ximgctx.data.io import load_posts
-    from ximgctx.data.record import LoadReport, PostValidationError
+    from ximgctx.data.record import PostValidationError
+    from ximgctx.data.shards import is_shard_source
     from ximgctx.errors import XimgctxError
     from ximgctx.governance.authors import write_author_digests
-    from ximgctx.governance.core import collect_opt_outs, iter_govern, new_audit
+    from ximgctx.governance.core import new_audit
+    from ximgctx.governance.keys import key_id
+    from ximgctx.governance.shards import govern_shards
 
-    audit = new_audit(policy)
-    audit.key_held = args.key_held
     digests: set[str] = set()
     try:
-        opted_out = collect_opt_outs(load_posts(args.data, streaming=True, on_error=on_error), policy)
-        load_report = LoadReport()
-        posts = load_posts(args.data, streaming=True, on_error=on_error, report=load_report)
-        _write(args, iter_govern(posts, policy, audit, opted_out, key=args.key, author_digests=digests))
+        if not is_shard_source(args.data):
+            audit = new_audit(policy)
+            audit.key_held = args.key_held
+            _govern_jsonl(args, policy, audit, digests)
+        else:
+            audit = govern_shards(
+                args.data,
+                args.out,
+                policy,
+                key=args.key,
+                processes=args.processes,
+                on_error=on_error,
+                author_digests=digests,
+            )
+            audit.key_held = args.key_held
         if args.authors:
             write_author_digests(args.authors, digests, args.key)
     except XimgctxError as e:
@@ -147,7 +173,6 @@ def _run(args: argparse.Namespace, policy: Any, on_error: Literal["raise", "skip
             file=sys.stderr,
         )
         return 2
-    audit.skipped_records = load_report.skipped
     report = audit.to_dict()
     report["data"] = str(args.data)
     report["out"] = str(args.out)
@@ -163,5 +188,16 @@ def _run(args: argparse.Namespace, policy: Any, on_error: Literal["raise", "skip
         f"{audit.skipped_records}",
         file=say,
     )
-    print(f"wrote {args.out} and {args.report} (policy {audit.policy_sha256[:12]})", file=say)
+    # the policy's published digest is the same on every run of the same policy; the keyed one in the posts
+    # only under the same key
+    if args.key_held:
+        keyed = f"keyed digest {audit.policy_sha256[:12]} under key {key_id(args.key)}"
+    else:
+        keyed = "keyed digest under a throw-away key, different on every run: pass --key-file"
+    print(f"wrote {args.out} and {args.report} (policy {audit.policy_public_sha256[:12]}; {keyed})", file=say)
+    names = audit.names
+    if not names.get("ran"):
+        print(f"names: NOT redacted ({names.get('note', '')})", file=say)
+    else:
+        print(f"names: redacted with NER model {names['ner_model']} ({names['pipeline']})", file=say)
     return 0

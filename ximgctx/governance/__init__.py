@@ -3,6 +3,7 @@
 from ximgctx.governance import GovernancePolicy, govern, check_governed
 result = govern(posts, GovernancePolicy.from_yaml("configs/governance/default.yaml"))
 check_governed(result.posts, allow_ungoverned=False)   # what training calls
+audit = govern_shards("shards/", "governed/", policy, processes=8)   # a shard folder, split by shard
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ximgctx.governance.identity import author_digest, normalize_author
 from ximgctx.governance.keys import load_key
 from ximgctx.governance.pii import KINDS, Redactor, find_pii
 from ximgctx.governance.policy import GovernancePolicy, read_opt_out_file
+from ximgctx.governance.shards import govern_shards
 
 __all__ = [
     "DROP_REASONS",
@@ -52,6 +54,7 @@ __all__ = [
     "find_pii",
     "govern",
     "governance_summary",
+    "govern_shards",
     "is_direct_message",
     "is_governed",
     "iter_govern",

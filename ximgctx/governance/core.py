@@ -52,6 +52,7 @@ from ximgctx.governance.identity import (
     post_authors,
 )
 from ximgctx.governance.keys import key_id, load_key
+from ximgctx.governance.names import describe
 from ximgctx.governance.pii import KINDS, NOT_DETECTED, Redactor
 from ximgctx.governance.policy import GovernancePolicy
 
@@ -119,6 +120,9 @@ class AuditReport:
     opted_out_authors: int = 0  # distinct opted-out author ids in force (list, file and flagged posts)
     skipped_records: int = 0  # malformed input records skipped by the loader (counted, never shown)
     key_held: bool = False  # the digest is keyed by the operator's key (not a throw-away process key)
+    # SHA-256 of the published policy (opt-out ids as their count): the same for the same policy on every run
+    policy_public_sha256: str = ""
+    names: dict[str, Any] = field(default_factory=dict)  # which NER model found names, or that none ran
 
     def check(self) -> None:
         """Raise AssertionError when the counts do not add up."""
@@ -135,6 +139,7 @@ class AuditReport:
         return {
             "version": MARKER_VERSION,
             "policy_sha256": self.policy_sha256,
+            "policy_public_sha256": self.policy_public_sha256,
             "policy": self.policy,
             "posts": {
                 "input": self.input_posts,
@@ -152,8 +157,10 @@ class AuditReport:
             "opted_out_authors": self.opted_out_authors,
             "digest": {"kind": "hmac-sha256", "key_held": self.key_held},
             "redaction": {
-                "engine": "presidio pattern recognizers + phonenumbers",
+                "engine": "presidio pattern recognizers + phonenumbers"
+                + (" + spaCy NER (names)" if self.names.get("ran") else ""),
                 "not_detected": NOT_DETECTED,
+                "names": dict(self.names),
             },
             "counts_add_up": True,
         }
@@ -367,7 +374,12 @@ def iter_govern(
     the keyed digest of every author whose words are kept. ``key`` defaults to :func:`keys.load_key`."""
     if key is None:
         key, audit.key_held = load_key()
-    redactor = Redactor(kinds=tuple(policy.redact), tokens=policy.tokens, regions=policy.phone_regions)
+    redactor = Redactor(
+        kinds=tuple(policy.redact),
+        tokens=policy.tokens,
+        regions=policy.phone_regions,
+        ner_model=policy.ner_model,
+    )
     with_handles = tuple(dict.fromkeys((*policy.redact, "handle")))
     marker = GovernanceMarker(policy_sha256=policy.digest(key), key_id=key_id(key))
     audit.policy_sha256 = marker.policy_sha256
@@ -424,7 +436,14 @@ def iter_govern(
 
 
 def new_audit(policy: GovernancePolicy) -> AuditReport:
-    return AuditReport(policy_sha256="", policy=policy.public_summary())
+    """An empty audit for ``policy``: its published summary and digest, and which NER model finds names
+    (loading that model: a bad one fails here, before any post is read)."""
+    return AuditReport(
+        policy_sha256="",
+        policy=policy.public_summary(),
+        policy_public_sha256=policy.public_sha256(),
+        names=describe(policy.ner_model, "name" in policy.redact),
+    )
 
 
 def govern(

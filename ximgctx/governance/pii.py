@@ -9,9 +9,10 @@ with a no-op NLP engine (no model is loaded) and the pattern recognizers of
 
 Overlapping matches: the longest wins (an IBAN over the card-like digits inside it, ``@name@host`` over
 its email part), equal lengths by :data:`KINDS` order. Strings that cannot hold any kind (no digit, no ``@``,
-no dot inside a word, no ``/``, no spelled ``dot``) skip the analyzer, and repeated strings are answered from
-a cache: that is what keeps ``govern`` on ContextBench within a few seconds. Nothing here logs the text it
-sees.
+no dot inside a word, no ``/``, no spelled ``dot``; and, when a NER model finds names, no letter either) skip
+the analyzers, and repeated strings are answered from a cache: that is what keeps ``govern`` on ContextBench
+within a few seconds. Person names (kind ``name``) come from a spaCy pipeline the policy names
+(:mod:`ximgctx.governance.names`); without one they are not redacted. Nothing here logs the text it sees.
 """
 
 from __future__ import annotations
@@ -32,14 +33,27 @@ if TYPE_CHECKING:  # Presidio (and spaCy under it) load on the first redaction, 
 
 #: redaction kinds, in the order overlapping matches are resolved
 KINDS = (
-    "email", "card", "iban", "ssn", "id_number", "dob", "ip", "crypto", "url", "handle", "phone", "address",
-)  # fmt: skip
+    "email",
+    "card",
+    "iban",
+    "ssn",
+    "id_number",
+    "dob",
+    "ip",
+    "crypto",
+    "url",
+    "handle",
+    "phone",
+    "address",
+    "name",
+)  # fmt: skip  ("name" needs a NER model: ximgctx.governance.names)
 
 #: personal data this redactor does not find, for the model card
 NOT_DETECTED = (
-    "personal names and street addresses without a house number (no named-entity model ran: spaCy's "
-    "English models are not published on the package index by their authors); passport, driving-licence "
-    "and national-id numbers only after the words that name them; dates of birth only after birth words"
+    "personal names unless a named-entity model was configured (ner_model; none ships: spaCy's English "
+    "models are not published on the package index by their authors) and then only those it finds; street "
+    "addresses without a house number; passport, driving-licence and national-id numbers only after the "
+    "words that name them; dates of birth only after birth words"
 )
 
 DEFAULT_TOKENS = {kind: f"[{kind.upper()}]" for kind in KINDS}
@@ -59,6 +73,7 @@ _KIND_ENTITY = {
     "handle": "HANDLE",
     "phone": "PHONE_NUMBER",
     "address": "STREET_ADDRESS",
+    "name": "PERSON",  # found by the NER analyzer of ximgctx.governance.names, not by a pattern
 }
 _ENTITY_KIND = {v: k for k, v in _KIND_ENTITY.items()}
 _DEFANG = re.compile(
@@ -183,7 +198,7 @@ def _analyzer(regions: tuple[str, ...]) -> AnalyzerEngine:
 
 def _trim(text: str, s: int, e: int, kind: str) -> tuple[int, int]:
     # Sentence punctuation after a URL/handle/address stays outside it; a ")" closing a "(" inside stays.
-    if kind in ("url", "handle", "address", "email"):
+    if kind in ("url", "handle", "address", "email", "name"):
         while e > s and text[e - 1] in _TRAILING:
             if text[e - 1] == ")" and text.count("(", s, e) >= text.count(")", s, e):
                 break
@@ -208,31 +223,53 @@ def _trim(text: str, s: int, e: int, kind: str) -> tuple[int, int]:
 
 
 def find_pii(
-    text: str, kinds: tuple[str, ...] | list[str], *, regions: tuple[str, ...] = DEFAULT_REGIONS
+    text: str,
+    kinds: tuple[str, ...] | list[str],
+    *,
+    regions: tuple[str, ...] = DEFAULT_REGIONS,
+    ner_model: str | None = None,
 ) -> list[Span]:
-    """Non-overlapping spans of personal data in ``text`` (offsets into ``text``), for the given kinds."""
-    wanted = tuple(k for k in KINDS if k in kinds)
+    """Non-overlapping spans of personal data in ``text`` (offsets into ``text``), for the given kinds.
+    Names (kind ``"name"``) are found only with ``ner_model`` (see :mod:`ximgctx.governance.names`)."""
+    wanted = tuple(k for k in KINDS if k in kinds and (k != "name" or ner_model is not None))
+    ner = ner_model if "name" in wanted else None
     if not _OPTIMISED:
-        return list(_find.__wrapped__(text, wanted, tuple(regions))) if text else []
-    if not text or not _MAYBE.search(unicodedata.normalize("NFKC", text) if not text.isascii() else text):
+        return list(_find.__wrapped__(text, wanted, tuple(regions), ner)) if text else []
+    if not text:
         return []
-    return list(_find(text, wanted, tuple(regions)))
+    folded = unicodedata.normalize("NFKC", text) if not text.isascii() else text
+    # a name has no digit, @ or dot: with NER on, any text with a letter may hold one
+    if not _MAYBE.search(folded) and not (ner and _LETTER.search(folded)):
+        return []
+    return list(_find(text, wanted, tuple(regions), ner))
+
+
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @lru_cache(maxsize=65536)
-def _find(text: str, kinds: tuple[str, ...], regions: tuple[str, ...]) -> tuple[Span, ...]:
+def _find(
+    text: str, kinds: tuple[str, ...], regions: tuple[str, ...], ner_model: str | None
+) -> tuple[Span, ...]:
     view, starts, ends = matching_view(text)
     wanted = _possible(view, kinds) if _OPTIMISED else kinds
     if not wanted:
         return ()
-    results = _analyzer(regions).analyze(
-        text=view, language="en", entities=[_KIND_ENTITY[k] for k in wanted], score_threshold=0.3
+    patterns = [_KIND_ENTITY[k] for k in wanted if k != "name"]
+    results = (
+        _analyzer(regions).analyze(text=view, language="en", entities=patterns, score_threshold=0.3)
+        if patterns
+        else []
     )
+    hits = [(r.start, r.end, _ENTITY_KIND[r.entity_type]) for r in results]
+    if "name" in wanted and ner_model is not None:
+        from ximgctx.governance.names import find_names
+
+        hits += [(s, e, "name") for s, e in find_names(view, ner_model)]
     order = {k: i for i, k in enumerate(KINDS)}
     found: list[Span] = []
-    for r in results:
-        kind = _ENTITY_KIND[r.entity_type]
-        s, e = _trim(view, r.start, r.end, kind)
+    for start, end, kind in hits:
+        s, e = _trim(view, start, end, kind)
         if e <= s or _in_code_or_number(view, s, e, kind):
             continue
         found.append(Span(starts[s], ends[e - 1], kind))
@@ -288,6 +325,7 @@ def _possible(view: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
         "address": digits >= 1 and bool(_ADDRESS_HINT.search(view)),
         "id_number": digits >= 6 and bool(_ID_WORD.search(view) or _NI_SHAPE.search(view)),
         "dob": bool(_BIRTH_WORD.search(view)),
+        "name": bool(_LETTER.search(view)),
     }
     return tuple(k for k in kinds if ok.get(k, True))
 
@@ -312,6 +350,7 @@ class Redactor:
     kinds: tuple[str, ...] = KINDS  # which kinds to redact
     tokens: dict[str, str] | None = None  # kind -> replacement; DEFAULT_TOKENS when None
     regions: tuple[str, ...] = DEFAULT_REGIONS  # phone regions: numbers without +country are read as these
+    ner_model: str | None = None  # the spaCy pipeline that finds names (kind "name"); None: names stay
     _tokens: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -320,7 +359,9 @@ class Redactor:
         self.regions = tuple(self.regions)
 
     def spans(self, text: str, kinds: tuple[str, ...] | None = None) -> list[Span]:
-        return find_pii(text, self.kinds if kinds is None else kinds, regions=self.regions)
+        return find_pii(
+            text, self.kinds if kinds is None else kinds, regions=self.regions, ner_model=self.ner_model
+        )
 
     def redact(self, text: str, kinds: tuple[str, ...] | None = None) -> tuple[str, Counter[str]]:
         """``(redacted_text, counts_by_kind)``; ``kinds`` overrides the redactor's kinds for this call."""

@@ -63,6 +63,10 @@ class GovernancePolicy:
     # keep "id"/"*_id" values and authors (AUTHOR_KEYS values at any depth: the post's, a quoted post's) when
     # they look like ids (one token; "@x" kept as "x"): erasure after a later opt-out finds the author by them
     keep_id_fields: bool = True
+    # the spaCy pipeline that finds person names (kind "name"): a folder saved by nlp.to_disk or an installed
+    # package, run by Presidio's spaCy NLP engine; None: no NER runs, names are not redacted (the audit says
+    # so). Never downloaded.
+    ner_model: str | None = None
 
     def __post_init__(self) -> None:
         self._check_visibilities()
@@ -95,6 +99,7 @@ class GovernancePolicy:
             {a for a in (normalize_author(a) for a in _strings("opt_out_authors", raw)) if a is not None}
         )
         self._check_redaction()
+        self._check_ner_model()
         self.meta_keep_keys = _strings("meta_keep_keys", self.meta_keep_keys)
 
     def _check_visibilities(self) -> None:
@@ -148,6 +153,19 @@ class GovernancePolicy:
                 )
         self.phone_region = self.phone_region.upper()
         self.extra_phone_regions = [r.upper() for r in self.extra_phone_regions]
+
+    def _check_ner_model(self) -> None:
+        if self.ner_model is None:
+            return
+        if not isinstance(self.ner_model, str) or not self.ner_model.strip():
+            raise ConfigError(
+                "governance policy: ner_model must be a spaCy pipeline (a folder saved with nlp.to_disk, or "
+                f"an installed package name) or null, got {self.ner_model!r}"
+            )
+        self.ner_model = self.ner_model.strip()
+        from ximgctx.governance.names import check_ner_model
+
+        check_ner_model(self.ner_model, "governance policy: ner_model")
 
     @property
     def phone_regions(self) -> tuple[str, ...]:
