@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from ximgctx import Post
 from ximgctx.evaluation import drop_for, metrics
 from ximgctx.inference import ModerationPolicy, Moderator, Predictor
 from ximgctx.models import decision
@@ -129,6 +130,14 @@ def test_post_batch_select_keeps_rows_and_only_their_replies(eager: Predictor) -
                 )
     used = {int(x) for x in batch.reply_index[[4, 0]][batch.reply_mask[[4, 0]]]}
     assert sub.reply_tokens.shape[0] == len(used) < batch.reply_tokens.shape[0]
+
+
+def test_post_batch_select_of_posts_without_any_reply(eager: Predictor) -> None:
+    batch = eager.collate([Post(id=f"t{i}", text=f"words {i}") for i in range(3)])
+    assert batch.reply_tokens.shape[0] == 0 and not bool(batch.reply_mask.any())
+    sub = batch.select([2, 1])  # explaining part of a batch of text-only posts (the service does)
+    assert sub.ids == ["t2", "t1"] and torch.equal(sub.text_tokens, batch.text_tokens[[2, 1]])
+    assert sub.reply_tokens.shape[0] == 0 and not bool(sub.reply_mask.any())
 
 
 def test_one_modality_set_type(eager: Predictor) -> None:

@@ -36,6 +36,39 @@ Without keys the server binds loopback only, with --no-auth. --governance is the
 posts must pass.
 """
 
+LIMITS = """\
+Limits of one request (the flags below change them; defaults shown):
+  input    a string, a list of at most {max_inputs} strings (--max-inputs; one result each, in order), or a
+           list of content parts: one post, its text parts and at most one image (an image_url data: URL)
+  text     at most {max_text_chars} characters per text or reply (--max-text-chars), no NUL character
+  replies  at most {max_replies} per post (--max-replies), sent in extra_body {{"ximgctx": {{"replies": []}}}}
+  image    at most {max_image_bytes} decoded bytes (--max-image-bytes), {max_image_pixels} pixels
+           (--max-image-pixels)
+  body     at most {max_body_bytes} bytes (--max-body-bytes; 413 beyond it)
+A request over a request-wide limit (too many inputs, two images in one post, too large a body) is an
+OpenAI-style error, {{"error": {{"message", "type", "param", "code"}}}}, whose param names the field. An input
+that cannot be scored by itself (a NUL character, over --max-text-chars or --max-replies, empty) gets its
+own result, in its place, with an "error" object and nothing scored; its decision is the policy's
+unreadable_input (review by default; allow for an empty input) and the other inputs are scored.
+
+OpenAI clients (the openai SDK, LiteLLM, LangChain's OpenAIModerationMiddleware, openai-guardrails): set the
+base URL to http://HOST:PORT/v1 (a URL without /v1 is answered 400 naming the right one, never a 404 that a
+client might take as "no moderation here"). The response's "model" is NAME@DIGEST of the served model
+(--model-name, else the model card's model_name, else ximgctx; the first 12 hex digits of its manifest's
+SHA-256); a request may leave model out, name the served model, or send omni-moderation-latest,
+omni-moderation-2024-09-26, text-moderation-latest or text-moderation-stable (any other name is a 400 with
+param "model"). Clients read only "flagged": it is true for decisions at or above the policy's flag_on
+(block by default; flag_on: review in the --policy YAML makes them hold review decisions too).
+"""
+
+
+def description() -> str:
+    """The command's description with the limits' defaults, read from ServeConfig's source (no import)."""
+    from ximgctx.cli._args import source_fields
+
+    defaults = {f.name: f.default for f in source_fields(SERVE_CONFIG)}
+    return DESCRIPTION + "\n" + LIMITS.format(**defaults)
+
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
     """The flags of a served model: ``serve`` and ``queue serve`` take exactly these."""
@@ -100,7 +133,7 @@ def serve(app: Any, config: Any, args: argparse.Namespace, *, log_level: str = "
 
 
 def build_parser(command: str = "serve") -> argparse.ArgumentParser:
-    p = parser(command, DESCRIPTION)
+    p = parser(command, description())
     add_server_args(p)
     add(p, "--queue-key-file")
     return p

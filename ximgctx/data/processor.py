@@ -83,7 +83,8 @@ class PostBatch:
         reply_index = self.reply_index[idx]  # (n, K)
         reply_mask = self.reply_mask[idx]  # (n, K)
         used = torch.unique(reply_index[reply_mask])  # (U',) sorted rows of reply_tokens still needed
-        remap = torch.zeros(self.reply_tokens.shape[0], dtype=torch.long, device=idx.device)
+        # at least one row: a batch without any reply still indexes row 0 in its (masked) slots
+        remap = torch.zeros(max(self.reply_tokens.shape[0], 1), dtype=torch.long, device=idx.device)
         remap[used] = torch.arange(used.numel(), device=idx.device)
         return PostBatch(
             ids=[self.ids[i] for i in index],

@@ -3,8 +3,8 @@
 For each post the :class:`Moderator` returns::
 
     {"id": "p17",
-     "flagged": true,                                  # some category decided "block"
-     "categories": {"threat": true},                   # per category: score >= block
+     "flagged": true,                                  # decision at or above the policy's flag_on
+     "categories": {"threat": true},                   # per category: its decision at or above flag_on
      "category_scores": {"threat": 0.93},              # per category: the policy's reduce over label scores
      "category_applied_input_types": {"threat": ["image", "text", "replies"]},   # real inputs it read
      "decision": "block",                              # allow | review | block (most severe category)
@@ -19,7 +19,8 @@ For each post the :class:`Moderator` returns::
      "problems": []}
 
 ``flagged`` follows OpenAI's meaning (the content violates the policy): it is True exactly when the
-decision is ``block``. A ``review`` decision is not flagged; route on ``decision``.
+decision is at or above the policy's ``flag_on`` (``block`` by default, so a ``review`` decision is not
+flagged unless the policy says ``flag_on: review``); route on ``decision`` for the three-way answer.
 
 ``scores_without[m]`` is a real forward pass of the model over the same batch with modality ``m``
 replaced by its learned null embedding (``model(batch, drop=(m,))``), not an estimate: the gap to
@@ -263,8 +264,8 @@ class Moderator:
             out.append(
                 ModerationResult(
                     id=result.posts[i].id,
-                    flagged=decision == "block",
-                    categories={name: d == "block" for name, d in per.items()},
+                    flagged=self.policy.flags(decision),
+                    categories={name: self.policy.flags(d) for name, d in per.items()},
                     category_scores=scores,
                     category_applied_input_types=self._applied(has),
                     decision=decision,

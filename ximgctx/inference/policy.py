@@ -22,6 +22,16 @@ Decision rule for one category, with the exact boundaries (tested at the boundar
 A null ``block`` never blocks automatically (a review-only category); a null ``review`` has no review
 band. A post's decision is the most severe decision of any category (block > review > allow).
 
+What clients that read only ``flagged`` see::
+
+    flag_on: block                 # flagged is true for decisions at or above it: block (default) or review
+
+``flagged`` (and each category's boolean in ``categories``) is true for decisions at or above ``flag_on``.
+With the default ``block`` a ``review`` decision is not flagged, so a client that reads only ``flagged``
+(the OpenAI SDK's users, LiteLLM, LangChain's moderation middleware, openai-guardrails) lets it through;
+``flag_on: review`` makes those clients hold review decisions too. ``decision`` always carries the
+three-way answer.
+
 Inputs that could not be used::
 
     unreadable_input: review       # the least severe decision for a post with an unusable required input
@@ -54,6 +64,7 @@ from ximgctx.errors import ConfigError
 
 __all__ = [
     "DECISIONS",
+    "FLAG_ON",
     "Decision",
     "CategoryRule",
     "ModerationPolicy",
@@ -65,6 +76,8 @@ __all__ = [
 #: A moderation decision; :data:`DECISIONS` lists them from least to most severe.
 Decision = Literal["allow", "review", "block"]
 DECISIONS: tuple[Decision, ...] = typing.get_args(Decision)
+#: The decisions ``flag_on`` may name (``allow`` would flag every post).
+FLAG_ON: tuple[Decision, ...] = ("review", "block")
 REDUCES = ("max", "sum")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")  # like OpenAI's "harassment/threatening"
 _INPUTS = ("image", "text", "replies")
@@ -198,8 +211,11 @@ class ModerationPolicy:
     version: int = 1  # file format version
     unreadable_input: Decision = "review"  # least severe decision for a post with an unusable required input
     required_inputs: list[str] = field(default_factory=list)  # inputs every post must have, given or not
+    flag_on: Decision = "block"  # flagged (and categories[c]) is true for decisions at or above it
 
     def __post_init__(self) -> None:
+        if self.flag_on not in FLAG_ON:
+            raise PolicyError(f"flag_on must be one of {list(FLAG_ON)}, got {self.flag_on!r}")
         if self.unreadable_input not in DECISIONS:
             raise PolicyError(
                 f"unreadable_input must be one of {list(DECISIONS)}, got {self.unreadable_input!r}"
@@ -264,6 +280,7 @@ class ModerationPolicy:
         out["explain_replies"] = self.explain_replies
         out["unreadable_input"] = self.unreadable_input
         out["required_inputs"] = list(self.required_inputs)
+        out["flag_on"] = self.flag_on
         out["categories"] = {name: rule.to_dict() for name, rule in self.categories.items()}
         return out
 
@@ -278,6 +295,10 @@ class ModerationPolicy:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         return path
+
+    def flags(self, decision: Decision) -> bool:
+        """Whether ``decision`` is flagged: at or above :attr:`flag_on` (``block`` by default)."""
+        return DECISIONS.index(decision) >= DECISIONS.index(self.flag_on)
 
     # ----------------------------------------------------------------------------------- checking
     def check_tasks(self, tasks: list[TaskSpec], source: str = "policy") -> None:

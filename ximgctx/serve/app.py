@@ -12,11 +12,14 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
   ``DELETE /v1/feedback/{id}`` (scope ``admin``): that row stops counting, with an audit row;
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
 
-Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed), 401
-(no or wrong key), 403 (the key lacks the route's scope), 413 (body too large), 422 (a request the server
-understood but refuses, such as ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No
-error carries a traceback or a server path; a post whose image cannot be decoded gets a result naming the
-problem, not an error.
+Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with ``param`` naming the
+field when there is one (:mod:`ximgctx.serve.errors`): 400 (malformed, or an unknown ``model``), 401 (no or
+wrong key), 403 (the key lacks the route's scope), 404 (unknown path), 405 (wrong method), 413 (body too
+large), 422 (a request the server understood but refuses, such as ungoverned feedback), 500, 503 (queue
+full, with ``Retry-After``; or not ready). No error carries a traceback or a server path. A post whose image
+cannot be decoded, and an input of a list that cannot be scored (a NUL character, over the length limit,
+empty), gets a result naming the problem in its place, not an error for the whole request. ``model``
+names the served version and accepts OpenAI's moderation model names (:mod:`ximgctx.serve.models`).
 """
 
 from __future__ import annotations
@@ -34,28 +37,29 @@ from ximgctx._extras import missing_extra
 
 try:
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 except ImportError as e:
     raise missing_extra(e, feature="the service (ximgctx serve)") from None
 
 from ximgctx._json import json_safe
 from ximgctx.data.record import Post
-from ximgctx.errors import InputError, XimgctxError
-from ximgctx.inference.openai_format import openai_mapping, openai_response
+from ximgctx.errors import InputError
+from ximgctx.inference.openai_format import openai_error_result, openai_mapping, openai_response
 from ximgctx.serve.auth import Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
 from ximgctx.serve.config import ServeConfig
-from ximgctx.serve.errors import ServiceError, error_response
+from ximgctx.serve.errors import ServiceError, error_response, install_error_handlers
 from ximgctx.serve.inputs import (
     FeedbackRequest,
     ModerationRequest,
+    Rejected,
     SearchRequest,
     feedback_post,
     fetch_image,
-    posts_from_request,
+    inputs_from_request,
 )
 from ximgctx.serve.metrics import ServiceMetrics
+from ximgctx.serve.models import check_model, served_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class Service:
         governance: Any = None,
         queue: Any = None,
         state: Any = None,
+        source: Any = None,
     ) -> None:
         from ximgctx.inference.moderation import Moderator
 
@@ -100,7 +105,7 @@ class Service:
         self._generation: int | None = None
         self._embedded: dict[str, Any] = {}  # post digest -> fused embedding (H,), the rebuild's cache
         self._poller: asyncio.Task | None = None
-        self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
+        self.model_name = served_model_name(predictor, config.model_name, source)  # NAME@DIGEST
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
         common: dict[str, Any] = {
@@ -160,21 +165,44 @@ class Service:
 
     # --------------------------------------------------------------------------------------- routes
     async def moderate(self, req: ModerationRequest) -> dict[str, Any]:
-        posts = posts_from_request(req, self.config)
-        results = await self._submit(self.moderations, posts)
+        check_model(req.model, self.model_name)
+        items = inputs_from_request(req, self.config)
+        posts = [x for x in items if not isinstance(x, Rejected)]
+        results = await self._submit(self.moderations, posts) if posts else []
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
 
             await asyncio.to_thread(queue_reviews, self.queue, posts, results)
-        return openai_response(results, self.mapping, self.model_name)
+        policy = self.moderator.policy
+        scored = iter(results)
+        out = [
+            openai_error_result(
+                x.error(),
+                policy,
+                self.mapping,
+                post_id=x.post_id,
+                decision="allow" if x.empty else policy.unreadable_input,
+            )
+            if isinstance(x, Rejected)
+            else next(scored)
+            for x in items
+        ]
+        return openai_response(out, self.mapping, self.model_name)
 
     async def predict(self, req: ModerationRequest) -> dict[str, Any]:
-        posts = posts_from_request(req, self.config)
-        results = await self._submit(self.predictions, posts)
+        check_model(req.model, self.model_name)
+        items = inputs_from_request(req, self.config)
+        posts = [x for x in items if not isinstance(x, Rejected)]
+        scored = iter(await self._submit(self.predictions, posts) if posts else [])
         return {
             "id": f"pred-{time.time_ns():x}",
             "model": self.model_name,
-            "results": [json_safe(r.to_dict()) for r in results],
+            "results": [
+                {"id": x.post_id, "error": x.error()}
+                if isinstance(x, Rejected)
+                else json_safe(next(scored).to_dict())
+                for x in items
+            ],
         }
 
     async def search(self, req: SearchRequest) -> dict[str, Any]:
@@ -366,29 +394,12 @@ class Service:
 
 # ------------------------------------------------------------------------------------------------ app
 def _install_handlers(app: FastAPI, service: Service) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
-        return error_response(e.status, e.message, e.type, e.code, e.headers, param=e.param)
+    """Every error as OpenAI-style JSON (:mod:`ximgctx.serve.errors`), counted by kind."""
 
-    @app.exception_handler(XimgctxError)
-    async def _input_error(request: Request, e: XimgctxError) -> JSONResponse:
-        service.metrics.error("invalid_input")
-        return error_response(400, str(e), "invalid_request_error", "invalid_input")
+    def v1_routes() -> set[str]:
+        return {p for r in app.routes if (p := getattr(r, "path", "")).startswith("/v1/")}
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        service.metrics.error("malformed_request")
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return error_response(
-            400, f"{where}: {first.get('msg', 'invalid request')}", "invalid_request_error", "invalid_request"
-        )
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, e: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s", request.url.path)
-        service.metrics.error("internal")
-        return error_response(500, "internal server error", "server_error", "internal_error")
+    install_error_handlers(app, service.metrics.error, v1_routes)
 
 
 def create_app(
@@ -450,6 +461,7 @@ def create_app(
         governance=governance,
         queue=queue,
         state=state,
+        source=model if isinstance(model, str) else None,
     )
 
     @contextlib.asynccontextmanager

@@ -115,7 +115,7 @@ class ServeConfig:
     allow_url_hosts: list[str] = field(default_factory=list)  # http(s) image hosts allowed; none by default
     url_timeout_s: float = 5.0  # time limit of one image download from an allowed host
     explain: str = "flagged"  # moderation explanations: all, flagged, none
-    model_name: str = ""  # the "model" reported in responses (default: ximgctx/<model folder name>)
+    model_name: str = ""  # the "model" in responses (default: the card's model_name, else ximgctx) @ digest
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
     state_poll_s: float = 1.0  # seconds between checks of the loop store's generation (memory rebuilt)
 

@@ -6,6 +6,13 @@ post). Context beyond OpenAI's schema goes in the ``ximgctx`` field, which the o
 ``extra_body={"ximgctx": {...}}``: replies, a post id, the author and visibility, per input (a list) or for
 a single input (an object).
 
+Problems of one input (a text with a NUL character, a text or reply over ``max_text_chars``, more replies
+than ``max_replies``, an input with nothing in it) are that input's own: :func:`inputs_from_request` gives a
+:class:`Rejected` in its place and the other inputs are scored (the moderation result carries an
+``error`` object, see :mod:`ximgctx.inference.openai_format`). Problems of the request (malformed JSON, more
+than ``max_inputs`` inputs, more than one image in one post, an image URL the server does not read,
+contexts that do not match the inputs) fail the whole request with a 400 naming the field.
+
 Images come only as ``data:`` URLs (base64), unless the operator allows http(s) hosts
 (``--allow-url-host``), fetched with a size and time limit and no redirects. The server never opens a path
 or a ``file://`` URL named in a request.
@@ -16,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,8 +42,10 @@ __all__ = [
     "FeedbackRequest",
     "ModerationRequest",
     "PostContext",
+    "Rejected",
     "SearchRequest",
     "fetch_image",
+    "inputs_from_request",
     "posts_from_records",
     "posts_from_request",
 ]
@@ -172,10 +182,45 @@ def fetch_image(url: str, limits: ServeConfig, where: str) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------- posts
+class InputProblem(InputError):
+    """What is wrong with one input; ``code`` is the OpenAI-style error code its result carries."""
+
+    def __init__(self, message: str, code: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Rejected:
+    """An input that is not scored, in its place among the request's inputs."""
+
+    index: int
+    post_id: str
+    message: str  # names the field: "input[2]: contains a NUL character"
+    code: str  # invalid_input, input_too_large, empty_input
+    param: str | None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to moderate (decided allow), as opposed to something that could not be read (decided as
+        the policy's ``unreadable_input``)."""
+        return self.code == "empty_input"
+
+    def error(self) -> dict[str, Any]:
+        """OpenAI's error object for the input's result."""
+        return {
+            "message": self.message,
+            "type": "invalid_request_error",
+            "param": self.param,
+            "code": self.code,
+        }
+
+
 def _replies(items: list[str | ReplyIn], limits: ServeConfig, where: str) -> list[Reply]:
     if len(items) > limits.max_replies:
-        raise InputError(
-            f"{where}.replies: {len(items)} replies, over the server's limit of {limits.max_replies}"
+        raise InputProblem(
+            f"{where}.replies: {len(items)} replies, over the server's limit of {limits.max_replies}",
+            "input_too_large",
         )
     out = []
     for j, r in enumerate(items):
@@ -187,11 +232,12 @@ def _replies(items: list[str | ReplyIn], limits: ServeConfig, where: str) -> lis
 
 def _check_text(text: str, limits: ServeConfig, where: str) -> None:
     if len(text) > limits.max_text_chars:
-        raise InputError(
-            f"{where}: {len(text)} characters, over the server's limit of {limits.max_text_chars}"
+        raise InputProblem(
+            f"{where}: {len(text)} characters, over the server's limit of {limits.max_text_chars}",
+            "input_too_large",
         )
     if "\x00" in text:
-        raise InputError(f"{where}: contains a NUL character")
+        raise InputProblem(f"{where}: contains a NUL character")
 
 
 def _context_meta(ctx: PostContext | None) -> dict[str, Any]:
@@ -206,7 +252,20 @@ def _context_meta(ctx: PostContext | None) -> dict[str, Any]:
 
 
 def posts_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post]:
-    """The posts a moderation/predict request asks about, in result order."""
+    """The posts a moderation/predict request asks about, in result order; the first input's problem is
+    an :class:`InputError` (:func:`inputs_from_request` answers each input's own problem in its place)."""
+    out = []
+    for item in inputs_from_request(req, limits):
+        if isinstance(item, Rejected):
+            raise InputProblem(item.message, item.code)
+        out.append(item)
+    return out
+
+
+def inputs_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post | Rejected]:
+    """One :class:`Post` per input of a moderation/predict request, in result order, or a
+    :class:`Rejected` where that input has a problem of its own. Problems of the request raise
+    :class:`InputError`."""
     inp = req.input
     if isinstance(inp, list) and not inp:
         raise InputError("input: empty list; give a string, a list of strings or a list of content parts")
@@ -236,20 +295,30 @@ def posts_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post
         contexts = [ctx] * len(items) if len(items) == 1 else [None] * len(items)
         if ctx is not None and len(items) > 1:
             raise InputError("ximgctx: one context object for several inputs; give a list, one per input")
-    posts = []
+    out: list[Post | Rejected] = []
     for i, ((text, image), c) in enumerate(zip(items, contexts, strict=True)):
         where = f"input[{i}]" if len(items) > 1 else "input"
-        _check_text(text, limits, where)
-        posts.append(
+        post_id = c.id if c is not None and c.id else f"input-{i}"
+        try:
+            _check_text(text, limits, where)
+            at = f"ximgctx[{i}]" if isinstance(ctx, list) else "ximgctx"
+            replies = _replies(c.replies, limits, at) if c is not None else []
+            if not text.strip() and image is None and not replies:
+                raise InputProblem(f"{where}: empty; nothing to moderate", "empty_input")
+        except InputProblem as e:
+            message = str(e)
+            out.append(Rejected(i, post_id, message, e.code, message.split(":", 1)[0]))
+            continue
+        out.append(
             Post(
-                id=(c.id if c is not None and c.id else f"input-{i}"),
+                id=post_id,
                 image=image,  # bytes: decoded by the safe decoder under the server's limits
                 text=text,
-                replies=_replies(c.replies, limits, f"ximgctx[{i}]") if c is not None else [],
+                replies=replies,
                 meta=_context_meta(c),
             )
         )
-    return posts
+    return out
 
 
 def feedback_post(req: FeedbackRequest, limits: ServeConfig) -> Post:
