@@ -339,25 +339,27 @@ def load_splits(
     from ximgctx.config import ConfigError
     from ximgctx.data.shards import is_shard_source
 
-    if train_posts is None and stream and data.train and is_shard_source(data.train):
-        split = open_stream(data.train)
+    sources = data.train_sources
+    if train_posts is None and stream and len(sources) == 1 and is_shard_source(sources[0]):
+        split = open_stream(sources[0])
         if val_posts is None and data.val:
             load_report = LoadReport()
             val_posts = load_split(data.val, data, load_report)
             report.add_skipped("val", load_report)
         return split, list(val_posts) if val_posts is not None else None
     if train_posts is None:
-        if not data.train:
+        if not sources:
             raise ConfigError(f"data.train is required: {train_required}")
         load_report = LoadReport()
-        train_posts = load_split(data.train, data, load_report)
+        # several sources are read one after the other (shard folders whole), each resolving its own images
+        train_posts = [post for source in sources for post in load_split(source, data, load_report)]
         report.add_skipped("train", load_report)
     if val_posts is None and data.val:
         load_report = LoadReport()
         val_posts = load_split(data.val, data, load_report)
         report.add_skipped("val", load_report)
     train_posts = list(train_posts)
-    check_image_paths(train_posts, data.train or "the training posts")
+    check_image_paths(train_posts, data.train_name or "the training posts")
     return train_posts, list(val_posts) if val_posts is not None else None
 
 

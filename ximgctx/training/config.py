@@ -222,8 +222,9 @@ class DataSources:
 
     # labeled (train) or unlabeled (pretrain) posts: .jsonl, .parquet, a datasets folder, or a shard folder
     # (`ximgctx shard`, img2dataset's output), which `train` streams (ximgctx.data.streaming) instead of
-    # reading
-    train: str | None = None
+    # reading; or a list of them (a queue export beside the earlier training set), read one after the
+    # other, each one's relative image paths resolved against its own folder
+    train: str | list[str] | None = None
     # held-out labeled posts: validation, best checkpoint, calibration; null: none (a shard folder is read
     # whole)
     val: str | None = None
@@ -234,7 +235,31 @@ class DataSources:
     allow_ungoverned: bool = False
     shuffle_buffer: int = 5000  # shard folders: posts held by each DataLoader worker's shuffle buffer
 
+    @property
+    def train_sources(self) -> list[str]:
+        """``data.train`` as a list (empty when unset)."""
+        if self.train is None:
+            return []
+        return [self.train] if isinstance(self.train, str) else list(self.train)
+
+    @property
+    def train_name(self) -> str | None:
+        """``data.train`` for messages: the path, or the paths joined with ``+``."""
+        return " + ".join(self.train_sources) or None
+
     def __post_init__(self) -> None:
+        if isinstance(self.train, (list, tuple)):
+            _check(
+                len(self.train) > 0 and all(isinstance(t, str) and t.strip() for t in self.train),
+                f"data.train must be a path or a non-empty list of paths, got {self.train!r}",
+            )
+            self.train = list(self.train) if len(self.train) > 1 else self.train[0]
+        _check(
+            self.train is None
+            or isinstance(self.train, list)
+            or (isinstance(self.train, str) and bool(self.train.strip())),
+            f"data.train must be a path or a non-empty list of paths, got {self.train!r}",
+        )
         _check(
             self.on_error in ("skip", "raise"),
             f"data.on_error must be 'skip' or 'raise', got {self.on_error!r}",

@@ -153,7 +153,7 @@ def train(
         CheckpointError: the checkpoint to resume is missing, altered, unsafe, or from another config.
     """
     cfg = load_experiment(config, list(overrides))
-    inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
+    inputs = (*cfg.data.train_sources, cfg.data.val, cfg.data.image_root)
     with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
         accelerator,
         _,
@@ -189,7 +189,7 @@ def _prepare(
     # a streamed split is checked on a sample up front; every streamed post is checked again as it comes
     checked = train_data.sample if isinstance(train_data, StreamSplit) else train_data
     governance = check_governed(
-        checked, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
+        checked, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train_name
     ).to_dict()
     if isinstance(train_data, StreamSplit):
         governance.update(sampled=True, posts=train_data.count)

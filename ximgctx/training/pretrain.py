@@ -264,7 +264,7 @@ def pretrain(
     ``model.encoder.pretrained`` to :func:`ximgctx.training.train`. Arguments as in ``train``.
     """
     cfg = load_pretrain_experiment(config, list(overrides))
-    inputs = (cfg.data.train, cfg.data.val, cfg.data.image_root)
+    inputs = (*cfg.data.train_sources, cfg.data.val, cfg.data.image_root)
     with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
         accelerator,
         _,
@@ -286,7 +286,7 @@ def _prepare(
         cfg.data, train_posts, val_posts, report, "a manifest of posts with an image and a text"
     )
     governance = check_governed(
-        train_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train
+        train_posts, allow_ungoverned=cfg.data.allow_ungoverned, source=cfg.data.train_name
     ).to_dict()
     encoder = ClipEncoder(cfg.encoder)
     encoder.requires_grad_(True)  # contrastive adaptation trains every encoder weight
