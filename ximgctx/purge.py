@@ -196,6 +196,10 @@ TARGETS = (
 _MAX_JOURNAL = 64 << 20  # a bound on what a damaged or foreign journal may make us read
 
 
+#: result counts a completed record totals (besides every ``removed*``)
+_COUNTED = ("items", "votes", "replies", "label_rows", "trained_on_opted_out_authors")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -292,6 +296,54 @@ class PurgeJournal:
         found = [r for r in self.records if r["state"] == "started" and r["opt_out"] == digest]
         return found[-1] if found else None
 
+    def announce(self, record: dict[str, Any], authors: set[str], key: bytes | None) -> None:
+        """Before anything is erased: the record written (a file journal has no replicas to tell)."""
+        self.save()
+
+    def complete(self, record: dict[str, Any]) -> int | None:
+        """The completed record written last; the store generation announcing it (None: no store)."""
+        self.save()
+        return None
+
+
+class StoreJournal(PurgeJournal):
+    """The purge records kept in the loop store (:class:`ximgctx.queue.erasure.PurgeLog`, table ``purges``)
+    instead of a JSON file: the same records and states, plus the erased authors' keyed digests announced
+    to every replica before anything is erased, and the generation that completes the purge."""
+
+    def __init__(self, store: Any) -> None:
+        from ximgctx.queue.erasure import PurgeLog
+
+        self.store = store
+        self.log = PurgeLog(store)
+        self.path = Path("the loop store")  # how messages name it (never the URL: it may hold a password)
+        self.records = self.log.records(state="started")
+
+    def save(self) -> None:
+        self.log.save(self.records)
+
+    def announce(self, record: dict[str, Any], authors: set[str], key: bytes | None) -> None:
+        """Write the record and, under the governance key, the erased authors' digests, and bump the
+        generation (one transaction): replicas drop these authors from search and memory at their next
+        poll. Without the key no digest can be made: the record alone is written."""
+        if key is None:
+            self.save()
+            return
+        from ximgctx.governance.identity import author_digest
+        from ximgctx.governance.keys import key_id
+
+        self.log.save([r for r in self.records if r is not record])  # e.g. an abandoned earlier try
+        digests = {d for a in authors if (d := author_digest(a, key)) is not None}  # as indexes key them
+        self.log.announce(record, key_id(key), digests)
+
+    def complete(self, record: dict[str, Any]) -> int | None:
+        from ximgctx.queue.erasure import checkpoint
+
+        generation = self.log.complete(record)
+        if not checkpoint(self.store):
+            logger.warning("purge: the loop store's write-ahead log could not be truncated (readers busy)")
+        return generation
+
 
 @dataclass
 class PurgeOutcome:
@@ -301,6 +353,7 @@ class PurgeOutcome:
     record: dict[str, Any]
     resumed: bool
     error: Exception | None = None
+    replicas: dict[str, Any] | None = None  # with a store: which replicas acknowledged the purge
 
 
 def _target_keys(record: dict[str, Any]) -> list[list[str]]:
@@ -326,21 +379,30 @@ def _sorted_keys(keys: list[list[str]]) -> list[list[str]]:
 def run_purge(
     authors: set[str],
     targets: Sequence[Target],
-    journal: str | Path,
+    journal: str | Path | None = None,
     *,
     key: bytes | None = None,
     queue_key_file: str | None = None,
+    store: Any = None,
+    wait_replicas_s: float = 0.0,
 ) -> PurgeOutcome:
-    """Erase ``authors`` from ``targets`` as one audited, resumable purge recorded in ``journal``.
+    """Erase ``authors`` from ``targets`` as one audited, resumable purge recorded in ``journal`` (a JSON
+    file), or, given the loop ``store`` (a :class:`~ximgctx.queue.QueueStore`), in the store.
 
     ``key`` is the operator's governance key (None when none is held): the author key of indexes and
     memories and of models' author sets. Raises before anything is written when the journal is unreadable or
     an unfinished purge of the same list that already erased something covers other targets; a target's
-    error is returned in the outcome (the record stays ``started``; a rerun resumes it)."""
+    error is returned in the outcome (the record stays ``started``; a rerun resumes it).
+
+    With a store, the erased authors' keyed digests are announced to the replicas before anything is erased
+    (they drop them from search and memory at their next poll), the completion bumps the generation, and
+    the purge waits up to ``wait_replicas_s`` for every live replica to acknowledge it (``replicas``)."""
     unknown = sorted({t.kind for t in targets} - set(TARGETS))
     if unknown or not targets:
         raise ConfigError(f"purge targets must be some of {list(TARGETS)}, got {unknown or 'none'}")
-    log = PurgeJournal(journal)
+    if store is None and journal is None:
+        raise ConfigError("a purge needs its audit record's place: a journal file or the loop store")
+    log = StoreJournal(store) if store is not None else PurgeJournal(journal or "")
     digest = opt_out_digest(authors, key)
     wanted = _sorted_keys([list(k) for k in dict.fromkeys(tuple(t.key()) for t in targets)])
     record = log.unfinished(digest)
@@ -383,7 +445,7 @@ def run_purge(
             ],
         }
         log.records.append(record)
-    log.save()  # first: the record says what is about to be erased before anything is
+    log.announce(record, authors, key)  # first: the record says what is about to be erased before anything is
     attempt = record["attempts"]
     by_key = {tuple(t.key()): t for t in targets}
     for entry in record["targets"]:
@@ -409,11 +471,16 @@ def run_purge(
     totals: dict[str, int] = {}
     for entry in record["targets"]:
         for k, v in (entry["result"] or {}).items():
-            if k.startswith("removed") or k in ("items", "votes", "replies", "trained_on_opted_out_authors"):
+            if k.startswith("removed") or k in _COUNTED:
                 totals[f"{entry['target']}.{k}"] = totals.get(f"{entry['target']}.{k}", 0) + int(v)
     record.update(state="completed", completed=_now(), counts=totals)
-    log.save()  # last
-    return PurgeOutcome(record, resumed)
+    generation = log.complete(record)  # last
+    replicas = None
+    if store is not None and generation is not None:
+        from ximgctx.queue.erasure import wait_for_replicas
+
+        replicas = wait_for_replicas(store, generation, wait_replicas_s)
+    return PurgeOutcome(record, resumed, replicas=replicas)
 
 
 def _purge_target(target: Target, authors: set[str], key: bytes | None, queue_key_file: str | None) -> dict:

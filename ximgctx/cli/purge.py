@@ -19,6 +19,7 @@ DESCRIPTION = """Erase opted-out authors from everything built so far, and say w
 
     ximgctx purge --opt-out opt_out.txt [--index DIR]... [--memory DIR]... [--data FILE]... \\
         [--queue DB]... [--model DIR]... [--key-file governance.key] [--report purge.jsonl]
+        [--loop-db loop.sqlite --queue-key-file q.key [--wait-replicas-s 10]]
 
 - --index: every post and reply of those authors leaves the search index, which is saved again in place.
 - --memory: the same for a label memory.
@@ -29,12 +30,17 @@ DESCRIPTION = """Erase opted-out authors from everything built so far, and say w
 - --model: nothing is changed (weights cannot forget); the count of opted-out authors whose words trained it
   is reported from the folder's keyed digest set, a retrain signal that names nobody. It needs the key that
   governed the training data.
+- --loop-db: the loop store the servers share (the one their --loop-db names). The audit record is kept there
+  (instead of --journal), the authors' label rows and queued items are erased from it, and the erased
+  authors' digests (keyed with the governance key) are announced to every replica before any file is
+  rewritten: running servers drop them from search and memory at their next poll. Once completed, the
+  purge waits up to --wait-replicas-s for every live replica to acknowledge it and reports which did.
 
-Models are checked first. The purge is recorded in --journal (default: beside --report, else beside the
-opt-out list) before anything is erased, target by target as each is done, and completed last; a purge that
-fails or is killed midway is resumed and completed by running the same command again. One audit line per
-target (counts only, never ids, with the purge's id and state) goes to stdout, the log, and --report (JSON
-lines, appended)."""
+Models are checked first. The purge is recorded (in the loop store, else in --journal: default beside
+--report, else beside the opt-out list) before anything is erased, target by target as each is done, and
+completed last; a purge that fails or is killed midway is resumed and completed by running the same command
+again. One audit line per target (counts only, never ids, with the purge's id and state) goes to stdout, the
+log, and --report (JSON lines, appended); with --loop-db a last line says which replicas acknowledged."""
 
 
 def build_parser(command: str = "purge") -> argparse.ArgumentParser:
@@ -58,6 +64,14 @@ def build_parser(command: str = "purge") -> argparse.ArgumentParser:
         default=None,
         help="the purge journal (JSON; the audit record that makes a purge resumable; default: "
         "--report's path + .journal.json, else the opt-out list's)",
+    )
+    add(p, "--loop-db")
+    p.add_argument(
+        "--wait-replicas-s",
+        type=float,
+        default=10.0,
+        help="with --loop-db: how long to wait for every live server replica to acknowledge the purge "
+        "(default: 10)",
     )
     return p
 
@@ -99,16 +113,38 @@ def main(argv: list[str] | None = None, command: str = "purge") -> int:
     from ximgctx.governance.policy import read_opt_out_file
     from ximgctx.purge import run_purge
 
-    journal = _journal_path(args)
+    if args.loop_db and args.journal:
+        print(f"ximgctx {command}: give --journal or --loop-db (the store keeps the record), not both",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    journal = "the loop store" if args.loop_db else _journal_path(args)
+    store = None
     try:
         authors = read_opt_out_file(args.opt_out)
         key, held = load_key(args.key_file)
+        targets = _targets(args)
+        if args.loop_db:
+            from ximgctx.purge import Target
+            from ximgctx.queue import QueueConfig, QueueStore, read_queue_key
+
+            store = QueueStore(QueueConfig(db=args.loop_db, key=read_queue_key(args.queue_key_file)))
+            if Target("queue", args.loop_db).key() not in [t.key() for t in targets]:
+                targets.append(Target("queue", args.loop_db))  # the store's own rows are erased too
         outcome = run_purge(
-            authors, _targets(args), journal, key=key if held else None, queue_key_file=args.queue_key_file
+            authors,
+            targets,
+            None if store is not None else journal,
+            key=key if held else None,
+            queue_key_file=args.queue_key_file,
+            store=store,
+            wait_replicas_s=args.wait_replicas_s,
         )
     except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)
         return 2
+    finally:
+        if store is not None:
+            store.close()
     record = outcome.record
     for entry in record["targets"]:
         if entry["state"] not in ("done", "failed"):
@@ -130,6 +166,21 @@ def main(argv: list[str] | None = None, command: str = "purge") -> int:
         if args.report:
             with open(args.report, "a", encoding="utf-8") as f:
                 f.write(text + "\n")
+    if outcome.replicas is not None:
+        line = {"command": command, "purge": record["id"], "state": record["state"], **outcome.replicas}
+        text = json.dumps(line, sort_keys=True)
+        print(text)
+        logger.info("purge: %s", text)
+        if args.report:
+            with open(args.report, "a", encoding="utf-8") as f:
+                f.write(text + "\n")
+        pending = outcome.replicas["pending"]
+        if pending:
+            print(
+                f"ximgctx {command}: {len(pending)} server replica(s) did not acknowledge the purge within "
+                f"{args.wait_replicas_s:g} s: {', '.join(pending)}",
+                file=sys.stderr,
+            )
     if outcome.error is not None:
         print(
             f"ximgctx {command}: {outcome.error}\n  purge {record['id']} is recorded as started in "

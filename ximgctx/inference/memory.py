@@ -347,7 +347,12 @@ class LabelMemory:
         """Forget every entry whose post or one of whose replies is by one of ``authors`` (an erasure after
         an opt-out). Authors are compared by the governance identity rule (``normalize_author``), through
         this memory's keyed digests. Returns how many entries were removed (the caller saves)."""
-        drop = set(digests_of(authors, self.author_key.require("this label memory")))
+        return self.remove_author_digests(digests_of(authors, self.author_key.require("this label memory")))
+
+    def remove_author_digests(self, digests: Iterable[str]) -> int:
+        """:meth:`remove_authors` by the authors' keyed digests (under this memory's author key, whose id is
+        ``author_key.id``): what a server applies from its loop store's erasures. Returns entries removed."""
+        drop = set(digests)
         if not drop:
             return 0
         keep = [i for i, who in enumerate(self.authors) if not erasure(who, None, drop).drop_post]

@@ -562,7 +562,12 @@ class SearchIndex:
         an opt-out), from the records and every vector space. Authors are compared by the governance
         identity rule (``normalize_author``) through the index's keyed digests. Returns how many posts were
         removed; the caller saves."""
-        drop = set(digests_of(authors, self.author_key.require("this search index")))
+        return self.remove_author_digests(digests_of(authors, self.author_key.require("this search index")))
+
+    def remove_author_digests(self, digests: Iterable[str]) -> int:
+        """:meth:`remove_authors` by the authors' keyed digests (under this index's author key, whose id is
+        ``author_key.id``): what a server applies from its loop store's erasures. Returns posts removed."""
+        drop = set(digests)
         if not drop:
             return 0
         keep = [

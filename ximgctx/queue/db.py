@@ -25,8 +25,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def _sqlite_setup(engine: Engine) -> None:
-    """WAL (readers never block the writer), foreign keys, a busy timeout, and every transaction started
-    with ``BEGIN IMMEDIATE``, so two writers never both read a free slot before one of them writes."""
+    """WAL (readers never block the writer), foreign keys, a busy timeout, secure deletion (a deleted row's
+    bytes are overwritten with zeros: an erased author's posts leave no residue in free pages), and every
+    transaction started with ``BEGIN IMMEDIATE``, so two writers never both read a free slot before one of
+    them writes."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, record) -> None:  # noqa: ANN001
@@ -35,6 +37,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA secure_delete=ON")
         cur.execute("PRAGMA synchronous=FULL")  # a committed vote survives a power cut, not only a crash
         cur.close()
 

@@ -20,10 +20,13 @@ __all__ = [
     "Assignment",
     "AuditRow",
     "Base",
+    "ErasedAuthor",
     "Generation",
     "Item",
     "LabelRow",
     "Labeler",
+    "PurgeRow",
+    "Replica",
     "Session",
     "Setting",
     "VoteRow",
@@ -164,3 +167,46 @@ class Generation(Base):
     __tablename__ = "loop_generation"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer)
+
+
+class PurgeRow(Base):
+    """One purge's audit record (``ximgctx purge --loop-db``): written first (``started``, with its targets),
+    updated as each target is done, completed last. Counts and keyed digests only, never an author id."""
+
+    __tablename__ = "purges"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # started | completed | abandoned
+    opt_out: Mapped[str] = mapped_column(String(128), index=True)  # keyed digest of the opt-out list
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the governance key's public id
+    opted_out_authors: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[str] = mapped_column(String(40))
+    completed_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    targets: Mapped[str] = mapped_column(Text)  # JSON: kind, path, state, result, error, attempt
+    counts: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON totals once completed
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the store's, once completed
+
+
+class ErasedAuthor(Base):
+    """An erased author's digest under the operator's governance key (the key index records and memory
+    entries are made with; only its public id is here): what replicas drop from what they serve."""
+
+    __tablename__ = "erased_authors"
+    __table_args__ = (UniqueConstraint("key_id", "digest", name="uq_erased_author_key_digest"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purge_id: Mapped[str] = mapped_column(String(32), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Replica(Base):
+    """A serving process on the store: the generation it has applied (and when), its last poll, and what it
+    could not apply (an erasure under another governance key than its index's or memory's)."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    applied_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+    problem: Mapped[str] = mapped_column(Text, default="")

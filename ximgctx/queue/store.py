@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ximgctx._extras import missing_extra
 
@@ -38,7 +38,6 @@ except ImportError as e:
 from ximgctx.config import TaskSpec
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError
-from ximgctx.hitl.votes import Vote
 from ximgctx.queue.config import QueueConfig, database_url
 from ximgctx.queue.db import open_engine, transaction
 from ximgctx.queue.models import (
@@ -54,6 +53,9 @@ from ximgctx.queue.models import (
     Setting,
     VoteRow,
 )
+
+if TYPE_CHECKING:  # ximgctx.hitl's package imports torch: opening a store (purge, serve) must not wait for it
+    from ximgctx.hitl.votes import Vote
 
 __all__ = [
     "ConflictError",
@@ -560,6 +562,8 @@ class QueueStore:
 
     def votes(self, *, gold: bool | None = False) -> list[Vote]:
         """The stored votes as :class:`~ximgctx.hitl.votes.Vote` rows (for :func:`aggregate_votes`)."""
+        from ximgctx.hitl.votes import Vote
+
         out = []
         for i, r in enumerate(self.vote_rows(gold=gold), start=1):
             label = tuple(r["label"]) if isinstance(r["label"], list) else r["label"]
@@ -611,8 +615,10 @@ def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
     from ximgctx.data.record import post_from_dict
     from ximgctx.queue.loop import bump, post_digest
 
+    gone = s.execute(select(LabelRow.id, LabelRow.post_digest).where(LabelRow.author.in_(digests))).all()
     deleted = _rowcount(s.execute(delete(LabelRow).where(LabelRow.author.in_(digests))))
     changed = deleted > 0
+    renamed: dict[str, str | None] = {digest: None for _, digest in gone}  # old content digest -> new
     for row in s.scalars(select(LabelRow).where(LabelRow.reply_authors.contains('"'))):
         reply_authors = json.loads(row.reply_authors)
         keep = [i for i, d in enumerate(reply_authors) if d not in digests]
@@ -624,11 +630,35 @@ def _purge_label_rows(s: OrmSession, digests: set[str]) -> int:
         row.reply_authors = _json([reply_authors[i] for i in keep])
         post = post_from_dict(record)
         post.image = row.image
+        old = row.post_digest
         row.post_digest = post_digest(post)
+        renamed.setdefault(old, row.post_digest)
         changed = True
+    _scrub_audit(s, {str(i) for i, _ in gone}, renamed)
     if changed:
         bump(s)
     return deleted
+
+
+def _scrub_audit(s: OrmSession, rows: set[str], renamed: dict[str, str | None]) -> None:
+    """The audit keeps that rows existed and what was done, but not what identifies an erased author's posts:
+    the content digest of a deleted row's post goes (a cut post's becomes its new one), and so does the note
+    of a deleted row (a reviewer's note may quote the post)."""
+    from ximgctx.queue.models import AuditRow
+
+    if not rows and not renamed:
+        return
+    for audit in s.scalars(select(AuditRow)):
+        detail = json.loads(audit.detail or "{}")
+        digest = detail.get("post_digest") if isinstance(detail, dict) else None
+        row_gone = audit.target in rows and audit.action in ("feedback", "vote", "remove", "revert")
+        if digest in renamed:
+            detail["post_digest"] = renamed[digest]
+            if renamed[digest] is None:
+                detail["erased"] = True
+            audit.detail = _json(detail)
+        if row_gone or (digest in renamed and renamed[digest] is None):
+            audit.why = ""
 
 
 def _label_row_for_vote(

@@ -10,6 +10,7 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
 * ``POST /v1/feedback`` (scope ``review``): a reviewer's labels for a post, governed, stored as a row of the
   loop store under the key's identity (:mod:`ximgctx.queue.loop`), effective on the next request;
   ``DELETE /v1/feedback/{id}`` (scope ``admin``): that row stops counting, with an audit row;
+  ``GET /v1/memory/history[?post=ID]`` (scope ``admin``): the store's rows and audit trail;
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
 
 Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with ``param`` naming the
@@ -105,6 +106,11 @@ class Service:
         self._generation: int | None = None
         self._embedded: dict[str, Any] = {}  # post digest -> fused embedding (H,), the rebuild's cache
         self._poller: asyncio.Task | None = None
+        self.watch: Any = None  # erasures and acknowledgements (ximgctx.serve.state_watch)
+        if self.loop is not None:
+            from ximgctx.serve.state_watch import StateWatch
+
+            self.watch = StateWatch(self)
         self.model_name = served_model_name(predictor, config.model_name, source)  # NAME@DIGEST
         self.metrics = ServiceMetrics()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
@@ -133,19 +139,22 @@ class Service:
         warm = Post(id="warm-up", text="warm up", replies=[])
         await loop.run_in_executor(self.executor, self.moderator.moderate, [warm])
         if self.loop is not None:
-            await self.run(self.sync_memory)
+            await self.run(self.watch.refresh)
             self._poller = asyncio.create_task(self._poll())
         self.ready = True
 
     async def _poll(self) -> None:
-        """Watch the store's generation; rebuild the memory cache when another process changed it."""
+        """Watch the store's generation; when another process changed it, apply its erasures, rebuild the
+        memory cache and acknowledge the generation (:class:`~ximgctx.serve.state_watch.StateWatch`)."""
         assert self.loop is not None
         while True:
             await asyncio.sleep(self.config.state_poll_s)
             try:
                 generation = await asyncio.to_thread(self.loop.generation)
-                if generation != self._generation:
-                    await self.run(self.sync_memory)
+                if generation != self.watch.generation:
+                    await self.run(self.watch.refresh)
+                else:
+                    await asyncio.to_thread(self.watch.heartbeat)
             except Exception:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
                 logger.exception("loop store: could not refresh the label memory")
 
@@ -155,6 +164,7 @@ class Service:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+            await asyncio.to_thread(self.watch.leave)
         await self.moderations.stop()
         await self.predictions.stop()
         self.executor.shutdown(wait=True)
@@ -277,6 +287,13 @@ class Service:
                 "not_governed",
             )
         kept = governed.posts[0]
+        if self.watch is not None and self.watch.is_erased(kept):
+            raise ServiceError(
+                422,
+                "the post is by (or replies to) an author erased by a purge; nothing was stored",
+                "invalid_request_error",
+                "erased_author",
+            )
         _check_labels(kept.labels, self.predictor.model.config.tasks)
         if self._center() is None:  # refused before anything is stored
             raise ServiceError(
@@ -310,6 +327,17 @@ class Service:
         await self.run(self.sync_memory)
         return {"id": row_id, "removed": True, "generation": self._generation}
 
+    async def history(self, post: str | None, limit: int) -> dict[str, Any]:
+        """``GET /v1/memory/history`` (scope ``admin``): the store's label rows and audit rows, of one post
+        (id or content digest) or of everything, the latest ``limit`` of each."""
+        if self.loop is None:
+            raise ServiceError(404, "this server has no loop store", "invalid_request_error", "no_store")
+        if not 1 <= limit <= 10_000:
+            raise InputError("limit: give 1 to 10000")
+        loop = self.loop
+        found = await asyncio.to_thread(loop.history, post)
+        return {"object": "memory.history", "post": post, **{k: v[-limit:] for k, v in found.items()}}
+
     # --------------------------------------------------------------------------------- label memory
     def sync_memory(self) -> bool:
         """Rebuild the served label memory from the store when its generation moved (on the model thread).
@@ -319,6 +347,7 @@ class Service:
         generation, entries = self.loop.effective()
         if generation == self._generation:
             return False
+        entries = self.watch.kept(entries)  # never a post of an erased author, whatever the rows say
         self.predictor.memory = self._derive_memory(entries)
         self._generation = generation
         return True
@@ -653,6 +682,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.delete("/v1/feedback/{row_id}")
     async def remove_feedback(row_id: int, request: Request, why: str = "") -> dict[str, Any]:
         return await service.remove_feedback(row_id, request.state.caller, why[:2000])
+
+    @app.get("/v1/memory/history")
+    async def memory_history(post: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        return await service.history(post, limit)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

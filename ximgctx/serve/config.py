@@ -118,6 +118,7 @@ class ServeConfig:
     model_name: str = ""  # the "model" in responses (default: the card's model_name, else ximgctx) @ digest
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
     state_poll_s: float = 1.0  # seconds between checks of the loop store's generation (memory rebuilt)
+    replica_id: str = ""  # the id this server acknowledges purges under in the loop store (host:port:pid)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars"):
