@@ -14,7 +14,8 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
 
 Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with 400 (malformed), 401
 (no or wrong key), 403 (the key lacks the route's scope), 413 (body too large), 422 (a request the server
-understood but refuses, such as ungoverned feedback), 503 (queue full, with ``Retry-After``; or not ready). No
+understood but refuses, such as ungoverned feedback), 429 (the API key's decode budget is spent, with
+``Retry-After``; see :mod:`ximgctx.serve.budget`), 503 (queue full, with ``Retry-After``; or not ready). No
 error carries a traceback or a server path; a post whose image cannot be decoded gets a result naming the
 problem, not an error.
 """
@@ -43,16 +44,17 @@ from ximgctx._json import json_safe
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError, XimgctxError
 from ximgctx.inference.openai_format import openai_mapping, openai_response
-from ximgctx.serve.auth import Caller, caller, required_scope
+from ximgctx.serve.auth import LOCAL, Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
+from ximgctx.serve.budget import PixelBudget
 from ximgctx.serve.config import ServeConfig
 from ximgctx.serve.errors import ServiceError, error_response
+from ximgctx.serve.fetch import ImageFetcher
 from ximgctx.serve.inputs import (
     FeedbackRequest,
     ModerationRequest,
     SearchRequest,
     feedback_post,
-    fetch_image,
     posts_from_request,
 )
 from ximgctx.serve.metrics import ServiceMetrics
@@ -102,6 +104,8 @@ class Service:
         self._poller: asyncio.Task | None = None
         self.model_name = config.model_name or f"ximgctx/{Path(str(predictor.model_dir or 'model')).name}"
         self.metrics = ServiceMetrics()
+        self.fetcher = ImageFetcher.from_config(config, on_fetch=self.metrics.url_fetch)
+        self.budget = PixelBudget.from_config(config, self.metrics)  # pixels decoded per request and per key
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
         common: dict[str, Any] = {
             "max_batch_size": config.max_batch_size,
@@ -152,6 +156,7 @@ class Service:
                 await self._poller
         await self.moderations.stop()
         await self.predictions.stop()
+        await self.fetcher.aclose()
         self.executor.shutdown(wait=True)
 
     async def run(self, fn: Any, *args: Any) -> Any:
@@ -159,8 +164,9 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # --------------------------------------------------------------------------------------- routes
-    async def moderate(self, req: ModerationRequest) -> dict[str, Any]:
-        posts = posts_from_request(req, self.config)
+    async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
+        posts = await posts_from_request(req, self.config, self.fetcher)
+        self.budget.charge_images(who.identity, [p.image for p in posts])
         results = await self._submit(self.moderations, posts)
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
@@ -168,8 +174,9 @@ class Service:
             await asyncio.to_thread(queue_reviews, self.queue, posts, results)
         return openai_response(results, self.mapping, self.model_name)
 
-    async def predict(self, req: ModerationRequest) -> dict[str, Any]:
-        posts = posts_from_request(req, self.config)
+    async def predict(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
+        posts = await posts_from_request(req, self.config, self.fetcher)
+        self.budget.charge_images(who.identity, [p.image for p in posts])
         results = await self._submit(self.predictions, posts)
         return {
             "id": f"pred-{time.time_ns():x}",
@@ -177,7 +184,7 @@ class Service:
             "results": [json_safe(r.to_dict()) for r in results],
         }
 
-    async def search(self, req: SearchRequest) -> dict[str, Any]:
+    async def search(self, req: SearchRequest, who: Caller = LOCAL) -> dict[str, Any]:
         if self.index is None:
             raise ServiceError(
                 404,
@@ -204,7 +211,8 @@ class Service:
             )
         else:
             assert req.image is not None  # exactly one of text, image, post_id was given
-            data = fetch_image(req.image, self.config, "image")
+            data = await self.fetcher.read(req.image, "image")
+            self.budget.charge_images(who.identity, [data])
             hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
         return {"object": "list", "model": self.model_name, "data": [json_safe(h.to_dict()) for h in hits]}
 
@@ -229,7 +237,8 @@ class Service:
                 "invalid_request_error",
                 "no_store",
             )
-        post = feedback_post(req, self.config)
+        post = await feedback_post(req, self.config, self.fetcher)
+        self.budget.charge_images(who.identity, [post.image])
         return await self.run(self._add_feedback, post, who.identity, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
@@ -623,16 +632,16 @@ _ROUTES = ("/v1/moderations", "/v1/predict", "/v1/search", "/v1/feedback", "/hea
 
 def _install_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/moderations")
-    async def moderations(req: ModerationRequest) -> dict[str, Any]:
-        return await service.moderate(req)
+    async def moderations(req: ModerationRequest, request: Request) -> dict[str, Any]:
+        return await service.moderate(req, request.state.caller)
 
     @app.post("/v1/predict")
-    async def predict(req: ModerationRequest) -> dict[str, Any]:
-        return await service.predict(req)
+    async def predict(req: ModerationRequest, request: Request) -> dict[str, Any]:
+        return await service.predict(req, request.state.caller)
 
     @app.post("/v1/search")
-    async def search(req: SearchRequest) -> dict[str, Any]:
-        return await service.search(req)
+    async def search(req: SearchRequest, request: Request) -> dict[str, Any]:
+        return await service.search(req, request.state.caller)
 
     @app.post("/v1/feedback")
     async def feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:
