@@ -151,3 +151,43 @@ def test_one_request_over_the_pixel_limit_is_a_400(server):
     assert (
         "4002000 pixels in one request, over the server's limit of 4000000" in resp.json()["error"]["message"]
     )
+
+
+# ------------------------------------------------------------------------------------ large images
+def _busy_png(width: int, height: int) -> bytes:
+    """A PNG with detail (a resize that skipped a step would change its pixels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 50, width // 50, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_large_images_are_decoded_off_the_model_thread_with_the_same_pixels():
+    import asyncio
+
+    import torch
+
+    from ximgctx.data.record import Post
+
+    app = create_app(model_dir(), config=ServeConfig(no_auth=True, large_image_pixels=1_000_000))
+    service = app.state.service
+    processor = service.predictor.model.processor
+    large, small = _busy_png(2500, 2000), _busy_png(500, 400)
+    truncated = large[: len(large) // 3]
+    posts = [Post(id=str(i), image=x) for i, x in enumerate((large, small, truncated))]
+    try:
+        asyncio.run(service.large_images.prepare(posts))
+    finally:
+        service.large_images.shutdown()
+    assert isinstance(posts[0].image, Image.Image)
+    assert min(posts[0].image.size) == processor.image_size  # resized by the transform's own first step
+    assert posts[1].image is small  # under the threshold: decoded in the batch, as before
+    assert posts[2].image is truncated  # not decodable: the processor reports it, as for any image
+    lane = processor(posts)
+    direct = processor([Post(id=str(i), image=x) for i, x in enumerate((large, small, truncated))])
+    assert torch.equal(lane.pixels, direct.pixels) and lane.image_mask.tolist() == [True, True, False]
+    assert [p.kind for p in lane.problems[2]] == [p.kind for p in direct.problems[2]] == ["truncated"]

@@ -48,6 +48,7 @@ from ximgctx.serve.auth import LOCAL, Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
 from ximgctx.serve.budget import PixelBudget
 from ximgctx.serve.config import ServeConfig
+from ximgctx.serve.decode import LargeImageLane
 from ximgctx.serve.errors import ServiceError, error_response
 from ximgctx.serve.fetch import ImageFetcher
 from ximgctx.serve.inputs import (
@@ -106,6 +107,7 @@ class Service:
         self.metrics = ServiceMetrics()
         self.fetcher = ImageFetcher.from_config(config, on_fetch=self.metrics.url_fetch)
         self.budget = PixelBudget.from_config(config, self.metrics)  # pixels decoded per request and per key
+        self.large_images = LargeImageLane(lambda: predictor.model.processor, config.large_image_pixels)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
         common: dict[str, Any] = {
             "max_batch_size": config.max_batch_size,
@@ -157,6 +159,7 @@ class Service:
         await self.moderations.stop()
         await self.predictions.stop()
         await self.fetcher.aclose()
+        self.large_images.shutdown()
         self.executor.shutdown(wait=True)
 
     async def run(self, fn: Any, *args: Any) -> Any:
@@ -167,6 +170,7 @@ class Service:
     async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         posts = await posts_from_request(req, self.config, self.fetcher)
         self.budget.charge_images(who.identity, [p.image for p in posts])
+        await self.large_images.prepare(posts)
         results = await self._submit(self.moderations, posts)
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
@@ -177,6 +181,7 @@ class Service:
     async def predict(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         posts = await posts_from_request(req, self.config, self.fetcher)
         self.budget.charge_images(who.identity, [p.image for p in posts])
+        await self.large_images.prepare(posts)
         results = await self._submit(self.predictions, posts)
         return {
             "id": f"pred-{time.time_ns():x}",

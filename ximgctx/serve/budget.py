@@ -31,13 +31,16 @@ __all__ = ["PixelBudget", "image_pixels"]
 
 def image_pixels(data: bytes, formats: Iterable[str] | None = None) -> int:
     """Width x height of an encoded image from its header (nothing decoded); 0 when Pillow cannot read the
-    header (the decoder then refuses the image without decoding either)."""
+    header (the decoder then refuses the image without decoding either). ``formats``: the Pillow formats
+    tried (default: the decoder's allowlist)."""
     from PIL import Image
+
+    from ximgctx.data.images import ALLOWED_FORMATS
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=list(formats) if formats else None) as im:
+            with Image.open(io.BytesIO(data), formats=list(formats or ALLOWED_FORMATS)) as im:
                 width, height = im.size
     except Exception:  # noqa: BLE001 - unreadable, unknown format, or a header past Pillow's bomb limit
         return 0
@@ -79,10 +82,8 @@ class PixelBudget:
     def charge_images(self, key: str, images: Iterable[Any]) -> None:
         """:meth:`charge` for the pixels of a request's encoded images (entries that are not bytes count
         0)."""
-        from ximgctx.data.images import ALLOWED_FORMATS
-
         encoded = [bytes(x) for x in images if isinstance(x, bytes | bytearray)]
-        pixels = sum(image_pixels(x, ALLOWED_FORMATS) for x in encoded)
+        pixels = sum(image_pixels(x) for x in encoded)
         self.charge(key, pixels)
 
     def charge(self, key: str, pixels: int) -> None:

@@ -123,6 +123,8 @@ class ServeConfig:
     max_request_pixels: int = 40_000_000  # pixels of all images of one request, read from their headers
     pixel_rate: int = 10_000_000  # decode budget per API key, pixels per second (0: no per-key budget)
     pixel_burst: int = 80_000_000  # the most pixels a key may spend at once (at least max_request_pixels)
+    # images above this many pixels are decoded on a thread of their own, not the model's (0: never)
+    large_image_pixels: int = 4_000_000
     explain: str = "flagged"  # moderation explanations: all, flagged, none
     model_name: str = ""  # the "model" reported in responses (default: ximgctx/<model folder name>)
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
@@ -140,8 +142,10 @@ class ServeConfig:
             raise ConfigError(f"serve.explain must be all, flagged or none, got {self.explain!r}")
         if not self.state_poll_s > 0:
             raise ConfigError(f"serve.state_poll_s must be > 0, got {self.state_poll_s!r}")
-        if isinstance(self.pixel_rate, bool) or not isinstance(self.pixel_rate, int) or self.pixel_rate < 0:
-            raise ConfigError(f"serve.pixel_rate must be an integer >= 0, got {self.pixel_rate!r}")
+        for name in ("pixel_rate", "large_image_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"serve.{name} must be an integer >= 0, got {value!r}")
         if self.pixel_burst < self.max_request_pixels:
             raise ConfigError(
                 f"serve.pixel_burst ({self.pixel_burst}) must be at least serve.max_request_pixels "
