@@ -180,9 +180,11 @@ def test_large_images_are_decoded_off_the_model_thread_with_the_same_pixels():
     truncated = large[: len(large) // 3]
     posts = [Post(id=str(i), image=x) for i, x in enumerate((large, small, truncated))]
     try:
-        asyncio.run(service.large_images.prepare(posts))
+        prepared = asyncio.run(service.large_images.prepare(posts))
     finally:
         service.large_images.shutdown()
+    assert posts[0].image is large  # the request's post keeps its bytes (queue, store); the model gets a copy
+    posts = prepared
     assert isinstance(posts[0].image, Image.Image)
     assert min(posts[0].image.size) == processor.image_size  # resized by the transform's own first step
     assert posts[1].image is small  # under the threshold: decoded in the batch, as before

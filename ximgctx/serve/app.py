@@ -170,8 +170,7 @@ class Service:
     async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         posts = await posts_from_request(req, self.config, self.fetcher)
         self.budget.charge_images(who.identity, [p.image for p in posts])
-        await self.large_images.prepare(posts)
-        results = await self._submit(self.moderations, posts)
+        results = await self._submit(self.moderations, await self.large_images.prepare(posts))
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
 
@@ -181,8 +180,7 @@ class Service:
     async def predict(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         posts = await posts_from_request(req, self.config, self.fetcher)
         self.budget.charge_images(who.identity, [p.image for p in posts])
-        await self.large_images.prepare(posts)
-        results = await self._submit(self.predictions, posts)
+        results = await self._submit(self.predictions, await self.large_images.prepare(posts))
         return {
             "id": f"pred-{time.time_ns():x}",
             "model": self.model_name,
