@@ -100,7 +100,11 @@ def test_every_serve_config_field_is_settable() -> None:
 
     parsers = {" ".join(prefix): p for prefix, p in command_parsers()}
     dests = {a.dest for a in parsers["serve"]._actions}
-    by_file = {"api_keys": "api_key_file", "allow_url_hosts": "allow_url_host"}
+    by_file = {
+        "api_keys": "api_key_file",
+        "allow_url_hosts": "allow_url_host",
+        "allow_url_networks": "allow_url_network",
+    }
     assert [f.name for f in dataclasses.fields(ServeConfig) if by_file.get(f.name, f.name) not in dests] == []
     args = parsers["serve"].parse_args(["--model", "org/name", "--max-inputs", "7", "--retry-after-s", "3"])
     assert (args.max_inputs, args.retry_after_s, args.url_timeout_s) == (7, 3, ServeConfig().url_timeout_s)

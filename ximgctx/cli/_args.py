@@ -209,6 +209,11 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--key-file": {"help": "the operator's governance key file (default: $XIMGCTX_GOVERNANCE_KEY)"},
     "--queue-key-file": {"help": "the labeling queue's HMAC key file (default: $XIMGCTX_QUEUE_KEY)"},
+    "--allow-url-network": {
+        "metavar": "CIDR",
+        "help": "a network that allowed image hosts may resolve into although it is not public (loopback, "
+        "private, link-local: 10.0.0.0/8, 127.0.0.1); none by default",
+    },
     "--loop-db": {
         "help": "the loop store (a SQLite file or postgresql:// URL, keyed by --queue-key-file) that "
         "/v1/feedback writes to and every replica reads (queue serve: the queue's --db unless given)"

@@ -76,10 +76,27 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", default="1,8,32", help="concurrency levels")
     p.add_argument("--seconds", type=float, default=20.0, help="time per concurrency level")
     add_dataclass_args(
-        p, _SERVE_CONFIG, only={"max_batch_size", "max_wait_ms"}, defaults={"max_wait_ms": 10.0}
+        p,
+        _SERVE_CONFIG,
+        only={
+            "max_batch_size",
+            "max_wait_ms",
+            "url_timeout_s",
+            "max_request_pixels",
+            "pixel_rate",
+            "pixel_burst",
+        },
+        defaults={"max_wait_ms": 10.0},
     )
     p.add_argument("--mixed", type=int, default=1000, help="requests in the robustness run")
     p.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests there")
+    p.add_argument(
+        "--hostile",
+        type=float,
+        default=0.1,
+        help="share of hostile requests in the attacked run (slow hosts, decode-heavy PNGs, URL floods)",
+    )
+    p.add_argument("--hostile-clients", type=int, default=16, help="client threads sending them")
     add(p, "--image-size", default=320)
     add(p, "--threads")
     add(p, "--seed", default=0)

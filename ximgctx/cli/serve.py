@@ -2,8 +2,8 @@
 
 :func:`add_server_args` and :func:`serve` are shared with ``ximgctx queue serve``, which is this service with
 the labeling queue mounted: the two take the same server flags. Every :class:`ServeConfig` field is a flag,
-generated from the dataclass (``api_keys`` is read from ``--api-key-file``, ``allow_url_hosts`` from the
-repeatable ``--allow-url-host``).
+generated from the dataclass (``api_keys`` is read from ``--api-key-file``, ``allow_url_hosts`` and
+``allow_url_networks`` from the repeatable ``--allow-url-host`` and ``--allow-url-network``).
 """
 
 from __future__ import annotations
@@ -91,10 +91,13 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="HOST",
-        help="an http(s) host images may be fetched from (repeatable); none by default: data: URLs only",
+        help="an http(s) host images may be fetched from, HOST (ports 80 and 443) or HOST:PORT (repeatable); "
+        "none by default: data: URLs only",
     )
+    add(p, "--allow-url-network", repeat=True)
     add(p, "--explain", default="flagged")
-    add_dataclass_args(p, SERVE_CONFIG, exclude={"api_keys", "allow_url_hosts", "explain"})
+    by_flag = {"api_keys", "allow_url_hosts", "allow_url_networks", "explain"}  # flags of their own, above
+    add_dataclass_args(p, SERVE_CONFIG, exclude=by_flag)
     add(p, "--loop-db")
     p.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get at shutdown"
@@ -111,6 +114,7 @@ def server_config(args: argparse.Namespace) -> Any:
         args,
         api_keys=read_api_keys(args.api_key_file),
         allow_url_hosts=args.allow_url_host,
+        allow_url_networks=args.allow_url_network,
     )
     config.check_auth()  # a misconfigured server fails at once
     return config

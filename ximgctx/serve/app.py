@@ -16,11 +16,12 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
 Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with ``param`` naming the
 field when there is one (:mod:`ximgctx.serve.errors`): 400 (malformed, or an unknown ``model``), 401 (no or
 wrong key), 403 (the key lacks the route's scope), 404 (unknown path), 405 (wrong method), 413 (body too
-large), 422 (a request the server understood but refuses, such as ungoverned feedback), 500, 503 (queue
-full, with ``Retry-After``; or not ready). No error carries a traceback or a server path. A post whose image
-cannot be decoded, and an input of a list that cannot be scored (a NUL character, over the length limit,
-empty), gets a result naming the problem in its place, not an error for the whole request. ``model``
-names the served version and accepts OpenAI's moderation model names (:mod:`ximgctx.serve.models`).
+large), 422 (a request the server understood but refuses, such as ungoverned feedback), 429 (the API key's
+decode budget is spent, with ``Retry-After``; see :mod:`ximgctx.serve.budget`), 500, 503 (queue full, with
+``Retry-After``; or not ready). No error carries a traceback or a server path. A post whose image cannot be
+decoded, and an input of a list that cannot be scored (a NUL character, over the length limit, empty), gets
+a result naming the problem in its place, not an error for the whole request. ``model`` names the served
+version and accepts OpenAI's moderation model names (:mod:`ximgctx.serve.models`).
 """
 
 from __future__ import annotations
@@ -46,17 +47,19 @@ from ximgctx._json import json_safe
 from ximgctx.data.record import Post
 from ximgctx.errors import InputError
 from ximgctx.inference.openai_format import openai_error_result, openai_mapping, openai_response
-from ximgctx.serve.auth import Caller, caller, required_scope
+from ximgctx.serve.auth import LOCAL, Caller, caller, required_scope
 from ximgctx.serve.batching import Batcher, QueueFull
+from ximgctx.serve.budget import PixelBudget
 from ximgctx.serve.config import ServeConfig
+from ximgctx.serve.decode import LargeImageLane
 from ximgctx.serve.errors import ServiceError, error_response, install_error_handlers
+from ximgctx.serve.fetch import ImageFetcher
 from ximgctx.serve.inputs import (
     FeedbackRequest,
     ModerationRequest,
     Rejected,
     SearchRequest,
     feedback_post,
-    fetch_image,
     inputs_from_request,
 )
 from ximgctx.serve.metrics import ServiceMetrics
@@ -113,6 +116,9 @@ class Service:
             self.watch = StateWatch(self)
         self.model_name = served_model_name(predictor, config.model_name, source)  # NAME@DIGEST
         self.metrics = ServiceMetrics()
+        self.fetcher = ImageFetcher.from_config(config, on_fetch=self.metrics.url_fetch)
+        self.budget = PixelBudget.from_config(config, self.metrics)  # pixels decoded per request and per key
+        self.large_images = LargeImageLane(lambda: predictor.model.processor, config.large_image_pixels)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
         common: dict[str, Any] = {
             "max_batch_size": config.max_batch_size,
@@ -167,6 +173,8 @@ class Service:
             await asyncio.to_thread(self.watch.leave)
         await self.moderations.stop()
         await self.predictions.stop()
+        await self.fetcher.aclose()
+        self.large_images.shutdown()
         self.executor.shutdown(wait=True)
 
     async def run(self, fn: Any, *args: Any) -> Any:
@@ -174,11 +182,13 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # --------------------------------------------------------------------------------------- routes
-    async def moderate(self, req: ModerationRequest) -> dict[str, Any]:
+    async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         check_model(req.model, self.model_name)
-        items = inputs_from_request(req, self.config)
+        items = await inputs_from_request(req, self.config, self.fetcher)
         posts = [x for x in items if not isinstance(x, Rejected)]
-        results = await self._submit(self.moderations, posts) if posts else []
+        self.budget.charge_images(who.identity, [p.image for p in posts])
+        prepared = await self.large_images.prepare(posts)
+        results = await self._submit(self.moderations, prepared) if posts else []
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
 
@@ -199,11 +209,13 @@ class Service:
         ]
         return openai_response(out, self.mapping, self.model_name)
 
-    async def predict(self, req: ModerationRequest) -> dict[str, Any]:
+    async def predict(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         check_model(req.model, self.model_name)
-        items = inputs_from_request(req, self.config)
+        items = await inputs_from_request(req, self.config, self.fetcher)
         posts = [x for x in items if not isinstance(x, Rejected)]
-        scored = iter(await self._submit(self.predictions, posts) if posts else [])
+        self.budget.charge_images(who.identity, [p.image for p in posts])
+        prepared = await self.large_images.prepare(posts)
+        scored = iter(await self._submit(self.predictions, prepared) if posts else [])
         return {
             "id": f"pred-{time.time_ns():x}",
             "model": self.model_name,
@@ -215,7 +227,7 @@ class Service:
             ],
         }
 
-    async def search(self, req: SearchRequest) -> dict[str, Any]:
+    async def search(self, req: SearchRequest, who: Caller = LOCAL) -> dict[str, Any]:
         if self.index is None:
             raise ServiceError(
                 404,
@@ -242,7 +254,8 @@ class Service:
             )
         else:
             assert req.image is not None  # exactly one of text, image, post_id was given
-            data = fetch_image(req.image, self.config, "image")
+            data = await self.fetcher.read(req.image, "image")
+            self.budget.charge_images(who.identity, [data])
             hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
         return {"object": "list", "model": self.model_name, "data": [json_safe(h.to_dict()) for h in hits]}
 
@@ -267,7 +280,8 @@ class Service:
                 "invalid_request_error",
                 "no_store",
             )
-        post = feedback_post(req, self.config)
+        post = await feedback_post(req, self.config, self.fetcher)
+        self.budget.charge_images(who.identity, [post.image])
         return await self.run(self._add_feedback, post, who.identity, req.note)
 
     def _add_feedback(self, post: Post, reviewer: str, note: str) -> dict[str, Any]:
@@ -664,16 +678,16 @@ _ROUTES = ("/v1/moderations", "/v1/predict", "/v1/search", "/v1/feedback", "/hea
 
 def _install_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/moderations")
-    async def moderations(req: ModerationRequest) -> dict[str, Any]:
-        return await service.moderate(req)
+    async def moderations(req: ModerationRequest, request: Request) -> dict[str, Any]:
+        return await service.moderate(req, request.state.caller)
 
     @app.post("/v1/predict")
-    async def predict(req: ModerationRequest) -> dict[str, Any]:
-        return await service.predict(req)
+    async def predict(req: ModerationRequest, request: Request) -> dict[str, Any]:
+        return await service.predict(req, request.state.caller)
 
     @app.post("/v1/search")
-    async def search(req: SearchRequest) -> dict[str, Any]:
-        return await service.search(req)
+    async def search(req: SearchRequest, request: Request) -> dict[str, Any]:
+        return await service.search(req, request.state.caller)
 
     @app.post("/v1/feedback")
     async def feedback(req: FeedbackRequest, request: Request) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ximgctx.errors import ConfigError
+from ximgctx.serve.fetch import parse_allowed_host, parse_network
 
 __all__ = ["SCOPES", "ApiKey", "ServeConfig", "is_loopback", "parse_api_key", "read_api_keys"]
 
@@ -112,8 +113,18 @@ class ServeConfig:
     max_replies: int = 1_000  # replies per post accepted (the model reads its own max_replies of them)
     max_image_bytes: int = 5 << 20  # decoded bytes of one image
     max_image_pixels: int = 40_000_000  # decode limit of this process (a model folder may only lower it)
-    allow_url_hosts: list[str] = field(default_factory=list)  # http(s) image hosts allowed; none by default
-    url_timeout_s: float = 5.0  # time limit of one image download from an allowed host
+    # http(s) image hosts allowed, host (ports 80/443) or host:port; none by default: data: URLs only
+    allow_url_hosts: list[str] = field(default_factory=list)
+    # networks (CIDR) an allowed host may resolve into although they are not public (loopback, private,
+    # link-local...); none by default
+    allow_url_networks: list[str] = field(default_factory=list)
+    url_timeout_s: float = 5.0  # deadline of one image fetch, from name lookup to the last byte
+    max_url_images: int = 4  # http(s) image URLs one request may name, counted before any fetch
+    max_request_pixels: int = 40_000_000  # pixels of all images of one request, read from their headers
+    pixel_rate: int = 10_000_000  # decode budget per API key, pixels per second (0: no per-key budget)
+    pixel_burst: int = 80_000_000  # the most pixels a key may spend at once (at least max_request_pixels)
+    # images above this many pixels are decoded on a thread of their own, not the model's (0: never)
+    large_image_pixels: int = 4_000_000
     explain: str = "flagged"  # moderation explanations: all, flagged, none
     model_name: str = ""  # the "model" in responses (default: the card's model_name, else ximgctx) @ digest
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
@@ -121,7 +132,8 @@ class ServeConfig:
     replica_id: str = ""  # the id this server acknowledges purges under in the loop store (host:port:pid)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars"):
+        positive = ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars")
+        for name in (*positive, "max_url_images", "max_request_pixels", "pixel_burst"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"serve.{name} must be a positive integer, got {value!r}")
@@ -131,7 +143,19 @@ class ServeConfig:
             raise ConfigError(f"serve.explain must be all, flagged or none, got {self.explain!r}")
         if not self.state_poll_s > 0:
             raise ConfigError(f"serve.state_poll_s must be > 0, got {self.state_poll_s!r}")
-        self.allow_url_hosts = [h.lower().strip() for h in self.allow_url_hosts if h.strip()]
+        for name in ("pixel_rate", "large_image_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"serve.{name} must be an integer >= 0, got {value!r}")
+        if self.pixel_burst < self.max_request_pixels:
+            raise ConfigError(
+                f"serve.pixel_burst ({self.pixel_burst}) must be at least serve.max_request_pixels "
+                f"({self.max_request_pixels}), or a request at the limit could never be served"
+            )
+        if not self.url_timeout_s > 0:
+            raise ConfigError(f"serve.url_timeout_s must be > 0, got {self.url_timeout_s!r}")
+        self.allow_url_hosts = [str(parse_allowed_host(h)) for h in self.allow_url_hosts if h.strip()]
+        self.allow_url_networks = [str(parse_network(n)) for n in self.allow_url_networks if n.strip()]
         self.parsed_keys()  # every key line checked at once
 
     def parsed_keys(self) -> list[ApiKey]:

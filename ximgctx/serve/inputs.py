@@ -14,20 +14,17 @@ than ``max_inputs`` inputs, more than one image in one post, an image URL the se
 contexts that do not match the inputs) fail the whole request with a 400 naming the field.
 
 Images come only as ``data:`` URLs (base64), unless the operator allows http(s) hosts
-(``--allow-url-host``), fetched with a size and time limit and no redirects. The server never opens a path
+(``--allow-url-host``), fetched by :mod:`ximgctx.serve.fetch` (asynchronously, one deadline, a size limit,
+public addresses only, no redirects) after the request's counts were checked. The server never opens a path
 or a ``file://`` URL named in a request.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from ximgctx._extras import missing_extra, require
+from ximgctx._extras import missing_extra
 
 try:
     from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +34,7 @@ except ImportError as e:
 from ximgctx.data.record import Post, PostValidationError, Reply, post_from_dict
 from ximgctx.errors import InputError
 from ximgctx.serve.config import ServeConfig
+from ximgctx.serve.fetch import ImageFetcher, is_url
 
 __all__ = [
     "FeedbackRequest",
@@ -44,15 +42,10 @@ __all__ = [
     "PostContext",
     "Rejected",
     "SearchRequest",
-    "fetch_image",
     "inputs_from_request",
     "posts_from_records",
     "posts_from_request",
 ]
-
-_DATA_URL = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I
-)
 
 
 class ImageURL(BaseModel):
@@ -133,52 +126,15 @@ class FeedbackRequest(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- images
-def _decode_data_url(url: str, limits: ServeConfig, where: str) -> bytes:
-    m = _DATA_URL.match(url)
-    if m is None:
-        raise InputError(f"{where}: not a data: URL")
-    payload = url[m.end() :]
-    if not m.group("b64"):
-        raise InputError(f"{where}: data: URLs must be base64 (';base64,')")
-    if len(payload) * 3 // 4 > limits.max_image_bytes + 3:
-        raise InputError(f"{where}: image is over the server's {limits.max_image_bytes} byte limit")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{where}: invalid base64 in the data: URL") from None
-
-
-def fetch_image(url: str, limits: ServeConfig, where: str) -> bytes:
-    """The bytes of an image URL the server may read: a data: URL, or http(s) on an allowed host."""
-    if url[:5].lower() == "data:":
-        return _decode_data_url(url, limits, where)
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if scheme not in ("http", "https") or not host:
+def _check_url_count(urls: list[str], limits: ServeConfig, where: str) -> None:
+    """Refuse a request naming more http(s) image URLs than the server fetches for one request, before any
+    fetch."""
+    n = sum(1 for u in urls if is_url(u))
+    if n > limits.max_url_images:
         raise InputError(
-            f"{where}: only data: URLs (and http(s) URLs of allowed hosts) are read; got a "
-            f"{scheme or 'path'!r} URL"
+            f"{where}: {n} image URLs in one request, over the server's limit of {limits.max_url_images} "
+            "(max_url_images); nothing was fetched"
         )
-    if host not in limits.allow_url_hosts:
-        raise InputError(
-            f"{where}: host {host!r} is not on this server's allowlist; send the image as a data: URL"
-        )
-    httpx = require("httpx", feature="reading image URLs of allowed hosts")
-
-    try:
-        with httpx.stream("GET", url, timeout=limits.url_timeout_s, follow_redirects=False) as resp:
-            if resp.status_code != 200:
-                raise InputError(f"{where}: the image URL answered HTTP {resp.status_code}")
-            data = bytearray()
-            for chunk in resp.iter_bytes():
-                data += chunk
-                if len(data) > limits.max_image_bytes:
-                    raise InputError(
-                        f"{where}: image is over the server's {limits.max_image_bytes} byte limit"
-                    )
-            return bytes(data)
-    except httpx.HTTPError as e:
-        raise InputError(f"{where}: cannot fetch the image ({type(e).__name__})") from None
 
 
 # --------------------------------------------------------------------------------------------- posts
@@ -251,21 +207,26 @@ def _context_meta(ctx: PostContext | None) -> dict[str, Any]:
     return meta
 
 
-def posts_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post]:
+async def posts_from_request(
+    req: ModerationRequest, limits: ServeConfig, fetcher: ImageFetcher
+) -> list[Post]:
     """The posts a moderation/predict request asks about, in result order; the first input's problem is
     an :class:`InputError` (:func:`inputs_from_request` answers each input's own problem in its place)."""
     out = []
-    for item in inputs_from_request(req, limits):
+    for item in await inputs_from_request(req, limits, fetcher):
         if isinstance(item, Rejected):
             raise InputProblem(item.message, item.code)
         out.append(item)
     return out
 
 
-def inputs_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Post | Rejected]:
+async def inputs_from_request(
+    req: ModerationRequest, limits: ServeConfig, fetcher: ImageFetcher
+) -> list[Post | Rejected]:
     """One :class:`Post` per input of a moderation/predict request, in result order, or a
     :class:`Rejected` where that input has a problem of its own. Problems of the request raise
-    :class:`InputError`."""
+    :class:`InputError`. Every count is checked before any image is read: one image per post, and at most
+    ``max_url_images`` URLs."""
     inp = req.input
     if isinstance(inp, list) and not inp:
         raise InputError("input: empty list; give a string, a list of strings or a list of content parts")
@@ -277,12 +238,19 @@ def inputs_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Pos
         texts, images = [], []
         for k, part in enumerate(inp):
             if isinstance(part, ImagePart):
-                images.append(fetch_image(part.image_url.url, limits, f"input[{k}].image_url"))
+                images.append((k, part.image_url.url))
             else:
                 texts.append(part if isinstance(part, str) else part.text)
         if len(images) > 1:
-            raise InputError(f"input: {len(images)} images in one post; a post has at most one image")
-        items = [("\n".join(texts), images[0] if images else None)]
+            raise InputError(
+                f"input: {len(images)} images in one post; a post has at most one image (nothing was fetched)"
+            )
+        _check_url_count([u for _, u in images], limits, "input")
+        image = None
+        if images:
+            k, url = images[0]
+            image = await fetcher.read(url, f"input[{k}].image_url")
+        items = [("\n".join(texts), image)]
     if len(items) > limits.max_inputs:
         raise InputError(f"input: {len(items)} inputs, over the server's limit of {limits.max_inputs}")
     ctx = req.ximgctx
@@ -321,11 +289,11 @@ def inputs_from_request(req: ModerationRequest, limits: ServeConfig) -> list[Pos
     return out
 
 
-def feedback_post(req: FeedbackRequest, limits: ServeConfig) -> Post:
+async def feedback_post(req: FeedbackRequest, limits: ServeConfig, fetcher: ImageFetcher) -> Post:
     """The post a reviewer labeled, with its labels, ready for governance."""
     p = req.post
     _check_text(p.text, limits, "post.text")
-    image = fetch_image(p.image, limits, "post.image") if p.image else None
+    image = await fetcher.read(p.image, "post.image") if p.image else None
     return Post(
         id=p.id,
         image=image,
@@ -336,17 +304,21 @@ def feedback_post(req: FeedbackRequest, limits: ServeConfig) -> Post:
     )
 
 
-def posts_from_records(records: list[dict[str, Any]], limits: Any) -> list[Post]:
-    """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (the server
-    never opens a path named in a request). Errors name the record."""
+async def posts_from_records(
+    records: list[dict[str, Any]], limits: ServeConfig, fetcher: ImageFetcher
+) -> list[Post]:
+    """Posts sent to ``POST /v1/queue/items``: canonical records whose ``image`` is a data URL (or an allowed
+    URL; the server never opens a path named in a request). Errors name the record."""
+    images = [str(r.get("image") or "") if isinstance(r, dict) else "" for r in records]
+    _check_url_count([u for u in images if u], limits, "posts")
     posts = []
     for i, record in enumerate(records):
-        image = record.get("image") if isinstance(record, dict) else None
         try:
             post = post_from_dict({k: v for k, v in record.items() if k != "image"}, source="posts", line=i)
         except (PostValidationError, AttributeError) as e:
             raise InputError(f"posts[{i}]: {e}") from None
-        if image:
-            post.image = fetch_image(str(image), limits, f"posts[{i}].image")
         posts.append(post)
+    for i, (post, image) in enumerate(zip(posts, images, strict=True)):
+        if image:
+            post.image = await fetcher.read(image, f"posts[{i}].image")
     return posts

@@ -20,7 +20,7 @@ __all__ = ["ServiceMetrics"]
 
 
 class ServiceMetrics:
-    """Requests, latency, batch sizes, queue depth and errors by kind."""
+    """Requests, latency, batch sizes, queue depth, errors by kind, decoded pixels and URL fetches."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -48,6 +48,25 @@ class ServiceMetrics:
             "ximgctx_queue_posts", "posts waiting for the model", ["batcher"], registry=self.registry
         )
         self.errors = Counter("ximgctx_errors_total", "errors by kind", ["kind"], registry=self.registry)
+        self.pixels = Counter(
+            "ximgctx_decode_pixels_total",
+            "image pixels of requests by API key and outcome (admitted, over_request, over_rate), counted "
+            "from image headers before decoding",
+            ["key", "outcome"],
+            registry=self.registry,
+        )
+        self.budget_left = Gauge(
+            "ximgctx_decode_budget_pixels",
+            "pixels left in an API key's decode budget at its last request",
+            ["key"],
+            registry=self.registry,
+        )
+        self.fetches = Counter(
+            "ximgctx_url_fetches_total",
+            "image URL fetches by outcome (ok, refused: the address is not allowed, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -58,6 +77,15 @@ class ServiceMetrics:
 
     def set_depth(self, batcher: str, n: int) -> None:
         self.depth.labels(batcher).set(n)
+
+    def decode_pixels(self, key: str, outcome: str, pixels: int) -> None:
+        self.pixels.labels(key, outcome).inc(pixels)
+
+    def pixel_budget_left(self, key: str, pixels: float) -> None:
+        self.budget_left.labels(key).set(pixels)
+
+    def url_fetch(self, outcome: str) -> None:
+        self.fetches.labels(outcome).inc()
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()

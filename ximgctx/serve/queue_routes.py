@@ -267,7 +267,7 @@ class _Routes:
         self.operator(request)
         from ximgctx.serve.inputs import posts_from_records
 
-        posts = posts_from_records(body.posts, self.service.config)
+        posts = await posts_from_records(body.posts, self.service.config, self.service.fetcher)
         gold, source, priority = body.gold or None, body.source, body.priority
         result = await self.db(lambda: self.store.enqueue(posts, source=source, gold=gold, priority=priority))
         return result.to_dict()
