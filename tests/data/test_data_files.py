@@ -81,6 +81,19 @@ def test_a_small_dictionary_value_repeated_past_the_budget_is_refused_at_its_fir
     assert len(list(iter_parquet_rows(path, limits=DataLimits(max_repeated_bytes=200 * _MiB)))) == 64
 
 
+def test_plain_pages_that_expand_from_nothing_are_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "zeros.parquet"
+    zeros = pa.array([b"\0" * (16 * _MiB)] * 2)  # two plain pages of 16 MiB that zstd stores in ~1 KB each
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "image": zeros}), path, compression="zstd", use_dictionary=False
+    )
+    assert path.stat().st_size < 16 * 1024
+    with pytest.raises(
+        DataFileError, match=r"row group 0, column 'image': a page of .* declares 32.0 MiB uncompressed"
+    ):
+        next(iter_parquet_rows(path, image_columns=frozenset({"image"})))
+
+
 def test_repeated_values_within_budget_still_read(tmp_path: Path) -> None:
     path = tmp_path / "labels.parquet"
     _bomb(path, "text", b"the same short caption", rows=500)  # repeated strings are normal

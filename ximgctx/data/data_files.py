@@ -324,69 +324,157 @@ class _GroupBudget:
 _PARQUET_BATCH_ROWS = 64  # rows per pyarrow batch: bounds the bytes held at once
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
+class _Cut(ValueError):
+    """The bytes read end inside a page header (read more)."""
+
+
+def _byte(data: bytes, i: int) -> int:
+    if i >= len(data):
+        raise _Cut("a page header is cut")
+    return data[i]
+
+
+def _uvarint(data: bytes, i: int) -> tuple[int, int]:
     out = shift = 0
     while True:
-        if i >= len(data) or shift > 63:
-            raise ValueError("a page header is cut")
-        b = data[i]
+        b = _byte(data, i)
         out |= (b & 0x7F) << shift
         i, shift = i + 1, shift + 7
         if not b & 0x80:
             return out, i
+        if shift > 70:
+            raise ValueError("not a Parquet page header (a varint runs on)")
 
 
-def _page_sizes(header: bytes) -> tuple[int, int]:
-    """``(page type, uncompressed size)`` from the start of a Parquet page header (Thrift compact protocol:
-    ``1: i32 type``, ``2: i32 uncompressed_page_size``); ValueError when it is not one."""
-    i, fid = 0, 0
-    got: dict[int, int] = {}
-    while len(got) < 2:
-        if i >= len(header):
-            raise ValueError("a page header is cut")
-        byte = header[i]
+def _skip(data: bytes, i: int, ftype: int, depth: int) -> int:
+    """Past one Thrift compact-protocol value of type ``ftype`` starting at ``i``."""
+    if depth > 16:
+        raise ValueError("not a Parquet page header (nested too deep)")
+    if ftype in (1, 2):  # a boolean field: its value is in the type
+        return i
+    if ftype == 3:
+        return i + 1
+    if ftype in (4, 5, 6):
+        return _uvarint(data, i)[1]
+    if ftype == 7:
+        return i + 8
+    if ftype == 8:
+        n, i = _uvarint(data, i)
+        return i + n
+    if ftype in (9, 10):  # list / set: size and element type in one byte (size 15: a varint follows)
+        head = _byte(data, i)
+        size, etype, i = head >> 4, head & 0x0F, i + 1
+        if size == 15:
+            size, i = _uvarint(data, i)
+        for _ in range(size):
+            i = i + 1 if etype in (1, 2) else _skip(data, i, etype, depth + 1)
+        return i
+    if ftype == 11:  # map
+        size, i = _uvarint(data, i)
+        if size:
+            types = _byte(data, i)
+            i += 1
+            for _ in range(size):
+                i = _skip(data, i, types >> 4, depth + 1)
+                i = _skip(data, i, types & 0x0F, depth + 1)
+        return i
+    if ftype == 12:
+        return _struct(data, i, depth + 1, {})[1]
+    raise ValueError(f"not a Parquet page header (Thrift type {ftype})")
+
+
+def _struct(data: bytes, i: int, depth: int, want: dict[int, int]) -> tuple[dict[int, int], int]:
+    """Read a compact-protocol struct from ``i``: its own i32 fields (by id) and where it ends."""
+    fid = 0
+    while True:
+        byte = _byte(data, i)
         i += 1
+        if byte == 0:
+            return want, i
         delta, ftype = byte >> 4, byte & 0x0F
-        if ftype != 5:  # the first two fields are i32s; anything else first is not a page header
-            raise ValueError("not a Parquet page header")
         if delta:
             fid += delta
         else:
-            raw, i = _varint(header, i)
+            raw, i = _uvarint(data, i)
             fid = (raw >> 1) ^ -(raw & 1)
-        raw, i = _varint(header, i)
-        got[fid] = (raw >> 1) ^ -(raw & 1)
-    if set(got) != {1, 2}:
+        if ftype == 5 and depth == 0:
+            raw, i = _uvarint(data, i)
+            want[fid] = (raw >> 1) ^ -(raw & 1)
+        else:
+            i = _skip(data, i, ftype, depth)
+
+
+def _page_header(data: bytes) -> tuple[int, int, int, int]:
+    """``(page type, uncompressed size, compressed size, header length)`` of the Parquet page header at the
+    start of ``data`` (``1: type``, ``2: uncompressed_page_size``, ``3: compressed_page_size``)."""
+    fields, end = _struct(data, 0, 0, {})
+    if not {1, 2, 3} <= set(fields) or fields[2] < 0 or fields[3] < 0:
         raise ValueError("not a Parquet page header")
-    return got[1], got[2]
+    return fields[1], fields[2], fields[3], end
 
 
 _DICTIONARY_PAGE = 2
+_MAX_HEADER_BYTES = 1 << 20  # a page header with its statistics
+_BOMB_RATIO = 64  # a page that decompresses past 8 MiB at more than this ratio expands from nothing
 
 
-def _check_dictionary_pages(fh: IO[bytes], md: Any, name: str, limits: DataLimits) -> None:
-    """Refuse a dictionary page whose header declares more than ``limits.max_dictionary_bytes`` uncompressed,
-    before pyarrow decompresses it (the size pyarrow allocates is this header's, whatever the footer says)."""
+def _read_header(fh: IO[bytes], pos: int) -> tuple[int, int, int, int]:
+    size = 4096
+    while True:
+        fh.seek(pos)
+        data = fh.read(size)
+        try:
+            return _page_header(data)
+        except _Cut:
+            if len(data) < size or size >= _MAX_HEADER_BYTES:
+                raise ValueError("a page header is cut or too long") from None
+            size *= 16
+
+
+def _check_pages(fh: IO[bytes], md: Any, name: str, limits: DataLimits) -> None:
+    """Walk every page header of every column chunk before pyarrow reads a page: what pyarrow allocates is
+    each header's uncompressed size, whatever the footer declares. Refused unread, naming the row group and
+    column: a dictionary page over ``limits.max_dictionary_bytes``, a page expanding past 8 MiB at more than
+    64x its stored size (a compression bomb), a row group whose pages decompress past
+    ``limits.max_group_bytes``."""
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
+        group_total = 0
         for j in range(rg.num_columns):
             c = rg.column(j)
-            if not c.has_dictionary_page or c.dictionary_page_offset is None:
-                continue
-            fh.seek(int(c.dictionary_page_offset))
-            try:
-                kind, size = _page_sizes(fh.read(32))
-            except ValueError as e:
-                raise DataFileError(
-                    name, "unreadable", f"row group {g}, column {c.path_in_schema!r}: {e}"
-                ) from None
-            if kind == _DICTIONARY_PAGE and size > limits.max_dictionary_bytes:
-                raise DataFileError(
-                    name,
-                    "dictionary_too_large",
-                    f"row group {g}, column {c.path_in_schema!r}: its dictionary page declares {_fmt(size)} "
-                    f"uncompressed, over the {_fmt(limits.max_dictionary_bytes)} allowed (refused unread)",
-                )
+            at = f"row group {g}, column {c.path_in_schema!r}"
+            first = int(c.data_page_offset)
+            if c.has_dictionary_page and c.dictionary_page_offset:
+                first = min(first, int(c.dictionary_page_offset))
+            pos, end = first, first + int(c.total_compressed_size)
+            while pos < end:
+                try:
+                    kind, size, stored, length = _read_header(fh, pos)
+                except ValueError as e:
+                    raise DataFileError(name, "unreadable", f"{at}: {e}") from None
+                if kind == _DICTIONARY_PAGE and size > limits.max_dictionary_bytes:
+                    raise DataFileError(
+                        name,
+                        "dictionary_too_large",
+                        f"{at}: its dictionary page declares {_fmt(size)} uncompressed, over the "
+                        f"{_fmt(limits.max_dictionary_bytes)} allowed (refused unread)",
+                    )
+                if size > 8 * _MiB and size > _BOMB_RATIO * max(stored, 1):
+                    raise DataFileError(
+                        name,
+                        "compression_bomb",
+                        f"{at}: a page of {_fmt(stored)} declares {_fmt(size)} uncompressed (over "
+                        f"{_BOMB_RATIO}x; refused unread)",
+                    )
+                group_total += size
+                if group_total > limits.max_group_bytes:
+                    raise DataFileError(
+                        name,
+                        "group_too_large",
+                        f"{at}: the row group's pages decompress to over {_fmt(limits.max_group_bytes)} "
+                        "(refused unread)",
+                    )
+                pos += length + stored
     fh.seek(0)
 
 
@@ -426,7 +514,7 @@ def iter_parquet_rows(
             md = pq.ParquetFile(fh).metadata
         except (OSError, ValueError, pa.ArrowException) as e:
             raise DataFileError(name, "unreadable", f"not a readable Parquet file ({e})") from None
-        _check_dictionary_pages(fh, md, name, limits)
+        _check_pages(fh, md, name, limits)
         try:
             pf = pq.ParquetFile(fh, read_dictionary=_dictionary_columns(md) or None)
         except (OSError, ValueError, pa.ArrowException) as e:
