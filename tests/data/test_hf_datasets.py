@@ -226,7 +226,7 @@ def test_hub_dataset_id_offline_and_uncached_fails_at_once_naming_it(tmp_path: P
     assert "'org/missing-posts'" in message and "HF_HUB_OFFLINE" in message
     assert "save_to_disk('posts_ds')" in message and "load_posts('posts_ds')" in message
     assert isinstance(err.value, InputError)
-    with pytest.raises(FileNotFoundError, match="no such manifest"):  # a missing file is not a hub id
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):  # a missing file is not a hub id
         load_posts("org/posts.jsonl")
 
 

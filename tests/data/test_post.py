@@ -105,7 +105,7 @@ def test_unknown_format(tmp_path) -> None:
     (tmp_path / "x.csv").write_text("id\n1\n")
     with pytest.raises(ValueError, match="unknown manifest format"):
         load_posts(tmp_path / "x.csv")
-    with pytest.raises(FileNotFoundError, match="no such manifest"):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_posts(tmp_path / "missing.jsonl")
 
 

@@ -76,3 +76,25 @@ def test_predict_with_hostile_strips_gives_every_post_a_result(tmp_path):
     assert [r["inputs"]["image"] for r in rows] == [True, False, False, True]
     assert [r["problems"][0].split(":")[:2] for r in rows[1:3]] == [["image", " too_elongated"]] * 2
     assert all(set(r["tasks"]) for r in rows)  # scored on what is left
+
+
+@pytest.mark.parametrize("flag", [None, "--no-confine-images"])
+def test_predict_confines_a_datasets_folders_image_paths_unless_told(tmp_path, flag, caplog):
+    import datasets
+
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "outside.png")
+    ds = datasets.Dataset.from_dict(
+        {"id": ["in", "out"], "image": ["ok.png", "../outside.png"], "text": ["a", "b"]}
+    )
+    ds.save_to_disk(str(tmp_path / "ds"))
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "ds" / "ok.png")
+    out = tmp_path / "o.jsonl"
+    args = ["--model", str(model_dir()), "--data", str(tmp_path / "ds"), "--out", str(out)]
+    args += ["--no-progress", "--device", "cpu"] + ([flag] if flag else [])
+    assert cli_main(args, command="predict") == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    if flag is None:  # the row leaving the folder is a skipped record, named with its column and row
+        assert list(rows) == ["in"] and rows["in"]["inputs"]["image"]
+        assert "row 1 field 'image': column 'image' holds the image path '../outside.png'" in caplog.text
+    else:
+        assert list(rows) == ["in", "out"] and rows["out"]["inputs"]["image"]

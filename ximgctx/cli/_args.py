@@ -142,9 +142,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "resolve relative image paths here (default: the posts file's folder)",
     },
     "--confine-images": {
-        "action": "store_true",
+        "action": argparse.BooleanOptionalAction,
+        "default": None,
         "help": "read images only from inside --image-root (or the posts file's folder): no absolute paths "
-        "elsewhere, no '..' out, no symlinks out; problems never name a server path",
+        "elsewhere, no '..' out, no symlinks out; problems never name a server path. Without either flag a "
+        "datasets folder's image paths stay inside it and a manifest's are read as given; "
+        "--no-confine-images also reads a datasets folder's paths that leave it",
     },
     "--on-error": {
         "choices": ["skip", "raise"],

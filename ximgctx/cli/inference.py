@@ -245,6 +245,7 @@ def _run_batch_job(args: argparse.Namespace, command: str) -> int:
         batch_size=args.batch_size,
         schema=schema,
         image_root=args.image_root,
+        confine_images=args.confine_images is not False,
         on_error=args.on_error,
         progress=not args.no_progress,
         desc=command,
@@ -270,7 +271,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     _confine_images(args, predictor)
     policy_path = args.policy or default_policy_path()
     moderator = Moderator(predictor, policy_path, explain="none")
-    posts = load_posts(args.data, streaming=True, image_root=args.image_root, on_error=args.on_error)
+    posts = load_posts(
+        args.data,
+        streaming=True,
+        image_root=args.image_root,
+        on_error=args.on_error,
+        confine_images=args.confine_images is not False,
+    )
     policy, report = calibrate_policy(
         moderator,
         posts,
@@ -312,7 +319,13 @@ def _index(args: argparse.Namespace) -> int:
 
     predictor = _load(args, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     _confine_images(args, predictor)
-    posts = load_posts(args.data, streaming=True, image_root=args.image_root, on_error=args.on_error)
+    posts = load_posts(
+        args.data,
+        streaming=True,
+        image_root=args.image_root,
+        on_error=args.on_error,
+        confine_images=args.confine_images is not False,
+    )
     posts = require_governed(posts, allow_ungoverned=args.allow_ungoverned, source=args.data, command="index")
     from ximgctx.governance.keys import load_key
 

@@ -14,6 +14,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+from ximgctx.data.data_files import (
+    DataFileError,
+    check_regular_file,
+    check_saved_dataset,
+    iter_parquet_rows,
+    open_data_file,
+)
 from ximgctx.data.post_schema import JSON_FIELDS
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 
@@ -47,7 +54,11 @@ def _resolve_files(path: Path) -> tuple[Literal["jsonl", "parquet", "arrow"], li
             f"{path} holds no .jsonl or .parquet shards and is not a saved datasets folder"
         )
     if not path.exists():
-        raise FileNotFoundError(f"no such manifest: {path}")
+        raise FileNotFoundError(
+            f"{path}: no such file or folder (a hub dataset id is read as 'hub:ORG/NAME')"
+        )
+    if path.is_symlink():  # the file named on purpose is read where it lies; files found in folders never are
+        path = Path(os.path.realpath(path))
     suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".zst", ".bz2", ".xz"} else path.suffix
     if suffix.startswith(".parquet"):
         return "parquet", [str(path)]
@@ -71,18 +82,22 @@ def quiet_datasets() -> Iterator[None]:
             ds_tqdm.enable_progress_bars()
 
 
-def _open_jsonl(path: str) -> IO[bytes] | None:
-    """A JSONL file as bytes, through the standard library's decompressor for its suffix; None for a
-    compression only ``datasets`` reads (``.zst``)."""
-    if path.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    if path.endswith(".bz2"):
-        return cast(IO[bytes], bz2.open(path, "rb"))
-    if path.endswith(".xz"):
-        return cast(IO[bytes], lzma.open(path, "rb"))
-    if path.endswith(".zst"):
-        return None
-    return open(path, "rb")  # noqa: SIM115 (closed by the caller's with-block)
+@contextlib.contextmanager
+def _open_jsonl(path: str) -> Iterator[IO[bytes]]:
+    """A JSONL file as bytes (opened as a regular file, never through a symlink or a FIFO), through the
+    standard library's decompressor for its suffix."""
+    with open_data_file(path) as raw:
+        if path.endswith(".gz"):
+            with gzip.open(raw, "rb") as gz:
+                yield cast(IO[bytes], gz)
+        elif path.endswith(".bz2"):
+            with bz2.open(raw, "rb") as bz:
+                yield cast(IO[bytes], bz)
+        elif path.endswith(".xz"):
+            with lzma.open(raw, "rb") as xz:
+                yield cast(IO[bytes], xz)
+        else:
+            yield raw
 
 
 def _jsonl_record(f: str, line: int, raw: str) -> Any:
@@ -95,10 +110,12 @@ def _jsonl_record(f: str, line: int, raw: str) -> Any:
 def _jsonl_records(f: str, streaming: bool) -> Iterator[tuple[str, int, Any]]:
     """``(source, line, record_or_error)`` for every non-blank line. Lines are split at ``\n`` only (a JSON
     string may hold U+2028 or a lone CR), read one at a time, so memory stays flat however long the file."""
-    fh = _open_jsonl(f)
-    if fh is None:  # .zst: read through datasets' "text" builder, which keeps every line (row i is line i+1)
+    if f.endswith(
+        ".zst"
+    ):  # read through datasets' "text" builder, which keeps every line (row i is line i+1)
         import datasets
 
+        check_regular_file(f)
         with quiet_datasets():
             # 1 MiB read chunks (datasets' default is 10 MiB): flat memory over a 200k-post stream
             ds = datasets.load_dataset(
@@ -108,7 +125,7 @@ def _jsonl_records(f: str, streaming: bool) -> Iterator[tuple[str, int, Any]]:
             if row["text"].strip():
                 yield f, i + 1, _jsonl_record(f, i + 1, row["text"])
         return
-    with fh:
+    with _open_jsonl(f) as fh:
         for i, raw in enumerate(fh):
             try:
                 text = raw.decode("utf-8")
@@ -125,28 +142,53 @@ def _jsonl_records(f: str, streaming: bool) -> Iterator[tuple[str, int, Any]]:
                 yield f, i + 1, _jsonl_record(f, i + 1, text)
 
 
-def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
-    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError. JSONL is
-    read line by line here (no ``datasets`` import for the most common manifest); Parquet and ``save_to_disk``
-    folders through ``datasets``."""
-    kind, files = _resolve_files(path)
-    if kind == "jsonl":
-        for f in files:
-            yield from _jsonl_records(f, streaming)
+def _file_problem(e: DataFileError, line: int) -> tuple[str, int, PostValidationError]:
+    """A whole file that cannot be read (or read on): one problem naming it, after the rows it gave."""
+    return e.path, line, PostValidationError(f"{e.kind}: {e.detail}", source=e.path)
+
+
+def _parquet_records(f: str) -> Iterator[tuple[str, int, Any]]:
+    """Rows of a Parquet manifest read by pyarrow under the decoded-size budgets of
+    :mod:`ximgctx.data.data_files` (a dictionary bomb is refused before it expands)."""
+    line = 0
+    try:
+        for pos, row in iter_parquet_rows(f, image_columns=frozenset({"image"})):
+            line = pos + 1
+            yield f, line, {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
+    except DataFileError as e:
+        yield _file_problem(e, line + 1)
+
+
+def _arrow_records(folder: str) -> Iterator[tuple[str, int, Any]]:
+    """Rows of a ``save_to_disk`` folder, each Arrow file validated and measured before it is used."""
+    try:
+        check_saved_dataset(Path(folder))
+    except DataFileError as e:
+        yield _file_problem(e, 1)
         return
     import datasets
 
-    if kind == "arrow":
-        ds = datasets.load_from_disk(files[0])
-        for i, row in enumerate(ds):
-            yield files[0], i + 1, {k: _parquet_value(k, v) for k, v in row.items()}
-        return
+    ds = datasets.load_from_disk(folder)
+    for i, row in enumerate(ds.with_format("arrow").iter(batch_size=32)):
+        for j, rec in enumerate(row.to_pylist()):
+            yield folder, i * 32 + j + 1, {k: _parquet_value(k, v) for k, v in rec.items()}
+
+
+def _iter_records(path: Path, streaming: bool) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(source, line, record_or_error)``; a JSON error is yielded as a PostValidationError, and so
+    is a file that cannot be read (a symlink, a FIFO, a corrupt or over-budget file) after the rows it gave.
+    JSONL is read line by line and Parquet through pyarrow here (no ``datasets`` import for a manifest)."""
+    kind, files = _resolve_files(path)
     for f in files:
-        with quiet_datasets():
-            ds = datasets.load_dataset("parquet", data_files=f, split="train", streaming=streaming)
-        for i, row in enumerate(ds):
-            rec = {k: _parquet_value(k, v) for k, v in row.items() if v is not None or k == "id"}
-            yield f, i + 1, rec
+        if kind == "jsonl":
+            try:
+                yield from _jsonl_records(f, streaming)
+            except DataFileError as e:
+                yield _file_problem(e, 1)
+        elif kind == "parquet":
+            yield from _parquet_records(f)
+        else:
+            yield from _arrow_records(f)
 
 
 def iter_file_posts(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ximgctx.data.data_files import DataFileError, check_saved_dataset
 from ximgctx.data.record import LoadReport, Post, PostValidationError, check_new_id, post_from_dict
 from ximgctx.errors import ConfigError, InputError
 
@@ -121,23 +122,36 @@ def _is_saved_folder(path: Path) -> bool:
     )
 
 
+#: the explicit prefix of a hub dataset id: ``hub:org/name`` is never read as a local path
+HUB_PREFIX = "hub:"
+
+
 def _looks_like_hub_id(source: str) -> bool:
+    """Whether ``source`` cannot be a local path and so names a hub dataset: ``org/name`` whose ``org`` is no
+    folder here (``data/posts`` beside an existing ``data/`` is a missing local path), not starting with
+    ``.``, ``/`` or ``~``, without a manifest suffix. A bare word (``train``) is a missing local path."""
     from ximgctx._hub import looks_like_repo_id
 
-    # "org/name" only: a bare word ("train") or a missing manifest ("posts.jsonl") is a missing local path
+    if source.startswith(HUB_PREFIX):
+        return True
     return (
-        source.count("/") == 1 and looks_like_repo_id(source) and not source.lower().endswith(_FILE_SUFFIXES)
+        source.count("/") == 1
+        and looks_like_repo_id(source)
+        and not os.path.lexists(source.split("/", 1)[0])
+        and not source.lower().endswith(_FILE_SUFFIXES)
     )
 
 
 def is_dataset_source(source: Any) -> bool:
     """True for what this module reads: a ``datasets`` object, a ``save_to_disk`` folder or a hub dataset id
-    (``"org/name"``: not an existing path, no manifest suffix)."""
+    (``"hub:org/name"``, or ``"org/name"`` when it cannot be a local path: see :func:`_looks_like_hub_id`)."""
     if _is_dataset_object(source):
+        return True
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
         return True
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.exists():
+        if os.path.lexists(path):
             return _is_saved_folder(path)
         return isinstance(source, str) and _looks_like_hub_id(source)
     return False
@@ -156,33 +170,6 @@ def _pick_split(ds: Any, split: str | None, name: str) -> tuple[Any, str]:
     if split not in ds:
         raise InputError(f"{name} has no split {split!r}; its splits are {splits}")
     return ds[split], f"{name}[{split}]"
-
-
-def _check_saved_folder(path: Path) -> None:
-    """A ``save_to_disk`` folder reads only files inside it: the Arrow files its ``state.json`` lists (one per
-    split folder for a ``DatasetDict``) must be plain names."""
-    states = [path / "state.json"]
-    dict_file = path / "dataset_dict.json"
-    if dict_file.is_file():
-        try:
-            splits = json.loads(dict_file.read_text(encoding="utf-8")).get("splits", [])
-        except (OSError, ValueError, AttributeError) as e:
-            raise InputError(f"{dict_file}: not a datasets dataset_dict.json ({e})") from None
-        for s in splits:
-            if not isinstance(s, str) or not s or s in (".", "..") or "/" in s or "\\" in s:
-                raise InputError(f"{dict_file}: split {s!r} is not a plain folder name; refused")
-        states = [path / s / "state.json" for s in splits]
-    for state in states:
-        if not state.is_file():
-            continue
-        try:
-            files = json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])
-            names = [f["filename"] for f in files]
-        except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
-            raise InputError(f"{state}: not a datasets state.json ({e})") from None
-        for n in names:
-            if not isinstance(n, str) or os.path.isabs(n) or ".." in Path(n).parts or "/" in n or "\\" in n:
-                raise InputError(f"{state}: data file {n!r} lies outside the folder; refused")
 
 
 def _hub_message(repo_id: str, why: str) -> str:
@@ -234,17 +221,25 @@ def _load_hub(
 
 
 def _open(
-    source: Any, *, split: str | None, revision: str | None, streaming: bool, cache_dir: str | None
+    source: Any,
+    *,
+    split: str | None,
+    revision: str | None,
+    streaming: bool,
+    cache_dir: str | None,
+    image_columns: frozenset[str],
 ) -> tuple[Any, str, Path | None]:
     """``(dataset, name for messages, folder relative image paths resolve against)``."""
     if _is_dataset_object(source):
         ds, name = _pick_split(source, split, type(source).__name__)
         return ds, name, None
-    path = Path(source)
-    if path.exists():
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        source = source[len(HUB_PREFIX) :]
+    elif os.path.lexists(source):
         import datasets
 
-        _check_saved_folder(path)
+        path = Path(source)
+        check_saved_dataset(path, image_columns=image_columns)
         try:
             ds = datasets.load_from_disk(str(path))
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -336,6 +331,41 @@ class _RowReader:
     root: Path | None
     features: Any
     ignore_labels: bool
+    # image paths must stay inside ``root`` (when there is one); ``hub``: a hub dataset's paths are never read
+    confine: bool = True
+    hub: bool = False
+
+    def _confined(self, path: str, index: int) -> None:
+        """Refuse an image path outside the dataset folder (``..``, an absolute path elsewhere, a symlink
+        out), naming the column and the row."""
+        if not self.confine:
+            return
+        column = self.cmap.image
+        if self.root is None:
+            if self.hub:
+                raise PostValidationError(
+                    f"column {column!r} holds the image path {path!r}; a hub dataset's image paths are not "
+                    "read (only embedded image bytes are)",
+                    source=self.name,
+                    row=index,
+                    field="image",
+                )
+            return
+        root = os.path.normpath(self.root)
+        inside = os.path.commonpath([root, path]) == root
+        real_root = os.path.realpath(root)
+        if inside:
+            real = os.path.realpath(path)
+            inside = os.path.commonpath([real_root, real]) == real_root
+        if not inside:
+            shown = os.path.relpath(path, root)
+            raise PostValidationError(
+                f"column {column!r} holds the image path {shown!r}, which leaves the dataset folder; images "
+                "are read only from inside it (load_posts(..., confine_images=False) allows others)",
+                source=self.name,
+                row=index,
+                field="image",
+            )
 
     def _get(self, row: Mapping[str, Any], part: str, column: str) -> Any:
         if column not in row:
@@ -375,6 +405,8 @@ class _RowReader:
             "meta": self._meta(row),
         }
         image = _image(self._get(row, "image", c.image), self.root)
+        if isinstance(image, str) and "\x00" not in image:
+            self._confined(os.path.normpath(image), index)
         post = post_from_dict(
             {**record, "image": image if isinstance(image, str) or image is None else None},
             source=self.name,
@@ -440,13 +472,17 @@ def load_dataset_posts(
     on_error: str = "raise",
     report: LoadReport | None = None,
     labels: str = "check",
+    confine_images: bool = True,
 ) -> list[Post] | Iterator[Post]:
     """Posts from a ``datasets`` source (see :func:`ximgctx.data.io.load_posts` for the arguments).
 
-    An ``IterableDataset`` (given, or a hub id or folder read with ``streaming=True``) is never materialised:
-    the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming`` says. Image
-    paths stored in the dataset are resolved against ``image_root``, else a ``save_to_disk`` folder, else
-    left as they are (the processor's image root or the working folder reads them).
+    An ``IterableDataset`` (given, or a hub id or folder read with ``streaming=True``) is never
+    materialised: the result is an iterator holding one Arrow batch of rows at a time, whatever ``streaming``
+    says. Image paths stored in the dataset are resolved against ``image_root``, else a ``save_to_disk``
+    folder, else left as they are (the processor's image root or the working folder reads them). With
+    ``confine_images`` (the default) a path outside that folder (``../outside.png``, an absolute path
+    elsewhere, a symlink out) is a bad row naming the column and the row, and a hub dataset's image paths are
+    never read.
 
     Raises:
         PostValidationError: a bad row (``on_error="raise"``), naming the row index and the field.
@@ -456,13 +492,19 @@ def load_dataset_posts(
     """
     cmap, explicit = ColumnMap.parse(columns)
     report = report if report is not None else LoadReport()
-    ds, name, folder = _open(
-        source,
-        split=split,
-        revision=revision,
-        streaming=streaming,
-        cache_dir=None if cache_dir is None else str(cache_dir),
-    )
+    try:
+        ds, name, folder = _open(
+            source,
+            split=split,
+            revision=revision,
+            streaming=streaming,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            image_columns=frozenset({cmap.image}),
+        )
+    except DataFileError as e:  # a file of a save_to_disk folder: corrupt, over budget, a symlink, a FIFO
+        report.read += 1
+        report.skip(PostValidationError(f"{e.kind}: {e.detail}", source=e.path), on_error, logger)
+        return []
     names = ds.column_names
     if names is not None:
         missing = [c for part in explicit for c in _part_columns(cmap, part) if c not in names]
@@ -472,7 +514,17 @@ def load_dataset_posts(
             )
     _warn_unmapped(ds, cmap, name)
     root = Path(os.path.abspath(image_root)) if image_root is not None else folder
-    reader = _RowReader(cmap, explicit, name, root, getattr(ds, "features", None), labels == "ignore")
+    hub = folder is None and not _is_dataset_object(source)
+    reader = _RowReader(
+        cmap,
+        explicit,
+        name,
+        root,
+        getattr(ds, "features", None),
+        labels == "ignore",
+        confine=confine_images,
+        hub=hub,
+    )
     import datasets
 
     lazy = streaming or isinstance(ds, datasets.IterableDataset)

@@ -29,6 +29,7 @@ def load_posts(
     split: str | None = None,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    confine_images: bool = True,
 ) -> list[Post]: ...
 
 
@@ -45,6 +46,7 @@ def load_posts(
     split: str | None = None,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    confine_images: bool = True,
 ) -> Iterator[Post]: ...
 
 
@@ -61,6 +63,7 @@ def load_posts(
     split: str | None = None,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    confine_images: bool = True,
 ) -> list[Post] | Iterator[Post]: ...
 
 
@@ -76,6 +79,7 @@ def load_posts(
     split: str | None = None,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    confine_images: bool = True,
 ) -> list[Post] | Iterator[Post]:
     """Read posts from a manifest or a Hugging Face ``datasets`` source.
 
@@ -84,7 +88,8 @@ def load_posts(
             with embedded images (one with a ``shards.json`` index, written by ``ximgctx shard``, or of
             WebDataset ``.tar`` files; see :mod:`ximgctx.data.shards`; images come as bytes), a folder written
             by ``save_to_disk`` (a ``Dataset`` or ``DatasetDict``), a ``datasets.Dataset`` /
-            ``IterableDataset`` / ``DatasetDict`` object, or a hub dataset id (``"org/name"``). An
+            ``IterableDataset`` / ``DatasetDict`` object, or a hub dataset id (``"hub:org/name"``;
+            ``"org/name"`` alone only when it cannot be a local path: no folder ``org`` here). An
             ``IterableDataset`` is streamed, never materialised (an iterator is returned). See
             :mod:`ximgctx.data.hf_datasets`.
         image_root: folder that relative image paths are resolved against; defaults to the folder of
@@ -103,6 +108,9 @@ def load_posts(
         split: the split of a ``DatasetDict``, a saved one or a hub dataset (required when it has several).
         revision: the hub dataset's revision (branch, tag or commit).
         cache_dir: the ``datasets`` cache a hub dataset is read from.
+        confine_images: for ``datasets`` sources, image paths must stay inside the ``save_to_disk`` folder (or
+            ``image_root``): a path leaving it is a bad row naming the column and row; a hub dataset's image
+            paths are never read. ``False`` reads them wherever they point (a dataset you trust).
 
     Returns:
         A list of posts, or an iterator when ``streaming`` (or for an ``IterableDataset``). For a file or
@@ -125,6 +133,7 @@ def load_posts(
             on_error=on_error,
             report=report,
             labels=labels,
+            confine_images=confine_images,
         )
     if is_shard_source(path):
         it = iter_shard_posts(

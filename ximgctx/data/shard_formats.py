@@ -11,7 +11,9 @@ member or no end-of-archive blocks) ends with one ``"truncated"`` problem after 
 read.
 
 Parquet files are read with pyarrow one row group at a time, a few rows per batch; a row group whose declared
-size exceeds :data:`MAX_ROW_GROUP_BYTES` is refused without being read. ``start`` seeks: tar members before it
+size exceeds :data:`MAX_ROW_GROUP_BYTES` is refused without being read, and every batch is measured at its
+decoded size (dictionary-encoded columns kept as dictionaries, so a dictionary bomb is refused before it
+expands) against :class:`~ximgctx.data.data_files.DataLimits`. ``start`` seeks: tar members before it
 are skipped by their headers, Parquet row groups before it are not read at all.
 """
 
@@ -47,7 +49,6 @@ MAX_FIELD_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_BYTES = ImageLimits().max_bytes
 #: largest uncompressed Parquet row group read (pyarrow materialises a row group's column chunks)
 MAX_ROW_GROUP_BYTES = 1024 * 1024 * 1024
-_PARQUET_BATCH_ROWS = 64  # rows per pyarrow batch: bounds the image bytes held at once
 _TAR_END = 2 * tarfile.BLOCKSIZE  # a complete tar ends with two zero blocks
 
 
@@ -159,7 +160,9 @@ def _tar_groups(tf: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo
 def _tar_ended_cleanly(path: Path, offset: int) -> bool:
     """Whether the end-of-archive blocks follow the last member (a tar cut at a member boundary lacks
     them)."""
-    with open(path, "rb") as f:
+    from ximgctx.data.data_files import open_data_file
+
+    with open_data_file(path) as f:
         f.seek(offset)
         tail = f.read(_TAR_END)
     return len(tail) == _TAR_END and not tail.strip(b"\0")
@@ -167,9 +170,11 @@ def _tar_ended_cleanly(path: Path, offset: int) -> bool:
 
 def iter_tar(path: Path, name: str, start: int = 0) -> Iterator[tuple[int, dict[str, Any] | ShardProblem]]:
     """Records of a WebDataset tar from position ``start``; see the module docstring for the bounds."""
+    from ximgctx.data.data_files import DataFileError, open_data_file
+
     pos = -1
     try:
-        with tarfile.open(path, mode="r:") as tf:
+        with open_data_file(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
             for pos, (key, members) in enumerate(_tar_groups(tf)):
                 if pos < start:
                     continue
@@ -177,6 +182,8 @@ def iter_tar(path: Path, name: str, start: int = 0) -> Iterator[tuple[int, dict[
             offset = tf.offset
         if not _tar_ended_cleanly(path, offset):
             raise tarfile.ReadError("no end-of-archive marker after the last member")
+    except DataFileError as e:
+        yield max(pos + 1, start), ShardProblem("shard", e.kind, e.detail, shard=name)
     except (tarfile.TarError, EOFError, OSError) as e:
         at = f" after record {pos}" if pos >= 0 else ""
         yield (
@@ -186,60 +193,38 @@ def iter_tar(path: Path, name: str, start: int = 0) -> Iterator[tuple[int, dict[
 
 
 def _count_tar(path: Path) -> int:
-    with tarfile.open(path, mode="r:") as tf:
+    from ximgctx.data.data_files import open_data_file
+
+    with open_data_file(path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
         return sum(1 for _ in _tar_groups(tf))
 
 
 # -------------------------------------------------------------------------------------------- parquet
-class _RowGroupTooLarge(Exception):
-    """A row group declares more bytes than may be read at once; the shard is refused unread."""
-
-
-def _row_groups(pf: Any, start: int, name: str) -> tuple[list[int], int]:
-    """The row groups holding positions >= ``start`` and the position of the first one's first row."""
-    md = pf.metadata
-    first, groups, skip_to = 0, [], None
-    for g in range(md.num_row_groups):
-        rg = md.row_group(g)
-        if rg.total_byte_size > MAX_ROW_GROUP_BYTES:
-            raise _RowGroupTooLarge(
-                f"row group {g} declares {rg.total_byte_size} bytes, over the {MAX_ROW_GROUP_BYTES} allowed"
-            )
-        if first + rg.num_rows > start:
-            groups.append(g)
-            skip_to = first if skip_to is None else skip_to
-        first += rg.num_rows
-    return groups, first if skip_to is None else skip_to
-
-
 def iter_parquet(
     path: Path, name: str, start: int = 0
 ) -> Iterator[tuple[int, dict[str, Any] | ShardProblem]]:
-    """Rows of a Parquet file from position ``start``, a few at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Rows of a Parquet file from position ``start``, a few at a time, each batch measured at its decoded
+    size (dictionaries counted per use) before its rows are made; see :mod:`ximgctx.data.data_files`."""
+    from ximgctx.data.data_files import DataFileError, iter_parquet_rows
 
     pos = start - 1
     try:
-        pf = pq.ParquetFile(path)
-        groups, pos0 = _row_groups(pf, start, name)
-        pos = pos0 - 1
-        if groups:
-            for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=groups):
-                for row in batch.to_pylist():
-                    pos += 1
-                    if pos >= start:
-                        yield pos, row
-    except _RowGroupTooLarge as e:
-        yield pos + 1, ShardProblem("shard", "row_group_too_large", str(e), shard=name)
-    except (OSError, ValueError, ArithmeticError, pa.ArrowException) as e:
+        for pos, row in iter_parquet_rows(
+            path,
+            start=start,
+            image_columns=frozenset(IMAGE_FIELDS),
+            declared_row_group_bytes=MAX_ROW_GROUP_BYTES,
+        ):
+            yield pos, row
+    except DataFileError as e:
         at = f" after record {pos}" if pos >= start else ""
-        yield (
-            pos + 1,
-            ShardProblem(
-                "shard", "truncated", f"the Parquet file is cut or unreadable{at} ({e})", shard=name
-            ),
-        )
+        if e.kind == "unreadable":
+            problem = ShardProblem(
+                "shard", "truncated", f"the Parquet file is cut or unreadable{at} ({e.detail})", shard=name
+            )
+        else:
+            problem = ShardProblem("shard", e.kind, e.detail, shard=name)
+        yield pos + 1, problem
 
 
 def count_records(path: Path, fmt: str) -> int:
@@ -247,7 +232,10 @@ def count_records(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        from ximgctx.data.data_files import open_data_file
+
+        with open_data_file(path) as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
     return _count_tar(path)
 
 

@@ -281,8 +281,11 @@ def _has_image_bytes(path: Path) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ximgctx.data.data_files import open_data_file
+
     try:
-        schema = pq.read_schema(path)
+        with open_data_file(path) as fh:
+            schema = pq.read_schema(fh)
     except (OSError, ValueError, pa.ArrowException):
         return False
     for f in schema:
@@ -298,8 +301,10 @@ def _has_image_bytes(path: Path) -> bool:
 
 # --------------------------------------------------------------------------------------------- reader
 def _sha256(path: Path) -> str:
+    from ximgctx.data.data_files import open_data_file
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_data_file(path) as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -370,11 +375,9 @@ def read_shard(
     if verify and shard.sha256 is not None:
         try:
             digest = _sha256(shard.path)
-        except OSError as e:
-            yield (
-                start,
-                ShardProblem("shard", "unreadable", f"cannot read it ({e.strerror or e})", shard.name),
-            )
+        except (OSError, ValueError) as e:  # ValueError: DataFileError, a symlink or FIFO swapped in
+            why = getattr(e, "detail", None) or getattr(e, "strerror", None) or str(e)
+            yield start, ShardProblem("shard", "unreadable", f"cannot read it ({why})", shard.name)
             return
         if digest != shard.sha256:
             detail = (

@@ -141,16 +141,22 @@ def count_records(path: str | Path) -> int | None:
         files = [path]
     if not files:
         return None  # e.g. a saved datasets folder
+    from ximgctx.data.data_files import DataFileError, open_data_file
+
     total = 0
     for f in files:
-        if f.suffix == ".parquet":
-            import pyarrow.parquet as pq
+        try:  # a symlink or a FIFO is never opened (the loader reports it, naming it)
+            if f.suffix == ".parquet":
+                import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(f).metadata.num_rows
-        elif f.suffix in (".jsonl", ".json", ".ndjson"):
-            with open(f, "rb") as fh:
-                total += sum(1 for line in fh if line.strip())
-        else:
+                with open_data_file(f) as fh:
+                    total += pq.ParquetFile(fh).metadata.num_rows
+            elif f.suffix in (".jsonl", ".json", ".ndjson"):
+                with open_data_file(f) as fh:
+                    total += sum(1 for line in fh if line.strip())
+            else:
+                return None
+        except DataFileError:
             return None
     return total
 
@@ -344,6 +350,7 @@ def run_sharded(
     batch_size: int,
     schema: Any = None,
     image_root: str | Path | None = None,
+    confine_images: bool = True,
     on_error: Literal["raise", "skip"] = "skip",
     progress: bool = True,
     desc: str = "predict",
@@ -357,13 +364,14 @@ def run_sharded(
         shard: which process this is (:func:`distributed_shard`).
         schema: pyarrow schema of the records for Parquet output.
         on_error: ``"skip"`` bad manifest records (counted and named in the summary) or ``"raise"``.
+        confine_images: a datasets folder's image paths must stay inside it (see ``load_posts``).
 
     Returns:
         A summary (process 0's is complete: records, skipped, seconds, posts/second, processes).
     """
     with _stdout_target(out, shard) as target:
         summary = _run_sharded(
-            data, target, job, shard, batch_size, schema, image_root, on_error, progress, desc
+            data, target, job, shard, batch_size, schema, image_root, on_error, progress, desc, confine_images
         )
     if str(out) == "-":
         summary["out"] = "-"
@@ -381,6 +389,7 @@ def _run_sharded(
     on_error: Literal["raise", "skip"],
     progress: bool,
     desc: str,
+    confine_images: bool = True,
 ) -> dict[str, Any]:
     output_format(out)  # fail before any work on a bad extension
     if Path(data).resolve() == out.resolve() or out.resolve().is_relative_to(Path(data).resolve()):
@@ -397,7 +406,13 @@ def _run_sharded(
         f"{desc} (process 0 of {shard.world})" if shard.world > 1 else desc,
     )
     posts = load_posts(
-        data, streaming=True, on_error=on_error, image_root=image_root, report=report, labels="ignore"
+        data,
+        streaming=True,
+        on_error=on_error,
+        image_root=image_root,
+        report=report,
+        labels="ignore",
+        confine_images=confine_images,
     )
     try:
         seen, done = _write_part(posts, job, shard, batch_size, out, bar)

@@ -20,6 +20,7 @@ from ximgctx.models.encoder import Encoder
 from ximgctx.models.fusion import build_fusion
 from ximgctx.models.heads import TaskHeads, masked_task_loss, probabilities
 from ximgctx.models.lora import apply_lora
+from ximgctx.models.size_limits import check_fusion_size
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -86,6 +87,7 @@ class ContextModel(nn.Module):
         self.null_image = nn.Parameter(torch.randn(d) * 0.02)  # (D,) stands in for a missing image
         self.null_text = nn.Parameter(torch.randn(d) * 0.02)  # (D,) for an empty post text
         self.null_reply = nn.Parameter(torch.randn(d) * 0.02)  # (D,) the single slot of a post with no reply
+        check_fusion_size(d, config.fusion)  # a config's hidden_dim may not make this process allocate 50 GB
         self.fusion = build_fusion(d, config.fusion)
         self.heads = TaskHeads(config.tasks, fused_dim=config.fusion.hidden_dim, embed_dim=d)
         self.processor = self.build_processor()

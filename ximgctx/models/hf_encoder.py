@@ -29,6 +29,7 @@ from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
 from ximgctx.models.encoder import Encoder, ModelFolderError, PretrainedWeightsError, encode_by_length
+from ximgctx.models.size_limits import check_hf_checkpoint
 
 __all__ = ["HF_MODEL_TYPES", "HFEncoder", "resolve_checkpoint"]
 
@@ -159,6 +160,7 @@ class HFEncoder(Encoder):
         if folder is None:
             folder, revision = resolve_checkpoint(config)
         self.model_type = _model_type(folder)
+        check_hf_checkpoint(folder)  # the sizes the config implies, before any module is built
         model_name, processor_name = HF_MODEL_TYPES[self.model_type]
         model_cls = getattr(transformers, model_name)
         if load_weights:

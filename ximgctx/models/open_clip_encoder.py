@@ -29,6 +29,7 @@ from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
 from ximgctx.models.encoder import Encoder, PretrainedWeightsError, encode_by_length
+from ximgctx.models.size_limits import check_open_clip_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def check_arch(arch: str) -> None:
         )
 
 
-def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict[str, Any]:
+def _remote_model_cfg(arch: str, cache_dir: str | None) -> Any:
     from open_clip.factory import _get_hf_config
 
     schema, _, ident = arch.partition(":")
@@ -105,7 +106,11 @@ def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict[str, Any]:
         raw = json.loads((Path(ident) / "open_clip_config.json").read_text(encoding="utf-8"))
     else:
         raw = _get_hf_config(ident, cache_dir=cache_dir)
-    model_cfg = raw.get("model_cfg") if isinstance(raw, dict) else None
+    return raw.get("model_cfg") if isinstance(raw, dict) else None
+
+
+def _remote_text_cfg(arch: str, cache_dir: str | None) -> dict[str, Any]:
+    model_cfg = _remote_model_cfg(arch, cache_dir)
     text_cfg = model_cfg.get("text_cfg") if isinstance(model_cfg, dict) else None
     return text_cfg if isinstance(text_cfg, dict) else {}
 
@@ -224,6 +229,11 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
 def build_clip(config: EncoderConfig) -> nn.Module:
     """Create the open_clip model named by ``config`` with its weights."""
     check_arch(config.arch)
+    if config.arch.startswith(REMOTE_ARCH_PREFIXES):
+        model_cfg = _remote_model_cfg(config.arch, config.cache_dir)
+    else:
+        model_cfg = open_clip.get_model_config(config.arch)
+    check_open_clip_cfg(model_cfg, f"encoder.arch={config.arch!r}")  # sizes bounded before building
     pretrained = _resolve_pretrained(config)
     try:
         model = open_clip.create_model(config.arch, pretrained=pretrained, cache_dir=config.cache_dir)
