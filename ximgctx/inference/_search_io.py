@@ -134,7 +134,6 @@ def read_index_folder(
 
 def _read_index(root: Path, manifest: Manifest, author_key: bytes | None) -> dict[str, Any]:
     faiss = require("faiss", feature="the search index (SearchIndex)")
-    import pyarrow.parquet as pq
 
     where = root / "index.json"
     if manifest.files["index.json"]["bytes"] > _MAX_INDEX_JSON:
@@ -153,7 +152,12 @@ def _read_index(root: Path, manifest: Manifest, author_key: bytes | None) -> dic
         if isinstance(e, ArtifactError):
             raise SearchIndexError(str(e)) from None
         raise SearchIndexError(f"{where}: malformed ({type(e).__name__}: {e})") from None
-    records = pq.read_table(root / "posts.parquet").to_pylist()
+    from ximgctx.data.data_files import DataFileError, iter_parquet_rows
+
+    try:  # read under the data budgets: a stranger's index may hold a dictionary bomb
+        records = [row for _, row in iter_parquet_rows(root / "posts.parquet")]
+    except DataFileError as e:
+        raise SearchIndexError(str(e)) from None
     for r in records:
         r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
         r["authors"] = list(r.get("authors") or [])
