@@ -279,6 +279,11 @@ def test_the_tie_rule_one_vote_each() -> None:
     assert majority.labels == {} and sorted(majority.unresolved) == ["intent", "meaning"]
     assert majority.agreement == {"meaning": 0.5, "intent": 0.5}
     assert majority.to_dict()["unresolved"] == majority.unresolved
+    result = aggregate_votes(tie, "majority", tasks=[MEANING, INTENT])
+    assert {k: sorted(v) for k, v in result.report()["unresolved"].items()} == {"a": ["intent", "meaning"]}
+    (merged,) = result.merge([Post("a", None, "t", [], {"meaning": "symbolic"})])
+    assert merged.labels == {"meaning": "symbolic"}  # a tie does not overwrite the post's own label
+    assert sorted(merged.meta["aggregation"]["unresolved"]) == ["intent", "meaning"]
     soft = aggregate_votes(tie, "soft", tasks=[MEANING, INTENT])["a"]
     assert soft.labels == {
         "meaning": {"literal": 0.5, "ironic": 0.5, "symbolic": 0.0},

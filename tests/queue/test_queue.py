@@ -286,7 +286,7 @@ def test_http_auth_privacy_and_errors(served):
         f"{url}/v1/queue/items/{item['item_id']}/vote", headers=h1, json={"labels": {"x": "y"}}
     )
     assert wrong.status_code == 400 and "not a task" in wrong.json()["error"]["message"]
-    stats = httpx.get(f"{url}/v1/queue/stats", headers={"Authorization": f"Bearer {API_KEY}"})
+    stats = httpx.get(f"{url}/v1/queue/stats", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
     assert stats.status_code == 200 and stats.json()["counts"]["posts"] >= 1
 
 

@@ -158,14 +158,17 @@ class AggregationResult:
             "votes_read": self.votes_read,
             "votes_used": self.votes_used,
             "votes_skipped": len(self.problems),
+            # posts with a task left without a label by a tie (majority, dawid_skene): they need another vote
+            "unresolved": {p.id: list(p.unresolved) for p in self.posts if p.unresolved},
             "labelers": [r.to_dict() for r in self.labelers],
             "skipped": [str(p) for p in self.problems],
         }
 
     def merge(self, posts: Iterable[Post], *, keep_existing: bool = True) -> list[Post]:
         """Copies of ``posts`` with the aggregated labels set (replacing the same tasks' labels) and
-        ``meta["aggregation"] = {"method", "agreement", "votes"}``. Posts without votes are returned
-        unchanged, or dropped when ``keep_existing`` is False."""
+        ``meta["aggregation"] = {"method", "agreement", "votes"}`` (and ``"unresolved"``: tasks whose votes
+        tie, which keep the post's own label if it had one). Posts without votes are returned unchanged, or
+        dropped when ``keep_existing`` is False."""
         by_id = {p.id: p for p in self.posts}
         out = []
         for post in posts:
@@ -174,10 +177,14 @@ class AggregationResult:
                 if keep_existing:
                     out.append(post)
                 continue
-            meta = {
-                **post.meta,
-                "aggregation": {"method": self.method, "agreement": agg.agreement, "votes": agg.votes},
+            aggregation: dict[str, Any] = {
+                "method": self.method,
+                "agreement": agg.agreement,
+                "votes": agg.votes,
             }
+            if agg.unresolved:
+                aggregation["unresolved"] = list(agg.unresolved)
+            meta = {**post.meta, "aggregation": aggregation}
             out.append(replace(post, labels={**post.labels, **agg.labels}, meta=meta))
         return out
 
