@@ -83,6 +83,7 @@ def test_cant_tell_and_skips_are_rows_counted_in_stats_and_progress(store):
         "labelers_active": 2,
         "labelers_answering": 1,
     }
+    assert stats["throughput"]["answers"] == stats["counts"]["answers"] == 2  # the all-can't-tell one too
     assert stats["cant_tell"] == {"intent": 2, "meaning": 1, "objects": 1}
     assert stats["skips"] == {"language": 1}
     named = {p.get("name"): p for p in stats["labelers"]}

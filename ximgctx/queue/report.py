@@ -92,7 +92,9 @@ def queue_stats(
     rows = store.vote_rows()
     abstained = store.abstention_rows()
     counts = _counts(store, rows, abstained)
-    times = sorted({(r["post_id"], r["labeler"]): r["time"] for r in rows}.values())  # one per answer
+    # one time per answer: its task votes and can't-tell marks share it (an answer of can't-tell only counts)
+    answered = [*rows, *(r for r in abstained if r["task"] is not None)]
+    times = sorted({(r["post_id"], r["labeler"]): r["time"] for r in answered}.values())
     span_h = (times[-1] - times[0]) / 3600 if len(times) > 1 else 0.0
     throughput = {
         "answers": len(times),
