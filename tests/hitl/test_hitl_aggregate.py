@@ -280,6 +280,7 @@ def test_the_tie_rule_one_vote_each() -> None:
     assert majority.agreement == {"meaning": 0.5, "intent": 0.5}
     assert majority.to_dict()["unresolved"] == majority.unresolved
     result = aggregate_votes(tie, "majority", tasks=[MEANING, INTENT])
+    assert result.reliability() == {"x": 0.5, "y": 0.5}  # a tie is won by neither labeler
     assert {k: sorted(v) for k, v in result.report()["unresolved"].items()} == {"a": ["intent", "meaning"]}
     (merged,) = result.merge([Post("a", None, "t", [], {"meaning": "symbolic"})])
     assert merged.labels == {"meaning": "symbolic"}  # a tie does not overwrite the post's own label

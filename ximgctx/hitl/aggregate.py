@@ -357,6 +357,10 @@ def _aggregate_task(
     for v, a in zip(votes, vote_agrees, strict=True):
         agreement.setdefault(v.post_id, []).append(a)
         by_labeler.setdefault(v.labeler, []).append(a)
+    if method == "majority" and unresolved:
+        # crowd-kit's majority skills count a tie as won by whichever label it picked; here a tied vote
+        # counts half (its share), the same for both sides
+        reliability = {k: float(np.mean(x)) for k, x in by_labeler.items()}
     return (
         labels,
         {k: float(np.mean(x)) for k, x in agreement.items()},
