@@ -41,9 +41,12 @@ def test_dawid_skene_beats_majority_vote_and_ranks_spammers_lowest() -> None:
     acc = {}
     for method in ("majority", "dawid_skene"):
         result = aggregate_votes(votes, method, tasks=[MEANING])
-        acc[method] = np.mean([result[p].labels["meaning"] == truth[p]["meaning"] for p in truth])
+        # a tie leaves majority vote without a label (the tie rule): a miss
+        acc[method] = np.mean([result[p].labels.get("meaning") == truth[p]["meaning"] for p in truth])
+        print(method, acc[method], "unresolved:", sum(bool(result[p].unresolved) for p in truth))
     # measured: majority 0.810, Dawid-Skene 0.852; over seeds 0-9 Dawid-Skene won every time, by 2.4-6.4
-    # points, and ranked the 4 spammers lowest every time
+    # points, and ranked the 4 spammers lowest every time. Since ties leave majority vote unresolved (77 of
+    # the 500 posts here), majority scores 0.754 on this seed: a tie is no longer a coin flip counted as a hit
     assert acc["dawid_skene"] >= acc["majority"] + 0.02, acc
 
     ds = aggregate_votes(votes, "dawid_skene", tasks=[MEANING])
@@ -60,11 +63,17 @@ def test_soft_labels_are_posteriors_the_loss_accepts() -> None:
     truth, _, votes = _crowd(30, 1, [MEANING, INTENT], n_labelers=6, votes_per_post=3)
     hard = aggregate_votes(votes, "dawid_skene", tasks=[MEANING, INTENT])  # ~4 s: crowd-kit EM in pandas
     soft = aggregate_votes(votes, "soft", tasks=[MEANING, INTENT])
+    ties = 0
     for p in soft.posts:
         dist = p.labels["meaning"]
         assert set(dist) == set(MEANING.labels)
         assert sum(dist.values()) == pytest.approx(1.0, abs=1e-5)
-        assert max(dist, key=dist.get) == hard[p.id].labels["meaning"]
+        answers = [v.label for v in votes if v.post_id == p.id and v.task == "meaning"]
+        if len(set(answers)) == 3:  # 1-1-1: the tie rule gives the vote shares
+            ties += 1
+            assert dist == {lab: pytest.approx(1 / 3, abs=1e-6) for lab in MEANING.labels}
+        else:
+            assert max(dist, key=dist.get) == hard[p.id].labels["meaning"]
         present = p.labels["intent"]  # multilabel: P(label present) per label
         assert set(present) == set(INTENT.labels) and all(0.0 <= v <= 1.0 for v in present.values())
         assert sorted(k for k, v in present.items() if v >= 0.5) == sorted(hard[p.id].labels["intent"])
@@ -72,6 +81,7 @@ def test_soft_labels_are_posteriors_the_loss_accepts() -> None:
         assert torch.isclose(target.sum(), torch.tensor(1.0))
         encode_label(present, INTENT)
         assert p.votes == {"meaning": 3, "intent": 3}
+    assert ties > 0  # the seed has tied posts
 
 
 def test_multilabel_sets_and_unanimous_labels() -> None:
@@ -99,8 +109,9 @@ def test_multilabel_sets_and_unanimous_labels() -> None:
         "majority",
     )
     assert result.kinds == {"t": "multilabel"}
-    assert result["a"].labels["t"] == ["u", "v"]  # "v": one vote of two, a posterior of 0.5, which counts
-    assert result["a"].agreement["t"] == pytest.approx((1.0 + 0.5) / 2)  # Jaccard of each vote with the set
+    # "v": one vote of two, a tie: majority vote leaves the task unresolved (it needs another vote)
+    assert result["a"].labels == {} and result["a"].unresolved == ["t"]
+    assert result["a"].agreement["t"] == pytest.approx((1.0 + 0.5) / 2)  # Jaccard of each vote with u+v
 
 
 def _write_csv(path: Path, rows: list[list[str]]) -> None:
@@ -253,3 +264,33 @@ def test_full_dawid_skene_model_runs() -> None:
     assert all(0.0 <= r.reliability <= 1.0 for r in result.labelers)
     with pytest.raises(ValueError, match="method must be one of"):
         aggregate_votes(votes, "median")
+
+
+def test_the_tie_rule_one_vote_each() -> None:
+    """A 1-1 tie: majority leaves the task unresolved, soft gives 0.5/0.5, on both kinds of task; a third vote
+    decides it."""
+    tie = [
+        Vote("a", "x", "meaning", "literal"),
+        Vote("a", "y", "meaning", "ironic"),
+        Vote("a", "x", "intent", ("joke",)),
+        Vote("a", "y", "intent", ("protest",)),
+    ]
+    majority = aggregate_votes(tie, "majority", tasks=[MEANING, INTENT])["a"]
+    assert majority.labels == {} and sorted(majority.unresolved) == ["intent", "meaning"]
+    assert majority.agreement == {"meaning": 0.5, "intent": 0.5}
+    assert majority.to_dict()["unresolved"] == majority.unresolved
+    result = aggregate_votes(tie, "majority", tasks=[MEANING, INTENT])
+    assert result.reliability() == {"x": 0.5, "y": 0.5}  # a tie is won by neither labeler
+    assert {k: sorted(v) for k, v in result.report()["unresolved"].items()} == {"a": ["intent", "meaning"]}
+    (merged,) = result.merge([Post("a", None, "t", [], {"meaning": "symbolic"})])
+    assert merged.labels == {"meaning": "symbolic"}  # a tie does not overwrite the post's own label
+    assert sorted(merged.meta["aggregation"]["unresolved"]) == ["intent", "meaning"]
+    soft = aggregate_votes(tie, "soft", tasks=[MEANING, INTENT])["a"]
+    assert soft.labels == {
+        "meaning": {"literal": 0.5, "ironic": 0.5, "symbolic": 0.0},
+        "intent": {"joke": 0.5, "protest": 0.5, "threat": 0.0, "meme": 0.0},
+    }
+    assert soft.unresolved == []
+    third = [*tie, Vote("a", "z", "meaning", "ironic"), Vote("a", "z", "intent", ("protest",))]
+    decided = aggregate_votes(third, "majority", tasks=[MEANING, INTENT])["a"]
+    assert decided.labels == {"meaning": "ironic", "intent": ["protest"]} and decided.unresolved == []

@@ -126,9 +126,9 @@ def test_gold_items_measure_each_labeler(tmp_path):
     stats = queue_stats(store)
     per = stats["gold"]["labelers"]
     assert sorted(round(v["accuracy"], 3) for v in per.values()) == [0.0, 1.0]
-    assert all(v["answers"] == 2 for v in per.values())  # both saw both gold items (gold_overlap: all)
+    assert all(v["task_votes"] == 2 for v in per.values())  # both saw both gold items (gold_overlap: all)
     assert stats["gold"]["accuracy"] == 0.5
-    assert stats["counts"]["gold"] == 2 and stats["throughput"]["answers"] == 8
+    assert stats["counts"]["posts_gold"] == 2 and stats["throughput"]["answers"] == 8
 
 
 def test_purge_removes_the_authors_items_votes_and_replies(store, tmp_path):
@@ -286,8 +286,8 @@ def test_http_auth_privacy_and_errors(served):
         f"{url}/v1/queue/items/{item['item_id']}/vote", headers=h1, json={"labels": {"x": "y"}}
     )
     assert wrong.status_code == 400 and "not a task" in wrong.json()["error"]["message"]
-    stats = httpx.get(f"{url}/v1/queue/stats", headers={"Authorization": f"Bearer {API_KEY}"})
-    assert stats.status_code == 200 and stats.json()["counts"]["items"] >= 1
+    stats = httpx.get(f"{url}/v1/queue/stats", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    assert stats.status_code == 200 and stats.json()["counts"]["posts"] >= 1
 
 
 def test_review_decisions_are_queued_once_per_post(store):
@@ -340,7 +340,28 @@ def test_cli_labeler_add_export_stats(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["posts"] == 4
     assert main(["queue", "stats", "--out", str(tmp_path / "stats.json"), *common]) == 0
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["counts"]["votes"] == 12 and stats["throughput"]["answers"] == 4
+    assert stats["counts"]["task_votes"] == 12 and stats["counts"]["answers"] == 4
+    assert stats["throughput"]["answers"] == 4 and set(stats["units"]) >= {"answers", "task_votes", "posts"}
+    (tmp_path / "names.txt").write_text("# the operator's list\ncli.person\nnobody-registered\n")
+    assert (
+        main(
+            [
+                "queue",
+                "stats",
+                "--out",
+                str(tmp_path / "named.json"),
+                "--names",
+                str(tmp_path / "names.txt"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    named = json.loads((tmp_path / "named.json").read_text())["labelers"]
+    assert [(p.get("name"), p["answers"]) for p in named] == [("cli.person", 4)]  # the digest, named
+    assert main(["queue", "labeler", "list", "--names", str(tmp_path / "names.txt"), *common]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["labelers"]
+    assert listed["name"] == "cli.person" and listed["labeler"] == named[0]["labeler"]
     assert main(["queue", "labeler", "revoke", "cli.person", *common]) == 0
     with pytest.raises(QueueError, match="revoked"):
         store.labeler_for_token(token)

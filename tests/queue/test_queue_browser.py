@@ -1,9 +1,12 @@
 """A real browser on the labeling page: Debian's headless Chromium through Selenium logs in with a token,
-labels 10 posts with keys and clicks, and the database holds exactly those votes. Screenshots of the page
-(desktop and phone width) go to /tmp for the record. Skipped, with the reason, where Chromium is missing."""
+labels 10 posts with keys and clicks, and the database holds exactly those votes. The page at 1366x900 and
+390x844: the submit control is inside the window, no model score before an answer, definitions beside the
+labels, no image task on a text-only post, the next post opened at the top; screenshots go to the test's
+folder (and to $XIMGCTX_SCREENSHOTS when set). Skipped, with the reason, where Chromium is missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -246,3 +249,190 @@ def test_a_vote_on_the_page_changes_the_next_moderation_of_a_near_duplicate(brow
     assert [e.labels["intent"] for e in loop.effective()[1]] == [["threat"]]  # the store holds the label
     assert after[0] != before[0]  # the near-duplicate moved at once
     assert after[1] == before[1]  # the far post did not
+
+
+# ---------------------------------------------------------------------------------- layout and anchoring
+DESKTOP, PHONE = (1366, 900), (390, 844)
+
+
+def _viewport(driver, size: tuple[int, int]) -> None:
+    """The page's viewport exactly ``size`` (CSS pixels), a phone as a mobile device."""
+    width, height = size
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700},
+    )
+
+
+def _shot(driver, tmp_path: Path, name: str) -> None:
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    folder = os.environ.get("XIMGCTX_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+_IN_VIEW = """
+const b = document.getElementById('submit').getBoundingClientRect();
+const x = (b.left + b.right) / 2, y = (b.top + b.bottom) / 2;
+const hit = document.elementFromPoint(x, y);
+return {top: b.top, bottom: b.bottom, left: b.left, right: b.right, w: innerWidth, h: innerHeight,
+        scrollWidth: document.documentElement.scrollWidth, scrollY: scrollY,
+        onTop: !!hit && !!hit.closest('#submit')};
+"""
+
+
+def _check_layout(driver, size: tuple[int, int]) -> dict:
+    """The submit control wholly inside the viewport and not covered; nothing wider than the screen."""
+    box = driver.execute_script(_IN_VIEW)
+    assert (box["w"], box["h"]) == size
+    assert 0 <= box["top"] < box["bottom"] <= box["h"], box
+    assert 0 <= box["left"] < box["right"] <= box["w"], box
+    assert box["onTop"], box  # the button itself is what a tap there reaches
+    assert box["scrollWidth"] <= size[0], box
+    return box
+
+
+def _no_scores(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    assert driver.find_elements(By.CSS_SELECTOR, ".score, .bar") == []
+    text = driver.find_element(By.TAG_NAME, "body").text
+    assert "score" not in text.lower()
+
+
+def _labeling_app(tmp_path: Path, show_scores: str):
+    """A queue with one post with an image and one without, and a labeler's token."""
+    store = make_store(str(tmp_path / "q.sqlite"), overlap=1, gold_rate=0.0, show_scores=show_scores)
+    with_image, text_only = public_posts(2, "lay")
+    with_image.image = _png(tmp_path / "lay.png", 2)
+    with_image.text = "sunset over the square, a heart painted on the wall: we will be back"
+    text_only.text = "they say the storm is over. sure it is."
+    assert store.enqueue([with_image]).added == 1 and store.enqueue([text_only]).added == 1
+    token = store.add_labeler("layout-person")
+    app = create_app(
+        model_dir(), config=ServeConfig(api_keys=[f"{API_KEY} moderate,search,admin"]), queue=store
+    )
+    return store, app, token
+
+
+def _login(browser, url: str, token: str, wait):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.get(f"{url}/queue")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "login-button").click()
+    return wait.until(ec.presence_of_element_located((By.ID, "vote")))
+
+
+def test_the_form_fits_desktop_and_phone_without_scores_and_with_definitions(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    store, app, token = _labeling_app(tmp_path, "never")
+    wait = WebDriverWait(browser, 60)
+    with running(app) as url:
+        _login(browser, url, token, wait)
+        first = browser.find_element(By.ID, "post").get_attribute("data-item")
+        assert browser.find_element(By.ID, "post").get_attribute("data-image") == "yes"
+        wait.until(lambda d: d.find_element(By.ID, "post-image").get_property("naturalWidth") > 0)
+        for size, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+            _viewport(browser, size)
+            _check_layout(browser, size)
+            _no_scores(browser)
+            _shot(browser, tmp_path, f"queue-{name}-image-post")
+        # definitions beside every label, the task's question above them, a "can't tell" per task
+        defs = {
+            e.find_element(By.XPATH, "..")
+            .find_element(By.CSS_SELECTOR, "input")
+            .get_attribute("value"): e.text
+            for e in browser.find_elements(By.CSS_SELECTOR, "fieldset.task .option:not(.cant) .def")
+        }
+        assert set(defs) == {"circle", "square", "star", "literal", "ironic", "symbolic"} | {
+            "joke",
+            "protest",
+            "threat",
+            "meme",
+        }
+        assert "stands for an idea" in defs["symbolic"]
+        assert len(browser.find_elements(By.CSS_SELECTOR, "fieldset.task .question")) == 3
+        assert len(browser.find_elements(By.CSS_SELECTOR, "input.cant-tell")) == 3
+        progress = browser.find_element(By.ID, "progress")
+        assert progress.get_attribute("data-done") == "0" and progress.get_attribute("data-total") == "2"
+        # keys: meaning, intent "can't tell", objects circle; then Enter, from the bottom of the page
+        key = {
+            x.get_attribute("value")
+            if not x.get_attribute("data-task")
+            else "cant:" + x.get_attribute("data-task"): (x.get_attribute("data-key"))
+            for x in browser.find_elements(By.CSS_SELECTOR, "fieldset.task input")
+        }
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        assert browser.execute_script("return scrollY") > 0  # the phone page is taller than its window
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys(key["symbolic"] + key["cant:intent"] + key["circle"])
+        body.send_keys("\n")
+        wait.until(_moved_on(first))
+        # the next post (no image) opens at the top: no objects question, and a vote without it is stored
+        assert browser.execute_script("return scrollY") == 0
+        assert browser.find_element(By.ID, "post").get_attribute("data-image") == "no"
+        assert browser.find_elements(By.CSS_SELECTOR, 'fieldset[data-task="objects"]') == []
+        assert browser.find_elements(By.ID, "no-image")
+        assert browser.find_element(By.ID, "progress").get_attribute("data-done") == "1"
+        for size, name in ((PHONE, "phone"), (DESKTOP, "desktop")):
+            _viewport(browser, size)
+            _check_layout(browser, size)
+            _no_scores(browser)
+            _shot(browser, tmp_path, f"queue-{name}-text-post")
+        second = browser.find_element(By.ID, "post").get_attribute("data-item")
+        for x in _inputs(browser, "meaning", ["ironic"]) + _inputs(browser, "intent", ["joke"]):
+            x.click()
+        browser.find_element(By.ID, "submit").click()
+        wait.until(ec.presence_of_element_located((By.ID, "empty")))
+    votes = {(r["post_id"], r["task"]): r["label"] for r in store.vote_rows()}
+    assert votes == {
+        ("lay0", "meaning"): "symbolic",
+        ("lay0", "objects"): ["circle"],
+        ("lay1", "meaning"): "ironic",
+        ("lay1", "intent"): ["joke"],
+    }
+    assert [(r["post_id"], r["task"], r["reason"]) for r in store.abstention_rows()] == [
+        ("lay0", "intent", "cant_tell")
+    ]
+    assert int(second) != int(first)
+    assert sorted(p.name for p in tmp_path.glob("queue-*.png")) == [
+        "queue-desktop-image-post.png",
+        "queue-desktop-text-post.png",
+        "queue-phone-image-post.png",
+        "queue-phone-text-post.png",
+    ]
+
+
+def test_scores_after_the_answer_only(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    store, app, token = _labeling_app(tmp_path, "after")
+    wait = WebDriverWait(browser, 60)
+    with running(app) as url:
+        _login(browser, url, token, wait)
+        _viewport(browser, DESKTOP)
+        first = browser.find_element(By.ID, "post").get_attribute("data-item")
+        _no_scores(browser)  # not before the answer
+        picks = _inputs(browser, "meaning", ["literal"]) + _inputs(browser, "intent", ["protest"])
+        for x in picks:
+            x.click()
+        browser.find_element(By.ID, "submit").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".score"))
+        shown = browser.find_elements(By.CSS_SELECTOR, "fieldset.task .score")
+        assert len(shown) == 3 + 3 + 4  # every label of the three tasks, beside the answer that was stored
+        assert all(0.0 <= float(x.text) <= 1.0 for x in shown)
+        assert "Next" in browser.find_element(By.ID, "submit").text
+        assert all(not x.is_enabled() for x in picks)  # the stored answer is not editable any more
+        _check_layout(browser, DESKTOP)
+        _shot(browser, tmp_path, "queue-desktop-scores-after-answer")
+        browser.find_element(By.TAG_NAME, "body").send_keys("\n")
+        wait.until(_moved_on(first))
+        _no_scores(browser)  # the next post: hidden again
+    assert len(store.vote_rows()) == 3  # objects: [] (none ticked) is an answer too

@@ -23,7 +23,20 @@ The review and labeling queue. Votes live in SQLite (a file, the default) or Pos
   ximgctx queue serve --model runs/x/best --db q.sqlite --queue-key-file q.key --api-key-file keys.txt \\
       --memory runs/x/best.memory                                       # page at http://127.0.0.1:8000/queue
   ximgctx queue export --out labels.jsonl --db q.sqlite --queue-key-file q.key
-  ximgctx queue stats --db q.sqlite --queue-key-file q.key --out -
+  ximgctx queue stats --db q.sqlite --queue-key-file q.key --names labelers.txt --out -
+  ximgctx queue labeler list --db q.sqlite --queue-key-file q.key --names labelers.txt
+
+The page shows each task's question and a one-sentence definition beside each label (--definitions FILE:
+a YAML/JSON mapping task -> {question, labels: {label: sentence}}, or a task file's 'definitions:';
+ContextBench's tasks have built-in ones) and a "can't tell" per task. It hides the model's scores unless
+the operator asks (--show-scores after: beside the labels once the answer is stored; always: beside every
+label, which anchors labelers on the model).
+
+'queue stats' counts in named units (its "units" lists them): posts (queued items), answers (one labeler's
+form on one post), task_votes (one task of one answer), cant_tell, skips, labelers. Labelers are digests;
+the operator, who holds the key, maps them to names with --names FILE (one name per line). 'queue export
+--method majority|dawid_skene' leaves a task whose votes tie without a label (the post waits for another
+vote); '--method soft' gives a tie its vote shares (0.5/0.5).
 
 The key (--queue-key-file or XIMGCTX_QUEUE_KEY, at least 16 bytes) turns labeler names and authors into keyed
 digests; keep it with the operator. 'queue serve' is 'ximgctx serve' with the queue mounted: it takes
@@ -32,11 +45,11 @@ the same server flags.
 
 
 _HELP = {
-    "labeler": "add (or give a new token to) or revoke a labeler",
+    "labeler": "add (or give a new token to), revoke, or list labelers",
     "add": "queue governed posts from a manifest",
     "serve": "the service with the labeling page (ximgctx serve's options)",
     "export": "aggregate the votes into a governed training manifest",
-    "stats": "throughput, agreement, labeler reliability, gold accuracy (JSON)",
+    "stats": "counts in named units, throughput, agreement, labeler reliability, gold accuracy (JSON)",
 }
 
 
@@ -48,6 +61,38 @@ def _common(p: argparse.ArgumentParser, *, governance: bool = True) -> None:
         add(p, "--governance")
 
 
+def _names(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--names",
+        metavar="FILE",
+        help="the operator's labeler names, one per line: shown beside their digests (made with the key)",
+    )
+
+
+def _definitions(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--definitions",
+        metavar="FILE",
+        help="label definitions for the page (YAML/JSON task -> {question, labels: {label: sentence}}, or a "
+        "task file's 'definitions:'); kept in the queue's database",
+    )
+
+
+def _read_names(path: str | None) -> list[str]:
+    """Labeler names, one a line ('#' starts a comment)."""
+    if not path:
+        return []
+    from pathlib import Path
+
+    from ximgctx.errors import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the labeler names ({e})") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
 def build_parser(command: str = "queue") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"ximgctx {command}",
@@ -56,8 +101,9 @@ def build_parser(command: str = "queue") -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="action", required=True)
     lab = sub.add_parser("labeler", help=_HELP["labeler"])
-    lab.add_argument("op", choices=["add", "revoke"])
-    lab.add_argument("name", help="the labeler's account name (stored as a keyed digest only)")
+    lab.add_argument("op", choices=["add", "revoke", "list"])
+    lab.add_argument("name", nargs="?", help="the labeler's account name (stored as a keyed digest only)")
+    _names(lab)
     enqueue = sub.add_parser("add", help=_HELP["add"])
     add(enqueue, "--data", required=True)
     enqueue.add_argument(
@@ -67,13 +113,17 @@ def build_parser(command: str = "queue") -> argparse.ArgumentParser:
     add(enqueue, "--model", default=None)
     add(enqueue, "--expect-sha256")
     add(enqueue, "--trust-remote-arch")
+    _definitions(enqueue)
     serve = sub.add_parser("serve", help=_HELP["serve"])
     add_server_args(serve)
+    _definitions(serve)
+    add_dataclass_args(serve, _QUEUE_CONFIG, only={"show_scores"})
     exp = sub.add_parser("export", help=_HELP["export"])
     exp.add_argument("--out", required=True, help="JSONL manifest (images go to OUT.images/)")
     add(exp, "--method", default="soft")
     stats = sub.add_parser("stats", help=_HELP["stats"])
     stats.add_argument("--out", default="-", help="JSON file, or - for stdout")
+    _names(stats)
     examples = [
         line.strip() for line in DESCRIPTION.splitlines() if line.strip().startswith("ximgctx queue ")
     ]
@@ -96,8 +146,14 @@ def _store(args: argparse.Namespace, tasks=None):  # noqa: ANN001, ANN202
         overlap=args.overlap,
         lease_s=args.lease_s,
         gold_rate=args.gold_rate,
+        show_scores=getattr(args, "show_scores", "never"),
     )
-    return QueueStore(config, tasks=tasks, governance=governance)
+    store = QueueStore(config, tasks=tasks, governance=governance)
+    if getattr(args, "definitions", None):
+        from ximgctx.queue.guide import load_definitions
+
+        store.set_definitions(load_definitions(args.definitions))
+    return store
 
 
 def _add(args: argparse.Namespace) -> dict:
@@ -164,7 +220,13 @@ def main(argv: list[str] | None = None, command: str = "queue") -> int:
     try:
         if args.action == "labeler":
             store = _store(args)
-            if args.op == "add":
+            if args.op == "list":
+                names = store.labeler_names(_read_names(args.names))
+                _write({"labelers": [{**r, "name": names.get(r["labeler"])} for r in store.labelers()]}, "-")
+            elif not args.name:
+                print(f"ximgctx queue: labeler {args.op} needs the labeler's name", file=sys.stderr)
+                return 2
+            elif args.op == "add":
                 print(store.add_labeler(args.name))
             elif not store.revoke_labeler(args.name):
                 print(f"ximgctx queue: no labeler {args.name!r}", file=sys.stderr)
@@ -180,7 +242,8 @@ def main(argv: list[str] | None = None, command: str = "queue") -> int:
         elif args.action == "stats":
             from ximgctx.queue.report import queue_stats
 
-            _write(queue_stats(_store(args)), args.out)
+            store = _store(args)
+            _write(queue_stats(store, names=store.labeler_names(_read_names(args.names))), args.out)
     except XimgctxError as e:
         print(f"ximgctx queue: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,21 @@ spammers, 3 votes a post, 8 seeds) full Dawid–Skene was 6.6 points *below* maj
 level with it; with 10-20 labelers and 5 votes a post, one-coin gained 2-6 points over majority vote on every
 seed.
 
+**Ties** (the tie rule, deliberate): a post's votes on a task are *tied* when the most-voted labels have
+the same count (1-1, 2-2-1, ...); on a multilabel task, when a label was ticked by exactly half of the post's
+labelers.
+
+- A hard label is never picked by label order or by chance. ``majority``: a tied task is *unresolved* for
+  that post: it gets no label, ``AggregatedPost.unresolved`` names it, and the post needs another vote
+  (``queue export`` leaves out a post with no label left). ``dawid_skene`` weighs the votes by the labelers'
+  estimated reliability, so a tie of counts between labelers of different reliability is decided by the fit
+  (that is what the model is for); only a tie of the posterior itself (equal top probabilities, or a
+  multilabel label at exactly 0.5) leaves the task unresolved.
+- ``soft`` keeps a tie of counts as it is: the post's distribution is the share of its votes per label
+  (``{a: 0.5, b: 0.5}`` for a 1-1 tie), and a tied multilabel label gets probability 0.5, instead of a
+  posterior that a few votes per labeler would tip to one side (or, for a multilabel label ticked by one
+  of two labelers, push towards 0 for both labels).
+
 Multilabel tasks are aggregated label by label as binary tasks (binary relevance), each with the same
 aggregator; a post's label set is every label whose posterior is at least 0.5, its soft label the per-label
 probabilities. The loop over labels is written here rather than through crowd-kit's ``BinaryRelevance``:
@@ -67,9 +82,13 @@ class AggregatedPost:
     labels: dict[str, LabelValue]  # task -> label | [labels] | {label: probability}
     agreement: dict[str, float]  # task -> share of votes agreeing with the aggregate (Jaccard for multilabel)
     votes: dict[str, int]  # task -> number of votes
+    unresolved: list[str] = field(default_factory=list)  # tasks whose votes tie (hard methods): no label
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "labels": self.labels, "agreement": self.agreement, "votes": self.votes}
+        out = {"id": self.id, "labels": self.labels, "agreement": self.agreement, "votes": self.votes}
+        if self.unresolved:
+            out["unresolved"] = list(self.unresolved)
+        return out
 
 
 @dataclass
@@ -139,14 +158,17 @@ class AggregationResult:
             "votes_read": self.votes_read,
             "votes_used": self.votes_used,
             "votes_skipped": len(self.problems),
+            # posts with a task left without a label by a tie (majority, dawid_skene): they need another vote
+            "unresolved": {p.id: list(p.unresolved) for p in self.posts if p.unresolved},
             "labelers": [r.to_dict() for r in self.labelers],
             "skipped": [str(p) for p in self.problems],
         }
 
     def merge(self, posts: Iterable[Post], *, keep_existing: bool = True) -> list[Post]:
         """Copies of ``posts`` with the aggregated labels set (replacing the same tasks' labels) and
-        ``meta["aggregation"] = {"method", "agreement", "votes"}``. Posts without votes are returned
-        unchanged, or dropped when ``keep_existing`` is False."""
+        ``meta["aggregation"] = {"method", "agreement", "votes"}`` (and ``"unresolved"``: tasks whose votes
+        tie, which keep the post's own label if it had one). Posts without votes are returned unchanged, or
+        dropped when ``keep_existing`` is False."""
         by_id = {p.id: p for p in self.posts}
         out = []
         for post in posts:
@@ -155,10 +177,14 @@ class AggregationResult:
                 if keep_existing:
                     out.append(post)
                 continue
-            meta = {
-                **post.meta,
-                "aggregation": {"method": self.method, "agreement": agg.agreement, "votes": agg.votes},
+            aggregation: dict[str, Any] = {
+                "method": self.method,
+                "agreement": agg.agreement,
+                "votes": agg.votes,
             }
+            if agg.unresolved:
+                aggregation["unresolved"] = list(agg.unresolved)
+            meta = {**post.meta, "aggregation": aggregation}
             out.append(replace(post, labels={**post.labels, **agg.labels}, meta=meta))
         return out
 
@@ -223,11 +249,35 @@ def _jaccard(a: Iterable[str], b: Iterable[str]) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
+def _ties(votes: list[Vote], kind: str, vocab: list[str]) -> dict[str, dict[str, float]]:
+    """Per tied post, the share of its votes per label (multiclass: every label; multilabel: the share of
+    labelers who ticked each label) - see the tie rule in the module's documentation."""
+    counts: dict[str, dict[str, int]] = {}
+    n: dict[str, int] = {}
+    for v in votes:
+        c = counts.setdefault(v.post_id, {})
+        for lab in [v.label] if isinstance(v.label, str) else v.label:
+            c[lab] = c.get(lab, 0) + 1
+        n[v.post_id] = n.get(v.post_id, 0) + 1
+    out = {}
+    for pid, c in counts.items():
+        if kind == "multiclass":
+            top = sorted(c.values(), reverse=True)
+            tied = len(top) > 1 and top[0] == top[1]
+        else:
+            tied = any(2 * k == n[pid] for k in c.values())
+        if tied:
+            out[pid] = {lab: c.get(lab, 0) / n[pid] for lab in vocab}
+    return out
+
+
 def _aggregate_task(
     votes: list[Vote], kind: str, vocab: list[str], method: str, ds_model: str, n_iter: int, tol: float
-) -> tuple[dict[str, LabelValue], dict[str, float], dict[str, float], dict[str, float]]:
-    """One task: per post the label and agreement, per labeler reliability and agreement."""
+) -> tuple[dict[str, LabelValue], dict[str, float], dict[str, float], dict[str, float], set[str]]:
+    """One task: per post the label and agreement, per labeler reliability and agreement, and the posts
+    left unresolved by a tie (hard methods)."""
     posts = list(dict.fromkeys(v.post_id for v in votes))
+    ties = _ties(votes, kind, vocab)
     if kind == "multiclass":
         df = pd.DataFrame(
             {
@@ -238,6 +288,9 @@ def _aggregate_task(
         )
         probas, reliability = _fit(df, method, ds_model, n_iter, tol)
         probas = probas.reindex(index=posts, columns=vocab, fill_value=0.0).fillna(0.0)  # (P, C)
+        if method == "soft":
+            for pid, share in ties.items():
+                probas.loc[pid] = [share[lab] for lab in vocab]
         hard = {pid: vocab[int(np.argmax(row))] for pid, row in zip(posts, probas.to_numpy(), strict=True)}
         if method == "soft":
             labels: dict[str, LabelValue] = {
@@ -262,6 +315,10 @@ def _aggregate_task(
             present[:, j] = (
                 probas.reindex(index=posts, columns=[1], fill_value=0.0).fillna(0.0).to_numpy()[:, 0]
             )
+            if method == "soft":
+                for i, pid in enumerate(posts):
+                    if pid in ties and ties[pid][lab] == 0.5:
+                        present[i, j] = 0.5
             per_label.append(rel)
         sets = {
             pid: [lab for lab, p in zip(vocab, row, strict=True) if p >= 0.5]
@@ -278,16 +335,38 @@ def _aggregate_task(
         reliability = {w: float(np.mean([rel.get(w, np.nan) for rel in per_label])) for w in workers}
         vote_agrees = [_jaccard(v.label, sets[v.post_id]) for v in votes]
 
+    unresolved: set[str] = set()
+    if method != "soft":  # a tie of the posterior (majority: of the counts) leaves the task without a label
+        if kind == "multiclass":
+            top2 = np.sort(probas.to_numpy(), axis=1)[:, -2:] if len(vocab) > 1 else None
+            if top2 is not None:
+                unresolved = {pid for pid, (b, a) in zip(posts, top2, strict=True) if a - b < 1e-9}
+            # a vote in a tie agrees with the unresolved task as much as its label's share of the votes
+            shares = {pid: ties.get(pid, {}) for pid in unresolved}
+            vote_agrees = [
+                (shares[v.post_id].get(str(v.label), 0.0) if v.post_id in unresolved else a)
+                for v, a in zip(votes, vote_agrees, strict=True)
+            ]
+        else:
+            unresolved = {
+                pid for pid, row in zip(posts, present, strict=True) if np.any(np.abs(row - 0.5) < 1e-9)
+            }
+        labels = {pid: x for pid, x in labels.items() if pid not in unresolved}
     agreement: dict[str, list[float]] = {}
     by_labeler: dict[str, list[float]] = {}
     for v, a in zip(votes, vote_agrees, strict=True):
         agreement.setdefault(v.post_id, []).append(a)
         by_labeler.setdefault(v.labeler, []).append(a)
+    if method == "majority" and unresolved:
+        # crowd-kit's majority skills count a tie as won by whichever label it picked; here a tied vote
+        # counts half (its share), the same for both sides
+        reliability = {k: float(np.mean(x)) for k, x in by_labeler.items()}
     return (
         labels,
         {k: float(np.mean(x)) for k, x in agreement.items()},
         reliability,
         {k: float(np.mean(x)) for k, x in by_labeler.items()},
+        unresolved,
     )
 
 
@@ -301,6 +380,7 @@ class _PerTask:
     rel: dict[str, dict[str, float]] = field(default_factory=dict)  # labeler -> task -> reliability
     agree: dict[str, dict[str, float]] = field(default_factory=dict)  # labeler -> task -> agreement
     n_votes: dict[str, dict[str, int]] = field(default_factory=dict)  # labeler -> task -> votes
+    unresolved: dict[str, list[str]] = field(default_factory=dict)  # post -> tasks left unresolved by a tie
 
 
 def _aggregate_tasks(
@@ -319,7 +399,7 @@ def _aggregate_tasks(
         else:
             seen = (x for v in tvotes for x in ([v.label] if isinstance(v.label, str) else v.label))
             vocab = sorted(set(seen))
-        t_labels, t_agreement, t_rel, t_agree = _aggregate_task(
+        t_labels, t_agreement, t_rel, t_agree, t_unresolved = _aggregate_task(
             tvotes, kinds[task], vocab, method, ds_model, n_iter, tol
         )
         n_task: dict[str, int] = {}
@@ -329,7 +409,11 @@ def _aggregate_tasks(
             n_task[v.labeler] = n_task.get(v.labeler, 0) + 1
         for pid, value in t_labels.items():
             out.labels.setdefault(pid, {})[task] = value
-            out.agreement.setdefault(pid, {})[task] = round(t_agreement[pid], _DIGITS)
+        for pid, a in t_agreement.items():
+            out.labels.setdefault(pid, {})
+            out.agreement.setdefault(pid, {})[task] = round(a, _DIGITS)
+        for pid in t_unresolved:
+            out.unresolved.setdefault(pid, []).append(task)
         for w, r in t_rel.items():
             out.rel.setdefault(w, {})[task] = r
             out.agree.setdefault(w, {})[task] = t_agree[w]
@@ -398,7 +482,9 @@ def aggregate_votes(
     labels, agreement, counts = per_task.labels, per_task.agreement, per_task.counts
     order = ids if ids is not None else list(dict.fromkeys(v.post_id for v in votes.votes))
     out_posts = [
-        AggregatedPost(pid, labels[pid], agreement[pid], counts[pid]) for pid in order if pid in labels
+        AggregatedPost(pid, labels[pid], agreement[pid], counts[pid], per_task.unresolved.get(pid, []))
+        for pid in order
+        if pid in labels
     ]
     reports = _labeler_reports(per_task)
     return AggregationResult(

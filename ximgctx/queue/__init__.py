@@ -6,7 +6,9 @@ rule), and ``ximgctx queue export`` aggregates them (Dawid–Skene) into a gover
 - :class:`QueueStore`: the database (SQLAlchemy; Alembic migrations run on open), leases, votes, erasure;
 - :class:`~ximgctx.queue.loop.LoopState`: feedback and vote rows, the label rule, undo, audit, generation;
 - :func:`queue_router`: the ``/queue`` page and the ``/v1/queue/...`` routes (mounted by ``create_app``);
-- :func:`export_manifest`, :func:`queue_stats`: aggregation into training posts, and the queue's figures.
+- :func:`export_manifest`, :func:`queue_stats`: aggregation into training posts (with the tie rule of
+  :mod:`ximgctx.hitl.aggregate`), and the queue's figures in named units;
+- :mod:`ximgctx.queue.guide`: the question and label definitions the page shows beside each choice.
 """
 
 from ximgctx.queue.config import QueueConfig, database_url, read_queue_key

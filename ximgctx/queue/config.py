@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ximgctx.errors import ConfigError
 
-__all__ = ["DEFAULT_PRIORITIES", "QueueConfig", "database_url", "read_queue_key"]
+__all__ = ["DEFAULT_PRIORITIES", "SHOW_SCORES", "QueueConfig", "database_url", "read_queue_key"]
 
 #: Where items come from, and how urgent each source is (higher is leased first).
 DEFAULT_PRIORITIES = {"review": 100, "select": 50, "file": 10}
+
+
+#: When the labeling page shows the model's scores: never (the default: no anchoring on the model), after
+#: the labeler's answer is stored (beside the labels they chose), or always (beside every label, as before).
+SHOW_SCORES = ("never", "after", "always")
 
 
 def read_queue_key(path: str | os.PathLike[str] | None = None, env: str = "XIMGCTX_QUEUE_KEY") -> bytes:
@@ -59,6 +65,8 @@ class QueueConfig:
     max_image_bytes: int = 5 << 20  # image bytes stored with one item
     priorities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))  # source -> rank
     seed: int | None = None  # seeds the gold draw (tests); None: fresh randomness
+    # the model's scores on the labeling page: never; after the labeler's answer is stored; or always
+    show_scores: Literal["never", "after", "always"] = "never"
 
     def __post_init__(self) -> None:
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 1:
@@ -67,5 +75,9 @@ class QueueConfig:
             raise ConfigError(f"queue.lease_s must be > 0, got {self.lease_s!r}")
         if not 0.0 <= self.gold_rate <= 1.0:
             raise ConfigError(f"queue.gold_rate must be in [0, 1], got {self.gold_rate!r}")
+        if self.show_scores not in SHOW_SCORES:
+            raise ConfigError(
+                f"queue.show_scores must be one of {list(SHOW_SCORES)}, got {self.show_scores!r}"
+            )
         if self.key and len(self.key) < 16:
             raise ConfigError(f"queue.key must be at least 16 bytes, got {len(self.key)}")

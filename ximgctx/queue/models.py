@@ -17,6 +17,7 @@ except ImportError as e:
     raise missing_extra(e, feature="the labeling queue (ximgctx queue)") from None
 
 __all__ = [
+    "Abstention",
     "Assignment",
     "AuditRow",
     "Base",
@@ -115,6 +116,36 @@ class VoteRow(Base):
     labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
     task: Mapped[str] = mapped_column(String(128))
     label: Mapped[str] = mapped_column(Text)  # JSON: a label, or a list for a multilabel task
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+#: why a labeler skipped a post (the page offers these; ``cant_tell`` also marks a task they could not tell),
+#: in the order the page lists them
+SKIP_REASONS: dict[str, str] = {
+    "cant_tell": "can't tell what it means",
+    "image_broken": "image broken",
+    "language": "language I don't read",
+    "distressing": "too distressing",
+    "other": "other (say in the note)",
+}
+CANT_TELL = "cant_tell"
+
+
+class Abstention(Base):
+    """An answer that is not a label: one task the labeler could not tell (``task`` set, reason
+    ``cant_tell``), or the whole post skipped (``task`` null) with a reason of :data:`SKIP_REASONS`.
+    Who and when are kept; these rows never reach the served labels or the aggregation."""
+
+    __tablename__ = "abstentions"
+    __table_args__ = (
+        UniqueConstraint("item_id", "labeler_id", "task", name="uq_abstention_item_labeler_task"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: the whole post skipped
+    reason: Mapped[str] = mapped_column(String(32))  # a key of SKIP_REASONS
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
 

@@ -10,7 +10,8 @@
   it or re-reads it. A unique constraint on ``(item, labeler)`` backs both.
 - **Votes**: one row per ``(item, labeler, task)`` (unique), written with the assignment's ``done`` mark in
   one transaction: a crash loses no committed vote and a retried request duplicates none (it is answered
-  as a duplicate).
+  as a duplicate). A task the labeler cannot tell is an :class:`~ximgctx.queue.models.Abstention` row in the
+  same transaction, not a vote; a post skipped with a reason is one too (and is not offered to them again).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ from ximgctx.errors import InputError
 from ximgctx.queue.config import QueueConfig, database_url
 from ximgctx.queue.db import open_engine, transaction
 from ximgctx.queue.models import (
+    CANT_TELL,
     DONE,
     LABELER,
     LEASED,
+    SKIP_REASONS,
+    Abstention,
     Assignment,
     AssignmentState,
     Item,
@@ -190,8 +194,11 @@ class QueueStore:
 
     # --------------------------------------------------------------------------------------- tasks
     def set_tasks(self, tasks: Sequence[TaskSpec]) -> None:
-        """The tasks labelers are asked (a model's tasks); stored with the votes."""
-        value = _json([{"name": t.name, "labels": list(t.labels), "kind": t.kind} for t in tasks])
+        """The tasks labelers are asked (a model's tasks); stored with the votes. A task whose ``source`` is
+        ``image`` is not asked about posts without an image."""
+        value = _json(
+            [{"name": t.name, "labels": list(t.labels), "kind": t.kind, "source": t.source} for t in tasks]
+        )
         with transaction(self.sessions) as s:
             s.merge(Setting(key="tasks", value=value))
 
@@ -201,7 +208,40 @@ class QueueStore:
             row = s.get(Setting, "tasks")
         if row is None:
             raise InputError("the queue has no tasks yet: give the model (--model) the first time")
-        return [TaskSpec(name=t["name"], labels=t["labels"], kind=t["kind"]) for t in json.loads(row.value)]
+        return [
+            TaskSpec(name=t["name"], labels=t["labels"], kind=t["kind"], source=t.get("source", "fused"))
+            for t in json.loads(row.value)
+        ]
+
+    def set_definitions(self, definitions: Mapping[str, Any]) -> None:
+        """The operator's label definitions (:mod:`ximgctx.queue.guide`), kept with the tasks; definitions of
+        tasks or labels the queue does not have are refused by name."""
+        from ximgctx.queue.guide import TaskGuide
+
+        specs = {t.name: t for t in self.tasks}
+        stored = {}
+        for task, guide in definitions.items():
+            if task not in specs:
+                raise InputError(f"definitions.{task}: not a task of this queue (tasks: {sorted(specs)})")
+            if not isinstance(guide, TaskGuide):
+                raise InputError(f"definitions.{task}: expected a TaskGuide, got {type(guide).__name__}")
+            unknown = sorted(set(guide.labels) - set(specs[task].labels))
+            if unknown:
+                raise InputError(
+                    f"definitions.{task}: unknown labels {unknown} (labels: {specs[task].labels})"
+                )
+            stored[task] = guide.to_dict()
+        with transaction(self.sessions) as s:
+            s.merge(Setting(key="definitions", value=_json(stored)))
+
+    def guides(self) -> dict[str, Any]:
+        """Per task the page's question and label definitions: the operator's, else the built-in ones."""
+        from ximgctx.queue.guide import guides_for, parse_definitions
+
+        with self.sessions() as s:
+            row = s.get(Setting, "definitions")
+        given = parse_definitions(json.loads(row.value), "stored definitions") if row is not None else None
+        return guides_for(self.tasks, given)
 
     # ------------------------------------------------------------------------------------ labelers
     def add_labeler(self, name: str) -> str:
@@ -280,6 +320,48 @@ class QueueStore:
             raise LoginError("the session has expired; log in again with your token")
         return row.labeler_id
 
+    def labeler_names(self, names: Iterable[str]) -> dict[str, str]:
+        """The operator's map from the digest prefixes that votes and statistics show to labeler names:
+        ``{digest[:16]: name}`` for each name given (the key turns a name into its digest; the database
+        alone cannot go back). Names nobody registered are left out."""
+        from ximgctx.governance.identity import normalize_author
+
+        wanted = {}
+        for name in names:
+            norm = normalize_author(name)
+            if norm:
+                wanted[self.digest("labeler:" + norm)] = name.strip()
+        with self.sessions() as s:
+            known = set(s.scalars(select(Labeler.digest).where(Labeler.digest.in_(list(wanted)))))
+        return {d[:16]: wanted[d] for d in wanted if d in known}
+
+    def labelers(self) -> list[dict[str, Any]]:
+        """Every labeler (digest prefix, active, answers given, posts skipped), oldest first."""
+        with self.sessions() as s:
+            answers = dict(
+                s.execute(
+                    select(Assignment.labeler_id, func.count())
+                    .where(Assignment.state == DONE)
+                    .group_by(Assignment.labeler_id)
+                ).all()
+            )
+            skips = dict(
+                s.execute(
+                    select(Abstention.labeler_id, func.count())
+                    .where(Abstention.task.is_(None))
+                    .group_by(Abstention.labeler_id)
+                ).all()
+            )
+            return [
+                {
+                    "labeler": row.digest[:16],
+                    "active": row.active,
+                    "answers": answers.get(row.id, 0),
+                    "skips": skips.get(row.id, 0),
+                }
+                for row in s.scalars(select(Labeler).order_by(Labeler.id))
+            ]
+
     def labeler_digest(self, labeler_id: int) -> str:
         with self.sessions() as s:
             row = s.get(Labeler, labeler_id)
@@ -346,6 +428,39 @@ class QueueStore:
                 "labelers": s.scalar(select(func.count(Labeler.id))) or 0,
             }
 
+    def progress(self, labeler_id: int, *, now: float | None = None) -> dict[str, int]:
+        """A labeler's progress: ``done`` (posts they answered), ``skipped`` (with a reason), ``leased`` (held
+        now, 0 or 1) and ``left`` (posts they have not seen that still want a labeler: an estimate, as
+        others take slots at the same time)."""
+        now = time.time() if now is None else now
+        with self.sessions() as s:
+            mine = select(Assignment).where(Assignment.labeler_id == labeler_id)
+            done = s.scalar(select(func.count()).select_from(mine.where(Assignment.state == DONE).subquery()))
+            leased = s.scalar(
+                select(func.count()).select_from(
+                    mine.where(Assignment.state == LEASED, Assignment.expires_at > now).subquery()
+                )
+            )
+            skipped = s.scalar(
+                select(func.count(Abstention.id)).where(
+                    Abstention.labeler_id == labeler_id, Abstention.task.is_(None)
+                )
+            )
+            left = s.scalar(select(func.count()).select_from(self._free(labeler_id, gold=None).subquery()))
+        return {"done": done or 0, "skipped": skipped or 0, "leased": leased or 0, "left": left or 0}
+
+    def _free(self, labeler_id: int, *, gold: bool | None) -> Any:
+        """The items a labeler may lease: not seen (or skipped) by them, below their overlap; ``gold``: only
+        gold items (True), none (False), or both (None)."""
+        seen = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
+        skipped = exists().where(
+            Abstention.item_id == Item.id, Abstention.labeler_id == labeler_id, Abstention.task.is_(None)
+        )
+        query = select(Item).where(~seen, ~skipped, Item.taken < Item.overlap)
+        if gold is not None:
+            query = query.where(Item.gold.is_not(None) if gold else Item.gold.is_(None))
+        return query
+
     # -------------------------------------------------------------------------------------- leases
     def _reclaim(self, now: float) -> int:
         """Expired leases go back to their items (items in id order: no two reclaimers deadlock)."""
@@ -400,10 +515,7 @@ class QueueStore:
     def _lease_one(self, labeler_id: int, now: float, *, gold: bool) -> Lease | str | None:
         """A new lease, None when no item is free for the labeler, or ``_BUSY`` when free items exist but
         concurrent leases hold every one of them locked (PostgreSQL's SKIP LOCKED skipped them all)."""
-        seen = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
-        free = select(Item).where(
-            ~seen, Item.taken < Item.overlap, Item.gold.is_not(None) if gold else Item.gold.is_(None)
-        )
+        free = self._free(labeler_id, gold=gold)
         query = free.order_by(Item.priority.desc(), Item.id).limit(1)
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=Item)
@@ -432,8 +544,12 @@ class QueueStore:
         except IntegrityError:  # the same labeler leasing twice at once: the other request won
             return self.lease(labeler_id, now=now)
 
-    def release(self, labeler_id: int, item_id: int) -> bool:
-        """Give a leased item back (a labeler skips it); False when they held no lease on it."""
+    def release(self, labeler_id: int, item_id: int, *, reason: str | None = None, note: str = "") -> bool:
+        """Give a leased item back; False when they held no lease on it. With a ``reason`` (a key of
+        :data:`~ximgctx.queue.models.SKIP_REASONS`) the skip is stored (who, when, why) and the item is not
+        offered to this labeler again; without one it may come back to them."""
+        if reason is not None and reason not in SKIP_REASONS:
+            raise QueueError(f"reason: expected one of {list(SKIP_REASONS)}, got {reason!r}")
         with transaction(self.sessions) as s:
             gone = s.execute(
                 delete(Assignment)
@@ -446,6 +562,17 @@ class QueueStore:
             ).all()
             if gone:
                 s.execute(update(Item).where(Item.id == item_id).values(taken=Item.taken - 1))
+                if reason is not None:
+                    s.add(
+                        Abstention(
+                            item_id=item_id,
+                            labeler_id=labeler_id,
+                            task=None,
+                            reason=reason,
+                            note=str(note or "")[:2000],
+                            created_at=time.time(),
+                        )
+                    )
         return bool(gone)
 
     def item_for(self, labeler_id: int, item_id: int) -> ItemView:
@@ -463,12 +590,22 @@ class QueueStore:
         return ItemView(item.id, item_post(item), item.image, scores, a.state, a.expires_at)
 
     # --------------------------------------------------------------------------------------- votes
-    def check_labels(self, labels: Mapping[str, Any]) -> dict[str, str | list[str]]:
+    def check_labels(
+        self, labels: Mapping[str, Any], cant_tell: Sequence[str] = ()
+    ) -> dict[str, str | list[str]]:
         """A labeler's answer checked against the tasks: one known label (multiclass) or a list of known
-        labels, possibly empty (multilabel). Unknown tasks or labels are refused with their name."""
+        labels, possibly empty (multilabel). Unknown tasks or labels are refused with their name; so is a
+        task both answered and marked can't-tell. ``labels`` may be empty when ``cant_tell`` is not."""
         specs = {t.name: t for t in self.tasks}
-        if not isinstance(labels, Mapping) or not labels:
-            raise QueueError("labels: give at least one task's answer ({task: label})")
+        if not isinstance(labels, Mapping):
+            raise QueueError("labels: expected a mapping {task: label}")
+        for task in cant_tell:
+            if task not in specs:
+                raise QueueError(f"cant_tell: {task!r} is not a task of this queue (tasks: {sorted(specs)})")
+            if task in labels:
+                raise QueueError(f"cant_tell: {task!r} is answered too; give a label or can't tell, not both")
+        if not labels and not cant_tell:
+            raise QueueError("labels: give at least one task's answer ({task: label}) or cant_tell")
         out: dict[str, str | list[str]] = {}
         for task, value in labels.items():
             spec = specs.get(task)
@@ -487,11 +624,21 @@ class QueueStore:
                 out[task] = sorted(set(value), key=list(spec.labels).index)
         return out
 
-    def vote(self, labeler_id: int, item_id: int, labels: Mapping[str, Any], note: str = "") -> VoteResult:
+    def vote(
+        self,
+        labeler_id: int,
+        item_id: int,
+        labels: Mapping[str, Any],
+        note: str = "",
+        *,
+        cant_tell: Sequence[str] = (),
+    ) -> VoteResult:
         """Store a labeler's answer on an item assigned to them, in one transaction with the assignment's
-        ``done`` mark. The same answer again is a duplicate (nothing written); another answer is a
-        conflict."""
-        labels = self.check_labels(labels)
+        ``done`` mark: a vote row per answered task, an abstention row per task in ``cant_tell`` (tasks they
+        could not tell; these reach neither the served labels nor the aggregation). The same answer again is
+        a duplicate (nothing written); another answer is a conflict."""
+        cant_tell = sorted(set(cant_tell))
+        labels = self.check_labels(labels, cant_tell)
         note = str(note or "")[:2000]
         now = time.time()
         with transaction(self.sessions) as s:
@@ -513,11 +660,21 @@ class QueueStore:
                         select(VoteRow).where(VoteRow.item_id == item_id, VoteRow.labeler_id == labeler_id)
                     )
                 }
-                if stored == labels:
+                abstained = sorted(
+                    t or ""
+                    for t in s.scalars(
+                        select(Abstention.task).where(
+                            Abstention.item_id == item_id,
+                            Abstention.labeler_id == labeler_id,
+                            Abstention.task.is_not(None),
+                        )
+                    )
+                )
+                if stored == labels and abstained == cant_tell:
                     return VoteResult(item_id, item.post_id, 0, True, item.gold is not None, labels)
                 raise ConflictError(f"item {item_id}: you already voted on it, with other labels")
             changed = False
-            if item.gold is None:  # gold items check labelers; they never reach the served answers
+            if item.gold is None and labels:  # gold items check labelers; they never reach the served answers
                 changed = _label_row_for_vote(s, item, a.labeler_id, labels, note, now)
             for task, value in labels.items():
                 s.add(
@@ -526,6 +683,17 @@ class QueueStore:
                         labeler_id=labeler_id,
                         task=task,
                         label=_json(value),
+                        note=note,
+                        created_at=now,
+                    )
+                )
+            for task in cant_tell:
+                s.add(
+                    Abstention(
+                        item_id=item_id,
+                        labeler_id=labeler_id,
+                        task=task,
+                        reason=CANT_TELL,
                         note=note,
                         created_at=now,
                     )
@@ -558,6 +726,29 @@ class QueueStore:
                     "gold": json.loads(g) if g else None,
                 }
                 for v, post_id, g, digest in s.execute(query)
+            ]
+
+    def abstention_rows(self) -> list[dict[str, Any]]:
+        """Every can't-tell and skip: ``{post_id, labeler (digest), task (None: the post skipped), reason,
+        note, time, gold}``."""
+        query = (
+            select(Abstention, Item.post_id, Item.gold, Labeler.digest)
+            .join(Item, Item.id == Abstention.item_id)
+            .join(Labeler, Labeler.id == Abstention.labeler_id)
+            .order_by(Abstention.id)
+        )
+        with self.sessions() as s:
+            return [
+                {
+                    "post_id": post_id,
+                    "labeler": digest[:16],
+                    "task": a.task,
+                    "reason": a.reason,
+                    "note": a.note,
+                    "time": a.created_at,
+                    "gold": g is not None,
+                }
+                for a, post_id, g, digest in s.execute(query)
             ]
 
     def votes(self, *, gold: bool | None = False) -> list[Vote]:
@@ -604,6 +795,7 @@ class QueueStore:
                     counts["replies"] += len(rule.drop_replies)
             if ids:
                 counts["votes"] = _rowcount(s.execute(delete(VoteRow).where(VoteRow.item_id.in_(ids))))
+                s.execute(delete(Abstention).where(Abstention.item_id.in_(ids)))
                 s.execute(delete(Assignment).where(Assignment.item_id.in_(ids)))
                 counts["items"] = _rowcount(s.execute(delete(Item).where(Item.id.in_(ids))))
         return counts

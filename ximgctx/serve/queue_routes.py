@@ -4,12 +4,17 @@ Labelers authenticate with their labeler token, as ``Authorization: Bearer TOKEN
 page's login form, which opens a session kept in an HttpOnly, SameSite=Strict cookie. They only ever read
 items leased to them. Operators (the service's API keys) add items and read the statistics:
 
-* ``GET /queue``: the page (login form, or the labeler's current item: image, text, replies, model scores,
-  the model's tasks and a note); ``POST /queue/login`` / ``/queue/logout`` (deletes the session row);
+* ``GET /queue``: the page (login form, or the labeler's current item: image, text, replies, the tasks with
+  their question and a definition beside each label, a "can't tell" per task, a note, the labeler's
+  progress); ``POST /queue/login`` / ``/queue/logout`` (deletes the session row). Tasks on the image
+  (``source: image``) are not asked about a post without one. The model's scores follow the operator's
+  ``QueueConfig.show_scores``: ``never`` (default: a labeler is not anchored on the model), ``after`` (sent
+  only in the answer to a stored vote, shown beside the labels chosen), or ``always``;
 * ``POST /v1/queue/lease``: the labeler's item; ``GET /v1/queue/items/{id}``; ``GET /queue/items/{id}/image``;
-* ``POST /v1/queue/items/{id}/vote`` ``{labels, note}``: stored as a row; it changes served answers only
-  when the store's rule makes it effective (default: k = 2 agreeing labelers); ``POST
-  /v1/queue/items/{id}/release``: skip it;
+* ``POST /v1/queue/items/{id}/vote`` ``{labels, cant_tell, note}``: stored as rows; it changes served answers
+  only when the store's rule makes it effective (default: k = 2 agreeing labelers); ``POST
+  /v1/queue/items/{id}/release`` ``{reason, note}`` (optional): skip it; with a reason the skip is stored
+  and the post is not offered to this labeler again;
 * ``POST /v1/queue/items`` and ``GET /v1/queue/stats``: API keys with the ``admin`` scope.
 
 Every ``review`` decision of ``/v1/moderations`` is queued too (:func:`queue_reviews`).
@@ -52,7 +57,16 @@ class VoteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     labels: dict[str, str | list[str]]  # task -> label (multiclass) or labels (multilabel, may be empty)
+    cant_tell: list[str] = Field(default_factory=list, max_length=256)  # tasks the labeler cannot tell
     note: str = Field("", max_length=2000)  # why the post means what it means
+
+
+class ReleaseIn(BaseModel):
+    """``POST /v1/queue/items/{id}/release``: a skip, with its reason (``SKIP_REASONS``) when given."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = None
+    note: str = Field("", max_length=2000)
 
 
 class ItemsIn(BaseModel):
@@ -98,16 +112,43 @@ def queue_reviews(store: QueueStore, posts: list[Post], results: list[Any]) -> i
     return store.enqueue(review, source="review").added if review else 0
 
 
-def _task_view(tasks: list[Any], scores: dict[str, dict[str, float]] | None) -> list[dict[str, Any]]:
-    """The tasks as the page shows them: options with their shortcut key and the model's score."""
+def _task_view(
+    tasks: list[Any],
+    scores: dict[str, dict[str, float]] | None,
+    guides: dict[str, Any] | None = None,
+    *,
+    image: bool = True,
+) -> list[dict[str, Any]]:
+    """The tasks as the page shows them: the task's question, options with their shortcut key, definition
+    and (only when given) the model's score, and a "can't tell" with its key. Image tasks are left out
+    for a post without an image."""
     out, i = [], 0
+
+    def key() -> str:
+        nonlocal i
+        i += 1
+        return _KEYS[i - 1] if i <= len(_KEYS) else ""
+
     for t in tasks:
+        if t.source == "image" and not image:
+            continue
+        guide = (guides or {}).get(t.name)
         options = []
         for label in t.labels:
             score = (scores or {}).get(t.name, {}).get(label)
-            options.append({"label": label, "key": _KEYS[i] if i < len(_KEYS) else "", "score": score})
-            i += 1
-        out.append({"name": t.name, "kind": t.kind, "options": options})
+            definition = guide.labels.get(label, "") if guide is not None else ""
+            options.append({"label": label, "key": key(), "score": score, "definition": definition})
+        question = guide.question if guide is not None else ""
+        out.append(
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "source": t.source,
+                "question": question,
+                "options": options,
+                "cant_tell_key": key(),
+            }
+        )
     return out
 
 
@@ -167,10 +208,18 @@ class _Routes:
             return None
         return {name: dict(t.scores) for name, t in pred.tasks.items()}
 
+    @property
+    def show_scores(self) -> str:
+        return str(self.store.config.show_scores)
+
     async def view(self, labeler_id: int, item_id: int) -> dict[str, Any]:
-        """What the labeler sees: text, replies (without their authors), scores; never meta or labels."""
+        """What the labeler sees: text, replies (without their authors), their progress, and the model's
+        scores only under ``show_scores: always``; never meta or labels."""
         item = await self.db(self.store.item_for, labeler_id, item_id)
-        scores = await self.current_scores(item.post) or item.scores
+        scores = None
+        if self.show_scores == "always":
+            scores = await self.current_scores(item.post) or item.scores
+        progress = await self.db(self.store.progress, labeler_id)
         post = {
             "id": item.post.id,
             "text": item.post.text,
@@ -183,11 +232,33 @@ class _Routes:
             "scores": scores,
             "state": item.state,
             "expires_at": item.expires_at,
+            "progress": progress,
         }
 
-    def render(self, *, item: dict | None = None, logged_in: bool = True, error: str | None = None) -> str:
-        tasks = _task_view(self.store.tasks, item["scores"] if item else None) if logged_in else []
-        return self.page.render(logged_in=logged_in, item=item, tasks=tasks, error=error)
+    async def tasks_for(self, item: dict[str, Any] | None) -> list[dict[str, Any]]:
+        tasks = await self.db(lambda: self.store.tasks)
+        guides = await self.db(self.store.guides)
+        scores = item["scores"] if item else None
+        return _task_view(tasks, scores, guides, image=bool(item["image"]) if item else True)
+
+    def render(
+        self,
+        *,
+        item: dict | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        logged_in: bool = True,
+        error: str | None = None,
+    ) -> str:
+        from ximgctx.queue.models import SKIP_REASONS
+
+        return self.page.render(
+            logged_in=logged_in,
+            item=item,
+            tasks=tasks or [],
+            error=error,
+            skip_reasons=SKIP_REASONS,
+            show_scores=self.show_scores,
+        )
 
     # --------------------------------------------------------------------------------------- page
     async def queue_page(self, request: Request) -> Response:
@@ -197,7 +268,8 @@ class _Routes:
             return HTMLResponse(self.render(logged_in=False))
         lease = await self.db(self.store.lease, who)
         item = await self.view(who, lease.item_id) if lease is not None else None
-        return HTMLResponse(self.render(item=item), headers={"Cache-Control": "no-store"})
+        tasks = await self.tasks_for(item) if item is not None else []
+        return HTMLResponse(self.render(item=item, tasks=tasks), headers={"Cache-Control": "no-store"})
 
     async def login(self, request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -240,27 +312,37 @@ class _Routes:
         got = await self.db(self.store.lease, who)
         if got is None:
             return {"item": None}
-        return {"item": await self.view(who, got.item_id), "tasks": _task_view(self.store.tasks, None)}
+        item = await self.view(who, got.item_id)
+        return {"item": item, "tasks": await self.tasks_for(item)}
 
     async def read_item(self, item_id: int, request: Request) -> dict[str, Any]:
-        return {"item": await self.view(self.labeler(request), item_id)}
+        item = await self.view(self.labeler(request), item_id)
+        return {"item": item, "tasks": await self.tasks_for(item)}
 
-    async def release(self, item_id: int, request: Request) -> dict[str, Any]:
-        return {"released": await self.db(self.store.release, self.labeler(request), item_id)}
+    async def release(self, item_id: int, request: Request, body: ReleaseIn | None = None) -> dict[str, Any]:
+        who = self.labeler(request)
+        reason, note = (body.reason, body.note) if body is not None else (None, "")
+        return {"released": await self.db(lambda: self.store.release(who, item_id, reason=reason, note=note))}
 
     async def vote(self, item_id: int, body: VoteIn, request: Request) -> dict[str, Any]:
         """A vote is a row; it reaches the served answers only when it changes the post's effective labels
         under the store's rule (by default: k agreeing labelers), and then at once on this replica."""
         who = self.labeler(request)
-        result = await self.db(self.store.vote, who, item_id, body.labels, body.note)
+        result = await self.db(
+            lambda: self.store.vote(who, item_id, body.labels, body.note, cant_tell=body.cant_tell)
+        )
         if result.changed and self.service.loop is not None:
             await self.service.run(self.service.sync_memory)
-        return {
+        out: dict[str, Any] = {
             "item_id": result.item_id,
             "stored": result.votes,
             "duplicate": result.duplicate,
             "effective_changed": result.changed,
         }
+        if self.show_scores != "never":  # the answer is stored: the model's view can no longer steer it
+            item = await self.db(self.store.item_for, who, item_id)
+            out["model_scores"] = await self.current_scores(item.post) or item.scores
+        return out
 
     # ------------------------------------------------------------------------------------ operator
     async def add_items(self, body: ItemsIn, request: Request) -> dict[str, Any]:
