@@ -202,6 +202,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--nprobe": {"type": int, "help": "IVF cells visited per query" + _DEFAULT},
     "--space": {"choices": ["fused", "image"], "help": "vector space searched" + _DEFAULT},
     "-k": {"type": int, "help": "how many results: posts to choose, or hits to return" + _DEFAULT},
+    "--timeout": {"type": float, "help": "seconds to wait for a server's answer" + _DEFAULT},
     # governance and keys
     "--governance": {
         "type": existing_file,
