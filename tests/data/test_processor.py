@@ -78,7 +78,7 @@ def test_problems_are_problem_objects_with_field_and_kind(tmp_path):
         Post("gone", str(tmp_path / "missing.png"), "x"),
         Post("long", None, long_text, labels={"meaning": "sarcastic"}),
     ]
-    batch = _processor(data=DataConfig(max_text_chars=100))(posts)
+    batch = _processor(data=DataConfig(max_text_chars=100))(posts, invalid_labels="drop")
     assert batch.problems[0] == []
     assert [(p.field, p.kind) for p in batch.problems[1]] == [("image", "missing")]
     assert [(p.field, p.kind) for p in batch.problems[2]] == [
@@ -269,7 +269,9 @@ def test_overflowing_soft_label_is_a_per_post_problem_and_the_task_is_masked():
         Post("pair", None, "b", labels={"meaning": {"literal": 3e38, "ironic": 3e38}}),
         Post("ok", None, "c", labels={"meaning": {"literal": 1.0, "ironic": 1.0}}),
     ]
-    batch = _processor()(posts)
+    with pytest.raises(LabelError, match="post 'big': task 'meaning': the label distribution"):
+        _processor()(posts)
+    batch = _processor()(posts, invalid_labels="drop")
     assert batch.label_mask["meaning"].tolist() == [False, False, True]
     assert batch.label_mask["intent"].tolist() == [True, False, False]
     assert bool(torch.isfinite(batch.targets["meaning"]).all())

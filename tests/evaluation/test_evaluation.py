@@ -27,6 +27,7 @@ from ximgctx.evaluation import (
     task_metrics,
 )
 from ximgctx.evaluation.metrics import label_arrays
+from ximgctx.evaluation.report import to_markdown
 from ximgctx.training.config import resolve_tasks
 
 MC = TaskSpec("meaning", ["literal", "ironic", "symbolic"], "multiclass")
@@ -190,6 +191,33 @@ def test_evaluate_reports_every_ablation_beside_the_oracle(
     )
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "| image+text+replies |" in md and "ECE before" in md
+
+
+def test_contextbench_posts_without_their_ceilings_say_so(
+    bench: Path, model: ContextModel, tmp_path: Path
+) -> None:
+    """A governed copy is written to another folder, without oracle.json: evaluating it warns and the report
+    says why there is no ceiling, where it used to drop them without a word."""
+    copy = tmp_path / "governed" / "test.jsonl"
+    copy.parent.mkdir()
+    copy.write_text((bench / "test.jsonl").read_text().replace('"images/', f'"{bench}/images/'))
+    with pytest.warns(UserWarning, match="ContextBench posts but no oracle ceilings were given"):
+        report = evaluate(model, copy, keys=["image+text+replies"], name="test", batch_size=8)
+    assert str(copy) in report["oracle_missing"] and "--oracle" in report["oracle_missing"]
+    assert report["oracle"] is False
+    assert "**No ceilings**" in to_markdown(report)
+    with_ceilings = evaluate(
+        model,
+        copy,
+        oracle=load_oracle(bench / "oracle.json", "test"),
+        keys=["image+text+replies"],
+        batch_size=8,
+    )
+    assert with_ceilings["oracle_missing"] is None and with_ceilings["oracle"] is True
+    # posts that are not ContextBench's: no note
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(copy.read_text().replace('"source": "contextbench"', '"source": "mine"'))
+    assert evaluate(model, plain, keys=["image+text+replies"], batch_size=8)["oracle_missing"] is None
 
 
 def test_masking_a_modality_changes_predictions(bench: Path, model: ContextModel) -> None:

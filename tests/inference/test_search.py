@@ -213,8 +213,8 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
         == 0
     )
     result = json.loads(capsys.readouterr().out)
-    assert result["space"] == "fused" and result["mode"] == "ivf" and len(result["hits"]) == 3
-    assert posts[1].id not in [h["id"] for h in result["hits"]]
+    assert result["space"] == "fused" and result["mode"] == "ivf" and len(result["data"]) == 3
+    assert posts[1].id not in [h["id"] for h in result["data"]]
     assert (
         cli_main(
             ["--index", str(out), "--post", posts[1].id, "-k", "3", "--where", "intent=joke"],
@@ -223,7 +223,7 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
         == 0
     )
     result = json.loads(capsys.readouterr().out)
-    assert result["hits"] and all("joke" in h["labels"]["intent"] for h in result["hits"])
+    assert result["data"] and all("joke" in h["labels"]["intent"] for h in result["data"])
     assert (
         cli_main(
             ["--index", str(out), "--text", "a blue square", "-k", "2", "--device", "cpu"], command="search"
@@ -231,7 +231,7 @@ def test_index_and_search_cli(posts: list, tmp_path: Path, capsys: pytest.Captur
         == 0
     )
     result = json.loads(capsys.readouterr().out)
-    assert result["space"] == "image" and len(result["hits"]) == 2
+    assert result["space"] == "image" and len(result["data"]) == 2
     assert cli_main(["--index", str(out), "--post", "nope"], command="search") == 2
     assert "no post 'nope' in the index" in capsys.readouterr().err
 

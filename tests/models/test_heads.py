@@ -85,9 +85,12 @@ def test_label_errors_are_named() -> None:
     assert encode_label({"joke": 0.25}, multi).tolist() == [0.25, 0.0]
 
 
-def test_unknown_label_masks_that_task_and_reports() -> None:
+def test_unknown_label_is_an_error_naming_post_task_and_label_or_masks_that_task_when_dropped() -> None:
     model = tiny_model("concat")
-    batch = model.processor([Post("x", None, "hi", [], {"meaning": "sarcastic", "intent": ["joke"]})])
+    posts = [Post("x", None, "hi", [], {"meaning": "sarcastic", "intent": ["joke"]})]
+    with pytest.raises(LabelError, match="post 'x': unknown label 'sarcastic' for task 'meaning'"):
+        model.processor(posts)
+    batch = model.processor(posts, invalid_labels="drop")
     assert batch.label_mask["meaning"].tolist() == [False]
     assert batch.label_mask["intent"].tolist() == [True]
     assert any("unknown label 'sarcastic'" in str(p) for p in batch.problems[0])

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from ximgctx import ContextModel, load_posts, write_posts
 from ximgctx.contextbench import generate
+from ximgctx.data.processor import LabelError
 from ximgctx.governance import UngovernedDataError, govern
 from ximgctx.models.context_model import LossOutput
 from ximgctx.training import (
@@ -276,6 +277,14 @@ def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(
         f.write('{"id": "broken", "text": \n')  # a malformed record
     cfg = experiment(bench, tmp_path / "run", max_steps=3, save_every=100, eval_every=100)
     cfg["data"]["train"] = str(tmp_path / "messy.jsonl")
+    # a label outside its task's label set is an error by default, naming the post, the task and the label
+    with pytest.raises(
+        LabelError,
+        match=rf"messy.jsonl: 1 label\(s\) .*meaning 1.*post '{posts[8].id}': "
+        r"unknown label 'sarcastic' for task 'meaning'.*data.invalid_labels=drop",
+    ):
+        train(cfg)
+    cfg["data"]["invalid_labels"] = "drop"
     result = train(cfg)
     assert result.steps == 3 and result.skipped_steps == 0
     data = result.data
@@ -283,6 +292,7 @@ def test_training_on_messy_data_runs_to_the_end_and_reports_what_it_skipped(
     assert data["unlabeled"]["intent"] == 6
     assert data["problems"]["image: truncated"] == 1 and data["problems"]["image: missing"] == 1
     assert data["problems"]["labels.meaning: invalid_label"] == 1
+    assert data["dropped_labels"] == {"train": {"meaning": 1}}
     card = (result.model_dir / "README.md").read_text()
     assert "image: truncated" in card and '"unlabeled"' in card
 

@@ -212,6 +212,7 @@ def test_every_problem_is_counted_once_over_the_whole_run_and_across_a_resume(
         cfg = _quick(bench, tmp_path / name, max_steps=4, save_every=2)
         cfg["data"]["train"] = str(tmp_path / "messy.jsonl")
         cfg["data"]["val"] = None
+        cfg["data"]["invalid_labels"] = "drop"
         results[name] = train(cfg, stop_after=stop)
         if stop:
             results[name] = train(cfg, resume="latest")

@@ -127,7 +127,7 @@ def _batch(model: Any, n: int, replies: int, device: Any) -> Any:
         for i in range(n)
     ]
     start = time.perf_counter()
-    batch = model.processor(posts)
+    batch = model.processor(posts, invalid_labels="drop")
     return batch.to(device), n / (time.perf_counter() - start)
 
 

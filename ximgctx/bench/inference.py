@@ -253,7 +253,7 @@ def _breakdown(su: _Setup, posts: list[Any], batch_size: int, sync: Callable[[],
     n = len(posts)
     post_tokens = int((su.tokenizer([p.text for p in posts]) != 0).sum())
     reply_copies = [r.text for p in posts for r in p.replies if r.text.strip()]
-    batches = [su.model.processor(chunk) for chunk in _chunks(posts, batch_size)]
+    batches = [su.model.processor(chunk, invalid_labels="drop") for chunk in _chunks(posts, batch_size)]
     shipped_text = sum(b.text_tokens.numel() + b.reply_tokens.numel() for b in batches)
     unique = sum(b.reply_tokens.shape[0] for b in batches)
     return {

@@ -89,7 +89,7 @@ def run(command: str, fn: Callable[[], int | None]) -> int:
 # Each checks a path before any heavy import; argparse turns its error into
 # "ximgctx CMD: error: argument --flag: ..." and exit status 2.
 
-_HUB_ID = re.compile(r"^(hf-hub:)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID = re.compile(r"^((hf-)?hub:)?[A-Za-z0-9][\w.-]*/[\w.-]+$|^hub:[A-Za-z0-9][\w.-]*$")
 
 
 def existing_path(value: str) -> str:
@@ -123,8 +123,9 @@ def model_ref(value: str) -> str:
         return value
     if os.path.exists(value):
         raise argparse.ArgumentTypeError(f"{value} is a file; a model is a folder or a hub id org/name")
-    if _HUB_ID.match(value) and not value.startswith("."):
-        return value
+    head = value.partition("/")[0]
+    if _HUB_ID.match(value) and not value.startswith(".") and not os.path.isdir(head):
+        return value  # runs/bset, with runs/ a folder here, is a mistyped folder and not a hub id
     raise argparse.ArgumentTypeError(f"no such model folder: {value} (nor a hub id of the form org/name)")
 
 
@@ -205,6 +206,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--nprobe": {"type": int, "help": "IVF cells visited per query" + _DEFAULT},
     "--space": {"choices": ["fused", "image"], "help": "vector space searched" + _DEFAULT},
     "-k": {"type": int, "help": "how many results: posts to choose, or hits to return" + _DEFAULT},
+    "--timeout": {"type": float, "help": "seconds to wait for a server's answer" + _DEFAULT},
     # governance and keys
     "--governance": {
         "type": existing_file,

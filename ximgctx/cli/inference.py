@@ -10,7 +10,7 @@
 
 ``predict`` and ``moderate`` shard across processes under ``torchrun`` / ``accelerate launch`` (see
 :mod:`ximgctx.inference.batch`); the other commands run in one process. Summaries go to stderr as JSON,
-results to ``--out`` (``search`` prints its hits as JSON on stdout).
+results to ``--out`` (``search`` prints its results as JSON on stdout, the same JSON as ``POST /v1/search``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,14 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
         add(p, "--nprobe", default=16)
         add(p, "--allow-ungoverned")
     elif command == "search":
-        add(p, "--index", required=True)
+        where_from = p.add_mutually_exclusive_group(required=True)
+        add(where_from, "--index")
+        where_from.add_argument(
+            "--url",
+            metavar="URL",
+            help="a running ximgctx serve (http://HOST:PORT, with or without /v1) to ask instead of loading "
+            "the index and model here; its API key from $XIMGCTX_API_KEY",
+        )
         q = p.add_mutually_exclusive_group(required=True)
         q.add_argument("--text", help="text query")
         q.add_argument("--image", type=existing_file, help="image file query")
@@ -78,8 +85,10 @@ def _search_args(p: argparse.ArgumentParser, command: str) -> None:
             action="append",
             default=None,
             metavar="TASK=LABEL",
-            help="keep posts predicted with this label (repeatable: same task = any, tasks = all)",
+            help="keep posts predicted with this label (repeatable: same task = any, tasks = all); "
+            'or a JSON object {"task": ["label", ...]}',
         )
+        add(p, "--timeout", default=60.0)
         add(p, "--space", default=None)
         add(p, "--nprobe", default=None)
         add(p, "--model", default=None)
@@ -115,9 +124,13 @@ _DESCRIPTIONS = {
 
           ximgctx search --index index_dir (--text Q | --image PATH | --post ID) [-k 10]
               [--where intent=threat]
+          XIMGCTX_API_KEY=KEY ximgctx search --url http://127.0.0.1:8000 --text Q [--where intent=threat]
 
         --space defaults to image for --text/--image and to fused for --post; --nprobe to the index's own;
-        --model to the model recorded in the index.""",
+        --model to the model recorded in the index. --url asks a running `ximgctx serve --index DIR`
+        (POST /v1/search) instead of loading the model here: the same JSON either way,
+        {"object": "list", "model", "query", "space", "where", "mode", "data": [{"rank", "id", "score",
+        "labels", "text", "has_image"}, ...]}.""",
 }
 
 
@@ -352,42 +365,94 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
-    from ximgctx.inference.search import SearchIndex
+def _where_arg(values: list[str] | None) -> Any:
+    """``--where`` values: ``task=label`` strings, or one JSON object."""
+    if values and len(values) == 1 and values[0].lstrip().startswith("{"):
+        from ximgctx.errors import InputError
 
-    index = SearchIndex.load(args.index)
-    if args.text is not None or args.image is not None:
-        model_dir = args.model or index.model.get("path")
-        if not model_dir:
-            print("ximgctx search: text and image queries need the model; pass --model DIR", file=sys.stderr)
-            return 2
-        index.attach(_load(args, model_dir, device=args.device))
-    if args.text is not None:
-        space = args.space or "image"
-        hits = index.search_text(args.text, k=args.k, space=space, where=args.where, nprobe=args.nprobe)
-        query = {"text": args.text}
-    elif args.image is not None:
-        space = args.space or "image"
-        hits = index.search_image(args.image, k=args.k, space=space, where=args.where, nprobe=args.nprobe)
-        query = {"image": args.image}
+        try:
+            where = json.loads(values[0])
+        except ValueError as e:
+            raise InputError(f"--where: not a JSON object ({e})") from None
+        if not isinstance(where, dict):
+            raise InputError("--where: a JSON filter is an object {task: [labels]}")
+        return where
+    return values
+
+
+def _search(args: argparse.Namespace) -> int:
+    where = _where_arg(args.where)
+    if args.url is not None:
+        result = _search_remote(args, where)
     else:
-        space = args.space or "fused"
-        hits = index.search_post(args.post, k=args.k, space=space, where=args.where, nprobe=args.nprobe)
-        query = {"post": args.post}
-    print(
-        json.dumps(
-            {
-                "query": query,
-                "space": space,
-                "where": args.where or [],
-                "mode": index.mode,
-                "hits": [h.to_dict() for h in hits],
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+        from ximgctx.inference.search import SearchIndex
+
+        index = SearchIndex.load(args.index)
+        if args.text is not None or args.image is not None:
+            model_dir = args.model or index.model.get("path")
+            if not model_dir:
+                print(
+                    "ximgctx search: text and image queries need the model; pass --model DIR", file=sys.stderr
+                )
+                return 2
+            index.attach(_load(args, model_dir, device=args.device))
+        result = index.search(
+            args.text,
+            image=args.image,
+            post_id=args.post,
+            k=args.k,
+            where=where,
+            space=args.space,
+            nprobe=args.nprobe,
+        ).to_dict()
+    print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
+
+
+def _search_remote(args: argparse.Namespace, where: Any) -> dict[str, Any]:
+    """Ask a running service (``POST /v1/search``); its answer is the JSON a local search prints."""
+    import base64
+    import os
+
+    import httpx
+
+    from ximgctx.errors import InputError
+
+    for flag, value in (("--model", args.model), ("--expect-sha256", args.expect_sha256)):
+        if value:
+            raise InputError(
+                f"{flag} names the model of a local search; with --url the server's model answers"
+            )
+    base = args.url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise InputError(f"--url: an http:// or https:// address, got {args.url!r}")
+    url = base + ("/search" if base.endswith("/v1") else "/v1/search")
+    body: dict[str, Any] = {"k": args.k}
+    if args.text is not None:
+        body["text"] = args.text
+    elif args.post is not None:
+        body["post_id"] = args.post
+    else:
+        with open(args.image, "rb") as f:
+            data = f.read()
+        body["image"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode("ascii")
+    for key, value in (("where", where), ("space", args.space), ("nprobe", args.nprobe)):
+        if value:
+            body[key] = value
+    key = os.environ.get("XIMGCTX_API_KEY", "").strip()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as e:
+        raise InputError(f"--url {args.url}: {type(e).__name__}: {e}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        message = answer.get("error", {}).get("message") if isinstance(answer, dict) else None
+        raise InputError(f"{url} answered {response.status_code}: {message or response.text[:200]}")
+    return answer
 
 
 def main(argv: list[str] | None = None, command: str = "predict") -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -24,13 +24,27 @@ from PIL import Image
 from ximgctx.config import DataConfig, TaskSpec
 from ximgctx.data.images import ImageDecodeError, ImageLimits, ImageRoot, from_pil, load_image
 from ximgctx.data.problems import Problem
-from ximgctx.data.record import LabelValue, Post, Reply, post_from_dict
+from ximgctx.data.record import LabelValue, LoadReport, Post, Reply, post_from_dict
 from ximgctx.data.text import cap_text, trim_tokens
 from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LabelError", "PostBatch", "PostInput", "PostProcessor", "as_post", "encode_label"]
+__all__ = [
+    "INVALID_LABELS",
+    "LabelError",
+    "PostBatch",
+    "PostInput",
+    "PostProcessor",
+    "as_post",
+    "check_labels",
+    "encode_label",
+]
+
+#: What happens to a label that does not fit its task (a label outside the task's label set, several labels
+#: for a multiclass task, a distribution that is not one): ``error`` (the default) names the post, the task
+#: and the label; ``drop`` drops that task's label of that post (the task is masked for it) and counts it.
+INVALID_LABELS = ("error", "drop")
 
 #: What the processor (and ``Predictor``) take as one post: a Post, or a dict in the README's record format
 #: whose ``image`` may also be encoded bytes or a PIL image.
@@ -225,6 +239,53 @@ def encode_label(value: LabelValue, spec: TaskSpec) -> torch.Tensor:
     return target
 
 
+def check_labels(
+    posts: Iterable[Post],
+    tasks: Sequence[TaskSpec],
+    *,
+    invalid_labels: str = "error",
+    source: str | None = None,
+    report: LoadReport | None = None,
+) -> dict[str, int]:
+    """Check every post's label of every task before a run uses them; returns task -> posts whose label for
+    it does not fit (also added to ``report``).
+
+    Raises:
+        LabelError: with ``invalid_labels="error"`` (the default), naming the first posts, their task and
+            label, how many there are, and the option that drops them instead.
+    """
+    if invalid_labels not in INVALID_LABELS:
+        raise InputError(f"invalid_labels must be one of {list(INVALID_LABELS)}, got {invalid_labels!r}")
+    counts: dict[str, int] = {}
+    examples: list[str] = []
+    for post in posts:
+        for spec in tasks:
+            if spec.name not in post.labels:
+                continue
+            try:
+                encode_label(post.labels[spec.name], spec)
+            except LabelError as e:
+                counts[spec.name] = counts.get(spec.name, 0) + 1
+                if len(examples) < 5:
+                    examples.append(f"post {post.id!r}: {e}")
+    if counts and invalid_labels == "error":
+        total = sum(counts.values())
+        where = f"{source}: " if source else ""
+        raise LabelError(
+            f"{where}{total} label(s) do not fit their task ("
+            + ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))
+            + "): "
+            + "; ".join(examples)
+            + ". Fix them, or drop them (the task is masked for those posts, counted in the data report): "
+            "invalid_labels='drop' (training: data.invalid_labels=drop)"
+        )
+    if report is not None:
+        for task, n in counts.items():
+            report.dropped_labels[task] = report.dropped_labels.get(task, 0) + n
+        report.label_examples += examples[: max(0, 5 - len(report.label_examples))]
+    return counts
+
+
 def _check_float32(target: torch.Tensor, value: dict[str, float], spec: TaskSpec) -> None:
     """A distribution must hold in float32, the dtype it trains in: ``1e39`` is finite as a Python float but
     ``inf`` here, and two labels of ``3e38`` sum to ``inf``, which normalises to an all-zero target."""
@@ -293,7 +354,14 @@ class PostProcessor:
             return None
         return self.image_transform(image)
 
-    def __call__(self, posts: Sequence[PostInput]) -> PostBatch:
+    #: a label that does not fit its task: "error" (raise, naming the post, task and label) or "drop" (the
+    #: task is masked for that post and the batch's problems say why); prediction drops, training says which
+    invalid_labels: str = "error"
+
+    def __call__(self, posts: Sequence[PostInput], *, invalid_labels: str | None = None) -> PostBatch:
+        on_invalid = invalid_labels or self.invalid_labels
+        if on_invalid not in INVALID_LABELS:
+            raise InputError(f"invalid_labels must be one of {list(INVALID_LABELS)}, got {on_invalid!r}")
         parsed = [as_post(p, i) for i, p in enumerate(posts)]
         b = len(parsed)
         s = self.image_size
@@ -351,6 +419,11 @@ class PostProcessor:
                     t[i] = encode_label(post.labels[spec.name], spec)
                     m[i] = True
                 except LabelError as e:
+                    if on_invalid == "error":
+                        raise LabelError(
+                            f"post {post.id!r}: {e} (invalid_labels='drop' masks the task for such posts "
+                            "instead)"
+                        ) from None
                     problems[i].append(Problem(f"labels.{spec.name}", "invalid_label", str(e)))
             targets[spec.name] = t
             label_mask[spec.name] = m

@@ -319,10 +319,13 @@ def post_from_dict(
 
 @dataclass
 class LoadReport:
-    """What :func:`load_posts` skipped when asked to skip bad records instead of raising."""
+    """What :func:`load_posts` skipped when asked to skip bad records instead of raising, and which labels
+    were dropped because they do not fit their task (``check_labels(..., invalid_labels="drop")``)."""
 
     errors: list[PostValidationError] = field(default_factory=list)
     read: int = 0  # records seen, good and bad
+    dropped_labels: dict[str, int] = field(default_factory=dict)  # task -> posts whose label was dropped
+    label_examples: list[str] = field(default_factory=list)  # the first few: post, task, label
 
     @property
     def skipped(self) -> int:
@@ -340,6 +343,12 @@ class LoadReport:
         lines += [f"  {e}" for e in self.errors[:20]]
         if self.skipped > 20:
             lines.append(f"  ... and {self.skipped - 20} more")
+        if self.dropped_labels:
+            lines.append(
+                "labels dropped (not fitting their task; the task is masked for those posts): "
+                + ", ".join(f"{t} {n}" for t, n in sorted(self.dropped_labels.items()))
+            )
+            lines += [f"  {e}" for e in self.label_examples]
         return "\n".join(lines)
 
 

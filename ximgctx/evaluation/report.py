@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,9 @@ def evaluate(
     if plots and out_dir is not None:  # before the evaluation, not after it
         require("matplotlib", feature=_PLOTS)
     test, load_report = _as_posts(posts)
+    oracle_missing = None if oracle is not None else _missing_ceilings(test, posts)
+    if oracle_missing:
+        warnings.warn(oracle_missing, UserWarning, stacklevel=2)
     if accelerator is not None:
         model.to(accelerator.device)
     was_training = model.training
@@ -259,11 +263,31 @@ def evaluate(
         "keys": keys,
         "full_key": main_key,
         "oracle": oracle is not None,
+        # why ContextBench posts have no ceilings beside them (a governed copy has no oracle.json), or None
+        "oracle_missing": oracle_missing,
         "tasks": tasks,
     }
     if out_dir is not None and (accelerator is None or accelerator.is_main_process):
         write_report(report, Path(out_dir), plots=plots)
     return report
+
+
+def _missing_ceilings(test: Sequence[Post] | PostDataset, source: Any, sample: int = 64) -> str | None:
+    """A note when ContextBench posts (``meta.source``) are evaluated without their oracle ceilings: what a
+    governed copy, written to a folder without ``oracle.json``, silently lost."""
+    try:
+        first = [test[i] for i in range(min(len(test), sample))]
+    except (TypeError, IndexError, NotImplementedError):  # a dataset without random access
+        return None
+    if not any(isinstance(p, Post) and p.meta.get("source") == "contextbench" for p in first):
+        return None
+    where = f"{source}: " if isinstance(source, (str, Path)) else ""
+    return (
+        f"{where}these are ContextBench posts but no oracle ceilings were given, so the report has no "
+        "ceiling beside the model's accuracy (a governed copy has no oracle.json beside it). Pass the "
+        "generated one: ximgctx evaluate --oracle data/cb/oracle.json --oracle-split test, or "
+        "evaluate(..., oracle=load_oracle('data/cb/oracle.json', 'test'))"
+    )
 
 
 def _fmt(x: Any, pct: bool = True) -> str:
@@ -279,6 +303,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['posts']} posts; skipped records: {report['skipped_records']}; "
         f"problems: {report['problems'] or 'none'}.",
+        *(["", f"**No ceilings**: {report['oracle_missing']}"] if report.get("oracle_missing") else []),
         "",
         "## Metrics (all modalities)",
         "",

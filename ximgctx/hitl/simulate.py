@@ -137,7 +137,7 @@ def _encode(model: ContextModel, posts: list[Post], batch_size: int = 64) -> _Fe
     parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "replies": [], "reply_mask": []}
     model.eval()
     for start in range(0, len(posts), batch_size):
-        batch = model.processor(posts[start : start + batch_size])
+        batch = model.processor(posts[start : start + batch_size], invalid_labels="drop")  # features only
         emb = model.encode(batch)
         b, kb, d = emb.replies.shape
         replies = torch.zeros(b, k, d)

@@ -5,11 +5,13 @@ size, atomic rename, refuses to replace a folder that is not a search index unle
 Files (no pickle anywhere)::
 
     manifest.json     the artifact manifest (checked before anything else is read)
-    index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with (path and
+    index.json        mode, spaces (dim, count, file), tasks and labels, the model it was built with (its
+                      folder relative to the index folder, or only its name when they share no root, and
                       the SHA-256 of its manifest), and the public id of the governance key that made
-                      the author digests (never the key)
-    posts.parquet     one row per post: id, image path, text (first 280 characters), predicted labels, and
-                      the keyed digests of the post's and its replies' authors
+                      the author digests (never the key). No absolute path.
+    posts.parquet     one row per post: id, whether it had a usable image, text (first 280 characters),
+                      predicted labels, and the keyed digests of the post's and its replies' authors
+                      (no file path: version 4; older indexes' image paths are read as has_image)
     fused.faiss       faiss.write_index of the fused space (ids = row numbers in posts.parquet)
     image.faiss       the image space
 
@@ -47,7 +49,9 @@ SPACES = ("fused", "image")
 
 KIND = "search-index"
 FORMAT = "ximgctx-search-index"
-FORMAT_VERSION = 3  # 2: keyed author digests per post; 3: their key is the operator's, only its id saved
+# 2: keyed author digests per post; 3: their key is the operator's, only its id saved; 4: no paths (has_image
+# instead of the image path, the model folder relative to the index)
+FORMAT_VERSION = 4
 _MAX_INDEX_JSON = 1 << 20  # index.json holds tasks and a few numbers; 1 MiB is plenty
 
 
@@ -77,7 +81,7 @@ def write_index_folder(
         schema = pa.schema(
             [
                 ("id", pa.string()),
-                ("image", pa.string()),
+                ("has_image", pa.bool_()),
                 ("text", pa.string()),
                 ("labels", labels_type),
                 ("authors", pa.list_(pa.string())),
@@ -102,11 +106,23 @@ def write_index_folder(
             "posts": len(index.records),
             "spaces": spaces,
             "tasks": index.tasks,
-            "model": index.model,
+            "model": {**index.model, "path": _relative_model_path(index.model.get("path"), out)},
             **index.author_key.to_json(),
         }
         (tmp / "index.json").write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
     return out
+
+
+def _relative_model_path(path: Any, index_dir: Path) -> str | None:
+    """The model folder as index.json stores it: relative to the index folder (so the two can move together),
+    or its name alone when no relative path exists; never absolute."""
+    if not path:
+        return None
+    p = Path(str(path)).resolve()  # a relative path is the working folder's
+    try:
+        return Path(os.path.relpath(p, index_dir)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return p.name
 
 
 def read_index_folder(
@@ -140,7 +156,7 @@ def _read_index(root: Path, manifest: Manifest, author_key: bytes | None) -> dic
         raise SearchIndexError(f"{where}: larger than {_MAX_INDEX_JSON} bytes; not an index description")
     try:
         meta = json.loads(where.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("format_version") not in (2, FORMAT_VERSION):
+        if meta.get("format") != FORMAT or meta.get("format_version") not in (2, 3, FORMAT_VERSION):
             raise SearchIndexError(f"{where}: not a version-{FORMAT_VERSION} ximgctx search index")
         key = AuthorKey.for_saved(meta, author_key, str(where))
         spaces = {s: str(info["file"]) for s, info in meta["spaces"].items()}
@@ -161,11 +177,17 @@ def _read_index(root: Path, manifest: Manifest, author_key: bytes | None) -> dic
     for r in records:
         r["labels"] = {t: list(v or []) for t, v in (r["labels"] or {}).items()}
         r["authors"] = list(r.get("authors") or [])
+        if "has_image" not in r:  # versions 2 and 3 stored the image path
+            r["has_image"] = r.pop("image", None) is not None
+        r["has_image"] = bool(r["has_image"])
     indexes = {space: faiss.read_index(str(root / name)) for space, name in spaces.items()}
+    model = dict(meta.get("model") or {})
+    if meta["format_version"] >= 4 and model.get("path") and not Path(str(model["path"])).is_absolute():
+        model["path"] = str((root / str(model["path"])).resolve())  # relative to the index folder
     return {
         "records": records,
         "indexes": indexes,
-        "model": meta.get("model"),
+        "model": model,
         "author_key": key,
         **settings,
     }

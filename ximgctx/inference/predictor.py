@@ -270,7 +270,9 @@ class Predictor:
 
     def collate(self, posts: Sequence[Post]) -> PostBatch:
         """The model's processor over ``posts``, moved to the device."""
-        return self.model.processor(list(posts)).to(self.device, non_blocking=True)
+        # labels play no part in a prediction: one that does not fit its task is a problem of that post
+        batch = self.model.processor(list(posts), invalid_labels="drop")
+        return batch.to(self.device, non_blocking=True)
 
     def forward(self, batch: PostBatch, modalities: Modalities | str | Iterable[str] = ALL) -> ContextOutput:
         """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept

@@ -24,11 +24,17 @@ query                  default space, and what ``space="fused"`` / ``"image"`` d
 ``exact`` mode is ``IndexFlatIP`` (brute force, the reference); ``ivf`` is ``IndexIVFFlat`` with
 ``nlist`` k-means cells of which ``nprobe`` are visited per query (approximate; ``ximgctx bench search``
 measures its recall@10 against exact). ``where`` filters on the labels the model predicted at indexing
-time (``intent=threat``); the filter runs inside FAISS (an ID selector), so ``k`` hits are the best ``k``
-among the posts that pass, not a post-filtered remainder. In IVF mode a filtered query visits
-``nprobe / share`` cells by default (``share``: the fraction of posts passing), so it meets about as many
-matching candidates as an unfiltered query. Several values for one task match any of them;
-different tasks must all match.
+time, in one syntax everywhere (Python, ``ximgctx search --where`` and ``POST /v1/search``):
+``"intent=threat"``, a list of such strings, or a dict ``{"intent": ["threat", "protest"]}``. The filter
+runs inside FAISS (an ID selector), so ``k`` hits are the best ``k`` among the posts that pass, not a
+post-filtered remainder. In IVF mode a filtered query visits ``nprobe / share`` cells by default
+(``share``: the fraction of posts passing), so it meets about as many matching candidates as an unfiltered
+query. Several values for one task match any of them; different tasks must all match.
+
+Every query answers one shape (:class:`SearchResults`, ``to_dict()``), the same as the CLI prints and the
+service returns: ``{"object": "list", "model", "query", "space", "where", "mode", "data": [hit, ...]}``,
+each hit ``{"rank", "id", "score", "labels", "text", "has_image"}``. Hits name posts by id; no file path
+of the machine that built the index is ever stored in it or returned.
 
 Saved as a ``search-index`` artifact (see :mod:`ximgctx.inference._search_io`: a manifest of every file,
 atomic write, verified before it is read; no pickle anywhere). Each record keeps the keyed digests of its
@@ -40,9 +46,10 @@ abstain), so an image-task filter (``objects=star``) never matches it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,13 +70,18 @@ __all__ = [
     "SearchHit",
     "SearchIndex",
     "SearchIndexError",
+    "SearchResults",
     "UnknownPostError",
+    "Where",
     "default_nlist",
     "parse_where",
 ]
 
 MODES = ("exact", "ivf")
 _TEXT_CHARS = 280
+
+#: A label filter: ``"task=label"``, a list of such strings, or ``{task: label | [labels]}``.
+Where = str | Iterable[str] | Mapping[str, str | Iterable[str]]
 
 
 class UnknownPostError(InputError, KeyError):
@@ -81,10 +93,12 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
 
 
-def parse_where(
-    where: Iterable[str] | dict[str, Iterable[str]] | None, tasks: dict[str, list[str]]
-) -> dict[str, set[str]]:
-    """``["intent=threat", "intent=protest", "meaning=ironic"]`` -> ``{"intent": {...}, "meaning": {...}}``.
+def parse_where(where: Where | None, tasks: dict[str, list[str]]) -> dict[str, set[str]]:
+    """A label filter in any of its forms -> ``{task: {labels}}``.
+
+    ``"intent=threat"``, ``["intent=threat", "intent=protest", "meaning=ironic"]`` and
+    ``{"intent": ["threat", "protest"], "meaning": "ironic"}`` are the same filter: several labels of
+    one task match any of them, different tasks must all match.
 
     Raises:
         InputError: a clause that is not ``task=label``, or a task or label the index does not know.
@@ -92,14 +106,19 @@ def parse_where(
     if where is None:
         return {}
     pairs: list[tuple[str, str]] = []
-    if isinstance(where, dict):
-        pairs = [
-            (t, lab)
-            for t, labels in where.items()
-            for lab in ([labels] if isinstance(labels, str) else labels)
-        ]
+    if isinstance(where, Mapping):
+        for t, labels in where.items():
+            values = [labels] if isinstance(labels, str) else labels
+            if not isinstance(t, str) or not isinstance(values, Iterable):
+                raise InputError(f"where: {{task: label or [labels]}}, got {t!r}: {labels!r}")
+            for lab in values:
+                if not isinstance(lab, str):
+                    raise InputError(f"where.{t}: labels are strings, got {lab!r}")
+                pairs.append((t, lab))
     else:
-        for clause in where:
+        for clause in [where] if isinstance(where, str) else where:
+            if not isinstance(clause, str):
+                raise InputError(f"where: a filter is task=label (e.g. intent=threat), got {clause!r}")
             task, sep, label = clause.partition("=")
             if not sep or not task.strip() or not label.strip():
                 raise InputError(f"a filter is task=label (e.g. intent=threat), got {clause!r}")
@@ -125,10 +144,43 @@ class SearchHit:
     score: float  # cosine similarity
     labels: dict[str, list[str]]  # the labels the model predicted at indexing time
     text: str  # the first 280 characters of the post text
-    image: str | None
+    has_image: bool  # whether the post had a usable image (is in the ``image`` space)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class SearchResults:
+    """The answer to one query: its hits (``data``) and what was asked. ``to_dict()`` is the JSON that
+    ``ximgctx search`` prints and ``POST /v1/search`` returns."""
+
+    data: list[SearchHit]
+    query: dict[str, str]  # {"text": q} | {"post_id": id} | {"image": "sha256:<first 16 hex>"}
+    space: str
+    where: dict[str, list[str]]  # the filter, normalised: {task: sorted labels}
+    mode: str
+    model: str | None = None
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> SearchHit:
+        return self.data[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "model": self.model,
+            "query": dict(self.query),
+            "space": self.space,
+            "where": {t: list(v) for t, v in self.where.items()},
+            "mode": self.mode,
+            "data": [h.to_dict() for h in self.data],
+        }
 
 
 def _ids_of(index: Any) -> np.ndarray:
@@ -268,7 +320,8 @@ class SearchIndex:
         """An index over given vectors.
 
         Args:
-            records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``image``, ``text``, and
+            records: one dict per post (``id``, ``labels`` {task: [labels]}, optional ``has_image`` (or
+                ``image``, of which only whether it is set is kept), ``text``, and
                 ``authors``: the keyed digests of its authors under ``author_key``, the operator's
                 governance key; by default ``$XIMGCTX_GOVERNANCE_KEY``).
             vectors: space -> ``(rows, vectors)``: which records (row numbers) have a vector in that space,
@@ -286,7 +339,7 @@ class SearchIndex:
         records = [
             {
                 "id": str(r["id"]),
-                "image": r.get("image"),
+                "has_image": bool(r.get("has_image", r.get("image") is not None)),
                 "text": (r.get("text") or "")[:_TEXT_CHARS],
                 "labels": {t: list(v) for t, v in (r.get("labels") or {}).items()},
                 "authors": sorted(r.get("authors") or []),
@@ -330,7 +383,7 @@ class SearchIndex:
                 records.append(
                     {
                         "id": post.id,
-                        "image": post.image if isinstance(post.image, str) else None,  # not shard bytes
+                        "has_image": False,  # set below from the image space
                         "text": post.text,
                         "labels": {t: p.labels for t, p in pred.tasks.items()},
                         "authors": post_author_digests(post, key),
@@ -340,6 +393,8 @@ class SearchIndex:
             present = result.output.embeddings.present["image"].cpu().numpy()  # (B,)
             image.append(result.output.embeddings.image.float().cpu().numpy()[present])
             image_rows.append(start + np.flatnonzero(present))
+            for row in image_rows[-1]:
+                records[int(row)]["has_image"] = True
             bar.update(len(result.posts))
         bar.close()
         model = predictor.model
@@ -395,7 +450,7 @@ class SearchIndex:
             )
         return self.predictor
 
-    def allowed_rows(self, where: Iterable[str] | dict[str, Iterable[str]] | None) -> np.ndarray | None:
+    def allowed_rows(self, where: Where | None) -> np.ndarray | None:
         """Row numbers passing ``where`` (None when there is no filter)."""
         clauses = parse_where(where, self.tasks)
         if not clauses:
@@ -412,7 +467,7 @@ class SearchIndex:
         *,
         space: str = "fused",
         k: int = 10,
-        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        where: Where | None = None,
         nprobe: int | None = None,
         exclude: Sequence[int | None] | None = None,
     ) -> list[list[SearchHit]]:
@@ -466,7 +521,7 @@ class SearchIndex:
                         score=float(s),
                         labels=rec["labels"],
                         text=rec["text"],
-                        image=rec["image"],
+                        has_image=bool(rec["has_image"]),
                     )
                 )
                 if len(out) == k:
@@ -480,7 +535,7 @@ class SearchIndex:
         *,
         k: int = 10,
         space: str = "image",
-        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        where: Where | None = None,
         nprobe: int | None = None,
     ) -> list[SearchHit]:
         """Posts for a text query: CLIP text-to-image by default, or a text-only post in the fused space."""
@@ -493,22 +548,21 @@ class SearchIndex:
 
     def search_image(
         self,
-        image: str | os.PathLike[str],
+        image: str | os.PathLike[str] | bytes,
         *,
         k: int = 10,
         space: str = "image",
-        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        where: Where | None = None,
         nprobe: int | None = None,
     ) -> list[SearchHit]:
-        """Posts for an image query (CLIP image space by default, or an image-only post in the fused
-        space)."""
+        """Posts for an image query, a file or its bytes (CLIP image space by default, or an image-only post
+        in the fused space)."""
         predictor = self._need_predictor()
-        result = predictor.run_batch([Post(id="<query>", image=os.fspath(image))])
+        query = image if isinstance(image, bytes) else os.fspath(image)
+        result = predictor.run_batch([Post(id="<query>", image=query)])
         if not bool(result.output.embeddings.present["image"][0]):
-            raise SearchIndexError(
-                f"query image {os.fspath(image)!r} cannot be used: "
-                f"{'; '.join(map(str, result.batch.problems[0]))}"
-            )
+            name = "the query image" if isinstance(query, bytes) else f"query image {query!r}"
+            raise SearchIndexError(f"{name} cannot be used: {'; '.join(map(str, result.batch.problems[0]))}")
         x = result.output.embeddings.image if space == "image" else result.output.fused
         return self.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where, nprobe=nprobe)[0]
 
@@ -518,7 +572,7 @@ class SearchIndex:
         *,
         k: int = 10,
         space: str = "fused",
-        where: Iterable[str] | dict[str, Iterable[str]] | None = None,
+        where: Where | None = None,
         nprobe: int | None = None,
     ) -> list[SearchHit]:
         """ "More like this": posts nearest to an indexed post's stored vector, the post itself left out."""
@@ -537,6 +591,63 @@ class SearchIndex:
         return self.search_vectors(vector[None], space=space, k=k, where=where, nprobe=nprobe, exclude=[row])[
             0
         ]
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: str | os.PathLike[str] | bytes | None = None,
+        post_id: str | None = None,
+        k: int = 10,
+        where: Where | None = None,
+        space: str | None = None,
+        nprobe: int | None = None,
+    ) -> SearchResults:
+        """One query, by exactly one of ``text``, ``image`` (a file or its bytes) or ``post_id`` (more like
+        this), with an optional label filter; the same answer as ``ximgctx search`` and ``POST /v1/search``.
+
+        ``space`` defaults to ``image`` for text and image queries and to ``fused`` for ``post_id``.
+
+        Example::
+
+            results = index.search("protest downtown", k=5, where="intent=protest")
+            [(hit.id, round(hit.score, 3)) for hit in results.data]
+        """
+        given = [
+            name for name, v in (("text", text), ("image", image), ("post_id", post_id)) if v is not None
+        ]
+        if len(given) != 1:
+            raise InputError(f"give exactly one of text, image or post_id (got {given or 'none'})")
+        clauses = parse_where(where, self.tasks)
+        query: dict[str, str]
+        if text is not None:
+            space = space or "image"
+            hits = self.search_text(text, k=k, space=space, where=clauses, nprobe=nprobe)
+            query = {"text": text}
+        elif post_id is not None:
+            space = space or "fused"
+            hits = self.search_post(post_id, k=k, space=space, where=clauses, nprobe=nprobe)
+            query = {"post_id": post_id}
+        else:
+            assert image is not None  # exactly one was given
+            space = space or "image"
+            hits = self.search_image(image, k=k, space=space, where=clauses, nprobe=nprobe)
+            data = image if isinstance(image, bytes) else Path(image).read_bytes()
+            query = {"image": "sha256:" + hashlib.sha256(data).hexdigest()[:16]}
+        return SearchResults(
+            data=hits,
+            query=query,
+            space=space,
+            where={t: sorted(v) for t, v in clauses.items()},
+            mode=self.mode,
+            model=self.model_name,
+        )
+
+    @property
+    def model_name(self) -> str | None:
+        """The name of the model folder the index was built with (never its path)."""
+        path = self.model.get("path")
+        return Path(str(path)).name if path else None
 
     # ---------------------------------------------------------------------------------- removing
     def _keep_rows(self, keep: np.ndarray) -> int:

@@ -224,12 +224,18 @@ def _read_json(path: Path) -> Any:
 
 def verify_folder(path: Path, *, expected_sha256: str | None = None) -> dict[str, Any]:
     """Check the whole folder against its manifest; return the manifest's file list or raise."""
+    from ximgctx.models.hub import transformers_hint
+
     if not Path(path).is_dir():
-        raise ModelFolderError(f"{path}: no such model folder")
+        raise ModelFolderError(
+            f"{path}: no such model folder"
+            + (" (it is a file)" if Path(path).exists() else "")
+            + " (a model on the Hugging Face Hub is named org/name, or hub:name)"
+        )
     try:
         manifest = verify_artifact(path, KIND, max_version=1, expected_sha256=expected_sha256)
     except ArtifactError as e:
-        raise ModelFolderError(str(e)) from None
+        raise ModelFolderError(f"{e}{transformers_hint(path)}") from None
     return {"files": manifest.files, "digest": manifest.digest}
 
 

@@ -18,12 +18,19 @@ from ximgctx._hub import is_hub_id, looks_like_repo_id, snapshot
 from ximgctx.errors import ArtifactError
 
 __all__ = [
+    "HUB_PREFIX",
     "HubModelError",
     "download_model",
     "looks_like_repo_id",
+    "meant_local",
     "push_folder",
     "resolve_model",
+    "transformers_hint",
 ]  # looks_like_repo_id: from ximgctx._hub
+
+
+#: forces a model source to be read as a hub repo id (``hub:org/name``, ``hub:name``), never a local folder
+HUB_PREFIX = "hub:"
 
 
 class HubModelError(ArtifactError):
@@ -75,12 +82,48 @@ def resolve_model(
     included: ``(snapshot, True)``. Anything else is a local folder, returned as given and not yet verified:
     ``(Path(source), False)``.
     """
-    if is_hub_id(source):
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):  # a hub id, whatever folders exist here
+        repo_id = source[len(HUB_PREFIX) :]
+        return download_model(
+            repo_id, revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
+        ), True
+    if is_hub_id(source) and not meant_local(str(source)):
         folder = download_model(
             str(source), revision=revision, cache_dir=cache_dir, expected_sha256=expected_sha256
         )
         return folder, True
     return Path(source), False
+
+
+def meant_local(source: str) -> bool:
+    """Whether a name that does not exist is a mistyped local folder rather than a hub id: it has no ``/``
+    (ximgctx models on the hub are ``org/name``; ``hub:name`` names a namespace-less repo), or its first part
+    is a folder here (``runs/bset`` when ``runs/`` exists)."""
+    head, sep, _ = source.partition("/")
+    return not sep or Path(head).is_dir()
+
+
+def transformers_hint(folder: str | os.PathLike[str]) -> str:
+    """A hint when ``folder`` holds a Hugging Face ``transformers`` checkpoint (a ``config.json`` with a
+    ``model_type``), so that a user who passed it as an ximgctx model or an open_clip architecture learns
+    what it is; ``""`` otherwise."""
+    import json
+
+    config = Path(folder) / "config.json"
+    try:
+        if not config.is_file() or config.stat().st_size > 1 << 20:
+            return ""
+        raw = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(raw, dict) or "model_type" not in raw or "format" in raw:  # ximgctx's has "format"
+        return ""
+    return (
+        f"; {folder} looks like a transformers folder (model_type={raw['model_type']!r}): use it as the "
+        f"encoder with backend='transformers' (EncoderConfig(backend='transformers', "
+        f"arch={str(folder)!r}), on the command line model.encoder.backend=transformers "
+        f"model.encoder.arch={folder})"
+    )
 
 
 def push_folder(

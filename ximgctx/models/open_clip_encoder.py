@@ -92,9 +92,18 @@ def check_arch(arch: str) -> None:
             )
         return
     if arch not in open_clip.list_models():
+        from ximgctx.models.hub import transformers_hint
+
+        hint = transformers_hint(arch) if Path(arch).is_dir() else ""
+        if not hint and arch.count("/") == 1 and not Path(arch).exists():
+            hint = (
+                f"; {arch!r} looks like a Hugging Face hub id: a transformers CLIPModel or SiglipModel "
+                f"checkpoint is read with backend='transformers' (EncoderConfig(backend='transformers', "
+                f"arch={arch!r}))"
+            )
         raise ConfigError(
             f"unknown open_clip architecture {arch!r}; shipped tiny ones: {list(SHIPPED_ARCHS)}, "
-            f"built-in ones include ViT-B-32, ViT-B-16, RN50 (see open_clip.list_models())"
+            f"built-in ones include ViT-B-32, ViT-B-16, RN50 (see open_clip.list_models()){hint}"
         )
 
 
@@ -193,9 +202,14 @@ def _resolve_pretrained(config: EncoderConfig) -> str | None:
         return None
     if os.path.sep in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(tag).exists():
         if not Path(tag).is_file():
-            raise PretrainedWeightsError(
-                f"encoder.pretrained={tag!r} looks like a path but no such file exists"
+            from ximgctx.models.hub import transformers_hint
+
+            what = (
+                "is a folder, not a weights file"
+                if Path(tag).is_dir()
+                else "looks like a path but no such file exists"
             )
+            raise PretrainedWeightsError(f"encoder.pretrained={tag!r} {what}{transformers_hint(tag)}")
         return tag
     cfg = open_clip.get_pretrained_cfg(config.arch, tag)
     if not cfg:

@@ -238,34 +238,26 @@ class Service:
         given = [x for x in (req.text, req.image, req.post_id) if x is not None]
         if len(given) != 1:
             raise InputError("give exactly one of text, image or post_id")
-        where = {k: [v] if isinstance(v, str) else list(v) for k, v in req.where.items()}
+        if req.post_id is not None and req.post_id not in getattr(self.index, "_row_of", {}):
+            raise ServiceError(
+                404, f"no post {req.post_id!r} in the index", "invalid_request_error", "not_found"
+            )
+        image = None if req.image is None else await self.fetcher.read(req.image, "image")
+        if image is not None:
+            self.budget.charge_images(who.identity, [image])
         index = self.index
-        if req.text is not None:
-            hits = await self.run(
-                lambda: index.search_text(req.text, k=req.k, space=req.space or "image", where=where)
+        results = await self.run(
+            lambda: index.search(
+                req.text,
+                image=image,
+                post_id=req.post_id,
+                k=req.k,
+                where=req.where,
+                space=req.space,
+                nprobe=req.nprobe,
             )
-        elif req.post_id is not None:
-            if req.post_id not in getattr(index, "_row_of", {}):
-                raise ServiceError(
-                    404, f"no post {req.post_id!r} in the index", "invalid_request_error", "not_found"
-                )
-            hits = await self.run(
-                lambda: index.search_post(req.post_id, k=req.k, space=req.space or "fused", where=where)
-            )
-        else:
-            assert req.image is not None  # exactly one of text, image, post_id was given
-            data = await self.fetcher.read(req.image, "image")
-            self.budget.charge_images(who.identity, [data])
-            hits = await self.run(self._search_image, data, req.k, req.space or "image", where)
-        return {"object": "list", "model": self.model_name, "data": [json_safe(h.to_dict()) for h in hits]}
-
-    def _search_image(self, data: bytes, k: int, space: str, where: dict) -> list[Any]:
-        result = self.predictor.run_batch([Post(id="query", image=data)])
-        if not bool(result.output.embeddings.present["image"][0]):
-            problems = "; ".join(str(p) for p in result.batch.problems[0]) or "unreadable"
-            raise InputError(f"image: cannot be used as a query ({problems})")
-        x = result.output.embeddings.image if space == "image" else result.output.fused
-        return self.index.search_vectors(x.float().cpu().numpy(), space=space, k=k, where=where)[0]
+        )
+        return json_safe({**results.to_dict(), "model": self.model_name})  # the same JSON as ximgctx search
 
     async def feedback(self, req: FeedbackRequest, who: Caller) -> dict[str, Any]:
         if req.reviewer is not None:

@@ -91,7 +91,9 @@ class ModerationRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """``POST /v1/search``: exactly one of text, image (a data URL) or post_id."""
+    """``POST /v1/search``: exactly one of text, image (a data URL) or post_id. ``where`` is the filter of
+    :meth:`ximgctx.SearchIndex.search` in any of its forms: ``"intent=protest"``, a list of such strings, or
+    ``{"intent": ["protest"]}``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -99,8 +101,9 @@ class SearchRequest(BaseModel):
     image: str | None = None
     post_id: str | None = None
     k: int = Field(10, ge=1, le=1000)
-    where: dict[str, str | list[str]] = Field(default_factory=dict)
+    where: dict[str, str | list[str]] | list[str] | str | None = None
     space: Literal["fused", "image"] | None = None
+    nprobe: int | None = Field(None, ge=1, le=65536)
 
 
 class FeedbackPost(BaseModel):

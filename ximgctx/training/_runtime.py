@@ -163,9 +163,23 @@ class DataReport:
     skipped_examples: list[str] = field(default_factory=list)  # the first few skip reasons (file:line field)
     unlabeled: dict[str, int] = field(default_factory=dict)  # task -> training posts without a label for it
     problems: dict[str, int] = field(default_factory=dict)  # problem kind -> distinct training posts affected
+    # split -> task -> posts whose label does not fit the task, dropped (data.invalid_labels=drop)
+    dropped_labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def count_unlabeled(self, posts: list[Post], tasks: list[TaskSpec]) -> None:
         self.unlabeled = {t.name: sum(1 for p in posts if t.name not in p.labels) for t in tasks}
+
+    def check_labels(self, split: str, posts: list[Post], tasks: list[TaskSpec], data: Any) -> None:
+        """Refuse (``data.invalid_labels=error``) or count (``drop``) labels that do not fit their task."""
+        from ximgctx.data.processor import check_labels
+
+        source = (data.train if split == "train" else data.val) or f"the {split} posts"
+        counts = check_labels(posts, tasks, invalid_labels=data.invalid_labels, source=str(source))
+        if counts:
+            self.dropped_labels[split] = counts
+            logger.warning(
+                "%s: labels not fitting their task dropped (data.invalid_labels=drop): %s", split, counts
+            )
 
     def add_skipped(self, split: str, report: LoadReport) -> None:
         self.skipped_records[split] = report.skipped
@@ -181,6 +195,7 @@ class DataReport:
             "skipped_examples": list(self.skipped_examples),
             "unlabeled": dict(self.unlabeled),
             "problems": dict(sorted(self.problems.items())),
+            "dropped_labels": {k: dict(v) for k, v in self.dropped_labels.items()},
         }
 
     def summary(self) -> str:
@@ -211,6 +226,11 @@ class DataReport:
         capped = {f: kinds["capped"] for f, kinds in by_field.items() if "capped" in kinds}
         if capped:
             parts.append("capped: " + ", ".join(f"{k} {v}" for k, v in sorted(capped.items())))
+        for split, counts in sorted(self.dropped_labels.items()):
+            parts.append(
+                f"{split} labels not fitting their task dropped (data.invalid_labels=drop): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            )
         unl = {k: v for k, v in self.unlabeled.items() if v}
         if unl:
             parts.append("unlabeled (loss masked): " + ", ".join(f"{k} {v}" for k, v in unl.items()))

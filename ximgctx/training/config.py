@@ -231,6 +231,9 @@ class DataSources:
     # relative image paths resolve against this (default: each manifest's folder)
     image_root: str | None = None
     on_error: str = "skip"  # malformed records: skip them (counted in the run's data report) or raise
+    # a label that does not fit its task (not in its label set...): error (naming post, task and label), or
+    # drop it (the task is masked for that post; counted in the run's data report)
+    invalid_labels: str = "error"
     # train on posts that did not pass `ximgctx govern` (the model card says so)
     allow_ungoverned: bool = False
     shuffle_buffer: int = 5000  # shard folders: posts held by each DataLoader worker's shuffle buffer
@@ -263,6 +266,10 @@ class DataSources:
         _check(
             self.on_error in ("skip", "raise"),
             f"data.on_error must be 'skip' or 'raise', got {self.on_error!r}",
+        )
+        _check(
+            self.invalid_labels in ("error", "drop"),
+            f"data.invalid_labels must be 'error' or 'drop', got {self.invalid_labels!r}",
         )
         _check(
             isinstance(self.shuffle_buffer, int)

@@ -202,6 +202,9 @@ def _prepare(
     else:
         report.train_posts, report.val_posts = len(train_data), len(val_posts or [])
         report.count_unlabeled(train_data, cfg.model.tasks)
+        report.check_labels("train", train_data, cfg.model.tasks, cfg.data)
+    if val_posts is not None:
+        report.check_labels("val", val_posts, cfg.model.tasks, cfg.data)
 
     model = ContextModel(cfg.model)
     groups = model.parameter_groups()
@@ -209,6 +212,7 @@ def _prepare(
         groups = split_lora_by_tower(groups, model.encoder.image_tower)
     optimizer = build_optimizer(groups, tc.optim)
     processor = model.processor
+    processor.invalid_labels = cfg.data.invalid_labels  # streamed posts: checked as they come
     if isinstance(train_data, StreamSplit):  # split by (rank, worker) itself: not Accelerate's to shard
         model, optimizer = accelerator.prepare(model, optimizer)
         train_loader = stream_loader(train_data, processor, tc, cfg.data, accelerator)
