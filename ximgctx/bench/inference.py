@@ -217,17 +217,17 @@ def _paths(su: _Setup, batch_size: int, naive_scores: list[np.ndarray]) -> dict[
         tokens = su.tokenizer(texts)
         return replace(batch, text_tokens=tokens, reply_tokens=su.tokenizer(copies), reply_index=index)
 
+    plain = Predictor(model, device=su.device, dtype=su.dtype, batch_size=batch_size, text_cache=False)
+
     def naive(posts: list[Any], keep: bool = False) -> None:
-        with _untrimmed(model.encoder):
+        with _untrimmed(model.encoder):  # no text cache: every copy through the untrimmed encode_text
             for chunk in _chunks(posts, batch_size):
-                s = predictor.scores(predictor.forward(naive_batch(chunk).to(su.device)))
+                s = plain.scores(plain.forward(naive_batch(chunk).to(su.device)))
                 if keep:
                     naive_scores.append(np.concatenate([s[t.name].cpu().numpy() for t in su.tasks], axis=1))
 
     def shipped(posts: list[Any]) -> list[Any]:
         return predictor.predict(posts)
-
-    plain = Predictor(model, device=su.device, dtype=su.dtype, batch_size=batch_size, text_cache=False)
 
     def shipped_no_cache(posts: list[Any]) -> list[Any]:
         return plain.predict(posts)

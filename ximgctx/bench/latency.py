@@ -8,10 +8,13 @@ post by post so load from other processes lands on both:
    replies in the ``ximgctx`` field) to a real ``ximgctx serve`` process on 127.0.0.1 (a free port, no
    auth: loopback), from one client waiting for each answer. Request bodies are encoded beforehand.
 
-Both load the same saved model (random weights; timing does not depend on them) on CPU. After
-``--warmup`` untimed requests per path, ``--requests`` are timed per path. Reported per architecture
-(``--arch`` and the tiny ``--small-arch`` beside it): p50, p90 and p99 in milliseconds for both paths and
-the ratio of the p50s, whose target is at most 1.15 for ViT-B-32.
+Both load the same saved model (random weights; timing does not depend on them) on CPU, with the same number
+of intra-op threads (``--threads``, default this process's count; the server gets it as ``OMP_NUM_THREADS``:
+a thread count that differs between the two would dominate the comparison on a loaded machine). After
+``--warmup`` untimed requests per path, ``--requests`` are timed per path, each after an untimed
+``--pause-ms`` (the other path's worker threads, which spin a while after their work, go idle first).
+Reported per architecture (``--arch`` and the tiny ``--small-arch`` beside it): p50, p90 and p99 in
+milliseconds for both paths and the ratio of the p50s, whose target is at most 1.15 for ViT-B-32.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": round(float(q[0]), 2), "p90": round(float(q[1]), 2), "p99": round(float(q[2]), 2)}
 
 
-def _one_arch(arch: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def _one_arch(arch: str, args: argparse.Namespace, folder: Path, threads: int) -> dict[str, Any]:
     from ximgctx.bench.inference import _make_posts
     from ximgctx.bench.serve import _bodies, _free_port, _model, _serve, _wait_ready
     from ximgctx.inference import Predictor
@@ -47,7 +50,7 @@ def _one_arch(arch: str, args: argparse.Namespace, folder: Path) -> dict[str, An
     predictor = Predictor.from_pretrained(model_dir, device="cpu", batch_size=1)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    serve_args = argparse.Namespace(threads=args.threads, max_batch_size=16, max_wait_ms=args.max_wait_ms)
+    serve_args = argparse.Namespace(threads=threads, max_batch_size=16, max_wait_ms=args.max_wait_ms)
     proc = _serve(model_dir, port, serve_args)
     local: list[float] = []
     served: list[float] = []
@@ -72,12 +75,16 @@ def _one_arch(arch: str, args: argparse.Namespace, folder: Path) -> dict[str, An
                 predictor.predict([posts[i % len(posts)]])
                 return time.perf_counter() - start
 
+            def settled(fn: Any, i: int) -> float:
+                time.sleep(args.pause_ms / 1000.0)  # the other path's threads go idle (untimed)
+                return float(fn(i))
+
             for i in range(args.warmup):
-                post(i)
-                here(i)
+                settled(post, i)
+                settled(here, i)
             for i in range(args.requests):
                 first, second = (post, here) if i % 2 == 0 else (here, post)  # alternate the order
-                a, b = first(i), second(i)
+                a, b = settled(first, i), settled(second, i)
                 served.append(a if first is post else b)
                 local.append(b if first is post else a)
     finally:
@@ -106,12 +113,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = int(args.threads or torch.get_num_threads())
+    torch.set_num_threads(threads)
     archs = [args.arch] + ([args.small_arch] if args.small_arch and args.small_arch != args.arch else [])
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ximgctx-bench-latency-") as tmp:
-        rows = [_one_arch(arch, args, Path(tmp)) for arch in archs]
+        rows = [_one_arch(arch, args, Path(tmp), threads) for arch in archs]
     head = rows[0]
     return {
         "replies": args.replies,

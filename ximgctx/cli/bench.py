@@ -93,6 +93,7 @@ def _latency(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=60, help="timed requests per path and architecture")
     p.add_argument("--warmup", type=int, default=5, help="untimed requests per path first")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching wait (its default)")
+    p.add_argument("--pause-ms", type=float, default=100.0, help="untimed pause before each timed request")
     add(p, "--image-size", default=320)
     add(p, "--threads")
     add(p, "--seed", default=0)
