@@ -42,8 +42,8 @@ def test_predictor_equals_model_forward(predictor: Predictor, posts: list) -> No
     preds = predictor.predict(posts, batch_size=len(posts), embeddings=True)
     model = predictor.model
     batch = model.processor(posts)
-    with torch.no_grad():  # the predictor's texts go through its cache: row-exact encoding
-        out = model(batch, text_encoder=model.encoder.encode_text_rowwise)
+    with torch.no_grad():
+        out = model(batch)
         expected = model.scores(out.logits, calibrated=True)
     assert [p.id for p in preds] == [p.id for p in posts]
     for spec in model.config.tasks:

@@ -170,8 +170,9 @@ class Predictor:
         text_cache: a :class:`~ximgctx.inference.reply_cache.TextCache` of text-tower outputs reused across
             batches (stock replies such as "lol" are encoded once; scores identical bit for bit to
             ``TextCache(max_entries=0)``), which may be shared by predictors (entries are keyed by model).
-            ``"auto"``: a fresh default-sized cache on CPU, none on GPU (whose matrix kernels may round a row
-            by the shape of its batch); None or False: no cache, texts grouped by length per batch.
+            ``"auto"`` (for now): no cache, because the row-exact calls cost more than the per-batch length
+            grouping saves on CPU unless replies repeat across batches far more than within them (``ximgctx
+            bench inference`` measures both); None or False: no cache, texts grouped by length per batch.
 
     Example:
         >>> predictor = Predictor.from_pretrained("runs/quickstart/model")
@@ -210,7 +211,7 @@ class Predictor:
         if text_cache is None or text_cache is False:
             return None
         if text_cache == "auto":
-            return TextCache() if self.device.type == "cpu" else None
+            return None
         if text_cache is True:
             return TextCache()
         if not isinstance(text_cache, TextCache):
