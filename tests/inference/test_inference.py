@@ -259,7 +259,8 @@ def test_two_process_sharded_predict_equals_one_process(posts: list, tmp_path: P
 
 
 def test_inference_benchmark_paths_agree(tmp_path: Path) -> None:
-    """The benchmark's three paths run, and naive and shipped compute the same scores."""
+    """The benchmark's four paths run, naive and shipped compute the same scores, and the text cache changes
+    no score (bit for bit) while reporting its hits and bytes within its bounds."""
     from ximgctx.bench import inference
     from ximgctx.cli.bench import build_parser
 
@@ -283,7 +284,17 @@ def test_inference_benchmark_paths_agree(tmp_path: Path) -> None:
         ]
     )
     result = inference.run(args)
-    assert set(result["posts_per_second"]) == {"bare_open_clip", "naive_context", "shipped"}
+    assert set(result["posts_per_second"]) == {
+        "bare_open_clip",
+        "naive_context",
+        "shipped",
+        "shipped_no_cache",
+    }
+    cache = result["text_cache"]
+    assert cache["scores_bit_identical_with_and_without_cache"] is True
+    assert cache["hits"] > 0 and 0 < cache["bytes"] <= cache["max_bytes"]
+    assert cache["entries"] <= cache["max_entries"]
+    assert len(result["text_cache_per_round"]) == 1 and 0 <= result["reply_repeat_rate"] <= 1
     assert all(v > 0 for v in result["posts_per_second"].values())
     assert result["naive_vs_shipped_max_abs_score_diff"] < 1e-4
     tokens = result["text_tower_tokens_per_post"]

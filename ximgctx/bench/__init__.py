@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "inference": "ximgctx.bench.inference",
     "search": "ximgctx.bench.search",
     "serve": "ximgctx.bench.serve",
+    "latency": "ximgctx.bench.latency",
     "dataloader": "ximgctx.bench.dataloader",
     "gpu": "ximgctx.bench.gpu",
     "cli": "ximgctx.bench.startup",

@@ -102,6 +102,20 @@ def _serve(p: argparse.ArgumentParser) -> None:
     add(p, "--seed", default=0)
 
 
+def _latency(p: argparse.ArgumentParser) -> None:
+    add(p, "--arch", default="ViT-B-32")
+    p.add_argument("--small-arch", default="ximgctx-tiny", help="a second, tiny architecture measured beside")
+    add(p, "--replies", default=8)
+    add(p, "--n", default=16)
+    p.add_argument("--requests", type=int, default=60, help="timed requests per path and architecture")
+    p.add_argument("--warmup", type=int, default=5, help="untimed requests per path first")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching wait (its default)")
+    p.add_argument("--pause-ms", type=float, default=100.0, help="untimed pause before each timed request")
+    add(p, "--image-size", default=320)
+    add(p, "--threads")
+    add(p, "--seed", default=0)
+
+
 def _dataloader(p: argparse.ArgumentParser) -> None:
     add(p, "--arch", default=None)
     add(p, "--batch-size", default=32)
@@ -150,6 +164,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "inference": ("inference", _inference),
     "search": ("search", _search),
     "serve": ("serve", _serve),
+    "latency": ("latency", _latency),
     "dataloader": ("dataloader", _dataloader),
     "gpu": ("gpu", _gpu),
     "cli": ("startup", _cli),

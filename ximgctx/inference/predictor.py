@@ -38,6 +38,7 @@ from ximgctx.models.modalities import ALL, Modalities
 
 if TYPE_CHECKING:
     from ximgctx.inference.memory import LabelMemory
+    from ximgctx.inference.reply_cache import TextCache
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,12 @@ class Predictor:
         memory: a :class:`~ximgctx.inference.memory.LabelMemory` whose labeled neighbours are blended into
             :meth:`scores` (so every consumer, from ``predict`` to moderation explanations, reads the
             blended scores); None: the heads' scores alone.
+        text_cache: a :class:`~ximgctx.inference.reply_cache.TextCache` of text-tower outputs reused across
+            batches (stock replies such as "lol" are encoded once; scores identical bit for bit to
+            ``TextCache(max_entries=0)``), which may be shared by predictors (entries are keyed by model).
+            ``"auto"`` (for now): no cache, because the row-exact calls cost more than the per-batch length
+            grouping saves on CPU unless replies repeat across batches far more than within them (``ximgctx
+            bench inference`` measures both); None or False: no cache, texts grouped by length per batch.
 
     Example:
         >>> predictor = Predictor.from_pretrained("runs/quickstart/model")
@@ -182,6 +189,7 @@ class Predictor:
         batch_size: int = 32,
         prefetch: bool | None = None,
         memory: LabelMemory | None = None,
+        text_cache: TextCache | str | bool | None = "auto",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -195,6 +203,22 @@ class Predictor:
         self.task_names = [spec.name for spec in model.config.tasks]
         self._memory: LabelMemory | None = None
         self.memory = memory
+        self.text_cache: TextCache | None = self._text_cache(text_cache)
+
+    def _text_cache(self, text_cache: TextCache | str | bool | None) -> TextCache | None:
+        from ximgctx.inference.reply_cache import TextCache
+
+        if text_cache is None or text_cache is False:
+            return None
+        if text_cache == "auto":
+            return None
+        if text_cache is True:
+            return TextCache()
+        if not isinstance(text_cache, TextCache):
+            raise ConfigError(
+                f"text_cache must be a TextCache, 'auto', True, False or None; got {text_cache!r}"
+            )
+        return text_cache
 
     @property
     def memory(self) -> LabelMemory | None:
@@ -222,6 +246,7 @@ class Predictor:
         memory: LabelMemory | str | Path | bool | None = None,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
+        text_cache: TextCache | str | bool | None = "auto",
     ) -> Predictor:
         """Load a model folder written by ``ContextModel.save_pretrained``, or a hub repo id (``"org/name"``)
         holding one (checksums verified; see :meth:`ContextModel.from_pretrained` for ``expected_sha256``,
@@ -247,7 +272,9 @@ class Predictor:
             expected_sha256=expected_sha256,
             trust_remote_arch=trust_remote_arch,
         )
-        predictor = cls(model, device=dev, dtype=dtype, batch_size=batch_size, prefetch=prefetch)
+        predictor = cls(
+            model, device=dev, dtype=dtype, batch_size=batch_size, prefetch=prefetch, text_cache=text_cache
+        )
         predictor.model_dir = Path(path).resolve()
         predictor.model_digest = model_digest(path)
         if memory is not None and memory is not False:
@@ -278,8 +305,12 @@ class Predictor:
         """One forward pass under ``inference_mode`` and autocast, reading only ``modalities`` (the kept
         ones: a :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``);
         the others are replaced by their learned null embeddings."""
+        cache = self.text_cache
+        text_encoder = None
+        if cache is not None and not self.model.training:
+            text_encoder = cache.encoder_for(self.model.encoder, self.dtype)
         with torch.inference_mode():
-            return run_forward(self.model, batch, modalities, dtype=self.dtype)
+            return run_forward(self.model, batch, modalities, dtype=self.dtype, text_encoder=text_encoder)
 
     def scores(self, output: ContextOutput) -> dict[str, torch.Tensor]:
         """Calibrated per-task probabilities as float32 (B, C) tensors, blended with the label memory when

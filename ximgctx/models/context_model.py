@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput"]
+__all__ = ["ContextModel", "ContextOutput", "Embeddings", "LossOutput", "TextEncoder"]
+
+#: ``tokens (N, T) -> unnormalised text embeddings (N, D)``
+TextEncoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -152,8 +155,14 @@ class ContextModel(nn.Module):
         keep = torch.rand(present.shape, device=present.device) >= p
         return present & keep
 
-    def encode(self, batch: PostBatch, drop: Iterable[str] = ()) -> Embeddings:
-        """Encode each modality, skipping the encoder for masked inputs, and substitute null embeddings."""
+    def encode(
+        self, batch: PostBatch, drop: Iterable[str] = (), text_encoder: TextEncoder | None = None
+    ) -> Embeddings:
+        """Encode each modality, skipping the encoder for masked inputs, and substitute null embeddings.
+
+        ``text_encoder`` (``tokens (N, T) -> (N, D)``) replaces ``encoder.encode_text`` for the post texts
+        and replies (inference passes a cache of row-exact text embeddings,
+        :class:`ximgctx.inference.reply_cache.TextCache`)."""
         drop = set(drop)
         unknown = drop - set(MODALITIES)
         if unknown:
@@ -181,7 +190,7 @@ class ContextModel(nn.Module):
         # post texts and distinct replies go through the text tower in one call, grouped by length together
         post_tokens = batch.text_tokens[txt_present] if bool(txt_present.any()) else None  # (Nt, T)
         reply_tokens = batch.reply_tokens if bool(reply_mask.any()) else None  # (U, T')
-        post_enc, reply_enc = self._encode_texts(post_tokens, reply_tokens)
+        post_enc, reply_enc = self._encode_texts(post_tokens, reply_tokens, text_encoder)
 
         text = self.null_text.expand(b, d).clone()
         if post_enc is not None:
@@ -210,9 +219,13 @@ class ContextModel(nn.Module):
         )
 
     def _encode_texts(
-        self, posts: torch.Tensor | None, replies: torch.Tensor | None
+        self,
+        posts: torch.Tensor | None,
+        replies: torch.Tensor | None,
+        text_encoder: TextEncoder | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Post-text and reply tokens through one ``encode_text`` call (fewer, fuller length groups)."""
+        encode = self.encoder.encode_text if text_encoder is None else text_encoder
         mergeable = (
             posts is not None
             and replies is not None
@@ -220,19 +233,22 @@ class ContextModel(nn.Module):
         )
         if not mergeable or posts is None or replies is None:
             return (
-                None if posts is None else self.encoder.encode_text(posts),
-                None if replies is None else self.encoder.encode_text(replies),
+                None if posts is None else encode(posts),
+                None if replies is None else encode(replies),
             )
         width = max(posts.shape[1], replies.shape[1])
         tokens = torch.cat(
             [F.pad(posts, (0, width - posts.shape[1])), F.pad(replies, (0, width - replies.shape[1]))]
         )
-        enc = self.encoder.encode_text(tokens)  # (Nt + U, D)
+        enc = encode(tokens)  # (Nt + U, D)
         return enc[: posts.shape[0]], enc[posts.shape[0] :]
 
-    def forward(self, batch: PostBatch, drop: Iterable[str] = ()) -> ContextOutput:
-        """Logits for every task; ``drop`` masks modalities (image, text, replies) as if they were absent."""
-        emb = self.encode(batch, drop)
+    def forward(
+        self, batch: PostBatch, drop: Iterable[str] = (), text_encoder: TextEncoder | None = None
+    ) -> ContextOutput:
+        """Logits for every task; ``drop`` masks modalities (image, text, replies) as if they were absent;
+        ``text_encoder`` as in :meth:`encode`."""
+        emb = self.encode(batch, drop, text_encoder)
         out = self.fusion(emb.image, emb.text, emb.replies, emb.reply_mask)
         logits = self.heads(out.fused, emb.image)
         weights = out.reply_weights * emb.present["replies"][:, None].to(out.reply_weights.dtype)

@@ -19,11 +19,15 @@ from ximgctx.config import EncoderConfig
 from ximgctx.errors import ArtifactError, XimgctxError
 
 __all__ = [
+    "EXACT_ROWS",
+    "EXACT_WIDTHS",
     "GROUP_OVERHEAD_TOKENS",
     "Encoder",
     "ModelFolderError",
     "PretrainedWeightsError",
     "encode_by_length",
+    "encode_rowwise",
+    "exact_width",
     "length_groups",
 ]
 
@@ -101,6 +105,63 @@ def encode_by_length(tokens: torch.Tensor, encode: Any) -> torch.Tensor:
     return out
 
 
+#: rows per text-tower call on the row-exact path (:func:`encode_rowwise`); spare rows repeat a real one
+EXACT_ROWS = 4
+#: token widths the row-exact path runs a row at: the smallest one >= the row's real length
+EXACT_WIDTHS = (4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24, 28, 32, 40, 48, 56, 64)
+
+
+def exact_width(length: int, limit: int) -> int:
+    """The width the row-exact path runs a row of ``length`` real tokens at (at most ``limit``)."""
+    for width in EXACT_WIDTHS:
+        if width >= length:
+            return min(width, limit)
+    return limit
+
+
+def encode_rowwise(
+    tokens: torch.Tensor,
+    encode: Any,
+    *,
+    limit: int | None = None,
+    rows: int = EXACT_ROWS,
+    width_of: Any = None,
+) -> torch.Tensor:
+    """Text embeddings that depend on each row's own tokens only, never on the rows encoded beside it.
+
+    Batched kernels may round a row differently with the shape of the call (a matrix product picks its
+    algorithm by row count; padding changes attention's blocking), so an embedding computed with some rows
+    would differ in its last bits from the same text computed with others. Here every call has one of a
+    few fixed shapes: a row runs at ``width_of(length)`` tokens (default :func:`exact_width`) in a call of
+    exactly ``rows`` rows, filled up with copies of a real row. Its embedding is then a function of its
+    tokens, which is what makes a cache of embeddings exact (tested). (N, T) ids, 0 = padding -> (N, D).
+
+    Args:
+        encode: ``(rows, width) ids -> (rows, D)``, run at the given width without trimming.
+        limit: the widest call (default ``T``).
+    """
+    n, t = tokens.shape
+    limit = t if limit is None else limit
+    width_of = width_of or (lambda length: exact_width(length, limit))
+    lengths = (tokens != 0).sum(dim=1).clamp(min=1).tolist()
+    by_width: dict[int, list[int]] = {}
+    for i, length in enumerate(lengths):
+        by_width.setdefault(int(width_of(length)), []).append(i)
+    out: torch.Tensor | None = None
+    for width, members in sorted(by_width.items()):
+        padded = tokens if t >= width else torch.nn.functional.pad(tokens, (0, width - t))
+        for start in range(0, len(members), rows):
+            chunk = members[start : start + rows]
+            index = torch.tensor(chunk + [chunk[-1]] * (rows - len(chunk)), device=tokens.device)
+            part = encode(padded[index, :width])  # (rows, D)
+            if out is None:
+                out = part.new_empty(n, part.shape[1])
+            out[index[: len(chunk)]] = part[: len(chunk)]
+    if out is None:  # no rows
+        return encode(tokens[:0])
+    return out
+
+
 class Encoder(nn.Module, abc.ABC):
     """An image tower and a text tower producing embeddings in one space.
 
@@ -134,6 +195,15 @@ class Encoder(nn.Module, abc.ABC):
     def encode_text(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
         """Unnormalised text embeddings ``(N, D)`` of token ids ``(N, L)``; ``trim`` drops shared padding
         where the embeddings stay identical."""
+
+    def encode_text_rowwise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unnormalised text embeddings ``(N, D)`` of token ids ``(N, L)`` in which each row depends on its
+        own tokens only (:func:`encode_rowwise`), so an embedding may be cached and reused in another batch
+        without changing a bit. This default runs fixed-size calls at the full context length."""
+        width = self.context_length if self.pads_with_zero else tokens.shape[1]
+        return encode_rowwise(
+            tokens, lambda rows: self.encode_text(rows, trim=False), limit=width, width_of=lambda _: width
+        )
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(pixels), self.encode_text(tokens)

@@ -18,7 +18,7 @@ from ximgctx.models.modalities import ALL, Modalities
 
 if TYPE_CHECKING:
     from ximgctx.data.processor import PostBatch
-    from ximgctx.models.context_model import ContextOutput
+    from ximgctx.models.context_model import ContextOutput, TextEncoder
 
 __all__ = ["run_forward"]
 
@@ -29,6 +29,7 @@ def run_forward(
     modalities: Modalities | str | Iterable[str] = ALL,
     *,
     dtype: torch.dtype = torch.float32,
+    text_encoder: TextEncoder | None = None,
 ) -> ContextOutput:
     """``model(batch)`` without gradients, reading only the kept ``modalities`` (a
     :class:`~ximgctx.models.modalities.Modalities`, ``"image+text"`` or ``["image", "text"]``); the others are
@@ -39,6 +40,7 @@ def run_forward(
         batch: a collated batch on the model's device.
         modalities: the modalities the model may read.
         dtype: autocast to this dtype on the batch's device; float32 runs without autocast.
+        text_encoder: replaces the encoder's ``encode_text`` for post texts and replies (inference's cache).
     """
     keep = Modalities.parse(modalities)
     cast: contextlib.AbstractContextManager[object] = (
@@ -47,4 +49,6 @@ def run_forward(
         else torch.autocast(device_type=batch.pixels.device.type, dtype=dtype)
     )
     with torch.no_grad(), cast:
-        return model(batch, drop=keep.dropped)
+        if text_encoder is None:
+            return model(batch, drop=keep.dropped)
+        return model(batch, drop=keep.dropped, text_encoder=text_encoder)

@@ -19,6 +19,7 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from safetensors.torch import save_file
 from torch import nn
@@ -28,7 +29,7 @@ from ximgctx._hub import hub_reachable
 from ximgctx.config import EncoderConfig
 from ximgctx.data.text import trim_tokens
 from ximgctx.errors import ConfigError
-from ximgctx.models.encoder import Encoder, PretrainedWeightsError, encode_by_length
+from ximgctx.models.encoder import Encoder, PretrainedWeightsError, encode_by_length, encode_rowwise
 from ximgctx.models.size_limits import check_open_clip_cfg
 
 logger = logging.getLogger(__name__)
@@ -315,6 +316,41 @@ def _block_at(
     return h[:, 0]
 
 
+def _manual_attention_ok(block: ResidualAttentionBlock) -> bool:
+    attn = block.attn
+    return (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_weight is not None
+        and attn.batch_first
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+    )
+
+
+def _block_at_rowwise(
+    block: ResidualAttentionBlock, x: torch.Tensor, index: torch.Tensor, ignore: torch.Tensor
+) -> torch.Tensor:
+    """:func:`_block_at` with the attention written out as matrix products (the fused attention kernel
+    for a single query rounds a row differently with the number of rows in the call; these do not).
+    (N, L, W) -> (N, W); ``ignore`` (N, L) True for keys after the pooled position."""
+    attn = block.attn
+    n, length, e = x.shape
+    heads = attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e : 2 * e], b[2 * e :])
+    rows = torch.arange(n, device=x.device)
+    y = block.ln_1(x)  # (N, L, W)
+    q = F.linear(y[rows, index], w[:e], bq).view(n, heads, 1, e // heads)  # (N, h, 1, d)
+    k = F.linear(y, w[e : 2 * e], bk).view(n, length, heads, e // heads).transpose(1, 2)  # (N, h, L, d)
+    v = F.linear(y, w[2 * e :], bv).view(n, length, heads, e // heads).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) * (e // heads) ** -0.5  # (N, h, 1, L)
+    scores = scores.masked_fill(ignore[:, None, None, :], float("-inf"))
+    mixed = (scores.softmax(dim=-1) @ v).reshape(n, e)  # (N, W)
+    h = x[rows, index] + block.ls_1(attn.out_proj(mixed))
+    return h + block.ls_2(block.mlp(block.ln_2(h)))
+
+
 @functools.lru_cache(maxsize=8)
 def _shared_tokenizer(arch: str) -> Any:
     # building the BPE tables takes ~0.15 s; tokenizers are stateless, so one per architecture is shared
@@ -453,9 +489,27 @@ class ClipEncoder(Encoder):
             return self.clip.encode_text(tokens)
         return encode_by_length(tokens, lambda rows: self._encode_trimmed(owner, rows))
 
-    def _encode_trimmed(self, owner: Any, tokens: torch.Tensor) -> torch.Tensor:
-        """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D)."""
-        tokens = trim_tokens(tokens)
+    def encode_text_rowwise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, D), each row depending on its own tokens only (see
+        :func:`~ximgctx.models.encoder.encode_rowwise`): rows run at a fixed width just above their real
+        length, in calls of a fixed number of rows. Equal to :meth:`encode_text` up to float rounding."""
+        owner = self._text_parts()
+        if owner is None:
+            return super().encode_text_rowwise(tokens)
+        return encode_rowwise(
+            tokens,
+            lambda rows: self._encode_trimmed(owner, rows, trim=False, rowwise=True),
+            limit=self.context_length,
+        )
+
+    def _encode_trimmed(
+        self, owner: Any, tokens: torch.Tensor, *, trim: bool = True, rowwise: bool = False
+    ) -> torch.Tensor:
+        """open_clip's text forward on tokens cut to their longest real sequence: (N, L) -> (N, D).
+        ``trim=False`` runs at the width given; ``rowwise`` computes the last block's attention with
+        plain matrix products (:func:`_block_at_rowwise`)."""
+        if trim:
+            tokens = trim_tokens(tokens)
         seq_len = tokens.shape[1]
         cast_dtype = owner.transformer.get_cast_dtype()
         x = owner.token_embedding(tokens).to(cast_dtype)  # (N, L, W)
@@ -474,7 +528,11 @@ class ClipEncoder(Encoder):
             for block in transformer.resblocks[:-1]:
                 x = block(x, attn_mask=attn_mask)
             ignore = torch.arange(seq_len, device=x.device)[None, :] > idx[:, None]  # (N, L) keys after it
-            x = owner.ln_final(_block_at(transformer.resblocks[-1], x, idx, ignore))  # (N, W)
+            last = transformer.resblocks[-1]
+            if rowwise and _manual_attention_ok(last):
+                x = owner.ln_final(_block_at_rowwise(last, x, idx, ignore))  # (N, W)
+            else:
+                x = owner.ln_final(_block_at(last, x, idx, ignore))  # (N, W)
         else:
             x = owner.ln_final(transformer(x, attn_mask=attn_mask))
             x = x[torch.arange(x.shape[0], device=x.device), idx]  # (N, W)

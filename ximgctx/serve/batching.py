@@ -1,9 +1,13 @@
 """Dynamic batching: concurrent requests coalesced into model batches, run off the event loop.
 
 Each request's posts stay together and in order. The first request of a batch waits at most ``max_wait_ms``
-for others to join it, up to ``max_batch_size`` posts; the batch runs on the model's single worker thread
-(one batch at a time: the model's own threads use the cores), and every request gets its own slice of the
-results. A batch that fails is retried request by request, so one bad request fails alone. When more than
+for others to join it, up to ``max_batch_size`` posts, but only while requests are coming in together: when
+the previous batch held one request and nothing else is queued (one client, or a quiet moment), the request
+runs at once, since no other is likely to join it (the fast path that keeps a single request's latency at
+the model's own). Batches also form by themselves while the model is busy: requests queue meanwhile. The
+batch runs on the model's single worker thread (one batch at a time: the model's own threads use the
+cores), and every request gets its own slice of the results. A batch that fails is retried request by
+request, so one bad request fails alone. When more than
 ``max_queue`` posts wait, :class:`QueueFull` is raised at once (the app answers 503 with ``Retry-After``).
 """
 
@@ -58,6 +62,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._on_batch = on_batch or (lambda name, n: None)
         self._on_depth = on_depth or (lambda name, n: None)
+        self._alone = True  # the previous batch held one request and none waited behind it
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -94,12 +99,13 @@ class Batcher:
         n = len(jobs[0].items)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
+        wait = not (self._alone and self._queue.empty())
         while n < self.max_batch_size:
             try:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or not wait:
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), left)
@@ -107,6 +113,7 @@ class Batcher:
                     break
             jobs.append(job)
             n += len(job.items)
+        self._alone = len(jobs) == 1 and self._queue.empty()
         return jobs
 
     async def _run(self) -> None:
