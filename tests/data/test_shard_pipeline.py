@@ -93,7 +93,7 @@ def test_index_from_shards_finds_what_the_jsonl_index_finds(
             cli_main(["--index", str(tmp_path / out), "--post", posts[2].id, "-k", "4"], command="search")
             == 0
         )
-        hits.append([(h["id"], round(h["score"], 5)) for h in json.loads(capsys.readouterr().out)["hits"]])
+        hits.append([(h["id"], round(h["score"], 5)) for h in json.loads(capsys.readouterr().out)["data"]])
     assert len(hits[0]) == 4 and hits[0] == hits[1]
 
 

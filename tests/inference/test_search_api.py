@@ -155,7 +155,7 @@ def test_http_answers_what_python_answers(server: str, index: SearchIndex, posts
         r = _post(server, body)
         assert r.status_code == 200, r.text
         answer, want = r.json(), local.to_dict()
-        assert answer.pop("model").startswith("ximgctx/") and want.pop("model")
+        assert answer.pop("model").startswith("ximgctx@") and want.pop("model")
         assert answer["data"] and _same(answer, want), body
     r = _post(server, {"text": "x", "where": "intent=nope"})
     assert r.status_code == 400 and "'nope' is not a label of 'intent'" in r.json()["error"]["message"]
@@ -198,7 +198,7 @@ def test_cli_answers_what_http_answers_and_talks_to_a_server(
     monkeypatch.setenv("XIMGCTX_API_KEY", API_KEY)
     for base in (server, server + "/v1", server + "/"):
         remote = cli("--url", base, "--text", "a blue square", "-k", "3", "--where", "intent=joke")
-        assert remote.pop("model").startswith("ximgctx/")
+        assert remote.pop("model").startswith("ximgctx@")
         assert _same(remote, {k: v for k, v in local.items() if k != "model"})
     remote = cli("--url", server, "--image", posts[0].image, "-k", "1")
     assert remote["data"][0]["id"] == posts[0].id
