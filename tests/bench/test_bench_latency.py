@@ -10,7 +10,7 @@ from ximgctx.cli.bench import build_parser
 def test_latency_benchmark_serves_every_request_and_reports_percentiles() -> None:
     args = build_parser().parse_args(
         ["latency", "--arch", "ximgctx-tiny", "--small-arch", "ximgctx-tiny", "--requests", "4"]
-        + ["--warmup", "1", "--n", "2", "--replies", "3", "--image-size", "64"]
+        + ["--warmup-requests", "1", "--n", "2", "--replies", "3", "--image-size", "64"]
     )
     result = latency.run(args)
     (row,) = result["by_arch"]  # the small architecture is the same one: measured once

@@ -11,7 +11,7 @@ post by post so load from other processes lands on both:
 Both load the same saved model (random weights; timing does not depend on them) on CPU, with the same number
 of intra-op threads (``--threads``, default this process's count; the server gets it as ``OMP_NUM_THREADS``:
 a thread count that differs between the two would dominate the comparison on a loaded machine). After
-``--warmup`` untimed requests per path, ``--requests`` are timed per path, each after an untimed
+``--warmup-requests`` untimed requests per path, ``--requests`` are timed per path, each after an untimed
 ``--pause-ms`` (the other path's worker threads, which spin a while after their work, go idle first).
 Reported per architecture (``--arch`` and the tiny ``--small-arch`` beside it): p50, p90 and p99 in
 milliseconds for both paths and the ratio of the p50s, whose target is at most 1.15 for ViT-B-32.
@@ -94,7 +94,7 @@ def _one_arch(arch: str, args: argparse.Namespace, folder: Path, threads: int) -
                 time.sleep(args.pause_ms / 1000.0)  # the other path's threads go idle (untimed)
                 return float(fn(i))
 
-            for i in range(args.warmup):
+            for i in range(args.warmup_requests):
                 settled(post, i)
                 settled(here, i)
             for i in range(args.requests):

@@ -108,8 +108,8 @@ def _latency(p: argparse.ArgumentParser) -> None:
     add(p, "--replies", default=8)
     add(p, "--n", default=16)
     p.add_argument("--requests", type=int, default=60, help="timed requests per path and architecture")
-    p.add_argument("--warmup", type=int, default=5, help="untimed requests per path first")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching wait (its default)")
+    p.add_argument("--warmup-requests", type=int, default=5, help="untimed requests per path first")
+    add_dataclass_args(p, _SERVE_CONFIG, only={"max_wait_ms"})  # the server's own default and meaning
     p.add_argument("--pause-ms", type=float, default=100.0, help="untimed pause before each timed request")
     add(p, "--image-size", default=320)
     add(p, "--threads")
