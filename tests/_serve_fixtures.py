@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -38,3 +39,15 @@ def running(app, timeout: float = 60.0):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """Terminate server processes started by a test, killing any that do not stop in 30 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -24,13 +24,6 @@ from .._serve_fixtures import API_KEY, png_data_url, running
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = make_store(str(tmp_path / "q.sqlite"), overlap=2, gold_rate=0.0)
-    yield s
-    s.close()
-
-
 def test_migrations_create_exactly_the_models_schema(store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)

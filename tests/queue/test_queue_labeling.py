@@ -24,13 +24,6 @@ from .._serve_fixtures import API_KEY, running
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = make_store(str(tmp_path / "q.sqlite"), overlap=2, gold_rate=0.0)
-    yield s
-    s.close()
-
-
 def test_cant_tell_and_skips_are_rows_counted_in_stats_and_progress(store):
     store.enqueue(public_posts(3))
     ann, bob = (store.labeler_for_token(store.add_labeler(n)) for n in ("ann", "bob"))

@@ -17,7 +17,7 @@ from ximgctx.serve import ServeConfig, create_app
 
 from .._inference_fixtures import make_posts, model_dir
 from .._queue_fixtures import KEY, make_store
-from .._serve_fixtures import running
+from .._serve_fixtures import running, stop_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -314,11 +314,4 @@ def test_two_serve_processes_on_one_store_answer_alike(tmp_path, reference_memor
         assert answer_b == answer_a and seconds <= BOUND_S
         print(f"two processes: replica B agreed after {seconds:.2f} s (poll {POLL_S} s)")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processes(procs)

@@ -28,6 +28,7 @@ from ximgctx.queue.loop import LoopState
 
 from .._inference_fixtures import make_posts, model_dir
 from .._queue_fixtures import KEY, make_store, wait_port
+from .._serve_fixtures import stop_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,17 +160,6 @@ def _seen(url: str, query: Post, theirs: set[str]) -> set[str]:
     if memory is not None and memory["entry"] in theirs:
         seen.add("memory:" + memory["entry"])
     return seen
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _needles(governed: list[Post], theirs: set[str], extra: list[bytes]) -> dict[str, bytes]:
@@ -310,13 +300,13 @@ def test_two_replicas_drop_a_purged_author_within_the_bound_and_nothing_brings_t
         memory = LabelMemory.load(work / "memory")
         assert len(memory) == len(governed) - 5 and not set(memory.ids) & theirs
         store.close()
-        _stop(procs)
+        stop_processes(procs)
         procs = []
         found = _scan(work, needles)
         assert found == [], found
         assert _scan(ops, {"their text": MARK.encode(), "their post ids": POST_PREFIX.encode()}) == []
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 def test_a_purge_killed_midway_is_completed_by_the_next_run_with_one_audit_row(tmp_path: Path) -> None:
