@@ -7,6 +7,7 @@ report["tasks"]["intent"]["modalities"]["image+text"]   # {"accuracy": ..., "ora
 """
 
 from ximgctx.evaluation.calibration import expected_calibration_error, fit_temperature, fit_thresholds
+from ximgctx.evaluation.gate import GateRule, Scorecard, Verdict, gate
 from ximgctx.evaluation.metrics import task_metrics
 from ximgctx.evaluation.predict import ABLATION_KEYS, FULL, PostDataset, Predictions, drop_for, predict
 from ximgctx.evaluation.report import calibrate, evaluate, load_oracle, to_markdown, write_report
@@ -14,14 +15,18 @@ from ximgctx.evaluation.report import calibrate, evaluate, load_oracle, to_markd
 __all__ = [
     "ABLATION_KEYS",
     "FULL",
+    "GateRule",
     "PostDataset",
     "Predictions",
+    "Scorecard",
+    "Verdict",
     "calibrate",
     "drop_for",
     "evaluate",
     "expected_calibration_error",
     "fit_temperature",
     "fit_thresholds",
+    "gate",
     "load_oracle",
     "predict",
     "task_metrics",
