@@ -77,7 +77,7 @@ def test_config_validates(path: Path) -> None:
 
         GovernancePolicy.from_yaml(path)
     elif kind == "moderation":
-        from ximgctx.inference.policy import ModerationPolicy
+        from ximgctx.models.policy import ModerationPolicy
 
         ModerationPolicy.from_yaml(path)
     else:

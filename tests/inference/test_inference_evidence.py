@@ -177,7 +177,7 @@ def test_calibration_keeps_a_review_only_category_review_only(eager: Predictor) 
     from dataclasses import replace
 
     from ximgctx.inference import calibrate_policy
-    from ximgctx.inference.policy import CategoryRule, ModerationPolicy
+    from ximgctx.models.policy import CategoryRule, ModerationPolicy
 
     policy = ModerationPolicy(
         categories={

@@ -25,7 +25,7 @@ from ximgctx.data.io import write_posts
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference import Moderator, Predictor
 from ximgctx.inference.memory import LabelMemory, LabelMemoryError, MemoryConfig
-from ximgctx.inference.policy import ModerationPolicy
+from ximgctx.models.policy import ModerationPolicy
 from ximgctx.serve import ServeConfig, create_app
 
 from .._inference_fixtures import make_posts, model_dir

@@ -29,7 +29,7 @@ import pytest
 
 from ximgctx import Post
 from ximgctx.inference.moderation import Moderator
-from ximgctx.inference.policy import ModerationPolicy, default_policy_path
+from ximgctx.models.policy import ModerationPolicy, default_policy_path
 from ximgctx.inference.predictor import Predictor
 from ximgctx.serve import ServeConfig, create_app
 from ximgctx.serve.models import OPENAI_ALIASES

@@ -156,7 +156,7 @@ def test_refuses_to_start_without_keys_off_loopback():
 def test_policy_init_writes_a_review_only_policy_the_model_accepts(tmp_path):
     from ximgctx.cli import main
     from ximgctx.inference import Moderator, Predictor
-    from ximgctx.inference.policy import ModerationPolicy
+    from ximgctx.models.policy import ModerationPolicy
 
     out = tmp_path / "starter.yaml"
     assert main(["policy", "init", "--model", str(model_dir()), "--out", str(out)]) == 0

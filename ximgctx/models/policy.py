@@ -50,7 +50,6 @@ A category's score is the ``reduce`` of its labels' scores (:meth:`CategoryRule.
 labeled post's truth for it is whether its human label falls in the category (:func:`category_truth`). This
 module sits below inference and evaluation, which both read it: the service decides with these rules, and
 a model's scorecard (:mod:`ximgctx.evaluation.scorecard`) scores the same categories the same way.
-(``ximgctx.inference.policy`` re-exports it, its name before.)
 """
 
 from __future__ import annotations
