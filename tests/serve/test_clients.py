@@ -29,8 +29,8 @@ import pytest
 
 from ximgctx import Post
 from ximgctx.inference.moderation import Moderator
-from ximgctx.models.policy import ModerationPolicy, default_policy_path
 from ximgctx.inference.predictor import Predictor
+from ximgctx.models.policy import ModerationPolicy, default_policy_path
 from ximgctx.serve import ServeConfig, create_app
 from ximgctx.serve.models import OPENAI_ALIASES
 

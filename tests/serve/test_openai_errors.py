@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from ximgctx import Post
 from ximgctx.cli import main as cli_main
 from ximgctx.inference.moderation import Moderator
-from ximgctx.models.policy import ModerationPolicy, PolicyError, default_policy_path
 from ximgctx.inference.predictor import Predictor
+from ximgctx.models.policy import ModerationPolicy, PolicyError, default_policy_path
 from ximgctx.serve import ServeConfig, create_app
 from ximgctx.serve.errors import install_error_handlers, param_of
 from ximgctx.serve.models import OPENAI_ALIASES, check_model, served_model_name
