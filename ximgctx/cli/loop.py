@@ -92,7 +92,7 @@ def build_parser(command: str = "loop") -> argparse.ArgumentParser:
     )
     b = _sub(sub, "rollback", "promote the version promoted before the current one", _ROLLBACK)
     _common(b)
-    b.add_argument("--why", default="", help="the reason, kept in the audit")
+    add(b, "--why", default="")
     s = _sub(sub, "status", "the promoted version and the latest rounds", _STATUS)
     _common(s)
     s.add_argument("--last", type=int, default=10, help="how many of the latest rounds to show (default: 10)")
@@ -101,7 +101,7 @@ def build_parser(command: str = "loop") -> argparse.ArgumentParser:
     a = _sub(sub, "adopt", "register and promote the model served today", _ADOPT)
     a.add_argument("model_dir", type=existing_dir, metavar="MODEL_DIR", help="the saved model folder")
     _common(a)
-    a.add_argument("--why", default="adopted", help="the reason, kept in the audit")
+    add(a, "--why", default="adopted")
     return p
 
 
