@@ -260,10 +260,7 @@ class _Round:
         split = _split([p.id for p in new], self.config, rnd.id)
         serving = self.registry.promoted()
         if serving is None:
-            raise InputError(
-                "the registry has no promoted version to train from: adopt the served model first "
-                "(ximgctx loop adopt MODEL_DIR)"
-            )
+            raise InputError("the registry's promoted version went away (no version is promoted now)")
         cursor = {"since_row": since, "max_row": newest, "label_generation": generation}
         state = {
             "split": split,
@@ -433,21 +430,27 @@ class _Round:
     def decide(self, rnd: Any, result: RoundResult) -> None:
         verdict = rnd.state["verdict"]
         version = self.registry.get(int(rnd.state["version"]))
+        parent = int(rnd.state["parent"])
         why = "; ".join(verdict.get("reasons") or [])
-        if verdict.get("promote"):
-            current = self.registry.promoted()
-            if current is None or current.version != version.version:
-                if current is not None and current.version != int(rnd.state["parent"]):
-                    raise InputError(
-                        f"loop round {rnd.id}: version {current.version} was promoted while the round ran "
-                        f"(it trained from version {rnd.state['parent']}); not promoting over it"
-                    )
-                self.registry.promote(version.version, who=self.who, role=self.role, why=f"gate: {why}")
+        current = self.registry.promoted()
+        if version.status == "promoted" or (current is not None and current.version == version.version):
+            result.promoted = True  # promoted before a crash, the round not yet closed
+            result.reason = f"promoted version {version.version}: {why}"
+        elif version.status == "refused":
+            result.reason = f"refused version {version.version}: {why}"
+        elif verdict.get("promote") and current is not None and current.version != parent:
+            why = (
+                f"version {current.version} was promoted while the round ran (it trained from and was "
+                f"compared with version {parent}); not promoted over it"
+            )
+            self.registry.refuse(version.version, who=self.who, role=self.role, why=why)
+            result.reason = f"refused version {version.version}: {why}"
+        elif verdict.get("promote"):
+            self.registry.promote(version.version, who=self.who, role=self.role, why=f"gate: {why}")
             result.promoted = True
             result.reason = f"promoted version {version.version}: {why}"
         else:
-            if version.status == "candidate":
-                self.registry.refuse(version.version, who=self.who, role=self.role, why=f"gate: {why}")
+            self.registry.refuse(version.version, who=self.who, role=self.role, why=f"gate: {why}")
             result.reason = f"refused version {version.version}: {why}"
 
 
@@ -494,6 +497,11 @@ def run_round(
     owner = owner or default_owner()
     try:
         r = _Round(config, store, who, role, owner, on_stage)
+        if r.registry.promoted() is None:
+            raise InputError(
+                "the registry has no promoted version to train from: adopt the served model first "
+                "(ximgctx loop adopt MODEL_DIR)"
+            )
         rnd = r.rounds.acquire(owner)
         result = RoundResult(round=rnd.id, resumed=rnd.resumed, attempts=rnd.attempts)
         beat = _Heartbeat(r.rounds, rnd.id, owner, max(0.5, config.round_lease_s / 3))
