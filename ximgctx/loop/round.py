@@ -371,10 +371,16 @@ class _Round:
             "gold": gold or None,
             "new_labels": shares["heldout"] or None,
         }
-        serving_card = _score(parent.path, parent.digest, holdout, self.config, **kwargs)
-        candidate_card = _score(candidate, rnd.state["candidate_digest"], holdout, self.config, **kwargs)
+        serving_card, serving_details = _score(parent.path, parent.digest, holdout, self.config, **kwargs)
+        candidate_card, candidate_details = _score(
+            candidate, rnd.state["candidate_digest"], holdout, self.config, **kwargs
+        )
         verdict = gate(serving_card, candidate_card, self.config.gate)
-        metrics = {"serving": serving_card.to_dict(), "candidate": candidate_card.to_dict()}
+        metrics = {
+            "serving": serving_card.to_dict(),
+            "candidate": candidate_card.to_dict(),
+            "details": {"serving": serving_details, "candidate": candidate_details},
+        }
         state = {
             "metrics": metrics,
             "verdict": verdict.to_dict(),
@@ -454,18 +460,23 @@ class _Round:
             result.reason = f"refused version {version.version}: {why}"
 
 
-def _score(folder: Path, digest: str, holdout: list[Post], config: LoopConfig, **kwargs: Any) -> Any:
-    """A model folder's scorecard (:func:`ximgctx.evaluation.scorecard.score_model`), the folder pinned."""
-    from ximgctx.evaluation.scorecard import score_model
-    from ximgctx.inference import Predictor
+def _score(
+    folder: Path, digest: str, holdout: list[Post], config: LoopConfig, **kwargs: Any
+) -> tuple[Any, dict[str, Any]]:
+    """A model folder's scorecard and the counts behind it (:func:`ximgctx.evaluation.score_model_details`),
+    the folder pinned by its digest."""
+    from ximgctx._json import json_safe
+    from ximgctx.evaluation.scorecard import score_model_details
+    from ximgctx.models.context_model import ContextModel
 
-    predictor = Predictor.from_pretrained(folder, expected_sha256=digest)
+    model = ContextModel.from_pretrained(folder, expected_sha256=digest)
     policy = None
     if config.policy:
-        from ximgctx.inference.policy import ModerationPolicy
+        from ximgctx.models.policy import ModerationPolicy
 
         policy = ModerationPolicy.from_yaml(config.policy)
-    return score_model(predictor, holdout, policy=policy, **kwargs)
+    card, details = score_model_details(model, holdout, policy=policy, **kwargs)
+    return card, json_safe(details)
 
 
 def run_round(
