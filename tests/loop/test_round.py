@@ -297,3 +297,29 @@ def test_a_promotion_during_the_round_is_not_overridden(setting):
     assert result.version == 3 and registry.get(3).status == "refused"
     assert "version 2 was promoted while the round ran" in result.reason
     assert registry.promoted().version == 2 and result.serving == 2
+
+
+def test_loop_run_from_the_command_line(setting, tmp_path, capsys):
+    from ximgctx.cli import main
+
+    config, store, registry, teacher = setting
+    give_feedback(store, [against(t) for t in teacher])
+    path = tmp_path / "loop.yaml"
+    path.write_text(json.dumps(replace(config, min_new_labels=1000).to_dict()))
+    argv = ["loop", "run", "--config", str(path), "--who", "cron", "--min-new-labels", "20"]
+    assert main(argv) == 0  # the flag given wins over the file, though it is the field's default
+    result = json.loads(capsys.readouterr().out)
+    assert (result["version"], result["parent"], result["promoted"]) == (2, 1, True), result
+    assert registry.get(2).who == "cron" and registry.promotions()[-1]["who"] == "cron"
+    assert main(["loop", "history", "--config", str(path)]) == 0
+    history = json.loads(capsys.readouterr().out)
+    assert [(v["version"], v["status"], v["lineage"]) for v in history["versions"]] == [
+        (1, "retired", [1]),
+        (2, "promoted", [2, 1]),
+    ]
+    assert main(["loop", "rollback", "--config", str(path), "--why", "test", "--who", "ops"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "promoted": 1,
+        "digest": registry.get(1).digest,
+        "generation": 3,
+    }
