@@ -139,8 +139,12 @@ def check_lineage(registry: Registry, result, config: LoopConfig) -> None:
 def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys):
     config, store, registry, teacher = setting
     give_feedback(store, [against(t) for t in teacher][:3])
+    opted_out = labeled(["ironic"] * 4, image_bytes=True)[3]  # labeled, then its author opted out
+    opted_out.meta = {**opted_out.meta, "opt_out": True}
+    LoopState(store).add_feedback(opted_out, who="reviewer:test")
     result = run_round(config, who="loop", store=store)
     assert result.skipped and not result.promoted and result.version is None
+    assert result.labels == {"effective": 4, "governed": 3}  # governed again: the opted-out post is dropped
     assert result.reason == "3 new governed label(s) since the start, fewer than min_new_labels=10"
     assert Rounds(store).last()[0].status == "skipped" and registry.promoted().version == 1
     assert len(registry.versions()) == 1

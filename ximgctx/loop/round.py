@@ -59,7 +59,8 @@ class RoundResult:
     parent: int | None = None  # the version served when the round started
     serving: int | None = None  # the version served when the round ended
     verdict: dict[str, Any] | None = None
-    labels: dict[str, int] = field(default_factory=dict)  # new labels: found, governed, train/val/heldout
+    # new labels: effective (since the last round), governed (kept), and the train / val / heldout shares
+    labels: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     attempts: int = 1
     stages: list[str] = field(default_factory=list)  # the stages this call ran (a resumed round skips some)
@@ -223,10 +224,10 @@ class _Round:
         key, held = load_key(self.config.key_file)
         return list(govern(posts, self.governance(), key=key if held else None).posts)
 
-    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int]:
+    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int, int]:
         """The label generation, the new effective labels (a counting row in ``(since, upto]``) and the old
-        ones (every counting row at most ``since``), as governed posts named by their content digest; and the
-        newest counting row."""
+        ones (every counting row at most ``since``), as governed posts named by their content digest; the
+        newest counting row; and how many new posts there were before governance."""
         from ximgctx.queue.loop import LoopState
 
         generation, effective = LoopState(self.store).effective()
@@ -240,15 +241,15 @@ class _Round:
             elif upto is None or last <= upto:
                 new.append(post)
                 newest = max(newest, last)
-        return generation, self.govern(new), self.govern(old), newest
+        return generation, self.govern(new), self.govern(old), newest, len(new)
 
     # ---- stages
     def labels(self, rnd: Any, result: RoundResult) -> tuple[Any, bool]:
         last = self.rounds.last_done()
         since = int((last.cursor if last else {}).get("max_row", 0))
-        generation, new, _, newest = self.store_labels(since=since, upto=None)
+        generation, new, _, newest, effective = self.store_labels(since=since, upto=None)
         found = len(new)
-        result.labels = {"governed": found}
+        result.labels = {"effective": effective, "governed": found}
         if found < self.config.min_new_labels:
             result.skipped = True
             result.reason = (
@@ -266,7 +267,7 @@ class _Round:
             "split": split,
             "parent": serving.version,
             "parent_digest": serving.digest,
-            "labels": {"governed": found, **{k: len(v) for k, v in split.items()}},
+            "labels": {"effective": effective, "governed": found, **{k: len(v) for k, v in split.items()}},
         }
         rnd = self.record(rnd, "labels", result, cursor=cursor, state=state)
         return rnd, True
@@ -275,7 +276,7 @@ class _Round:
         """The recorded split's posts (read again from the store and governed again; a post erased since is
         gone) and the old store labels (for replay)."""
         cursor = rnd.cursor
-        _, new, old, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
+        _, new, old, _, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
         by_id = {p.id: p for p in new}
         split = rnd.state["split"]
         return {name: [by_id[d] for d in split[name] if d in by_id] for name in split}, old
