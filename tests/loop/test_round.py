@@ -303,18 +303,27 @@ def test_a_promotion_during_the_round_is_not_overridden(setting):
     assert registry.promoted().version == 2 and result.serving == 2
 
 
-def test_loop_run_from_the_command_line(setting, tmp_path, capsys):
+def test_loop_run_from_the_command_line(setting, tmp_path, capsys, monkeypatch):
     from ximgctx.cli import main
 
     config, store, registry, teacher = setting
     give_feedback(store, [against(t) for t in teacher])
     path = tmp_path / "loop.yaml"
-    path.write_text(json.dumps(replace(config, min_new_labels=1000).to_dict()))
+    key = tmp_path / "governance.key"
+    key.write_text("loop-test-governance-key-0123456789")
+    path.write_text(json.dumps(replace(config, min_new_labels=1000, key_file=str(key)).to_dict()))
+    monkeypatch.delenv("XIMGCTX_GOVERNANCE_KEY", raising=False)
     argv = ["loop", "run", "--config", str(path), "--who", "cron", "--min-new-labels", "20"]
     assert main(argv) == 0  # the flag given wins over the file, though it is the field's default
     result = json.loads(capsys.readouterr().out)
     assert (result["version"], result["parent"], result["promoted"]) == (2, 1, True), result
     assert registry.get(2).who == "cron" and registry.promotions()[-1]["who"] == "cron"
+    from ximgctx.governance.authors import MODEL_AUTHORS_FILE, read_author_digests
+    from ximgctx.governance.keys import key_id
+
+    digests, kid = read_author_digests(registry.get(2).path / MODEL_AUTHORS_FILE)
+    assert kid == key_id(key.read_bytes()) and len(digests) == 6  # trained under the loop's key
+    assert "XIMGCTX_GOVERNANCE_KEY" not in os.environ  # and the environment restored
     assert main(["loop", "history", "--config", str(path)]) == 0
     history = json.loads(capsys.readouterr().out)
     assert [(v["version"], v["status"], v["lineage"]) for v in history["versions"]] == [

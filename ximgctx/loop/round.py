@@ -26,14 +26,16 @@ A failure at any stage leaves the promoted version untouched (promotion is the l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,30 @@ def _reservoir(
             if j < k:
                 sample[j] = post
     return sample, seen
+
+
+@contextlib.contextmanager
+def _governance_key(key_file: str | None) -> Iterator[None]:
+    """Training keys the model's author set with ``$XIMGCTX_GOVERNANCE_KEY``; a loop given ``key_file``
+    trains under that key (the one it governs with), the variable restored afterwards."""
+    if not key_file:
+        yield
+        return
+    from ximgctx.governance.keys import ENV_VAR, load_key
+
+    key, _ = load_key(key_file)
+    before = os.environ.get(ENV_VAR)
+    try:
+        os.environ[ENV_VAR] = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key_file}: the governance key must be text (openssl rand -hex 32)") from None
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 class _Heartbeat:
@@ -328,13 +354,14 @@ class _Round:
             f"train.init_from={parent.path}",
             f"train.init_sha256={parent.digest}",
         ]
-        fit = train(
-            self.config.experiment,  # type: ignore[arg-type]
-            overrides=overrides,
-            train_posts=posts,
-            val_posts=shares["val"] or None,
-            overwrite=True,
-        )
+        with _governance_key(self.config.key_file):
+            fit = train(
+                self.config.experiment,  # type: ignore[arg-type]
+                overrides=overrides,
+                train_posts=posts,
+                val_posts=shares["val"] or None,
+                overwrite=True,
+            )
         if fit.model_dir is None:
             raise InputError(f"loop round {rnd.id}: training exported no model folder")
         folder = Path(fit.model_dir).resolve()
