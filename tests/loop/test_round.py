@@ -170,6 +170,8 @@ def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys
     assert "nothing to roll back to" in capsys.readouterr().err
     assert main(["loop", "run", *flags, "--experiment", config.experiment, "--holdout", config.holdout]) == 2
     assert "loop round" in capsys.readouterr().err  # the running round, named
+    assert main(["loop", "abandon", *flags, "--why", "stuck"]) == 2  # its lease is live
+    assert "cannot be abandoned while its lease is live" in capsys.readouterr().err
 
 
 def test_promoted_then_a_worse_candidate_refused_then_rollback(setting):
