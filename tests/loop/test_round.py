@@ -1,8 +1,8 @@
-"""The learning loop's rounds with a tiny model on a SQLite store: too few labels skipped with the reason; a
-round the gate promotes (with its lineage), a deliberately worse candidate refused, a rollback that gives the
-previous version's exact outputs; a round failing at a stage, and one killed with ``os._exit`` in a
-subprocess, leave the promoted version untouched and the rerun finishes with exactly one new version; two
-rounds never run at once; and the ``ximgctx loop`` commands.
+"""The learning loop's rounds with a tiny model on a SQLite store (one test also on PostgreSQL): too few
+labels skipped with the reason; a round the gate promotes (with its lineage), a deliberately worse candidate
+refused, a rollback that gives the previous version's exact outputs; a round failing at a stage, and one
+killed with ``os._exit`` in a subprocess, leave the promoted version untouched and the rerun finishes with
+exactly one new version; two rounds never run at once; and the ``ximgctx loop`` commands.
 
 The setting is built so that the gate's answer is known without hoping a tiny model learns: the holdout is
 the labeled posts themselves, labeled *against* the serving model's own predictions (it scores 0 on
@@ -31,7 +31,8 @@ from ximgctx.queue.registry import Registry
 from ximgctx.queue.rounds import RoundBusyError, Rounds
 
 from .._inference_fixtures import make_posts, model_dir, tiny_config
-from .._queue_fixtures import KEY, make_store
+from .._queue_fixtures import KEY, Postgres, make_store
+from ..helpers import missing_service
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,8 +72,18 @@ def give_feedback(store, meanings: list[str]) -> None:
         loop.add_feedback(post, who="reviewer:test")
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    pg = Postgres.start()
+    if pg is None:
+        missing_service(Postgres.why)
+    yield pg
+    pg.stop()
+
+
 @pytest.fixture
-def setting(tmp_path):
+def setting(request, tmp_path):
+    """A loop store (SQLite; PostgreSQL where a test asks) whose registry has adopted the tiny model."""
     posts, teacher = world()
     holdout = tmp_path / "holdout.jsonl"
     write_posts(labeled([against(t) for t in teacher], image_bytes=False), holdout)
@@ -96,10 +107,13 @@ def setting(tmp_path):
     )
     key = tmp_path / "queue.key"
     key.write_bytes(KEY)
-    db = tmp_path / "loop.sqlite"
-    store = make_store(str(db))
+    if getattr(request, "param", "sqlite") == "postgresql":
+        db = request.getfixturevalue("postgres").create_db(f"loop{os.getpid()}{time.monotonic_ns()}")
+    else:
+        db = str(tmp_path / "loop.sqlite")
+    store = make_store(db)
     config = LoopConfig(
-        loop_db=str(db),
+        loop_db=db,
         queue_key_file=str(key),
         registry=str(tmp_path / "registry"),
         experiment=str(experiment),
@@ -174,6 +188,7 @@ def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys
     assert "cannot be abandoned while its lease is live" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting", ["sqlite", "postgresql"], indirect=True)
 def test_promoted_then_a_worse_candidate_refused_then_rollback(setting):
     config, store, registry, teacher = setting
     before = outputs(registry.promoted().path)
