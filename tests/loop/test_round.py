@@ -269,10 +269,12 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
         run_round(config, who="loop", store=store, on_stage=fail)
     failed = Rounds(store).last(1)[0]
     assert (failed.status, failed.stage) == ("failed", "trained") and "injected" in failed.error
+    assert (Path(config.registry) / failed.candidate / "manifest.json").is_file()  # kept for the rerun
     assert registry.promoted().version == 1 and len(registry.versions()) == 1
     resumed = run_round(config, who="loop", store=store)
     assert resumed.resumed and resumed.round == failed.id and resumed.attempts == 2
     assert resumed.stages == ["scored", "registered", "done"]  # the candidate folder was reused
+    assert not (Path(config.registry) / "rounds" / f"round-{failed.id}").exists()  # removed once done
     assert [v.version for v in registry.versions()] == [1, 2]
     replay = registry.get(2).data["train"]["replay"]
     assert (replay["pool"], replay["sampled"], replay["earlier_round_labels"]) == (N, 4, 0)

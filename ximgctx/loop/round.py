@@ -570,6 +570,8 @@ def run_round(
                     raise RoundLostError(beat.lost)
                 r.rounds.finish(rnd.id, owner, "done", result.to_dict())
                 result.stages.append("done")
+                for work in {r.workdir / f"round-{rnd.id}", r.registry.root / "rounds" / f"round-{rnd.id}"}:
+                    shutil.rmtree(work, ignore_errors=True)  # the registry holds the candidate now
                 return result
         except BaseException as e:
             r.rounds.fail(rnd.id, owner, f"{type(e).__name__}: {e}")
