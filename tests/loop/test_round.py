@@ -112,6 +112,8 @@ def setting(request, tmp_path):
     else:
         db = str(tmp_path / "loop.sqlite")
     store = make_store(db)
+    gold = labeled([against(t) for t in teacher], image_bytes=False)[:4]  # known answers, queued
+    store.enqueue(gold, gold={p.id: p.labels for p in gold})
     config = LoopConfig(
         loop_db=db,
         queue_key_file=str(key),
@@ -144,6 +146,9 @@ def check_lineage(registry: Registry, result, config: LoopConfig) -> None:
     counts = v.data["label_counts"]["train"]["meaning"]
     assert sum(counts.values()) == v.data["new_labels"]["train"]["posts"] == result.labels["train"]
     assert len(v.data["holdout"]["sha256"]) == 64
+    assert v.data["gold"]["posts"] == 4 and len(v.data["gold"]["sha256"]) == 64
+    assert v.metrics["details"]["candidate"]["gold"]["posts"] == 4
+    assert None not in (v.metrics["serving"]["gold"], v.metrics["candidate"]["gold"])
     serving, candidate = (Scorecard.from_dict(v.metrics[k]) for k in ("serving", "candidate"))
     again = gate(serving, candidate, config.gate)
     assert again.to_dict() == v.verdict == result.verdict

@@ -435,10 +435,18 @@ class _Round:
             },
             "label_counts": {name: _label_counts(posts) for name, posts in shares.items()},
             "holdout": source_digest(self.config.holdout),
+            "gold": self.gold_digest(),
             "train": rnd.state.get("train", {}),
             "scored_on": rnd.state.get("scored_on", {}),
             "governance": self.config.governance or "default",
         }
+
+    def gold_digest(self) -> dict[str, Any]:
+        """What pins the gold items both models were scored on: their content and labels."""
+        from ximgctx.queue.loop import post_digest
+
+        gold = self.store.gold_posts()
+        return {"sha256": _labels_digest((post_digest(p), p.labels) for p in gold), "posts": len(gold)}
 
     def register(self, rnd: Any, result: RoundResult) -> Any:
         digest = rnd.state["candidate_digest"]
