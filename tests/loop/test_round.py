@@ -117,14 +117,14 @@ def setting(request, tmp_path):
     config = LoopConfig(
         loop_db=db,
         queue_key_file=str(key),
-        registry=str(tmp_path / "registry"),
+        registry_root=str(tmp_path / "registry"),
         experiment=str(experiment),
         holdout=str(holdout),
         replay_size=0,
         min_new_labels=10,
         gate=GateRule(metric="task:meaning", tolerance=1.0),
     )
-    registry = Registry(store, config.registry)
+    registry = Registry(store, config.registry_root)
     registry.adopt(model_dir(), who="ops")
     yield config, store, registry, teacher
     store.close()
@@ -175,7 +175,7 @@ def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys
     from ximgctx.cli import main
 
     flags = ["--loop-db", config.loop_db, "--queue-key-file", config.queue_key_file]
-    flags += ["--registry", config.registry]
+    flags += ["--registry-root", config.registry_root]
     assert main(["loop", "status", *flags]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["promoted"]["version"] == 1 and status["generation"] == 1
@@ -274,12 +274,12 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
         run_round(config, who="loop", store=store, on_stage=fail)
     failed = Rounds(store).last(1)[0]
     assert (failed.status, failed.stage) == ("failed", "trained") and "injected" in failed.error
-    assert (Path(config.registry) / failed.candidate / "manifest.json").is_file()  # kept for the rerun
+    assert (Path(config.registry_root) / failed.candidate / "manifest.json").is_file()  # kept for the rerun
     assert registry.promoted().version == 1 and len(registry.versions()) == 1
     resumed = run_round(config, who="loop", store=store)
     assert resumed.resumed and resumed.round == failed.id and resumed.attempts == 2
     assert resumed.stages == ["scored", "registered", "done"]  # the candidate folder was reused
-    assert not (Path(config.registry) / "rounds" / f"round-{failed.id}").exists()  # removed once done
+    assert not (Path(config.registry_root) / "rounds" / f"round-{failed.id}").exists()  # removed once done
     assert [v.version for v in registry.versions()] == [1, 2]
     replay = registry.get(2).data["train"]["replay"]
     assert (replay["pool"], replay["sampled"], replay["earlier_round_labels"]) == (N, 4, 0)

@@ -49,7 +49,7 @@ the first round has a parent to train from and compare with. Refused once a vers
 
 def _common(p: argparse.ArgumentParser, *, fields: set[str] | None = None) -> None:
     add(p, "--config")
-    add_dataclass_args(p, _CONFIG, only=fields or {"loop_db", "queue_key_file", "registry"})
+    add_dataclass_args(p, _CONFIG, only=fields or {"loop_db", "queue_key_file", "registry_root"})
     p.add_argument(
         "--who",
         default=None,
@@ -156,9 +156,9 @@ def _registry(config: Any) -> tuple[Any, Any]:
     from ximgctx.loop.round import open_store
     from ximgctx.queue.registry import Registry
 
-    config.require("loop_db", "registry")
+    config.require("loop_db", "registry_root")
     store = open_store(config)
-    return store, Registry(store, config.registry)
+    return store, Registry(store, config.registry_root)
 
 
 def _run(args: argparse.Namespace, command: str) -> int:

@@ -216,11 +216,11 @@ class _Round:
         from ximgctx.queue.registry import Registry
         from ximgctx.queue.rounds import Rounds
 
-        config.require("registry", "experiment", "holdout")
-        assert config.registry is not None
+        config.require("registry_root", "experiment", "holdout")
+        assert config.registry_root is not None
         self.config, self.store, self.who, self.role, self.owner = config, store, who, role, owner
         self.on_stage = on_stage
-        self.registry = Registry(store, config.registry)
+        self.registry = Registry(store, config.registry_root)
         self.rounds = Rounds(store, lease_s=config.round_lease_s)
         self.workdir = Path(config.rounds_dir) if config.rounds_dir else self.registry.root / "rounds"
         self._policy: Any = None
