@@ -287,7 +287,7 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
     assert registry.get(2).data["train"]["train_posts"] == resumed.labels["train"] + 4
 
     # a process killed outright after registering: the version exists, nothing was promoted
-    give_feedback(store, teacher)
+    give_feedback(store, teacher[:12])  # half the posts labeled again: the other half is earlier labels
     path = tmp_path / "loop.yaml"
     path.write_text(json.dumps(replace(config, round_lease_s=1.0).to_dict()))
     path_ = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
@@ -305,6 +305,8 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
     assert again.resumed and again.round == killed.id and again.stages == ["done"]
     assert [v.version for v in registry.versions()] == [1, 2, 3]  # exactly one new version
     assert again.version == 3 and registry.get(3).status in ("promoted", "refused")
+    replay = registry.get(3).data["train"]["replay"]
+    assert (replay["pool"], replay["sampled"], replay["earlier_round_labels"]) == (N + 12, 4, 12)
     assert registry.promoted().version == (3 if again.promoted else promoted)
     assert Rounds(store).last(1)[0].status == "done"
 

@@ -211,8 +211,15 @@ class _Heartbeat:
 class _Round:
     """One call of :func:`run_round` (state shared by the stages)."""
 
-    def __init__(self, config: LoopConfig, store: Any, who: str, role: str, owner: str,
-                 on_stage: Callable[[str], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: LoopConfig,
+        store: Any,
+        who: str,
+        role: str,
+        owner: str,
+        on_stage: Callable[[str], None] | None,
+    ) -> None:
         from ximgctx.queue.registry import Registry
         from ximgctx.queue.rounds import Rounds
 
@@ -250,10 +257,13 @@ class _Round:
         key, held = load_key(self.config.key_file)
         return list(govern(posts, self.governance(), key=key if held else None).posts)
 
-    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int, int]:
-        """The label generation, the new effective labels (a counting row in ``(since, upto]``) and the old
-        ones (every counting row at most ``since``), as governed posts named by their content digest; the
-        newest counting row; and how many new posts there were before governance."""
+    def store_labels(
+        self, *, since: int, upto: int | None, with_old: bool = False
+    ) -> tuple[int, list[Post], list[Post], int, int]:
+        """The label generation, the new effective labels (a counting row in ``(since, upto]``) and, with
+        ``with_old``, the old ones (every counting row at most ``since``; governed when sampled), as posts
+        named by their content digest; the newest counting row; and how many new posts there were before
+        governance."""
         from ximgctx.queue.loop import LoopState
 
         generation, effective = LoopState(self.store).effective()
@@ -263,11 +273,12 @@ class _Round:
             post = e.post
             post.id = e.post_digest  # unique, and what the split and the lineage name
             if last <= since:
-                old.append(post)
+                if with_old:
+                    old.append(post)
             elif upto is None or last <= upto:
                 new.append(post)
                 newest = max(newest, last)
-        return generation, self.govern(new), self.govern(old), newest, len(new)
+        return generation, self.govern(new), old, newest, len(new)  # old: governed when sampled for replay
 
     # ---- stages
     def labels(self, rnd: Any, result: RoundResult) -> tuple[Any, bool]:
@@ -298,11 +309,12 @@ class _Round:
         rnd = self.record(rnd, "labels", result, cursor=cursor, state=state)
         return rnd, True
 
-    def shares(self, rnd: Any) -> tuple[dict[str, list[Post]], list[Post]]:
+    def shares(self, rnd: Any, *, with_old: bool = False) -> tuple[dict[str, list[Post]], list[Post]]:
         """The recorded split's posts (read again from the store and governed again; a post erased since is
-        gone) and the old store labels (for replay)."""
+        gone) and, with ``with_old``, the earlier rounds' labels (for replay)."""
         cursor = rnd.cursor
-        _, new, old, _, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
+        since, upto = int(cursor["since_row"]), int(cursor["max_row"])
+        _, new, old, _, _ = self.store_labels(since=since, upto=upto, with_old=with_old)
         by_id = {p.id: p for p in new}
         split = rnd.state["split"]
         return {name: [by_id[d] for d in split[name] if d in by_id] for name in split}, old
@@ -339,7 +351,7 @@ class _Round:
         root = self.registry.root
         from ximgctx.training import train
 
-        shares, old = self.shares(rnd)
+        shares, old = self.shares(rnd, with_old=True)
         replay, replay_info = self.replay(old, rnd)
         parent = self.registry.get(int(rnd.state["parent"]))
         self.registry.verify(parent)
