@@ -258,3 +258,27 @@ def test_a_model_source_is_followed_and_a_failing_one_keeps_the_model():
             await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_search_stays_on_the_index_model_after_a_swap(tmp_path):
+    """An index holds A's embeddings: after a swap to B, text queries are still embedded by A (the same
+    hits), search reports A, and /v1/models lists B for moderation and A for search."""
+    from ximgctx.inference import SearchIndex
+
+    from .._inference_fixtures import make_posts
+
+    predictor = Predictor.from_pretrained(model_root() / "a", device="cpu")
+    SearchIndex.build(predictor, make_posts(12, seed=5, folder="swap-search")).save(tmp_path / "index")
+    app = create_app(model_root() / "a", config=_config(), device="cpu", index=tmp_path / "index")
+    with running(app) as url:
+        query = {"text": "a blue square", "k": 4}
+        before = _post(url, "/v1/search", query).json()
+        assert _post(url, "/admin/reload", {"model": "b"}).status_code == 200
+        after = _post(url, "/v1/search", query).json()
+        assert after["model"] == before["model"] == served_name("a")
+        assert [h["id"] for h in after["data"]] == [h["id"] for h in before["data"]]
+        assert [h["score"] for h in after["data"]] == pytest.approx([h["score"] for h in before["data"]])
+        listed = {m["id"]: m["serves"] for m in _get(url, "/v1/models").json()["data"]}
+        assert listed == {served_name("b"): ["moderations", "predict"], served_name("a"): ["search"]}
+        assert _get(url, "/readyz").json()["search_model"]["name"] == served_name("a")
+        assert _post(url, "/v1/predict", {"input": TEXTS}).json()["model"] == served_name("b")

@@ -524,9 +524,9 @@ class Service:
             )
         )
         assert self.search_model is not None
-        # the same JSON as ximgctx search; the model is the index's, which embedded the query
-        found, model = results.to_dict(), self.search_model
-        return json_safe({**found, "model": model["name"], "model_version": model["version"]})
+        # the same JSON as ximgctx search; the model is the index's, which embedded the query (its version
+        # is /readyz's search_model)
+        return json_safe({**results.to_dict(), "model": self.search_model["name"]})
 
     async def feedback(self, req: FeedbackRequest, who: Caller) -> dict[str, Any]:
         if req.reviewer is not None:
