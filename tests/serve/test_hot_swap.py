@@ -27,7 +27,8 @@ TEXTS = ["see you all saturday", "never again", "when monday hits"]
 
 
 def _config(**kw) -> ServeConfig:
-    return ServeConfig(api_keys=[MODERATOR, f"{ADMIN} admin,moderate"], model_root=str(model_root()), **kw)
+    keys = [MODERATOR, f"{ADMIN} admin,moderate,search"]
+    return ServeConfig(api_keys=keys, model_root=str(model_root()), **kw)
 
 
 def _post(url: str, path: str, body: dict | None, key: str = ADMIN) -> httpx.Response:
@@ -273,6 +274,7 @@ def test_search_stays_on_the_index_model_after_a_swap(tmp_path):
     with running(app) as url:
         query = {"text": "a blue square", "k": 4}
         before = _post(url, "/v1/search", query).json()
+        assert "data" in before, before
         assert _post(url, "/admin/reload", {"model": "b"}).status_code == 200
         after = _post(url, "/v1/search", query).json()
         assert after["model"] == before["model"] == served_name("a")
