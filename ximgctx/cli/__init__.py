@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ximgctx.cli.queue",
         "the review and labeling queue: labelers, items, the page, export, stats",
     ),
+    "loop": (
+        "ximgctx.cli.loop",
+        "the learning loop: retrain on new labels, gate, register, promote, roll back",
+    ),
     "aggregate": ("ximgctx.cli.hitl", "aggregate labelers' votes into training labels"),
     "select": ("ximgctx.cli.hitl", "choose the next posts to label"),
     "memory": ("ximgctx.cli.hitl", "add labeled examples to a model's label memory"),

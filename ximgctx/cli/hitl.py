@@ -349,9 +349,7 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
                 help="yes: a reviewer's feedback decides by itself; no: it counts as one vote",
             )
         if name != "history":
-            sp.add_argument(
-                "--why", required=name != "rule", default="", help="the reason, kept in the audit"
-            )
+            add(sp, "--why", required=name != "rule", default="")
             sp.add_argument(
                 "--by", default=None, help="who makes the change (default: operator:<login name>)"
             )

@@ -7,11 +7,12 @@ under ``torchrun --nproc_per_node N -m ximgctx.cli train ...`` or ``accelerate l
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
-from ximgctx.cli._args import add, parser
+from ximgctx.cli._args import add, existing_dir, parser
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +47,15 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
     )
     add(p, "--overwrite")
     add(p, "--allow-ungoverned")
+    if command == "train":
+        p.add_argument(
+            "--init-from",
+            type=existing_dir,
+            metavar="MODEL_DIR",
+            help="warm start: begin from this saved model folder's weights (LoRA adapters, fusion, heads) "
+            "instead of a random init; its architecture must be the config's (train.init_from)",
+        )
+        add(p, "--expect-sha256")
     p.add_argument(
         "--stop-after",
         type=int,
@@ -69,6 +79,10 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
     overrides = list(args.overrides)
     if args.allow_ungoverned:
         overrides.append("data.allow_ungoverned=true")
+    if getattr(args, "init_from", None) is not None:
+        overrides.append(f"train.init_from={json.dumps(args.init_from)}")  # quoted: parsed as YAML
+    if getattr(args, "expect_sha256", None) is not None:
+        overrides.append(f"train.init_sha256={json.dumps(args.expect_sha256)}")
 
     from ximgctx.errors import XimgctxError
     from ximgctx.training.loop import NonFiniteLossError

@@ -24,6 +24,7 @@ code: its architecture must be a registered one unless the caller opts in (``tru
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -280,24 +281,37 @@ def load_model(
     verify: bool,
     expected_sha256: str | None = None,
     trust_remote_arch_: bool = False,
+    build: Callable[[ModelConfig], ModelConfig] | None = None,
 ) -> ContextModel:
+    """Load a saved model folder (verified first, or from a pinned private copy with ``expected_sha256``).
+
+    ``build`` maps the saved config to the config whose modules are built (a warm start builds its own run's
+    config: same architecture, its own dropout, loss weights and input caps); it is called on the verified
+    folder's config and may refuse it by raising. The saved weights must then fit the built modules.
+    """
     if expected_sha256 is not None:  # pinned: load exactly the bytes that were hashed
         if not Path(path).is_dir():
             raise ModelFolderError(f"{path}: no such model folder")
         try:
             with pinned_copy(path, KIND, max_version=1, expected_sha256=expected_sha256) as m:
-                return _load(cls, m.path, device=device, trust_remote_arch_=trust_remote_arch_)
+                return _load(cls, m.path, device=device, trust_remote_arch_=trust_remote_arch_, build=build)
         except ArtifactError as e:
             raise ModelFolderError(str(e)) from None
     if verify:
         verify_folder(path)
-    return _load(cls, path, device=device, trust_remote_arch_=trust_remote_arch_)
+    return _load(cls, path, device=device, trust_remote_arch_=trust_remote_arch_, build=build)
 
 
 def _load(
-    cls: type[ContextModel], path: Path, *, device: torch.device, trust_remote_arch_: bool
+    cls: type[ContextModel],
+    path: Path,
+    *,
+    device: torch.device,
+    trust_remote_arch_: bool,
+    build: Callable[[ModelConfig], ModelConfig] | None = None,
 ) -> ContextModel:
-    config, raw = read_config(path)
+    saved, raw = read_config(path)
+    config = saved if build is None else build(saved)
     with trust_remote_arch(trust_remote_arch_), quiet_random_init():
         model = cls(config, encoder=_saved_encoder(path, config))
     model.config = config  # the skeleton was built without downloading; keep the real starting weights

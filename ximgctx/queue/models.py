@@ -26,6 +26,10 @@ __all__ = [
     "Item",
     "LabelRow",
     "Labeler",
+    "ModelVersionRow",
+    "PromotionRow",
+    "RegistryState",
+    "RoundRow",
     "PurgeRow",
     "Replica",
     "Session",
@@ -241,3 +245,71 @@ class Replica(Base):
     applied_at: Mapped[float] = mapped_column(Float)
     seen_at: Mapped[float] = mapped_column(Float, index=True)
     problem: Mapped[str] = mapped_column(Text, default="")
+
+
+class ModelVersionRow(Base):
+    """One model version in the registry (:mod:`ximgctx.queue.registry`): its verified folder under the
+    registry root, where it came from (parent, data digests and label counts), how it scored and what the
+    promotion gate said. Rows are never deleted; ``status`` moves (candidate -> promoted/refused, promoted ->
+    retired)."""
+
+    __tablename__ = "model_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(256))
+    digest: Mapped[str] = mapped_column(String(64), index=True)  # the folder's artifact SHA-256
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the registry root (checked on every read)
+    parent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # candidate | promoted | refused | retired
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: data digests, label counts, the round
+    metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON: serving and candidate scorecards
+    verdict: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the gate's verdict
+    who: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class PromotionRow(Base):
+    """One change of the promoted version: who, in which role, when, from which version to which, why."""
+
+    __tablename__ = "model_promotions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    who: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # adopt | promote | rollback
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int] = mapped_column(Integer)
+    why: Mapped[str] = mapped_column(Text, default="")
+
+
+class RegistryState(Base):
+    """One row: the promoted version and the model generation, bumped by every promotion and rollback
+    (servers poll it; it is not the label generation, so neither rebuilds the other's caches)."""
+
+    __tablename__ = "model_registry_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    promoted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class RoundRow(Base):
+    """One round of the learning loop (``ximgctx loop run``): the lock (a running row with a live lease) and
+    the journal (the stage reached, the label cursor consumed, the candidate folder, the result)."""
+
+    __tablename__ = "loop_rounds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running | done | skipped | failed
+    stage: Mapped[str] = mapped_column(String(16))  # started | labels | trained | scored | registered | done
+    owner: Mapped[str] = mapped_column(String(256))  # who runs it: user@host:pid
+    lease_until: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    cursor: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the label state the round consumed
+    candidate: Mapped[str | None] = mapped_column(
+        String(1024), nullable=True
+    )  # relative to the registry root
+    state: Mapped[str] = mapped_column(Text, default="{}")  # JSON: what each finished stage produced
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the round's result once finished
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -703,6 +703,20 @@ class QueueStore:
         result.changed = changed
         return result
 
+    def gold_posts(self) -> list[Post]:
+        """The gold items (known answers) as governed posts whose ``labels`` are the gold labels, in the order
+        they were queued (what the learning loop scores both models on)."""
+        from ximgctx.queue.ingest import item_post
+
+        with self.sessions() as s:
+            items = list(s.scalars(select(Item).where(Item.gold.is_not(None)).order_by(Item.id)))
+        out = []
+        for item in items:
+            post = item_post(item)
+            post.labels = json.loads(item.gold or "{}")
+            out.append(post)
+        return out
+
     def vote_rows(self, *, gold: bool | None = None) -> list[dict[str, Any]]:
         """Every stored vote: ``{post_id, labeler (digest), task, label, note, time, gold}``; ``gold`` filters
         gold items in (True) or out (False)."""

@@ -17,6 +17,7 @@ that name their dotted path, as everywhere in ximgctx.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,11 @@ class TrainConfig:
     progress_bar: bool = True  # tqdm on the main process
     # write the post ids of every micro-batch to samples-rank<R>.jsonl (audits, tests)
     log_samples: bool = False
+    # a saved model folder (save_pretrained) whose weights start the run: encoder LoRA adapters, fusion and
+    # heads (warm start; its architecture must be model's, see ximgctx.training.warm)
+    init_from: str | None = None
+    # pins init_from: its artifact digest (as ContextModel.from_pretrained(expected_sha256=...))
+    init_sha256: str | None = None
 
     def __post_init__(self) -> None:
         _check(bool(str(self.output_dir).strip()), "train.output_dir must not be empty")
@@ -213,6 +219,23 @@ class TrainConfig:
         _check(
             self.collective_timeout_s > 0,
             f"train.collective_timeout_s must be positive, got {self.collective_timeout_s!r}",
+        )
+        _check(
+            self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from.strip())),
+            f"train.init_from must be a model folder or null, got {self.init_from!r}",
+        )
+        _check(
+            self.init_sha256 is None
+            or (
+                isinstance(self.init_sha256, str)
+                and re.fullmatch(r"[0-9a-f]{64}", self.init_sha256) is not None
+            ),
+            f"train.init_sha256 must be 64 lowercase hex digits (an artifact digest) or null, got "
+            f"{self.init_sha256!r}",
+        )
+        _check(
+            self.init_sha256 is None or self.init_from is not None,
+            "train.init_sha256 pins train.init_from, which is not set",
         )
 
 

@@ -32,6 +32,7 @@ from ximgctx.training._runtime import (
 from ximgctx.training.config import ExperimentConfig, load_experiment
 from ximgctx.training.loop import FitResult, Run, fit
 from ximgctx.training.optim import build_optimizer, split_lora_by_tower
+from ximgctx.training.warm import WARM_START_SECTION, load_warm_start, portable_init, warm_start_card
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +152,13 @@ def train(
         NonFiniteLossError: ``train.max_nonfinite_steps`` steps in a row had a NaN/inf loss.
         OutputError: ``train.output_dir`` is used by another run (files or a live lock), or cannot be written.
         CheckpointError: the checkpoint to resume is missing, altered, unsafe, or from another config.
+        ModelFolderError / ConfigError: ``train.init_from`` (a warm start, :mod:`ximgctx.training.warm`) is
+            missing, altered, not the pinned ``train.init_sha256``, or of another architecture (each
+            difference named).
     """
     cfg = load_experiment(config, list(overrides))
-    inputs = (*cfg.data.train_sources, cfg.data.val, cfg.data.image_root)
+    # --overwrite never empties a folder holding what the run reads (the warm start's model included)
+    inputs = (*cfg.data.train_sources, cfg.data.val, cfg.data.image_root, cfg.train.init_from)
     with start_run(cfg.train, resume=resume, overwrite=overwrite, inputs=inputs) as (
         accelerator,
         _,
@@ -206,7 +211,7 @@ def _prepare(
     if val_posts is not None:
         report.check_labels("val", val_posts, cfg.model.tasks, cfg.data)
 
-    model = ContextModel(cfg.model)
+    model, card = _model(cfg, governance, accelerator.num_processes, streamed)
     groups = model.parameter_groups()
     if tc.optim.lr.lora_image is not None or tc.optim.lr.lora_text is not None:
         groups = split_lora_by_tower(groups, model.encoder.image_tower)
@@ -233,14 +238,27 @@ def _prepare(
             accelerator.num_processes,
             tc.batch_size * accelerator.num_processes * tc.grad_accum_steps,
         )
-    card = {
-        "Data governance": governance,
-        "Training": {"config": cfg.to_dict(), "processes": accelerator.num_processes, "streamed": streamed},
-    }
     authors = training_authors(train_data) if accelerator.is_main_process else None
     return Run(
         accelerator, model, optimizer, train_loader, val_loader, tc, cfg.to_dict(), card, report, authors
     )
+
+
+def _model(
+    cfg: ExperimentConfig, governance: dict[str, Any], processes: int, streamed: bool
+) -> tuple[ContextModel, dict[str, Any]]:
+    """The model a run starts from (a fresh one, or the ``train.init_from`` folder's weights) and the model
+    card sections every export of the run carries."""
+    init_from, resolved = cfg.train.init_from, cfg.to_dict()
+    if init_from is None:
+        model, card = ContextModel(cfg.model), {}
+    else:
+        model, digest = load_warm_start(init_from, cfg.train.init_sha256, cfg.model)
+        card = {WARM_START_SECTION: warm_start_card(init_from, digest)}
+        resolved = portable_init(resolved, init_from, digest)
+        logger.info("warm start from %s (SHA-256 %s)", init_from, digest)
+    training = {"config": resolved, "processes": processes, "streamed": streamed}
+    return model, {"Data governance": governance, "Training": training, **card}
 
 
 def _loader(
