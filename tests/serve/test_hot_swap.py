@@ -245,7 +245,7 @@ def test_a_model_source_is_followed_and_a_failing_one_keeps_the_model():
             assert await served_version("2") == "2"
             served, (on_b,) = await service.score(post)
             assert served.name == served_name("b")
-            wanted[0] = ("3", model_root() / "corrupt", digest("b"))
+            wanted[0] = ("3", model_root() / "other-tasks", digest("other-tasks"))
             await asyncio.sleep(1.0)  # several polls: one failure, no retry loop, B still served
             assert service.model.version == "2"
             assert service.metrics.swaps.labels("failed")._value.get() == 1
@@ -284,3 +284,58 @@ def test_search_stays_on_the_index_model_after_a_swap(tmp_path):
         assert listed == {served_name("b"): ["moderations", "predict"], served_name("a"): ["search"]}
         assert _get(url, "/readyz").json()["search_model"]["name"] == served_name("a")
         assert _post(url, "/v1/predict", {"input": TEXTS}).json()["model"] == served_name("b")
+
+
+def test_the_label_memory_is_rebuilt_with_the_new_model(tmp_path, monkeypatch):
+    """The store's effective labels are re-embedded by the swapped-in model C (embeddings belong to a
+    model), centred on the centre the store holds for C; the files' memory, built by A, is not served with
+    C; A's bundle kept its own memory until it was released."""
+    import numpy as np
+
+    from ximgctx.inference.memory import LabelMemory
+    from ximgctx.queue.loop import LoopState
+
+    from .._inference_fixtures import make_posts
+    from .._queue_fixtures import make_store
+
+    monkeypatch.setenv("XIMGCTX_GOVERNANCE_KEY", "hot-swap-governance-key-0123456789")
+    reference = make_posts(32, seed=31, folder="swap-reference", with_labels=False)
+    a = Predictor.from_pretrained(model_root() / "a", device="cpu")
+    c = Predictor.from_pretrained(model_root() / "c", device="cpu")
+    LabelMemory.for_predictor(a, reference=reference).save(tmp_path / "memory")
+    store = make_store(str(tmp_path / "loop.sqlite"))
+    LoopState(store).store_memory_center(digest("c"), c.embed(reference).mean(0).tolist())
+    target = make_posts(3, seed=32, folder="swap-target", with_labels=False)[0]
+    target.meta = {"visibility": "public", "author": "u1"}
+    target.labels = {"intent": ["threat"], "meaning": "literal"}
+    config = ServeConfig(no_auth=True, model_root=str(model_root()), state_poll_s=0.2)
+    app = create_app(model_root() / "a", config=config, device="cpu", state=store, memory=tmp_path / "memory")
+    service = app.state.service
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await service.run(service._add_feedback, target, "rita", "")
+            bundle_a = service.model
+            memory_a = bundle_a.predictor.memory
+            assert len(memory_a) == 1 and memory_a.model_digest == digest("a")
+            new = await service.swap(ModelSource(model_root() / "c", version="c"))
+            memory_c = new.predictor.memory
+            assert new.base_memory is None  # the files' memory holds A's embeddings and centre
+            assert len(memory_c) == 1 and memory_c.model_digest == digest("c")
+            (entry,) = LoopState(store).effective()[1]
+            assert np.allclose(memory_a.embeddings[0], a.embed([entry.post])[0], atol=1e-5)
+            assert np.allclose(memory_c.embeddings[0], c.embed([entry.post])[0], atol=1e-5)
+            assert not np.allclose(memory_a.embeddings[0], memory_c.embeddings[0], atol=1e-3)
+            assert np.allclose(memory_c.center, c.embed(reference).mean(0), atol=1e-5)
+            assert bundle_a.released  # nothing was in flight on A
+            # feedback goes on with C: the next label is embedded by C
+            other = make_posts(3, seed=32, folder="swap-target", with_labels=False)[1]
+            other.meta, other.labels = target.meta, {"meaning": "ironic"}
+            answer = await service.run(service._add_feedback, other, "rita", "")
+            assert answer["memory_size"] == 2 and len(service.model.predictor.memory) == 2
+        finally:
+            await service.stop()
+            store.close()
+
+    asyncio.run(scenario())

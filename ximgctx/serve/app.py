@@ -257,6 +257,11 @@ class Service:
         served = self.model
         if version == served.version and (not digest or digest == served.digest):
             return
+        if digest and digest == served.digest:  # the served weights under another version label: relabel
+            logger.info("model source: %s is now version %s (was %s)", served.name, version, served.version)
+            served.version = version
+            self.metrics.served(served.name, served.version, served.digest, served.loaded_at)
+            return
         key = (version, str(folder), digest)
         if key == self._refused_source or self._swap_lock.locked():
             return
