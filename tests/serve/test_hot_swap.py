@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import httpx
 import pytest
@@ -183,14 +185,15 @@ def test_requests_that_started_on_a_finish_on_a_and_a_is_released_after_them():
         try:
             bundle_a = service.model
             entered, gate = threading.Event(), threading.Event()
-            moderate = bundle_a.moderator.moderate
+            original = {"moderate": bundle_a.moderator.moderate}
 
             def held(posts):  # the first batch on A waits for the test's signal
                 entered.set()
                 assert gate.wait(60)
-                return moderate(posts)
+                return original["moderate"](posts)
 
             bundle_a.moderator.moderate = held
+            weights = weakref.ref(bundle_a.predictor.model)
             first = asyncio.create_task(service.moderate(ModerationRequest(input=TEXTS[0])))
             assert await asyncio.to_thread(entered.wait, 60)
             swap = asyncio.create_task(service.swap(ModelSource(model_root() / "b", version="b")))
@@ -204,6 +207,9 @@ def test_requests_that_started_on_a_finish_on_a_and_a_is_released_after_them():
             r3 = await service.moderate(ModerationRequest(input=TEXTS[1]))
             assert [r["model"] for r in (r1, r2, r3)] == [served_name("a")] * 2 + [served_name("b")]
             assert bundle_a.in_flight == 0 and bundle_a.released and bundle_a.predictor is None
+            original.clear()  # the test's own reference to A
+            gc.collect()
+            assert weights() is None  # nothing in the server holds A's weights any more: they were freed
             assert service.previous is not None and service.previous["name"] == served_name("a")
             cases = ((r1, a_only, TEXTS[0]), (r2, a_only, TEXTS[1]), (r3, b_only, TEXTS[1]))
             for resp, moderator, text in cases:
