@@ -225,8 +225,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--registry-root": {
         "metavar": "DIR",
-        "help": "the model registry's folder (ximgctx loop; its rows are in the loop store): serve its "
-        "promoted version (else --model) and swap to the version a promotion or rollback names",
+        "help": "the model registry's folder (its versions' rows are in the loop store): ximgctx loop "
+        "registers and promotes versions there; ximgctx serve serves the promoted one (else --model) and "
+        "swaps to the version a promotion or rollback names",
     },
     "--why": {"help": "the reason, kept in the audit"},
     "--opt-out": {"type": existing_file, "help": "file of opted-out author ids, one per line"},
