@@ -223,6 +223,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "the loop store (a SQLite file or postgresql:// URL, keyed by --queue-key-file) that "
         "/v1/feedback writes to and every replica reads (queue serve: the queue's --db unless given)"
     },
+    "--registry-root": {
+        "metavar": "DIR",
+        "help": "the model registry's folder (its versions' rows are in the loop store): ximgctx loop "
+        "registers and promotes versions there; ximgctx serve serves the promoted one (else --model) and "
+        "swaps to the version a promotion or rollback names",
+    },
     "--why": {"help": "the reason, kept in the audit"},
     "--opt-out": {"type": existing_file, "help": "file of opted-out author ids, one per line"},
     # human in the loop

@@ -11,7 +11,24 @@ Routes (every ``/v1/`` route and ``/metrics`` need ``Authorization: Bearer KEY``
   loop store under the key's identity (:mod:`ximgctx.queue.loop`), effective on the next request;
   ``DELETE /v1/feedback/{id}`` (scope ``admin``): that row stops counting, with an audit row;
   ``GET /v1/memory/history[?post=ID]`` (scope ``admin``): the store's rows and audit trail;
-* ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics``.
+* ``GET /v1/models``: the served model (OpenAI's model list, with ``version``, ``digest`` and ``loaded_at``);
+* ``POST /admin/reload`` (scope ``admin``): swap in another model without a restart (see below);
+* ``GET /healthz`` (the process is up), ``GET /readyz`` (model loaded and warmed up: its name, version,
+  load time and the previous version), ``GET /metrics``.
+
+Hot swap: the served model is one bundle (:class:`~ximgctx.serve.swap.ServedModel`) that every request reads
+once when it starts. ``POST /admin/reload`` with ``{"model": FOLDER, "expected_sha256": ..., "version": ...}``
+(a folder under the operator's ``--model-root``; an empty body reloads the configured model, or the version
+the model source names, such as the registry's promoted one) loads the new model beside the served one on a
+thread of its own (requests keep being answered), verifies it, gives it the server's decode limits and the
+label memory derived for it, warms it up, then makes it the served bundle. Requests that started on the old
+model, queued ones included, finish on it, and every response's ``model`` (and ``model_version``) names the
+model that computed it; the old model is released after its last request. A load that fails (a corrupt
+folder, a digest mismatch, other tasks) leaves the served model as it was, and is logged, counted
+(``ximgctx_model_swaps_total{outcome="failed"}``) and answered as an error. With a model source
+(``Service.model_source``, e.g. ``ximgctx serve --registry-root``), every poll checks which version should be
+served and swaps when it changed. Search queries keep being embedded by the model that built the index
+(``/v1/search`` reports that model): vectors of two models are not comparable.
 
 Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with ``param`` naming the
 field when there is one (:mod:`ximgctx.serve.errors`): 400 (malformed, or an unknown ``model``), 401 (no or
@@ -58,12 +75,14 @@ from ximgctx.serve.inputs import (
     FeedbackRequest,
     ModerationRequest,
     Rejected,
+    ReloadRequest,
     SearchRequest,
     feedback_post,
     inputs_from_request,
 )
 from ximgctx.serve.metrics import ServiceMetrics
 from ximgctx.serve.models import check_model, served_model_name
+from ximgctx.serve.swap import ModelSource, ServedModel, SwapError, check_same_tasks, folder_under_root
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +104,40 @@ class Service:
         queue: Any = None,
         state: Any = None,
         source: Any = None,
+        version: str | None = None,
+        expected_sha256: str | None = None,
     ) -> None:
         from ximgctx.inference.moderation import Moderator
 
         self.config = config
-        self.predictor = predictor
-        self.moderator = Moderator(predictor, policy, explain=config.explain)
-        self.mapping = openai_mapping(self.moderator.policy)
+        moderator = Moderator(predictor, policy, explain=config.explain)
+        self.policy = moderator.policy
+        self.mapping = openai_mapping(self.policy)
+        # the served model (swapped whole by swap()); requests read it once, when they start
+        self.model = ServedModel(
+            predictor,
+            moderator,
+            served_model_name(predictor, config.model_name, source),  # NAME@DIGEST
+            version or _default_version(predictor.model_digest),
+            predictor.model_digest,
+            str(predictor.model_dir or source or ""),
+            base_memory=predictor.memory,
+        )
+        self.previous: dict[str, Any] | None = None  # the bundle served before this one, described
+        self._draining: list[ServedModel] = []  # retired bundles whose requests are not all answered
+        # what an empty POST /admin/reload loads: the configured folder (with its pin), unless model_source
+        self._configured: ModelSource | None = None
+        folder = source if isinstance(source, (str, Path)) else predictor.model_dir
+        if folder is not None and Path(folder).is_dir():
+            self._configured = ModelSource(Path(folder), expected_sha256, version)
+        #: () -> (version, folder, digest) of the model that should be served, or None; read every poll
+        self.model_source: Any = None
+        self._refused_source: tuple[str, str, str] | None = None  # a source that failed to load (not retried)
+        self._swap_lock = asyncio.Lock()
+        self._startup_digest = predictor.model_digest
         self.index = index
+        # search queries are embedded by the index's model, whatever is served (vectors are per model)
+        self.search_model = self.model.describe() if index is not None else None
         self.memory_dir = Path(memory_dir) if memory_dir is not None else None
         self.governance = governance
         self.queue = queue  # a QueueStore: review decisions wait there, /queue and /v1/queue/ serve it
@@ -105,20 +150,19 @@ class Service:
             from ximgctx.queue.loop import LoopState
 
             self.loop = LoopState(store)
-        self._base_memory = predictor.memory
-        self._generation: int | None = None
-        self._embedded: dict[str, Any] = {}  # post digest -> fused embedding (H,), the rebuild's cache
+        self._base_memory = predictor.memory  # the memory loaded from files (built by the startup model)
+        self._files_epoch = 0  # bumped when erasures change the files' memory: every bundle rebuilds
         self._poller: asyncio.Task | None = None
         self.watch: Any = None  # erasures and acknowledgements (ximgctx.serve.state_watch)
         if self.loop is not None:
             from ximgctx.serve.state_watch import StateWatch
 
             self.watch = StateWatch(self)
-        self.model_name = served_model_name(predictor, config.model_name, source)  # NAME@DIGEST
         self.metrics = ServiceMetrics()
+        self.metrics.served(self.model.name, self.model.version, self.model.digest, self.model.loaded_at)
         self.fetcher = ImageFetcher.from_config(config, on_fetch=self.metrics.url_fetch)
         self.budget = PixelBudget.from_config(config, self.metrics)  # pixels decoded per request and per key
-        self.large_images = LargeImageLane(lambda: predictor.model.processor, config.large_image_pixels)
+        self.large_images = LargeImageLane(lambda: self.model.processor, config.large_image_pixels)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-model")
         common: dict[str, Any] = {
             "max_batch_size": config.max_batch_size,
@@ -131,38 +175,259 @@ class Service:
         self.predictions = Batcher("predict", self._predict, self.executor, **common)
         self.ready = False
 
-    def _moderate(self, posts: list[Post]) -> list[Any]:
-        return self.moderator.moderate(posts)
+    # the served model, as before bundles (the bundle a request pinned is what answers it)
+    @property
+    def predictor(self) -> Any:
+        return self.model.predictor
 
-    def _predict(self, posts: list[Post]) -> list[Any]:
-        return self.predictor.predict(posts)
+    @property
+    def moderator(self) -> Any:
+        return self.model.moderator
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def _moderate(self, items: list[tuple[ServedModel, Post]]) -> list[Any]:
+        return _per_model(items, lambda served, posts: served.moderator.moderate(posts))
+
+    def _predict(self, items: list[tuple[ServedModel, Post]]) -> list[Any]:
+        return _per_model(items, lambda served, posts: served.predictor.predict(posts))
+
+    def pinned(self) -> Any:
+        """``with service.pinned() as served``: the served bundle, counted in flight until the block ends
+        (a swap meanwhile leaves this request on it)."""
+        return self.model.pin(self._idle)
+
+    def _idle(self, bundle: ServedModel) -> None:
+        """A retired bundle's last request was answered: release it."""
+        if bundle in self._draining:
+            self._draining.remove(bundle)
+        logger.info("model %s (version %s): last request answered; released", bundle.name, bundle.version)
+        bundle.release()
+        self.metrics.draining(len(self._draining))
+
+    async def score(self, posts: list[Post]) -> tuple[ServedModel, list[Any]]:
+        """Predictions of the served model for ``posts`` (through the batcher), and the bundle that made
+        them."""
+        with self.pinned() as served:
+            prepared = await self.large_images.prepare(posts, served.processor)
+            return served, await self._submit(self.predictions, served, prepared)
 
     # ------------------------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         self.moderations.start()
         self.predictions.start()
-        loop = asyncio.get_running_loop()
-        warm = Post(id="warm-up", text="warm up", replies=[])
-        await loop.run_in_executor(self.executor, self.moderator.moderate, [warm])
+        await self.run(self.model.moderator.moderate, [_WARM])
         if self.loop is not None:
             await self.run(self.watch.refresh)
+        if self.loop is not None or self.model_source is not None:
             self._poller = asyncio.create_task(self._poll())
         self.ready = True
 
     async def _poll(self) -> None:
         """Watch the store's generation; when another process changed it, apply its erasures, rebuild the
-        memory cache and acknowledge the generation (:class:`~ximgctx.serve.state_watch.StateWatch`)."""
-        assert self.loop is not None
+        memory cache and acknowledge the generation (:class:`~ximgctx.serve.state_watch.StateWatch`). Then
+        ask the model source (when there is one) which model should be served, and swap when it changed."""
         while True:
             await asyncio.sleep(self.config.state_poll_s)
+            if self.loop is not None:
+                try:
+                    generation = await asyncio.to_thread(self.loop.generation)
+                    if generation != self.watch.generation:
+                        await self.run(self.watch.refresh)
+                    else:
+                        await asyncio.to_thread(self.watch.heartbeat)
+                except Exception:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
+                    logger.exception("loop store: could not refresh the label memory")
+            if self.model_source is not None:
+                try:
+                    await self._follow_source()
+                except Exception:  # noqa: BLE001 - a failed swap is logged and counted; the model stays
+                    logger.exception("model source: could not follow it")
+
+    async def _follow_source(self) -> None:
+        """Swap to the model the source names when it is not the served one. A source that failed to load
+        is not retried until the source has named another (the failure was logged and counted once)."""
+        assert self.model_source is not None
+        want = await asyncio.to_thread(self.model_source)
+        if want is None:
+            self._refused_source = None
+            return
+        version, folder, digest = str(want[0]), Path(want[1]), str(want[2] or "")
+        served = self.model
+        if version == served.version and (not digest or digest == served.digest):
+            self._refused_source = None  # named again after another, a refused source is tried again
+            return
+        if digest and digest == served.digest:  # the served weights under another version label: relabel
+            logger.info("model source: %s is now version %s (was %s)", served.name, version, served.version)
+            served.version = version
+            self.metrics.served(served.name, served.version, served.digest, served.loaded_at)
+            return
+        key = (version, str(folder), digest)
+        if key == self._refused_source or self._swap_lock.locked():
+            return
+        try:
+            await self.swap(ModelSource(folder, digest or None, version), why="model source")
+        except ServiceError:
+            self._refused_source = key
+        else:
+            self._refused_source = None
+
+    # ------------------------------------------------------------------------------------- hot swap
+    async def reload(self, req: Any, who: Caller = LOCAL) -> dict[str, Any]:
+        """``POST /admin/reload``: swap in the model the body names (a folder under ``--model-root``), or
+        the configured one (the model source's, else the folder the server started with)."""
+        if req is not None and req.model is not None:
             try:
-                generation = await asyncio.to_thread(self.loop.generation)
-                if generation != self.watch.generation:
-                    await self.run(self.watch.refresh)
-                else:
-                    await asyncio.to_thread(self.watch.heartbeat)
-            except Exception:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
-                logger.exception("loop store: could not refresh the label memory")
+                folder = folder_under_root(req.model, self.config.model_root)
+            except SwapError as e:
+                self.metrics.swap("refused", 0.0)
+                raise ServiceError(
+                    400, str(e), "invalid_request_error", "model_not_allowed", param="model"
+                ) from None
+            source = ModelSource(folder, req.expected_sha256, req.version)
+        else:
+            source = await self._configured_source(req)
+        old = self.model
+        pin = source.expected_sha256 or ""
+        if source.version in (None, old.version) and old.digest is not None and pin in ("", old.digest):
+            from ximgctx.inference.predictor import model_digest
+
+            if await asyncio.to_thread(model_digest, source.folder) == old.digest:
+                return {"object": "model.reload", "changed": False, "previous": old.describe(),
+                        "model": old.describe(), "seconds": 0.0}  # fmt: skip
+        start = time.perf_counter()
+        new = await self.swap(source, why=f"POST /admin/reload by {who.identity}")
+        return {
+            "object": "model.reload",
+            "changed": True,
+            "previous": old.describe(),
+            "model": new.describe(),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+
+    async def _configured_source(self, req: Any) -> ModelSource:
+        if self.model_source is not None:
+            want = await asyncio.to_thread(self.model_source)
+            if want is not None:
+                return ModelSource(Path(want[1]), str(want[2] or "") or None, str(want[0]))
+        if self._configured is None:
+            raise ServiceError(
+                400,
+                "model: this server has no configured model folder to reload; name one under --model-root",
+                "invalid_request_error",
+                "no_model_source",
+                param="model",
+            )
+        source = self._configured
+        if req is not None and (req.expected_sha256 or req.version):
+            source = ModelSource(source.folder, req.expected_sha256 or source.expected_sha256, req.version)
+        return source
+
+    async def swap(self, source: ModelSource, *, why: str = "swap") -> ServedModel:
+        """Load ``source`` beside the served model (off the event loop and off the model thread), then serve
+        it. Requests that started on the old model finish on it; it is released after the last one. A load
+        that fails leaves the served model as it was: logged, counted, and raised as a 422
+        :class:`~ximgctx.serve.errors.ServiceError` (409 while another swap runs)."""
+        if self._swap_lock.locked():
+            raise ServiceError(
+                409, "a model swap is already running; retry when it is done", "invalid_request_error",
+                "swap_in_progress",
+            )  # fmt: skip
+        async with self._swap_lock:
+            old, start = self.model, time.perf_counter()
+            try:
+                new = await asyncio.to_thread(self._load, source)
+                await self.run(self._install, new)
+            except Exception as e:  # noqa: BLE001 - any failure to load keeps the served model
+                seconds = time.perf_counter() - start
+                self.metrics.swap("failed", seconds)
+                message = _swap_message(e, source, self.config.model_root)
+                logger.error(
+                    "model swap (%s) from %s failed after %.2f s: %s; still serving %s (version %s)",
+                    why, source.folder, seconds, message, old.name, old.version,
+                )  # fmt: skip
+                raise ServiceError(
+                    422, f"the model was not swapped in: {message}", "invalid_request_error",
+                    "model_not_loaded", param="model",
+                ) from None  # fmt: skip
+            seconds = time.perf_counter() - start
+            old.retired = True
+            self.previous = old.describe()
+            if old.in_flight:
+                self._draining.append(old)
+            else:
+                self._idle(old)
+            self.metrics.swap("ok", seconds)
+            self.metrics.served(new.name, new.version, new.digest, new.loaded_at)
+            self.metrics.draining(len(self._draining))
+            logger.info(
+                "model swap (%s): serving %s (version %s) after %.2f s; %s (version %s) finishes %d "
+                "request(s)",
+                why, new.name, new.version, seconds, old.name, old.version, old.in_flight,
+            )  # fmt: skip
+            return new
+
+    def _load(self, source: ModelSource) -> ServedModel:
+        """On a loader thread: the new bundle, verified, limited, with its label memory, warmed up."""
+        from ximgctx.inference.moderation import Moderator
+        from ximgctx.inference.predictor import Predictor
+
+        old = self.model.predictor
+        if not source.folder.is_dir():  # never a hub id: a swap reads a folder on this machine
+            raise SwapError(f"{source.folder} is not a model folder")
+        predictor = Predictor.from_pretrained(
+            source.folder,
+            device=old.device,
+            dtype=old.dtype,
+            batch_size=old.batch_size,
+            prefetch=old.prefetch,
+            expected_sha256=source.expected_sha256,
+            trust_remote_arch=False,
+            text_cache=_same_text_cache(old.text_cache),
+        )
+        check_same_tasks(self.model.tasks, list(predictor.model.config.tasks))
+        _limit_decoding(predictor, self.config)
+        moderator = Moderator(predictor, self.policy, explain=self.config.explain)
+        base = self._base_memory if self._memory_fits(predictor) else None
+        if self._base_memory is not None and base is None:
+            logger.warning(
+                "label memory: the --memory files were built by another model; %s is served without them",
+                predictor.model_digest,
+            )
+        bundle = ServedModel(
+            predictor,
+            moderator,
+            served_model_name(predictor, self.config.model_name, None),
+            source.version or _default_version(predictor.model_digest),
+            predictor.model_digest,
+            str(source.folder),
+            base_memory=base,
+        )
+        if self.loop is not None:
+            self._sync_bundle(bundle)  # embeds the store's labeled posts with the new model, here
+        else:
+            predictor.memory = base
+        moderator.moderate([_WARM])
+        return bundle
+
+    def _install(self, bundle: ServedModel) -> None:
+        """On the model thread (after the batches queued before it): bring the bundle's memory up to the
+        store's generation, then serve it (one assignment: a request reads either bundle, whole)."""
+        if self.loop is not None:
+            self._sync_bundle(bundle)  # only what changed since _load (usually nothing)
+        bundle.loaded_at = time.time()
+        self.model = bundle
+
+    def _memory_fits(self, predictor: Any) -> bool:
+        """Whether the files' label memory was built by ``predictor``'s model (embeddings are per model)."""
+        base = self._base_memory
+        if base is None or base.dim != predictor.model.config.fusion.hidden_dim:
+            return False
+        if base.model_digest:
+            return bool(base.model_digest == predictor.model_digest)
+        return predictor.model_digest == self._startup_digest
 
     async def stop(self) -> None:
         self.ready = False
@@ -170,6 +435,7 @@ class Service:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self.watch is not None:
             await asyncio.to_thread(self.watch.leave)
         await self.moderations.stop()
         await self.predictions.stop()
@@ -183,17 +449,21 @@ class Service:
 
     # --------------------------------------------------------------------------------------- routes
     async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
-        check_model(req.model, self.model_name)
+        with self.pinned() as served:  # one model answers the whole request
+            return await self._moderate_on(served, req, who)
+
+    async def _moderate_on(self, served: ServedModel, req: ModerationRequest, who: Caller) -> dict[str, Any]:
+        check_model(req.model, served.name)
         items = await inputs_from_request(req, self.config, self.fetcher)
         posts = [x for x in items if not isinstance(x, Rejected)]
         self.budget.charge_images(who.identity, [p.image for p in posts])
-        prepared = await self.large_images.prepare(posts)
-        results = await self._submit(self.moderations, prepared) if posts else []
+        prepared = await self.large_images.prepare(posts, served.processor)
+        results = await self._submit(self.moderations, served, prepared) if posts else []
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
 
             await asyncio.to_thread(queue_reviews, self.queue, posts, results)
-        policy = self.moderator.policy
+        policy = self.policy
         scored = iter(results)
         out = [
             openai_error_result(
@@ -207,18 +477,23 @@ class Service:
             else next(scored)
             for x in items
         ]
-        return openai_response(out, self.mapping, self.model_name)
+        return {**openai_response(out, self.mapping, served.name), "model_version": served.version}
 
     async def predict(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
-        check_model(req.model, self.model_name)
+        with self.pinned() as served:  # one model answers the whole request
+            return await self._predict_on(served, req, who)
+
+    async def _predict_on(self, served: ServedModel, req: ModerationRequest, who: Caller) -> dict[str, Any]:
+        check_model(req.model, served.name)
         items = await inputs_from_request(req, self.config, self.fetcher)
         posts = [x for x in items if not isinstance(x, Rejected)]
         self.budget.charge_images(who.identity, [p.image for p in posts])
-        prepared = await self.large_images.prepare(posts)
-        scored = iter(await self._submit(self.predictions, prepared) if posts else [])
+        prepared = await self.large_images.prepare(posts, served.processor)
+        scored = iter(await self._submit(self.predictions, served, prepared) if posts else [])
         return {
             "id": f"pred-{time.time_ns():x}",
-            "model": self.model_name,
+            "model": served.name,
+            "model_version": served.version,
             "results": [
                 {"id": x.post_id, "error": x.error()}
                 if isinstance(x, Rejected)
@@ -257,7 +532,10 @@ class Service:
                 nprobe=req.nprobe,
             )
         )
-        return json_safe({**results.to_dict(), "model": self.model_name})  # the same JSON as ximgctx search
+        assert self.search_model is not None
+        # the same JSON as ximgctx search; the model is the index's, which embedded the query (its version
+        # is /readyz's search_model)
+        return json_safe({**results.to_dict(), "model": self.search_model["name"]})
 
     async def feedback(self, req: FeedbackRequest, who: Caller) -> dict[str, Any]:
         if req.reviewer is not None:
@@ -300,8 +578,9 @@ class Service:
                 "invalid_request_error",
                 "erased_author",
             )
-        _check_labels(kept.labels, self.predictor.model.config.tasks)
-        if self._center() is None:  # refused before anything is stored
+        served = self.model  # the model thread: no swap installs meanwhile
+        _check_labels(kept.labels, served.tasks)
+        if self._center(served) is None:  # refused before anything is stored
             raise ServiceError(
                 409,
                 "this server's label memory has no reference statistics yet; create it from governed "
@@ -312,12 +591,12 @@ class Service:
             )
         row = self.loop.add_feedback(kept, who=reviewer, note=note)
         self.sync_memory()
-        memory = self.predictor.memory
+        memory = served.predictor.memory
         return {
             "id": row["id"],
             "post_digest": row["post_digest"],
             "reviewer": reviewer,
-            "generation": self._generation,
+            "generation": served.generation,
             "memory_size": len(memory) if memory is not None else 0,
         }
 
@@ -331,7 +610,7 @@ class Service:
                 404, f"no live feedback row {row_id}", "invalid_request_error", "not_found", param="id"
             )
         await self.run(self.sync_memory)
-        return {"id": row_id, "removed": True, "generation": self._generation}
+        return {"id": row_id, "removed": True, "generation": self.model.generation}
 
     async def history(self, post: str | None, limit: int) -> dict[str, Any]:
         """``GET /v1/memory/history`` (scope ``admin``): the store's label rows and audit rows, of one post
@@ -349,21 +628,26 @@ class Service:
         """Rebuild the served label memory from the store when its generation moved (on the model thread).
         The memory is the files' memory (if any) plus one entry per post with effective labels; embeddings
         are cached by post content, so a rebuild embeds only new posts. Returns whether it rebuilt."""
+        return self._sync_bundle(self.model)
+
+    def _sync_bundle(self, bundle: ServedModel) -> bool:
+        """:meth:`sync_memory` for one bundle (the served one, or one being loaded: its own embeddings)."""
         assert self.loop is not None
         generation, entries = self.loop.effective()
-        if generation == self._generation:
+        if bundle.generation == generation and bundle.files_epoch == self._files_epoch:
             return False
+        epoch = self._files_epoch
         entries = self.watch.kept(entries)  # never a post of an erased author, whatever the rows say
-        self.predictor.memory = self._derive_memory(entries)
-        self._generation = generation
+        bundle.predictor.memory = self._derive_memory(bundle, entries)
+        bundle.generation, bundle.files_epoch = generation, epoch
         return True
 
-    def _derive_memory(self, entries: list[Any]) -> Any:
+    def _derive_memory(self, bundle: ServedModel, entries: list[Any]) -> Any:
         import numpy as np
 
         from ximgctx.inference.memory import LabelMemory
 
-        base = self._base_memory
+        base = bundle.base_memory
         if base is None and not entries:
             return None  # exactly the answers of a server that never had feedback
         if base is not None:
@@ -372,9 +656,9 @@ class Service:
             if len(base):
                 memory.add_embeddings(base.ids, base.embeddings, base.labels, base.posts, base.authors)
         else:
-            memory = LabelMemory.for_predictor(self.predictor)
+            memory = LabelMemory.for_predictor(bundle.predictor)
         if memory.center is None:
-            center = self._center()
+            center = self._center(bundle)
             if center is None:  # never centred on requests: their senders could steer it
                 logger.warning(
                     "label memory: %d effective labels wait for reference statistics (ximgctx memory add "
@@ -383,39 +667,39 @@ class Service:
                 )
                 return base
             memory.center = center
-        missing = [e for e in entries if e.post_digest not in self._embedded]
+        missing = [e for e in entries if e.post_digest not in bundle.embedded]
         if missing:
-            vectors = self.predictor.embed([e.post for e in missing])
+            vectors = bundle.predictor.embed([e.post for e in missing])
             for e, vector in zip(missing, vectors, strict=True):
-                self._embedded[e.post_digest] = vector
+                bundle.embedded[e.post_digest] = vector
         # keep only what is served: a removed or purged post's embedding does not outlive its rows
-        self._embedded = {e.post_digest: self._embedded[e.post_digest] for e in entries}
+        bundle.embedded = {e.post_digest: bundle.embedded[e.post_digest] for e in entries}
         if entries:
             memory.add_embeddings(
                 [e.entry_id for e in entries],
-                np.stack([self._embedded[e.post_digest] for e in entries]),
+                np.stack([bundle.embedded[e.post_digest] for e in entries]),
                 [e.labels for e in entries],
                 [e.post.to_dict() for e in entries],
                 [memory.author_digests(e.post) for e in entries],
             )
         return memory
 
-    def _center(self) -> Any:
-        """The reference centre the served memory measures similarity around: the files' memory's (built from
-        governed reference posts), else one stored in the loop store for this model (so replicas centre
-        alike); None when there is none. Never computed from requests."""
+    def _center(self, bundle: ServedModel) -> Any:
+        """The reference centre a bundle's memory measures similarity around: the files' memory's (built
+        from governed reference posts by that model), else one stored in the loop store for that model (so
+        replicas centre alike); None when there is none. Never computed from requests."""
         import numpy as np
 
-        if self._base_memory is not None and self._base_memory.center is not None:
-            return self._base_memory.center
+        if bundle.base_memory is not None and bundle.base_memory.center is not None:
+            return bundle.base_memory.center
         if self.loop is None:
             return None
-        center = self.loop.memory_center(self.predictor.model_digest)
+        center = self.loop.memory_center(bundle.digest)
         return None if center is None else np.asarray(center, dtype=np.float32)
 
-    async def _submit(self, batcher: Batcher, posts: list[Post]) -> list[Any]:
+    async def _submit(self, batcher: Batcher, served: ServedModel, posts: list[Post]) -> list[Any]:
         try:
-            return await batcher.submit(posts)
+            return await batcher.submit([(served, p) for p in posts])
         except QueueFull as e:
             self.metrics.error("queue_full")
             raise ServiceError(
@@ -425,6 +709,46 @@ class Service:
                 "queue_full",
                 headers={"Retry-After": str(self.config.retry_after_s)},
             ) from None
+
+
+_WARM = Post(id="warm-up", text="warm up", replies=[])
+
+
+def _per_model(items: list[tuple[ServedModel, Post]], fn: Any) -> list[Any]:
+    """``fn(served, posts)`` over each run of items pinned to one bundle (a batch formed across a swap holds
+    two): every post is computed by the model its request started on."""
+    from itertools import groupby
+
+    out: list[Any] = []
+    for served, group in groupby(items, key=lambda x: x[0]):
+        out.extend(fn(served, [post for _, post in group]))
+    return out
+
+
+def _default_version(digest: str | None) -> str:
+    """A model's version label when nobody named one: its digest's first 12 hex digits."""
+    return digest[:12] if digest else "unversioned"
+
+
+def _same_text_cache(cache: Any) -> Any:
+    """A new model gets a text cache of the same bounds as the served one (its own: entries are per model)."""
+    if cache is None:
+        return None
+    from ximgctx.inference.reply_cache import TextCache
+
+    return TextCache(max_entries=cache.max_entries, max_bytes=cache.max_bytes)
+
+
+def _swap_message(e: BaseException, source: ModelSource, root: str) -> str:
+    """What a failed swap says: the error, without the server's paths (the model root becomes
+    ``<model-root>``) or a traceback."""
+    from ximgctx.errors import XimgctxError
+
+    message = str(e) if isinstance(e, XimgctxError) else f"{type(e).__name__}: {e}"
+    message = message.replace(str(source.folder), "<model folder>")
+    if root:
+        message = message.replace(str(Path(root).resolve()), "<model-root>").replace(root, "<model-root>")
+    return message[:2000]
 
 
 # ------------------------------------------------------------------------------------------------ app
@@ -449,6 +773,8 @@ def create_app(
     expected_sha256: str | None = None,
     queue: Any = None,
     state: Any = None,
+    version: str | None = None,
+    model_source: Any = None,
 ) -> FastAPI:
     """The service as a FastAPI app (for ``uvicorn``, embedding and tests).
 
@@ -469,6 +795,11 @@ def create_app(
             ``/v1/feedback`` rows, the label rule and the generation; the served label memory (``memory``'s
             files plus the store's effective labels) is rebuilt when the generation moves (every
             ``config.state_poll_s``), so replicas on one store answer alike.
+        version: the served model's version label (responses' ``model_version``; default: its digest's first
+            12 hex digits).
+        model_source: ``() -> (version, folder, digest) | None``, the model that should be served (such as a
+            registry's promoted version), read every ``config.state_poll_s``: a change is swapped in without
+            a restart (see the module's "Hot swap").
     """
     from ximgctx.inference.predictor import Predictor
 
@@ -496,8 +827,11 @@ def create_app(
         governance=governance,
         queue=queue,
         state=state,
-        source=model if isinstance(model, str) else None,
+        source=model if isinstance(model, (str, Path)) else None,
+        version=version,
+        expected_sha256=expected_sha256,
     )
+    service.model_source = model_source
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -594,7 +928,7 @@ class _Guard:
             elif (denied := _denied(service, request, scope)) is not None:
                 service.metrics.error("unauthorized" if denied.status_code == 401 else "forbidden")
                 await answer(denied)
-            elif path.startswith("/v1/") and not service.ready:
+            elif path.startswith(("/v1/", "/admin/")) and not service.ready:
                 await answer(
                     error_response(
                         503,
@@ -629,7 +963,7 @@ def _denied(service: Service, request: Request, scope: dict) -> Response | None:
     """401 without a valid key, 403 when the key lacks the route's scope; None when the call may go on.
     The caller is kept in the request's state (``request.state.caller``) for the routes that record it."""
     path = scope.get("path", "")
-    if not (path.startswith("/v1/") or path == "/metrics"):
+    if not (path.startswith(("/v1/", "/admin/")) or path == "/metrics"):
         return None
     if path.startswith("/v1/queue/"):  # labelers' own tokens; the router checks them (and operator scopes)
         return None
@@ -665,7 +999,17 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
-_ROUTES = ("/v1/moderations", "/v1/predict", "/v1/search", "/v1/feedback", "/healthz", "/readyz", "/metrics")
+_ROUTES = (
+    "/v1/moderations",
+    "/v1/predict",
+    "/v1/search",
+    "/v1/feedback",
+    "/v1/models",
+    "/admin/reload",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 
 
 def _install_routes(app: FastAPI, service: Service) -> None:
@@ -693,6 +1037,35 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     async def memory_history(post: str | None = None, limit: int = 1000) -> dict[str, Any]:
         return await service.history(post, limit)
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """OpenAI's model list: the served model (and the search index's, when another one)."""
+        served, search = service.model.describe(), service.search_model
+        listed = [(served, ["moderations", "predict"])]
+        if search is not None and search["name"] == served["name"]:
+            listed[0][1].append("search")
+        elif search is not None:
+            listed.append((search, ["search"]))
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": m["name"],
+                    "object": "model",
+                    "created": int(m["loaded_at"]),
+                    "owned_by": "ximgctx",
+                    "version": m["version"],
+                    "digest": m["digest"],
+                    "serves": routes,
+                }
+                for m, routes in listed
+            ],
+        }
+
+    @app.post("/admin/reload")
+    async def reload(request: Request, req: ReloadRequest | None = None) -> dict[str, Any]:
+        return await service.reload(req, request.state.caller)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -701,7 +1074,22 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     async def readyz() -> Response:
         if not service.ready:
             return error_response(503, "not ready", "server_error", "not_ready", {"Retry-After": "1"})
-        return JSONResponse({"status": "ready", "model": service.model_name})
+        served = service.model
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": served.name,
+                "version": served.version,
+                "digest": served.digest,
+                "loaded_at": round(served.loaded_at, 3),
+                "previous": service.previous,
+                "draining": [
+                    {"model": m.name, "version": m.version, "in_flight": m.in_flight}
+                    for m in service._draining
+                ],  # noqa: E501
+                "search_model": service.search_model,
+            }
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

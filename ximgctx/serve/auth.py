@@ -61,4 +61,6 @@ def required_scope(method: str, path: str) -> str | None:
         return "admin"
     if (path == "/v1/queue/items" and method == "POST") or path == "/v1/queue/stats":
         return "admin"
+    if path.startswith("/admin/"):  # swapping the served model
+        return "admin"
     return None

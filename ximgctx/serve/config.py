@@ -14,7 +14,8 @@ from ximgctx.serve.fetch import parse_allowed_host, parse_network
 __all__ = ["SCOPES", "ApiKey", "ServeConfig", "is_loopback", "parse_api_key", "read_api_keys"]
 
 #: What an API key may do: ``moderate`` (/v1/moderations, /v1/predict), ``search`` (/v1/search), ``review``
-#: (/v1/feedback: labels that change served answers), ``admin`` (queue operator routes, undoing feedback).
+#: (/v1/feedback: labels that change served answers), ``admin`` (queue operator routes, undoing feedback,
+#: POST /admin/reload).
 SCOPES = ("moderate", "search", "review", "admin")
 #: The scopes of a key line that names none (today's meaning of a plain key: moderation and search).
 DEFAULT_SCOPES = frozenset({"moderate", "search"})
@@ -130,6 +131,9 @@ class ServeConfig:
     retry_after_s: int = 1  # Retry-After header of a 503 when the queue is full
     state_poll_s: float = 1.0  # seconds between checks of the loop store's generation (memory rebuilt)
     replica_id: str = ""  # the id this server acknowledges purges under in the loop store (host:port:pid)
+    # the folder POST /admin/reload may load models from (a body's path outside it is refused); none: only
+    # the configured model (or the registry's promoted version) can be reloaded
+    model_root: str = ""
 
     def __post_init__(self) -> None:
         positive = ("max_batch_size", "max_queue", "max_body_bytes", "max_inputs", "max_text_chars")

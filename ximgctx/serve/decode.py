@@ -33,9 +33,10 @@ class LargeImageLane:
         self.threshold = int(threshold)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ximgctx-large-images")
 
-    async def prepare(self, posts: list[Post]) -> list[Post]:
+    async def prepare(self, posts: list[Post], processor: Any = None) -> list[Post]:
         """The posts for the model: a copy of each post with a large image, carrying the decoded, resized
-        image; the others as they are (the request's posts keep their bytes, for the queue and the store)."""
+        image; the others as they are (the request's posts keep their bytes, for the queue and the store).
+        ``processor``: the processor of the model that will score them (default: the served one's)."""
         if self.threshold <= 0:
             return posts
         loop = asyncio.get_running_loop()
@@ -43,15 +44,15 @@ class LargeImageLane:
         for post in posts:
             data = post.image
             if isinstance(data, bytes) and image_pixels(data) > self.threshold:
-                image = await loop.run_in_executor(self.executor, self._decode, data)
+                image = await loop.run_in_executor(self.executor, self._decode, data, processor)
                 post = dataclasses.replace(post, image=image)
             out.append(post)
         return out
 
-    def _decode(self, data: bytes) -> Any:
+    def _decode(self, data: bytes, processor: Any = None) -> Any:
         from ximgctx.data.images import ImageDecodeError, load_image
 
-        processor = self.processor()
+        processor = processor if processor is not None else self.processor()
         try:
             image = load_image(data, processor.limits)
         except ImageDecodeError:

@@ -41,6 +41,7 @@ __all__ = [
     "ModerationRequest",
     "PostContext",
     "Rejected",
+    "ReloadRequest",
     "SearchRequest",
     "inputs_from_request",
     "posts_from_records",
@@ -104,6 +105,16 @@ class SearchRequest(BaseModel):
     where: dict[str, str | list[str]] | list[str] | str | None = None
     space: Literal["fused", "image"] | None = None
     nprobe: int | None = Field(None, ge=1, le=65536)
+
+
+class ReloadRequest(BaseModel):
+    """``POST /admin/reload``: the model folder to serve (under the server's ``--model-root``; absent: the
+    configured model), the digest it must have (its manifest's SHA-256) and the version label to report."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, min_length=1, max_length=1024)
+    expected_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    version: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@+-]+$")
 
 
 class FeedbackPost(BaseModel):

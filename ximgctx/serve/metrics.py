@@ -68,6 +68,49 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.swaps = Counter(
+            "ximgctx_model_swaps_total",
+            "model swaps by outcome (ok; failed: the load failed and the served model stayed; refused: a "
+            "reload naming a folder outside --model-root)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.swap_seconds = Histogram(
+            "ximgctx_model_swap_seconds",
+            "seconds from a swap's start to the new model serving (load, verify, memory, warm-up)",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "ximgctx_model_info",
+            "the served model (1): its name (NAME@DIGEST), version label and full digest",
+            ["name", "version", "digest"],
+            registry=self.registry,
+        )
+        self.model_loaded = Gauge(
+            "ximgctx_model_loaded_timestamp_seconds",
+            "unix time the served model started serving",
+            registry=self.registry,
+        )
+        self.models_draining = Gauge(
+            "ximgctx_models_draining",
+            "swapped-out models still answering requests that started on them",
+            registry=self.registry,
+        )
+
+    def swap(self, outcome: str, seconds: float) -> None:
+        self.swaps.labels(outcome).inc()
+        if outcome == "ok":
+            self.swap_seconds.observe(seconds)
+
+    def served(self, name: str, version: str, digest: str | None, loaded_at: float) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version, digest or "").set(1)
+        self.model_loaded.set(loaded_at)
+
+    def draining(self, n: int) -> None:
+        self.models_draining.set(n)
+
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)

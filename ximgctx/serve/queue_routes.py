@@ -202,7 +202,7 @@ class _Routes:
     async def current_scores(self, post: Post) -> dict[str, dict[str, float]] | None:
         """The model's scores now (label memory included), or None when it cannot score the post."""
         try:
-            (pred,) = await self.service.predictions.submit([post])
+            _, (pred,) = await self.service.score([post])
         except Exception:  # noqa: BLE001 - the page still works without scores
             logger.warning("queue: no model scores for an item", exc_info=True)
             return None

@@ -55,7 +55,7 @@ class StateWatch:
         new = erased_since(self.store, self._last_row)
         if new:
             self._apply(new)
-            self.service._generation = None  # the files' memory changed: rebuild even at the same generation
+            self.service._files_epoch += 1  # the files' memory changed: rebuild even at the same generation
         self.service.sync_memory()
         changed = bool(new) or generation != self.generation
         self.generation = generation
