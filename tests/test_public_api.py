@@ -34,7 +34,7 @@ SURFACE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ContextModel": ("ximgctx.models.context_model", "class", ("config",)),
     "Predictor": ("ximgctx.inference.predictor", "class", ("model", "device", "batch_size", "memory")),
     "Moderator": ("ximgctx.inference.moderation", "class", ("predictor", "policy")),
-    "ModerationPolicy": ("ximgctx.inference.policy", "dataclass", ("categories",)),
+    "ModerationPolicy": ("ximgctx.models.policy", "dataclass", ("categories",)),
     "SearchIndex": ("ximgctx.inference.search", "class", ("records", "indexes", "mode")),
     "govern": ("ximgctx.governance.core", "function", ("posts", "policy", "key")),
     "GovernancePolicy": (

@@ -272,7 +272,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ximgctx.data.io import load_posts
     from ximgctx.inference.calibration import calibrate_policy
     from ximgctx.inference.moderation import Moderator
-    from ximgctx.inference.policy import default_policy_path
+    from ximgctx.models.policy import default_policy_path
 
     if args.target_precision is None and args.target_fpr is None and args.review_recall is None:
         print(

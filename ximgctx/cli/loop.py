@@ -54,8 +54,12 @@ def _common(p: argparse.ArgumentParser, *, fields: set[str] | None = None) -> No
 
 
 def _sub(sub: Any, name: str, help_: str, description: str) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name, help=help_, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    return sub.add_parser(  # no abbreviations: a flag counts as given only when it is in argv, spelled out
+        name,
+        help=help_,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
 
 
@@ -106,14 +110,15 @@ def build_parser(command: str = "loop") -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The --config file's values, under the flags given (a flag left at its default keeps the file's)."""
+    """The --config file's values, under the flags given on the command line."""
     from ximgctx.loop.config import load_loop_config
 
+    argv = getattr(args, "argv", [])
     given = {}
     for f in source_fields(_CONFIG):
-        value = getattr(args, f.name, None)
-        if value is not None and value != f.default:
-            given[f.name] = value
+        flag = "--" + f.name.replace("_", "-")
+        if any(a == flag or a.startswith(flag + "=") for a in argv) and hasattr(args, f.name):
+            given[f.name] = getattr(args, f.name)
     if getattr(args, "replay", None):
         given["replay"] = list(args.replay)
     if getattr(args, "override", None):
@@ -235,7 +240,9 @@ def _adopt(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None, command: str = "loop") -> int:
-    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command).parse_args(argv)
+    args.argv = argv
     actions = {
         "run": lambda: _run(args, command),
         "rollback": lambda: _rollback(args),

@@ -59,6 +59,7 @@ class Predictions:
     targets: dict[str, torch.Tensor]  # task -> (N, C)
     label_mask: dict[str, torch.Tensor]  # task -> (N,) True where labeled
     problems: Counter = field(default_factory=Counter)  # problem kind -> posts with it (all processes)
+    image_mask: torch.Tensor | None = None  # (N,) True where the post's image was usable
 
 
 def _identity(x: Any) -> Any:
@@ -133,7 +134,7 @@ def predict(
                 if plist:
                     problems[position[pid]] = {p.key for p in plist}
             index_parts.append(gather(idx).cpu())
-            labels = gather({"targets": batch.targets, "mask": batch.label_mask})
+            labels = gather({"targets": batch.targets, "mask": batch.label_mask, "image": batch.image_mask})
             for key in keys:
                 forward = run_forward(model, batch, key)
                 logits = {t: z.float() for t, z in forward.logits.items()}
@@ -142,6 +143,7 @@ def predict(
                         "logits": {t: z.cpu() for t, z in gather(logits).items()},
                         "targets": {t: v.cpu() for t, v in labels["targets"].items()},
                         "mask": {t: v.cpu() for t, v in labels["mask"].items()},
+                        "image": labels["image"].cpu(),
                     }
                 )
     finally:
@@ -162,5 +164,6 @@ def predict(
             targets={t: torch.cat([c["targets"][t] for c in chunks])[order] for t in tasks},
             label_mask={t: torch.cat([c["mask"][t] for c in chunks])[order] for t in tasks},
             problems=problem_counts,
+            image_mask=torch.cat([c["image"] for c in chunks])[order].bool() if chunks else None,
         )
     return out

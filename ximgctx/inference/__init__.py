@@ -27,10 +27,10 @@ _LAZY: dict[str, str] = {
     "Explanation": "ximgctx.inference.moderation",
     "ModerationResult": "ximgctx.inference.moderation",
     "Moderator": "ximgctx.inference.moderation",
-    "CategoryRule": "ximgctx.inference.policy",
-    "ModerationPolicy": "ximgctx.inference.policy",
-    "PolicyError": "ximgctx.inference.policy",
-    "default_policy_path": "ximgctx.inference.policy",
+    "CategoryRule": "ximgctx.models.policy",
+    "ModerationPolicy": "ximgctx.models.policy",
+    "PolicyError": "ximgctx.models.policy",
+    "default_policy_path": "ximgctx.models.policy",
     "BatchResult": "ximgctx.inference.predictor",
     "PostPrediction": "ximgctx.inference.predictor",
     "Predictor": "ximgctx.inference.predictor",
@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     )
     from ximgctx.inference.memory import LabelMemory, LabelMemoryError, MemoryConfig
     from ximgctx.inference.moderation import Explanation, ModerationResult, Moderator
-    from ximgctx.inference.policy import CategoryRule, ModerationPolicy, PolicyError, default_policy_path
     from ximgctx.inference.predictor import BatchResult, PostPrediction, Predictor, TaskPrediction
     from ximgctx.inference.search import SearchHit, SearchIndex, SearchIndexError
+    from ximgctx.models.policy import CategoryRule, ModerationPolicy, PolicyError, default_policy_path
 
 __all__ = [
     "BatchResult",

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ximgctx.config import TaskSpec
-from ximgctx.data.record import LabelValue, Post
+from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError, InputError
 from ximgctx.inference.moderation import Moderator
-from ximgctx.inference.policy import CategoryRule, ModerationPolicy
+from ximgctx.models.policy import CategoryRule, ModerationPolicy, category_truth
 
 logger = logging.getLogger(__name__)
 
@@ -166,21 +165,6 @@ def choose_review_threshold(
     ok = tp / p >= target_recall
     i = int(np.flatnonzero(ok)[0])  # recall reaches 1 at the lowest threshold, so some i exists
     return operating_point(scores, positives, float(t[i]), target, True)
-
-
-def category_truth(value: LabelValue | None, spec: TaskSpec, labels: list[str]) -> bool | None:
-    """Whether a post's human label for ``spec`` falls in the category; None when unlabeled."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value in labels
-    if isinstance(value, list):
-        return any(x in labels for x in value)
-    probs = [float(value.get(x, 0.0)) for x in labels]
-    if spec.kind == "multiclass":
-        total = sum(value.values())
-        return total > 0 and sum(probs) / total >= 0.5
-    return max(probs) >= 0.5
 
 
 def _labeled_scores(

@@ -52,11 +52,11 @@ import torch
 from ximgctx.config import MODALITIES
 from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
-from ximgctx.inference.policy import Decision, ModerationPolicy, PolicyError, default_policy_path, worst
 from ximgctx.inference.predictor import BatchResult, Predictor
 from ximgctx.models.context_model import ContextModel
 from ximgctx.models.fusion import FUSIONS
 from ximgctx.models.modalities import Modalities
+from ximgctx.models.policy import Decision, ModerationPolicy, PolicyError, default_policy_path, worst
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Moderator:
                 .numpy()
                 .astype(np.float64)[:, self._label_index[name]]
             )
-            out[name] = s.max(axis=1) if rule.reduce == "max" else np.minimum(s.sum(axis=1), 1.0)
+            out[name] = rule.reduce_scores(s)
         return out
 
     def _applied(self, present: dict[str, bool]) -> dict[str, list[str]]:

@@ -36,26 +36,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["OPENAI_CATEGORIES", "openai_error_result", "openai_mapping", "openai_response", "openai_result"]
+from ximgctx.models.policy import OPENAI_CATEGORIES
 
-_TEXT = ("text",)
-_BOTH = ("text", "image")
-#: OpenAI's moderation categories and the input types each may report (the SDK's own types say so).
-OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "harassment": _TEXT,
-    "harassment/threatening": _TEXT,
-    "hate": _TEXT,
-    "hate/threatening": _TEXT,
-    "illicit": _TEXT,
-    "illicit/violent": _TEXT,
-    "self-harm": _BOTH,
-    "self-harm/instructions": _BOTH,
-    "self-harm/intent": _BOTH,
-    "sexual": _BOTH,
-    "sexual/minors": _TEXT,
-    "violence": _BOTH,
-    "violence/graphic": _BOTH,
-}
+__all__ = ["OPENAI_CATEGORIES", "openai_error_result", "openai_mapping", "openai_response", "openai_result"]
 
 
 def openai_mapping(policy: Any) -> dict[str, list[str]]:

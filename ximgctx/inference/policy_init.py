@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ximgctx.inference.policy import CategoryRule, ModerationPolicy
+from ximgctx.models.policy import CategoryRule, ModerationPolicy
 
 __all__ = ["openai_categories_for", "starter_policy"]
 

@@ -26,14 +26,16 @@ A failure at any stage leaves the promoted version untouched (promotion is the l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,8 @@ class RoundResult:
     parent: int | None = None  # the version served when the round started
     serving: int | None = None  # the version served when the round ended
     verdict: dict[str, Any] | None = None
-    labels: dict[str, int] = field(default_factory=dict)  # new labels: found, governed, train/val/heldout
+    # new labels: effective (since the last round), governed (kept), and the train / val / heldout shares
+    labels: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     attempts: int = 1
     stages: list[str] = field(default_factory=list)  # the stages this call ran (a resumed round skips some)
@@ -150,6 +153,30 @@ def _reservoir(
     return sample, seen
 
 
+@contextlib.contextmanager
+def _governance_key(key_file: str | None) -> Iterator[None]:
+    """Training keys the model's author set with ``$XIMGCTX_GOVERNANCE_KEY``; a loop given ``key_file``
+    trains under that key (the one it governs with), the variable restored afterwards."""
+    if not key_file:
+        yield
+        return
+    from ximgctx.governance.keys import ENV_VAR, load_key
+
+    key, _ = load_key(key_file)
+    before = os.environ.get(ENV_VAR)
+    try:
+        os.environ[ENV_VAR] = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key_file}: the governance key must be text (openssl rand -hex 32)") from None
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
 class _Heartbeat:
     """Renews the round's lease from a thread while a long stage (training) runs."""
 
@@ -223,10 +250,10 @@ class _Round:
         key, held = load_key(self.config.key_file)
         return list(govern(posts, self.governance(), key=key if held else None).posts)
 
-    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int]:
+    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int, int]:
         """The label generation, the new effective labels (a counting row in ``(since, upto]``) and the old
-        ones (every counting row at most ``since``), as governed posts named by their content digest; and the
-        newest counting row."""
+        ones (every counting row at most ``since``), as governed posts named by their content digest; the
+        newest counting row; and how many new posts there were before governance."""
         from ximgctx.queue.loop import LoopState
 
         generation, effective = LoopState(self.store).effective()
@@ -240,15 +267,15 @@ class _Round:
             elif upto is None or last <= upto:
                 new.append(post)
                 newest = max(newest, last)
-        return generation, self.govern(new), self.govern(old), newest
+        return generation, self.govern(new), self.govern(old), newest, len(new)
 
     # ---- stages
     def labels(self, rnd: Any, result: RoundResult) -> tuple[Any, bool]:
         last = self.rounds.last_done()
         since = int((last.cursor if last else {}).get("max_row", 0))
-        generation, new, _, newest = self.store_labels(since=since, upto=None)
+        generation, new, _, newest, effective = self.store_labels(since=since, upto=None)
         found = len(new)
-        result.labels = {"governed": found}
+        result.labels = {"effective": effective, "governed": found}
         if found < self.config.min_new_labels:
             result.skipped = True
             result.reason = (
@@ -260,16 +287,13 @@ class _Round:
         split = _split([p.id for p in new], self.config, rnd.id)
         serving = self.registry.promoted()
         if serving is None:
-            raise InputError(
-                "the registry has no promoted version to train from: adopt the served model first "
-                "(ximgctx loop adopt MODEL_DIR)"
-            )
+            raise InputError("the registry's promoted version went away (no version is promoted now)")
         cursor = {"since_row": since, "max_row": newest, "label_generation": generation}
         state = {
             "split": split,
             "parent": serving.version,
             "parent_digest": serving.digest,
-            "labels": {"governed": found, **{k: len(v) for k, v in split.items()}},
+            "labels": {"effective": effective, "governed": found, **{k: len(v) for k, v in split.items()}},
         }
         rnd = self.record(rnd, "labels", result, cursor=cursor, state=state)
         return rnd, True
@@ -278,7 +302,7 @@ class _Round:
         """The recorded split's posts (read again from the store and governed again; a post erased since is
         gone) and the old store labels (for replay)."""
         cursor = rnd.cursor
-        _, new, old, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
+        _, new, old, _, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
         by_id = {p.id: p for p in new}
         split = rnd.state["split"]
         return {name: [by_id[d] for d in split[name] if d in by_id] for name in split}, old
@@ -330,13 +354,14 @@ class _Round:
             f"train.init_from={parent.path}",
             f"train.init_sha256={parent.digest}",
         ]
-        fit = train(
-            self.config.experiment,  # type: ignore[arg-type]
-            overrides=overrides,
-            train_posts=posts,
-            val_posts=shares["val"] or None,
-            overwrite=True,
-        )
+        with _governance_key(self.config.key_file):
+            fit = train(
+                self.config.experiment,  # type: ignore[arg-type]
+                overrides=overrides,
+                train_posts=posts,
+                val_posts=shares["val"] or None,
+                overwrite=True,
+            )
         if fit.model_dir is None:
             raise InputError(f"loop round {rnd.id}: training exported no model folder")
         folder = Path(fit.model_dir).resolve()
@@ -374,10 +399,16 @@ class _Round:
             "gold": gold or None,
             "new_labels": shares["heldout"] or None,
         }
-        serving_card = _score(parent.path, parent.digest, holdout, self.config, **kwargs)
-        candidate_card = _score(candidate, rnd.state["candidate_digest"], holdout, self.config, **kwargs)
+        serving_card, serving_details = _score(parent.path, parent.digest, holdout, self.config, **kwargs)
+        candidate_card, candidate_details = _score(
+            candidate, rnd.state["candidate_digest"], holdout, self.config, **kwargs
+        )
         verdict = gate(serving_card, candidate_card, self.config.gate)
-        metrics = {"serving": serving_card.to_dict(), "candidate": candidate_card.to_dict()}
+        metrics = {
+            "serving": serving_card.to_dict(),
+            "candidate": candidate_card.to_dict(),
+            "details": {"serving": serving_details, "candidate": candidate_details},
+        }
         state = {
             "metrics": metrics,
             "verdict": verdict.to_dict(),
@@ -433,36 +464,47 @@ class _Round:
     def decide(self, rnd: Any, result: RoundResult) -> None:
         verdict = rnd.state["verdict"]
         version = self.registry.get(int(rnd.state["version"]))
+        parent = int(rnd.state["parent"])
         why = "; ".join(verdict.get("reasons") or [])
-        if verdict.get("promote"):
-            current = self.registry.promoted()
-            if current is None or current.version != version.version:
-                if current is not None and current.version != int(rnd.state["parent"]):
-                    raise InputError(
-                        f"loop round {rnd.id}: version {current.version} was promoted while the round ran "
-                        f"(it trained from version {rnd.state['parent']}); not promoting over it"
-                    )
-                self.registry.promote(version.version, who=self.who, role=self.role, why=f"gate: {why}")
+        current = self.registry.promoted()
+        if version.status == "promoted" or (current is not None and current.version == version.version):
+            result.promoted = True  # promoted before a crash, the round not yet closed
+            result.reason = f"promoted version {version.version}: {why}"
+        elif version.status == "refused":
+            result.reason = f"refused version {version.version}: {why}"
+        elif verdict.get("promote") and current is not None and current.version != parent:
+            why = (
+                f"version {current.version} was promoted while the round ran (it trained from and was "
+                f"compared with version {parent}); not promoted over it"
+            )
+            self.registry.refuse(version.version, who=self.who, role=self.role, why=why)
+            result.reason = f"refused version {version.version}: {why}"
+        elif verdict.get("promote"):
+            self.registry.promote(version.version, who=self.who, role=self.role, why=f"gate: {why}")
             result.promoted = True
             result.reason = f"promoted version {version.version}: {why}"
         else:
-            if version.status == "candidate":
-                self.registry.refuse(version.version, who=self.who, role=self.role, why=f"gate: {why}")
+            self.registry.refuse(version.version, who=self.who, role=self.role, why=f"gate: {why}")
             result.reason = f"refused version {version.version}: {why}"
 
 
-def _score(folder: Path, digest: str, holdout: list[Post], config: LoopConfig, **kwargs: Any) -> Any:
-    """A model folder's scorecard (:func:`ximgctx.evaluation.scorecard.score_model`), the folder pinned."""
-    from ximgctx.evaluation.scorecard import score_model
-    from ximgctx.inference import Predictor
+def _score(
+    folder: Path, digest: str, holdout: list[Post], config: LoopConfig, **kwargs: Any
+) -> tuple[Any, dict[str, Any]]:
+    """A model folder's scorecard and the counts behind it (:func:`ximgctx.evaluation.score_model_details`),
+    the folder pinned by its digest."""
+    from ximgctx._json import json_safe
+    from ximgctx.evaluation.scorecard import score_model_details
+    from ximgctx.models.context_model import ContextModel
 
-    predictor = Predictor.from_pretrained(folder, expected_sha256=digest)
+    model = ContextModel.from_pretrained(folder, expected_sha256=digest)
     policy = None
     if config.policy:
-        from ximgctx.inference.policy import ModerationPolicy
+        from ximgctx.models.policy import ModerationPolicy
 
         policy = ModerationPolicy.from_yaml(config.policy)
-    return score_model(predictor, holdout, policy=policy, **kwargs)
+    card, details = score_model_details(model, holdout, policy=policy, **kwargs)
+    return card, json_safe(details)
 
 
 def run_round(
@@ -494,6 +536,11 @@ def run_round(
     owner = owner or default_owner()
     try:
         r = _Round(config, store, who, role, owner, on_stage)
+        if r.registry.promoted() is None:
+            raise InputError(
+                "the registry has no promoted version to train from: adopt the served model first "
+                "(ximgctx loop adopt MODEL_DIR)"
+            )
         rnd = r.rounds.acquire(owner)
         result = RoundResult(round=rnd.id, resumed=rnd.resumed, attempts=rnd.attempts)
         beat = _Heartbeat(r.rounds, rnd.id, owner, max(0.5, config.round_lease_s / 3))
