@@ -1,5 +1,6 @@
-"""Model folders for the hot-swap tests: A (the tiny test model), B (A with perturbed heads: other scores),
-a corrupt copy of B, and a model with other tasks, all under one model root."""
+"""Model folders for the hot-swap tests: A (the tiny test model), B (A with perturbed heads: other scores,
+the same embeddings), C (another seed: other embeddings too), a corrupt copy of B, and a model with other
+tasks, all under one model root."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .._inference_fixtures import ROOT, tiny_config, tiny_model
 
 @cache
 def model_root() -> Path:
-    """``ROOT/models/{a,b,corrupt,other-tasks}`` (built once per test session)."""
+    """``ROOT/swap-models/{a,b,c,corrupt,other-tasks}`` (built once per test session)."""
     root = ROOT / "swap-models"
     root.mkdir()
     tiny_model(0).save_pretrained(root / "a")
@@ -27,6 +28,7 @@ def model_root() -> Path:
             head.linear.weight.add_(0.5 * torch.randn_like(head.linear.weight))
             head.linear.bias.add_(0.3)
     b.save_pretrained(root / "b")
+    tiny_model(1).save_pretrained(root / "c")
     shutil.copytree(root / "b", root / "corrupt")
     weights = next(p for p in (root / "corrupt").iterdir() if p.suffix == ".safetensors")
     data = bytearray(weights.read_bytes())

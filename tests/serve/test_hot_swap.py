@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import httpx
 import pytest
@@ -65,7 +67,7 @@ def test_reload_serves_b_with_its_own_scores_and_reports_versions():
         before = _post(url, "/v1/predict", {"input": TEXTS})
         assert before.status_code == 200 and before.json()["model"] == served_name("a")
         assert before.json()["model_version"] == "1"
-        assert _close(_served_scores(before), _expected_scores("a"))
+        assert _served_scores(before) == _expected_scores("a")  # bit for bit: the same batch composition
         assert not _close(_expected_scores("a"), _expected_scores("b"))  # B really answers otherwise
 
         denied = _post(url, "/admin/reload", {"model": "b"}, key=MODERATOR)
@@ -82,7 +84,7 @@ def test_reload_serves_b_with_its_own_scores_and_reports_versions():
 
         after = _post(url, "/v1/predict", {"input": TEXTS})
         assert after.json()["model"] == served_name("b") and after.json()["model_version"] == "2"
-        assert _close(_served_scores(after), _expected_scores("b"))
+        assert _served_scores(after) == _expected_scores("b")
         mod = _post(url, "/v1/moderations", {"input": TEXTS[0]}, key=MODERATOR).json()
         assert (mod["model"], mod["model_version"]) == (served_name("b"), "2")
         # B's moderation is B's in-process moderation
@@ -110,7 +112,7 @@ def test_reload_serves_b_with_its_own_scores_and_reports_versions():
         # an empty body reloads the configured model (A): the exact outputs of A again
         back = _post(url, "/admin/reload", None)
         assert back.status_code == 200 and back.json()["model"]["name"] == served_name("a")
-        assert _close(_served_scores(_post(url, "/v1/predict", {"input": TEXTS})), _expected_scores("a"))
+        assert _served_scores(_post(url, "/v1/predict", {"input": TEXTS})) == _expected_scores("a")
 
 
 @pytest.fixture(scope="module")
@@ -183,14 +185,15 @@ def test_requests_that_started_on_a_finish_on_a_and_a_is_released_after_them():
         try:
             bundle_a = service.model
             entered, gate = threading.Event(), threading.Event()
-            moderate = bundle_a.moderator.moderate
+            original = {"moderate": bundle_a.moderator.moderate}
 
             def held(posts):  # the first batch on A waits for the test's signal
                 entered.set()
                 assert gate.wait(60)
-                return moderate(posts)
+                return original["moderate"](posts)
 
             bundle_a.moderator.moderate = held
+            weights = weakref.ref(bundle_a.predictor.model)
             first = asyncio.create_task(service.moderate(ModerationRequest(input=TEXTS[0])))
             assert await asyncio.to_thread(entered.wait, 60)
             swap = asyncio.create_task(service.swap(ModelSource(model_root() / "b", version="b")))
@@ -204,6 +207,9 @@ def test_requests_that_started_on_a_finish_on_a_and_a_is_released_after_them():
             r3 = await service.moderate(ModerationRequest(input=TEXTS[1]))
             assert [r["model"] for r in (r1, r2, r3)] == [served_name("a")] * 2 + [served_name("b")]
             assert bundle_a.in_flight == 0 and bundle_a.released and bundle_a.predictor is None
+            original.clear()  # the test's own reference to A
+            gc.collect()
+            assert weights() is None  # nothing in the server holds A's weights any more: they were freed
             assert service.previous is not None and service.previous["name"] == served_name("a")
             cases = ((r1, a_only, TEXTS[0]), (r2, a_only, TEXTS[1]), (r3, b_only, TEXTS[1]))
             for resp, moderator, text in cases:
@@ -245,12 +251,19 @@ def test_a_model_source_is_followed_and_a_failing_one_keeps_the_model():
             assert await served_version("2") == "2"
             served, (on_b,) = await service.score(post)
             assert served.name == served_name("b")
-            wanted[0] = ("3", model_root() / "corrupt", digest("b"))
+            wanted[0] = ("3", model_root() / "other-tasks", digest("other-tasks"))
             await asyncio.sleep(1.0)  # several polls: one failure, no retry loop, B still served
             assert service.model.version == "2"
             assert service.metrics.swaps.labels("failed")._value.get() == 1
             wanted[0] = ("1", model_root() / "a", digest("a"))
             assert await served_version("1") == "1"
+            wanted[0] = ("3", model_root() / "other-tasks", digest("other-tasks"))  # named again: tried again
+            for _ in range(600):
+                if service.metrics.swaps.labels("failed")._value.get() == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert service.metrics.swaps.labels("failed")._value.get() == 2 and service.model.version == "1"
+            wanted[0] = ("1", model_root() / "a", digest("a"))
             served, (again,) = await service.score(post)
             assert served.name == served_name("a")
             assert again.tasks["intent"].scores == first.tasks["intent"].scores  # A's exact outputs
@@ -284,3 +297,58 @@ def test_search_stays_on_the_index_model_after_a_swap(tmp_path):
         assert listed == {served_name("b"): ["moderations", "predict"], served_name("a"): ["search"]}
         assert _get(url, "/readyz").json()["search_model"]["name"] == served_name("a")
         assert _post(url, "/v1/predict", {"input": TEXTS}).json()["model"] == served_name("b")
+
+
+def test_the_label_memory_is_rebuilt_with_the_new_model(tmp_path, monkeypatch):
+    """The store's effective labels are re-embedded by the swapped-in model C (embeddings belong to a
+    model), centred on the centre the store holds for C; the files' memory, built by A, is not served with
+    C; A's bundle kept its own memory until it was released."""
+    import numpy as np
+
+    from ximgctx.inference.memory import LabelMemory
+    from ximgctx.queue.loop import LoopState
+
+    from .._inference_fixtures import make_posts
+    from .._queue_fixtures import make_store
+
+    monkeypatch.setenv("XIMGCTX_GOVERNANCE_KEY", "hot-swap-governance-key-0123456789")
+    reference = make_posts(32, seed=31, folder="swap-reference", with_labels=False)
+    a = Predictor.from_pretrained(model_root() / "a", device="cpu")
+    c = Predictor.from_pretrained(model_root() / "c", device="cpu")
+    LabelMemory.for_predictor(a, reference=reference).save(tmp_path / "memory")
+    store = make_store(str(tmp_path / "loop.sqlite"))
+    LoopState(store).store_memory_center(digest("c"), c.embed(reference).mean(0).tolist())
+    target = make_posts(3, seed=32, folder="swap-target", with_labels=False)[0]
+    target.meta = {"visibility": "public", "author": "u1"}
+    target.labels = {"intent": ["threat"], "meaning": "literal"}
+    config = ServeConfig(no_auth=True, model_root=str(model_root()), state_poll_s=0.2)
+    app = create_app(model_root() / "a", config=config, device="cpu", state=store, memory=tmp_path / "memory")
+    service = app.state.service
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            await service.run(service._add_feedback, target, "rita", "")
+            bundle_a = service.model
+            memory_a = bundle_a.predictor.memory
+            assert len(memory_a) == 1 and memory_a.model_digest == digest("a")
+            new = await service.swap(ModelSource(model_root() / "c", version="c"))
+            memory_c = new.predictor.memory
+            assert new.base_memory is None  # the files' memory holds A's embeddings and centre
+            assert len(memory_c) == 1 and memory_c.model_digest == digest("c")
+            (entry,) = LoopState(store).effective()[1]
+            assert np.allclose(memory_a.embeddings[0], a.embed([entry.post])[0], atol=1e-5)
+            assert np.allclose(memory_c.embeddings[0], c.embed([entry.post])[0], atol=1e-5)
+            assert not np.allclose(memory_a.embeddings[0], memory_c.embeddings[0], atol=1e-3)
+            assert np.allclose(memory_c.center, c.embed(reference).mean(0), atol=1e-5)
+            assert bundle_a.released  # nothing was in flight on A
+            # feedback goes on with C: the next label is embedded by C
+            other = make_posts(3, seed=32, folder="swap-target", with_labels=False)[1]
+            other.meta, other.labels = target.meta, {"meaning": "ironic"}
+            answer = await service.run(service._add_feedback, other, "rita", "")
+            assert answer["memory_size"] == 2 and len(service.model.predictor.memory) == 2
+        finally:
+            await service.stop()
+            store.close()
+
+    asyncio.run(scenario())

@@ -223,6 +223,11 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "the loop store (a SQLite file or postgresql:// URL, keyed by --queue-key-file) that "
         "/v1/feedback writes to and every replica reads (queue serve: the queue's --db unless given)"
     },
+    "--registry-root": {
+        "metavar": "DIR",
+        "help": "the model registry's folder (ximgctx loop; its rows are in the loop store): serve its "
+        "promoted version (else --model) and swap to the version a promotion or rollback names",
+    },
     "--why": {"help": "the reason, kept in the audit"},
     "--opt-out": {"type": existing_file, "help": "file of opted-out author ids, one per line"},
     # human in the loop

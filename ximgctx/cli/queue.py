@@ -115,7 +115,7 @@ def build_parser(command: str = "queue") -> argparse.ArgumentParser:
     add(enqueue, "--trust-remote-arch")
     _definitions(enqueue)
     serve = sub.add_parser("serve", help=_HELP["serve"])
-    add_server_args(serve)
+    add_server_args(serve, model_required=False)  # --model, or --registry-root's promoted version
     _definitions(serve)
     add_dataclass_args(serve, _QUEUE_CONFIG, only={"show_scores"})
     exp = sub.add_parser("export", help=_HELP["export"])
@@ -175,18 +175,25 @@ def _add(args: argparse.Namespace) -> dict:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ximgctx.cli.serve import loop_store, serve, server_config
+    from ximgctx.cli.serve import loop_store, registry_model, serve, server_config
     from ximgctx.inference.predictor import Predictor
     from ximgctx.serve.app import create_app
 
     config = server_config(args)
+    store = _store(args)  # its tasks: the served model's, below
+    state = loop_store(args)
+    model, expect, version, source = registry_model(args, state or store)
+    if not model:
+        from ximgctx.errors import ConfigError
+
+        raise ConfigError("give --model DIR, or --registry-root DIR with a promoted version")
     predictor = Predictor.from_pretrained(
-        args.model,
+        model,
         device=args.device,
-        expected_sha256=args.expect_sha256,
+        expected_sha256=expect,
         trust_remote_arch=args.trust_remote_arch,
     )
-    store = _store(args, list(predictor.model.config.tasks))
+    store.set_tasks(list(predictor.model.config.tasks))
     app = create_app(
         predictor,
         config=config,
@@ -195,7 +202,9 @@ def _serve(args: argparse.Namespace) -> int:
         memory=args.memory,
         governance=store.governance,
         queue=store,
-        state=loop_store(args),
+        state=state,
+        version=version,
+        model_source=source,
     )
     serve(app, config, args, log_level="warning")
     return 0

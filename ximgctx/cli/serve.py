@@ -21,16 +21,27 @@ SERVE_CONFIG = "ximgctx.serve.config:ServeConfig"
 
 DESCRIPTION = """\
 Serve a model over HTTP: OpenAI-compatible POST /v1/moderations (image + text + replies), /v1/predict,
-/v1/search, /v1/feedback, /healthz, /readyz, /metrics.
+/v1/search, /v1/feedback, GET /v1/models, POST /admin/reload, /healthz, /readyz, /metrics.
 
   ximgctx serve --model runs/x/best --api-key-file keys.txt [--index runs/index] [--memory runs/x/best.memory]
   ximgctx serve --model runs/x/best --no-auth            # loopback only (127.0.0.1)
   ximgctx serve --model runs/x/best --api-key-file keys.txt --loop-db loop.sqlite --queue-key-file q.key
                                                          # replicas on one loop store answer alike
+  ximgctx serve --registry-root models/ --loop-db loop.sqlite --api-key-file keys.txt
+                                                         # serve the registry's promoted version; follow it
+
+Models are swapped without a restart: POST /admin/reload (an admin key) with {"model": "DIR",
+"expected_sha256": "...", "version": "..."} loads a folder under --model-root (no other folder is read) beside
+the served model, and serves it once it is verified and warmed up; requests that started on the old model
+finish on it. An empty body reloads the configured model (--model, or the registry's promoted version). With
+--registry-root, every --state-poll-s the server checks which version the registry promotes (ximgctx loop
+promote / rollback) and swaps to it. Every response's "model" and "model_version", /readyz and /v1/models
+name the model that answered.
 
 API keys: --api-key-file, one key a line as KEY [scope,scope] [name=NAME], and/or XIMGCTX_API_KEYS
 (comma-separated); clients send Authorization: Bearer KEY. Scopes: moderate (/v1/moderations, /v1/predict),
-search (/v1/search), review (/v1/feedback), admin (queue operator routes, DELETE /v1/feedback/ID). A key
+search (/v1/search), review (/v1/feedback), admin (queue operator routes, DELETE /v1/feedback/ID,
+POST /admin/reload). A key
 line without scopes means moderate,search. The store records name= (or a digest of the key) as who acted.
 Without keys the server binds loopback only, with --no-auth. --governance is the policy that /v1/feedback
 posts must pass.
@@ -70,9 +81,10 @@ def description() -> str:
     return DESCRIPTION + "\n" + LIMITS.format(**defaults)
 
 
-def add_server_args(p: argparse.ArgumentParser) -> None:
-    """The flags of a served model: ``serve`` and ``queue serve`` take exactly these."""
-    add(p, "--model", required=True)
+def add_server_args(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    """The flags of a served model: ``serve`` and ``queue serve`` take exactly these (``serve`` may name
+    the model by ``--registry-root`` instead of ``--model``)."""
+    add(p, "--model", required=model_required)
     add(p, "--expect-sha256")
     add(p, "--trust-remote-arch")
     add(p, "--device", default="auto")
@@ -99,6 +111,7 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     by_flag = {"api_keys", "allow_url_hosts", "allow_url_networks", "explain"}  # flags of their own, above
     add_dataclass_args(p, SERVE_CONFIG, exclude=by_flag)
     add(p, "--loop-db")
+    add(p, "--registry-root")
     p.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get at shutdown"
     )
@@ -138,7 +151,7 @@ def serve(app: Any, config: Any, args: argparse.Namespace, *, log_level: str = "
 
 def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     p = parser(command, description())
-    add_server_args(p)
+    add_server_args(p, model_required=False)
     add(p, "--queue-key-file")
     return p
 
@@ -152,27 +165,52 @@ def loop_store(args: argparse.Namespace) -> Any:
     return QueueStore(QueueConfig(db=args.loop_db, key=read_queue_key(args.queue_key_file)))
 
 
+def registry_model(args: argparse.Namespace, store: Any) -> tuple[Any, Any, Any, Any]:
+    """The model to serve: ``--model`` (and ``--expect-sha256``), or with ``--registry-root`` the promoted
+    version's folder, digest and version number (``--model`` before the first promotion), and the model
+    source the server polls (None without a registry)."""
+    if not args.registry_root:
+        return args.model, args.expect_sha256, None, None
+    from ximgctx.errors import ConfigError
+    from ximgctx.queue.registry import Registry
+    from ximgctx.serve.swap import registry_source
+
+    if store is None:
+        raise ConfigError("--registry-root needs --loop-db: the registry's versions are rows of its store")
+    registry = Registry(store, args.registry_root)
+    promoted = registry.promoted()
+    if promoted is None:  # nothing promoted yet: --model serves until the first promotion
+        return args.model, args.expect_sha256, None, registry_source(registry)
+    return str(promoted.path), promoted.digest, str(promoted.version), registry_source(registry)
+
+
 def main(argv: list[str] | None = None, command: str = "serve") -> int:
     args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ximgctx.errors import XimgctxError
+    from ximgctx.errors import ConfigError, XimgctxError
 
     try:
         from ximgctx.models.open_clip_encoder import trust_remote_arch
         from ximgctx.serve.app import create_app
 
         config = server_config(args)
+        store = loop_store(args)
+        model, expect, version, source = registry_model(args, store)
+        if not model:
+            raise ConfigError("give --model DIR, or --registry-root DIR with a promoted version (--loop-db)")
         with trust_remote_arch(args.trust_remote_arch):
             app = create_app(
-                args.model,
+                model,
                 config=config,
                 policy=args.policy,
                 index=args.index,
                 memory=args.memory,
                 governance=governance_policy(args.governance),
                 device=args.device,
-                expected_sha256=args.expect_sha256,
-                state=loop_store(args),
+                expected_sha256=expect,
+                state=store,
+                version=version,
+                model_source=source,
             )
     except XimgctxError as e:
         print(f"ximgctx {command}: {e}", file=sys.stderr)

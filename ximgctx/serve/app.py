@@ -248,14 +248,21 @@ class Service:
 
     async def _follow_source(self) -> None:
         """Swap to the model the source names when it is not the served one. A source that failed to load
-        is not retried until the source names another (the failure was logged and counted once)."""
+        is not retried until the source has named another (the failure was logged and counted once)."""
         assert self.model_source is not None
         want = await asyncio.to_thread(self.model_source)
         if want is None:
+            self._refused_source = None
             return
         version, folder, digest = str(want[0]), Path(want[1]), str(want[2] or "")
         served = self.model
         if version == served.version and (not digest or digest == served.digest):
+            self._refused_source = None  # named again after another, a refused source is tried again
+            return
+        if digest and digest == served.digest:  # the served weights under another version label: relabel
+            logger.info("model source: %s is now version %s (was %s)", served.name, version, served.version)
+            served.version = version
+            self.metrics.served(served.name, served.version, served.digest, served.loaded_at)
             return
         key = (version, str(folder), digest)
         if key == self._refused_source or self._swap_lock.locked():
@@ -264,6 +271,8 @@ class Service:
             await self.swap(ModelSource(folder, digest or None, version), why="model source")
         except ServiceError:
             self._refused_source = key
+        else:
+            self._refused_source = None
 
     # ------------------------------------------------------------------------------------- hot swap
     async def reload(self, req: Any, who: Caller = LOCAL) -> dict[str, Any]:

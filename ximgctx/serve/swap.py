@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,14 @@ from ximgctx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelSource", "ServedModel", "SwapError", "check_same_tasks", "folder_under_root"]
+__all__ = [
+    "ModelSource",
+    "ServedModel",
+    "SwapError",
+    "check_same_tasks",
+    "folder_under_root",
+    "registry_source",
+]
 
 
 class SwapError(InputError):
@@ -145,3 +152,17 @@ def check_same_tasks(served: list[Any], new: list[Any]) -> None:
             "model: its tasks differ from the served model's (the policy, the loop store and the label queue "
             f"speak the served tasks); differing: {changed or 'the order of the tasks'}"
         )
+
+
+def registry_source(registry: Any) -> Callable[[], tuple[str, Path, str] | None]:
+    """The model source of a :class:`~ximgctx.queue.registry.Registry`: ``(version, folder, digest)`` of its
+    promoted version (None before the first promotion), read from the store at each poll; a promotion or a
+    rollback changes it, and the server swaps."""
+
+    def promoted() -> tuple[str, Path, str] | None:
+        _, version = registry.served()
+        if version is None:
+            return None
+        return str(version.version), Path(version.path), str(version.digest)
+
+    return promoted
