@@ -14,13 +14,14 @@ def test_yaml_paths_resolve_against_the_file(tmp_path):
     path = tmp_path / "conf" / "loop.yaml"
     path.parent.mkdir()
     path.write_text(
-        "loop_db: loop.sqlite\nregistry: reg\nexperiment: exp.yaml\nholdout: /data/holdout.jsonl\n"
+        "loop_db: loop.sqlite\nregistry_root: reg\nexperiment: exp.yaml\nholdout: /data/holdout.jsonl\n"
         "replay: [old.jsonl, /abs/shards]\nmin_new_labels: 5\n"
         "gate: {metric: 'task:meaning', tolerance: 0.02}\n"
     )
-    config = load_loop_config(path, min_new_labels=7, registry=None)
+    config = load_loop_config(path, min_new_labels=7, registry_root=None)
     assert config.loop_db == str(path.parent / "loop.sqlite")
-    assert config.registry == str(path.parent / "reg") and config.experiment == str(path.parent / "exp.yaml")
+    assert config.registry_root == str(path.parent / "reg")
+    assert config.experiment == str(path.parent / "exp.yaml")
     assert config.holdout == "/data/holdout.jsonl"
     assert config.replay == [str(path.parent / "old.jsonl"), "/abs/shards"]
     assert config.min_new_labels == 7  # a given value wins; None is not given
@@ -46,8 +47,8 @@ def test_bad_values_are_named(given, match):
 
 
 def test_require_names_what_is_missing():
-    with pytest.raises(ConfigError, match="needs registry, holdout"):
-        LoopConfig(experiment="x.yaml").require("registry", "experiment", "holdout")
+    with pytest.raises(ConfigError, match="needs registry_root, holdout"):
+        LoopConfig(experiment="x.yaml").require("registry_root", "experiment", "holdout")
 
 
 def test_a_round_needs_a_promoted_version(tmp_path):
@@ -57,7 +58,7 @@ def test_a_round_needs_a_promoted_version(tmp_path):
     from .._queue_fixtures import make_store
 
     store = make_store(str(tmp_path / "q.sqlite"))
-    config = LoopConfig(registry=str(tmp_path / "reg"), experiment="e.yaml", holdout="h.jsonl")
+    config = LoopConfig(registry_root=str(tmp_path / "reg"), experiment="e.yaml", holdout="h.jsonl")
     with pytest.raises(InputError, match="adopt the served model first"):
         run_round(config, who="loop", store=store)
     assert Rounds(store).last() == []  # refused before taking the lock: no round row

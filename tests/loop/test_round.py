@@ -1,8 +1,8 @@
-"""The learning loop's rounds with a tiny model on a SQLite store: too few labels skipped with the reason; a
-round the gate promotes (with its lineage), a deliberately worse candidate refused, a rollback that gives the
-previous version's exact outputs; a round failing at a stage, and one killed with ``os._exit`` in a
-subprocess, leave the promoted version untouched and the rerun finishes with exactly one new version; two
-rounds never run at once; and the ``ximgctx loop`` commands.
+"""The learning loop's rounds with a tiny model on a SQLite store (one test also on PostgreSQL): too few
+labels skipped with the reason; a round the gate promotes (with its lineage), a deliberately worse candidate
+refused, a rollback that gives the previous version's exact outputs; a round failing at a stage, and one
+killed with ``os._exit`` in a subprocess, leave the promoted version untouched and the rerun finishes with
+exactly one new version; two rounds never run at once; and the ``ximgctx loop`` commands.
 
 The setting is built so that the gate's answer is known without hoping a tiny model learns: the holdout is
 the labeled posts themselves, labeled *against* the serving model's own predictions (it scores 0 on
@@ -31,7 +31,8 @@ from ximgctx.queue.registry import Registry
 from ximgctx.queue.rounds import RoundBusyError, Rounds
 
 from .._inference_fixtures import make_posts, model_dir, tiny_config
-from .._queue_fixtures import KEY, make_store
+from .._queue_fixtures import KEY, Postgres, make_store
+from ..helpers import missing_service
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,8 +72,18 @@ def give_feedback(store, meanings: list[str]) -> None:
         loop.add_feedback(post, who="reviewer:test")
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    pg = Postgres.start()
+    if pg is None:
+        missing_service(Postgres.why)
+    yield pg
+    pg.stop()
+
+
 @pytest.fixture
-def setting(tmp_path):
+def setting(request, tmp_path):
+    """A loop store (SQLite; PostgreSQL where a test asks) whose registry has adopted the tiny model."""
     posts, teacher = world()
     holdout = tmp_path / "holdout.jsonl"
     write_posts(labeled([against(t) for t in teacher], image_bytes=False), holdout)
@@ -96,19 +107,24 @@ def setting(tmp_path):
     )
     key = tmp_path / "queue.key"
     key.write_bytes(KEY)
-    db = tmp_path / "loop.sqlite"
-    store = make_store(str(db))
+    if getattr(request, "param", "sqlite") == "postgresql":
+        db = request.getfixturevalue("postgres").create_db(f"loop{os.getpid()}{time.monotonic_ns()}")
+    else:
+        db = str(tmp_path / "loop.sqlite")
+    store = make_store(db)
+    gold = labeled([against(t) for t in teacher], image_bytes=False)[:4]  # known answers, queued
+    store.enqueue(gold, gold={p.id: p.labels for p in gold})
     config = LoopConfig(
-        loop_db=str(db),
+        loop_db=db,
         queue_key_file=str(key),
-        registry=str(tmp_path / "registry"),
+        registry_root=str(tmp_path / "registry"),
         experiment=str(experiment),
         holdout=str(holdout),
         replay_size=0,
         min_new_labels=10,
         gate=GateRule(metric="task:meaning", tolerance=1.0),
     )
-    registry = Registry(store, config.registry)
+    registry = Registry(store, config.registry_root)
     registry.adopt(model_dir(), who="ops")
     yield config, store, registry, teacher
     store.close()
@@ -130,6 +146,9 @@ def check_lineage(registry: Registry, result, config: LoopConfig) -> None:
     counts = v.data["label_counts"]["train"]["meaning"]
     assert sum(counts.values()) == v.data["new_labels"]["train"]["posts"] == result.labels["train"]
     assert len(v.data["holdout"]["sha256"]) == 64
+    assert v.data["gold"]["posts"] == 4 and len(v.data["gold"]["sha256"]) == 64
+    assert v.metrics["details"]["candidate"]["gold"]["posts"] == 4
+    assert None not in (v.metrics["serving"]["gold"], v.metrics["candidate"]["gold"])
     serving, candidate = (Scorecard.from_dict(v.metrics[k]) for k in ("serving", "candidate"))
     again = gate(serving, candidate, config.gate)
     assert again.to_dict() == v.verdict == result.verdict
@@ -156,7 +175,7 @@ def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys
     from ximgctx.cli import main
 
     flags = ["--loop-db", config.loop_db, "--queue-key-file", config.queue_key_file]
-    flags += ["--registry", config.registry]
+    flags += ["--registry-root", config.registry_root]
     assert main(["loop", "status", *flags]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["promoted"]["version"] == 1 and status["generation"] == 1
@@ -170,8 +189,11 @@ def test_too_few_labels_skip_and_a_running_round_refuses_another(setting, capsys
     assert "nothing to roll back to" in capsys.readouterr().err
     assert main(["loop", "run", *flags, "--experiment", config.experiment, "--holdout", config.holdout]) == 2
     assert "loop round" in capsys.readouterr().err  # the running round, named
+    assert main(["loop", "abandon", *flags, "--why", "stuck"]) == 2  # its lease is live
+    assert "cannot be abandoned while its lease is live" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting", ["sqlite", "postgresql"], indirect=True)
 def test_promoted_then_a_worse_candidate_refused_then_rollback(setting):
     config, store, registry, teacher = setting
     before = outputs(registry.promoted().path)
@@ -252,10 +274,12 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
         run_round(config, who="loop", store=store, on_stage=fail)
     failed = Rounds(store).last(1)[0]
     assert (failed.status, failed.stage) == ("failed", "trained") and "injected" in failed.error
+    assert (Path(config.registry_root) / failed.candidate / "manifest.json").is_file()  # kept for the rerun
     assert registry.promoted().version == 1 and len(registry.versions()) == 1
     resumed = run_round(config, who="loop", store=store)
     assert resumed.resumed and resumed.round == failed.id and resumed.attempts == 2
     assert resumed.stages == ["scored", "registered", "done"]  # the candidate folder was reused
+    assert not (Path(config.registry_root) / "rounds" / f"round-{failed.id}").exists()  # removed once done
     assert [v.version for v in registry.versions()] == [1, 2]
     replay = registry.get(2).data["train"]["replay"]
     assert (replay["pool"], replay["sampled"], replay["earlier_round_labels"]) == (N, 4, 0)
@@ -263,7 +287,7 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
     assert registry.get(2).data["train"]["train_posts"] == resumed.labels["train"] + 4
 
     # a process killed outright after registering: the version exists, nothing was promoted
-    give_feedback(store, teacher)
+    give_feedback(store, teacher[:12])  # half the posts labeled again: the other half is earlier labels
     path = tmp_path / "loop.yaml"
     path.write_text(json.dumps(replace(config, round_lease_s=1.0).to_dict()))
     path_ = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
@@ -281,6 +305,8 @@ def test_a_round_failing_or_killed_midway_resumes_with_one_new_version(setting, 
     assert again.resumed and again.round == killed.id and again.stages == ["done"]
     assert [v.version for v in registry.versions()] == [1, 2, 3]  # exactly one new version
     assert again.version == 3 and registry.get(3).status in ("promoted", "refused")
+    replay = registry.get(3).data["train"]["replay"]
+    assert (replay["pool"], replay["sampled"], replay["earlier_round_labels"]) == (N + 12, 4, 12)
     assert registry.promoted().version == (3 if again.promoted else promoted)
     assert Rounds(store).last(1)[0].status == "done"
 

@@ -174,3 +174,17 @@ def test_the_round_lock(db):
     assert [r.id for r in rounds.last()] == [nxt.id, first.id]
     with db.sessions() as s:
         assert json.loads(s.get(RoundRow, first.id).result) == {"promoted": False}
+
+
+def test_an_unfinished_round_can_be_abandoned(db):
+    rounds = Rounds(db, lease_s=60)
+    assert rounds.abandon(who="ops") is None  # nothing to abandon
+    first = rounds.acquire("alice@host:1", now=1000.0)
+    with pytest.raises(RoundBusyError, match="cannot be abandoned while its lease is live"):
+        rounds.abandon(who="ops", now=1001.0)
+    rounds.fail(first.id, "alice@host:1", "ConfigError: the parent version's folder is gone")
+    gone = rounds.abandon(who="ops", why="parent deleted")
+    assert gone.id == first.id and gone.status == "abandoned"
+    assert gone.error == "ConfigError: the parent version's folder is gone; abandoned by ops: parent deleted"
+    fresh = rounds.acquire("bob@host:2")
+    assert fresh.id != first.id and not fresh.resumed and rounds.last_done() is None

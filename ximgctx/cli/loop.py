@@ -23,6 +23,7 @@ DESCRIPTION = """The learning loop: labels people gave become a retrained, gated
     ximgctx loop status --config loop.yaml               # the promoted version and the latest rounds
     ximgctx loop history --config loop.yaml              # every version with its lineage
     ximgctx loop rollback --config loop.yaml --why "..." # promote the version promoted before
+    ximgctx loop abandon --config loop.yaml --why "..."  # give up a round that cannot complete
 
 A round takes the labels that became effective since the last round (governed again), fine-tunes from the
 promoted version (warm start) on them plus a replay sample of earlier training data, scores both models on
@@ -39,13 +40,16 @@ _STATUS = """The promoted version, the model generation and the latest rounds (s
 result), as JSON."""
 _HISTORY = """Every registered version, oldest first, with its lineage (parent, data digests, label counts,
 scorecards, gate verdict) and every promotion, as JSON."""
+_ABANDON = """Give up the unfinished round (failed, or its owner dead) so that the next loop run starts a
+fresh one; its labels are not consumed. A round running with a live lease is refused. Prints the round as
+JSON."""
 _ADOPT = """Register a model folder as version 1 and promote it: the model served before the loop starts, so
 the first round has a parent to train from and compare with. Refused once a version is promoted."""
 
 
 def _common(p: argparse.ArgumentParser, *, fields: set[str] | None = None) -> None:
     add(p, "--config")
-    add_dataclass_args(p, _CONFIG, only=fields or {"loop_db", "queue_key_file", "registry"})
+    add_dataclass_args(p, _CONFIG, only=fields or {"loop_db", "queue_key_file", "registry_root"})
     p.add_argument(
         "--who",
         default=None,
@@ -65,7 +69,8 @@ def _sub(sub: Any, name: str, help_: str, description: str) -> argparse.Argument
 
 def build_parser(command: str = "loop") -> argparse.ArgumentParser:
     p = parser(command, DESCRIPTION)
-    sub = p.add_subparsers(dest="action", required=True, metavar="{run,rollback,status,history,adopt}")
+    actions = "{run,rollback,status,history,adopt,abandon}"
+    sub = p.add_subparsers(dest="action", required=True, metavar=actions)
     r = _sub(sub, "run", "run one round (or one every --every-s seconds)", _RUN)
     _common(r, fields={f.name for f in source_fields(_CONFIG) if f.name != "gate"})
     r.add_argument(
@@ -106,6 +111,9 @@ def build_parser(command: str = "loop") -> argparse.ArgumentParser:
     a.add_argument("model_dir", type=existing_dir, metavar="MODEL_DIR", help="the saved model folder")
     _common(a)
     add(a, "--why", default="adopted")
+    x = _sub(sub, "abandon", "give up an unfinished round that cannot complete", _ABANDON)
+    _common(x)
+    add(x, "--why", default="")
     return p
 
 
@@ -148,9 +156,9 @@ def _registry(config: Any) -> tuple[Any, Any]:
     from ximgctx.loop.round import open_store
     from ximgctx.queue.registry import Registry
 
-    config.require("loop_db", "registry")
+    config.require("loop_db", "registry_root")
     store = open_store(config)
-    return store, Registry(store, config.registry)
+    return store, Registry(store, config.registry_root)
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
@@ -239,6 +247,20 @@ def _adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _abandon(args: argparse.Namespace) -> int:
+    from ximgctx.loop.round import open_store
+    from ximgctx.queue.rounds import Rounds
+
+    config = _config(args)
+    store = open_store(config)
+    try:
+        rnd = Rounds(store).abandon(who=_who(args), why=args.why)
+        _print(rnd.to_dict() if rnd is not None else None)
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None, command: str = "loop") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(command).parse_args(argv)
@@ -249,5 +271,6 @@ def main(argv: list[str] | None = None, command: str = "loop") -> int:
         "status": lambda: _status(args),
         "history": lambda: _history(args),
         "adopt": lambda: _adopt(args),
+        "abandon": lambda: _abandon(args),
     }
     return run(f"{command} {args.action}", actions[args.action])

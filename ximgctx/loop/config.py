@@ -2,7 +2,7 @@
 
 loop_db: loop.sqlite            # the loop store the servers share (SQLite file or postgresql:// URL)
 queue_key_file: queue.key       # the store's HMAC key
-registry: registry/             # the model registry's root folder
+registry_root: registry/        # the model registry's folder
 experiment: configs/loop.yaml   # the fine-tuning experiment (model, train); data comes from the round
 replay: [train.jsonl, shards/]  # earlier training data: manifests or shard folders
 replay_size: 256
@@ -31,7 +31,7 @@ class LoopConfig:
 
     loop_db: str | None = None  # the loop store: a SQLite file or postgresql:// URL (the servers' --loop-db)
     queue_key_file: str | None = None  # the store's HMAC key file (default: $XIMGCTX_QUEUE_KEY)
-    registry: str | None = None  # the model registry's root folder (versions are copied under it)
+    registry_root: str | None = None  # the model registry's folder (versions are copied under it)
     experiment: str | None = None  # the fine-tuning experiment YAML (model and train; the round gives data)
     overrides: list[str] = field(default_factory=list)  # section.key=value applied to the experiment
     replay: list[str] = field(default_factory=list)  # earlier training data: manifests or shard folders
@@ -98,7 +98,7 @@ def load_loop_config(source: str | Path | dict[str, Any] | LoopConfig | None, **
         path = Path(source)
         data = read_yaml(path, "loop config")
         base = path.parent
-        for name in ("queue_key_file", "registry", "experiment", "holdout", "governance", "key_file",
+        for name in ("queue_key_file", "registry_root", "experiment", "holdout", "governance", "key_file",
                      "policy", "rounds_dir"):  # fmt: skip
             value = data.get(name)
             if isinstance(value, str) and value and not Path(value).is_absolute():

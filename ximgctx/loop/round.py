@@ -211,16 +211,23 @@ class _Heartbeat:
 class _Round:
     """One call of :func:`run_round` (state shared by the stages)."""
 
-    def __init__(self, config: LoopConfig, store: Any, who: str, role: str, owner: str,
-                 on_stage: Callable[[str], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: LoopConfig,
+        store: Any,
+        who: str,
+        role: str,
+        owner: str,
+        on_stage: Callable[[str], None] | None,
+    ) -> None:
         from ximgctx.queue.registry import Registry
         from ximgctx.queue.rounds import Rounds
 
-        config.require("registry", "experiment", "holdout")
-        assert config.registry is not None
+        config.require("registry_root", "experiment", "holdout")
+        assert config.registry_root is not None
         self.config, self.store, self.who, self.role, self.owner = config, store, who, role, owner
         self.on_stage = on_stage
-        self.registry = Registry(store, config.registry)
+        self.registry = Registry(store, config.registry_root)
         self.rounds = Rounds(store, lease_s=config.round_lease_s)
         self.workdir = Path(config.rounds_dir) if config.rounds_dir else self.registry.root / "rounds"
         self._policy: Any = None
@@ -250,10 +257,13 @@ class _Round:
         key, held = load_key(self.config.key_file)
         return list(govern(posts, self.governance(), key=key if held else None).posts)
 
-    def store_labels(self, *, since: int, upto: int | None) -> tuple[int, list[Post], list[Post], int, int]:
-        """The label generation, the new effective labels (a counting row in ``(since, upto]``) and the old
-        ones (every counting row at most ``since``), as governed posts named by their content digest; the
-        newest counting row; and how many new posts there were before governance."""
+    def store_labels(
+        self, *, since: int, upto: int | None, with_old: bool = False
+    ) -> tuple[int, list[Post], list[Post], int, int]:
+        """The label generation, the new effective labels (a counting row in ``(since, upto]``) and, with
+        ``with_old``, the old ones (every counting row at most ``since``; governed when sampled), as posts
+        named by their content digest; the newest counting row; and how many new posts there were before
+        governance."""
         from ximgctx.queue.loop import LoopState
 
         generation, effective = LoopState(self.store).effective()
@@ -263,11 +273,12 @@ class _Round:
             post = e.post
             post.id = e.post_digest  # unique, and what the split and the lineage name
             if last <= since:
-                old.append(post)
+                if with_old:
+                    old.append(post)
             elif upto is None or last <= upto:
                 new.append(post)
                 newest = max(newest, last)
-        return generation, self.govern(new), self.govern(old), newest, len(new)
+        return generation, self.govern(new), old, newest, len(new)  # old: governed when sampled for replay
 
     # ---- stages
     def labels(self, rnd: Any, result: RoundResult) -> tuple[Any, bool]:
@@ -298,11 +309,12 @@ class _Round:
         rnd = self.record(rnd, "labels", result, cursor=cursor, state=state)
         return rnd, True
 
-    def shares(self, rnd: Any) -> tuple[dict[str, list[Post]], list[Post]]:
+    def shares(self, rnd: Any, *, with_old: bool = False) -> tuple[dict[str, list[Post]], list[Post]]:
         """The recorded split's posts (read again from the store and governed again; a post erased since is
-        gone) and the old store labels (for replay)."""
+        gone) and, with ``with_old``, the earlier rounds' labels (for replay)."""
         cursor = rnd.cursor
-        _, new, old, _, _ = self.store_labels(since=int(cursor["since_row"]), upto=int(cursor["max_row"]))
+        since, upto = int(cursor["since_row"]), int(cursor["max_row"])
+        _, new, old, _, _ = self.store_labels(since=since, upto=upto, with_old=with_old)
         by_id = {p.id: p for p in new}
         split = rnd.state["split"]
         return {name: [by_id[d] for d in split[name] if d in by_id] for name in split}, old
@@ -339,7 +351,7 @@ class _Round:
         root = self.registry.root
         from ximgctx.training import train
 
-        shares, old = self.shares(rnd)
+        shares, old = self.shares(rnd, with_old=True)
         replay, replay_info = self.replay(old, rnd)
         parent = self.registry.get(int(rnd.state["parent"]))
         self.registry.verify(parent)
@@ -435,10 +447,18 @@ class _Round:
             },
             "label_counts": {name: _label_counts(posts) for name, posts in shares.items()},
             "holdout": source_digest(self.config.holdout),
+            "gold": self.gold_digest(),
             "train": rnd.state.get("train", {}),
             "scored_on": rnd.state.get("scored_on", {}),
             "governance": self.config.governance or "default",
         }
+
+    def gold_digest(self) -> dict[str, Any]:
+        """What pins the gold items both models were scored on: their content and labels."""
+        from ximgctx.queue.loop import post_digest
+
+        gold = self.store.gold_posts()
+        return {"sha256": _labels_digest((post_digest(p), p.labels) for p in gold), "posts": len(gold)}
 
     def register(self, rnd: Any, result: RoundResult) -> Any:
         digest = rnd.state["candidate_digest"]
@@ -570,6 +590,8 @@ def run_round(
                     raise RoundLostError(beat.lost)
                 r.rounds.finish(rnd.id, owner, "done", result.to_dict())
                 result.stages.append("done")
+                for work in {r.workdir / f"round-{rnd.id}", r.registry.root / "rounds" / f"round-{rnd.id}"}:
+                    shutil.rmtree(work, ignore_errors=True)  # the registry holds the candidate now
                 return result
         except BaseException as e:
             r.rounds.fail(rnd.id, owner, f"{type(e).__name__}: {e}")

@@ -298,7 +298,7 @@ class RoundRow(Base):
 
     __tablename__ = "loop_rounds"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # running | done | skipped | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running|done|skipped|failed|abandoned
     stage: Mapped[str] = mapped_column(String(16))  # started | labels | trained | scored | registered | done
     owner: Mapped[str] = mapped_column(String(256))  # who runs it: user@host:pid
     lease_until: Mapped[float] = mapped_column(Float)

