@@ -101,6 +101,22 @@ def _ask(c: httpx.Client, route: str, posts: list[Post]) -> list[dict]:
     return out
 
 
+def _vote_all(c: httpx.Client, tokens: list[str], meaning_by_text: dict[str, str]) -> int:
+    """Each labeler leases and votes until the queue has nothing more for them; returns the votes cast."""
+    votes = 0
+    for token in tokens:
+        lab = {"Authorization": f"Bearer {token}"}
+        for _ in range(2 * N):
+            item = c.post("/v1/queue/lease", headers=lab).json()["item"]
+            if item is None:
+                break
+            labels = {"meaning": meaning_by_text[item["post"]["text"]]}
+            r = c.post(f"/v1/queue/items/{item['item_id']}/vote", headers=lab, json={"labels": labels})
+            assert r.status_code == 200, r.text
+            votes += 1
+    return votes
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,7 +196,7 @@ def test_votes_to_a_promoted_model_served_without_restart_a_refused_round_and_a_
             {
                 "loop_db": str(db),
                 "queue_key_file": str(tmp_path / "queue.key"),
-                "registry": str(registry_root),
+                "registry_root": str(registry_root),
                 "experiment": str(tmp_path / "experiment.yaml"),
                 "holdout": str(holdout),
                 "replay_size": 0,
@@ -231,18 +247,7 @@ def test_votes_to_a_promoted_model_served_without_restart_a_refused_round_and_a_
             queued = c.post("/v1/queue/items", json={"posts": [_record(p) for p in posts]}, headers=admin)
             assert queued.status_code == 200, queued.text
             by_text = {p.text: against(t) for p, t in zip(posts, teacher, strict=True)}
-            votes = 0
-            for token in tokens.values():
-                lab = {"Authorization": f"Bearer {token}"}
-                for _ in range(2 * N):
-                    item = c.post("/v1/queue/lease", headers=lab).json()["item"]
-                    if item is None:
-                        break
-                    r = c.post(f"/v1/queue/items/{item['item_id']}/vote", headers=lab,
-                               json={"labels": {"meaning": by_text[item["post"]["text"]]}})  # fmt: skip
-                    assert r.status_code == 200, r.text
-                    votes += 1
-            assert votes == 2 * N
+            assert _vote_all(c, list(tokens.values()), by_text) == 2 * N
 
         client = Client(url, posts)
         client.start()
@@ -271,13 +276,18 @@ def test_votes_to_a_promoted_model_served_without_restart_a_refused_round_and_a_
             assert got.keys() == want.keys()
             assert all(abs(got[k] - want[k]) < 1e-5 for k in want), (got, want)
 
-        # round 2: the reviewer relabels every post with the first model's predictions (flipped against the
-        # holdout): the gate refuses, and the served version stays 2
+        # round 2: ann and bob are revoked (their votes stop counting) and two new labelers vote the first
+        # model's predictions on the same posts, queued again: flipped against the holdout. The gate refuses
+        # that candidate and the served version stays 2.
+        for name in tokens:
+            assert store.revoke_labeler(name, by="ops", why="flipped-label drill")
+        again = [store.add_labeler(name) for name in ("cat", "dan")]
         with httpx.Client(base_url=url, timeout=60) as c:
-            for p, t in zip(posts, teacher, strict=True):
-                body = {"post": _record(p), "labels": {"meaning": t}, "note": "relabel"}
-                r = c.post("/v1/feedback", json=body, headers={"Authorization": f"Bearer {REVIEWER}"})
-                assert r.status_code == 200, r.text
+            records = [{**_record(p), "id": f"{p.id}-again"} for p in posts]
+            queued = c.post("/v1/queue/items", json={"posts": records}, headers=admin)
+            assert queued.status_code == 200 and queued.json()["added"] == N, queued.text
+            flipped = {p.text: t for p, t in zip(posts, teacher, strict=True)}
+            assert _vote_all(c, again, flipped) == 2 * N
         second = _run(["loop", "run", "--config", str(tmp_path / "loop.yaml")], env, tmp_path)
         assert second["promoted"] is False and second["version"] == 3 and second["serving"] == 2, second
         assert registry.get(3).status == "refused" and registry.promoted().version == 2
