@@ -20,11 +20,14 @@ from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ximgctx import Post, write_posts
+from ximgctx.data.io import load_posts
 from ximgctx.evaluation.gate import GateRule, Scorecard, gate
 from ximgctx.inference import Predictor
+from ximgctx.inference.memory import LabelMemory
 from ximgctx.loop import LoopConfig, run_round
 from ximgctx.queue.loop import LoopState
 from ximgctx.queue.registry import Registry
@@ -218,6 +221,16 @@ def test_promoted_then_a_worse_candidate_refused_then_rollback(setting):
     assert first.promoted and first.serving == 2, first.verdict
     assert first.verdict["reasons"][0].startswith("task:meaning improved 0.0000 -> ")
     assert registry.promoted().version == 2 and registry.generation() == 2
+    # the new version's memory centre is in the store (a server swapping it in centres the memory there):
+    # the mean fused embedding of the governed holdout, by that version
+    v2 = registry.get(2)
+    holdout = load_posts(config.holdout)
+    want = LabelMemory.for_predictor(
+        Predictor.from_pretrained(v2.path, device="cpu"), reference=holdout
+    ).center
+    held = LoopState(store).memory_center(v2.digest)
+    assert held is not None and np.allclose(held, want, atol=1e-6)
+    assert LoopState(store).memory_center(registry.get(1).digest) is None  # version 1's: from its files
 
     give_feedback(store, teacher)  # the serving model's first answers: against the holdout
     second = run_round(config, who="loop", store=store)

@@ -479,7 +479,27 @@ class _Round:
                 role=self.role,
                 name=f"round-{rnd.id}",
             )
+        self.store_center(version)
         return self.record(rnd, "registered", result, state={"version": version.version})
+
+    def store_center(self, version: Any) -> None:
+        """The label memory's reference centre for this version, stored in the loop store before it can be
+        promoted: a server that swaps the version in centres the memory of the store's effective labels there
+        (replicas alike) instead of refusing feedback for want of one. It is the mean fused embedding of the
+        frozen holdout, governed: posts the operator chose, never requests."""
+        from ximgctx.inference.memory import LabelMemory
+        from ximgctx.inference.predictor import Predictor
+        from ximgctx.queue.loop import LoopState
+
+        reference = self.govern(self.holdout())
+        if not reference:
+            logger.warning("loop: the holdout has no governed posts; version %d gets no memory centre",
+                           version.version)  # fmt: skip
+            return
+        predictor = Predictor.from_pretrained(version.path, device="cpu", expected_sha256=version.digest)
+        memory = LabelMemory.for_predictor(predictor, reference=reference)
+        assert memory.center is not None
+        LoopState(self.store).store_memory_center(version.digest, [float(x) for x in memory.center])
 
     def decide(self, rnd: Any, result: RoundResult) -> None:
         verdict = rnd.state["verdict"]

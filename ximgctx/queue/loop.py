@@ -332,19 +332,32 @@ class LoopState:
 
     # ------------------------------------------------------------------------------- memory centre
     def memory_center(self, model_digest: str | None) -> list[float] | None:
-        """The centre the served memory uses for this model, when one was stored (replicas share it)."""
+        """The centre the served memory uses for this model, when one was stored (replicas share it). One
+        row per model (a registry's versions each keep theirs); a store from before keeps one row for one
+        model, still read."""
         with self.sessions() as s:
-            row = s.get(Setting, CENTER_KEY)
-        if row is None:
-            return None
-        value = json.loads(row.value)
-        return value["center"] if value.get("model") == model_digest else None
+            rows = [s.get(Setting, _center_key(model_digest)), s.get(Setting, CENTER_KEY)]
+        for row in rows:
+            if row is not None:
+                value = json.loads(row.value)
+                if value.get("model") == model_digest:
+                    return list(value["center"])
+        return None
 
     def store_memory_center(self, model_digest: str | None, center: Sequence[float]) -> list[float]:
         """Store a centre unless one is stored for this model already; returns the one that holds."""
+        held = self.memory_center(model_digest)
+        if held is not None:
+            return held
         with transaction(self.sessions) as s:
-            row = s.get(Setting, CENTER_KEY)
+            key = _center_key(model_digest)
+            row = s.get(Setting, key)
             if row is not None and json.loads(row.value).get("model") == model_digest:
                 return list(json.loads(row.value)["center"])
-            s.merge(Setting(key=CENTER_KEY, value=_json({"model": model_digest, "center": list(center)})))
+            s.merge(Setting(key=key, value=_json({"model": model_digest, "center": list(center)})))
         return list(center)
+
+
+def _center_key(model_digest: str | None) -> str:
+    """The settings row of a model's memory centre (the key column holds 64 characters)."""
+    return f"{CENTER_KEY}:{(model_digest or 'none')[:48]}"
