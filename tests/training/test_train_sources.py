@@ -52,3 +52,24 @@ def test_data_train_values() -> None:
     for bad in ([], ["a.jsonl", ""], ["a.jsonl", 3], ""):
         with pytest.raises(ConfigError, match="data.train must be a path or a non-empty list"):
             DataSources(train=bad)  # type: ignore[arg-type]
+
+
+def test_train_data_flag_gives_data_train_a_list(tmp_path: Path) -> None:
+    from ximgctx.cli.train import build_parser, config_overrides
+    from ximgctx.training.config import load_experiment
+
+    odd = tmp_path / "old posts: 1.jsonl"  # a name YAML would misread unquoted
+    (tmp_path / "shards").mkdir()
+    odd.write_text("")
+    cfg = tmp_path / "exp.yaml"
+    model = {"tasks": [{"name": "intent", "labels": ["joke", "threat"], "kind": "multilabel"}]}
+    cfg.write_text(json.dumps({"model": model, "train": {"max_steps": 1}}))  # JSON is YAML
+    args = build_parser("train").parse_args(
+        ["--config", str(cfg), "--data", str(odd), "--data", str(tmp_path / "shards")]
+    )
+    data = load_experiment(str(cfg), config_overrides(args)).data
+    assert data.train_sources == [str(odd), str(tmp_path / "shards")]
+    one = build_parser("train").parse_args(["--config", str(cfg), "--data", str(odd)])
+    assert load_experiment(str(cfg), config_overrides(one)).data.train == str(odd)
+    with pytest.raises(SystemExit):  # a missing path is an argument error, before anything is imported
+        build_parser("train").parse_args(["--config", str(cfg), "--data", str(tmp_path / "nope.jsonl")])

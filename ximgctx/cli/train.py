@@ -56,6 +56,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
             "instead of a random init; its architecture must be the config's (train.init_from)",
         )
         add(p, "--expect-sha256")
+        add(p, "--data", repeat=True)  # data.train: manifests or shard folders, read one after another
     p.add_argument(
         "--stop-after",
         type=int,
@@ -73,16 +74,25 @@ def _setup_logging() -> None:
     )
 
 
-def main(argv: list[str] | None = None, command: str = "train") -> int:
-    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
-    _setup_logging()
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``section.key=value`` overrides a command line means: its own, then its flags' (values quoted
+    as JSON, which YAML parses back to the same string or list)."""
     overrides = list(args.overrides)
     if args.allow_ungoverned:
         overrides.append("data.allow_ungoverned=true")
+    if getattr(args, "data", None):
+        overrides.append(f"data.train={json.dumps(args.data)}")
     if getattr(args, "init_from", None) is not None:
-        overrides.append(f"train.init_from={json.dumps(args.init_from)}")  # quoted: parsed as YAML
+        overrides.append(f"train.init_from={json.dumps(args.init_from)}")
     if getattr(args, "expect_sha256", None) is not None:
         overrides.append(f"train.init_sha256={json.dumps(args.expect_sha256)}")
+    return overrides
+
+
+def main(argv: list[str] | None = None, command: str = "train") -> int:
+    args = build_parser(command).parse_args(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    overrides = config_overrides(args)
 
     from ximgctx.errors import XimgctxError
     from ximgctx.training.loop import NonFiniteLossError
