@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from ximgctx._artifacts import pinned_copy, verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError, XimgctxError
+from ximgctx.models._skeleton import skeleton_tensors, skip_parameter_init, unloaded_parameters
 from ximgctx.models.backends import ENCODERS
 from ximgctx.models.encoder import Encoder, ModelFolderError, portable_ref
 from ximgctx.models.export import save_adapter
@@ -298,8 +299,10 @@ def _load(
     cls: type[ContextModel], path: Path, *, device: torch.device, trust_remote_arch_: bool
 ) -> ContextModel:
     config, raw = read_config(path)
-    with trust_remote_arch(trust_remote_arch_), quiet_random_init():
+    # the architecture with allocated but uninitialised parameters: the saved weights replace every one
+    with trust_remote_arch(trust_remote_arch_), quiet_random_init(), skip_parameter_init():
         model = cls(config, encoder=_saved_encoder(path, config))
+    skeleton = skeleton_tensors(model)
     model.config = config  # the skeleton was built without downloading; keep the real starting weights
     prov = raw.get("provenance")
     if isinstance(prov, dict):
@@ -309,37 +312,47 @@ def _load(
     card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
     model.card = card if isinstance(card, dict) else {}
     try:
+        # memory-mapped (private, copy-on-write): a page is read when first used, and the tensors are the
+        # model's own from here on, with no copy into the skeleton
         weights = load_file(str(path / "model.safetensors"))
     except (SafetensorError, OSError) as e:
         raise ModelFolderError(f"{path / 'model.safetensors'}: unreadable ({e})") from None
-    current = model.state_dict()
+    current = model.state_dict(keep_vars=True)
     new_state = {}
     missing = []
-    for key in current:
+    for key, target in current.items():
         if "lora_" in key:
             continue
         src = base_name(key)
         if src not in weights:
             missing.append(src)
             continue
-        if weights[src].shape != current[key].shape:
+        if weights[src].shape != target.shape:
             raise ModelFolderError(
                 f"{path / 'model.safetensors'}: {src} has shape {tuple(weights[src].shape)}, the config's "
-                f"architecture needs {tuple(current[key].shape)}"
+                f"architecture needs {tuple(target.shape)}"
             )
-        new_state[key] = weights[src]
+        # the dtype the architecture has (as copying into it did): a file may hold another
+        new_state[key] = weights[src].to(target.dtype)
     if missing:
         raise ModelFolderError(
             f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} "
             "more)"
         )
-    model.load_state_dict(new_state, strict=False)
+    model.load_state_dict(new_state, strict=False, assign=True)
     if config.lora is not None:
         adapter_file = path / "adapter" / "adapter_model.safetensors"
         if not adapter_file.is_file():
             raise ModelFolderError(f"{adapter_file}: missing, but the config has LoRA")
         try:
             load_lora_state_dict(model.encoder.clip, load_file(str(adapter_file)))
-        except (SafetensorError, RuntimeError, KeyError) as e:
+        except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
             raise ModelFolderError(f"{adapter_file}: does not fit the config's LoRA ({e})") from None
+    unloaded = unloaded_parameters(model, skeleton, exclude="lora_")
+    if unloaded:  # every key was found above: only a module that shares or hides a parameter gets here
+        raise ModelFolderError(
+            f"{path}: the saved weights left {len(unloaded)} parameter(s) of the architecture unloaded "
+            f"({unloaded[:5]})"
+        )
+    del skeleton
     return model.to(device).eval()
