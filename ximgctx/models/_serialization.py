@@ -17,7 +17,11 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
     manifest.json            SHA-256 and size of every other file (written by the artifact module)
 
 Nothing is pickled. Loading verifies the whole folder first (every file listed, no link, no path outside,
-no unlisted file) and refuses a mismatch naming the file. A model folder cannot make the loading process run
+no unlisted file) and refuses a mismatch naming the file. It then builds the architecture without
+initialising it (:mod:`ximgctx.models._skeleton`) and assigns the weights file's tensors to it: they are a
+private, copy-on-write memory map of ``model.safetensors``, read from disk as they are first used (a pinned
+load maps its own verified copy; ximgctx replaces model folders by renaming, so the mapped file never
+changes under a loaded model). A model folder cannot make the loading process run
 code: its architecture must be a registered one unless the caller opts in (``trust_remote_arch=True``).
 """
 
