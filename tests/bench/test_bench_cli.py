@@ -27,6 +27,9 @@ def test_bench_cli_reports_help_rows_baseline_and_startup(tmp_path: Path, capsys
     assert startup["rc"] == 0 and startup["torch_imported"] is True
     summary = result["summary"]
     assert summary["startup_ratio"] == round(startup["wall_s"] / baseline["wall_s_interleaved"], 3)
+    # CPU seconds of the child itself: importing torch takes well over a tenth of a second of work
+    assert startup["cpu_s"] > 0.1 and baseline["cpu_s_interleaved"] > 0.1 and baseline["cpu_s"] > 0.1
+    assert summary["startup_cpu_ratio"] == round(startup["cpu_s"] / baseline["cpu_s_interleaved"], 3)
     assert summary["help_max_s"] == max(r["wall_s"] for r in result["help"])
     assert summary["help_torch_imported"] == []
     assert isinstance(summary["help_under_target"], bool) and isinstance(

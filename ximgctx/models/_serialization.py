@@ -17,7 +17,11 @@ Layout of a saved model folder (an artifact of kind ``"model"``, see :mod:`ximgc
     manifest.json            SHA-256 and size of every other file (written by the artifact module)
 
 Nothing is pickled. Loading verifies the whole folder first (every file listed, no link, no path outside,
-no unlisted file) and refuses a mismatch naming the file. A model folder cannot make the loading process run
+no unlisted file) and refuses a mismatch naming the file. It then builds the architecture without
+initialising it (:mod:`ximgctx.models._skeleton`) and assigns it copies of the weights file's tensors (one
+copy each, as copying into initialised weights did, without the initialisation): a loaded model holds no view
+of the file, so a file rewritten or truncated in place later changes nothing. A model folder cannot make the
+loading process run
 code: its architecture must be a registered one unless the caller opts in (``trust_remote_arch=True``).
 """
 
@@ -35,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from ximgctx._artifacts import pinned_copy, verify_artifact, write_artifact
 from ximgctx.config import ModelConfig
 from ximgctx.errors import ArtifactError, XimgctxError
+from ximgctx.models._skeleton import skeleton_tensors, skip_parameter_init, unloaded_parameters
 from ximgctx.models.backends import ENCODERS
 from ximgctx.models.encoder import Encoder, ModelFolderError, portable_ref
 from ximgctx.models.export import save_adapter
@@ -312,8 +317,10 @@ def _load(
 ) -> ContextModel:
     saved, raw = read_config(path)
     config = saved if build is None else build(saved)
-    with trust_remote_arch(trust_remote_arch_), quiet_random_init():
+    # the architecture with allocated but uninitialised parameters: the saved weights replace every one
+    with trust_remote_arch(trust_remote_arch_), quiet_random_init(), skip_parameter_init():
         model = cls(config, encoder=_saved_encoder(path, config))
+    skeleton = skeleton_tensors(model)
     model.config = config  # the skeleton was built without downloading; keep the real starting weights
     prov = raw.get("provenance")
     if isinstance(prov, dict):
@@ -323,37 +330,49 @@ def _load(
     card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
     model.card = card if isinstance(card, dict) else {}
     try:
+        # memory-mapped by safetensors; each tensor is copied out once below (into memory of its own, the
+        # model's from then on), so a file truncated or rewritten in place later cannot change or crash a
+        # loaded model
         weights = load_file(str(path / "model.safetensors"))
     except (SafetensorError, OSError) as e:
         raise ModelFolderError(f"{path / 'model.safetensors'}: unreadable ({e})") from None
-    current = model.state_dict()
+    current = model.state_dict(keep_vars=True)
     new_state = {}
     missing = []
-    for key in current:
+    for key, target in current.items():
         if "lora_" in key:
             continue
         src = base_name(key)
         if src not in weights:
             missing.append(src)
             continue
-        if weights[src].shape != current[key].shape:
+        if weights[src].shape != target.shape:
             raise ModelFolderError(
                 f"{path / 'model.safetensors'}: {src} has shape {tuple(weights[src].shape)}, the config's "
-                f"architecture needs {tuple(current[key].shape)}"
+                f"architecture needs {tuple(target.shape)}"
             )
-        new_state[key] = weights[src]
+        # the dtype the architecture has (a file may hold another), always a copy: never a view of the map
+        new_state[key] = weights[src].to(target.dtype, copy=True)
     if missing:
         raise ModelFolderError(
             f"{path / 'model.safetensors'}: missing weights {missing[:5]} (and {max(len(missing) - 5, 0)} "
             "more)"
         )
-    model.load_state_dict(new_state, strict=False)
+    del weights  # the map is released; the model holds only its own copies
+    model.load_state_dict(new_state, strict=False, assign=True)
     if config.lora is not None:
         adapter_file = path / "adapter" / "adapter_model.safetensors"
         if not adapter_file.is_file():
             raise ModelFolderError(f"{adapter_file}: missing, but the config has LoRA")
         try:
             load_lora_state_dict(model.encoder.clip, load_file(str(adapter_file)))
-        except (SafetensorError, RuntimeError, KeyError) as e:
+        except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
             raise ModelFolderError(f"{adapter_file}: does not fit the config's LoRA ({e})") from None
+    unloaded = unloaded_parameters(model, skeleton, exclude="lora_")
+    if unloaded:  # every key was found above: only a module that shares or hides a parameter gets here
+        raise ModelFolderError(
+            f"{path}: the saved weights left {len(unloaded)} parameter(s) of the architecture unloaded "
+            f"({unloaded[:5]})"
+        )
+    del skeleton
     return model.to(device).eval()

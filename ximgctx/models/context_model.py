@@ -15,6 +15,7 @@ from torch import nn
 from ximgctx.config import MODALITIES, ModelConfig
 from ximgctx.data.images import ImageLimits, ImageRoot
 from ximgctx.data.processor import PostBatch, PostProcessor
+from ximgctx.models._skeleton import building_skeleton
 from ximgctx.models.backends import build_encoder
 from ximgctx.models.encoder import Encoder
 from ximgctx.models.fusion import build_fusion
@@ -94,7 +95,8 @@ class ContextModel(nn.Module):
         self.fusion = build_fusion(d, config.fusion)
         self.heads = TaskHeads(config.tasks, fused_dim=config.fusion.hidden_dim, embed_dim=d)
         self.processor = self.build_processor()
-        self.init_zero_shot_heads()
+        if not building_skeleton():  # a saved model's heads are loaded: no text tower run for them
+            self.init_zero_shot_heads()
 
     def train(self, mode: bool = True) -> ContextModel:
         """Like ``nn.Module.train``, but a frozen encoder keeps its BatchNorm statistics frozen too

@@ -167,6 +167,10 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise ValueError(f"adapter weights hold keys this model does not have: {unexpected[:5]}")
+    # every adapter weight must come from the file: a loaded model's adapters are not initialised
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ValueError(f"adapter weights miss {len(missing)} of this model's adapter keys: {missing[:5]}")
 
 
 def base_name(name: str) -> str:
