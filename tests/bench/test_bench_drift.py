@@ -100,8 +100,9 @@ def test_promotions_are_the_gates_verdicts(report: dict[str, Any]) -> None:
 
 
 def test_a_refused_round_leaves_serving_unchanged(tmp_path: Path) -> None:
-    refused = simulate_drift(replace(SMALL, workdir=str(tmp_path), gate_min_gain=1.0))
+    refused = simulate_drift(replace(SMALL, workdir=str(tmp_path), gate_min_gain=1.0, n_gold=0))
     start = refused["loop"][0]
+    assert refused["loop"][1]["scorecards"]["serving"]["gold"] is None  # no gold items, no gold score
     for p, q in zip(refused["loop"][1:], refused["no_loop"][1:], strict=True):
         assert p["verdict"]["promote"] is False
         assert any("did not improve" in r for r in p["verdict"]["reasons"])

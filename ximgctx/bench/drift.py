@@ -79,7 +79,8 @@ class DriftConfig:
     n_train: int = 2000  # old-template labelled posts the serving model is trained on
     n_old_holdout: int = 1000  # old-template posts of the frozen holdout
     n_new_holdout: int = 400  # new-template posts of the frozen holdout
-    n_gold: int = 200  # gold items: old-template posts with known answers, scored by the gate
+    # gold items: old-template posts with known answers, scored by the gate (0: none; see the docstring)
+    n_gold: int = 0
     n_traffic: int = 3000  # posts arriving over the rounds
     share_start: float = 0.05  # share of traffic showing the new template in the first round
     share_end: float = 0.5  # ... rising linearly to this in the last
@@ -93,9 +94,9 @@ class DriftConfig:
     k: int = 2  # aggregate=store: agreeing votes a label needs
     strategy: str = "entropy"  # the queue's selection strategy (hitl.select)
     heldout_labels: float = 0.2  # share of a round's new labels held out to score both models
-    replay: int = 800  # posts replayed from what the serving model was trained on, per candidate
-    epochs: int = 6  # candidate fine-tuning passes per round
-    lr: float = 1e-3  # candidate AdamW learning rate (fusion and heads)
+    replay: int = 600  # old training posts replayed (drawn afresh) per candidate
+    epochs: int = 10  # candidate fine-tuning passes per round
+    lr: float = 2e-3  # candidate AdamW learning rate (fusion and heads)
     initial_epochs: int = 15  # passes over the old training set for the initial serving model
     initial_lr: float = 2e-3  # its learning rate
     batch_size: int = 32  # posts per optimizer step
@@ -238,6 +239,7 @@ def _data(config: DriftConfig, work: Path, say: Any) -> tuple[_Data, ContextMode
             model, posts, work / "features" / f"s{config.seed}-{config.image_size}-{name}.safetensors"
         )
         for name, posts in parts.items()
+        if posts  # no gold items: nothing to encode
     }
     return _Data(specs=specs, feats=feats, **parts), model
 
@@ -428,8 +430,8 @@ def simulate_drift(config: DriftConfig, *, progress: bool = False) -> dict[str, 
         split_rng = np.random.default_rng([config.seed, 2])
 
         # old training posts ("train", row) and their labels; traffic labels are ("traffic", row)
-        learnt: list[tuple[str, int]] = [("train", i) for i in range(len(data.train))]
-        learnt_labels: dict[tuple[str, int], dict[str, Any]] = {
+        old_rows: list[tuple[str, int]] = [("train", i) for i in range(len(data.train))]
+        old_labels: dict[tuple[str, int], dict[str, Any]] = {
             ("train", i): lab for i, lab in enumerate(train_labels)
         }
         collected: dict[int, dict[str, Any]] = {}  # traffic row -> effective labels of earlier rounds
@@ -469,10 +471,10 @@ def simulate_drift(config: DriftConfig, *, progress: bool = False) -> dict[str, 
 
             # the candidate: warm start, every new label (but this round's held-out ones) + old replay
             candidate_pending = {**collected, **{i: effective[i] for i in fresh}}
-            n_replay = min(config.replay, len(learnt))
-            replay = [learnt[int(j)] for j in rng.choice(len(learnt), size=n_replay, replace=False)]
+            n_replay = min(config.replay, len(old_rows))
+            replay = [old_rows[int(j)] for j in rng.choice(len(old_rows), size=n_replay, replace=False)]
             items = [("traffic", i) for i in sorted(candidate_pending)] + replay
-            labels_of = {**learnt_labels, **{("traffic", i): lab for i, lab in candidate_pending.items()}}
+            labels_of = {**old_labels, **{("traffic", i): lab for i, lab in candidate_pending.items()}}
             feats = Features(
                 *(
                     torch.cat(parts)
