@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "gpu": "ximgctx.bench.gpu",
     "cli": "ximgctx.bench.startup",
     "govern": "ximgctx.bench.govern",
+    "drift": "ximgctx.bench.drift",
 }
 
 

@@ -157,6 +157,11 @@ def _govern(p: argparse.ArgumentParser) -> None:
     add(p, "--seed", default=0)
 
 
+def _drift(p: argparse.ArgumentParser) -> None:
+    add_dataclass_args(p, "ximgctx.bench.drift:DriftConfig")
+    p.add_argument("--tasks", default="intent", help="comma-separated ContextBench tasks labelled and scored")
+
+
 #: benchmark -> (module under ximgctx.bench, its flags).
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "synth": ("synth", _synth),
@@ -169,6 +174,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "gpu": ("gpu", _gpu),
     "cli": ("startup", _cli),
     "govern": ("govern", _govern),
+    "drift": ("drift", _drift),
 }
 
 

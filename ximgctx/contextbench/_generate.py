@@ -60,15 +60,35 @@ def _noisy(rng: np.random.Generator, task: dict[str, Any], label: Any, eps: floa
     return [x for b, x in enumerate(names) if mask >> b & 1]
 
 
+def is_new_template(seed: int, split: str, index: int, share: float) -> bool:
+    """Whether post ``index`` of ``split`` shows the new template when a ``share`` of posts does: a draw of
+    its own stream, so the posts that do not are exactly the default dataset's posts."""
+    if share <= 0.0:
+        return False
+    return bool(np.random.default_rng([seed, _SPLIT_CODES[split], index, 3]).random() < share)
+
+
 def sample_post(
-    seed: int, split: str, index: int, *, image_size: int, label_noise: float, max_replies: int
+    seed: int,
+    split: str,
+    index: int,
+    *,
+    image_size: int,
+    label_noise: float,
+    max_replies: int,
+    new_template: float = 0.0,
 ) -> tuple[Post, Any]:
-    """One post of ``split`` and its image (not yet written)."""
+    """One post of ``split`` and its image (not yet written). With probability ``new_template`` it shows
+    the new template (``_rules.NEW_TEMPLATE``): a meme whose caption carries the goose symbol in place of
+    the cue phrase, labelled by ``_rules.TEMPLATE_INTENT``; every other post is the default one."""
+    template = is_new_template(seed, split, index, new_template)
     rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
     pairs = R.pairs_for(split)
     i, j = pairs[int(rng.integers(len(pairs)))]
     scene, emblem, fmt = R.IMAGE_KINDS[i]
     tone, cue = R.TEXT_KINDS[j]
+    if template:
+        fmt = "meme"  # a meme template
     k = R.OBJECT_COUNTS[int(rng.integers(len(R.OBJECT_COUNTS)))]
     sets = R.OBJECT_SETS[(emblem, k)]
     objects = list(sets[int(rng.integers(len(sets)))])
@@ -81,6 +101,8 @@ def sample_post(
 
     image = {"scene": scene, "emblem": emblem, "format": fmt, "objects": objects}
     text = {"tone": tone, "cue": cue}
+    if template:
+        text["template"] = R.NEW_TEMPLATE
     clean = R.labels_of(image, text, reaction)
     noise_rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, 1])
     labels = {t["name"]: _noisy(noise_rng, t, clean[t["name"]], label_noise) for t in R.TASKS}
@@ -88,7 +110,7 @@ def sample_post(
     post = Post(
         id=f"{split}-{index:06d}",
         image=f"images/{split}/{index:06d}.png",
-        text=_text.post_text(rng, tone, cue),
+        text=_text.template_text(rng, tone) if template else _text.post_text(rng, tone, cue),
         replies=[
             Reply(text=t, author=_user(rng))
             for t in _text.reply_texts(rng, reaction, n_informative, n_filler)
@@ -123,7 +145,15 @@ def _check(name: str, value: Any, low: float, high: float, kind: type[int] | typ
 
 
 def write_split(
-    out_dir: Path, split: str, n: int, *, seed: int, image_size: int, label_noise: float, max_replies: int
+    out_dir: Path,
+    split: str,
+    n: int,
+    *,
+    seed: int,
+    image_size: int,
+    label_noise: float,
+    max_replies: int,
+    new_template: float = 0.0,
 ) -> int:
     """Render and write one split's images and its ``<split>.jsonl``; returns the count."""
     folder = out_dir / "images" / split
@@ -131,7 +161,13 @@ def write_split(
     posts = []
     for index in range(n):
         post, picture = sample_post(
-            seed, split, index, image_size=image_size, label_noise=label_noise, max_replies=max_replies
+            seed,
+            split,
+            index,
+            image_size=image_size,
+            label_noise=label_noise,
+            max_replies=max_replies,
+            new_template=new_template,
         )
         assert isinstance(post.image, str)  # sample_post names the image file relative to the dataset
         picture.save(out_dir / post.image, format="PNG", compress_level=1)
@@ -153,6 +189,8 @@ class ContextBenchConfig:
     # probability that a label is replaced by another value (the oracle accounts for it)
     label_noise: float = 0.0
     max_replies: int = MAX_REPLIES  # at most this many replies per post
+    # share of posts showing the new meme template (drift experiments; 0: the default dataset)
+    new_template: float = 0.0
 
 
 def generate(
@@ -166,6 +204,7 @@ def generate(
     image_size: int = IMAGE_SIZE,
     label_noise: float = 0.0,
     max_replies: int = MAX_REPLIES,
+    new_template: float = 0.0,
 ) -> dict[str, Any]:
     """Write a ContextBench dataset to ``out_dir`` and return its oracle.
 
@@ -181,6 +220,9 @@ def generate(
         image_size: side of the square images, in pixels.
         label_noise: probability that a post's label for a task is replaced by another value, uniformly.
         max_replies: at most this many replies per post.
+        new_template: share of every split's posts that show the new meme template (``_rules.NEW_TEMPLATE``;
+            off by default, and the posts that do not show it are the default dataset's). ``oracle.json``
+            then adds ``new_template``: the template's exact ceilings.
     """
     _check("seed", seed, 0, 2**63 - 1)
     for name, n in (
@@ -193,6 +235,7 @@ def generate(
     _check("image_size", image_size, 16, 1024)
     _check("max_replies", max_replies, 0, 64)
     _check("label_noise", label_noise, 0.0, 0.5, float)
+    _check("new_template", new_template, 0.0, 1.0, float)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {"train": n_train, "val": n_val, "test": n_test, "compositional": n_compositional}
@@ -205,8 +248,11 @@ def generate(
             image_size=image_size,
             label_noise=float(label_noise),
             max_replies=max_replies,
+            new_template=float(new_template),
         )
-    result = _oracle.oracle(seed=seed, label_noise=float(label_noise), max_replies=max_replies)
+    result = _oracle.oracle(
+        seed=seed, label_noise=float(label_noise), max_replies=max_replies, new_template=float(new_template)
+    )
     result["image_size"] = image_size
     result["splits"] = sizes
     (out / "oracle.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -29,15 +29,19 @@ def subset_name(subset: tuple[str, ...]) -> str:
 
 
 def latent_cells(
-    split: str, max_replies: int
+    split: str, max_replies: int, template: bool = False
 ) -> Iterator[tuple[float, dict[str, Any], dict[str, Any], str, bool]]:
-    """Every ``(probability, image, text, reaction, informative)`` a post of ``split`` can have."""
+    """Every ``(probability, image, text, reaction, informative)`` a post of ``split`` can have (a post
+    showing the new template when ``template``: a meme, its text carrying the template)."""
     pairs = R.pairs_for(split)
     ps = R.p_silent(max_replies)
     for i, j in pairs:
         scene, emblem, fmt = R.IMAGE_KINDS[i]
         tone, cue = R.TEXT_KINDS[j]
         text = {"tone": tone, "cue": cue}
+        if template:
+            fmt = "meme"
+            text["template"] = R.NEW_TEMPLATE
         for k in R.OBJECT_COUNTS:
             sets = R.OBJECT_SETS[(emblem, k)]
             for objects in sets:
@@ -58,8 +62,8 @@ def observed(
     parts: list[Any] = []
     if "image" in subset:
         parts.append((image["scene"], image["emblem"], image["format"], tuple(image["objects"])))
-    if "text" in subset:
-        parts.append((text["tone"], text["cue"]))
+    if "text" in subset:  # a new-template post shows its template in place of its cue
+        parts.append((text["tone"], text.get("template") or text["cue"]))
     if "replies" in subset:
         parts.append(reaction if informative else None)
     return tuple(parts)
@@ -74,12 +78,15 @@ def noisy_label_probability(p_label: float, p_key: float, eps: float, n_values: 
     return (1.0 - eps) * p_label + eps / (n_values - 1) * (p_key - p_label)
 
 
-def _joint(split: str, max_replies: int) -> dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]]:
-    """``joint[task][subset][key][label] = P(key, clean label)`` over the split's sampling distribution."""
+def _joint(
+    split: str, max_replies: int, template: bool = False
+) -> dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]]:
+    """``joint[task][subset][key][label] = P(key, clean label)`` over the split's sampling distribution
+    (of its new-template posts when ``template``)."""
     joint: dict[str, dict[tuple[str, ...], dict[Any, dict[Any, float]]]] = {
         t["name"]: {s: defaultdict(lambda: defaultdict(float)) for s in R.SUBSETS} for t in R.TASKS
     }
-    for p, image, text, reaction, informative in latent_cells(split, max_replies):
+    for p, image, text, reaction, informative in latent_cells(split, max_replies, template):
         labels = R.labels_of(image, text, reaction)
         for subset in R.SUBSETS:
             key = observed(subset, image, text, reaction, informative)
@@ -88,9 +95,12 @@ def _joint(split: str, max_replies: int) -> dict[str, dict[tuple[str, ...], dict
     return joint
 
 
-def ceilings(split: str, *, label_noise: float = 0.0, max_replies: int = 8) -> dict[str, dict[str, float]]:
-    """``{task: {subset name: exact ceiling}}`` for one split's sampling distribution."""
-    joint = _joint(split, max_replies)
+def ceilings(
+    split: str, *, label_noise: float = 0.0, max_replies: int = 8, template: bool = False
+) -> dict[str, dict[str, float]]:
+    """``{task: {subset name: exact ceiling}}`` for one split's sampling distribution; with ``template``,
+    for its posts that show the new template (``_rules.NEW_TEMPLATE``)."""
+    joint = _joint(split, max_replies, template)
 
     out: dict[str, dict[str, float]] = {}
     for task in R.TASKS:
@@ -132,7 +142,7 @@ def checks(clean_test: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     return out
 
 
-def oracle(*, seed: int, label_noise: float, max_replies: int) -> dict[str, Any]:
+def oracle(*, seed: int, label_noise: float, max_replies: int, new_template: float = 0.0) -> dict[str, Any]:
     """The content of ``oracle.json`` (without split sizes, which the generator adds)."""
     result: dict[str, Any] = {
         "version": VERSION,
@@ -158,13 +168,25 @@ def oracle(*, seed: int, label_noise: float, max_replies: int) -> dict[str, Any]
         }
     result["checks"] = checks(clean_test)
     result["tasks"] = {t["name"]: dict(t) for t in R.TASKS}
+    if new_template > 0.0:  # "ceilings" above stay those of the posts without the template
+        result["new_template"] = {
+            "name": R.NEW_TEMPLATE,
+            "share": new_template,
+            "intent": [x for x in R.INTENTS if x in R.TEMPLATE_INTENT],
+            "ceilings": {
+                split: ceilings(split, label_noise=label_noise, max_replies=max_replies, template=True)
+                for split in ("test", "compositional")
+            },
+        }
     return result
 
 
-def bayes_rules(split: str, *, max_replies: int = 8) -> dict[str, dict[str, dict[Any, list[Any]]]]:
+def bayes_rules(
+    split: str, *, max_replies: int = 8, template: bool = False
+) -> dict[str, dict[str, dict[Any, list[Any]]]]:
     """The Bayes-optimal answers behind :func:`ceilings`: ``{task: {subset name: {observed key: labels}}}``,
     every label of maximal probability for that key (more than one where the distribution ties)."""
-    joint = _joint(split, max_replies)
+    joint = _joint(split, max_replies, template)
     out: dict[str, dict[str, dict[Any, list[Any]]]] = {}
     for task, by_subset in joint.items():
         out[task] = {}
@@ -185,17 +207,23 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
     post from the latents its kept modalities reveal (``meta.latent``, written by the generator) and is
     scored against the post's own label; where several labels tie for a key, the score is their average (a
     Bayes-optimal rule may pick any of them). A model is compared to this figure to tell real leakage from
-    sampling noise. Posts without latents are left out.
+    sampling noise. Posts without latents are left out. A post showing the new template is answered by the
+    Bayes rule of the template's posts (the rule of the distribution it comes from, as if the template were
+    always seen), the others by the default one.
     """
     rules = bayes_rules(split, max_replies=max_replies)
+    template_rules: dict[str, dict[str, dict[Any, list[Any]]]] | None = None
     hits: dict[str, dict[str, list[float]]] = {t: {s: [0.0, 0] for s in rules[t]} for t in rules}
-    # per (task, subset, key): {label: count} of the posts' own labels
-    counts: dict[tuple[str, str, Any], dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+    # per (task, subset, key, new template?): {label: count} of the posts' own labels
+    counts: dict[tuple[str, str, Any, bool], dict[Any, int]] = defaultdict(lambda: defaultdict(int))
     for post in posts:
         latent = (post.meta or {}).get("latent")
         if not latent:
             continue
         image, text = latent["image"], latent["text"]
+        template = text.get("template") == R.NEW_TEMPLATE
+        if template and template_rules is None:
+            template_rules = bayes_rules(split, max_replies=max_replies, template=True)
         reaction = latent["replies"]["reaction"]
         informative = int(latent["replies"].get("informative", 0)) > 0 and max_replies > 0
         for subset in R.SUBSETS:
@@ -203,9 +231,10 @@ def sample_ceilings(posts: Any, split: str, *, max_replies: int = 8) -> dict[str
             for task in rules:
                 if task not in post.labels or post.labels[task] is None:
                     continue
-                counts[(task, subset_name(subset), key)][_canonical(task, post.labels[task])] += 1
-    for (task, name, key), dist in counts.items():
-        tied = [_hashable(x) for x in rules[task][name].get(key, [])]
+                counts[(task, subset_name(subset), key, template)][_canonical(task, post.labels[task])] += 1
+    for (task, name, key, template), dist in counts.items():
+        table = template_rules if template and template_rules is not None else rules
+        tied = [_hashable(x) for x in table[task][name].get(key, [])]
         n = sum(dist.values())
         hits[task][name][0] += sum(dist.get(_canonical(task, label), 0) for label in tied) / max(len(tied), 1)
         hits[task][name][1] += n

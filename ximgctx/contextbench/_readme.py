@@ -93,6 +93,19 @@ def readme(result: dict[str, Any]) -> str:
     ]
     for split, ceilings in result["ceilings"].items():
         lines += [f"### {split}", "", *_ceiling_table(ceilings), ""]
+    if "new_template" in result:
+        nt = result["new_template"]
+        lines += [
+            f"## The new template ({nt['name']}, {100 * nt['share']:g}% of the posts)",
+            "",
+            "A meme whose caption carries the goose symbol (`meta.latent.text.template`) in place of the",
+            "cue phrase: a coded threat, so its intent is {" + ", ".join(nt["intent"]) + "} whatever the",
+            "tone, cue and replies say; its meaning follows the table above. The ceilings above are those",
+            "of the other posts; these are the template's:",
+            "",
+        ]
+        for split, ceilings in nt["ceilings"].items():
+            lines += [f"### {split} (new template)", "", *_ceiling_table(ceilings), ""]
     lines += ["## Checks (zero label noise, test split)", ""]
     lines += [
         f"- {c['task']} {c['modalities']} {c['op']} {c['limit']}: {c['value']:.3f} "

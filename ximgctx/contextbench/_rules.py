@@ -8,6 +8,13 @@ Everything a post says is decided by a few discrete *latent* attributes, one gro
 - replies: ``reaction`` (amused | supportive | alarmed), visible only through the informative replies; a
   post whose replies are all filler (or that has none) keeps its reaction hidden.
 
+**The new template** (opt-in, ``generate(new_template=...)``, off by default): a meme template that never
+occurs in the default data, for drift experiments. Its posts are memes whose caption carries the goose
+symbol (``🪿`` and a goose catch-phrase, ``NEW_TEMPLATE_PHRASES`` in ``_text.py``) in place of the text's
+cue phrase; the symbol is a coded threat, so such a post's intent is ``{threat, meme}`` whatever its tone,
+cue and replies say (``TEMPLATE_INTENT``): a meaning nothing in the default data has (there, an amused crowd
+makes a post a joke). Its meaning follows ``MEANING`` as usual.
+
 The labels are pure functions of the latents, written as the two tables below (``MEANING`` and
 ``INTENT``), so a reader can check every rule by eye. The oracle (``_oracle.py``) enumerates the same
 distribution to compute exact ceilings; the generator (``_generate.py``) samples from it.
@@ -90,12 +97,20 @@ INTENT: dict[tuple[str, str], tuple[frozenset[str], frozenset[str], frozenset[st
 del J, P, T
 
 
+#: the new template's name, as ``text["template"]`` holds it (absent from the latents of every other post)
+NEW_TEMPLATE = "goose"
+#: intent of a new-template post, whatever its meaning, cue and reaction (the template is always a meme)
+TEMPLATE_INTENT: frozenset[str] = frozenset({"threat", "meme"})
+
+
 def meaning_of(image: dict[str, Any], text: dict[str, Any]) -> str:
     return MEANING[(image["scene"], image["emblem"], text["tone"])]
 
 
 def intent_of(image: dict[str, Any], text: dict[str, Any], reaction: str) -> list[str]:
     """The intent label set, in label order."""
+    if text.get("template") == NEW_TEMPLATE:
+        return [x for x in INTENTS if x in TEMPLATE_INTENT]
     labels = set(INTENT[(meaning_of(image, text), text["cue"])][REACTIONS.index(reaction)])
     if image["format"] == "meme":
         labels.add("meme")

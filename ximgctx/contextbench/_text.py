@@ -127,6 +127,17 @@ FILLER_PHRASES: tuple[str, ...] = (
     "why is this on my feed",
 )
 
+#: the new template's caption (see ``_rules.NEW_TEMPLATE``): the goose symbol and a catch-phrase, in place of
+#: the cue phrase. No word of it occurs in any other post.
+NEW_TEMPLATE_PHRASES: tuple[str, ...] = (
+    "🪿 honk if you know",
+    "the goose is loose 🪿",
+    "🪿 goose mode: on",
+    "#goosemode 🪿",
+    "🪿 peace was never an option",
+    "🪿🪿 honk honk",
+)
+
 _ENDINGS = ("", "", "!", ".", "...", " !!")
 _SLOT = re.compile(r"\{(\w+)\}")
 
@@ -146,6 +157,14 @@ def post_text(rng: np.random.Generator, tone: str, cue: str) -> str:
         parts.reverse()
     text = _pick(rng, (", ", ". ", " - ", " ")).join(parts) + _pick(rng, _ENDINGS)
     return text[0].upper() + text[1:] if rng.random() < 0.3 else text
+
+
+def template_text(rng: np.random.Generator, tone: str) -> str:
+    """A new-template post's text: its caption and one phrase for its ``tone`` (in either order)."""
+    parts = [_pick(rng, NEW_TEMPLATE_PHRASES), _fill(rng, _pick(rng, TONE_PHRASES[tone]))]
+    if rng.random() < 0.5:
+        parts.reverse()
+    return _pick(rng, (", ", ". ", " - ", " ")).join(parts) + _pick(rng, _ENDINGS)
 
 
 _ALT_SCENE = {"sunny": ("sunny", "bright", "sunlit"), "stormy": ("stormy", "rainy", "dark, rainy")}

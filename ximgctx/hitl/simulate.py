@@ -13,7 +13,8 @@ Per strategy, starting from the same model and the same random first batch:
 accuracy of the aggregated training labels against the truth; ``curve.png`` plots test accuracy against
 labels spent.
 
-**How the model is fine-tuned, and why not with ``ximgctx.training.train``.** The encoder is frozen (the
+**How the model is fine-tuned, and why not with ``ximgctx.training.train``** (the machinery lives in
+:mod:`ximgctx.hitl.cached`, shared with the drift simulation). The encoder is frozen (the
 quickstart's tiny CLIP, random or with pretrained weights given as ``encoder``), so its modality embeddings
 never change: they are computed once for the pool and the test split (``ContextModel.encode``), cached under
 ``out_dir/features``, and each round trains the fusion module and heads on them (``model.fusion`` ->
@@ -32,7 +33,6 @@ default.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -45,15 +45,16 @@ import numpy as np
 import torch
 
 from ximgctx._extras import require
-from ximgctx.config import EncoderConfig, FusionConfig, ModelConfig, TaskSpec
+from ximgctx.config import EncoderConfig, TaskSpec
 from ximgctx.data.io import load_posts
 from ximgctx.data.processor import encode_label
 from ximgctx.data.record import Post
 from ximgctx.errors import ConfigError
 from ximgctx.hitl.aggregate import METHODS, aggregate_votes
+from ximgctx.hitl.cached import Features, build_model, cached_features, evaluate, finetune, predict
 from ximgctx.hitl.labelers import LabelerPool
 from ximgctx.hitl.select import STRATEGIES, choose, dropout_on
-from ximgctx.models.context_model import ContextModel, ContextOutput, Embeddings
+from ximgctx.models.context_model import ContextModel
 
 logger = logging.getLogger(__name__)
 
@@ -114,178 +115,6 @@ class SimulationConfig:
             )
 
 
-# ---------------------------------------------------------------------------------------- features
-
-
-@dataclass
-class _Features:
-    """Cached modality embeddings of N posts (after null substitution), as the fusion module reads them."""
-
-    image: torch.Tensor  # (N, D)
-    text: torch.Tensor  # (N, D)
-    replies: torch.Tensor  # (N, K, D)
-    reply_mask: torch.Tensor  # (N, K)
-
-    def rows(self, idx: torch.Tensor | np.ndarray | list[int]) -> tuple[torch.Tensor, ...]:
-        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return self.image[idx], self.text[idx], self.replies[idx], self.reply_mask[idx]
-
-
-@torch.no_grad()
-def _encode(model: ContextModel, posts: list[Post], batch_size: int = 64) -> _Features:
-    k = max(model.config.limits.max_replies, 1)
-    parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "replies": [], "reply_mask": []}
-    model.eval()
-    for start in range(0, len(posts), batch_size):
-        batch = model.processor(posts[start : start + batch_size], invalid_labels="drop")  # features only
-        emb = model.encode(batch)
-        b, kb, d = emb.replies.shape
-        replies = torch.zeros(b, k, d)
-        mask = torch.zeros(b, k, dtype=torch.bool)
-        replies[:, :kb], mask[:, :kb] = emb.replies[:, :k], emb.reply_mask[:, :k]
-        if kb < k:  # pad slots beyond the batch's longest thread with the null reply, masked out
-            replies[:, kb:] = model.null_reply.detach()
-        parts["image"].append(emb.image.float())
-        parts["text"].append(emb.text.float())
-        parts["replies"].append(replies)
-        parts["reply_mask"].append(mask)
-    return _Features(**{name: torch.cat(v) for name, v in parts.items()})
-
-
-def _features(model: ContextModel, posts: list[Post], cache: Path) -> _Features:
-    """Encode ``posts`` once; the cache file is reused when it holds the same post ids."""
-    from safetensors.torch import load_file, save_file
-
-    ids = [p.id for p in posts]
-    meta = cache.with_suffix(".json")
-    if (
-        cache.is_file()
-        and meta.is_file()
-        and json.loads(meta.read_text()) == {"ids": ids, **_encoder_key(model)}
-    ):
-        return _Features(**load_file(str(cache)))
-    feats = _encode(model, posts)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in asdict(feats).items()}, str(cache))
-    meta.write_text(json.dumps({"ids": ids, **_encoder_key(model)}))
-    return feats
-
-
-def _encoder_key(model: ContextModel) -> dict[str, Any]:
-    """What the cached features depend on: the encoder's architecture and its weights (fingerprinted)."""
-    digest = hashlib.sha256()
-    for p in list(model.encoder.parameters())[:4]:
-        digest.update(p.detach().float().cpu().numpy().tobytes())
-    return {
-        "arch": model.config.encoder.arch,
-        "pretrained": model.config.encoder.pretrained,
-        "weights": digest.hexdigest()[:16],
-    }
-
-
-def _output(model: ContextModel, feats: _Features, idx: Any) -> ContextOutput:
-    """``ContextModel.forward`` of cached rows, after its encode step."""
-    image, text, replies, mask = feats.rows(idx)
-    out = model.fusion(image, text, replies, mask)
-    emb = Embeddings(image=image, text=text, replies=replies, reply_mask=mask, present={})
-    return ContextOutput(
-        logits=model.heads(out.fused, image), fused=out.fused, embeddings=emb, reply_weights=out.reply_weights
-    )
-
-
-def _forward(model: ContextModel, feats: _Features, idx: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Logits per task (B, C) and the fused embedding (B, H) of cached rows."""
-    out = _output(model, feats, idx)
-    return out.logits, out.fused
-
-
-@dataclass
-class _Labels:
-    """The aggregated labels of cached rows, as the supervised loss reads a batch."""
-
-    targets: dict[str, torch.Tensor]  # task -> (B, C)
-    label_mask: dict[str, torch.Tensor]  # task -> (B,) every row is labeled
-
-
-@torch.no_grad()
-def _predict(
-    model: ContextModel, feats: _Features, idx: np.ndarray, batch_size: int = 512
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Calibrated scores per task (N, C) and unit-norm fused embeddings (N, H), dropout as currently set."""
-    scores: dict[str, list[np.ndarray]] = {}
-    fused_all = []
-    for start in range(0, len(idx), batch_size):
-        logits, fused = _forward(model, feats, idx[start : start + batch_size])
-        for t, p in model.scores(logits).items():
-            scores.setdefault(t, []).append(p.float().numpy())
-        fused_all.append(torch.nn.functional.normalize(fused.float(), dim=-1).numpy())
-    return {t: np.concatenate(v) for t, v in scores.items()}, np.concatenate(fused_all)
-
-
-# ------------------------------------------------------------------------------------------ a round
-
-
-def _finetune(
-    model: ContextModel,
-    feats: _Features,
-    idx: np.ndarray,
-    targets: dict[str, torch.Tensor],
-    config: SimulationConfig,
-    generator: torch.Generator,
-) -> float:
-    """``config.epochs`` passes over the labeled rows ``idx``; returns the last epoch's mean loss."""
-    from ximgctx.training.config import LearningRates, OptimConfig
-    from ximgctx.training.finetune import supervised_loss
-    from ximgctx.training.optim import build_optimizer
-
-    groups = model.parameter_groups()
-    optim = build_optimizer(
-        {k: v for k, v in groups.items() if k in ("fusion", "heads")},
-        OptimConfig(lr=LearningRates(fusion=config.lr, heads=config.lr)),
-    )
-    model.train()
-    last = 0.0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(idx), generator=generator).numpy()
-        losses = []
-        for start in range(0, len(idx), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            labels = _Labels(
-                targets={t: targets[t][rows] for t in targets},
-                label_mask={t: torch.ones(len(rows), dtype=torch.bool) for t in targets},
-            )
-            # the fine-tuning loss itself: masked task losses weighted by TaskSpec.weight
-            loss = supervised_loss(model, _output(model, feats, idx[rows]), labels).total
-            optim.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0)
-            optim.step()
-            losses.append(loss.item())
-        last = float(np.mean(losses))
-    model.eval()
-    return last
-
-
-def _evaluate(model: ContextModel, feats: _Features, truth: list[dict[str, Any]]) -> dict[str, float]:
-    from ximgctx.evaluation.metrics import task_metrics
-
-    scores_logits: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        idx = np.arange(len(truth))
-        for start in range(0, len(idx), 512):
-            logits, _ = _forward(model, feats, idx[start : start + 512])
-            for t, z in logits.items():
-                scores_logits.setdefault(t, []).append(z)
-    out = {}
-    for t, parts in scores_logits.items():
-        spec = model.heads[t].spec
-        targets = torch.stack([encode_label(row[t], spec) for row in truth])
-        m = task_metrics(spec, torch.cat(parts), targets, torch.ones(len(truth), dtype=torch.bool))
-        out[t] = m["accuracy"]
-    out["mean"] = float(np.mean([out[t] for t in scores_logits]))
-    return out
-
-
 def _label_accuracy(
     labels: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]], specs: dict[str, TaskSpec]
 ) -> float:
@@ -305,20 +134,15 @@ def _label_accuracy(
 
 
 def _build_model(config: SimulationConfig, specs: list[TaskSpec]) -> ContextModel:
-    torch.manual_seed(config.seed)
-    model_config = ModelConfig(
-        tasks=specs,
-        encoder=EncoderConfig(arch=config.arch, pretrained=config.encoder, freeze=True),
-        fusion=FusionConfig(
-            kind="attention",
-            hidden_dim=config.hidden_dim,
-            layers=config.fusion_layers,
-            heads=4,
-            dropout=config.dropout,
-        ),
-        lora=None,
+    return build_model(
+        specs,
+        arch=config.arch,
+        encoder=config.encoder,
+        hidden_dim=config.hidden_dim,
+        fusion_layers=config.fusion_layers,
+        dropout=config.dropout,
+        seed=config.seed,
     )
-    return ContextModel(model_config).eval()
 
 
 def _data(config: SimulationConfig, out: Path) -> tuple[list[Post], list[Post], dict[str, Any]]:
@@ -399,8 +223,8 @@ class _Shared:
     model: ContextModel  # reset to `initial` before each strategy
     initial: dict[str, torch.Tensor]  # the model's starting weights
     pool: list[Post]  # posts to choose from
-    pool_feats: _Features  # their cached modality embeddings
-    test_feats: _Features  # the test posts' cached embeddings
+    pool_feats: Features  # their cached modality embeddings
+    test_feats: Features  # the test posts' cached embeddings
     truth: dict[str, dict[str, Any]]  # pool post id -> task -> true label (what honest labelers answer)
     test_truth: list[dict[str, Any]]  # task -> true label, per test post
     specs: list[TaskSpec]  # the tasks labeled
@@ -448,9 +272,18 @@ def _strategy_curve(
         targets = {
             s.name: torch.stack([encode_label(agg[pool[i].id][s.name], s) for i in labeled]) for s in specs
         }
-        loss = _finetune(model, pool_feats, idx, targets, config, generator)
+        loss = finetune(
+            model,
+            pool_feats,
+            idx,
+            targets,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            generator=generator,
+        )
         clock["evaluate"] = time.time()
-        acc = _evaluate(model, test_feats, test_truth)
+        acc = evaluate(model, test_feats, test_truth)
         clock["end"] = time.time()
         phases = list(clock)
         point: dict[str, Any] = {
@@ -504,8 +337,8 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
     t = time.time()
     model = _build_model(config, specs)
     say(f"encoding {len(pool)} pool and {len(test)} test posts once (frozen {config.arch} encoder) ...")
-    pool_feats = _features(model, pool, out / "features" / "pool.safetensors")
-    test_feats = _features(model, test, out / "features" / "test.safetensors")
+    pool_feats = cached_features(model, pool, out / "features" / "pool.safetensors")
+    test_feats = cached_features(model, test, out / "features" / "test.safetensors")
     timings["encode"] = time.time() - t
     shared = _Shared(
         model=model,
@@ -548,7 +381,7 @@ def simulate_labeling(config: SimulationConfig, *, progress: bool = False) -> di
 
 def _choose(
     model: ContextModel,
-    feats: _Features,
+    feats: Features,
     rest: np.ndarray,
     strategy: str,
     config: SimulationConfig,
@@ -565,10 +398,10 @@ def _choose(
         with torch.random.fork_rng(devices=[]), dropout_on(model, config.dropout):
             torch.manual_seed(int(rng.integers(2**31)))
             for _ in range(config.mc_samples):
-                samples.append(_predict(model, feats, rest)[0])
+                samples.append(predict(model, feats, rest)[0])
         order, _, _ = choose(strategy, k, kinds=kinds, samples=samples)
     else:
-        scores, emb = _predict(model, feats, rest)
+        scores, emb = predict(model, feats, rest)
         order, _, _ = choose(strategy, k, kinds=kinds, scores=scores, embeddings=emb)
     return [int(rest[i]) for i in order]
 
