@@ -74,3 +74,10 @@ def test_round_trip_and_bad_rules():
         GateRule(tolerance=-1)
     with pytest.raises(ConfigError, match="gate.min_gain"):
         GateRule(min_gain=float("nan"))
+
+
+def test_a_drop_of_exactly_the_tolerance_passes_despite_float_rounding():
+    assert 0.315 - 0.305 > 0.01  # what binary floats make of it
+    v = gate(card(gold=0.315), card(intent=0.9, gold=0.305), GateRule(tolerance=0.01))
+    assert v.promote and v.regressions == {}
+    assert not gate(card(gold=0.315), card(intent=0.9, gold=0.3049), GateRule(tolerance=0.01)).promote

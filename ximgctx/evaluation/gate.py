@@ -114,7 +114,7 @@ def _drop(
     if new is None or not math.isfinite(new):
         out[name] = math.inf
         return f"{name}: the candidate has no score (serving {old:.4f})"
-    if old - new > rule.tolerance:
+    if old - new > rule.tolerance + rule.tie:  # a drop of exactly the tolerance (0.315 - 0.305) passes
         out[name] = old - new
         return f"{name} regressed {old:.4f} -> {new:.4f} (drop {old - new:.4f} > tolerance {rule.tolerance})"
     return None
