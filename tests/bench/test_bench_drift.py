@@ -28,7 +28,7 @@ SMALL = DriftConfig(
     rounds=3,
     labels_per_round=30,
     labelers=6,
-    replay=20,
+    replay_size=20,
     epochs=2,
     initial_epochs=2,
     hidden_dim=32,
@@ -38,7 +38,8 @@ SMALL = DriftConfig(
 FLAGS = {
     "--seed": "2", "--n-train": "60", "--n-old-holdout": "40", "--n-new-holdout": "30", "--n-gold": "10",
     "--n-traffic": "120", "--share-start": "0.2", "--share-end": "0.8", "--rounds": "3",
-    "--labels-per-round": "30", "--labelers": "6", "--replay": "20", "--epochs": "2", "--initial-epochs": "2",
+    "--labels-per-round": "30", "--labelers": "6", "--replay-size": "20", "--epochs": "2",
+    "--initial-epochs": "2",
     "--hidden-dim": "32", "--fusion-layers": "1", "--image-size": "32",
 }  # fmt: skip
 

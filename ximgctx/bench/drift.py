@@ -18,8 +18,8 @@ The stream, on ContextBench (every post generated from a seed, so the whole run 
 - **Every N labels (``labels_per_round`` votes) a loop round**: a share (``heldout_labels``) of the labels
   that took effect this round is held out; the candidate starts from the serving weights and is fine-tuned on
   the new labels (every label the loop collected, but this round's held-out ones, which join the next round)
-  plus a replay sample (``replay`` posts, drawn afresh each round) of the old training set, so that it does
-  not forget. Both models are scored into
+  plus a replay sample (``replay_size`` posts, drawn afresh each round) of the old training set, so that it
+  does not forget. Both models are scored into
   :class:`~ximgctx.evaluation.gate.Scorecard` s on the same frozen evaluation sets: the holdout (old-template
   holdout + new-template holdout; per task, and per template as ``categories`` ``old/<task>`` and
   ``new/<task>``), the gold items (old-template posts with known answers) and the held-out new labels;
@@ -101,7 +101,7 @@ class DriftConfig:
     k: int = 2  # aggregate=store: agreeing votes a label needs
     strategy: str = "entropy"  # the queue's selection strategy (hitl.select)
     heldout_labels: float = 0.2  # share of a round's new labels held out to score both models
-    replay: int = 600  # old training posts replayed (drawn afresh) per candidate
+    replay_size: int = 600  # old training posts replayed (drawn afresh) per candidate
     epochs: int = 10  # candidate fine-tuning passes per round
     lr: float = 2e-3  # candidate AdamW learning rate (fusion and heads)
     initial_epochs: int = 15  # passes over the old training set for the initial serving model
@@ -128,7 +128,7 @@ class DriftConfig:
         for name in ("n_train", "n_old_holdout", "n_new_holdout", "n_traffic", "rounds", "votes_per_post"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"drift: {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("n_gold", "replay", "epochs", "initial_epochs"):
+        for name in ("n_gold", "replay_size", "epochs", "initial_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"drift: {name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("share_start", "share_end", "heldout_labels", "accuracy", "spammers"):
@@ -478,7 +478,7 @@ def simulate_drift(config: DriftConfig, *, progress: bool = False) -> dict[str, 
 
             # the candidate: warm start, every new label (but this round's held-out ones) + old replay
             candidate_pending = {**collected, **{i: effective[i] for i in fresh}}
-            n_replay = min(config.replay, len(old_rows))
+            n_replay = min(config.replay_size, len(old_rows))
             replay = [old_rows[int(j)] for j in rng.choice(len(old_rows), size=n_replay, replace=False)]
             items = [("traffic", i) for i in sorted(candidate_pending)] + replay
             labels_of = {**old_labels, **{("traffic", i): lab for i, lab in candidate_pending.items()}}

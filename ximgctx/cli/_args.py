@@ -248,6 +248,40 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--workdir": {"help": "where generated files go (default: a temporary folder)"},
     "--repeats": {"type": int, "help": "times each figure is measured (the median is reported)" + _DEFAULT},
     "--mc-samples": {"type": int, "help": "mc_dropout: stochastic forward passes per post" + _DEFAULT},
+    "--n-train": {
+        "type": int,
+        "help": "labeled training posts generated (ContextBench's train split)" + _DEFAULT,
+    },
+    # simulated labeling (simulate-labeling, bench drift): the crowd, the model trained on cached features
+    "--labelers": {"type": int, "help": "simulated labelers" + _DEFAULT},
+    "--votes-per-post": {"type": int, "help": "simulated labelers asked per post" + _DEFAULT},
+    "--accuracy": {
+        "type": float,
+        "help": "an honest simulated labeler's chance of a correct answer" + _DEFAULT,
+    },
+    "--spammers": {"type": float, "help": "share of simulated labelers answering at random" + _DEFAULT},
+    "--rounds": {"type": int, "help": "rounds of labeling, each followed by fine-tuning" + _DEFAULT},
+    "--tasks": {"help": "comma-separated ContextBench tasks labeled and scored" + _DEFAULT},
+    "--epochs": {"type": int, "help": "fine-tuning passes over the labeled posts per round" + _DEFAULT},
+    "--lr": {"type": float, "help": "AdamW learning rate of the fusion module and heads" + _DEFAULT},
+    "--hidden-dim": {"type": int, "help": "fusion width" + _DEFAULT},
+    "--fusion-layers": {"type": int, "help": "attention fusion layers" + _DEFAULT},
+    "--dropout": {"type": float, "help": "fusion dropout (training, and mc_dropout's passes)" + _DEFAULT},
+    "--encoder": {
+        "help": "pretrained encoder weights (open_clip_model.safetensors, as pretrain writes)" + _DEFAULT
+    },
+    "--replay-size": {"type": int, "help": "earlier training posts replayed (sampled) per round" + _DEFAULT},
+    "--k": {"type": int, "help": "agreeing labelers a label needs (the store's rule)" + _DEFAULT},
+    # the promotion gate (evaluation.gate.GateRule)
+    "--gate-metric": {"help": "what must improve to promote: mean, task:NAME or category:NAME" + _DEFAULT},
+    "--gate-tolerance": {
+        "type": float,
+        "help": "the largest drop allowed in any task, category or gold accuracy (absolute)" + _DEFAULT,
+    },
+    "--gate-min-gain": {
+        "type": float,
+        "help": "the metric (or new-label accuracy on a tie) must improve by more than this" + _DEFAULT,
+    },
     "--n-test": {"type": int, "help": "ContextBench test posts generated" + _DEFAULT},
     "--quick": {"action": "store_true", "help": "tiny sizes, for tests (the figures mean little)"},
 }
@@ -366,6 +400,15 @@ def _parse(module: str) -> tuple[str, ast.Module, dict[str, Any]]:
 def source_doc(module: str) -> str:
     """A module's docstring, read from source (``--help`` shows it without importing the module)."""
     return inspect.cleandoc(ast.get_docstring(_parse(module)[1]) or "")
+
+
+def _strategy_flag() -> None:
+    """``--strategy``: its choices read from hitl.select's source (nothing imported)."""
+    FLAGS["--strategy"] = {
+        "choices": source_constant("ximgctx.hitl.select:STRATEGIES"),
+        "help": "how posts are picked: entropy / margin: the most uncertain; mc_dropout: BALD over "
+        "dropout passes; diverse: an uncertainty-weighted diverse batch (k-means++); random" + _DEFAULT,
+    }
 
 
 def source_constant(ref: str) -> Any:
@@ -525,3 +568,6 @@ def help_text(p: argparse.ArgumentParser) -> str:
     buf = io.StringIO()
     p.print_help(buf)
     return buf.getvalue()
+
+
+_strategy_flag()

@@ -158,8 +158,8 @@ def _govern(p: argparse.ArgumentParser) -> None:
 
 
 def _drift(p: argparse.ArgumentParser) -> None:
-    add_dataclass_args(p, "ximgctx.bench.drift:DriftConfig")
-    p.add_argument("--tasks", default="intent", help="comma-separated ContextBench tasks labelled and scored")
+    add_dataclass_args(p, "ximgctx.bench.drift:DriftConfig", exclude={"tasks"})
+    add(p, "--tasks", default="intent")
 
 
 #: benchmark -> (module under ximgctx.bench, its flags).

@@ -165,13 +165,7 @@ def _select_parser(p: argparse.ArgumentParser) -> None:
         required=True,
         help="chosen posts, JSONL: {id, rank, score, per_task} per post ('-' for stdout)",
     )
-    p.add_argument(
-        "--strategy",
-        default="diverse",
-        choices=source_constant("ximgctx.hitl.select:STRATEGIES"),
-        help="entropy / margin: the k most uncertain; mc_dropout: BALD over dropout passes; "
-        "diverse: an uncertainty-weighted diverse batch (greedy k-means++ weights)",
-    )
+    add(p, "--strategy", default="diverse")
     p.add_argument(
         "--labeled",
         action="append",
@@ -341,7 +335,7 @@ def _memory_parser(p: argparse.ArgumentParser) -> None:
         if name == "remove":
             sp.add_argument("--row", type=int, default=None, help="one row's id instead of a post's rows")
         if name == "rule":
-            sp.add_argument("--k", type=int, default=None, help="agreeing labelers a label needs")
+            add(sp, "--k", default=None)
             sp.add_argument(
                 "--reviewer-alone",
                 choices=["yes", "no"],
@@ -491,11 +485,7 @@ def _simulate_parser(p: argparse.ArgumentParser) -> None:
         default=",".join(source_default(_SIMULATION, "strategies")),
         help="comma-separated, compared: random,entropy,margin,mc_dropout,diverse (default: %(default)s)",
     )
-    p.add_argument(
-        "--tasks",
-        default=",".join(source_default(_SIMULATION, "tasks")),
-        help="comma-separated ContextBench tasks the labelers answer (default: %(default)s)",
-    )
+    add(p, "--tasks", default=",".join(source_default(_SIMULATION, "tasks")))
     add_dataclass_args(p, _SIMULATION, exclude={"out_dir", "data_dir", "strategies", "tasks"})
 
 

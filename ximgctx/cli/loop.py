@@ -86,19 +86,8 @@ def build_parser(command: str = "loop") -> argparse.ArgumentParser:
         help="section.key=value applied to the experiment (repeatable; replaces the config's list)",
     )
     r.add_argument("--every-s", type=float, default=None, help="run a round every N seconds until stopped")
-    r.add_argument("--gate-metric", default=None, help="what must improve: mean, task:NAME or category:NAME")
-    r.add_argument(
-        "--gate-tolerance",
-        type=float,
-        default=None,
-        help="the largest drop allowed in any task, category or gold accuracy (absolute)",
-    )
-    r.add_argument(
-        "--gate-min-gain",
-        type=float,
-        default=None,
-        help="the metric (or new-label accuracy on a tie) must improve by more than this",
-    )
+    for flag in ("--gate-metric", "--gate-tolerance", "--gate-min-gain"):  # default: the config's gate
+        add(r, flag, default=None)
     b = _sub(sub, "rollback", "promote the version promoted before the current one", _ROLLBACK)
     _common(b)
     add(b, "--why", default="")
