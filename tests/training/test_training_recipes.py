@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _simulate_loss(weight: float) -> float:
-    from ximgctx.hitl.simulate import SimulationConfig, _build_model, _Features, _finetune
+    from ximgctx.hitl.cached import Features, finetune
+    from ximgctx.hitl.simulate import SimulationConfig, _build_model
 
     config = SimulationConfig(
         out_dir="unused", epochs=1, batch_size=16, lr=0.0, hidden_dim=16, fusion_layers=1
@@ -29,7 +30,7 @@ def _simulate_loss(weight: float) -> float:
     model = _build_model(config, [spec])
     d, k = model.encoder.embed_dim, max(model.config.limits.max_replies, 1)
     g = torch.Generator().manual_seed(0)
-    feats = _Features(  # cached modality embeddings of 16 posts
+    feats = Features(  # cached modality embeddings of 16 posts
         image=torch.randn(16, d, generator=g),
         text=torch.randn(16, d, generator=g),
         replies=torch.randn(16, k, d, generator=g),
@@ -41,7 +42,8 @@ def _simulate_loss(weight: float) -> float:
         )
     }
     torch.manual_seed(0)  # the same dropout for both weights
-    return _finetune(model, feats, np.arange(16), targets, config, torch.Generator().manual_seed(0))
+    sizes = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr}
+    return finetune(model, feats, np.arange(16), targets, generator=torch.Generator().manual_seed(0), **sizes)
 
 
 def test_the_simulated_loop_trains_with_the_task_weight() -> None:
