@@ -48,7 +48,7 @@ loop's new-template accuracy is within ``target_gap`` of it, and the old-templat
 Measured (2 busy CPU cores shared with other jobs, seed 0): the target is **not met** yet.
 
 - Defaults (10 rounds, 1,500 labels; replay of all 2,000 old posts towards the serving model's answers;
-  measured with ``--workdir`` caching the features, which changes no figure): new template 3.8% -> 88.2% after
+  ``ximgctx bench drift --out drift.json``, 314 s): new template 3.8% -> 88.2% after
   1,500 labels (ceiling 100%, so 11.8 points short of the 5-point target); no loop 3.8% throughout; old
   templates 39.6% -> 40.4%, never below the start (largest drop 0.0 points); 8 rounds promoted, rounds 1
   and 6 refused (old-template drops of 1.1 points).
@@ -60,10 +60,10 @@ Measured (2 busy CPU cores shared with other jobs, seed 0): the target is **not 
   1,500 labels, 8 of 10 rounds refused for old drops of 1.3-8.2 points; towards the serving model's
   probabilities (``serving_scores``) 21.2%, 9 of 10 refused (drops of 1.2-5.0 points).
 
-In the 15-round run, even with distillation, a candidate serves what the serving model serves on only
-89-94% of the replayed posts and 84-91% of the old holdout (``candidate.agrees_with_serving``): the new
-labels on old-template traffic (ground truth, which the serving model gets right 40% of the time) pull the
-other way, and the old posts' ``meme`` scores sit near 0.5.
+Even with distillation, a candidate serves what the serving model serves on only 86-95% of the replayed
+posts and 84-91% of the old holdout (``candidate.agrees_with_serving``; 89-94% and 84-91% with 15
+rounds): the new labels on old-template traffic (ground truth, which the serving model gets right 40% of
+the time) pull the other way, and the old posts' ``meme`` scores sit near 0.5.
 
 Why ``intent`` only by default: the frozen tiny encoder's image features carry neither the emblem
 (``meaning``) nor the meme bands, so old-template intent stays well below its ceiling whatever the labels
