@@ -448,16 +448,23 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # --------------------------------------------------------------------------------------- routes
+    async def _read_request(
+        self, served: ServedModel, req: ModerationRequest, who: Caller
+    ) -> tuple[list[Any], list[Post], list[Post]]:
+        """A request's inputs (posts, or a :class:`Rejected` per unreadable one), its posts, and the posts as
+        the served model will read them (images charged to the caller's budget, large ones prepared)."""
+        check_model(req.model, served.name)
+        items = await inputs_from_request(req, self.config, self.fetcher)
+        posts = [x for x in items if not isinstance(x, Rejected)]
+        self.budget.charge_images(who.identity, [p.image for p in posts])
+        return items, posts, await self.large_images.prepare(posts, served.processor)
+
     async def moderate(self, req: ModerationRequest, who: Caller = LOCAL) -> dict[str, Any]:
         with self.pinned() as served:  # one model answers the whole request
             return await self._moderate_on(served, req, who)
 
     async def _moderate_on(self, served: ServedModel, req: ModerationRequest, who: Caller) -> dict[str, Any]:
-        check_model(req.model, served.name)
-        items = await inputs_from_request(req, self.config, self.fetcher)
-        posts = [x for x in items if not isinstance(x, Rejected)]
-        self.budget.charge_images(who.identity, [p.image for p in posts])
-        prepared = await self.large_images.prepare(posts, served.processor)
+        items, posts, prepared = await self._read_request(served, req, who)
         results = await self._submit(self.moderations, served, prepared) if posts else []
         if self.queue is not None:
             from ximgctx.serve.queue_routes import queue_reviews
@@ -484,11 +491,7 @@ class Service:
             return await self._predict_on(served, req, who)
 
     async def _predict_on(self, served: ServedModel, req: ModerationRequest, who: Caller) -> dict[str, Any]:
-        check_model(req.model, served.name)
-        items = await inputs_from_request(req, self.config, self.fetcher)
-        posts = [x for x in items if not isinstance(x, Rejected)]
-        self.budget.charge_images(who.identity, [p.image for p in posts])
-        prepared = await self.large_images.prepare(posts, served.processor)
+        items, posts, prepared = await self._read_request(served, req, who)
         scored = iter(await self._submit(self.predictions, served, prepared) if posts else [])
         return {
             "id": f"pred-{time.time_ns():x}",
